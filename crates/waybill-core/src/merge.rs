@@ -1,0 +1,239 @@
+//! The merge: folding tracking events into one shipment state, the same whatever order, batching
+//! or duplication the events arrive in.
+//!
+//! The state is the *set* of events seen, and the current event is a pure function of that set:
+//! walk the events in [`EventKey`] order (time, then status rank, then id) and let each one
+//! replace the current event when [`Status::allows_follow_on`] permits. Set union is commutative,
+//! associative and idempotent, and the current event depends only on the set, so the merge is
+//! too. Only the `version` counter depends on arrival order: it counts how many times the
+//! current event changed, which is what downstream consumers order notifications by.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event_id::EventId;
+use crate::status::Status;
+
+/// What the merge needs to know about an event: its time, canonical status and id. Ordered by
+/// `(occurred_at, status rank, id)`, a total order that breaks ties deterministically.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EventKey {
+    /// When the scan happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Its canonical status.
+    pub status: Status,
+    /// Its deterministic id.
+    pub id: EventId,
+}
+
+impl Ord for EventKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.occurred_at, self.status.rank(), &self.id).cmp(&(
+            other.occurred_at,
+            other.status.rank(),
+            &other.id,
+        ))
+    }
+}
+
+impl PartialOrd for EventKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A shipment's merge state: every event seen, the current one, and the change counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShipmentState {
+    /// Every event merged so far.
+    pub history: BTreeSet<EventKey>,
+    /// The event that determines the current status; `None` before the first event.
+    pub current: Option<EventKey>,
+    /// Increases by one for every merge that changed the current event; never otherwise.
+    pub version: i64,
+}
+
+/// What one input event did to the shipment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// New, and it is now the shipment's current event.
+    NewCurrent,
+    /// New, stored in history, but not current (not newer, or a terminal status kept its place).
+    HistoryOnly,
+    /// New but older than the shipment's current event: history only, the status never regresses.
+    Outdated,
+    /// Already known (same event id): changes nothing.
+    Duplicate,
+}
+
+impl ChangeKind {
+    /// The lowercase name used in storage and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::NewCurrent => "new_current",
+            ChangeKind::HistoryOnly => "history_only",
+            ChangeKind::Outdated => "outdated",
+            ChangeKind::Duplicate => "duplicate",
+        }
+    }
+
+    /// Whether the event was new to the shipment's history.
+    pub fn is_new(self) -> bool {
+        !matches!(self, ChangeKind::Duplicate)
+    }
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// The state after the merge.
+    pub state: ShipmentState,
+    /// The current event before the merge.
+    pub previous: Option<EventKey>,
+    /// One entry per input event, in input order.
+    pub changes: Vec<(EventId, ChangeKind)>,
+}
+
+impl MergeOutcome {
+    /// Whether the merge changed the current event (and so bumped the version): the only case
+    /// downstream systems are told about.
+    pub fn current_changed(&self) -> bool {
+        self.previous != self.state.current
+    }
+}
+
+/// The current event of a set of events: the fold of [`Status::allows_follow_on`] over the set
+/// in [`EventKey`] order.
+pub fn current_of<'a>(history: impl IntoIterator<Item = &'a EventKey>) -> Option<EventKey> {
+    let mut current: Option<&EventKey> = None;
+    for candidate in history {
+        let replaces = match current {
+            None => true,
+            Some(existing) => existing.status.allows_follow_on(candidate.status),
+        };
+        if replaces {
+            current = Some(candidate);
+        }
+    }
+    current.cloned()
+}
+
+/// Merges `events` into `state`. Pure; commutative, associative and idempotent in the final
+/// `history` and `current` (property-tested in `tests/merge_algebra.rs`).
+pub fn apply(state: &ShipmentState, events: &[EventKey]) -> MergeOutcome {
+    let previous = state.current.clone();
+    let mut history = state.history.clone();
+    let mut fresh: Vec<bool> = Vec::with_capacity(events.len());
+    for event in events {
+        fresh.push(history.insert(event.clone()));
+    }
+    let current = if fresh.iter().any(|is_new| *is_new) {
+        current_of(&history)
+    } else {
+        previous.clone()
+    };
+
+    let changes = events
+        .iter()
+        .zip(fresh)
+        .map(|(event, is_new)| {
+            let kind = if !is_new {
+                ChangeKind::Duplicate
+            } else if current.as_ref() == Some(event) {
+                ChangeKind::NewCurrent
+            } else if previous.as_ref().is_some_and(|before| event < before) {
+                ChangeKind::Outdated
+            } else {
+                ChangeKind::HistoryOnly
+            };
+            (event.id.clone(), kind)
+        })
+        .collect();
+
+    let version = if current != previous { state.version + 1 } else { state.version };
+    MergeOutcome {
+        state: ShipmentState { history, current, version },
+        previous,
+        changes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn key(seconds: i64, status: Status, tag: u8) -> EventKey {
+        EventKey {
+            occurred_at: Utc.timestamp_opt(seconds, 0).unwrap(),
+            status,
+            id: EventId::parse(&format!("{tag:032x}")).unwrap(),
+        }
+    }
+
+    #[test]
+    fn later_event_becomes_current_and_bumps_version() {
+        let first = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
+        assert_eq!(first.state.version, 1);
+        let second = apply(&first.state, &[key(20, Status::OutForDelivery, 2)]);
+        assert_eq!(second.state.current.as_ref().unwrap().status, Status::OutForDelivery);
+        assert_eq!(second.state.version, 2);
+        assert_eq!(second.changes[0].1, ChangeKind::NewCurrent);
+    }
+
+    #[test]
+    fn older_event_is_outdated_and_never_regresses() {
+        let delivered = apply(&ShipmentState::default(), &[key(20, Status::Delivered, 1)]);
+        let late = apply(&delivered.state, &[key(10, Status::InTransit, 2)]);
+        assert_eq!(late.state.current.as_ref().unwrap().status, Status::Delivered);
+        assert_eq!(late.changes[0].1, ChangeKind::Outdated);
+        assert_eq!(late.state.version, 1);
+        assert_eq!(late.state.history.len(), 2);
+    }
+
+    #[test]
+    fn duplicates_change_nothing() {
+        let once = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
+        let twice = apply(&once.state, &[key(10, Status::InTransit, 1)]);
+        assert_eq!(twice.state, once.state);
+        assert_eq!(twice.changes[0].1, ChangeKind::Duplicate);
+        assert!(!twice.current_changed());
+    }
+
+    #[test]
+    fn terminal_status_is_left_only_for_an_allowed_follow_on() {
+        let delivered = apply(&ShipmentState::default(), &[key(10, Status::Delivered, 1)]);
+        let stray = apply(&delivered.state, &[key(20, Status::InTransit, 2)]);
+        assert_eq!(stray.state.current.as_ref().unwrap().status, Status::Delivered);
+        assert_eq!(stray.changes[0].1, ChangeKind::HistoryOnly);
+        let returned = apply(&stray.state, &[key(30, Status::Returned, 3)]);
+        assert_eq!(returned.state.current.as_ref().unwrap().status, Status::Returned);
+    }
+
+    #[test]
+    fn unknown_never_displaces_a_known_status() {
+        let known = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
+        let unknown = apply(&known.state, &[key(20, Status::Unknown, 2)]);
+        assert_eq!(unknown.state.current.as_ref().unwrap().status, Status::InTransit);
+        let only_unknown = apply(&ShipmentState::default(), &[key(20, Status::Unknown, 2)]);
+        assert_eq!(only_unknown.state.current.as_ref().unwrap().status, Status::Unknown);
+    }
+
+    #[test]
+    fn same_second_ties_break_by_rank() {
+        let a = apply(
+            &ShipmentState::default(),
+            &[key(10, Status::Delivered, 1), key(10, Status::OutForDelivery, 2)],
+        );
+        let b = apply(
+            &ShipmentState::default(),
+            &[key(10, Status::OutForDelivery, 2), key(10, Status::Delivered, 1)],
+        );
+        assert_eq!(a.state.current, b.state.current);
+        assert_eq!(a.state.current.unwrap().status, Status::Delivered);
+    }
+}
