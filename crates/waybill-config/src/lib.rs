@@ -1,1 +1,259 @@
-//! placeholder
+//! Configuration: defaults, then an optional TOML file (`WAYBILL_CONFIG`), then environment
+//! variables. Every key is documented in `docs/configuration.md`.
+//!
+//! **Invariant:** a [`Settings`] value is valid: unknown keys, wrong types and sources naming a
+//! profile that does not exist are rejected by [`Settings::load`] with an error naming the key,
+//! so a process never starts half-configured.
+
+mod sources;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use sources::{PollMode, SourceSettings};
+
+/// The whole configuration of a Waybill process (both binaries read the same file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP ingress.
+    pub ingress: IngressSettings,
+    /// The worker.
+    pub worker: WorkerSettings,
+    /// RabbitMQ.
+    pub bus: BusSettings,
+    /// PostgreSQL.
+    pub database: DatabaseSettings,
+    /// A directory of extra carrier profile files (`*.toml`), beside the built-in ones.
+    #[serde(default)]
+    pub profiles_dir: Option<PathBuf>,
+    /// Inbound sources: one per `POST /v1/webhooks/{source}` endpoint.
+    #[serde(default)]
+    pub sources: Vec<SourceSettings>,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[ingress]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSettings {
+    /// Listen address. Env: `WAYBILL_INGRESS_ADDR`.
+    pub addr: SocketAddr,
+    /// Largest accepted request body; larger gets 413.
+    pub body_limit_bytes: usize,
+    /// How long a request waits for the broker's confirm before answering 503.
+    pub publish_timeout_ms: u64,
+    /// The `Retry-After` (seconds) sent with a 503.
+    pub retry_after_secs: u32,
+    /// How long in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Listen address of the worker's API, health and metrics server. Env: `WAYBILL_WORKER_ADDR`.
+    pub addr: SocketAddr,
+    /// Most messages merged in one Postgres transaction.
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more messages before it is merged.
+    pub batch_linger_ms: u64,
+    /// Unacknowledged messages the broker may push to one worker (≥ batch_size).
+    pub prefetch: u16,
+    /// Run database migrations when the worker starts.
+    pub migrate_on_start: bool,
+    /// Consumers per worker process, each on its own channel with its own batches.
+    pub consumers: usize,
+    /// How long in-flight batches get to finish after SIGTERM.
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[bus]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    /// AMQP URL. Env: `AMQP_URL`.
+    pub url: String,
+    /// A prefix for every exchange and queue name (empty in production; tests use one each).
+    pub prefix: String,
+    /// Deliveries of one message before it is dead-lettered to `waybill.dead`.
+    pub delivery_limit: u32,
+    /// Channels the ingress publishes on, round-robin (confirms are pipelined on each).
+    pub publisher_channels: usize,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL. Env: `DATABASE_URL`.
+    pub url: String,
+    /// Connection pool size per worker process.
+    pub max_connections: u32,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` or `json`. Env: `WAYBILL_LOG_FORMAT`. Levels come from `RUST_LOG`.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ingress: IngressSettings {
+                addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+                body_limit_bytes: 1024 * 1024,
+                publish_timeout_ms: 5_000,
+                retry_after_secs: 5,
+                shutdown_grace_ms: 10_000,
+            },
+            worker: WorkerSettings {
+                addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
+                batch_size: 500,
+                batch_linger_ms: 10,
+                prefetch: 1_000,
+                migrate_on_start: false,
+                consumers: 2,
+                shutdown_grace_ms: 20_000,
+            },
+            bus: BusSettings {
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+                prefix: String::new(),
+                delivery_limit: 10,
+                publisher_channels: 4,
+            },
+            database: DatabaseSettings {
+                url: "postgres://postgres@127.0.0.1:5432/waybill".to_owned(),
+                max_connections: 8,
+            },
+            profiles_dir: None,
+            sources: Vec::new(),
+            log: LogSettings { format: LogFormat::Pretty },
+        }
+    }
+}
+
+/// Why the configuration cannot be used. The message names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has the wrong type or value, is unknown, or the file does not parse.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// The file named by `WAYBILL_CONFIG` does not exist.
+    #[error("configuration file {0} (WAYBILL_CONFIG) does not exist")]
+    MissingFile(PathBuf),
+    /// A semantic rule across keys is broken.
+    #[error("invalid configuration: {key}: {reason}")]
+    Rule {
+        /// The key at fault, e.g. `sources[2].profile`.
+        key: String,
+        /// What is wrong with it, in a sentence.
+        reason: String,
+    },
+    /// The carrier profiles could not be loaded.
+    #[error("invalid configuration: profiles_dir: {0}")]
+    Profiles(#[from] waybill_carriers::ProfileError),
+}
+
+impl Settings {
+    /// Loads defaults ← the file named by `WAYBILL_CONFIG` (if set) ← environment, and validates.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let file = std::env::var_os("WAYBILL_CONFIG").map(PathBuf::from);
+        Settings::load_from(file.as_deref(), true)
+    }
+
+    /// Loads defaults ← `file` ← (if `with_env`) environment, and validates.
+    pub fn load_from(file: Option<&Path>, with_env: bool) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        if with_env {
+            figment = figment
+                .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+                .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "bus.url".into()))
+                .merge(Env::raw().only(&["WAYBILL_INGRESS_ADDR"]).map(|_| "ingress.addr".into()))
+                .merge(Env::raw().only(&["WAYBILL_WORKER_ADDR"]).map(|_| "worker.addr".into()))
+                .merge(Env::raw().only(&["WAYBILL_LOG_FORMAT"]).map(|_| "log.format".into()))
+                .merge(Env::raw().only(&["WAYBILL_PROFILES_DIR"]).map(|_| "profiles_dir".into()));
+        }
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Parses a TOML document on top of the defaults, without reading the environment.
+    pub fn from_toml_str(toml: &str) -> Result<Settings, ConfigError> {
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The carrier profiles: the built-ins plus `profiles_dir`.
+    pub fn profiles(&self) -> Result<waybill_carriers::ProfileRegistry, ConfigError> {
+        Ok(match &self.profiles_dir {
+            Some(dir) => waybill_carriers::ProfileRegistry::with_dir(dir)?,
+            None => waybill_carriers::ProfileRegistry::builtin(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let rule = |key: &str, reason: &str| ConfigError::Rule {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.worker.batch_size == 0 {
+            return Err(rule("worker.batch_size", "must be at least 1"));
+        }
+        if usize::from(self.worker.prefetch) < self.worker.batch_size {
+            return Err(rule(
+                "worker.prefetch",
+                "must be at least worker.batch_size, or a batch can never fill",
+            ));
+        }
+        if self.bus.publisher_channels == 0 {
+            return Err(rule("bus.publisher_channels", "must be at least 1"));
+        }
+        if self.bus.delivery_limit == 0 {
+            return Err(rule("bus.delivery_limit", "must be at least 1"));
+        }
+        if self.ingress.body_limit_bytes == 0 {
+            return Err(rule("ingress.body_limit_bytes", "must be at least 1"));
+        }
+        let profiles = self.profiles()?;
+        sources::validate(&self.sources, &profiles)
+    }
+
+    /// The source with this id, if configured.
+    pub fn source(&self, id: &str) -> Option<&SourceSettings> {
+        self.sources.iter().find(|source| source.id.as_str() == id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,121 @@
-//! placeholder
+//! The HTTP ingress: verifies, validates and publishes. Couriers get `200` only after RabbitMQ
+//! confirmed the persistent message.
+//!
+//! **Invariant:** the request path is thin. This crate never touches Postgres (it does not
+//! depend on the store crate) and never calls anything downstream; a request's only effect is
+//! one confirmed publish.
+
+mod error;
+mod health;
+mod webhooks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+use waybill_carriers::CarrierProfile;
+use waybill_config::{Settings, SourceSettings};
+
+pub use error::ApiError;
+
+/// A configured source with its profile resolved.
+#[derive(Debug)]
+pub struct ResolvedSource {
+    /// The source's configuration.
+    pub settings: SourceSettings,
+    /// The carrier profile that verifies and maps its requests.
+    pub profile: Arc<CarrierProfile>,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sources: HashMap<String, ResolvedSource>,
+    publisher: Publisher,
+    topology: Topology,
+    body_limit: usize,
+    publish_timeout: Duration,
+    retry_after_secs: u32,
+}
+
+impl AppState {
+    /// Resolves sources against the carrier profiles and starts the broker publisher. The
+    /// publisher connects in the background: the ingress starts (and answers 503) even while
+    /// the broker is down, and recovers by itself when it comes back.
+    pub async fn build(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+        let profiles = settings.profiles()?;
+        let mut sources = HashMap::new();
+        for source in &settings.sources {
+            let profile = profiles.get(&source.profile).ok_or_else(|| {
+                anyhow::anyhow!("source `{}`: no profile `{}`", source.id, source.profile)
+            })?;
+            sources.insert(
+                source.id.as_str().to_owned(),
+                ResolvedSource { settings: source.clone(), profile },
+            );
+        }
+        let topology = Topology::new(&settings.bus.prefix);
+        let publisher = Publisher::start(
+            PublisherConfig {
+                url: settings.bus.url.clone(),
+                connection_name: "waybill-ingress".to_owned(),
+                channels: settings.bus.publisher_channels,
+                confirm_timeout: Duration::from_millis(settings.ingress.publish_timeout_ms),
+                topology: topology.clone(),
+                delivery_limit: settings.bus.delivery_limit,
+            },
+            shutdown,
+        )
+        .await;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                sources,
+                publisher,
+                topology,
+                body_limit: settings.ingress.body_limit_bytes,
+                publish_timeout: Duration::from_millis(settings.ingress.publish_timeout_ms),
+                retry_after_secs: settings.ingress.retry_after_secs,
+            }),
+        })
+    }
+
+    /// The publisher (for shutdown and readiness).
+    pub fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+}
+
+/// The ingress's routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.inner.body_limit;
+    Router::new()
+        .route("/v1/webhooks/{source}", post(webhooks::receive))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves the ingress on `listener` until `shutdown` is cancelled, then stops accepting,
+/// lets in-flight requests finish, and closes the publisher.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let signal = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { signal.cancelled().await })
+        .await;
+    state.inner.publisher.close().await;
+    served
+}
+

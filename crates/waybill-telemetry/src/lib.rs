@@ -1,1 +1,120 @@
-//! placeholder
+//! Logging, metrics and (later) tracing export, initialised once per process.
+//!
+//! **Invariant:** telemetry never carries secrets, signatures or payloads; metric labels come
+//! from closed sets (enums, configured source ids), never from request input.
+
+use std::sync::OnceLock;
+
+use tokio_util::sync::CancellationToken;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Where log lines go and how they look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What [`init`] needs.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// The service name reported in logs (`waybill-ingress`, `waybill-worker`).
+    pub service_name: &'static str,
+    /// Output format.
+    pub format: LogFormat,
+    /// The default filter when `RUST_LOG` is unset.
+    pub default_filter: String,
+}
+
+/// Keeps telemetry alive; dropping it flushes what is buffered.
+#[must_use = "dropping the guard stops telemetry export"]
+pub struct TelemetryGuard {
+    _private: (),
+}
+
+/// Installs the global tracing subscriber (filtered by `RUST_LOG`, defaulting to
+/// `config.default_filter`) and the Prometheus recorder. Safe to call more than once: later
+/// calls leave the first subscriber in place.
+pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.default_filter.clone()));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _already_set = match config.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+    };
+    metrics_handle();
+    metrics::gauge!("waybill_build_info", "service" => config.service_name, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    TelemetryGuard { _private: () }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+            .map(|builder| builder.build_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        // A second recorder (e.g. in a test binary that also installed one) keeps the first;
+        // this handle then renders an empty registry, which tests notice.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// The current metrics in Prometheus text format, for a `/metrics` route.
+pub fn render_metrics() -> String {
+    metrics_handle().render()
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C, for a binary's `main` to pass down.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

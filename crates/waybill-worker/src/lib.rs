@@ -1,1 +1,105 @@
-//! placeholder
+//! The worker: consumes the inbound queue in batches and merges each batch into Postgres in one
+//! transaction, then acknowledges it; serves the shipments API, health and metrics.
+//!
+//! **Invariant:** a message is acknowledged only after the transaction that applied it
+//! committed; a message that cannot be applied is dead-lettered with its reason, never retried
+//! forever and never silently dropped.
+
+mod api;
+mod batch;
+mod consume;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+use waybill_config::Settings;
+use waybill_store::Store;
+
+pub use batch::{BatchOutcome, Batcher};
+
+/// Everything the worker's tasks share.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    store: Store,
+    topology: Topology,
+    publisher: Publisher,
+    consumers_up: std::sync::atomic::AtomicUsize,
+}
+
+impl Worker {
+    /// Connects to Postgres (migrating first when `worker.migrate_on_start`) and starts the
+    /// publisher used for dead-lettering and, later, fan-out.
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Worker> {
+        let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        if settings.worker.migrate_on_start {
+            store.migrate().await?;
+        }
+        let topology = Topology::new(&settings.bus.prefix);
+        let publisher = Publisher::start(
+            PublisherConfig {
+                url: settings.bus.url.clone(),
+                connection_name: "waybill-worker-publisher".to_owned(),
+                channels: 1,
+                confirm_timeout: Duration::from_secs(5),
+                topology: topology.clone(),
+                delivery_limit: settings.bus.delivery_limit,
+            },
+            shutdown,
+        )
+        .await;
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                topology,
+                publisher,
+                consumers_up: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The store (for tests and the CLI).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The batch applier, for driving the worker step by step in tests.
+    pub fn batcher(&self) -> Batcher {
+        Batcher::new(self.inner.store.clone())
+    }
+
+    /// Runs the consumers and the HTTP server on `listener` until `shutdown` is cancelled;
+    /// then stops consuming, lets in-flight batches finish within the grace period, and closes.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let consumers = self.inner.settings.worker.consumers.max(1);
+        for index in 0..consumers {
+            tracker.spawn(consume::run_consumer(self.clone(), index, shutdown.clone()));
+        }
+        tracker.close();
+        let app = api::router(self.clone());
+        let signal = shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
+        let served = server.await;
+        let grace = Duration::from_millis(self.inner.settings.worker.shutdown_grace_ms);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("consumers did not stop within the grace period; unacked messages will be redelivered");
+        }
+        self.inner.publisher.close().await;
+        served?;
+        Ok(())
+    }
+
+    pub(crate) fn consumers_up(&self) -> usize {
+        self.inner.consumers_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

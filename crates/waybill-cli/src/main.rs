@@ -1,0 +1,82 @@
+//! `waybill`: the admin CLI. Thin: parse arguments, call the library crates.
+
+mod shipments;
+
+use clap::{Parser, Subcommand};
+use waybill_config::Settings;
+
+/// Waybill's admin command line.
+#[derive(Debug, Parser)]
+#[command(name = "waybill", version, about = "Waybill admin CLI: migrations, topology, shipments")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the database migrations (idempotent; safe to run from several places at once).
+    Migrate,
+    /// Declare RabbitMQ exchanges and queues (idempotent).
+    Topology,
+    /// Register and inspect shipments.
+    #[command(subcommand)]
+    Shipments(shipments::ShipmentsCommand),
+    /// Check the configuration and list the sources and carrier profiles it resolves to.
+    Config,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("waybill: {error}");
+            std::process::exit(2);
+        }
+    };
+    let _telemetry = waybill_telemetry::init(&waybill_telemetry::TelemetryConfig {
+        service_name: "waybill-cli",
+        format: waybill_telemetry::LogFormat::Pretty,
+        default_filter: "warn".to_owned(),
+    });
+    if let Err(error) = run(cli.command, settings).await {
+        eprintln!("waybill: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate => {
+            let store = waybill_store::Store::connect(&settings.database.url, 1).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+        }
+        Command::Topology => {
+            let connection = waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-cli").await?;
+            let topology = waybill_bus::Topology::new(&settings.bus.prefix);
+            topology.declare(&connection, settings.bus.delivery_limit).await?;
+            connection.close().await;
+            println!("topology declared");
+        }
+        Command::Shipments(command) => shipments::run(command, &settings).await?,
+        Command::Config => {
+            let profiles = settings.profiles()?;
+            println!("profiles: {}", profiles.names().collect::<Vec<_>>().join(", "));
+            for source in &settings.sources {
+                println!(
+                    "source {}: profile {}, tenant {}, {} secret(s), require_registration={}, mode={:?}",
+                    source.id,
+                    source.profile,
+                    source.tenant,
+                    source.secrets.len(),
+                    source.require_registration,
+                    source.mode
+                );
+            }
+        }
+    }
+    Ok(())
+}

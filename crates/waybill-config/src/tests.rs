@@ -1,0 +1,52 @@
+use super::*;
+
+#[test]
+fn defaults_are_valid() {
+    let settings = Settings::from_toml_str("").unwrap();
+    assert_eq!(settings.ingress.addr.port(), 8080);
+    assert_eq!(settings.worker.addr.port(), 8081);
+    assert!(settings.bus.url.starts_with("amqp://"));
+}
+
+#[test]
+fn sources_parse_with_defaults() {
+    let settings = Settings::from_toml_str(
+        r#"
+        [[sources]]
+        id = "starshipit"
+        profile = "starshipit"
+        secrets = ["s1", "s2"]
+        "#,
+    )
+    .unwrap();
+    let source = settings.source("starshipit").unwrap();
+    assert_eq!(source.secrets.len(), 2);
+    assert_eq!(source.tenant.as_str(), "default");
+    assert!(!source.require_registration);
+    assert_eq!(source.mode, PollMode::Hybrid);
+}
+
+fn error_of(toml: &str) -> String {
+    Settings::from_toml_str(toml).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_the_key() {
+    assert!(error_of("[worker]\nbatch_size = \"many\"").contains("batch_size"));
+    assert!(error_of("[worker]\nbach_size = 5").contains("bach_size"));
+    assert!(error_of("[worker]\nbatch_size = 0").contains("worker.batch_size"));
+    assert!(
+        error_of("[[sources]]\nid = \"x\"\nprofile = \"nope\"").contains("sources[0].profile")
+    );
+    assert!(
+        error_of("[[sources]]\nid = \"bad id!\"\nprofile = \"waybill\"").contains("source id")
+    );
+    let twice = "[[sources]]\nid = \"a\"\nprofile = \"waybill\"\n[[sources]]\nid = \"a\"\nprofile = \"waybill\"";
+    assert!(error_of(twice).contains("sources[1].id"));
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let err = Settings::load_from(Some(Path::new("does/not/exist.toml")), false).unwrap_err();
+    assert!(err.to_string().contains("does/not/exist.toml"));
+}

@@ -1,0 +1,82 @@
+//! The ingress's HTTP error: one JSON shape, `{"error": code, "message": sentence}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Everything a request can fail with. Each variant documents its status; messages say what
+/// was wrong in a sentence and never echo secrets, signatures or payload content.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404: no source is configured under this id.
+    #[error("no source `{0}` is configured")]
+    UnknownSource(String),
+    /// 401: the signature (or token) is missing or does not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the source does not accept webhooks (it is configured `poll_only`).
+    #[error("source `{0}` is configured poll-only and accepts no webhooks")]
+    WebhooksDisabled(String),
+    /// 400: the body is not a valid payload for the source's format.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 413: the body is larger than `ingress.body_limit_bytes`.
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    /// 503: the broker did not confirm the message (down, nack, unroutable, timeout).
+    /// The client should retry after `retry_after` seconds; nothing was accepted.
+    #[error("the message could not be queued durably; retry later")]
+    Unavailable {
+        /// Seconds for the `Retry-After` header.
+        retry_after: u32,
+    },
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownSource(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::WebhooksDisabled(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::UnknownSource(_) => "unknown_source",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::WebhooksDisabled(_) => "webhooks_disabled",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Unavailable { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}

@@ -1,0 +1,185 @@
+//! `POST /v1/webhooks/{source}`: verify over the raw bytes, map with the source's profile,
+//! publish one confirmed persistent message, and only then answer 200.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use serde::Serialize;
+use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
+use waybill_bus::{OutboundMessage, PublishError};
+use waybill_carriers::UnverifiedRequest;
+use waybill_config::PollMode;
+
+use crate::{ApiError, AppState};
+
+/// The body of a 200 answer.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// Always `accepted`.
+    pub status: &'static str,
+    /// The id of the queued envelope (absent when the payload carried no tracking event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// How many tracking events the payload carried.
+    pub events: usize,
+}
+
+/// Outcome label for `waybill_webhooks_received_total`.
+fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
+    match result {
+        Ok(_) => "accepted",
+        Err(error) => error.code(),
+    }
+}
+
+/// Receives one courier webhook.
+#[tracing::instrument(skip_all, fields(source = %source_id))]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(source_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Accepted>, ApiError> {
+    let started = Instant::now();
+    let result = handle(&state, &source_id, &headers, body).await;
+    // Label by source only when the source exists: request paths are not a closed set.
+    let source_label = if state.inner.sources.contains_key(&source_id) {
+        source_id.clone()
+    } else {
+        "unknown".to_owned()
+    };
+    metrics::counter!(
+        "waybill_webhooks_received_total",
+        "source" => source_label,
+        "outcome" => outcome_of(&result)
+    )
+    .increment(1);
+    metrics::histogram!("waybill_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        if error.status().is_server_error() {
+            tracing::warn!(error = %error, "webhook not accepted");
+        } else {
+            tracing::debug!(error = %error, "webhook rejected");
+        }
+    }
+    result
+}
+
+async fn handle(
+    state: &AppState,
+    source_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Accepted>, ApiError> {
+    let inner = &state.inner;
+    let source = inner
+        .sources
+        .get(source_id)
+        .ok_or_else(|| ApiError::UnknownSource(truncate(source_id, 64)))?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(inner.body_limit)
+        } else {
+            ApiError::BadRequest("the request body could not be read".to_owned())
+        }
+    })?;
+    if source.settings.mode == PollMode::PollOnly {
+        return Err(ApiError::WebhooksDisabled(source_id.to_owned()));
+    }
+
+    let received_at = Utc::now();
+    let request = UnverifiedRequest { headers, body: &body };
+    let verified = source
+        .profile
+        .verify(request, &source.settings.secrets, received_at)
+        .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
+    let mapped = source
+        .profile
+        .map_webhook(&verified, received_at)
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    if !mapped.unmapped_statuses.is_empty() {
+        metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
+            .increment(mapped.unmapped_statuses.len() as u64);
+    }
+    let events = mapped.events.len();
+    if events == 0 {
+        return Ok(Json(Accepted { status: "accepted", id: None, events: 0 }));
+    }
+
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| is_valid_traceparent(value))
+        .map(str::to_owned);
+    let envelope = WebhookV1::new(
+        source.settings.id.clone(),
+        source.settings.tenant.clone(),
+        source.settings.require_registration,
+        received_at,
+        mapped.provider_event_id,
+        mapped.events,
+        // The body verified as JSON in the mapping step, so it is UTF-8.
+        String::from_utf8_lossy(&body).into_owned(),
+        traceparent.clone(),
+    );
+    let id = envelope.id.clone();
+    let message = OutboundMessage::new(
+        inner.topology.inbound_exchange(),
+        Topology::WEBHOOK_ROUTING_KEY,
+        InboundEnvelope::WebhookV1(envelope).encode(),
+    )
+    .with_message_id(id.clone())
+    .with_optional_header("traceparent", traceparent);
+
+    let publish_started = Instant::now();
+    let published = tokio::time::timeout(inner.publish_timeout, inner.publisher.publish(message)).await;
+    metrics::histogram!("waybill_publish_confirm_seconds").record(publish_started.elapsed().as_secs_f64());
+    match published {
+        Ok(Ok(())) => Ok(Json(Accepted { status: "accepted", id: Some(id), events })),
+        Ok(Err(error)) => {
+            metrics::counter!("waybill_publish_failures_total", "reason" => publish_failure_label(&error)).increment(1);
+            Err(ApiError::Unavailable { retry_after: inner.retry_after_secs })
+        }
+        Err(_elapsed) => {
+            metrics::counter!("waybill_publish_failures_total", "reason" => "timeout").increment(1);
+            Err(ApiError::Unavailable { retry_after: inner.retry_after_secs })
+        }
+    }
+}
+
+use waybill_bus::Topology;
+
+fn publish_failure_label(error: &PublishError) -> &'static str {
+    error.kind()
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, per W3C Trace Context.
+fn is_valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && [2, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(len, part)| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn truncate(value: &str, max: usize) -> String {
+    value.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_validation() {
+        assert!(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!is_valid_traceparent("00-xyz-00f067aa0ba902b7-01"));
+        assert!(!is_valid_traceparent(""));
+    }
+}

@@ -1,0 +1,76 @@
+//! Turning decoded envelopes into one store batch and applying it in one transaction.
+
+use waybill_bus::envelope::InboundEnvelope;
+use waybill_store::{BatchReport, InboundBatch, InboundItem, Registration, Store, StoreError};
+
+/// What happened to a batch.
+#[derive(Debug)]
+pub enum BatchOutcome {
+    /// Committed; acknowledge every message of the batch.
+    Applied(BatchReport),
+    /// The database is unreachable or timed out; retry the same batch later (nothing was applied).
+    Transient(StoreError),
+    /// The batch cannot be applied as it is (a data error or a panic); apply its messages one by
+    /// one to find the poison.
+    Failed(String),
+}
+
+/// Applies batches of envelopes to the store. Each batch runs in its own spawned task, so the
+/// transaction is never held by a future that can be dropped half-way.
+#[derive(Clone)]
+pub struct Batcher {
+    store: Store,
+}
+
+impl Batcher {
+    /// A batcher over `store`.
+    pub fn new(store: Store) -> Batcher {
+        Batcher { store }
+    }
+
+    /// Applies the envelopes in one transaction.
+    pub async fn apply(&self, envelopes: &[InboundEnvelope]) -> BatchOutcome {
+        let batch = to_store_batch(envelopes);
+        let store = self.store.clone();
+        let task = tokio::spawn(async move {
+            let mut tx = store.begin().await?;
+            let report = waybill_store::apply_batch(&mut tx, &batch).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok::<_, StoreError>(report)
+        });
+        match task.await {
+            Ok(Ok(report)) => BatchOutcome::Applied(report),
+            Ok(Err(error)) if error.is_transient() => BatchOutcome::Transient(error),
+            Ok(Err(error)) => BatchOutcome::Failed(error.to_string()),
+            Err(join_error) if join_error.is_panic() => {
+                BatchOutcome::Failed("applying the batch panicked".to_owned())
+            }
+            Err(_) => BatchOutcome::Failed("the batch task was cancelled".to_owned()),
+        }
+    }
+}
+
+/// Converts envelopes into the store's batch shape.
+pub fn to_store_batch(envelopes: &[InboundEnvelope]) -> InboundBatch {
+    let mut batch = InboundBatch::default();
+    for envelope in envelopes {
+        match envelope {
+            InboundEnvelope::WebhookV1(webhook) => batch.items.push(InboundItem {
+                tenant: webhook.tenant.clone(),
+                source: webhook.source.clone(),
+                require_registration: webhook.require_registration,
+                events: webhook.events.clone(),
+                received_at: webhook.received_at,
+            }),
+            InboundEnvelope::RegisterV1(registration) => batch.registrations.push(Registration {
+                tenant: registration.tenant.clone(),
+                source: registration.source.clone(),
+                carrier: registration.carrier.clone(),
+                tracking_number: registration.tracking_number.clone(),
+                order_number: registration.order_number.clone(),
+                metadata: registration.metadata.clone(),
+            }),
+        }
+    }
+    batch
+}

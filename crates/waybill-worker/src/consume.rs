@@ -1,0 +1,210 @@
+//! The consumer loop: gather a batch (up to `batch_size` messages or `batch_linger_ms`), apply it
+//! in one transaction, acknowledge it with one `multiple` ack.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use waybill_bus::envelope::InboundEnvelope;
+use waybill_bus::{Acker, BusConnection, Consumer, Delivery, OutboundMessage};
+
+use crate::Worker;
+use crate::batch::BatchOutcome;
+
+/// One decoded message waiting to be applied.
+struct Pending {
+    tag: u64,
+    delivery_count: i64,
+    envelope: InboundEnvelope,
+}
+
+/// Runs one consumer until shutdown, reconnecting with backoff whenever the broker goes away.
+/// Unacknowledged messages of a lost connection are redelivered by the broker and merged
+/// idempotently.
+pub async fn run_consumer(worker: Worker, index: usize, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match connect(&worker, index).await {
+            Ok((connection, consumer)) => {
+                backoff = Duration::from_millis(200);
+                worker.inner.consumers_up.fetch_add(1, Ordering::Relaxed);
+                consume(&worker, consumer, &shutdown).await;
+                worker.inner.consumers_up.fetch_sub(1, Ordering::Relaxed);
+                connection.close().await;
+            }
+            Err(error) => {
+                tracing::warn!(consumer = index, error = %error, "cannot consume; retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn connect(worker: &Worker, index: usize) -> Result<(BusConnection, Consumer), waybill_bus::BusError> {
+    let settings = &worker.inner.settings;
+    let connection = BusConnection::connect(&settings.bus.url, &format!("waybill-worker-{index}")).await?;
+    worker.inner.topology.declare(&connection, settings.bus.delivery_limit).await?;
+    let consumer = Consumer::start(
+        &connection,
+        &worker.inner.topology.webhooks_queue(),
+        settings.worker.prefetch,
+        &format!("waybill-worker-{index}"),
+    )
+    .await?;
+    Ok((connection, consumer))
+}
+
+/// Consumes until the connection is lost or shutdown is requested.
+async fn consume(worker: &Worker, mut consumer: Consumer, shutdown: &CancellationToken) {
+    let settings = &worker.inner.settings.worker;
+    let linger = Duration::from_millis(settings.batch_linger_ms);
+    let acker = consumer.acker();
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = consumer.next() => next,
+        };
+        let Some(Ok(first)) = first else { return };
+        let mut deliveries = vec![first];
+        let deadline = Instant::now() + linger;
+        while deliveries.len() < settings.batch_size {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(remaining, consumer.next()).await {
+                Ok(Some(Ok(delivery))) => deliveries.push(delivery),
+                Ok(_) => {
+                    // Connection lost: what we hold is unacked and will be redelivered.
+                    return;
+                }
+                Err(_linger_over) => break,
+            }
+        }
+        if !process(worker, &acker, deliveries, shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Decodes, applies and acknowledges one batch. Returns false when the consumer should stop
+/// (shutdown during a database outage: the broker redelivers what was not acknowledged).
+async fn process(worker: &Worker, acker: &Acker, deliveries: Vec<Delivery>, shutdown: &CancellationToken) -> bool {
+    let mut pending = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match InboundEnvelope::decode(&delivery.body) {
+            Ok(envelope) => pending.push(Pending {
+                tag: delivery.delivery_tag,
+                delivery_count: delivery.delivery_count.unwrap_or(0),
+                envelope,
+            }),
+            Err(error) => {
+                // Poison: it will never decode. Keep it, with the reason, in the dead letters.
+                let reason = format!("undecodable envelope: {error}");
+                if !dead_letter(worker, &delivery.body, &reason).await {
+                    return false;
+                }
+                if acker.ack(delivery.delivery_tag).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    // Acknowledged with one `multiple` ack after the commit; poison was acknowledged alone above.
+    let Some(last_tag) = pending.last().map(|message| message.tag) else {
+        return true;
+    };
+    metrics::histogram!("waybill_worker_batch_size").record(pending.len() as f64);
+    let envelopes: Vec<InboundEnvelope> = pending.iter().map(|p| p.envelope.clone()).collect();
+    let batcher = worker.batcher();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        match batcher.apply(&envelopes).await {
+            BatchOutcome::Applied(report) => {
+                record(&report, started);
+                return acker.ack_multiple(last_tag).await.is_ok();
+            }
+            BatchOutcome::Transient(error) => {
+                metrics::counter!("waybill_worker_batch_retries_total").increment(1);
+                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "database unavailable; batch kept unacknowledged");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            BatchOutcome::Failed(reason) => {
+                tracing::warn!(reason = %reason, messages = pending.len(), "batch failed; applying its messages one by one");
+                return one_by_one(worker, acker, &pending).await;
+            }
+        }
+    }
+}
+
+/// Applies each message alone; a message that still fails is requeued until the delivery limit
+/// and then dead-lettered with its reason.
+async fn one_by_one(worker: &Worker, acker: &Acker, pending: &[Pending]) -> bool {
+    let batcher = worker.batcher();
+    let limit = i64::from(worker.inner.settings.bus.delivery_limit);
+    for message in pending {
+        let started = Instant::now();
+        let single = std::slice::from_ref(&message.envelope);
+        let acked = match batcher.apply(single).await {
+            BatchOutcome::Applied(report) => {
+                record(&report, started);
+                acker.ack(message.tag).await
+            }
+            BatchOutcome::Transient(_) => acker.nack(message.tag, true).await,
+            BatchOutcome::Failed(reason) if message.delivery_count + 1 >= limit => {
+                let body = message.envelope.encode();
+                if !dead_letter(worker, &body, &reason).await {
+                    return false;
+                }
+                acker.ack(message.tag).await
+            }
+            BatchOutcome::Failed(_) => acker.nack(message.tag, true).await,
+        };
+        if acked.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn dead_letter(worker: &Worker, body: &[u8], reason: &str) -> bool {
+    let message = OutboundMessage::new(
+        worker.inner.topology.dead_exchange(),
+        waybill_bus::Topology::DEAD_ROUTING_KEY,
+        body.to_vec(),
+    )
+    .with_header("x-waybill-reason", reason.chars().take(500).collect::<String>());
+    match worker.inner.publisher.publish(message).await {
+        Ok(()) => {
+            metrics::counter!("waybill_dead_lettered_total", "queue" => "webhooks").increment(1);
+            tracing::warn!(reason = %reason, "message dead-lettered");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot dead-letter; the message stays unacknowledged");
+            false
+        }
+    }
+}
+
+fn record(report: &waybill_store::BatchReport, started: Instant) {
+    metrics::histogram!("waybill_worker_batch_seconds").record(started.elapsed().as_secs_f64());
+    for (outcome, count) in [
+        ("new_current", report.new_current),
+        ("history_only", report.history_only),
+        ("outdated", report.outdated),
+        ("duplicate", report.duplicates),
+        ("unmatched", report.unmatched),
+    ] {
+        metrics::counter!("waybill_merge_events_total", "outcome" => outcome).increment(count as u64);
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs Waybill's whole test suite against real PostgreSQL and RabbitMQ on 127.0.0.1 (started
+# first if they are installed but stopped). Each test creates its own database and its own
+# queue-name prefix, so tests run in parallel and leave nothing behind.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -p waybill-core   # extra arguments go to cargo test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+ensure_services
+
+export WAYBILL_TEST_DATABASE_URL="${WAYBILL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export WAYBILL_TEST_AMQP_URL="${WAYBILL_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+
+# The pure crates must stay pure: no runtime, database, broker or HTTP framework beneath them.
+for crate in waybill-core waybill-carriers; do
+  if cargo tree -p "$crate" -e normal --prefix none | grep -Eq '^(tokio|sqlx|lapin|axum|reqwest) '; then
+    echo "error: $crate depends on an IO crate:" >&2
+    cargo tree -p "$crate" -e normal -i tokio 2>/dev/null | head -20 >&2 || true
+    exit 1
+  fi
+done
+# The ingress must never touch Postgres.
+if cargo tree -p waybill-ingress -e normal --prefix none | grep -Eq '^(sqlx|waybill-store) '; then
+  echo "error: waybill-ingress depends on the store or sqlx" >&2
+  exit 1
+fi
+
+cargo test --workspace "$@"
