@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn sub_second_digits_and_location_spelling_do_not_change_the_id() {
-        assert_eq!(id(100, 0, Some("VASAI,  Mumbai ")), id(100, 999_000_000, Some("vasai, mumbai")));
+        assert_eq!(
+            id(100, 0, Some("VASAI,  Mumbai ")),
+            id(100, 999_000_000, Some("vasai, mumbai"))
+        );
         assert_ne!(id(100, 0, Some("VASAI")), id(101, 0, Some("VASAI")));
         assert_ne!(id(100, 0, Some("VASAI")), id(100, 0, None));
     }

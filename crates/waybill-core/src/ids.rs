@@ -120,7 +120,10 @@ impl TrackingNumber {
             return Err(IdError::Empty { what: WHAT });
         }
         if normalised.chars().count() > Self::MAX_LEN {
-            return Err(IdError::TooLong { what: WHAT, max: Self::MAX_LEN });
+            return Err(IdError::TooLong {
+                what: WHAT,
+                max: Self::MAX_LEN,
+            });
         }
         if let Some(found) = normalised
             .chars()
@@ -141,7 +144,13 @@ fn parse_slug(raw: &str, what: &'static str) -> Result<String, IdError> {
     let normalised: String = raw
         .trim()
         .chars()
-        .map(|c| if c == ' ' { '-' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == ' ' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect();
     if normalised.is_empty() {
         return Err(IdError::Empty { what });
@@ -203,8 +212,14 @@ mod tests {
 
     #[test]
     fn tracking_numbers_are_normalised() {
-        assert_eq!(TrackingNumber::parse(" 1z 999aa1 ").unwrap().as_str(), "1Z999AA1");
-        assert!(matches!(TrackingNumber::parse("  "), Err(IdError::Empty { .. })));
+        assert_eq!(
+            TrackingNumber::parse(" 1z 999aa1 ").unwrap().as_str(),
+            "1Z999AA1"
+        );
+        assert!(matches!(
+            TrackingNumber::parse("  "),
+            Err(IdError::Empty { .. })
+        ));
         assert!(matches!(
             TrackingNumber::parse(&"9".repeat(65)),
             Err(IdError::TooLong { .. })
@@ -217,7 +232,10 @@ mod tests {
 
     #[test]
     fn carrier_codes_are_slugs() {
-        assert_eq!(CarrierCode::parse("Australia Post").unwrap().as_str(), "australia-post");
+        assert_eq!(
+            CarrierCode::parse("Australia Post").unwrap().as_str(),
+            "australia-post"
+        );
         assert!(CarrierCode::parse("ups.ground").is_err());
         assert!(CarrierCode::parse("").is_err());
     }

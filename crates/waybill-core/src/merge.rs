@@ -7,8 +7,13 @@
 //! associative and idempotent, and the current event depends only on the set, so the merge is
 //! too. Only the `version` counter depends on arrival order: it counts how many times the
 //! current event changed, which is what downstream consumers order notifications by.
+//!
+//! Events are deduplicated by [`EventId`], the idempotency key, not by the whole [`EventKey`]:
+//! two copies of one scan can disagree on what the id leaves out (sub-second digits, which
+//! sources send differently; a canonical status re-mapped between deliveries). The first copy
+//! stays, like the store's unique event id; a later copy is a duplicate and changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -47,7 +52,7 @@ impl PartialOrd for EventKey {
 /// A shipment's merge state: every event seen, the current one, and the change counter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShipmentState {
-    /// Every event merged so far.
+    /// Every event merged so far: at most one per event id, the first copy that arrived.
     pub history: BTreeSet<EventKey>,
     /// The event that determines the current status; `None` before the first event.
     pub current: Option<EventKey>,
@@ -122,13 +127,22 @@ pub fn current_of<'a>(history: impl IntoIterator<Item = &'a EventKey>) -> Option
 }
 
 /// Merges `events` into `state`. Pure; commutative, associative and idempotent in the final
-/// `history` and `current` (property-tested in `tests/merge_algebra.rs`).
+/// `history` and `current` (property-tested in `tests/merge_algebra.rs`). An event whose id is
+/// already known, from `state` or from earlier in `events`, is a [`ChangeKind::Duplicate`] and
+/// changes nothing, even if its time or status differ from the stored copy's.
 pub fn apply(state: &ShipmentState, events: &[EventKey]) -> MergeOutcome {
     let previous = state.current.clone();
     let mut history = state.history.clone();
+    // Duplicates are recognised by id alone (see the module documentation): `history` is
+    // ordered by the whole key, so an id can only be looked up in a set of its own.
+    let mut known_ids: HashSet<&EventId> = state.history.iter().map(|event| &event.id).collect();
     let mut fresh: Vec<bool> = Vec::with_capacity(events.len());
     for event in events {
-        fresh.push(history.insert(event.clone()));
+        let is_new = known_ids.insert(&event.id);
+        if is_new {
+            history.insert(event.clone());
+        }
+        fresh.push(is_new);
     }
     let current = if fresh.iter().any(|is_new| *is_new) {
         current_of(&history)
@@ -153,9 +167,17 @@ pub fn apply(state: &ShipmentState, events: &[EventKey]) -> MergeOutcome {
         })
         .collect();
 
-    let version = if current != previous { state.version + 1 } else { state.version };
+    let version = if current != previous {
+        state.version + 1
+    } else {
+        state.version
+    };
     MergeOutcome {
-        state: ShipmentState { history, current, version },
+        state: ShipmentState {
+            history,
+            current,
+            version,
+        },
         previous,
         changes,
     }
@@ -180,7 +202,10 @@ mod tests {
         let first = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
         assert_eq!(first.state.version, 1);
         let second = apply(&first.state, &[key(20, Status::OutForDelivery, 2)]);
-        assert_eq!(second.state.current.as_ref().unwrap().status, Status::OutForDelivery);
+        assert_eq!(
+            second.state.current.as_ref().unwrap().status,
+            Status::OutForDelivery
+        );
         assert_eq!(second.state.version, 2);
         assert_eq!(second.changes[0].1, ChangeKind::NewCurrent);
     }
@@ -189,7 +214,10 @@ mod tests {
     fn older_event_is_outdated_and_never_regresses() {
         let delivered = apply(&ShipmentState::default(), &[key(20, Status::Delivered, 1)]);
         let late = apply(&delivered.state, &[key(10, Status::InTransit, 2)]);
-        assert_eq!(late.state.current.as_ref().unwrap().status, Status::Delivered);
+        assert_eq!(
+            late.state.current.as_ref().unwrap().status,
+            Status::Delivered
+        );
         assert_eq!(late.changes[0].1, ChangeKind::Outdated);
         assert_eq!(late.state.version, 1);
         assert_eq!(late.state.history.len(), 2);
@@ -208,30 +236,48 @@ mod tests {
     fn terminal_status_is_left_only_for_an_allowed_follow_on() {
         let delivered = apply(&ShipmentState::default(), &[key(10, Status::Delivered, 1)]);
         let stray = apply(&delivered.state, &[key(20, Status::InTransit, 2)]);
-        assert_eq!(stray.state.current.as_ref().unwrap().status, Status::Delivered);
+        assert_eq!(
+            stray.state.current.as_ref().unwrap().status,
+            Status::Delivered
+        );
         assert_eq!(stray.changes[0].1, ChangeKind::HistoryOnly);
         let returned = apply(&stray.state, &[key(30, Status::Returned, 3)]);
-        assert_eq!(returned.state.current.as_ref().unwrap().status, Status::Returned);
+        assert_eq!(
+            returned.state.current.as_ref().unwrap().status,
+            Status::Returned
+        );
     }
 
     #[test]
     fn unknown_never_displaces_a_known_status() {
         let known = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
         let unknown = apply(&known.state, &[key(20, Status::Unknown, 2)]);
-        assert_eq!(unknown.state.current.as_ref().unwrap().status, Status::InTransit);
+        assert_eq!(
+            unknown.state.current.as_ref().unwrap().status,
+            Status::InTransit
+        );
         let only_unknown = apply(&ShipmentState::default(), &[key(20, Status::Unknown, 2)]);
-        assert_eq!(only_unknown.state.current.as_ref().unwrap().status, Status::Unknown);
+        assert_eq!(
+            only_unknown.state.current.as_ref().unwrap().status,
+            Status::Unknown
+        );
     }
 
     #[test]
     fn same_second_ties_break_by_rank() {
         let a = apply(
             &ShipmentState::default(),
-            &[key(10, Status::Delivered, 1), key(10, Status::OutForDelivery, 2)],
+            &[
+                key(10, Status::Delivered, 1),
+                key(10, Status::OutForDelivery, 2),
+            ],
         );
         let b = apply(
             &ShipmentState::default(),
-            &[key(10, Status::OutForDelivery, 2), key(10, Status::Delivered, 1)],
+            &[
+                key(10, Status::OutForDelivery, 2),
+                key(10, Status::Delivered, 1),
+            ],
         );
         assert_eq!(a.state.current, b.state.current);
         assert_eq!(a.state.current.unwrap().status, Status::Delivered);

@@ -39,7 +39,9 @@ pub enum Status {
 
 /// A string that is not one of the canonical status names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a canonical status (expected one of Pending, InfoReceived, InTransit, OutForDelivery, AttemptFail, AvailableForPickup, Delivered, Exception, Returned, Cancelled, Expired, Unknown)")]
+#[error(
+    "`{0}` is not a canonical status (expected one of Pending, InfoReceived, InTransit, OutForDelivery, AttemptFail, AvailableForPickup, Delivered, Exception, Returned, Cancelled, Expired, Unknown)"
+)]
 pub struct UnknownStatus(pub String);
 
 impl Status {
