@@ -1,0 +1,194 @@
+//! The transactional outbox: the downstream event body, versioned, and the insert that writes it
+//! in the merge transaction.
+//!
+//! Body (version 1), stored in `outbox.payload` and published as is:
+//!
+//! ```json
+//! {
+//!   "type": "shipment.status_changed",
+//!   "version": 1,
+//!   "event_id": "9daf98e69d8e027aa47249f74e25e84d",
+//!   "shipment": {"tenant": "default", "carrier": "ups", "tracking_number": "1Z999", "order_number": "A-1"},
+//!   "previous_status": "InTransit",
+//!   "new_status": "Delivered",
+//!   "raw_status": {"code": "D", "description": "Delivered"},
+//!   "sub_status": "Delivered_001",
+//!   "occurred_at": "2026-11-28T04:09:00Z",
+//!   "location": "SYDNEY NSW",
+//!   "message": "Left at front door",
+//!   "shipment_version": 4,
+//!   "recent_history": [{"event_id": "...", "status": "Delivered", "raw_status": {"code": "D"},
+//!                       "occurred_at": "...", "origin": "webhook"}]
+//! }
+//! ```
+//!
+//! `previous_status` is `null` for a shipment's first event. `recent_history` holds up to
+//! [`RECENT_HISTORY_LEN`] events, newest first. `(shipment.tenant, shipment.carrier,
+//! shipment.tracking_number, shipment_version)` identifies a notification uniquely. Fields may be
+//! added; none is renamed or removed without a new `version`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Row};
+use waybill_core::{CarrierCode, EventId, Origin, RawStatus, Status, TenantId, TrackingNumber};
+
+use crate::error::StoreError;
+
+/// How many of the newest history entries a notification carries.
+pub const RECENT_HISTORY_LEN: usize = 5;
+
+/// A downstream event body, tagged by `"type"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DownstreamEvent {
+    /// A shipment's current event changed.
+    #[serde(rename = "shipment.status_changed")]
+    StatusChanged(StatusChangedV1),
+}
+
+/// `shipment.status_changed`, version 1: a shipment's current event changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChangedV1 {
+    /// The body's schema version: always [`StatusChangedV1::VERSION`].
+    pub version: u32,
+    /// The new current event.
+    pub event_id: EventId,
+    /// Which shipment.
+    pub shipment: ShipmentRefV1,
+    /// The status before the change; `None` for the shipment's first event.
+    pub previous_status: Option<Status>,
+    /// The status after the change.
+    pub new_status: Status,
+    /// The carrier's raw status of the new current event.
+    pub raw_status: RawStatus,
+    /// Its sub-status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_status: Option<String>,
+    /// When the new current event happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Where it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The carrier's message for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The shipment's version after the change: consumers order notifications by it.
+    pub shipment_version: i64,
+    /// Up to [`RECENT_HISTORY_LEN`] newest events of the shipment, newest first.
+    pub recent_history: Vec<HistoryEntryV1>,
+}
+
+impl StatusChangedV1 {
+    /// The schema version of this body.
+    pub const VERSION: u32 = 1;
+}
+
+/// The shipment a notification is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentRefV1 {
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// The carrier code.
+    pub carrier: CarrierCode,
+    /// The tracking number.
+    pub tracking_number: TrackingNumber,
+    /// The merchant's order number, if known.
+    pub order_number: Option<String>,
+}
+
+/// One event of a shipment's history, as notifications carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntryV1 {
+    /// The event id.
+    pub event_id: EventId,
+    /// Its canonical status.
+    pub status: Status,
+    /// The carrier's raw status.
+    pub raw_status: RawStatus,
+    /// Its sub-status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_status: Option<String>,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The carrier's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// How it reached Waybill.
+    pub origin: Origin,
+}
+
+/// One outbox row to write.
+pub(crate) struct NewOutboxRow {
+    pub shipment_id: i64,
+    pub body: StatusChangedV1,
+}
+
+/// Inserts outbox rows; returns `(outbox id, shipment id)` for each.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    rows: &[NewOutboxRow],
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut tenants = Vec::with_capacity(rows.len());
+    let mut shipment_ids = Vec::with_capacity(rows.len());
+    let mut event_ids = Vec::with_capacity(rows.len());
+    let mut carriers = Vec::with_capacity(rows.len());
+    let mut numbers = Vec::with_capacity(rows.len());
+    let mut order_numbers = Vec::with_capacity(rows.len());
+    let mut previous = Vec::with_capacity(rows.len());
+    let mut new = Vec::with_capacity(rows.len());
+    let mut raw = Vec::with_capacity(rows.len());
+    let mut sub = Vec::with_capacity(rows.len());
+    let mut occurred = Vec::with_capacity(rows.len());
+    let mut versions = Vec::with_capacity(rows.len());
+    let mut payloads = Vec::with_capacity(rows.len());
+    for row in rows {
+        let body = &row.body;
+        tenants.push(body.shipment.tenant.as_str());
+        shipment_ids.push(row.shipment_id);
+        event_ids.push(body.event_id.as_str());
+        carriers.push(body.shipment.carrier.as_str());
+        numbers.push(body.shipment.tracking_number.as_str());
+        order_numbers.push(body.shipment.order_number.as_deref());
+        previous.push(body.previous_status.map(Status::as_str));
+        new.push(body.new_status.as_str());
+        raw.push(body.raw_status.code.as_str());
+        sub.push(body.sub_status.as_deref());
+        occurred.push(body.occurred_at);
+        versions.push(body.shipment_version);
+        payloads.push(
+            serde_json::to_value(DownstreamEvent::StatusChanged(body.clone()))
+                .map_err(StoreError::json("outbox payload"))?,
+        );
+    }
+    let inserted = sqlx::query(
+        "insert into outbox
+             (tenant, shipment_id, event_id, carrier, tracking_number, order_number,
+              previous_status, new_status, raw_status, sub_status, occurred_at, version, payload)
+         select * from unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                              $11::timestamptz[], $12::int8[], $13::jsonb[])
+         returning id, shipment_id",
+    )
+    .bind(tenants)
+    .bind(shipment_ids)
+    .bind(event_ids)
+    .bind(carriers)
+    .bind(numbers)
+    .bind(order_numbers)
+    .bind(previous)
+    .bind(new)
+    .bind(raw)
+    .bind(sub)
+    .bind(occurred)
+    .bind(versions)
+    .bind(payloads)
+    .fetch_all(conn)
+    .await?;
+    inserted
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("shipment_id")?)))
+        .collect()
+}

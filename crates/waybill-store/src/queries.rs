@@ -1,0 +1,330 @@
+//! Read queries for the API, counting helpers for tests and the load generator, and small
+//! writes outside the batch merge.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use waybill_core::{
+    CarrierCode, EventId, Origin, RawStatus, Status, TenantId, TimeProvenance, TrackingNumber,
+};
+
+use crate::batch::ShipmentKey;
+use crate::error::StoreError;
+use crate::merge_batch::status_rank_sql;
+
+/// A shipment with its whole history, as `GET /v1/shipments/{carrier}/{tracking_number}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShipmentView {
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// The carrier code.
+    pub carrier: CarrierCode,
+    /// The tracking number.
+    pub tracking_number: TrackingNumber,
+    /// The merchant's order number, if known.
+    pub order_number: Option<String>,
+    /// Registration metadata (an object; empty if none).
+    pub metadata: serde_json::Value,
+    /// Whether the shipment was explicitly registered.
+    pub registered: bool,
+    /// The current canonical status (`Pending` before the first event).
+    pub status: Status,
+    /// The carrier's raw status of the current event.
+    pub raw_status: Option<RawStatus>,
+    /// The current event's sub-status.
+    pub sub_status: Option<String>,
+    /// The current event.
+    pub current_event_id: Option<EventId>,
+    /// When the current event happened.
+    pub current_event_at: Option<DateTime<Utc>>,
+    /// The newest event time in the history (may be newer than the current event's).
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// How many times the current event changed.
+    pub version: i64,
+    /// When the shipment was created.
+    pub created_at: DateTime<Utc>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Every event, newest first (in merge order: time, then status rank, then id).
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One stored event, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// The deterministic event id.
+    pub event_id: EventId,
+    /// The canonical status.
+    pub status: Status,
+    /// The carrier's raw status.
+    pub raw_status: RawStatus,
+    /// The sub-status.
+    pub sub_status: Option<String>,
+    /// When the scan happened.
+    pub occurred_at: DateTime<Utc>,
+    /// How `occurred_at` was derived.
+    pub time_provenance: TimeProvenance,
+    /// Where.
+    pub location: Option<String>,
+    /// The carrier's message.
+    pub message: Option<String>,
+    /// How the event reached Waybill.
+    pub origin: Origin,
+    /// The provider's delivery id, if any.
+    pub provider_event_id: Option<String>,
+    /// The underlying courier, when the carrier is a platform.
+    pub courier: Option<String>,
+    /// When Waybill received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A shipment without history, as lists show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShipmentSummary {
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// The carrier code.
+    pub carrier: CarrierCode,
+    /// The tracking number.
+    pub tracking_number: TrackingNumber,
+    /// The merchant's order number.
+    pub order_number: Option<String>,
+    /// Whether the shipment was explicitly registered.
+    pub registered: bool,
+    /// The current canonical status.
+    pub status: Status,
+    /// The carrier's raw status code of the current event.
+    pub raw_status: Option<String>,
+    /// The current event's sub-status.
+    pub sub_status: Option<String>,
+    /// The newest event time in the history.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// How many times the current event changed.
+    pub version: i64,
+}
+
+/// `ORDER BY` for newest-first history over `tracking_events e`: the reverse of
+/// [`waybill_core::EventKey`]'s order.
+pub(crate) static NEWEST_FIRST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "e.occurred_at desc, {} desc, e.event_id desc",
+        status_rank_sql("e.status")
+    )
+});
+
+const SHIPMENT_COLUMNS: &str = "s.id, s.tenant, s.carrier, s.tracking_number, s.order_number, \
+     s.metadata, s.registered, s.status, s.raw_status, s.raw_status_description, s.sub_status, \
+     s.current_event_id, s.current_event_at, s.last_event_at, s.version, s.created_at, \
+     s.updated_at";
+
+/// One shipment with its history, newest first; `None` if the tenant has no such shipment.
+#[tracing::instrument(skip_all, fields(carrier = %carrier, shipment.tracking_number = %tracking_number))]
+pub async fn get_shipment(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    carrier: &CarrierCode,
+    tracking_number: &TrackingNumber,
+) -> Result<Option<ShipmentView>, StoreError> {
+    let row = sqlx::query(&format!(
+        "select {SHIPMENT_COLUMNS} from shipments s
+         where s.tenant = $1 and s.carrier = $2 and s.tracking_number = $3"
+    ))
+    .bind(tenant.as_str())
+    .bind(carrier.as_str())
+    .bind(tracking_number.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let shipment_id: i64 = row.try_get("id")?;
+
+    static HISTORY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "select e.event_id, e.status, e.raw_status, e.raw_status_description, e.sub_status,
+                    e.occurred_at, e.time_provenance, e.location, e.message, e.origin,
+                    e.provider_event_id, e.courier, e.received_at
+             from tracking_events e where e.shipment_id = $1
+             order by {}",
+            NEWEST_FIRST.as_str()
+        )
+    });
+    let history = sqlx::query(HISTORY.as_str())
+        .bind(shipment_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(history_entry)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let raw_code: Option<String> = row.try_get("raw_status")?;
+    let raw_description: Option<String> = row.try_get("raw_status_description")?;
+    let current_event_id: Option<String> = row.try_get("current_event_id")?;
+    Ok(Some(ShipmentView {
+        tenant: parse_id(&row, "tenant", TenantId::parse)?,
+        carrier: parse_id(&row, "carrier", CarrierCode::parse)?,
+        tracking_number: parse_id(&row, "tracking_number", TrackingNumber::parse)?,
+        order_number: row.try_get("order_number")?,
+        metadata: row.try_get("metadata")?,
+        registered: row.try_get("registered")?,
+        status: parse_status(&row.try_get::<String, _>("status")?)?,
+        raw_status: raw_code.map(|code| RawStatus { code, description: raw_description }),
+        sub_status: row.try_get("sub_status")?,
+        current_event_id: current_event_id.as_deref().map(parse_event_id).transpose()?,
+        current_event_at: row.try_get("current_event_at")?,
+        last_event_at: row.try_get("last_event_at")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        history,
+    }))
+}
+
+/// The tenant's shipments with this order number, by carrier and tracking number.
+#[tracing::instrument(skip_all)]
+pub async fn find_by_order_number(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    order_number: &str,
+) -> Result<Vec<ShipmentSummary>, StoreError> {
+    let rows = sqlx::query(
+        "select tenant, carrier, tracking_number, order_number, registered, status, raw_status,
+                sub_status, last_event_at, version
+         from shipments where tenant = $1 and order_number = $2
+         order by carrier, tracking_number",
+    )
+    .bind(tenant.as_str())
+    .bind(order_number)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ShipmentSummary {
+                tenant: parse_id(row, "tenant", TenantId::parse)?,
+                carrier: parse_id(row, "carrier", CarrierCode::parse)?,
+                tracking_number: parse_id(row, "tracking_number", TrackingNumber::parse)?,
+                order_number: row.try_get("order_number")?,
+                registered: row.try_get("registered")?,
+                status: parse_status(&row.try_get::<String, _>("status")?)?,
+                raw_status: row.try_get("raw_status")?,
+                sub_status: row.try_get("sub_status")?,
+                last_event_at: row.try_get("last_event_at")?,
+                version: row.try_get("version")?,
+            })
+        })
+        .collect()
+}
+
+/// Records that a webhook mentioned these shipments (`last_webhook_at = now()`), so the poll
+/// scheduler can back off polling shipments whose carrier pushes. Locks rows in key order.
+/// [`apply_batch`](crate::apply_batch) already does this for webhook-origin events; this is
+/// for callers outside a merge. Returns how many shipments were touched.
+#[tracing::instrument(skip_all, fields(shipments = keys.len()))]
+pub async fn webhook_touch(conn: &mut PgConnection, keys: &[ShipmentKey]) -> Result<u64, StoreError> {
+    let mut keys: Vec<&ShipmentKey> = keys.iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let tenants: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
+    let carriers: Vec<&str> = keys.iter().map(|k| k.carrier.as_str()).collect();
+    let numbers: Vec<&str> = keys.iter().map(|k| k.tracking_number.as_str()).collect();
+    let done = sqlx::query(
+        "with locked as (
+             select s.id from shipments s
+             join unnest($1::text[], $2::text[], $3::text[]) as k(tenant, carrier, tracking_number)
+               on s.tenant = k.tenant and s.carrier = k.carrier
+              and s.tracking_number = k.tracking_number
+             order by s.tenant, s.carrier, s.tracking_number
+             for update of s)
+         update shipments set last_webhook_at = now() where id in (select id from locked)",
+    )
+    .bind(tenants)
+    .bind(carriers)
+    .bind(numbers)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// How many events are stored, over all shipments.
+pub async fn count_tracking_events(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    count(conn, "select count(*) from tracking_events").await
+}
+
+/// How many stored events have one of these ids (over all shipments).
+pub async fn count_events_with_ids(
+    conn: &mut PgConnection,
+    ids: &[EventId],
+) -> Result<i64, StoreError> {
+    let ids: Vec<&str> = ids.iter().map(EventId::as_str).collect();
+    Ok(sqlx::query_scalar("select count(*) from tracking_events where event_id = any($1::text[])")
+        .bind(ids)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// How many shipments exist.
+pub async fn count_shipments(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    count(conn, "select count(*) from shipments").await
+}
+
+/// How many events are parked waiting for their shipment's registration.
+pub async fn count_unmatched_events(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    count(conn, "select count(*) from unmatched_events").await
+}
+
+/// How many outbox rows exist (published or not).
+pub async fn count_outbox(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    count(conn, "select count(*) from outbox").await
+}
+
+async fn count(conn: &mut PgConnection, statement: &'static str) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(statement).fetch_one(conn).await?)
+}
+
+fn history_entry(row: &PgRow) -> Result<HistoryEntry, StoreError> {
+    let provenance: serde_json::Value = row.try_get("time_provenance")?;
+    Ok(HistoryEntry {
+        event_id: parse_event_id(&row.try_get::<String, _>("event_id")?)?,
+        status: parse_status(&row.try_get::<String, _>("status")?)?,
+        raw_status: RawStatus {
+            code: row.try_get("raw_status")?,
+            description: row.try_get("raw_status_description")?,
+        },
+        sub_status: row.try_get("sub_status")?,
+        occurred_at: row.try_get("occurred_at")?,
+        time_provenance: serde_json::from_value(provenance)
+            .map_err(|e| StoreError::corrupt("time_provenance", e))?,
+        location: row.try_get("location")?,
+        message: row.try_get("message")?,
+        origin: parse_origin(&row.try_get::<String, _>("origin")?)?,
+        provider_event_id: row.try_get("provider_event_id")?,
+        courier: row.try_get("courier")?,
+        received_at: row.try_get("received_at")?,
+    })
+}
+
+fn parse_id<T, E: std::fmt::Display>(
+    row: &PgRow,
+    column: &'static str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    parse(&row.try_get::<String, _>(column)?).map_err(|e| StoreError::corrupt(column, e))
+}
+
+pub(crate) fn parse_status(raw: &str) -> Result<Status, StoreError> {
+    raw.parse().map_err(|e| StoreError::corrupt("status", e))
+}
+
+pub(crate) fn parse_event_id(raw: &str) -> Result<EventId, StoreError> {
+    EventId::parse(raw).map_err(|e| StoreError::corrupt("event id", e))
+}
+
+pub(crate) fn parse_origin(raw: &str) -> Result<Origin, StoreError> {
+    match raw {
+        "webhook" => Ok(Origin::Webhook),
+        "poll" => Ok(Origin::Poll),
+        "system" => Ok(Origin::System),
+        other => Err(StoreError::corrupt("origin", other)),
+    }
+}
