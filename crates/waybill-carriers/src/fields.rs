@@ -1,0 +1,240 @@
+//! Field specifications: where a profile finds one value (a tracking number, a status, a
+//! location) in a payload, with fallbacks.
+//!
+//! In a profile file a field is any of:
+//!
+//! ```toml
+//! courier = "$/msg/slug"                           # one path
+//! courier = ["@/slug", "$/msg/slug"]               # the first that has a value wins
+//! carrier = { fixed = "aftership" }                # a constant
+//! location = { join = ["@/city", "@/state"], separator = ", " }   # non-empty parts, joined
+//! location = ["@/location", { join = ["@/city", "@/country_iso3"] }]
+//! ```
+//!
+//! "Has a value" means the path exists and is not `null`; for optional text fields an empty or
+//! all-white-space string also counts as no value, so the next candidate is tried.
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::path::{JsonPath, Scopes};
+
+/// One candidate source of a field's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A path into the document or event element.
+    Path(JsonPath),
+    /// A constant.
+    Fixed(String),
+    /// The text of several paths, empty ones skipped, joined with a separator.
+    Join { paths: Vec<JsonPath>, separator: String },
+}
+
+/// An ordered list of candidate sources; the first with a value wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldSpec(pub Vec<Source>);
+
+/// A value found for a field, with the concrete path it came from (for error messages).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Found<'v> {
+    /// A JSON value at a path.
+    Json(&'v Value, String),
+    /// Text from a fixed value or a join.
+    Text(String, String),
+}
+
+impl FieldSpec {
+    /// A field with one fixed value.
+    pub fn fixed(value: &str) -> FieldSpec {
+        FieldSpec(vec![Source::Fixed(value.to_owned())])
+    }
+
+    /// The paths as written, for "looked at …" messages.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|source| match source {
+                Source::Path(path) => path.to_string(),
+                Source::Fixed(_) => "a fixed value".to_owned(),
+                Source::Join { paths, .. } => {
+                    let parts: Vec<String> = paths.iter().map(ToString::to_string).collect();
+                    format!("join({})", parts.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The first candidate with a value. `skip_empty` makes empty strings fall through.
+    pub fn find<'v>(&self, scopes: Scopes<'v>, skip_empty: bool) -> Option<Found<'v>> {
+        self.0.iter().find_map(|source| match source {
+            Source::Path(path) => {
+                let (value, concrete) = path.resolve(scopes)?;
+                match value {
+                    Value::Null => None,
+                    Value::String(text) if skip_empty && text.trim().is_empty() => None,
+                    _ => Some(Found::Json(value, concrete)),
+                }
+            }
+            Source::Fixed(text) => Some(Found::Text(text.clone(), "a fixed value".to_owned())),
+            Source::Join { paths, separator } => {
+                let mut parts = Vec::new();
+                let mut first_path = None;
+                for path in paths {
+                    let Some((value, concrete)) = path.resolve(scopes) else { continue };
+                    if let Some(text) = scalar_text(value) {
+                        let text = text.trim().to_owned();
+                        if !text.is_empty() {
+                            first_path.get_or_insert(concrete);
+                            parts.push(text);
+                        }
+                    }
+                }
+                let path = first_path?;
+                Some(Found::Text(parts.join(separator), path))
+            }
+        })
+    }
+}
+
+/// The text of a string or number; `None` for other types.
+pub(crate) fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldSpecVisitor)
+    }
+}
+
+const EXPECTING: &str =
+    "a path like \"$/a/b\", a table { fixed = … } or { join = [...] }, or a list of those";
+
+struct FieldSpecVisitor;
+
+impl<'de> Visitor<'de> for FieldSpecVisitor {
+    type Value = FieldSpec;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(EXPECTING)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<FieldSpec, E> {
+        JsonPath::parse(text, false).map(|path| FieldSpec(vec![Source::Path(path)])).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FieldSpec, A::Error> {
+        let mut sources = Vec::new();
+        while let Some(SourceItem(source)) = seq.next_element()? {
+            sources.push(source);
+        }
+        if sources.is_empty() {
+            return Err(de::Error::custom("a field needs at least one candidate"));
+        }
+        Ok(FieldSpec(sources))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
+        source_from_map(map).map(|source| FieldSpec(vec![source]))
+    }
+}
+
+/// One element of a candidate list: a path string or a table.
+struct SourceItem(Source);
+
+impl<'de> Deserialize<'de> for SourceItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = SourceItem;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a path like \"$/a/b\" or a table { fixed = … } or { join = [...] }")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SourceItem, E> {
+                JsonPath::parse(text, false).map(|path| SourceItem(Source::Path(path))).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SourceItem, A::Error> {
+                source_from_map(map).map(SourceItem)
+            }
+        }
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceTable {
+    path: Option<JsonPath>,
+    fixed: Option<String>,
+    join: Option<Vec<JsonPath>>,
+    separator: Option<String>,
+}
+
+fn source_from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Source, A::Error> {
+    let table = SourceTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+    match table {
+        SourceTable { path: Some(path), fixed: None, join: None, separator: None } => Ok(Source::Path(path)),
+        SourceTable { path: None, fixed: Some(fixed), join: None, separator: None } => Ok(Source::Fixed(fixed)),
+        SourceTable { path: None, fixed: None, join: Some(paths), separator } if !paths.is_empty() => {
+            Ok(Source::Join { paths, separator: separator.unwrap_or_else(|| ", ".to_owned()) })
+        }
+        _ => Err(de::Error::custom(
+            "a field table has exactly one of `path`, `fixed` or a non-empty `join` (with an optional `separator`)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Holder {
+        field: FieldSpec,
+    }
+
+    fn spec(toml_text: &str) -> Result<FieldSpec, String> {
+        toml::from_str::<Holder>(toml_text).map(|h| h.field).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_spelling_parses() {
+        assert_eq!(spec(r#"field = "$/a""#).unwrap().0.len(), 1);
+        assert_eq!(spec(r#"field = ["@/a", "$/b", { fixed = "x" }]"#).unwrap().0.len(), 3);
+        let join = spec(r#"field = { join = ["@/a", "@/b"] }"#).unwrap();
+        assert!(matches!(&join.0[0], Source::Join { separator, .. } if separator == ", "));
+        for bad in [
+            r#"field = "a/b""#,
+            r#"field = []"#,
+            r#"field = { fixed = "x", path = "$/a" }"#,
+            r#"field = { join = [] }"#,
+            r#"field = { nonsense = 1 }"#,
+            r#"field = 3"#,
+        ] {
+            assert!(spec(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn first_value_wins_and_empties_fall_through() {
+        let document = json!({"a": null, "b": " ", "c": "x", "city": "ORLANDO", "state": null, "zip": 32809});
+        let scopes = Scopes { document: &document, event: None };
+        let field = spec(r#"field = ["$/a", "$/b", "$/c"]"#).unwrap();
+        assert_eq!(field.find(scopes, true), Some(Found::Json(&json!("x"), "$/c".into())));
+        assert_eq!(field.find(scopes, false), Some(Found::Json(&json!(" "), "$/b".into())));
+        let join = spec(r#"field = { join = ["$/city", "$/state", "$/zip"], separator = " " }"#).unwrap();
+        assert_eq!(join.find(scopes, true), Some(Found::Text("ORLANDO 32809".into(), "$/city".into())));
+        let none = spec(r#"field = { join = ["$/state", "$/missing"] }"#).unwrap();
+        assert_eq!(none.find(scopes, true), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Paths into a JSON payload, as written in profile files.
+//!
+//! A path is a scope sigil followed by an RFC 6901 JSON pointer:
+//!
+//! * `$/msg/tracking_number`: from the *document* (the body after envelope unwrapping);
+//! * `@/checkpoint_time`: from the *current event element* (one checkpoint, or the object the
+//!   profile names as the current event);
+//! * `$` or `@` alone: the document or element itself.
+//!
+//! Poll response item paths may also use `*` as a whole segment to mean "every member".
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// Which value a path starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// `$`: the (unwrapped) document.
+    Document,
+    /// `@`: the event element being mapped.
+    Event,
+}
+
+/// A validated `$…` or `@…` path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JsonPath {
+    scope: Scope,
+    /// The RFC 6901 pointer after the sigil (empty for the scope root).
+    pointer: String,
+}
+
+/// The values a path can be resolved against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scopes<'v> {
+    /// The document (`$`).
+    pub document: &'v Value,
+    /// The event element (`@`) and its concrete path from the document root, if any.
+    pub event: Option<(&'v Value, &'v str)>,
+}
+
+impl JsonPath {
+    /// Parses `$/a/b` or `@/a/b`. `allow_wildcard` permits `*` segments (poll items only).
+    pub fn parse(text: &str, allow_wildcard: bool) -> Result<JsonPath, String> {
+        let (scope, pointer) = match text.chars().next() {
+            Some('$') => (Scope::Document, &text[1..]),
+            Some('@') => (Scope::Event, &text[1..]),
+            _ => {
+                return Err(format!(
+                    "path `{text}` must start with `$` (document) or `@` (event element)"
+                ));
+            }
+        };
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            return Err(format!("path `{text}`: after `$`/`@` comes a JSON pointer starting with `/`"));
+        }
+        // A `~` must be followed by 0 or 1 (RFC 6901 escapes); anything else is a typo.
+        let bytes = pointer.as_bytes();
+        for (index, byte) in bytes.iter().enumerate() {
+            if *byte == b'~' && !matches!(bytes.get(index + 1), Some(b'0' | b'1')) {
+                return Err(format!("path `{text}`: `~` must be followed by 0 or 1"));
+            }
+        }
+        if !allow_wildcard && pointer.split('/').any(|segment| segment == "*") {
+            return Err(format!("path `{text}`: `*` is only allowed in poll response item paths"));
+        }
+        Ok(JsonPath { scope, pointer: pointer.to_owned() })
+    }
+
+    /// `$`: the whole document.
+    pub fn document_root() -> JsonPath {
+        JsonPath { scope: Scope::Document, pointer: String::new() }
+    }
+
+    /// Which value the path starts from.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// Resolves the path; `None` when it leads nowhere (or to `@` without an event element).
+    /// The second value is the concrete path, for error messages.
+    pub fn resolve<'v>(&self, scopes: Scopes<'v>) -> Option<(&'v Value, String)> {
+        let (root, base) = match self.scope {
+            Scope::Document => (scopes.document, "$"),
+            Scope::Event => {
+                let (element, base) = scopes.event?;
+                (element, base)
+            }
+        };
+        let value = root.pointer(&self.pointer)?;
+        Some((value, format!("{base}{}", self.pointer)))
+    }
+
+    /// Every value the path matches, expanding `*` segments over array elements and object
+    /// members (in document order for arrays, key order for objects). Non-wildcard paths
+    /// match at most one value. Scope is ignored: item paths are always document paths.
+    pub fn resolve_all<'v>(&self, root: &'v Value) -> Vec<&'v Value> {
+        let mut current = vec![root];
+        if self.pointer.is_empty() {
+            return current;
+        }
+        for segment in self.pointer[1..].split('/') {
+            let mut next = Vec::new();
+            for value in current {
+                if segment == "*" {
+                    match value {
+                        Value::Array(items) => next.extend(items.iter()),
+                        Value::Object(members) => next.extend(members.values()),
+                        _ => {}
+                    }
+                } else {
+                    let token = segment.replace("~1", "/").replace("~0", "~");
+                    let child = match value {
+                        Value::Object(members) => members.get(&token),
+                        Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+                        _ => None,
+                    };
+                    next.extend(child);
+                }
+            }
+            current = next;
+        }
+        current
+    }
+
+    /// The pointer part, without the sigil.
+    pub fn pointer(&self) -> &str {
+        &self.pointer
+    }
+}
+
+impl fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sigil = match self.scope {
+            Scope::Document => '$',
+            Scope::Event => '@',
+        };
+        write!(f, "{sigil}{}", self.pointer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        JsonPath::parse(&text, false).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A document-scoped path that may contain `*` (poll response items).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ItemsPath(pub JsonPath);
+
+impl<'de> Deserialize<'de> for ItemsPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let path = JsonPath::parse(&text, true).map_err(serde::de::Error::custom)?;
+        if path.scope() != Scope::Document {
+            return Err(serde::de::Error::custom(format!(
+                "path `{text}` must start with `$`: poll items are found in the response document"
+            )));
+        }
+        Ok(ItemsPath(path))
+    }
+}
+
+/// A document-scoped path (envelopes, event arrays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DocumentPath(pub JsonPath);
+
+impl<'de> Deserialize<'de> for DocumentPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = JsonPath::deserialize(deserializer)?;
+        if path.scope() != Scope::Document {
+            return Err(serde::de::Error::custom(format!(
+                "path `{path}` must start with `$`: there is no event element here"
+            )));
+        }
+        Ok(DocumentPath(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn parses_and_resolves_both_scopes() {
+        let document = json!({"msg": {"a/b": 1, "list": [{"t": "x"}]}});
+        let element = &document["msg"]["list"][0];
+        let scopes = Scopes { document: &document, event: Some((element, "$/msg/list/0")) };
+        let path = JsonPath::parse("$/msg/a~1b", false).unwrap();
+        assert_eq!(path.resolve(scopes).unwrap(), (&json!(1), "$/msg/a~1b".to_owned()));
+        let path = JsonPath::parse("@/t", false).unwrap();
+        assert_eq!(path.resolve(scopes).unwrap(), (&json!("x"), "$/msg/list/0/t".to_owned()));
+        let no_event = Scopes { document: &document, event: None };
+        assert!(path.resolve(no_event).is_none());
+        assert_eq!(JsonPath::parse("$", false).unwrap().resolve(no_event).unwrap().0, &document);
+    }
+
+    #[test]
+    fn rejects_malformed_paths() {
+        for bad in ["msg/a", "/msg", "$msg", "$/a~2", "$/a~", "", "$/*/x"] {
+            assert!(JsonPath::parse(bad, false).is_err(), "{bad}");
+        }
+        assert!(JsonPath::parse("$/*/x", true).is_ok());
+    }
+
+    #[test]
+    fn wildcards_expand_arrays_and_objects() {
+        let document = json!({"result": {"A1": {"scans": [1, 2]}, "B2": {"scans": [3]}}});
+        let path = JsonPath::parse("$/result/*/scans/*", true).unwrap();
+        assert_eq!(path.resolve_all(&document), vec![&json!(1), &json!(2), &json!(3)]);
+        let path = JsonPath::parse("$/nothing/*", true).unwrap();
+        assert!(path.resolve_all(&document).is_empty());
+    }
+}

@@ -1,0 +1,101 @@
+//! Raw carrier status → canonical [`Status`]. An unmapped raw status is never a rejection: it
+//! becomes [`Status::Unknown`] and is reported so a metric can show what to map next.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+use waybill_core::Status;
+
+/// The `[mapping.status]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatusSpec {
+    /// Match raw statuses ignoring ASCII case (`"DELIVERED"` finds the key `Delivered`).
+    #[serde(default)]
+    pub case_insensitive: bool,
+    /// A raw status that is itself a canonical name (`InTransit`, `in_transit`) maps to that
+    /// status when no key matches. For formats that speak the canonical vocabulary.
+    #[serde(default)]
+    pub canonical_names: bool,
+    /// Raw status → canonical status name.
+    #[serde(default)]
+    pub map: BTreeMap<String, CanonicalName>,
+}
+
+/// A canonical status name, checked when the profile loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CanonicalName(pub Status);
+
+impl<'de> Deserialize<'de> for CanonicalName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse::<Status>().map(CanonicalName).map_err(serde::de::Error::custom)
+    }
+}
+
+impl StatusSpec {
+    /// Keys that collide once case is ignored (checked at load, reported as a profile error).
+    pub fn case_collision(&self) -> Option<String> {
+        if !self.case_insensitive {
+            return None;
+        }
+        let mut seen = BTreeMap::new();
+        for key in self.map.keys() {
+            if let Some(previous) = seen.insert(key.to_ascii_lowercase(), key) {
+                return Some(format!("`{previous}` and `{key}` are the same key when case is ignored"));
+            }
+        }
+        None
+    }
+
+    /// The canonical status of a raw status, or `None` when nothing maps it.
+    pub fn lookup(&self, raw: &str) -> Option<Status> {
+        let raw = raw.trim();
+        if let Some(CanonicalName(status)) = self.map.get(raw) {
+            return Some(*status);
+        }
+        if self.case_insensitive {
+            if let Some((_, CanonicalName(status))) =
+                self.map.iter().find(|(key, _)| key.eq_ignore_ascii_case(raw))
+            {
+                return Some(*status);
+            }
+        }
+        if self.canonical_names {
+            return raw.parse::<Status>().ok();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(case_insensitive: bool, canonical_names: bool) -> StatusSpec {
+        let map = [("Dispatched", Status::InTransit), ("6", Status::OutForDelivery)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), CanonicalName(v)))
+            .collect();
+        StatusSpec { case_insensitive, canonical_names, map }
+    }
+
+    #[test]
+    fn exact_then_case_then_canonical() {
+        assert_eq!(spec(false, false).lookup("Dispatched"), Some(Status::InTransit));
+        assert_eq!(spec(false, false).lookup(" 6 "), Some(Status::OutForDelivery));
+        assert_eq!(spec(false, false).lookup("DISPATCHED"), None);
+        assert_eq!(spec(true, false).lookup("DISPATCHED"), Some(Status::InTransit));
+        assert_eq!(spec(true, false).lookup("delivered"), None);
+        assert_eq!(spec(true, true).lookup("delivered"), Some(Status::Delivered));
+        assert_eq!(spec(true, true).lookup("out_for_delivery"), Some(Status::OutForDelivery));
+    }
+
+    #[test]
+    fn detects_case_collisions() {
+        let mut spec = spec(true, false);
+        assert_eq!(spec.case_collision(), None);
+        spec.map.insert("DISPATCHED".into(), CanonicalName(Status::Exception));
+        assert!(spec.case_collision().is_some());
+    }
+}

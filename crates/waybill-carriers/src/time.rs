@@ -1,0 +1,352 @@
+//! Reading a scan time from whatever a carrier sends: RFC 3339 with an offset, a naive local
+//! date-time in a zone the profile declares, a bare date, or unix seconds/milliseconds. The
+//! result always says how it was derived ([`TimeProvenance`]), because "13:23 with no zone" is
+//! a guess and downstream systems deserve to know which times are guesses.
+
+use chrono::{
+    DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc,
+};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use waybill_core::TimeProvenance;
+
+/// The `[mapping.time]` table: how a profile reads timestamps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TimeSpec {
+    /// The zone naive date-times and bare dates are in.
+    #[serde(default)]
+    pub zone: Zone,
+    /// The formats accepted; by default all of them.
+    #[serde(default = "TimeFormat::all")]
+    pub formats: Vec<TimeFormat>,
+    /// How to read unix numbers.
+    #[serde(default)]
+    pub unix_unit: UnixUnit,
+}
+
+impl Default for TimeSpec {
+    fn default() -> Self {
+        TimeSpec { zone: Zone::default(), formats: TimeFormat::all(), unix_unit: UnixUnit::Auto }
+    }
+}
+
+/// One accepted timestamp shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TimeFormat {
+    /// `2017-08-02T13:23:02Z`, `2017-08-02 13:23:02.5+05:30`: explicit offset.
+    Rfc3339,
+    /// `2016-07-12T17:12:36.710`, `2022-10-31 19:56:16`: local time in [`TimeSpec::zone`].
+    Naive,
+    /// `2024-08-05`: midnight in [`TimeSpec::zone`].
+    Date,
+    /// `1712741696`, `1712741696123`, `"1712741696"`: unix time.
+    Unix,
+}
+
+impl TimeFormat {
+    fn all() -> Vec<TimeFormat> {
+        vec![TimeFormat::Rfc3339, TimeFormat::Naive, TimeFormat::Date, TimeFormat::Unix]
+    }
+}
+
+/// The unit of unix timestamps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum UnixUnit {
+    /// Milliseconds when the magnitude is at least 10^11 (which as seconds would be the year
+    /// 5138), seconds otherwise.
+    #[default]
+    Auto,
+    /// Always seconds.
+    Seconds,
+    /// Always milliseconds.
+    Millis,
+}
+
+/// The zone of naive times: `UTC`, a fixed offset like `+05:30`, or an IANA name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Zone {
+    /// UTC.
+    #[default]
+    Utc,
+    /// A fixed offset, with its spelling for provenance.
+    Fixed(FixedOffset, String),
+    /// An IANA zone (daylight saving handled).
+    Iana(Tz),
+}
+
+impl Zone {
+    fn parse(text: &str) -> Result<Zone, String> {
+        if text.eq_ignore_ascii_case("UTC") || text == "Z" {
+            return Ok(Zone::Utc);
+        }
+        if text.starts_with('+') || text.starts_with('-') {
+            let offset = parse_fixed_offset(text)
+                .ok_or_else(|| format!("`{text}` is not an offset like +05:30"))?;
+            return Ok(Zone::Fixed(offset, text.to_owned()));
+        }
+        text.parse::<Tz>()
+            .map(Zone::Iana)
+            .map_err(|_| format!("`{text}` is neither UTC, an offset like +05:30, nor an IANA zone"))
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Zone::Utc => "UTC".to_owned(),
+            Zone::Fixed(_, spelling) => spelling.clone(),
+            Zone::Iana(tz) => tz.name().to_owned(),
+        }
+    }
+
+    /// The UTC instant of a naive local time. In a daylight-saving overlap the earlier instant
+    /// wins; in a gap (a time that never existed locally) the offset in force just before the
+    /// gap is used: a courier's clock that did not jump yet, rather than a rejected scan.
+    fn to_utc(&self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self {
+            Zone::Utc => Some(naive.and_utc()),
+            Zone::Fixed(offset, _) => offset.from_local_datetime(&naive).single().map(|t| t.to_utc()),
+            Zone::Iana(tz) => match tz.from_local_datetime(&naive) {
+                LocalResult::Single(time) => Some(time.to_utc()),
+                LocalResult::Ambiguous(earliest, _) => Some(earliest.to_utc()),
+                LocalResult::None => {
+                    let before = naive.checked_sub_signed(chrono::TimeDelta::hours(3))?;
+                    let offset = tz.from_local_datetime(&before).earliest()?.offset().fix();
+                    naive.checked_sub_signed(chrono::TimeDelta::seconds(
+                        offset.local_minus_utc().into(),
+                    ))
+                    .map(|utc| utc.and_utc())
+                }
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Zone::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_fixed_offset(text: &str) -> Option<FixedOffset> {
+    let sign = if text.starts_with('-') { -1 } else { 1 };
+    let digits = text.get(1..)?.replace(':', "");
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hours: i32 = digits[..2].parse().ok()?;
+    let minutes: i32 = digits[2..].parse().ok()?;
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+}
+
+/// Why a value is not a usable time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeError {
+    /// The JSON type cannot hold a time (found type name).
+    WrongType(&'static str),
+    /// A string or number in no accepted format.
+    Unparseable(&'static str),
+    /// A time that exists in no calendar we handle (year ±262 000, or overflow).
+    OutOfRange,
+}
+
+const NUMBERS_NOT_ACCEPTED: &str = "a number, but unix time is not among the profile's `time.formats`";
+const EXPECTED: &str = "expected one of the profile's `time.formats` (RFC 3339 with offset, naive date-time, date, unix time)";
+
+impl TimeSpec {
+    fn accepts(&self, format: TimeFormat) -> bool {
+        self.formats.contains(&format)
+    }
+
+    /// Reads one JSON value as a time.
+    pub fn parse(&self, value: &Value) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+        match value {
+            Value::Number(number) if self.accepts(TimeFormat::Unix) => {
+                let seconds = number.as_f64().ok_or(TimeError::OutOfRange)?;
+                self.from_unix(seconds)
+            }
+            Value::Number(_) => Err(TimeError::Unparseable(NUMBERS_NOT_ACCEPTED)),
+            Value::String(text) => self.parse_text(text.trim()),
+            other => Err(TimeError::WrongType(crate::json::type_name(other))),
+        }
+    }
+
+    fn parse_text(&self, text: &str) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+        if self.accepts(TimeFormat::Unix) && looks_numeric(text) {
+            let seconds: f64 = text.parse().map_err(|_| TimeError::Unparseable(EXPECTED))?;
+            return self.from_unix(seconds);
+        }
+        if self.accepts(TimeFormat::Rfc3339) {
+            if let Some(time) = parse_with_offset(text) {
+                return Ok((time, TimeProvenance::ExplicitOffset));
+            }
+        }
+        if self.accepts(TimeFormat::Naive) {
+            const NAIVE: [&str; 4] =
+                ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+            if let Some(naive) =
+                NAIVE.iter().find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+            {
+                let utc = self.zone.to_utc(naive).ok_or(TimeError::OutOfRange)?;
+                return Ok((utc, TimeProvenance::AssumedZone { zone: self.zone.name() }));
+            }
+        }
+        if self.accepts(TimeFormat::Date) {
+            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                let midnight = date.and_hms_opt(0, 0, 0).ok_or(TimeError::OutOfRange)?;
+                let utc = self.zone.to_utc(midnight).ok_or(TimeError::OutOfRange)?;
+                return Ok((utc, TimeProvenance::DateOnly { zone: self.zone.name() }));
+            }
+        }
+        Err(TimeError::Unparseable(EXPECTED))
+    }
+
+    fn from_unix(&self, value: f64) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+        let millis = match self.unix_unit {
+            UnixUnit::Seconds => false,
+            UnixUnit::Millis => true,
+            UnixUnit::Auto => value.abs() >= 1e11,
+        };
+        let seconds = if millis { value / 1000.0 } else { value };
+        // Anything beyond ±10^13 seconds (year 300 000) is garbage; also keeps the casts exact.
+        if !seconds.is_finite() || seconds.abs() > 1e13 {
+            return Err(TimeError::OutOfRange);
+        }
+        let whole = seconds.floor();
+        let nanos = ((seconds - whole) * 1e9).round().clamp(0.0, 999_999_999.0) as u32;
+        DateTime::from_timestamp(whole as i64, nanos)
+            .map(|time| (time, TimeProvenance::UnixTime))
+            .ok_or(TimeError::OutOfRange)
+    }
+}
+
+fn looks_numeric(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|b| *b == b'.').count() <= 1
+        && digits.bytes().next().is_some_and(|b| b.is_ascii_digit())
+}
+
+fn parse_with_offset(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.to_utc());
+    }
+    // Offsets without a colon (`+0530`) and a space separator are common off-spec spellings.
+    const WITH_OFFSET: [&str; 4] =
+        ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z"];
+    WITH_OFFSET
+        .iter()
+        .find_map(|format| DateTime::<FixedOffset>::parse_from_str(text, format).ok())
+        .map(|time| time.to_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(zone: &str) -> TimeSpec {
+        TimeSpec { zone: Zone::parse(zone).unwrap(), ..TimeSpec::default() }
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    #[test]
+    fn explicit_offsets_win() {
+        let spec = spec("Asia/Kolkata");
+        for (input, expected) in [
+            ("2017-08-02T13:23:02Z", "2017-08-02T13:23:02Z"),
+            ("2018-08-06T15:00:32.002000Z", "2018-08-06T15:00:32.002Z"),
+            ("2018-08-09T02:56:07.3453198Z", "2018-08-09T02:56:07.3453198Z"),
+            ("2024-01-01 10:00:00+05:30", "2024-01-01T04:30:00Z"),
+            ("2024-01-01T10:00:00+0530", "2024-01-01T04:30:00Z"),
+        ] {
+            assert_eq!(spec.parse(&json!(input)), Ok((utc(expected), TimeProvenance::ExplicitOffset)), "{input}");
+        }
+    }
+
+    #[test]
+    fn naive_times_take_the_declared_zone() {
+        let ist = spec("Asia/Kolkata");
+        let assumed = TimeProvenance::AssumedZone { zone: "Asia/Kolkata".into() };
+        for (input, expected) in [
+            ("2016-07-12T17:12:36.710", "2016-07-12T11:42:36.710Z"),
+            ("2022-10-31 19:56:16", "2022-10-31T14:26:16Z"),
+            ("2022-10-31 19:56:16.123456789", "2022-10-31T14:26:16.123456789Z"),
+            ("2022-10-31T19:56", "2022-10-31T14:26:00Z"),
+        ] {
+            assert_eq!(ist.parse(&json!(input)), Ok((utc(expected), assumed.clone())), "{input}");
+        }
+        let fixed = spec("+05:30");
+        assert_eq!(
+            fixed.parse(&json!("2022-10-31 19:56:16")),
+            Ok((utc("2022-10-31T14:26:16Z"), TimeProvenance::AssumedZone { zone: "+05:30".into() }))
+        );
+        assert_eq!(
+            spec("UTC").parse(&json!("2021-01-14T00:52:00")),
+            Ok((utc("2021-01-14T00:52:00Z"), TimeProvenance::AssumedZone { zone: "UTC".into() }))
+        );
+    }
+
+    #[test]
+    fn daylight_saving_edges_resolve_without_error() {
+        let sydney = spec("Australia/Sydney");
+        // 2024-10-06 02:30 never happened in Sydney (clocks jumped 02:00 → 03:00, AEST +10).
+        assert_eq!(sydney.parse(&json!("2024-10-06T02:30:00")).unwrap().0, utc("2024-10-05T16:30:00Z"));
+        // 2024-04-07 02:30 happened twice; the earlier (AEDT +11) wins.
+        assert_eq!(sydney.parse(&json!("2024-04-07T02:30:00")).unwrap().0, utc("2024-04-06T15:30:00Z"));
+    }
+
+    #[test]
+    fn dates_and_unix_times() {
+        let spec = spec("UTC");
+        assert_eq!(
+            spec.parse(&json!("2024-08-05")),
+            Ok((utc("2024-08-05T00:00:00Z"), TimeProvenance::DateOnly { zone: "UTC".into() }))
+        );
+        let ts = (utc("2024-04-10T09:34:56Z"), TimeProvenance::UnixTime);
+        assert_eq!(spec.parse(&json!(1712741696)), Ok(ts.clone()));
+        assert_eq!(spec.parse(&json!("1712741696")), Ok(ts.clone()));
+        assert_eq!(spec.parse(&json!(1712741696000_u64)), Ok(ts.clone()));
+        assert_eq!(spec.parse(&json!(1712741696.5)).unwrap().0, utc("2024-04-10T09:34:56.5Z"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let spec = spec("UTC");
+        assert!(matches!(spec.parse(&json!(1e300)), Err(TimeError::OutOfRange)));
+        assert!(matches!(spec.parse(&json!(-1e300)), Err(TimeError::OutOfRange)));
+        assert!(matches!(spec.parse(&json!(u64::MAX)), Err(TimeError::OutOfRange)));
+        assert!(matches!(spec.parse(&json!("yesterday")), Err(TimeError::Unparseable(_))));
+        assert!(matches!(spec.parse(&json!("2024-13-45T99:00:00")), Err(TimeError::Unparseable(_))));
+        assert!(matches!(spec.parse(&json!("")), Err(TimeError::Unparseable(_))));
+        assert!(matches!(spec.parse(&json!(true)), Err(TimeError::WrongType("a boolean"))));
+        assert!(matches!(spec.parse(&json!({})), Err(TimeError::WrongType(_))));
+    }
+
+    #[test]
+    fn formats_can_be_restricted() {
+        let strict = TimeSpec { formats: vec![TimeFormat::Rfc3339], ..TimeSpec::default() };
+        assert!(strict.parse(&json!("2024-01-01T00:00:00Z")).is_ok());
+        assert!(strict.parse(&json!("2024-01-01T00:00:00")).is_err());
+        assert!(strict.parse(&json!(1712741696)).is_err());
+    }
+
+    #[test]
+    fn zones_parse() {
+        assert_eq!(Zone::parse("UTC"), Ok(Zone::Utc));
+        assert!(matches!(Zone::parse("-03:00"), Ok(Zone::Fixed(..))));
+        assert!(Zone::parse("+25:00").is_err());
+        assert!(Zone::parse("Mars/Olympus").is_err());
+    }
+}

@@ -1,0 +1,407 @@
+//! Webhook authentication. The raw request becomes a [`VerifiedRequest`] only through
+//! [`crate::CarrierProfile::verify`]: the type change is the proof, so code that maps a payload
+//! cannot forget to check it. Signatures are always checked over the raw body bytes, never over
+//! re-serialised JSON, and every comparison is constant-time.
+
+use chrono::{DateTime, Utc};
+use hmac::{KeyInit, Mac};
+use http::{HeaderMap, HeaderName};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::VerifyError;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// A request as it arrived: headers and raw body, not yet proven to come from the carrier.
+#[derive(Debug, Clone, Copy)]
+pub struct UnverifiedRequest<'a> {
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The raw body, exactly as received.
+    pub body: &'a [u8],
+}
+
+/// A request whose signature (or token) was checked by a profile. There is no public
+/// constructor: the only way to get one is [`crate::CarrierProfile::verify`].
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedRequest<'a> {
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    matched_secret: Option<usize>,
+}
+
+impl<'a> VerifiedRequest<'a> {
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The raw body, exactly as received and verified.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// Which of the configured secrets matched (its index), or `None` for the `none` scheme.
+    /// Lets operators see when the old secret of a rotation stops being used.
+    pub fn matched_secret(&self) -> Option<usize> {
+        self.matched_secret
+    }
+}
+
+/// The `[verify]` table as written in a profile file; checked into a [`Verification`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyTable {
+    pub scheme: SchemeName,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub secret_normalization: SecretNormalization,
+    #[serde(default)]
+    pub tolerance_seconds: Option<u64>,
+}
+
+/// The verification scheme names of the profile format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SchemeName {
+    HmacSha256,
+    Timestamped,
+    StaticToken,
+    None,
+}
+
+/// How a signature's bytes are written in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Encoding {
+    /// Lower- or upper-case hex.
+    Hex,
+    /// Standard base64, padded or not.
+    Base64,
+    /// Either: 64 hex digits are read as hex, anything else as base64. Unambiguous for
+    /// SHA-256 (hex is 64 characters, base64 43 or 44).
+    Any,
+}
+
+/// What is done to a secret before it is used as an HMAC key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SecretNormalization {
+    /// The secret's UTF-8 bytes as configured.
+    #[default]
+    None,
+    /// Unicode NFKD first (EasyPost's client libraries do this).
+    Nfkd,
+}
+
+/// A checked verification scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verification {
+    /// `hex|base64(HMAC-SHA256(secret, body))`, optionally after a fixed prefix.
+    HmacSha256 {
+        header: HeaderName,
+        encoding: Encoding,
+        prefix: Option<String>,
+        normalization: SecretNormalization,
+    },
+    /// Stripe-style `t=<unix>,v1=<hex>[,v1=…]` over `"{t}.{body}"`, within a tolerance.
+    Timestamped {
+        header: HeaderName,
+        encoding: Encoding,
+        tolerance_seconds: u64,
+        normalization: SecretNormalization,
+    },
+    /// The header equals one of the secrets.
+    StaticToken { header: HeaderName, normalization: SecretNormalization },
+    /// No authentication (only for sources protected some other way).
+    None,
+}
+
+/// The default replay window of `timestamped`: Stripe's and Standard Webhooks' 5 minutes.
+pub(crate) const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
+
+impl Verification {
+    /// The header carrying the signature or token, if the scheme has one.
+    pub fn header(&self) -> Option<&HeaderName> {
+        match self {
+            Verification::HmacSha256 { header, .. }
+            | Verification::Timestamped { header, .. }
+            | Verification::StaticToken { header, .. } => Some(header),
+            Verification::None => None,
+        }
+    }
+
+    /// The scheme's name as written in profile files.
+    pub fn scheme_name(&self) -> &'static str {
+        match self {
+            Verification::HmacSha256 { .. } => "hmac_sha256",
+            Verification::Timestamped { .. } => "timestamped",
+            Verification::StaticToken { .. } => "static_token",
+            Verification::None => "none",
+        }
+    }
+
+    /// Checks a request; see [`crate::CarrierProfile::verify`].
+    pub fn verify<'a>(
+        &self,
+        request: UnverifiedRequest<'a>,
+        secrets: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedRequest<'a>, VerifyError> {
+        let verified = |matched_secret| VerifiedRequest {
+            headers: request.headers,
+            body: request.body,
+            matched_secret,
+        };
+        let Some(header) = self.header() else {
+            return Ok(verified(None));
+        };
+        let missing = || VerifyError::MissingSignature { header: header.as_str().to_owned() };
+        let malformed =
+            |reason| VerifyError::MalformedSignature { header: header.as_str().to_owned(), reason };
+        let bad = || VerifyError::BadSignature { header: header.as_str().to_owned() };
+
+        let mut values = request.headers.get_all(header).iter().peekable();
+        if values.peek().is_none() {
+            return Err(missing());
+        }
+        if secrets.is_empty() {
+            return Err(VerifyError::NoSecretsConfigured);
+        }
+        let values: Vec<&str> = values
+            .map(|value| value.to_str().map_err(|_| malformed("it is not visible ASCII")))
+            .collect::<Result<_, _>>()?;
+
+        match self {
+            Verification::HmacSha256 { encoding, prefix, normalization, .. } => {
+                let mut signatures = Vec::new();
+                for value in values {
+                    let value = value.trim();
+                    let encoded = match prefix {
+                        Some(prefix) => strip_prefix_ignore_case(value, prefix)
+                            .ok_or_else(|| malformed("it does not start with the expected prefix"))?,
+                        None => value,
+                    };
+                    signatures.push(decode(encoded, *encoding).ok_or_else(|| {
+                        malformed("it is not a SHA-256 digest in the expected encoding")
+                    })?);
+                }
+                let keys = keys(secrets, *normalization);
+                matching_secret(&keys, &signatures, &[request.body])
+                    .map(|index| verified(Some(index)))
+                    .ok_or_else(bad)
+            }
+            Verification::Timestamped { encoding, tolerance_seconds, normalization, .. } => {
+                let mut timestamp = None;
+                let mut signatures = Vec::new();
+                for value in values {
+                    let parsed = parse_timestamped(value, *encoding).map_err(malformed)?;
+                    if timestamp.is_some_and(|t| t != parsed.0) {
+                        return Err(malformed("repeated headers carry different timestamps"));
+                    }
+                    timestamp = Some(parsed.0);
+                    signatures.extend(parsed.1);
+                }
+                let Some((seconds, seconds_text)) = timestamp.map(|t| (t, t.to_string())) else {
+                    return Err(missing());
+                };
+                let keys = keys(secrets, *normalization);
+                let payload = [seconds_text.as_bytes(), b".", request.body];
+                let index = matching_secret(&keys, &signatures, &payload).ok_or_else(bad)?;
+                // Checked after the signature, so a forgery is reported as a forgery; a genuine
+                // but old signature is a replay.
+                let age = now.timestamp().abs_diff(seconds);
+                if age > *tolerance_seconds {
+                    return Err(VerifyError::TimestampOutsideTolerance {
+                        header: header.as_str().to_owned(),
+                        tolerance_seconds: *tolerance_seconds,
+                    });
+                }
+                Ok(verified(Some(index)))
+            }
+            Verification::StaticToken { normalization, .. } => {
+                // Compare digests, not strings: constant-time even when the lengths differ.
+                let keys = keys(secrets, *normalization);
+                for value in values {
+                    let received = Sha256::digest(value.trim().as_bytes());
+                    for (index, key) in keys.iter().enumerate() {
+                        if bool::from(Sha256::digest(key).ct_eq(&received)) {
+                            return Ok(verified(Some(index)));
+                        }
+                    }
+                }
+                Err(bad())
+            }
+            Verification::None => Ok(verified(None)),
+        }
+    }
+
+    /// The header and value a sender holding `secret` would attach to `body` at `now`;
+    /// `None` for the `none` scheme. For tests and for the e2e harness.
+    pub fn sign(&self, body: &[u8], secret: &str, now: DateTime<Utc>) -> Option<(String, String)> {
+        let header = self.header()?.as_str().to_owned();
+        let value = match self {
+            Verification::HmacSha256 { encoding, prefix, normalization, .. } => {
+                let digest = hmac(&key(secret, *normalization), &[body]);
+                format!("{}{}", prefix.as_deref().unwrap_or(""), encode(&digest, *encoding))
+            }
+            Verification::Timestamped { encoding, normalization, .. } => {
+                let t = now.timestamp().to_string();
+                let digest = hmac(&key(secret, *normalization), &[t.as_bytes(), b".", body]);
+                format!("t={t},v1={}", encode(&digest, *encoding))
+            }
+            Verification::StaticToken { normalization, .. } => {
+                String::from_utf8_lossy(&key(secret, *normalization)).into_owned()
+            }
+            Verification::None => return None,
+        };
+        Some((header, value))
+    }
+}
+
+fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
+}
+
+fn key(secret: &str, normalization: SecretNormalization) -> Vec<u8> {
+    match normalization {
+        SecretNormalization::None => secret.as_bytes().to_vec(),
+        SecretNormalization::Nfkd => secret.nfkd().collect::<String>().into_bytes(),
+    }
+}
+
+fn keys(secrets: &[String], normalization: SecretNormalization) -> Vec<Vec<u8>> {
+    secrets.iter().map(|secret| key(secret, normalization)).collect()
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    // HMAC takes keys of any length, so this cannot fail; an empty tag would never verify.
+    let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
+        return Vec::new();
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The index of the first secret under which any of the signatures verifies.
+fn matching_secret(keys: &[Vec<u8>], signatures: &[Vec<u8>], parts: &[&[u8]]) -> Option<usize> {
+    keys.iter().position(|key| {
+        let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
+            return false;
+        };
+        for part in parts {
+            mac.update(part);
+        }
+        // Every signature is compared (constant-time each) so timing does not reveal which.
+        signatures
+            .iter()
+            .fold(false, |found, signature| mac.clone().verify_slice(signature).is_ok() | found)
+    })
+}
+
+fn decode(text: &str, encoding: Encoding) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let hex = || hex::decode(text).ok();
+    let base64 = || {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+            .ok()
+    };
+    let bytes = match encoding {
+        Encoding::Hex => hex(),
+        Encoding::Base64 => base64(),
+        Encoding::Any if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) => hex(),
+        Encoding::Any => base64(),
+    }?;
+    (bytes.len() == 32).then_some(bytes)
+}
+
+fn encode(digest: &[u8], encoding: Encoding) -> String {
+    use base64::Engine;
+    match encoding {
+        Encoding::Hex | Encoding::Any => hex::encode(digest),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(digest),
+    }
+}
+
+/// Parses `t=1712741696,v1=abc…,v1=def…` (spaces allowed, unknown keys such as `v0` ignored).
+fn parse_timestamped(value: &str, encoding: Encoding) -> Result<(i64, Vec<Vec<u8>>), &'static str> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for item in value.split(',') {
+        let Some((name, content)) = item.trim().split_once('=') else {
+            return Err("expected comma-separated `key=value` items");
+        };
+        match name.trim() {
+            "t" => {
+                if timestamp.is_some() {
+                    return Err("it carries more than one `t=` item");
+                }
+                let content = content.trim();
+                if content.is_empty() || !content.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err("`t=` is not unix seconds");
+                }
+                timestamp = Some(content.parse::<i64>().map_err(|_| "`t=` is not unix seconds")?);
+            }
+            "v1" => signatures.push(
+                decode(content.trim(), encoding)
+                    .ok_or("a `v1=` item is not a SHA-256 digest in the expected encoding")?,
+            ),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or("it has no `t=` item")?;
+    if signatures.is_empty() {
+        return Err("it has no `v1=` item");
+    }
+    Ok((timestamp, signatures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_encoding_tells_hex_from_base64() {
+        let digest = [7u8; 32];
+        let hex = hex::encode(digest);
+        let b64 = encode(&digest, Encoding::Base64);
+        assert_eq!(decode(&hex, Encoding::Any).as_deref(), Some(&digest[..]));
+        assert_eq!(decode(&hex.to_uppercase(), Encoding::Any).as_deref(), Some(&digest[..]));
+        assert_eq!(decode(&b64, Encoding::Any).as_deref(), Some(&digest[..]));
+        assert_eq!(decode(b64.trim_end_matches('='), Encoding::Any).as_deref(), Some(&digest[..]));
+        assert_eq!(decode(&b64, Encoding::Hex), None);
+        assert_eq!(decode("abcd", Encoding::Any), None);
+        assert_eq!(decode("", Encoding::Any), None);
+    }
+
+    #[test]
+    fn timestamped_header_grammar() {
+        let sig = hex::encode([1u8; 32]);
+        let ok = parse_timestamped(&format!("t=5, v0=zz, v1={sig},v1={sig}"), Encoding::Hex).unwrap();
+        assert_eq!((ok.0, ok.1.len()), (5, 2));
+        for bad in [
+            format!("v1={sig}"),
+            "t=5".to_owned(),
+            format!("t=-5,v1={sig}"),
+            format!("t=5,t=6,v1={sig}"),
+            format!("t=99999999999999999999,v1={sig}"),
+            "garbage".to_owned(),
+            "t=5,v1=xyz".to_owned(),
+        ] {
+            assert!(parse_timestamped(&bad, Encoding::Hex).is_err(), "{bad}");
+        }
+    }
+}
