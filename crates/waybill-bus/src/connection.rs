@@ -1,0 +1,196 @@
+//! One AMQP connection, named so that operators can tell Waybill's connections apart in
+//! `rabbitmqctl list_connections name client_properties`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+
+use crate::error::{AmqpError, BusError, bounded, short_string};
+
+/// How long connecting (TCP, TLS, AMQP handshake) may take before it is abandoned.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one broker round trip (open a channel, declare, ack) may take.
+pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The heartbeat asked for when the URL does not set one (`?heartbeat=N`). The broker's
+/// default (60 s) takes two minutes to notice a half-open TCP connection; 10 s takes 20.
+pub const DEFAULT_HEARTBEAT_SECONDS: u16 = 10;
+
+/// A connection to RabbitMQ. Cheap to clone (all clones share the one connection); closed when
+/// the last clone, channel and consumer made from it are dropped, or by [`BusConnection::close`].
+///
+/// There is no automatic recovery at this level (lapin's opt-in recovery is not used): when the
+/// connection is lost, operations fail with [`BusError::ConnectionLost`] and the owner connects
+/// again. The [`crate::Publisher`] does that by itself; consumers are rebuilt by their caller.
+#[derive(Clone)]
+pub struct BusConnection {
+    inner: Arc<Connection>,
+    name: Arc<str>,
+}
+
+/// The number of messages ready in a queue and of consumers on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages ready for delivery (not counting delivered-but-unacknowledged ones).
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+impl BusConnection {
+    /// Connects to `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`) under the connection
+    /// name `name`, within [`DEFAULT_CONNECT_TIMEOUT`].
+    pub async fn connect(url: &str, name: &str) -> Result<BusConnection, BusError> {
+        Self::connect_with_timeout(url, name, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// Like [`BusConnection::connect`] with an explicit bound on connecting.
+    #[tracing::instrument(skip_all, fields(connection.name = %name))]
+    pub async fn connect_with_timeout(
+        url: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<BusConnection, BusError> {
+        let mut uri: AMQPUri = url
+            .parse()
+            .map_err(|reason| BusError::InvalidUrl { reason })?;
+        if uri.query.heartbeat.is_none() {
+            uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECONDS);
+        }
+        let properties = ConnectionProperties::default()
+            // Shown as the connection's name by rabbitmqctl and the management UI.
+            .with_connection_name(name.into())
+            // Identifies the client software beside the name.
+            .with_client_property("product".into(), "waybill".into());
+        // Recovery stays off (the default): lapin 4's recovery has hung in past versions and
+        // replays delivery tags onto new channels; Waybill reconnects explicitly instead.
+        let connection = bounded(
+            "connecting to the broker",
+            timeout,
+            Connection::connect_uri(uri, properties),
+        )
+        .await?
+        .map_err(|source| BusError::Connect {
+            source: source.into(),
+        })?;
+        tracing::debug!("connected to the broker");
+        Ok(BusConnection {
+            inner: Arc::new(connection),
+            name: name.into(),
+        })
+    }
+
+    /// The connection name given at connect time.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True while the connection is established (false once closed or lost).
+    pub fn is_open(&self) -> bool {
+        self.inner.status().connected()
+    }
+
+    /// True while the broker blocks publishing on this connection (`connection.blocked`, sent
+    /// when a memory or disk alarm is raised).
+    pub fn is_blocked(&self) -> bool {
+        self.inner.status().blocked()
+    }
+
+    /// The ready-message and consumer counts of a queue (a passive declare on a short-lived
+    /// channel). Fails with [`BusError::Declare`] (404) when the queue does not exist.
+    #[tracing::instrument(skip_all, fields(queue = %queue))]
+    pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats, BusError> {
+        let channel = self.open_channel().await?;
+        let options = QueueDeclareOptions {
+            // Only look: fail with 404 instead of creating the queue.
+            passive: true,
+            // Ignored for a passive declare.
+            durable: false,
+            // Ignored for a passive declare.
+            exclusive: false,
+            // Ignored for a passive declare.
+            auto_delete: false,
+            // Wait for declare-ok: it carries the counts.
+            nowait: false,
+        };
+        let declared = bounded(
+            "checking a queue",
+            OPERATION_TIMEOUT,
+            channel.queue_declare(
+                short_string("queue name", queue)?,
+                options,
+                FieldTable::default(),
+            ),
+        )
+        .await?
+        .map_err(|source| BusError::Declare {
+            entity: format!("queue {queue} (passive)"),
+            source: source.into(),
+        })?;
+        close_channel(&channel).await;
+        Ok(QueueStats {
+            messages: declared.message_count(),
+            consumers: declared.consumer_count(),
+        })
+    }
+
+    /// Closes the connection gracefully (unacknowledged deliveries go back to their queues).
+    /// Does nothing when it is already closed.
+    #[tracing::instrument(skip_all, fields(connection.name = %self.name))]
+    pub async fn close(&self) -> Result<(), BusError> {
+        if !self.is_open() {
+            return Ok(());
+        }
+        bounded(
+            "closing the connection",
+            OPERATION_TIMEOUT,
+            self.inner.close(200, "bye".into()),
+        )
+        .await?
+        .map_err(|source| BusError::ConnectionLost {
+            source: source.into(),
+        })
+    }
+
+    /// Opens a channel, within [`OPERATION_TIMEOUT`].
+    pub(crate) async fn open_channel(&self) -> Result<lapin::Channel, BusError> {
+        bounded(
+            "opening a channel",
+            OPERATION_TIMEOUT,
+            self.inner.create_channel(),
+        )
+        .await?
+        .map_err(|source| BusError::OpenChannel {
+            source: AmqpError(source),
+        })
+    }
+
+    /// The connection's event stream (errors, blocked/unblocked).
+    pub(crate) fn events(&self) -> impl futures_util::Stream<Item = lapin::Event> + Send + 'static {
+        self.inner.events_listener()
+    }
+}
+
+impl fmt::Debug for BusConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not lapin's Debug: it would print the connection's configuration.
+        f.debug_struct("BusConnection")
+            .field("name", &self.name)
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+/// Closes a short-lived channel, ignoring failure (the broker may have closed it already) and
+/// never waiting longer than [`OPERATION_TIMEOUT`].
+pub(crate) async fn close_channel(channel: &lapin::Channel) {
+    if channel.status().connected() {
+        let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "done".into())).await;
+    }
+}

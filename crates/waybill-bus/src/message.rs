@@ -1,0 +1,74 @@
+//! What a caller hands to the [`crate::Publisher`].
+
+use std::collections::BTreeMap;
+
+/// One message to publish. Every message is published persistent (`delivery_mode` 2),
+/// `mandatory` (an unroutable message is an error, never a silent drop) and with
+/// `content_type: application/json`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// The exchange (`""` is the default exchange, which routes by queue name).
+    pub exchange: String,
+    /// The routing key.
+    pub routing_key: String,
+    /// The body (JSON by convention; never logged).
+    pub body: Vec<u8>,
+    /// The `message_id` property (an envelope id, an outbox id), for deduplication downstream.
+    pub message_id: Option<String>,
+    /// String headers, e.g. W3C `traceparent`. Names are at most 255 bytes.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl OutboundMessage {
+    /// A message without id or headers.
+    pub fn new(
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        body: impl Into<Vec<u8>>,
+    ) -> Self {
+        OutboundMessage {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            body: body.into(),
+            message_id: None,
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the `message_id` property.
+    pub fn with_message_id(mut self, message_id: impl Into<String>) -> Self {
+        self.message_id = Some(message_id.into());
+        self
+    }
+
+    /// Adds a string header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds a string header when there is a value (e.g. an optional `traceparent`).
+    pub fn with_optional_header(
+        self,
+        name: impl Into<String>,
+        value: Option<impl Into<String>>,
+    ) -> Self {
+        match value {
+            Some(value) => self.with_header(name, value),
+            None => self,
+        }
+    }
+}
+
+impl std::fmt::Debug for OutboundMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the body: it may carry personal data.
+        f.debug_struct("OutboundMessage")
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("body_len", &self.body.len())
+            .field("message_id", &self.message_id)
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
