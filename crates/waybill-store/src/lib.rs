@@ -16,7 +16,6 @@ pub mod migrate;
 mod outbox;
 mod queries;
 mod store;
-#[cfg(feature = "test-util")]
 pub mod testing;
 
 pub use batch::{

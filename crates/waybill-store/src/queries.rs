@@ -115,12 +115,11 @@ pub(crate) static NEWEST_FIRST: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const SHIPMENT_COLUMNS: &str = "s.id, s.tenant, s.carrier, s.tracking_number, s.order_number, \
-     s.metadata, s.registered, s.status, s.raw_status, s.raw_status_description, s.sub_status, \
-     s.current_event_id, s.current_event_at, s.last_event_at, s.version, s.created_at, \
-     s.updated_at";
-
 /// One shipment with its history, newest first; `None` if the tenant has no such shipment.
+///
+/// One statement (the shipment left-joined to its events), so the shipment and its history
+/// come from one snapshot without a transaction — request handlers can be cancelled at any
+/// await, and a cancelled future must never be holding a transaction (sqlx 0.8).
 #[tracing::instrument(skip_all, fields(carrier = %carrier, shipment.tracking_number = %tracking_number))]
 pub async fn get_shipment(
     conn: &mut PgConnection,
@@ -128,43 +127,46 @@ pub async fn get_shipment(
     carrier: &CarrierCode,
     tracking_number: &TrackingNumber,
 ) -> Result<Option<ShipmentView>, StoreError> {
-    let row = sqlx::query(&format!(
-        "select {SHIPMENT_COLUMNS} from shipments s
-         where s.tenant = $1 and s.carrier = $2 and s.tracking_number = $3"
-    ))
-    .bind(tenant.as_str())
-    .bind(carrier.as_str())
-    .bind(tracking_number.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let shipment_id: i64 = row.try_get("id")?;
-
-    static HISTORY: LazyLock<String> = LazyLock::new(|| {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "select e.event_id, e.status, e.raw_status, e.raw_status_description, e.sub_status,
-                    e.occurred_at, e.time_provenance, e.location, e.message, e.origin,
-                    e.provider_event_id, e.courier, e.received_at
-             from tracking_events e where e.shipment_id = $1
+            "select s.tenant, s.carrier, s.tracking_number, s.order_number, s.metadata,
+                    s.registered, s.status, s.raw_status, s.raw_status_description, s.sub_status,
+                    s.current_event_id, s.current_event_at, s.last_event_at, s.version,
+                    s.created_at, s.updated_at,
+                    e.event_id as e_event_id, e.status as e_status, e.raw_status as e_raw_status,
+                    e.raw_status_description as e_raw_status_description,
+                    e.sub_status as e_sub_status, e.occurred_at as e_occurred_at,
+                    e.time_provenance as e_time_provenance, e.location as e_location,
+                    e.message as e_message, e.origin as e_origin,
+                    e.provider_event_id as e_provider_event_id, e.courier as e_courier,
+                    e.received_at as e_received_at
+             from shipments s
+             left join tracking_events e on e.shipment_id = s.id
+             where s.tenant = $1 and s.carrier = $2 and s.tracking_number = $3
              order by {}",
             NEWEST_FIRST.as_str()
         )
     });
-    let history = sqlx::query(HISTORY.as_str())
-        .bind(shipment_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(history_entry)
-        .collect::<Result<Vec<_>, _>>()?;
-
+    let rows = sqlx::query(STATEMENT.as_str())
+        .bind(tenant.as_str())
+        .bind(carrier.as_str())
+        .bind(tracking_number.as_str())
+        .fetch_all(conn)
+        .await?;
+    let Some(row) = rows.first() else { return Ok(None) };
+    let mut history = Vec::with_capacity(rows.len());
+    for event_row in &rows {
+        if event_row.try_get::<Option<String>, _>("e_event_id")?.is_some() {
+            history.push(history_entry(event_row)?);
+        }
+    }
     let raw_code: Option<String> = row.try_get("raw_status")?;
     let raw_description: Option<String> = row.try_get("raw_status_description")?;
     let current_event_id: Option<String> = row.try_get("current_event_id")?;
     Ok(Some(ShipmentView {
-        tenant: parse_id(&row, "tenant", TenantId::parse)?,
-        carrier: parse_id(&row, "carrier", CarrierCode::parse)?,
-        tracking_number: parse_id(&row, "tracking_number", TrackingNumber::parse)?,
+        tenant: parse_id(row, "tenant", TenantId::parse)?,
+        carrier: parse_id(row, "carrier", CarrierCode::parse)?,
+        tracking_number: parse_id(row, "tracking_number", TrackingNumber::parse)?,
         order_number: row.try_get("order_number")?,
         metadata: row.try_get("metadata")?,
         registered: row.try_get("registered")?,
@@ -283,24 +285,24 @@ async fn count(conn: &mut PgConnection, statement: &'static str) -> Result<i64, 
 }
 
 fn history_entry(row: &PgRow) -> Result<HistoryEntry, StoreError> {
-    let provenance: serde_json::Value = row.try_get("time_provenance")?;
+    let provenance: serde_json::Value = row.try_get("e_time_provenance")?;
     Ok(HistoryEntry {
-        event_id: parse_event_id(&row.try_get::<String, _>("event_id")?)?,
-        status: parse_status(&row.try_get::<String, _>("status")?)?,
+        event_id: parse_event_id(&row.try_get::<String, _>("e_event_id")?)?,
+        status: parse_status(&row.try_get::<String, _>("e_status")?)?,
         raw_status: RawStatus {
-            code: row.try_get("raw_status")?,
-            description: row.try_get("raw_status_description")?,
+            code: row.try_get("e_raw_status")?,
+            description: row.try_get("e_raw_status_description")?,
         },
-        sub_status: row.try_get("sub_status")?,
-        occurred_at: row.try_get("occurred_at")?,
+        sub_status: row.try_get("e_sub_status")?,
+        occurred_at: row.try_get("e_occurred_at")?,
         time_provenance: serde_json::from_value(provenance)
-            .map_err(|e| StoreError::corrupt("time_provenance", e))?,
-        location: row.try_get("location")?,
-        message: row.try_get("message")?,
-        origin: parse_origin(&row.try_get::<String, _>("origin")?)?,
-        provider_event_id: row.try_get("provider_event_id")?,
-        courier: row.try_get("courier")?,
-        received_at: row.try_get("received_at")?,
+            .map_err(|e| StoreError::corrupt("e_time_provenance", e))?,
+        location: row.try_get("e_location")?,
+        message: row.try_get("e_message")?,
+        origin: parse_origin(&row.try_get::<String, _>("e_origin")?)?,
+        provider_event_id: row.try_get("e_provider_event_id")?,
+        courier: row.try_get("e_courier")?,
+        received_at: row.try_get("e_received_at")?,
     })
 }
 

@@ -6,9 +6,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 use tracing::Instrument;
+use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 
 use crate::batch::{BatchReport, InboundBatch};
 use crate::error::StoreError;
+use crate::queries::{ShipmentSummary, ShipmentView};
 
 /// A transaction on a pooled connection. Pass `&mut *tx` to the store's functions, then
 /// `tx.commit()`; dropping it rolls back.
@@ -125,6 +127,27 @@ impl Store {
         tokio::spawn(work.instrument(tracing::Span::current())).await?
     }
 
+    /// [`get_shipment`](crate::get_shipment) on a pooled connection.
+    pub async fn get_shipment(
+        &self,
+        tenant: &TenantId,
+        carrier: &CarrierCode,
+        tracking_number: &TrackingNumber,
+    ) -> Result<Option<ShipmentView>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        crate::queries::get_shipment(&mut connection, tenant, carrier, tracking_number).await
+    }
+
+    /// [`find_by_order_number`](crate::find_by_order_number) on a pooled connection.
+    pub async fn find_by_order_number(
+        &self,
+        tenant: &TenantId,
+        order_number: &str,
+    ) -> Result<Vec<ShipmentSummary>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        crate::queries::find_by_order_number(&mut connection, tenant, order_number).await
+    }
+
     /// Closes the pool, waiting for checked-out connections to come back.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -132,7 +155,6 @@ impl Store {
 }
 
 /// Opens one connection to `url` without a pool (administration: creating databases).
-#[cfg(feature = "test-util")]
 pub(crate) async fn connect_one(url: &str) -> Result<PgConnection, StoreError> {
     Ok(PgConnectOptions::from_str(url)?.application_name("waybill").connect().await?)
 }

@@ -1,5 +1,6 @@
-//! A fresh, migrated database per test (feature `test-util`), for this crate's tests and any
-//! other crate's that needs Postgres.
+//! A fresh, migrated database per test, for this crate's tests and any other crate's that needs
+//! Postgres. Compiled unconditionally (no feature to remember in each dependent's manifest); it
+//! only ever drops the databases it created itself.
 //!
 //! ```ignore
 //! let db = TestDatabase::create(&TestDatabase::admin_url()).await?;
@@ -50,13 +51,22 @@ impl TestDatabase {
         admin_url: &str,
         max_connections: u32,
     ) -> Result<TestDatabase, StoreError> {
+        let database = Self::create_empty(admin_url, max_connections).await?;
+        database.store.migrate().await?;
+        Ok(database)
+    }
+
+    /// Creates the database without migrating it (for tests of the migrations themselves).
+    pub async fn create_empty(
+        admin_url: &str,
+        max_connections: u32,
+    ) -> Result<TestDatabase, StoreError> {
         let name = unique_name();
         let mut admin = connect_one(admin_url).await?;
         admin.execute(format!(r#"create database "{name}""#).as_str()).await?;
         admin.close().await?;
         let url = with_database(admin_url, &name);
         let store = Store::connect(&url, max_connections).await?;
-        store.migrate().await?;
         Ok(TestDatabase { store, name, url, admin_url: admin_url.to_owned() })
     }
 
