@@ -63,11 +63,8 @@ impl BusConnection {
         if uri.query.heartbeat.is_none() {
             uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECONDS);
         }
-        let properties = ConnectionProperties::default()
-            // Shown as the connection's name by rabbitmqctl and the management UI.
-            .with_connection_name(name.into())
-            // Identifies the client software beside the name.
-            .with_client_property("product".into(), "waybill".into());
+        // The name is shown by rabbitmqctl and the management UI (lapin adds product/version).
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
         // Recovery stays off (the default): lapin 4's recovery has hung in past versions and
         // replays delivery tags onto new channels; Waybill reconnects explicitly instead.
         let connection = bounded(

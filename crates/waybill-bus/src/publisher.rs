@@ -315,6 +315,19 @@ impl fmt::Debug for Publisher {
     }
 }
 
+impl Link {
+    /// What is broken, if anything.
+    fn broken(&self) -> Option<&'static str> {
+        if !self.connection.is_open() {
+            return Some("the connection closed");
+        }
+        if !self.channels.iter().all(|pool| pool.channel.status().connected()) {
+            return Some("a publishing channel closed");
+        }
+        None
+    }
+}
+
 impl Shared {
     /// The link to publish on, or why there is none.
     fn ready_link(&self) -> Result<Arc<Link>, PublishError> {
@@ -541,9 +554,14 @@ impl Shared {
                     }
                 }
                 event = events.next() => match event {
+                    // Reported for the connection and for any channel closed with an error,
+                    // including throw-away ones (a 404 from an exchange check): look at what
+                    // actually failed.
                     Some(lapin::Event::Error(error)) => {
-                        tracing::warn!(error = %error, "publisher connection error");
-                        return LinkEnd::Broken("the connection reported an error");
+                        if let Some(broken) = link.broken() {
+                            tracing::warn!(error = %error, "publisher connection error");
+                            return LinkEnd::Broken(broken);
+                        }
                     }
                     Some(lapin::Event::ConnectionBlocked(reason)) => {
                         tracing::warn!(reason = %reason, "the broker blocked publishing");
@@ -553,11 +571,8 @@ impl Shared {
                     None => return LinkEnd::Broken("the connection's event stream ended"),
                 },
                 _ = health.tick() => {
-                    if !link.connection.is_open() {
-                        return LinkEnd::Broken("the connection closed");
-                    }
-                    if !link.channels.iter().all(|pool| pool.channel.status().connected()) {
-                        return LinkEnd::Broken("a publishing channel closed");
+                    if let Some(broken) = link.broken() {
+                        return LinkEnd::Broken(broken);
                     }
                 }
             }

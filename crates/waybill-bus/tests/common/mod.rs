@@ -1,0 +1,108 @@
+//! Shared helpers of the broker tests: a unique topology prefix per test, connections, and
+//! closing a named connection from the broker side.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+
+/// The broker the tests run against (`WAYBILL_TEST_AMQP_URL` overrides).
+pub fn url() -> String {
+    std::env::var("WAYBILL_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A prefix no other test (or test run) uses.
+pub fn unique_prefix() -> String {
+    format!("t-{:012x}.", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// A connection and a declared topology of its own; delete it with [`TestBus::cleanup`].
+pub struct TestBus {
+    pub conn: BusConnection,
+    pub topology: Topology,
+}
+
+impl TestBus {
+    pub async fn new(test: &str) -> anyhow::Result<TestBus> {
+        Self::with_topology(test, Topology::new(unique_prefix())).await
+    }
+
+    pub async fn with_topology(test: &str, topology: Topology) -> anyhow::Result<TestBus> {
+        let conn = BusConnection::connect(&url(), &format!("waybill-bus-test-{test}"))
+            .await
+            .context("is RabbitMQ running? (`rabbitmq-server -detached`)")?;
+        topology.declare(&conn).await?;
+        Ok(TestBus { conn, topology })
+    }
+
+    /// A publisher on this topology under a unique connection name.
+    pub async fn publisher(&self, name: &str, adjust: impl FnOnce(&mut PublisherConfig)) -> anyhow::Result<Publisher> {
+        let mut config = PublisherConfig::new(url(), name, self.topology.clone());
+        adjust(&mut config);
+        let publisher = Publisher::start(config, CancellationToken::new()).await?;
+        anyhow::ensure!(publisher.wait_ready(Duration::from_secs(10)).await, "the publisher did not become ready");
+        Ok(publisher)
+    }
+
+    pub async fn ready_messages(&self, queue: &str) -> anyhow::Result<u32> {
+        Ok(self.conn.queue_stats(queue).await?.messages)
+    }
+
+    pub async fn cleanup(self) -> anyhow::Result<()> {
+        self.topology.delete(&self.conn).await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+/// A connection name no other test uses.
+pub fn unique_name(test: &str) -> String {
+    format!("waybill-bus-test-{test}-{:08x}", rand::random::<u32>())
+}
+
+/// Closes, from the broker side, every connection whose `connection_name` is `name`
+/// (`rabbitmqctl close_connection`). Returns how many were closed.
+pub async fn close_connections_named(name: &str) -> anyhow::Result<usize> {
+    let listed = tokio::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "--quiet", "--no-table-headers"])
+        .output()
+        .await
+        .context("running rabbitmqctl")?;
+    anyhow::ensure!(listed.status.success(), "rabbitmqctl list_connections failed: {}", String::from_utf8_lossy(&listed.stderr));
+    let needle = format!("{{\"connection_name\",\"{name}\"}}");
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let Some((pid, properties)) = line.split_once('\t') else { continue };
+        if !properties.contains(&needle) {
+            continue;
+        }
+        let status = tokio::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "test: closing the connection", "--quiet"])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "rabbitmqctl close_connection failed");
+        closed += 1;
+    }
+    Ok(closed)
+}
+
+/// Waits until `condition` holds, at most `within`.
+pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
