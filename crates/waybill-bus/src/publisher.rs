@@ -321,7 +321,11 @@ impl Link {
         if !self.connection.is_open() {
             return Some("the connection closed");
         }
-        if !self.channels.iter().all(|pool| pool.channel.status().connected()) {
+        if !self
+            .channels
+            .iter()
+            .all(|pool| pool.channel.status().connected())
+        {
             return Some("a publishing channel closed");
         }
         None

@@ -11,7 +11,8 @@ use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
 
 /// The broker the tests run against (`WAYBILL_TEST_AMQP_URL` overrides).
 pub fn url() -> String {
-    std::env::var("WAYBILL_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("WAYBILL_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// A prefix no other test (or test run) uses.
@@ -39,11 +40,18 @@ impl TestBus {
     }
 
     /// A publisher on this topology under a unique connection name.
-    pub async fn publisher(&self, name: &str, adjust: impl FnOnce(&mut PublisherConfig)) -> anyhow::Result<Publisher> {
+    pub async fn publisher(
+        &self,
+        name: &str,
+        adjust: impl FnOnce(&mut PublisherConfig),
+    ) -> anyhow::Result<Publisher> {
         let mut config = PublisherConfig::new(url(), name, self.topology.clone());
         adjust(&mut config);
         let publisher = Publisher::start(config, CancellationToken::new()).await?;
-        anyhow::ensure!(publisher.wait_ready(Duration::from_secs(10)).await, "the publisher did not become ready");
+        anyhow::ensure!(
+            publisher.wait_ready(Duration::from_secs(10)).await,
+            "the publisher did not become ready"
+        );
         Ok(publisher)
     }
 
@@ -67,20 +75,37 @@ pub fn unique_name(test: &str) -> String {
 /// (`rabbitmqctl close_connection`). Returns how many were closed.
 pub async fn close_connections_named(name: &str) -> anyhow::Result<usize> {
     let listed = tokio::process::Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "client_properties", "--quiet", "--no-table-headers"])
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--quiet",
+            "--no-table-headers",
+        ])
         .output()
         .await
         .context("running rabbitmqctl")?;
-    anyhow::ensure!(listed.status.success(), "rabbitmqctl list_connections failed: {}", String::from_utf8_lossy(&listed.stderr));
+    anyhow::ensure!(
+        listed.status.success(),
+        "rabbitmqctl list_connections failed: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     let needle = format!("{{\"connection_name\",\"{name}\"}}");
     let mut closed = 0;
     for line in String::from_utf8_lossy(&listed.stdout).lines() {
-        let Some((pid, properties)) = line.split_once('\t') else { continue };
+        let Some((pid, properties)) = line.split_once('\t') else {
+            continue;
+        };
         if !properties.contains(&needle) {
             continue;
         }
         let status = tokio::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "test: closing the connection", "--quiet"])
+            .args([
+                "close_connection",
+                pid,
+                "test: closing the connection",
+                "--quiet",
+            ])
             .status()
             .await?;
         anyhow::ensure!(status.success(), "rabbitmqctl close_connection failed");
