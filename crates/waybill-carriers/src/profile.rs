@@ -68,7 +68,7 @@ impl CarrierProfile {
                 field: if field == "." { "(root)".to_owned() } else { field },
                 line,
                 column,
-                reason: inner.message().trim_end().to_owned(),
+                reason: inner.message().trim_end().replace('\n', "; "),
             }
         })?;
         let invalid = |field: &str, reason: String| ProfileError::Invalid {
