@@ -188,3 +188,23 @@ fn contradictions_name_the_field() {
         assert_eq!(got, field, "{error}");
     }
 }
+
+#[test]
+fn the_docs_example_is_the_fixture_and_its_error_message_is_real() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/carrier-profiles.md")).unwrap();
+    let start = docs.find("```toml\nformat_version = 1").expect("the worked example") + "```toml\n".len();
+    let block = &docs[start..start + docs[start..].find("```").unwrap()];
+    let from_docs = CarrierProfile::from_toml("docs", block).unwrap();
+    let from_fixture = example();
+    let body = fixture("example-courier/webhook.json");
+    let verified_headers = common::signed_headers(&from_fixture, &body, received_at());
+    for profile in [&from_docs, &from_fixture] {
+        let verified = profile
+            .verify(UnverifiedRequest { headers: &verified_headers, body: &body }, &[common::SECRET.to_owned()], received_at())
+            .unwrap();
+        assert_eq!(profile.map_webhook(&verified, received_at()).unwrap().events.len(), 4);
+    }
+    let typo = block.replace("Pacific/Auckland", "Pacific/Aukland");
+    let error = CarrierProfile::from_toml("profiles/kea.toml", &typo).unwrap_err().to_string();
+    assert!(docs.contains(&error), "the docs quote a different message than:\n{error}");
+}
