@@ -367,3 +367,27 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     db.store().ping().await.unwrap();
     db.drop_database().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_new_event_tied_with_the_newest_stored_one_is_merged_over_the_full_history() {
+    // Delivered@0 is current; Cancelled@5 is stored but blocked (Delivered only yields to
+    // Exception/Returned). Exception@5 ties the newest stored time but ranks below Cancelled, so
+    // in merge order it comes first: Delivered → Exception → Cancelled. Folding only from the
+    // stored current event would wrongly stop at Exception.
+    let db = database().await;
+    let store = db.store();
+    let cancelled = event("TIE1", 5, Status::Cancelled, "");
+    store
+        .apply_batch(open_batch(vec![event("TIE1", 0, Status::Delivered, ""), cancelled.clone()]))
+        .await
+        .unwrap();
+    let report =
+        store.apply_batch(open_batch(vec![event("TIE1", 5, Status::Exception, "")])).await.unwrap();
+    assert_eq!(report.changed_shipments[0].new_status, Status::Cancelled);
+    let mut conn = store.acquire().await.unwrap();
+    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("TIE1")).await.unwrap().unwrap();
+    assert_eq!(shipment.current_event_id, Some(cancelled.id));
+    assert_eq!(shipment.version, 2);
+    drop(conn);
+    db.drop_database().await.unwrap();
+}
