@@ -126,7 +126,9 @@ pub enum MapError {
         column: usize,
     },
     /// The body nests arrays and objects deeper than allowed.
-    #[error("the body nests arrays and objects deeper than {max} levels (line {line}, column {column})")]
+    #[error(
+        "the body nests arrays and objects deeper than {max} levels (line {line}, column {column})"
+    )]
     TooDeep {
         /// The allowed depth.
         max: usize,
@@ -192,7 +194,9 @@ pub enum MapError {
         reason: &'static str,
     },
     /// A timestamp parses but cannot be a real scan time.
-    #[error("the timestamp at {path} is before 2000-01-01 or more than 2 days after it was received")]
+    #[error(
+        "the timestamp at {path} is before 2000-01-01 or more than 2 days after it was received"
+    )]
     AbsurdTimestamp {
         /// The concrete JSON path.
         path: String,

@@ -30,7 +30,10 @@ pub(crate) enum Source {
     /// A constant.
     Fixed(String),
     /// The text of several paths, empty ones skipped, joined with a separator.
-    Join { paths: Vec<JsonPath>, separator: String },
+    Join {
+        paths: Vec<JsonPath>,
+        separator: String,
+    },
 }
 
 /// An ordered list of candidate sources; the first with a value wins.
@@ -84,7 +87,9 @@ impl FieldSpec {
                 let mut parts = Vec::new();
                 let mut first_path = None;
                 for path in paths {
-                    let Some((value, concrete)) = path.resolve(scopes) else { continue };
+                    let Some((value, concrete)) = path.resolve(scopes) else {
+                        continue;
+                    };
                     if let Some(text) = scalar_text(value) {
                         let text = text.trim().to_owned();
                         if !text.is_empty() {
@@ -128,7 +133,9 @@ impl<'de> Visitor<'de> for FieldSpecVisitor {
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<FieldSpec, E> {
-        JsonPath::parse(text, false).map(|path| FieldSpec(vec![Source::Path(path)])).map_err(E::custom)
+        JsonPath::parse(text, false)
+            .map(|path| FieldSpec(vec![Source::Path(path)]))
+            .map_err(E::custom)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FieldSpec, A::Error> {
@@ -156,10 +163,13 @@ impl<'de> Deserialize<'de> for SourceItem {
         impl<'de> Visitor<'de> for ItemVisitor {
             type Value = SourceItem;
             fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("a path like \"$/a/b\" or a table { fixed = … } or { join = [...] }")
+                formatter
+                    .write_str("a path like \"$/a/b\" or a table { fixed = … } or { join = [...] }")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<SourceItem, E> {
-                JsonPath::parse(text, false).map(|path| SourceItem(Source::Path(path))).map_err(E::custom)
+                JsonPath::parse(text, false)
+                    .map(|path| SourceItem(Source::Path(path)))
+                    .map_err(E::custom)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SourceItem, A::Error> {
                 source_from_map(map).map(SourceItem)
@@ -181,11 +191,27 @@ struct SourceTable {
 fn source_from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Source, A::Error> {
     let table = SourceTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
     match table {
-        SourceTable { path: Some(path), fixed: None, join: None, separator: None } => Ok(Source::Path(path)),
-        SourceTable { path: None, fixed: Some(fixed), join: None, separator: None } => Ok(Source::Fixed(fixed)),
-        SourceTable { path: None, fixed: None, join: Some(paths), separator } if !paths.is_empty() => {
-            Ok(Source::Join { paths, separator: separator.unwrap_or_else(|| ", ".to_owned()) })
-        }
+        SourceTable {
+            path: Some(path),
+            fixed: None,
+            join: None,
+            separator: None,
+        } => Ok(Source::Path(path)),
+        SourceTable {
+            path: None,
+            fixed: Some(fixed),
+            join: None,
+            separator: None,
+        } => Ok(Source::Fixed(fixed)),
+        SourceTable {
+            path: None,
+            fixed: None,
+            join: Some(paths),
+            separator,
+        } if !paths.is_empty() => Ok(Source::Join {
+            paths,
+            separator: separator.unwrap_or_else(|| ", ".to_owned()),
+        }),
         _ => Err(de::Error::custom(
             "a field table has exactly one of `path`, `fixed` or a non-empty `join` (with an optional `separator`)",
         )),
@@ -204,13 +230,21 @@ mod tests {
     }
 
     fn spec(toml_text: &str) -> Result<FieldSpec, String> {
-        toml::from_str::<Holder>(toml_text).map(|h| h.field).map_err(|e| e.to_string())
+        toml::from_str::<Holder>(toml_text)
+            .map(|h| h.field)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn every_spelling_parses() {
         assert_eq!(spec(r#"field = "$/a""#).unwrap().0.len(), 1);
-        assert_eq!(spec(r#"field = ["@/a", "$/b", { fixed = "x" }]"#).unwrap().0.len(), 3);
+        assert_eq!(
+            spec(r#"field = ["@/a", "$/b", { fixed = "x" }]"#)
+                .unwrap()
+                .0
+                .len(),
+            3
+        );
         let join = spec(r#"field = { join = ["@/a", "@/b"] }"#).unwrap();
         assert!(matches!(&join.0[0], Source::Join { separator, .. } if separator == ", "));
         for bad in [
@@ -227,13 +261,27 @@ mod tests {
 
     #[test]
     fn first_value_wins_and_empties_fall_through() {
-        let document = json!({"a": null, "b": " ", "c": "x", "city": "ORLANDO", "state": null, "zip": 32809});
-        let scopes = Scopes { document: &document, event: None };
+        let document =
+            json!({"a": null, "b": " ", "c": "x", "city": "ORLANDO", "state": null, "zip": 32809});
+        let scopes = Scopes {
+            document: &document,
+            event: None,
+        };
         let field = spec(r#"field = ["$/a", "$/b", "$/c"]"#).unwrap();
-        assert_eq!(field.find(scopes, true), Some(Found::Json(&json!("x"), "$/c".into())));
-        assert_eq!(field.find(scopes, false), Some(Found::Json(&json!(" "), "$/b".into())));
-        let join = spec(r#"field = { join = ["$/city", "$/state", "$/zip"], separator = " " }"#).unwrap();
-        assert_eq!(join.find(scopes, true), Some(Found::Text("ORLANDO 32809".into(), "$/city".into())));
+        assert_eq!(
+            field.find(scopes, true),
+            Some(Found::Json(&json!("x"), "$/c".into()))
+        );
+        assert_eq!(
+            field.find(scopes, false),
+            Some(Found::Json(&json!(" "), "$/b".into()))
+        );
+        let join =
+            spec(r#"field = { join = ["$/city", "$/state", "$/zip"], separator = " " }"#).unwrap();
+        assert_eq!(
+            join.find(scopes, true),
+            Some(Found::Text("ORLANDO 32809".into(), "$/city".into()))
+        );
         let none = spec(r#"field = { join = ["$/state", "$/missing"] }"#).unwrap();
         assert_eq!(none.find(scopes, true), None);
     }

@@ -31,7 +31,10 @@ pub fn parse(body: &[u8]) -> Result<Value, MapError> {
     })?;
     let violation = Violation::default();
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let seed = ValueSeed { depth: 0, violation: &violation };
+    let seed = ValueSeed {
+        depth: 0,
+        violation: &violation,
+    };
     let result = seed.deserialize(&mut deserializer).and_then(|value| {
         deserializer.end()?;
         Ok(value)
@@ -39,9 +42,17 @@ pub fn parse(body: &[u8]) -> Result<Value, MapError> {
     result.map_err(|error| {
         let (line, column) = (error.line(), error.column());
         match violation.0.borrow_mut().take() {
-            Some(Rule::TooDeep) => MapError::TooDeep { max: MAX_DEPTH, line, column },
+            Some(Rule::TooDeep) => MapError::TooDeep {
+                max: MAX_DEPTH,
+                line,
+                column,
+            },
             Some(Rule::DuplicateKey(key)) => MapError::DuplicateKey { key, line, column },
-            None => MapError::InvalidJson { reason: reason_without_position(&error), line, column },
+            None => MapError::InvalidJson {
+                reason: reason_without_position(&error),
+                line,
+                column,
+            },
         }
     })
 }
@@ -73,7 +84,10 @@ impl ValueSeed<'_> {
         if self.depth >= MAX_DEPTH {
             return Err(Rule::TooDeep);
         }
-        Ok(ValueSeed { depth: self.depth + 1, violation: self.violation })
+        Ok(ValueSeed {
+            depth: self.depth + 1,
+            violation: self.violation,
+        })
     }
 
     fn fail<E: de::Error>(&self, rule: Rule) -> E {
@@ -125,9 +139,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let inner = self.nested().map_err(|rule| self.fail(rule))?;
         let mut items = Vec::new();
-        while let Some(item) =
-            seq.next_element_seed(ValueSeed { depth: inner.depth, violation: inner.violation })?
-        {
+        while let Some(item) = seq.next_element_seed(ValueSeed {
+            depth: inner.depth,
+            violation: inner.violation,
+        })? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -141,8 +156,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 let shown: String = key.chars().take(64).collect();
                 return Err(self.fail(Rule::DuplicateKey(shown)));
             }
-            let value =
-                map.next_value_seed(ValueSeed { depth: inner.depth, violation: inner.violation })?;
+            let value = map.next_value_seed(ValueSeed {
+                depth: inner.depth,
+                violation: inner.violation,
+            })?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))
@@ -174,7 +191,10 @@ mod tests {
     #[test]
     fn rejects_duplicate_keys_at_any_depth() {
         let error = parse(br#"{"a":{"k":1,"k":2}}"#).unwrap_err();
-        assert!(matches!(error, MapError::DuplicateKey { ref key, .. } if key == "k"), "{error}");
+        assert!(
+            matches!(error, MapError::DuplicateKey { ref key, .. } if key == "k"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -182,17 +202,29 @@ mod tests {
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(ok.as_bytes()).is_ok());
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
-        assert!(matches!(parse(deep.as_bytes()), Err(MapError::TooDeep { .. })));
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Err(MapError::TooDeep { .. })
+        ));
         // Far beyond serde_json's own limit of 128: still our error, never a stack overflow.
         let very_deep = "{\"a\":".repeat(10_000);
-        assert!(matches!(parse(very_deep.as_bytes()), Err(MapError::TooDeep { .. })));
+        assert!(matches!(
+            parse(very_deep.as_bytes()),
+            Err(MapError::TooDeep { .. })
+        ));
     }
 
     #[test]
     fn reports_utf8_and_syntax_errors_with_positions() {
-        assert_eq!(parse(b"{\"a\":\"\xff\"}"), Err(MapError::InvalidUtf8 { valid_up_to: 6 }));
+        assert_eq!(
+            parse(b"{\"a\":\"\xff\"}"),
+            Err(MapError::InvalidUtf8 { valid_up_to: 6 })
+        );
         let error = parse(b"{\"a\":1").unwrap_err();
-        assert!(matches!(error, MapError::InvalidJson { line: 1, .. }), "{error}");
+        assert!(
+            matches!(error, MapError::InvalidJson { line: 1, .. }),
+            "{error}"
+        );
         assert!(!error.to_string().contains("at line 1 column"), "{error}");
         assert!(matches!(parse(b"{} x"), Err(MapError::InvalidJson { .. })));
         assert!(matches!(parse(b"1e999"), Err(MapError::InvalidJson { .. })));

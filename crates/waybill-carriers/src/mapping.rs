@@ -11,7 +11,7 @@ use waybill_core::{
 };
 
 use crate::error::MapError;
-use crate::fields::{scalar_text, FieldSpec, Found};
+use crate::fields::{FieldSpec, Found, scalar_text};
 use crate::json::type_name;
 use crate::path::{DocumentPath, Scopes};
 use crate::status_map::StatusSpec;
@@ -132,7 +132,9 @@ pub(crate) struct MapContext<'a> {
 
 /// The earliest believable scan time; anything before is a zero date or garbage.
 fn earliest_plausible() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// How far after receipt a scan time may lie (couriers' clocks and zone mistakes).
@@ -151,19 +153,34 @@ impl MappingSpec {
             .unwrap
             .iter()
             .find_map(|DocumentPath(path)| {
-                path.resolve(Scopes { document, event: None }).map(|(value, _)| value).filter(|v| v.is_object())
+                path.resolve(Scopes {
+                    document,
+                    event: None,
+                })
+                .map(|(value, _)| value)
+                .filter(|v| v.is_object())
             })
             .unwrap_or(document);
 
         let mut elements: Vec<(&Value, String)> = Vec::new();
         if let Some(DocumentPath(array_path)) = &self.events.array {
-            match array_path.resolve(Scopes { document, event: None }) {
+            match array_path.resolve(Scopes {
+                document,
+                event: None,
+            }) {
                 None | Some((Value::Null, _)) => {}
                 Some((Value::Array(items), concrete)) => {
                     if out.events.len() + items.len() > self.max_events {
-                        return Err(MapError::TooManyEvents { max: self.max_events });
+                        return Err(MapError::TooManyEvents {
+                            max: self.max_events,
+                        });
                     }
-                    elements.extend(items.iter().enumerate().map(|(i, item)| (item, format!("{concrete}/{i}"))));
+                    elements.extend(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, item)| (item, format!("{concrete}/{i}"))),
+                    );
                 }
                 Some((object @ Value::Object(_), concrete)) if self.events.single_object => {
                     elements.push((object, concrete));
@@ -172,7 +189,11 @@ impl MappingSpec {
                     return Err(MapError::WrongType {
                         field: "events array",
                         path: concrete,
-                        expected: if self.events.single_object { "an array or an object" } else { "an array" },
+                        expected: if self.events.single_object {
+                            "an array or an object"
+                        } else {
+                            "an array"
+                        },
                         found: type_name(other),
                     });
                 }
@@ -183,31 +204,47 @@ impl MappingSpec {
             if !element.is_object() {
                 return Err(wrong_type("event", concrete, "an object", element));
             }
-            let scopes = Scopes { document, event: Some((element, concrete)) };
+            let scopes = Scopes {
+                document,
+                event: Some((element, concrete)),
+            };
             self.map_event(scopes, context, carrier_default, false, out)?;
         }
 
         if let Some(DocumentPath(current_path)) = &self.events.current {
             let wanted = !had_elements || self.events.current_when == CurrentWhen::Always;
             if wanted {
-                match current_path.resolve(Scopes { document, event: None }) {
+                match current_path.resolve(Scopes {
+                    document,
+                    event: None,
+                }) {
                     None | Some((Value::Null, _)) => {}
                     Some((element @ Value::Object(_), concrete)) => {
-                        let scopes = Scopes { document, event: Some((element, &concrete)) };
+                        let scopes = Scopes {
+                            document,
+                            event: Some((element, &concrete)),
+                        };
                         self.map_event(scopes, context, carrier_default, had_elements, out)?;
                     }
-                    Some((other, concrete)) => return Err(wrong_type("event", &concrete, "an object", other)),
+                    Some((other, concrete)) => {
+                        return Err(wrong_type("event", &concrete, "an object", other));
+                    }
                 }
             }
         }
         if out.events.len() > self.max_events {
-            return Err(MapError::TooManyEvents { max: self.max_events });
+            return Err(MapError::TooManyEvents {
+                max: self.max_events,
+            });
         }
-        if out.provider_event_id.is_none() {
-            if let Some(spec) = &self.fields.provider_event_id {
-                let scopes = Scopes { document, event: None };
-                out.provider_event_id = optional_text(spec, scopes, "provider event id")?;
-            }
+        if out.provider_event_id.is_none()
+            && let Some(spec) = &self.fields.provider_event_id
+        {
+            let scopes = Scopes {
+                document,
+                event: None,
+            };
+            out.provider_event_id = optional_text(spec, scopes, "provider event id")?;
         }
         Ok(())
     }
@@ -227,7 +264,10 @@ impl MappingSpec {
             if optional {
                 return Ok(());
             }
-            return Err(MapError::MissingField { field: "status", path: fields.status.describe() });
+            return Err(MapError::MissingField {
+                field: "status",
+                path: fields.status.describe(),
+            });
         };
         let status_text = required_text(status_found, "status")?;
 
@@ -256,9 +296,15 @@ impl MappingSpec {
         let carrier = match carrier_spec.find(scopes, true) {
             Some(found) => {
                 let (text, path) = text_and_path(found, "carrier")?;
-                CarrierCode::parse(&text).map_err(|source| MapError::InvalidCarrier { path, source })?
+                CarrierCode::parse(&text)
+                    .map_err(|source| MapError::InvalidCarrier { path, source })?
             }
-            None => return Err(MapError::MissingField { field: "carrier", path: carrier_spec.describe() }),
+            None => {
+                return Err(MapError::MissingField {
+                    field: "carrier",
+                    path: carrier_spec.describe(),
+                });
+            }
         };
 
         let raw_code = match &fields.raw_code {
@@ -308,7 +354,11 @@ impl MappingSpec {
         scopes: Scopes<'_>,
         context: MapContext<'_>,
     ) -> Result<(DateTime<Utc>, TimeProvenance), MapError> {
-        let found = self.fields.time.as_ref().and_then(|spec| spec.find(scopes, true));
+        let found = self
+            .fields
+            .time
+            .as_ref()
+            .and_then(|spec| spec.find(scopes, true));
         let Some(found) = found else {
             return Ok((context.received_at, TimeProvenance::ReceivedAt));
         };
@@ -323,10 +373,16 @@ impl MappingSpec {
                 expected: "a string or a number",
                 found,
             },
-            TimeError::Unparseable(reason) => MapError::InvalidTimestamp { path: path.clone(), reason },
+            TimeError::Unparseable(reason) => MapError::InvalidTimestamp {
+                path: path.clone(),
+                reason,
+            },
             TimeError::OutOfRange => MapError::AbsurdTimestamp { path: path.clone() },
         })?;
-        let latest = context.received_at.checked_add_signed(FUTURE_SLACK).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let latest = context
+            .received_at
+            .checked_add_signed(FUTURE_SLACK)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         if time < earliest_plausible() || time > latest {
             return Err(MapError::AbsurdTimestamp { path });
         }
@@ -335,7 +391,12 @@ impl MappingSpec {
 }
 
 fn wrong_type(field: &'static str, path: &str, expected: &'static str, found: &Value) -> MapError {
-    MapError::WrongType { field, path: path.to_owned(), expected, found: type_name(found) }
+    MapError::WrongType {
+        field,
+        path: path.to_owned(),
+        expected,
+        found: type_name(found),
+    }
 }
 
 fn text_and_path(found: Found<'_>, field: &'static str) -> Result<(String, String), MapError> {
@@ -352,7 +413,11 @@ fn required_text(found: Found<'_>, field: &'static str) -> Result<String, MapErr
     text_and_path(found, field).map(|(text, _)| text.trim().to_owned())
 }
 
-fn optional_text(spec: &FieldSpec, scopes: Scopes<'_>, field: &'static str) -> Result<Option<String>, MapError> {
+fn optional_text(
+    spec: &FieldSpec,
+    scopes: Scopes<'_>,
+    field: &'static str,
+) -> Result<Option<String>, MapError> {
     match spec.find(scopes, true) {
         Some(found) => text_and_path(found, field).map(|(text, _)| Some(text.trim().to_owned())),
         None => Ok(None),

@@ -53,7 +53,9 @@ impl JsonPath {
             }
         };
         if !pointer.is_empty() && !pointer.starts_with('/') {
-            return Err(format!("path `{text}`: after `$`/`@` comes a JSON pointer starting with `/`"));
+            return Err(format!(
+                "path `{text}`: after `$`/`@` comes a JSON pointer starting with `/`"
+            ));
         }
         // A `~` must be followed by 0 or 1 (RFC 6901 escapes); anything else is a typo.
         let bytes = pointer.as_bytes();
@@ -63,14 +65,22 @@ impl JsonPath {
             }
         }
         if !allow_wildcard && pointer.split('/').any(|segment| segment == "*") {
-            return Err(format!("path `{text}`: `*` is only allowed in poll response item paths"));
+            return Err(format!(
+                "path `{text}`: `*` is only allowed in poll response item paths"
+            ));
         }
-        Ok(JsonPath { scope, pointer: pointer.to_owned() })
+        Ok(JsonPath {
+            scope,
+            pointer: pointer.to_owned(),
+        })
     }
 
     /// `$`: the whole document.
     pub fn document_root() -> JsonPath {
-        JsonPath { scope: Scope::Document, pointer: String::new() }
+        JsonPath {
+            scope: Scope::Document,
+            pointer: String::new(),
+        }
     }
 
     /// Which value the path starts from.
@@ -113,7 +123,9 @@ impl JsonPath {
                     let token = segment.replace("~1", "/").replace("~0", "~");
                     let child = match value {
                         Value::Object(members) => members.get(&token),
-                        Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+                        Value::Array(items) => {
+                            token.parse::<usize>().ok().and_then(|i| items.get(i))
+                        }
                         _ => None,
                     };
                     next.extend(child);
@@ -190,14 +202,33 @@ mod tests {
     fn parses_and_resolves_both_scopes() {
         let document = json!({"msg": {"a/b": 1, "list": [{"t": "x"}]}});
         let element = &document["msg"]["list"][0];
-        let scopes = Scopes { document: &document, event: Some((element, "$/msg/list/0")) };
+        let scopes = Scopes {
+            document: &document,
+            event: Some((element, "$/msg/list/0")),
+        };
         let path = JsonPath::parse("$/msg/a~1b", false).unwrap();
-        assert_eq!(path.resolve(scopes).unwrap(), (&json!(1), "$/msg/a~1b".to_owned()));
+        assert_eq!(
+            path.resolve(scopes).unwrap(),
+            (&json!(1), "$/msg/a~1b".to_owned())
+        );
         let path = JsonPath::parse("@/t", false).unwrap();
-        assert_eq!(path.resolve(scopes).unwrap(), (&json!("x"), "$/msg/list/0/t".to_owned()));
-        let no_event = Scopes { document: &document, event: None };
+        assert_eq!(
+            path.resolve(scopes).unwrap(),
+            (&json!("x"), "$/msg/list/0/t".to_owned())
+        );
+        let no_event = Scopes {
+            document: &document,
+            event: None,
+        };
         assert!(path.resolve(no_event).is_none());
-        assert_eq!(JsonPath::parse("$", false).unwrap().resolve(no_event).unwrap().0, &document);
+        assert_eq!(
+            JsonPath::parse("$", false)
+                .unwrap()
+                .resolve(no_event)
+                .unwrap()
+                .0,
+            &document
+        );
     }
 
     #[test]
@@ -212,7 +243,10 @@ mod tests {
     fn wildcards_expand_arrays_and_objects() {
         let document = json!({"result": {"A1": {"scans": [1, 2]}, "B2": {"scans": [3]}}});
         let path = JsonPath::parse("$/result/*/scans/*", true).unwrap();
-        assert_eq!(path.resolve_all(&document), vec![&json!(1), &json!(2), &json!(3)]);
+        assert_eq!(
+            path.resolve_all(&document),
+            vec![&json!(1), &json!(2), &json!(3)]
+        );
         let path = JsonPath::parse("$/nothing/*", true).unwrap();
         assert!(path.resolve_all(&document).is_empty());
     }

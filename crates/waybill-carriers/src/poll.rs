@@ -84,7 +84,10 @@ pub(crate) struct ResponseSpec {
 
 impl Default for ResponseSpec {
     fn default() -> Self {
-        ResponseSpec { items: whole_document(), wrap: None }
+        ResponseSpec {
+            items: whole_document(),
+            wrap: None,
+        }
     }
 }
 
@@ -139,7 +142,9 @@ impl<'de> Deserialize<'de> for Method {
         let text = String::deserialize(deserializer)?;
         match text.to_ascii_uppercase().as_str() {
             method @ ("GET" | "POST") => Ok(Method(method.to_owned())),
-            _ => Err(serde::de::Error::custom(format!("method `{text}` is not GET or POST"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "method `{text}` is not GET or POST"
+            ))),
         }
     }
 }
@@ -150,8 +155,9 @@ struct HeaderNameText(String);
 impl<'de> Deserialize<'de> for HeaderNameText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        HeaderName::from_bytes(text.as_bytes())
-            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a valid HTTP header name")))?;
+        HeaderName::from_bytes(text.as_bytes()).map_err(|_| {
+            serde::de::Error::custom(format!("`{text}` is not a valid HTTP header name"))
+        })?;
         Ok(HeaderNameText(text))
     }
 }
@@ -177,16 +183,23 @@ impl Template {
             if open > 0 {
                 pieces.push(Piece::Literal(rest[..open].to_owned()));
             }
-            let close = rest[open..].find('}').ok_or_else(|| format!("template `{text}` has an unclosed `{{`"))?;
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("template `{text}` has an unclosed `{{`"))?;
             let inner = &rest[open + 1..open + close];
             let (name, optional) = match inner.strip_suffix('?') {
                 Some(name) => (name, true),
                 None => (inner, false),
             };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("template `{text}`: `{{{inner}}}` is not a variable name"));
+                return Err(format!(
+                    "template `{text}`: `{{{inner}}}` is not a variable name"
+                ));
             }
-            pieces.push(Piece::Variable { name: name.to_owned(), optional });
+            pieces.push(Piece::Variable {
+                name: name.to_owned(),
+                optional,
+            });
             rest = &rest[open + close + 1..];
         }
         if !rest.is_empty() {
@@ -268,9 +281,13 @@ impl PollSpec {
     ) -> Result<PollRequest, MapError> {
         let base_url = base_url
             .or(self.default_base_url.as_deref())
-            .ok_or_else(|| MapError::MissingCredential { name: "base_url".to_owned() })?;
+            .ok_or_else(|| MapError::MissingCredential {
+                name: "base_url".to_owned(),
+            })?;
         if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
-            || base_url.chars().any(|c| c.is_control() || c.is_whitespace())
+            || base_url
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(MapError::InvalidBaseUrl);
         }
@@ -290,10 +307,15 @@ impl PollSpec {
                 Some(template) => template.render(&variables, false)?,
                 None => String::new(),
             };
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
             headers.push(("Authorization".to_owned(), format!("Basic {token}")));
         }
-        Ok(PollRequest { method: self.method.0.clone(), url, headers })
+        Ok(PollRequest {
+            method: self.method.0.clone(),
+            url,
+            headers,
+        })
     }
 
     /// The production base URL, used when the caller gives none.
@@ -312,13 +334,18 @@ impl PollSpec {
         let mut names: BTreeMap<String, bool> = BTreeMap::new();
         let templates = std::iter::once(&self.url)
             .chain(self.headers.values())
-            .chain(self.basic_auth.iter().flat_map(|auth| std::iter::once(&auth.username).chain(auth.password.iter())));
+            .chain(
+                self.basic_auth
+                    .iter()
+                    .flat_map(|auth| std::iter::once(&auth.username).chain(auth.password.iter())),
+            );
         for template in templates {
             for piece in &template.0 {
-                if let Piece::Variable { name, optional } = piece {
-                    if name != "base_url" && name != "tracking_number" {
-                        *names.entry(name.clone()).or_insert(false) |= !optional;
-                    }
+                if let Piece::Variable { name, optional } = piece
+                    && name != "base_url"
+                    && name != "tracking_number"
+                {
+                    *names.entry(name.clone()).or_insert(false) |= !optional;
                 }
             }
         }
@@ -327,15 +354,21 @@ impl PollSpec {
 
     /// Checks what serde cannot: a positive rate and an absolute default base URL.
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if let Some(rate) = self.rate_limit_per_second {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(("poll.rate_limit_per_second", "must be a positive number".to_owned()));
-            }
+        if let Some(rate) = self.rate_limit_per_second
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err((
+                "poll.rate_limit_per_second",
+                "must be a positive number".to_owned(),
+            ));
         }
-        if let Some(base) = &self.default_base_url {
-            if !(base.starts_with("http://") || base.starts_with("https://")) {
-                return Err(("poll.default_base_url", "must start with http:// or https://".to_owned()));
-            }
+        if let Some(base) = &self.default_base_url
+            && !(base.starts_with("http://") || base.starts_with("https://"))
+        {
+            return Err((
+                "poll.default_base_url",
+                "must start with http:// or https://".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -360,7 +393,11 @@ mod tests {
     fn values_are_percent_encoded_in_urls_only() {
         let template = Template::parse("{base_url}/t?k={api_key}&c={cp_id?}").unwrap();
         let credentials = BTreeMap::from([("api_key".to_owned(), "a&b=c d/é".to_owned())]);
-        let variables = Variables { base_url: "http://127.0.0.1:9", tracking_number: "X", credentials: &credentials };
+        let variables = Variables {
+            base_url: "http://127.0.0.1:9",
+            tracking_number: "X",
+            credentials: &credentials,
+        };
         assert_eq!(
             template.render(&variables, true).unwrap(),
             "http://127.0.0.1:9/t?k=a%26b%3Dc%20d%2F%C3%A9&c="
@@ -368,10 +405,19 @@ mod tests {
         let header = Template::parse("{api_key}").unwrap();
         assert_eq!(header.render(&variables, false).unwrap(), "a&b=c d/é");
         let evil = BTreeMap::from([("api_key".to_owned(), "x\r\nInjected: 1".to_owned())]);
-        let variables = Variables { credentials: &evil, ..variables };
-        assert!(matches!(header.render(&variables, false), Err(MapError::InvalidCredential { .. })));
+        let variables = Variables {
+            credentials: &evil,
+            ..variables
+        };
+        assert!(matches!(
+            header.render(&variables, false),
+            Err(MapError::InvalidCredential { .. })
+        ));
         let missing = Template::parse("{nope}").unwrap();
-        assert!(matches!(missing.render(&variables, false), Err(MapError::MissingCredential { .. })));
+        assert!(matches!(
+            missing.render(&variables, false),
+            Err(MapError::MissingCredential { .. })
+        ));
     }
 
     #[test]
@@ -379,7 +425,10 @@ mod tests {
         let response = json!({"data": {"trackings": [{"a": 1}, {"a": 2}]}});
         let spec: ResponseSpec =
             toml::from_str("items = \"$/data/trackings/*\"\nwrap = \"$/msg\"").unwrap();
-        assert_eq!(spec.documents(&response), vec![json!({"msg": {"a": 1}}), json!({"msg": {"a": 2}})]);
+        assert_eq!(
+            spec.documents(&response),
+            vec![json!({"msg": {"a": 1}}), json!({"msg": {"a": 2}})]
+        );
         assert_eq!(ResponseSpec::default().documents(&response), vec![response]);
     }
 }

@@ -13,8 +13,8 @@ use crate::fields::{FieldSpec, Source};
 use crate::mapping::{MapContext, Mapped, MappingSpec};
 use crate::poll::PollSpec;
 use crate::verify::{
-    DEFAULT_TOLERANCE_SECONDS, Encoding, SchemeName, UnverifiedRequest, VerifiedRequest, Verification,
-    VerifyTable,
+    DEFAULT_TOLERANCE_SECONDS, Encoding, SchemeName, UnverifiedRequest, Verification,
+    VerifiedRequest, VerifyTable,
 };
 
 /// The profile file format this crate reads.
@@ -59,18 +59,25 @@ impl CarrierProfile {
     /// `builtin:<name>`).
     pub fn from_toml(origin: &str, text: &str) -> Result<CarrierProfile, ProfileError> {
         let deserializer = toml::Deserializer::new(text);
-        let file: ProfileFile = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-            let field = error.path().to_string();
-            let inner = error.into_inner();
-            let (line, column) = inner.span().map_or((1, 1), |span| line_and_column(text, span.start));
-            ProfileError::Parse {
-                file: origin.to_owned(),
-                field: if field == "." { "(root)".to_owned() } else { field },
-                line,
-                column,
-                reason: inner.message().trim_end().replace('\n', "; "),
-            }
-        })?;
+        let file: ProfileFile =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| {
+                let field = error.path().to_string();
+                let inner = error.into_inner();
+                let (line, column) = inner
+                    .span()
+                    .map_or((1, 1), |span| line_and_column(text, span.start));
+                ProfileError::Parse {
+                    file: origin.to_owned(),
+                    field: if field == "." {
+                        "(root)".to_owned()
+                    } else {
+                        field
+                    },
+                    line,
+                    column,
+                    reason: inner.message().trim_end().replace('\n', "; "),
+                }
+            })?;
         let invalid = |field: &str, reason: String| ProfileError::Invalid {
             file: origin.to_owned(),
             field: field.to_owned(),
@@ -80,17 +87,22 @@ impl CarrierProfile {
         if file.format_version != FORMAT_VERSION {
             return Err(invalid(
                 "format_version",
-                format!("version {} is not supported (this build reads {FORMAT_VERSION})", file.format_version),
+                format!(
+                    "version {} is not supported (this build reads {FORMAT_VERSION})",
+                    file.format_version
+                ),
             ));
         }
         let name = CarrierCode::parse(&file.name)
             .map_err(|error| invalid("name", format!("{error}")))?
             .as_str()
             .to_owned();
-        let verification = check_verification(file.verify).map_err(|(field, reason)| invalid(field, reason))?;
+        let verification =
+            check_verification(file.verify).map_err(|(field, reason)| invalid(field, reason))?;
         check_mapping(&file.mapping).map_err(|(field, reason)| invalid(field, reason))?;
         if let Some(poll) = &file.poll {
-            poll.validate().map_err(|(field, reason)| invalid(field, reason))?;
+            poll.validate()
+                .map_err(|(field, reason)| invalid(field, reason))?;
         }
         Ok(CarrierProfile {
             carrier_default: FieldSpec::fixed(&name),
@@ -104,8 +116,10 @@ impl CarrierProfile {
 
     /// Reads and parses one profile file.
     pub fn from_file(path: &Path) -> Result<CarrierProfile, ProfileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ProfileError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         CarrierProfile::from_toml(&path.display().to_string(), &text)
     }
 
@@ -123,11 +137,20 @@ impl CarrierProfile {
 
     /// Maps a verified webhook body to events (origin [`Origin::Webhook`]). Events without a
     /// time of their own get `received_at`, which also bounds plausible times.
-    pub fn map_webhook(&self, request: &VerifiedRequest<'_>, received_at: DateTime<Utc>) -> Result<Mapped, MapError> {
+    pub fn map_webhook(
+        &self,
+        request: &VerifiedRequest<'_>,
+        received_at: DateTime<Utc>,
+    ) -> Result<Mapped, MapError> {
         let document = crate::json::parse(request.body())?;
-        let context = MapContext { origin: Origin::Webhook, received_at, polled: None };
+        let context = MapContext {
+            origin: Origin::Webhook,
+            received_at,
+            polled: None,
+        };
         let mut mapped = Mapped::default();
-        self.mapping.map_document(&document, context, &self.carrier_default, &mut mapped)?;
+        self.mapping
+            .map_document(&document, context, &self.carrier_default, &mut mapped)?;
         finish(&mut mapped);
         Ok(mapped)
     }
@@ -151,10 +174,15 @@ impl CarrierProfile {
             Some(poll) => poll.response.documents(&response),
             None => vec![response],
         };
-        let context = MapContext { origin: Origin::Poll, received_at, polled: Some(tracking_number) };
+        let context = MapContext {
+            origin: Origin::Poll,
+            received_at,
+            polled: Some(tracking_number),
+        };
         let mut mapped = Mapped::default();
         for document in &documents {
-            self.mapping.map_document(document, context, &self.carrier_default, &mut mapped)?;
+            self.mapping
+                .map_document(document, context, &self.carrier_default, &mut mapped)?;
         }
         finish(&mut mapped);
         Ok(mapped)
@@ -186,35 +214,55 @@ impl CarrierProfile {
 /// The provider id of a single-event payload is its event's id when the envelope has none
 /// (Waybill's own format carries `event_id` per event).
 fn finish(mapped: &mut Mapped) {
-    if mapped.provider_event_id.is_none() {
-        if let [only] = mapped.events.as_slice() {
-            mapped.provider_event_id = only.provider_event_id.clone();
-        }
+    if mapped.provider_event_id.is_none()
+        && let [only] = mapped.events.as_slice()
+    {
+        mapped.provider_event_id = only.provider_event_id.clone();
     }
 }
 
 fn check_verification(table: VerifyTable) -> Result<Verification, (&'static str, String)> {
     let header = match (&table.scheme, &table.header) {
-        (SchemeName::None, Some(_)) => return Err(("verify.header", "scheme `none` has no header".to_owned())),
+        (SchemeName::None, Some(_)) => {
+            return Err(("verify.header", "scheme `none` has no header".to_owned()));
+        }
         (SchemeName::None, None) => None,
-        (_, None) => return Err(("verify.header", "this scheme needs the header name".to_owned())),
-        (_, Some(name)) => Some(
-            http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ("verify.header", format!("`{name}` is not a valid HTTP header name")))?,
-        ),
+        (_, None) => {
+            return Err((
+                "verify.header",
+                "this scheme needs the header name".to_owned(),
+            ));
+        }
+        (_, Some(name)) => Some(http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            (
+                "verify.header",
+                format!("`{name}` is not a valid HTTP header name"),
+            )
+        })?),
     };
     let only_for = |field: &'static str, present: bool, scheme: &str| {
-        if present { Err((field, format!("only the `{scheme}` scheme uses this field"))) } else { Ok(()) }
+        if present {
+            Err((field, format!("only the `{scheme}` scheme uses this field")))
+        } else {
+            Ok(())
+        }
     };
     let scheme = table.scheme;
-    only_for("verify.prefix", table.prefix.is_some() && scheme != SchemeName::HmacSha256, "hmac_sha256")?;
+    only_for(
+        "verify.prefix",
+        table.prefix.is_some() && scheme != SchemeName::HmacSha256,
+        "hmac_sha256",
+    )?;
     only_for(
         "verify.tolerance_seconds",
         table.tolerance_seconds.is_some() && scheme != SchemeName::Timestamped,
         "timestamped",
     )?;
     if table.encoding.is_some() && matches!(scheme, SchemeName::StaticToken | SchemeName::None) {
-        return Err(("verify.encoding", "only signature schemes have an encoding".to_owned()));
+        return Err((
+            "verify.encoding",
+            "only signature schemes have an encoding".to_owned(),
+        ));
     }
     Ok(match (scheme, header) {
         (SchemeName::HmacSha256, Some(header)) => Verification::HmacSha256 {
@@ -229,22 +277,32 @@ fn check_verification(table: VerifyTable) -> Result<Verification, (&'static str,
             tolerance_seconds: table.tolerance_seconds.unwrap_or(DEFAULT_TOLERANCE_SECONDS),
             normalization: table.secret_normalization,
         },
-        (SchemeName::StaticToken, Some(header)) => {
-            Verification::StaticToken { header, normalization: table.secret_normalization }
-        }
+        (SchemeName::StaticToken, Some(header)) => Verification::StaticToken {
+            header,
+            normalization: table.secret_normalization,
+        },
         _ => Verification::None,
     })
 }
 
 fn check_mapping(mapping: &MappingSpec) -> Result<(), (&'static str, String)> {
     if mapping.events.array.is_none() && mapping.events.current.is_none() {
-        return Err(("mapping.events", "needs `array`, `current` or both".to_owned()));
+        return Err((
+            "mapping.events",
+            "needs `array`, `current` or both".to_owned(),
+        ));
     }
     if mapping.events.single_object && mapping.events.array.is_none() {
-        return Err(("mapping.events.single_object", "only applies with `array`".to_owned()));
+        return Err((
+            "mapping.events.single_object",
+            "only applies with `array`".to_owned(),
+        ));
     }
     if !(1..=100_000).contains(&mapping.max_events) {
-        return Err(("mapping.max_events", "must be between 1 and 100000".to_owned()));
+        return Err((
+            "mapping.max_events",
+            "must be between 1 and 100000".to_owned(),
+        ));
     }
     if let Some(collision) = mapping.status.case_collision() {
         return Err(("mapping.status.map", collision));
@@ -252,7 +310,8 @@ fn check_mapping(mapping: &MappingSpec) -> Result<(), (&'static str, String)> {
     if let Some(carrier) = &mapping.fields.carrier {
         for source in &carrier.0 {
             if let Source::Fixed(code) = source {
-                CarrierCode::parse(code).map_err(|error| ("mapping.fields.carrier", format!("{error}")))?;
+                CarrierCode::parse(code)
+                    .map_err(|error| ("mapping.fields.carrier", format!("{error}")))?;
             }
         }
     }
@@ -262,6 +321,10 @@ fn check_mapping(mapping: &MappingSpec) -> Result<(), (&'static str, String)> {
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
     (line, column)
 }

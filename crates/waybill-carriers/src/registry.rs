@@ -46,7 +46,10 @@ impl ProfileRegistry {
     /// A file whose profile name equals a built-in's replaces it; two files with the same
     /// profile name are an error.
     pub fn with_dir(dir: &Path) -> Result<Self, ProfileError> {
-        let io_error = |source| ProfileError::Io { path: dir.to_owned(), source };
+        let io_error = |source| ProfileError::Io {
+            path: dir.to_owned(),
+            source,
+        };
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io_error)?
             .map(|entry| entry.map(|entry| entry.path()))
@@ -60,7 +63,11 @@ impl ProfileRegistry {
         for path in paths {
             let profile = Self::load_file(&path)?;
             if let Some(first) = loaded_from.insert(profile.name.clone(), path.clone()) {
-                return Err(ProfileError::Duplicate { name: profile.name, first, second: path });
+                return Err(ProfileError::Duplicate {
+                    name: profile.name,
+                    first,
+                    second: path,
+                });
             }
             registry.insert(profile);
         }
@@ -74,7 +81,8 @@ impl ProfileRegistry {
 
     /// Adds a profile, replacing any of the same name.
     pub fn insert(&mut self, profile: CarrierProfile) {
-        self.profiles.insert(profile.name.clone(), Arc::new(profile));
+        self.profiles
+            .insert(profile.name.clone(), Arc::new(profile));
     }
 
     /// The profile called `name`.

@@ -29,7 +29,9 @@ pub(crate) struct CanonicalName(pub Status);
 impl<'de> Deserialize<'de> for CanonicalName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse::<Status>().map(CanonicalName).map_err(serde::de::Error::custom)
+        text.parse::<Status>()
+            .map(CanonicalName)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -42,7 +44,9 @@ impl StatusSpec {
         let mut seen = BTreeMap::new();
         for key in self.map.keys() {
             if let Some(previous) = seen.insert(key.to_ascii_lowercase(), key) {
-                return Some(format!("`{previous}` and `{key}` are the same key when case is ignored"));
+                return Some(format!(
+                    "`{previous}` and `{key}` are the same key when case is ignored"
+                ));
             }
         }
         None
@@ -54,12 +58,13 @@ impl StatusSpec {
         if let Some(CanonicalName(status)) = self.map.get(raw) {
             return Some(*status);
         }
-        if self.case_insensitive {
-            if let Some((_, CanonicalName(status))) =
-                self.map.iter().find(|(key, _)| key.eq_ignore_ascii_case(raw))
-            {
-                return Some(*status);
-            }
+        if self.case_insensitive
+            && let Some((_, CanonicalName(status))) = self
+                .map
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(raw))
+        {
+            return Some(*status);
         }
         if self.canonical_names {
             return raw.parse::<Status>().ok();
@@ -73,29 +78,52 @@ mod tests {
     use super::*;
 
     fn spec(case_insensitive: bool, canonical_names: bool) -> StatusSpec {
-        let map = [("Dispatched", Status::InTransit), ("6", Status::OutForDelivery)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), CanonicalName(v)))
-            .collect();
-        StatusSpec { case_insensitive, canonical_names, map }
+        let map = [
+            ("Dispatched", Status::InTransit),
+            ("6", Status::OutForDelivery),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), CanonicalName(v)))
+        .collect();
+        StatusSpec {
+            case_insensitive,
+            canonical_names,
+            map,
+        }
     }
 
     #[test]
     fn exact_then_case_then_canonical() {
-        assert_eq!(spec(false, false).lookup("Dispatched"), Some(Status::InTransit));
-        assert_eq!(spec(false, false).lookup(" 6 "), Some(Status::OutForDelivery));
+        assert_eq!(
+            spec(false, false).lookup("Dispatched"),
+            Some(Status::InTransit)
+        );
+        assert_eq!(
+            spec(false, false).lookup(" 6 "),
+            Some(Status::OutForDelivery)
+        );
         assert_eq!(spec(false, false).lookup("DISPATCHED"), None);
-        assert_eq!(spec(true, false).lookup("DISPATCHED"), Some(Status::InTransit));
+        assert_eq!(
+            spec(true, false).lookup("DISPATCHED"),
+            Some(Status::InTransit)
+        );
         assert_eq!(spec(true, false).lookup("delivered"), None);
-        assert_eq!(spec(true, true).lookup("delivered"), Some(Status::Delivered));
-        assert_eq!(spec(true, true).lookup("out_for_delivery"), Some(Status::OutForDelivery));
+        assert_eq!(
+            spec(true, true).lookup("delivered"),
+            Some(Status::Delivered)
+        );
+        assert_eq!(
+            spec(true, true).lookup("out_for_delivery"),
+            Some(Status::OutForDelivery)
+        );
     }
 
     #[test]
     fn detects_case_collisions() {
         let mut spec = spec(true, false);
         assert_eq!(spec.case_collision(), None);
-        spec.map.insert("DISPATCHED".into(), CanonicalName(Status::Exception));
+        spec.map
+            .insert("DISPATCHED".into(), CanonicalName(Status::Exception));
         assert!(spec.case_collision().is_some());
     }
 }

@@ -3,9 +3,7 @@
 //! result always says how it was derived ([`TimeProvenance`]), because "13:23 with no zone" is
 //! a guess and downstream systems deserve to know which times are guesses.
 
-use chrono::{
-    DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc,
-};
+use chrono::{DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -28,7 +26,11 @@ pub(crate) struct TimeSpec {
 
 impl Default for TimeSpec {
     fn default() -> Self {
-        TimeSpec { zone: Zone::default(), formats: TimeFormat::all(), unix_unit: UnixUnit::Auto }
+        TimeSpec {
+            zone: Zone::default(),
+            formats: TimeFormat::all(),
+            unix_unit: UnixUnit::Auto,
+        }
     }
 }
 
@@ -48,7 +50,12 @@ pub(crate) enum TimeFormat {
 
 impl TimeFormat {
     fn all() -> Vec<TimeFormat> {
-        vec![TimeFormat::Rfc3339, TimeFormat::Naive, TimeFormat::Date, TimeFormat::Unix]
+        vec![
+            TimeFormat::Rfc3339,
+            TimeFormat::Naive,
+            TimeFormat::Date,
+            TimeFormat::Unix,
+        ]
     }
 }
 
@@ -88,9 +95,9 @@ impl Zone {
                 .ok_or_else(|| format!("`{text}` is not an offset like +05:30"))?;
             return Ok(Zone::Fixed(offset, text.to_owned()));
         }
-        text.parse::<Tz>()
-            .map(Zone::Iana)
-            .map_err(|_| format!("`{text}` is neither UTC, an offset like +05:30, nor an IANA zone"))
+        text.parse::<Tz>().map(Zone::Iana).map_err(|_| {
+            format!("`{text}` is neither UTC, an offset like +05:30, nor an IANA zone")
+        })
     }
 
     fn name(&self) -> String {
@@ -107,17 +114,21 @@ impl Zone {
     fn to_utc(&self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
         match self {
             Zone::Utc => Some(naive.and_utc()),
-            Zone::Fixed(offset, _) => offset.from_local_datetime(&naive).single().map(|t| t.to_utc()),
+            Zone::Fixed(offset, _) => offset
+                .from_local_datetime(&naive)
+                .single()
+                .map(|t| t.to_utc()),
             Zone::Iana(tz) => match tz.from_local_datetime(&naive) {
                 LocalResult::Single(time) => Some(time.to_utc()),
                 LocalResult::Ambiguous(earliest, _) => Some(earliest.to_utc()),
                 LocalResult::None => {
                     let before = naive.checked_sub_signed(chrono::TimeDelta::hours(3))?;
                     let offset = tz.from_local_datetime(&before).earliest()?.offset().fix();
-                    naive.checked_sub_signed(chrono::TimeDelta::seconds(
-                        offset.local_minus_utc().into(),
-                    ))
-                    .map(|utc| utc.and_utc())
+                    naive
+                        .checked_sub_signed(chrono::TimeDelta::seconds(
+                            offset.local_minus_utc().into(),
+                        ))
+                        .map(|utc| utc.and_utc())
                 }
             },
         }
@@ -156,7 +167,8 @@ pub(crate) enum TimeError {
     OutOfRange,
 }
 
-const NUMBERS_NOT_ACCEPTED: &str = "a number, but unix time is not among the profile's `time.formats`";
+const NUMBERS_NOT_ACCEPTED: &str =
+    "a number, but unix time is not among the profile's `time.formats`";
 const EXPECTED: &str = "expected one of the profile's `time.formats` (RFC 3339 with offset, naive date-time, date, unix time)";
 
 impl TimeSpec {
@@ -169,7 +181,7 @@ impl TimeSpec {
         match value {
             Value::Number(number) if self.accepts(TimeFormat::Unix) => {
                 let seconds = number.as_f64().ok_or(TimeError::OutOfRange)?;
-                self.from_unix(seconds)
+                self.unix_time(seconds)
             }
             Value::Number(_) => Err(TimeError::Unparseable(NUMBERS_NOT_ACCEPTED)),
             Value::String(text) => self.parse_text(text.trim()),
@@ -180,34 +192,49 @@ impl TimeSpec {
     fn parse_text(&self, text: &str) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
         if self.accepts(TimeFormat::Unix) && looks_numeric(text) {
             let seconds: f64 = text.parse().map_err(|_| TimeError::Unparseable(EXPECTED))?;
-            return self.from_unix(seconds);
+            return self.unix_time(seconds);
         }
-        if self.accepts(TimeFormat::Rfc3339) {
-            if let Some(time) = parse_with_offset(text) {
-                return Ok((time, TimeProvenance::ExplicitOffset));
-            }
+        if self.accepts(TimeFormat::Rfc3339)
+            && let Some(time) = parse_with_offset(text)
+        {
+            return Ok((time, TimeProvenance::ExplicitOffset));
         }
         if self.accepts(TimeFormat::Naive) {
-            const NAIVE: [&str; 4] =
-                ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
-            if let Some(naive) =
-                NAIVE.iter().find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+            const NAIVE: [&str; 4] = [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%d %H:%M",
+            ];
+            if let Some(naive) = NAIVE
+                .iter()
+                .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
             {
                 let utc = self.zone.to_utc(naive).ok_or(TimeError::OutOfRange)?;
-                return Ok((utc, TimeProvenance::AssumedZone { zone: self.zone.name() }));
+                return Ok((
+                    utc,
+                    TimeProvenance::AssumedZone {
+                        zone: self.zone.name(),
+                    },
+                ));
             }
         }
-        if self.accepts(TimeFormat::Date) {
-            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-                let midnight = date.and_hms_opt(0, 0, 0).ok_or(TimeError::OutOfRange)?;
-                let utc = self.zone.to_utc(midnight).ok_or(TimeError::OutOfRange)?;
-                return Ok((utc, TimeProvenance::DateOnly { zone: self.zone.name() }));
-            }
+        if self.accepts(TimeFormat::Date)
+            && let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        {
+            let midnight = date.and_hms_opt(0, 0, 0).ok_or(TimeError::OutOfRange)?;
+            let utc = self.zone.to_utc(midnight).ok_or(TimeError::OutOfRange)?;
+            return Ok((
+                utc,
+                TimeProvenance::DateOnly {
+                    zone: self.zone.name(),
+                },
+            ));
         }
         Err(TimeError::Unparseable(EXPECTED))
     }
 
-    fn from_unix(&self, value: f64) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+    fn unix_time(&self, value: f64) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
         let millis = match self.unix_unit {
             UnixUnit::Seconds => false,
             UnixUnit::Millis => true,
@@ -239,8 +266,12 @@ fn parse_with_offset(text: &str) -> Option<DateTime<Utc>> {
         return Some(time.to_utc());
     }
     // Offsets without a colon (`+0530`) and a space separator are common off-spec spellings.
-    const WITH_OFFSET: [&str; 4] =
-        ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z"];
+    const WITH_OFFSET: [&str; 4] = [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+    ];
     WITH_OFFSET
         .iter()
         .find_map(|format| DateTime::<FixedOffset>::parse_from_str(text, format).ok())
@@ -254,7 +285,10 @@ mod tests {
     use super::*;
 
     fn spec(zone: &str) -> TimeSpec {
-        TimeSpec { zone: Zone::parse(zone).unwrap(), ..TimeSpec::default() }
+        TimeSpec {
+            zone: Zone::parse(zone).unwrap(),
+            ..TimeSpec::default()
+        }
     }
 
     fn utc(text: &str) -> DateTime<Utc> {
@@ -267,34 +301,58 @@ mod tests {
         for (input, expected) in [
             ("2017-08-02T13:23:02Z", "2017-08-02T13:23:02Z"),
             ("2018-08-06T15:00:32.002000Z", "2018-08-06T15:00:32.002Z"),
-            ("2018-08-09T02:56:07.3453198Z", "2018-08-09T02:56:07.3453198Z"),
+            (
+                "2018-08-09T02:56:07.3453198Z",
+                "2018-08-09T02:56:07.3453198Z",
+            ),
             ("2024-01-01 10:00:00+05:30", "2024-01-01T04:30:00Z"),
             ("2024-01-01T10:00:00+0530", "2024-01-01T04:30:00Z"),
         ] {
-            assert_eq!(spec.parse(&json!(input)), Ok((utc(expected), TimeProvenance::ExplicitOffset)), "{input}");
+            assert_eq!(
+                spec.parse(&json!(input)),
+                Ok((utc(expected), TimeProvenance::ExplicitOffset)),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn naive_times_take_the_declared_zone() {
         let ist = spec("Asia/Kolkata");
-        let assumed = TimeProvenance::AssumedZone { zone: "Asia/Kolkata".into() };
+        let assumed = TimeProvenance::AssumedZone {
+            zone: "Asia/Kolkata".into(),
+        };
         for (input, expected) in [
             ("2016-07-12T17:12:36.710", "2016-07-12T11:42:36.710Z"),
             ("2022-10-31 19:56:16", "2022-10-31T14:26:16Z"),
-            ("2022-10-31 19:56:16.123456789", "2022-10-31T14:26:16.123456789Z"),
+            (
+                "2022-10-31 19:56:16.123456789",
+                "2022-10-31T14:26:16.123456789Z",
+            ),
             ("2022-10-31T19:56", "2022-10-31T14:26:00Z"),
         ] {
-            assert_eq!(ist.parse(&json!(input)), Ok((utc(expected), assumed.clone())), "{input}");
+            assert_eq!(
+                ist.parse(&json!(input)),
+                Ok((utc(expected), assumed.clone())),
+                "{input}"
+            );
         }
         let fixed = spec("+05:30");
         assert_eq!(
             fixed.parse(&json!("2022-10-31 19:56:16")),
-            Ok((utc("2022-10-31T14:26:16Z"), TimeProvenance::AssumedZone { zone: "+05:30".into() }))
+            Ok((
+                utc("2022-10-31T14:26:16Z"),
+                TimeProvenance::AssumedZone {
+                    zone: "+05:30".into()
+                }
+            ))
         );
         assert_eq!(
             spec("UTC").parse(&json!("2021-01-14T00:52:00")),
-            Ok((utc("2021-01-14T00:52:00Z"), TimeProvenance::AssumedZone { zone: "UTC".into() }))
+            Ok((
+                utc("2021-01-14T00:52:00Z"),
+                TimeProvenance::AssumedZone { zone: "UTC".into() }
+            ))
         );
     }
 
@@ -302,9 +360,15 @@ mod tests {
     fn daylight_saving_edges_resolve_without_error() {
         let sydney = spec("Australia/Sydney");
         // 2024-10-06 02:30 never happened in Sydney (clocks jumped 02:00 → 03:00, AEST +10).
-        assert_eq!(sydney.parse(&json!("2024-10-06T02:30:00")).unwrap().0, utc("2024-10-05T16:30:00Z"));
+        assert_eq!(
+            sydney.parse(&json!("2024-10-06T02:30:00")).unwrap().0,
+            utc("2024-10-05T16:30:00Z")
+        );
         // 2024-04-07 02:30 happened twice; the earlier (AEDT +11) wins.
-        assert_eq!(sydney.parse(&json!("2024-04-07T02:30:00")).unwrap().0, utc("2024-04-06T15:30:00Z"));
+        assert_eq!(
+            sydney.parse(&json!("2024-04-07T02:30:00")).unwrap().0,
+            utc("2024-04-06T15:30:00Z")
+        );
     }
 
     #[test]
@@ -312,31 +376,64 @@ mod tests {
         let spec = spec("UTC");
         assert_eq!(
             spec.parse(&json!("2024-08-05")),
-            Ok((utc("2024-08-05T00:00:00Z"), TimeProvenance::DateOnly { zone: "UTC".into() }))
+            Ok((
+                utc("2024-08-05T00:00:00Z"),
+                TimeProvenance::DateOnly { zone: "UTC".into() }
+            ))
         );
         let ts = (utc("2024-04-10T09:34:56Z"), TimeProvenance::UnixTime);
         assert_eq!(spec.parse(&json!(1712741696)), Ok(ts.clone()));
         assert_eq!(spec.parse(&json!("1712741696")), Ok(ts.clone()));
         assert_eq!(spec.parse(&json!(1712741696000_u64)), Ok(ts.clone()));
-        assert_eq!(spec.parse(&json!(1712741696.5)).unwrap().0, utc("2024-04-10T09:34:56.5Z"));
+        assert_eq!(
+            spec.parse(&json!(1712741696.5)).unwrap().0,
+            utc("2024-04-10T09:34:56.5Z")
+        );
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let spec = spec("UTC");
-        assert!(matches!(spec.parse(&json!(1e300)), Err(TimeError::OutOfRange)));
-        assert!(matches!(spec.parse(&json!(-1e300)), Err(TimeError::OutOfRange)));
-        assert!(matches!(spec.parse(&json!(u64::MAX)), Err(TimeError::OutOfRange)));
-        assert!(matches!(spec.parse(&json!("yesterday")), Err(TimeError::Unparseable(_))));
-        assert!(matches!(spec.parse(&json!("2024-13-45T99:00:00")), Err(TimeError::Unparseable(_))));
-        assert!(matches!(spec.parse(&json!("")), Err(TimeError::Unparseable(_))));
-        assert!(matches!(spec.parse(&json!(true)), Err(TimeError::WrongType("a boolean"))));
-        assert!(matches!(spec.parse(&json!({})), Err(TimeError::WrongType(_))));
+        assert!(matches!(
+            spec.parse(&json!(1e300)),
+            Err(TimeError::OutOfRange)
+        ));
+        assert!(matches!(
+            spec.parse(&json!(-1e300)),
+            Err(TimeError::OutOfRange)
+        ));
+        assert!(matches!(
+            spec.parse(&json!(u64::MAX)),
+            Err(TimeError::OutOfRange)
+        ));
+        assert!(matches!(
+            spec.parse(&json!("yesterday")),
+            Err(TimeError::Unparseable(_))
+        ));
+        assert!(matches!(
+            spec.parse(&json!("2024-13-45T99:00:00")),
+            Err(TimeError::Unparseable(_))
+        ));
+        assert!(matches!(
+            spec.parse(&json!("")),
+            Err(TimeError::Unparseable(_))
+        ));
+        assert!(matches!(
+            spec.parse(&json!(true)),
+            Err(TimeError::WrongType("a boolean"))
+        ));
+        assert!(matches!(
+            spec.parse(&json!({})),
+            Err(TimeError::WrongType(_))
+        ));
     }
 
     #[test]
     fn formats_can_be_restricted() {
-        let strict = TimeSpec { formats: vec![TimeFormat::Rfc3339], ..TimeSpec::default() };
+        let strict = TimeSpec {
+            formats: vec![TimeFormat::Rfc3339],
+            ..TimeSpec::default()
+        };
         assert!(strict.parse(&json!("2024-01-01T00:00:00Z")).is_ok());
         assert!(strict.parse(&json!("2024-01-01T00:00:00")).is_err());
         assert!(strict.parse(&json!(1712741696)).is_err());

@@ -120,7 +120,10 @@ pub(crate) enum Verification {
         normalization: SecretNormalization,
     },
     /// The header equals one of the secrets.
-    StaticToken { header: HeaderName, normalization: SecretNormalization },
+    StaticToken {
+        header: HeaderName,
+        normalization: SecretNormalization,
+    },
     /// No authentication (only for sources protected some other way).
     None,
 }
@@ -164,10 +167,16 @@ impl Verification {
         let Some(header) = self.header() else {
             return Ok(verified(None));
         };
-        let missing = || VerifyError::MissingSignature { header: header.as_str().to_owned() };
-        let malformed =
-            |reason| VerifyError::MalformedSignature { header: header.as_str().to_owned(), reason };
-        let bad = || VerifyError::BadSignature { header: header.as_str().to_owned() };
+        let missing = || VerifyError::MissingSignature {
+            header: header.as_str().to_owned(),
+        };
+        let malformed = |reason| VerifyError::MalformedSignature {
+            header: header.as_str().to_owned(),
+            reason,
+        };
+        let bad = || VerifyError::BadSignature {
+            header: header.as_str().to_owned(),
+        };
 
         let mut values = request.headers.get_all(header).iter().peekable();
         if values.peek().is_none() {
@@ -177,17 +186,29 @@ impl Verification {
             return Err(VerifyError::NoSecretsConfigured);
         }
         let values: Vec<&str> = values
-            .map(|value| value.to_str().map_err(|_| malformed("it is not visible ASCII")))
+            .map(|value| {
+                value
+                    .to_str()
+                    .map_err(|_| malformed("it is not visible ASCII"))
+            })
             .collect::<Result<_, _>>()?;
 
         match self {
-            Verification::HmacSha256 { encoding, prefix, normalization, .. } => {
+            Verification::HmacSha256 {
+                encoding,
+                prefix,
+                normalization,
+                ..
+            } => {
                 let mut signatures = Vec::new();
                 for value in values {
                     let value = value.trim();
                     let encoded = match prefix {
-                        Some(prefix) => strip_prefix_ignore_case(value, prefix)
-                            .ok_or_else(|| malformed("it does not start with the expected prefix"))?,
+                        Some(prefix) => {
+                            strip_prefix_ignore_case(value, prefix).ok_or_else(|| {
+                                malformed("it does not start with the expected prefix")
+                            })?
+                        }
                         None => value,
                     };
                     signatures.push(decode(encoded, *encoding).ok_or_else(|| {
@@ -199,7 +220,12 @@ impl Verification {
                     .map(|index| verified(Some(index)))
                     .ok_or_else(bad)
             }
-            Verification::Timestamped { encoding, tolerance_seconds, normalization, .. } => {
+            Verification::Timestamped {
+                encoding,
+                tolerance_seconds,
+                normalization,
+                ..
+            } => {
                 let mut timestamp = None;
                 let mut signatures = Vec::new();
                 for value in values {
@@ -249,11 +275,24 @@ impl Verification {
     pub fn sign(&self, body: &[u8], secret: &str, now: DateTime<Utc>) -> Option<(String, String)> {
         let header = self.header()?.as_str().to_owned();
         let value = match self {
-            Verification::HmacSha256 { encoding, prefix, normalization, .. } => {
+            Verification::HmacSha256 {
+                encoding,
+                prefix,
+                normalization,
+                ..
+            } => {
                 let digest = hmac(&key(secret, *normalization), &[body]);
-                format!("{}{}", prefix.as_deref().unwrap_or(""), encode(&digest, *encoding))
+                format!(
+                    "{}{}",
+                    prefix.as_deref().unwrap_or(""),
+                    encode(&digest, *encoding)
+                )
             }
-            Verification::Timestamped { encoding, normalization, .. } => {
+            Verification::Timestamped {
+                encoding,
+                normalization,
+                ..
+            } => {
                 let t = now.timestamp().to_string();
                 let digest = hmac(&key(secret, *normalization), &[t.as_bytes(), b".", body]);
                 format!("t={t},v1={}", encode(&digest, *encoding))
@@ -269,7 +308,8 @@ impl Verification {
 
 fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
     let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
 }
 
 fn key(secret: &str, normalization: SecretNormalization) -> Vec<u8> {
@@ -280,7 +320,10 @@ fn key(secret: &str, normalization: SecretNormalization) -> Vec<u8> {
 }
 
 fn keys(secrets: &[String], normalization: SecretNormalization) -> Vec<Vec<u8>> {
-    secrets.iter().map(|secret| key(secret, normalization)).collect()
+    secrets
+        .iter()
+        .map(|secret| key(secret, normalization))
+        .collect()
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -304,9 +347,9 @@ fn matching_secret(keys: &[Vec<u8>], signatures: &[Vec<u8>], parts: &[&[u8]]) ->
             mac.update(part);
         }
         // Every signature is compared (constant-time each) so timing does not reveal which.
-        signatures
-            .iter()
-            .fold(false, |found, signature| mac.clone().verify_slice(signature).is_ok() | found)
+        signatures.iter().fold(false, |found, signature| {
+            mac.clone().verify_slice(signature).is_ok() | found
+        })
     })
 }
 
@@ -353,7 +396,11 @@ fn parse_timestamped(value: &str, encoding: Encoding) -> Result<(i64, Vec<Vec<u8
                 if content.is_empty() || !content.bytes().all(|b| b.is_ascii_digit()) {
                     return Err("`t=` is not unix seconds");
                 }
-                timestamp = Some(content.parse::<i64>().map_err(|_| "`t=` is not unix seconds")?);
+                timestamp = Some(
+                    content
+                        .parse::<i64>()
+                        .map_err(|_| "`t=` is not unix seconds")?,
+                );
             }
             "v1" => signatures.push(
                 decode(content.trim(), encoding)
@@ -379,9 +426,15 @@ mod tests {
         let hex = hex::encode(digest);
         let b64 = encode(&digest, Encoding::Base64);
         assert_eq!(decode(&hex, Encoding::Any).as_deref(), Some(&digest[..]));
-        assert_eq!(decode(&hex.to_uppercase(), Encoding::Any).as_deref(), Some(&digest[..]));
+        assert_eq!(
+            decode(&hex.to_uppercase(), Encoding::Any).as_deref(),
+            Some(&digest[..])
+        );
         assert_eq!(decode(&b64, Encoding::Any).as_deref(), Some(&digest[..]));
-        assert_eq!(decode(b64.trim_end_matches('='), Encoding::Any).as_deref(), Some(&digest[..]));
+        assert_eq!(
+            decode(b64.trim_end_matches('='), Encoding::Any).as_deref(),
+            Some(&digest[..])
+        );
         assert_eq!(decode(&b64, Encoding::Hex), None);
         assert_eq!(decode("abcd", Encoding::Any), None);
         assert_eq!(decode("", Encoding::Any), None);
@@ -390,7 +443,8 @@ mod tests {
     #[test]
     fn timestamped_header_grammar() {
         let sig = hex::encode([1u8; 32]);
-        let ok = parse_timestamped(&format!("t=5, v0=zz, v1={sig},v1={sig}"), Encoding::Hex).unwrap();
+        let ok =
+            parse_timestamped(&format!("t=5, v0=zz, v1={sig},v1={sig}"), Encoding::Hex).unwrap();
         assert_eq!((ok.0, ok.1.len()), (5, 2));
         for bad in [
             format!("v1={sig}"),

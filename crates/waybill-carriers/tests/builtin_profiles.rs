@@ -15,7 +15,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "starshipit",
         "starshipit/support-article.json",
         Expect {
-            events: &[("QQQ001737901000931501", InTransit, "Dispatched", "2018-08-09T02:56:07.3453198Z", Prov::Explicit)],
+            events: &[(
+                "QQQ001737901000931501",
+                InTransit,
+                "Dispatched",
+                "2018-08-09T02:56:07.3453198Z",
+                Prov::Explicit,
+            )],
             provider_event_id: None,
             unmapped: &[],
         },
@@ -24,7 +30,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "starshipit",
         "starshipit/captured-real.json",
         Expect {
-            events: &[("T01234567890", InTransit, "InTransit", "2026-06-11T04:43:42.1543701Z", Prov::Explicit)],
+            events: &[(
+                "T01234567890",
+                InTransit,
+                "InTransit",
+                "2026-06-11T04:43:42.1543701Z",
+                Prov::Explicit,
+            )],
             provider_event_id: None,
             unmapped: &[],
         },
@@ -33,7 +45,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "clickpost",
         "clickpost/all-status-out-for-delivery.json",
         Expect {
-            events: &[("P0109276342", OutForDelivery, "6", "2017-08-02T13:23:02Z", Prov::Explicit)],
+            events: &[(
+                "P0109276342",
+                OutForDelivery,
+                "6",
+                "2017-08-02T13:23:02Z",
+                Prov::Explicit,
+            )],
             provider_event_id: None,
             unmapped: &[],
         },
@@ -43,7 +61,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "clickpost/failed-delivery-ndr.json",
         Expect {
             // "2016-07-12T17:12:36.710" has no zone: IST, so 11:42:36.710 UTC.
-            events: &[("XYZABC", AttemptFail, "9", "2016-07-12T11:42:36.710Z", ASSUMED_IST)],
+            events: &[(
+                "XYZABC",
+                AttemptFail,
+                "9",
+                "2016-07-12T11:42:36.710Z",
+                ASSUMED_IST,
+            )],
             provider_event_id: None,
             unmapped: &[],
         },
@@ -52,7 +76,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "clickpost",
         "clickpost/selected-event-delivered.json",
         Expect {
-            events: &[("420714276075", Delivered, "8", "2018-08-06T15:00:32.002Z", Prov::Explicit)],
+            events: &[(
+                "420714276075",
+                Delivered,
+                "8",
+                "2018-08-06T15:00:32.002Z",
+                Prov::Explicit,
+            )],
             provider_event_id: None,
             unmapped: &[],
         },
@@ -61,7 +91,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "clickpost",
         "clickpost/wrapped-payload.json",
         Expect {
-            events: &[("420714276075", Delivered, "8", "2018-08-06T15:00:32.002Z", Prov::Explicit)],
+            events: &[(
+                "420714276075",
+                Delivered,
+                "8",
+                "2018-08-06T15:00:32.002Z",
+                Prov::Explicit,
+            )],
             provider_event_id: None,
             unmapped: &[],
         },
@@ -70,7 +106,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "aftership",
         "aftership/webhook-2026-07.json",
         Expect {
-            events: &[("0000000000000000", InTransit, "InTransit_001", "2021-01-14T00:52:00Z", Prov::Assumed("UTC"))],
+            events: &[(
+                "0000000000000000",
+                InTransit,
+                "InTransit_001",
+                "2021-01-14T00:52:00Z",
+                Prov::Assumed("UTC"),
+            )],
             provider_event_id: Some("94dadd60-ed26-46d0-aa52-3ced925a50ff"),
             unmapped: &[],
         },
@@ -88,7 +130,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "waybill",
         "waybill/single.json",
         Expect {
-            events: &[("ACME000123", OutForDelivery, "OFD", "2026-11-26T21:15:00Z", Prov::Explicit)],
+            events: &[(
+                "ACME000123",
+                OutForDelivery,
+                "OFD",
+                "2026-11-26T21:15:00Z",
+                Prov::Explicit,
+            )],
             provider_event_id: Some("acme-evt-1"),
             unmapped: &[],
         },
@@ -98,9 +146,27 @@ const TABLE: &[(&str, &str, Expect)] = &[
         "waybill/batch.json",
         Expect {
             events: &[
-                ("ACME000123", InTransit, "ARR", "2026-11-26T20:00:00Z", Prov::Explicit),
-                ("ACME000123", OutForDelivery, "OFD", "2026-11-26T21:15:00Z", Prov::Explicit),
-                ("ACME000456", Unknown, "HELD_AT_CUSTOMS", "2026-11-27T01:00:00Z", Prov::Explicit),
+                (
+                    "ACME000123",
+                    InTransit,
+                    "ARR",
+                    "2026-11-26T20:00:00Z",
+                    Prov::Explicit,
+                ),
+                (
+                    "ACME000123",
+                    OutForDelivery,
+                    "OFD",
+                    "2026-11-26T21:15:00Z",
+                    Prov::Explicit,
+                ),
+                (
+                    "ACME000456",
+                    Unknown,
+                    "HELD_AT_CUSTOMS",
+                    "2026-11-27T01:00:00Z",
+                    Prov::Explicit,
+                ),
             ],
             provider_event_id: None,
             unmapped: &["HELD_AT_CUSTOMS"],
@@ -109,7 +175,13 @@ const TABLE: &[(&str, &str, Expect)] = &[
 ];
 
 const EASYPOST_EVENTS: [Ev; 7] = [
-    ("1", InfoReceived, "OC", "2024-07-31T15:00:00Z", Prov::Explicit),
+    (
+        "1",
+        InfoReceived,
+        "OC",
+        "2024-07-31T15:00:00Z",
+        Prov::Explicit,
+    ),
     ("1", InTransit, "PU", "2024-07-31T19:27:00Z", Prov::Explicit),
     ("1", InTransit, "AR", "2024-07-31T22:35:00Z", Prov::Explicit),
     ("1", InTransit, "DP", "2024-08-01T14:42:13Z", Prov::Explicit),
@@ -122,7 +194,16 @@ const EASYPOST_EVENTS: [Ev; 7] = [
 fn builtin_profiles_load() {
     let registry = ProfileRegistry::builtin();
     let names: Vec<&str> = registry.names().collect();
-    assert_eq!(names, ["aftership", "clickpost", "easypost", "starshipit", "waybill"]);
+    assert_eq!(
+        names,
+        [
+            "aftership",
+            "clickpost",
+            "easypost",
+            "starshipit",
+            "waybill"
+        ]
+    );
     for name in names {
         let profile = registry.get(name).unwrap();
         assert_eq!(profile.name, name);
@@ -133,7 +214,8 @@ fn builtin_profiles_load() {
 #[test]
 fn every_sample_maps_as_expected() {
     for (name, file, expect) in TABLE {
-        let mapped = webhook(&profile(name), &fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mapped =
+            webhook(&profile(name), &fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         check(file, &mapped, expect);
         for event in &mapped.events {
             assert_eq!(event.origin, Origin::Webhook, "{file}");
@@ -145,7 +227,13 @@ fn every_sample_maps_as_expected() {
 fn every_verbatim_sample_is_in_the_table() {
     // A new sample copied into fixtures/ must get a row (or an explicit error test below).
     let mut files = Vec::new();
-    for carrier in ["starshipit", "clickpost", "aftership", "easypost", "waybill"] {
+    for carrier in [
+        "starshipit",
+        "clickpost",
+        "aftership",
+        "easypost",
+        "waybill",
+    ] {
         for entry in std::fs::read_dir(common::fixture_path(carrier)).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if !name.starts_with("poll-") {
@@ -165,10 +253,30 @@ fn every_verbatim_sample_is_in_the_table() {
 #[test]
 fn the_carrier_is_the_platform_and_the_courier_is_kept() {
     let cases = [
-        ("starshipit", "starshipit/support-article.json", "starshipit", Some("Australia Post")),
-        ("clickpost", "clickpost/all-status-out-for-delivery.json", "clickpost", Some("14")),
-        ("aftership", "aftership/webhook-2026-07.json", "aftership", Some("usps")),
-        ("easypost", "easypost/event-body.json", "easypost", Some("FedEx")),
+        (
+            "starshipit",
+            "starshipit/support-article.json",
+            "starshipit",
+            Some("Australia Post"),
+        ),
+        (
+            "clickpost",
+            "clickpost/all-status-out-for-delivery.json",
+            "clickpost",
+            Some("14"),
+        ),
+        (
+            "aftership",
+            "aftership/webhook-2026-07.json",
+            "aftership",
+            Some("usps"),
+        ),
+        (
+            "easypost",
+            "easypost/event-body.json",
+            "easypost",
+            Some("FedEx"),
+        ),
         ("waybill", "waybill/single.json", "acme-express", None),
     ];
     for (name, file, carrier, courier) in cases {
@@ -182,33 +290,74 @@ fn the_carrier_is_the_platform_and_the_courier_is_kept() {
 
 #[test]
 fn details_of_each_format() {
-    let starshipit = webhook(&profile("starshipit"), &fixture("starshipit/support-article.json")).unwrap();
-    assert_eq!(starshipit.events[0].order_number.as_deref(), Some("5567476"));
+    let starshipit = webhook(
+        &profile("starshipit"),
+        &fixture("starshipit/support-article.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        starshipit.events[0].order_number.as_deref(),
+        Some("5567476")
+    );
     assert_eq!(starshipit.events[0].location, None);
 
-    let ofd = webhook(&profile("clickpost"), &fixture("clickpost/all-status-out-for-delivery.json")).unwrap();
+    let ofd = webhook(
+        &profile("clickpost"),
+        &fixture("clickpost/all-status-out-for-delivery.json"),
+    )
+    .unwrap();
     let event = &ofd.events[0];
     assert_eq!(event.location.as_deref(), Some("VASAI, MUMBAI"));
     assert_eq!(event.message.as_deref(), Some("Out For Delivery"));
-    assert_eq!(event.raw_status.description.as_deref(), Some("OutForDelivery"));
+    assert_eq!(
+        event.raw_status.description.as_deref(),
+        Some("OutForDelivery")
+    );
     assert_eq!(ofd.events.len(), 1, "latest_status is not a second event");
 
-    let ndr = webhook(&profile("clickpost"), &fixture("clickpost/failed-delivery-ndr.json")).unwrap();
-    assert_eq!(ndr.events[0].sub_status.as_deref(), Some("Customer Unavailable"));
+    let ndr = webhook(
+        &profile("clickpost"),
+        &fixture("clickpost/failed-delivery-ndr.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        ndr.events[0].sub_status.as_deref(),
+        Some("Customer Unavailable")
+    );
 
-    let aftership = webhook(&profile("aftership"), &fixture("aftership/webhook-2026-07.json")).unwrap();
+    let aftership = webhook(
+        &profile("aftership"),
+        &fixture("aftership/webhook-2026-07.json"),
+    )
+    .unwrap();
     let event = &aftership.events[0];
     assert_eq!(event.sub_status.as_deref(), Some("InTransit_001"));
-    assert_eq!(event.message.as_deref(), Some("Departed Shipping Partner Facility, USPS Awaiting Item"));
+    assert_eq!(
+        event.message.as_deref(),
+        Some("Departed Shipping Partner Facility, USPS Awaiting Item")
+    );
     assert_eq!(event.order_number.as_deref(), Some("string"));
-    assert_eq!(event.provider_event_id.as_deref(), Some("94dadd60-ed26-46d0-aa52-3ced925a50ff"));
+    assert_eq!(
+        event.provider_event_id.as_deref(),
+        Some("94dadd60-ed26-46d0-aa52-3ced925a50ff")
+    );
 
     let easypost = webhook(&profile("easypost"), &fixture("easypost/event-body.json")).unwrap();
-    let locations: Vec<Option<&str>> = easypost.events.iter().map(|e| e.location.as_deref()).collect();
+    let locations: Vec<Option<&str>> = easypost
+        .events
+        .iter()
+        .map(|e| e.location.as_deref())
+        .collect();
     assert_eq!(locations[0], Some("US"), "null city and state are skipped");
     assert_eq!(locations[1], Some("ORLANDO, FL, US"));
-    assert_eq!(easypost.events[1].sub_status.as_deref(), Some("arrived_at_facility"));
-    assert_eq!(easypost.events[1].raw_status.description.as_deref(), Some("Picked up"));
+    assert_eq!(
+        easypost.events[1].sub_status.as_deref(),
+        Some("arrived_at_facility")
+    );
+    assert_eq!(
+        easypost.events[1].raw_status.description.as_deref(),
+        Some("Picked up")
+    );
 
     let single = webhook(&profile("waybill"), &fixture("waybill/single.json")).unwrap();
     assert_eq!(single.events[0].order_number.as_deref(), Some("SO-1001"));
@@ -223,7 +372,13 @@ fn aftership_without_checkpoints_maps_the_tag_at_ts() {
         "aftership no checkpoints",
         &mapped,
         &Expect {
-            events: &[("9361289676091361892011", InfoReceived, "InfoReceived_001", "2024-04-10T09:34:56Z", Prov::Unix)],
+            events: &[(
+                "9361289676091361892011",
+                InfoReceived,
+                "InfoReceived_001",
+                "2024-04-10T09:34:56Z",
+                Prov::Unix,
+            )],
             provider_event_id: Some("e-1"),
             unmapped: &[],
         },
@@ -233,8 +388,21 @@ fn aftership_without_checkpoints_maps_the_tag_at_ts() {
 #[test]
 fn the_truncated_legacy_aftership_sample_is_a_clear_400() {
     // The stored copy stops before `tag` and `checkpoints`: there is no status to map.
-    let error = webhook(&profile("aftership"), &fixture("aftership/legacy-truncated.json")).unwrap_err();
-    assert!(matches!(error, MapError::MissingField { field: "status", .. }), "{error}");
+    let error = webhook(
+        &profile("aftership"),
+        &fixture("aftership/legacy-truncated.json"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            MapError::MissingField {
+                field: "status",
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert_eq!(error.to_string(), "the status is missing (looked at @/tag)");
 }
 
@@ -264,7 +432,11 @@ fn starshipit_status_names_match_any_case() {
 #[test]
 fn a_payload_without_events_is_accepted_empty() {
     // EasyPost sends other Event types too (e.g. batch.created); they carry no tracker.
-    let mapped = webhook(&profile("easypost"), br#"{"description":"batch.created","id":"evt_9"}"#).unwrap();
+    let mapped = webhook(
+        &profile("easypost"),
+        br#"{"description":"batch.created","id":"evt_9"}"#,
+    )
+    .unwrap();
     assert!(mapped.events.is_empty());
     assert_eq!(mapped.provider_event_id.as_deref(), Some("evt_9"));
 }
@@ -274,7 +446,10 @@ fn events_without_a_time_get_the_receipt_time() {
     let body = br#"{"tracking_number":"T1","tracking_status":"Delivered"}"#;
     let mapped = webhook(&profile("starshipit"), body).unwrap();
     assert_eq!(mapped.events[0].occurred_at, common::received_at());
-    assert_eq!(mapped.events[0].time_provenance, waybill_core::TimeProvenance::ReceivedAt);
+    assert_eq!(
+        mapped.events[0].time_provenance,
+        waybill_core::TimeProvenance::ReceivedAt
+    );
 }
 
 #[test]

@@ -18,7 +18,14 @@ use serde_json::{Map, Value};
 use waybill_carriers::{CarrierProfile, MapError, Mapped, ProfileRegistry, UnverifiedRequest};
 use waybill_core::{Status, TrackingNumber};
 
-const PROFILES: [&str; 6] = ["starshipit", "clickpost", "aftership", "easypost", "waybill", "kea-parcel"];
+const PROFILES: [&str; 6] = [
+    "starshipit",
+    "clickpost",
+    "aftership",
+    "easypost",
+    "waybill",
+    "kea-parcel",
+];
 
 /// Every fixture with the profile it belongs to.
 const FIXTURES: [(&str, &str); 16] = [
@@ -43,17 +50,25 @@ const FIXTURES: [(&str, &str); 16] = [
 /// The built-ins plus the documented example profile.
 fn registry() -> ProfileRegistry {
     let mut registry = ProfileRegistry::builtin();
-    registry.insert(ProfileRegistry::load_file(&common::fixture_path("example-courier.toml")).unwrap());
+    registry
+        .insert(ProfileRegistry::load_file(&common::fixture_path("example-courier.toml")).unwrap());
     registry
 }
 
 fn cases(base: u32) -> u32 {
-    let scale: u32 = std::env::var("WAYBILL_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let scale: u32 = std::env::var("WAYBILL_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     base.saturating_mul(scale.max(1))
 }
 
 fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
 }
 
 /// The invariants every successful mapping keeps.
@@ -64,14 +79,20 @@ fn check_outcome(profile: &CarrierProfile, outcome: Result<Mapped, MapError>) {
             let earliest = common::utc("2000-01-01T00:00:00Z");
             let latest = received_at() + TimeDelta::days(2);
             for event in &mapped.events {
-                assert!(event.occurred_at >= earliest && event.occurred_at <= latest, "{event:?}");
+                assert!(
+                    event.occurred_at >= earliest && event.occurred_at <= latest,
+                    "{event:?}"
+                );
             }
             // An unmapped raw status always shows up as an Unknown event.
             if !mapped.unmapped_statuses.is_empty() {
                 assert!(mapped.events.iter().any(|e| e.status == Status::Unknown));
             }
             let mut seen = std::collections::HashSet::new();
-            assert!(mapped.events.iter().all(|e| seen.insert(e.id.clone())), "event ids repeat");
+            assert!(
+                mapped.events.iter().all(|e| seen.insert(e.id.clone())),
+                "event ids repeat"
+            );
         }
         Err(error) => {
             let text = error.to_string();
@@ -88,10 +109,20 @@ fn run_everywhere(registry: &ProfileRegistry, body: &[u8], counter: &AtomicU64) 
         let profile = registry.get(name).unwrap();
         let headers = signed_headers(&profile, body, received_at());
         let verified = profile
-            .verify(UnverifiedRequest { headers: &headers, body }, &[SECRET.to_owned()], received_at())
+            .verify(
+                UnverifiedRequest {
+                    headers: &headers,
+                    body,
+                },
+                &[SECRET.to_owned()],
+                received_at(),
+            )
             .expect("a body signed with the right secret verifies, whatever it contains");
         check_outcome(&profile, profile.map_webhook(&verified, received_at()));
-        check_outcome(&profile, profile.map_poll_response(body, &number, received_at()));
+        check_outcome(
+            &profile,
+            profile.map_poll_response(body, &number, received_at()),
+        );
         counter.fetch_add(2, Ordering::Relaxed);
     }
 }
@@ -103,7 +134,10 @@ fn random_bytes_never_panic() {
     let bytes = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..512),
         // Mostly-JSON bytes reach deeper into the parser than uniform noise.
-        proptest::collection::vec(prop::sample::select(b"{}[]\":,0123456789.eE+-tfnulr \\abc".to_vec()), 0..512),
+        proptest::collection::vec(
+            prop::sample::select(b"{}[]\":,0123456789.eE+-tfnulr \\abc".to_vec()),
+            0..512
+        ),
     ];
     runner(cases(2000))
         .run(&bytes, |body| {
@@ -111,7 +145,10 @@ fn random_bytes_never_panic() {
             Ok(())
         })
         .unwrap();
-    println!("fuzz random_bytes: {} verify+map executions", EXECUTIONS.load(Ordering::Relaxed));
+    println!(
+        "fuzz random_bytes: {} verify+map executions",
+        EXECUTIONS.load(Ordering::Relaxed)
+    );
 }
 
 /// JSON values biased towards what the profiles look for.
@@ -137,16 +174,42 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+            .map(Value::Number)),
         text.prop_map(Value::String),
     ];
     let key = prop_oneof![
         prop::sample::select(vec![
-            "tracking_number", "tracking_status", "last_updated_date", "tag", "subtag", "checkpoints",
-            "checkpoint_time", "msg", "ts", "event_id", "waybill", "clickpost_status_code", "timestamp",
-            "payload", "result", "tracking_details", "tracking_code", "status", "datetime", "carrier",
-            "occurred_at", "location", "tracking_location", "city", "tracking_events", "scans", "data",
-            "trackings", "trackers", "additional",
+            "tracking_number",
+            "tracking_status",
+            "last_updated_date",
+            "tag",
+            "subtag",
+            "checkpoints",
+            "checkpoint_time",
+            "msg",
+            "ts",
+            "event_id",
+            "waybill",
+            "clickpost_status_code",
+            "timestamp",
+            "payload",
+            "result",
+            "tracking_details",
+            "tracking_code",
+            "status",
+            "datetime",
+            "carrier",
+            "occurred_at",
+            "location",
+            "tracking_location",
+            "city",
+            "tracking_events",
+            "scans",
+            "data",
+            "trackings",
+            "trackers",
+            "additional",
         ])
         .prop_map(str::to_owned),
         ".{0,6}",
@@ -188,7 +251,11 @@ fn pointers(value: &Value, here: String, out: &mut Vec<String>) {
         }
         Value::Object(members) => {
             for (key, item) in members {
-                pointers(item, format!("{here}/{}", key.replace('~', "~0").replace('/', "~1")), out);
+                pointers(
+                    item,
+                    format!("{here}/{}", key.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         _ => {}
@@ -214,10 +281,10 @@ fn apply(document: &mut Value, mutation: &Mutation) {
                         members.remove(&key);
                     }
                     Some(Value::Array(items)) => {
-                        if let Ok(index) = key.parse::<usize>() {
-                            if index < items.len() {
-                                items.remove(index);
-                            }
+                        if let Ok(index) = key.parse::<usize>()
+                            && index < items.len()
+                        {
+                            items.remove(index);
                         }
                     }
                     _ => {}
@@ -232,10 +299,10 @@ fn apply(document: &mut Value, mutation: &Mutation) {
             }
         }
         Mutation::Repeat(at, count) => {
-            if let Some(Value::Array(items)) = document.pointer_mut(&pick(at)) {
-                if let Some(first) = items.first().cloned() {
-                    items.resize(usize::from(*count), first);
-                }
+            if let Some(Value::Array(items)) = document.pointer_mut(&pick(at))
+                && let Some(first) = items.first().cloned()
+            {
+                items.resize(usize::from(*count), first);
             }
         }
     }
@@ -272,8 +339,10 @@ fn mutated_fixtures_never_panic() {
     static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
     static MAPPED_SOME: AtomicU64 = AtomicU64::new(0);
     let registry = registry();
-    let documents: Vec<Value> =
-        FIXTURES.iter().map(|(file, _)| serde_json::from_slice(&fixture(file)).unwrap()).collect();
+    let documents: Vec<Value> = FIXTURES
+        .iter()
+        .map(|(file, _)| serde_json::from_slice(&fixture(file)).unwrap())
+        .collect();
     runner(cases(3000))
         .run(&arb_case(), |case| {
             let mut document = documents[case.fixture].clone();
@@ -281,10 +350,15 @@ fn mutated_fixtures_never_panic() {
                 apply(&mut document, mutation);
             }
             let mut body = serde_json::to_vec(&document).unwrap();
-            if case.duplicate_key {
-                if let Some(open) = body.iter().position(|b| *b == b'{') {
-                    body.splice(open + 1..open + 1, br#""tracking_number":"DUP","tracking_number":"DUP","#.iter().copied());
-                }
+            if case.duplicate_key
+                && let Some(open) = body.iter().position(|b| *b == b'{')
+            {
+                body.splice(
+                    open + 1..open + 1,
+                    br#""tracking_number":"DUP","tracking_number":"DUP","#
+                        .iter()
+                        .copied(),
+                );
             }
             for (at, byte) in &case.byte_flips {
                 if !body.is_empty() {
@@ -298,12 +372,18 @@ fn mutated_fixtures_never_panic() {
             run_everywhere(&registry, &body, &EXECUTIONS);
             let profile = registry.get(FIXTURES[case.fixture].1).unwrap();
             let headers = signed_headers(&profile, &body, received_at());
-            if let Ok(verified) =
-                profile.verify(UnverifiedRequest { headers: &headers, body: &body }, &[SECRET.to_owned()], received_at())
+            if let Ok(verified) = profile.verify(
+                UnverifiedRequest {
+                    headers: &headers,
+                    body: &body,
+                },
+                &[SECRET.to_owned()],
+                received_at(),
+            ) && profile
+                .map_webhook(&verified, received_at())
+                .is_ok_and(|m| !m.events.is_empty())
             {
-                if profile.map_webhook(&verified, received_at()).is_ok_and(|m| !m.events.is_empty()) {
-                    MAPPED_SOME.fetch_add(1, Ordering::Relaxed);
-                }
+                MAPPED_SOME.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
         })
@@ -325,14 +405,23 @@ fn tampered_bodies_never_verify() {
     runner(cases(1000))
         .run(&strategy, |(index, at, delta)| {
             let body = fixture(FIXTURES[index].0);
-            for name in ["starshipit", "aftership", "easypost", "waybill", "kea-parcel"] {
+            for name in [
+                "starshipit",
+                "aftership",
+                "easypost",
+                "waybill",
+                "kea-parcel",
+            ] {
                 let profile = registry.get(name).unwrap();
                 let headers = signed_headers(&profile, &body, received_at());
                 let mut tampered = body.clone();
                 let at = at % tampered.len();
                 tampered[at] = tampered[at].wrapping_add(delta);
                 let result = profile.verify(
-                    UnverifiedRequest { headers: &headers, body: &tampered },
+                    UnverifiedRequest {
+                        headers: &headers,
+                        body: &tampered,
+                    },
                     &[SECRET.to_owned()],
                     received_at(),
                 );
@@ -342,5 +431,8 @@ fn tampered_bodies_never_verify() {
             Ok(())
         })
         .unwrap();
-    println!("fuzz tampered_bodies: {} verify executions", EXECUTIONS.load(Ordering::Relaxed));
+    println!(
+        "fuzz tampered_bodies: {} verify executions",
+        EXECUTIONS.load(Ordering::Relaxed)
+    );
 }

@@ -11,7 +11,10 @@ use waybill_carriers::{CarrierProfile, UnverifiedRequest, VerifyError};
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
-        map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
     }
     map
 }
@@ -26,7 +29,14 @@ fn verify(
     let headers = headers(pairs);
     let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
     profile
-        .verify(UnverifiedRequest { headers: &headers, body }, &secrets, now)
+        .verify(
+            UnverifiedRequest {
+                headers: &headers,
+                body,
+            },
+            &secrets,
+            now,
+        )
         .map(|verified| verified.matched_secret())
 }
 
@@ -39,27 +49,54 @@ fn now() -> DateTime<Utc> {
 const AFTERSHIP_BODY: &[u8] = br#"{"event":"tracking_update","event_id":"94dadd60-ed26-46d0-aa52-3ced925a50ff","msg":{"tag":"InTransit"},"ts":1712741696}"#;
 const AFTERSHIP_SIG: &str = "IYG9lGOGVP1tvGcZCB6mNXMNsrCFeHbvTrVVcS9/t4E=";
 const EASYPOST_BODY: &[u8] = br#"{"description":"tracker.updated"}"#;
-const EASYPOST_SIG: &str = "hmac-sha256-hex=9cc90ffd80bd8df3b63eed6a44dfbdff280701260dcd95eb4d1c4384037d099c";
+const EASYPOST_SIG: &str =
+    "hmac-sha256-hex=9cc90ffd80bd8df3b63eed6a44dfbdff280701260dcd95eb4d1c4384037d099c";
 
 #[test]
 fn aftership_published_vector() {
     let aftership = profile("aftership");
     let header = [("aftership-hmac-sha256", AFTERSHIP_SIG)];
-    assert_eq!(verify(&aftership, &header, AFTERSHIP_BODY, &["test-secret"], now()), Ok(Some(0)));
+    assert_eq!(
+        verify(&aftership, &header, AFTERSHIP_BODY, &["test-secret"], now()),
+        Ok(Some(0))
+    );
     // Header names are case-insensitive, as AfterShip documents `Aftership-Hmac-Sha256`.
     let header = [("Aftership-Hmac-Sha256", AFTERSHIP_SIG)];
-    assert_eq!(verify(&aftership, &header, AFTERSHIP_BODY, &["test-secret"], now()), Ok(Some(0)));
+    assert_eq!(
+        verify(&aftership, &header, AFTERSHIP_BODY, &["test-secret"], now()),
+        Ok(Some(0))
+    );
     // And `sign` reproduces it exactly.
-    let (name, value) = aftership.sign(AFTERSHIP_BODY, "test-secret", now()).unwrap();
-    assert_eq!((name.as_str(), value.as_str()), ("aftership-hmac-sha256", AFTERSHIP_SIG));
+    let (name, value) = aftership
+        .sign(AFTERSHIP_BODY, "test-secret", now())
+        .unwrap();
+    assert_eq!(
+        (name.as_str(), value.as_str()),
+        ("aftership-hmac-sha256", AFTERSHIP_SIG)
+    );
 }
 
 #[test]
 fn easypost_published_vector() {
     let easypost = profile("easypost");
     let header = [("X-Hmac-Signature", EASYPOST_SIG)];
-    assert_eq!(verify(&easypost, &header, EASYPOST_BODY, &["test-webhook-secret"], now()), Ok(Some(0)));
-    assert_eq!(easypost.sign(EASYPOST_BODY, "test-webhook-secret", now()).unwrap().1, EASYPOST_SIG);
+    assert_eq!(
+        verify(
+            &easypost,
+            &header,
+            EASYPOST_BODY,
+            &["test-webhook-secret"],
+            now()
+        ),
+        Ok(Some(0))
+    );
+    assert_eq!(
+        easypost
+            .sign(EASYPOST_BODY, "test-webhook-secret", now())
+            .unwrap()
+            .1,
+        EASYPOST_SIG
+    );
 }
 
 // ---- vectors computed with Python's hmac module (independent implementation) -----------
@@ -76,7 +113,11 @@ fn starshipit_accepts_hex_or_base64_python_vectors() {
         "Ejml1M/BeU0FwyrA0oWupisc9TFd7yWXA/fcXCeOg3E",
     ] {
         let header = [("x-starshipit-signature", signature)];
-        assert_eq!(verify(&starshipit, &header, &body, &["starshipit-secret"], now()), Ok(Some(0)), "{signature}");
+        assert_eq!(
+            verify(&starshipit, &header, &body, &["starshipit-secret"], now()),
+            Ok(Some(0)),
+            "{signature}"
+        );
     }
 }
 
@@ -84,12 +125,26 @@ fn starshipit_accepts_hex_or_base64_python_vectors() {
 fn aftership_fixture_python_vector_with_rotation() {
     let aftership = profile("aftership");
     let body = fixture("aftership/webhook-2026-07.json");
-    let header = [("aftership-hmac-sha256", "6FhKYLRA1ifLDsmgSC842PuUv3US5OS7ZgMvjZYZe34=")];
+    let header = [(
+        "aftership-hmac-sha256",
+        "6FhKYLRA1ifLDsmgSC842PuUv3US5OS7ZgMvjZYZe34=",
+    )];
     // The new secret is second in the rotation list: it still passes, and we learn which one.
-    assert_eq!(verify(&aftership, &header, &body, &["as-secret-1", "as-secret-2"], now()), Ok(Some(1)));
+    assert_eq!(
+        verify(
+            &aftership,
+            &header,
+            &body,
+            &["as-secret-1", "as-secret-2"],
+            now()
+        ),
+        Ok(Some(1))
+    );
     assert_eq!(
         verify(&aftership, &header, &body, &["as-secret-1"], now()),
-        Err(VerifyError::BadSignature { header: "aftership-hmac-sha256".into() })
+        Err(VerifyError::BadSignature {
+            header: "aftership-hmac-sha256".into()
+        })
     );
 }
 
@@ -103,9 +158,27 @@ fn easypost_normalises_the_secret_nfkd_python_vector() {
         "x-hmac-signature",
         "hmac-sha256-hex=8e95ae8b3ea06af93347ef98f1ae67a5d6211006bfc645c9a1dfeafdb7e11f38",
     )];
-    assert_eq!(verify(&easypost, &header, &body, &["s\u{e9}cr\u{e8}t-\u{fb01}x"], now()), Ok(Some(0)));
+    assert_eq!(
+        verify(
+            &easypost,
+            &header,
+            &body,
+            &["s\u{e9}cr\u{e8}t-\u{fb01}x"],
+            now()
+        ),
+        Ok(Some(0))
+    );
     // The already-decomposed spelling of the same secret is the same key.
-    assert_eq!(verify(&easypost, &header, &body, &["se\u{301}cre\u{300}t-fix"], now()), Ok(Some(0)));
+    assert_eq!(
+        verify(
+            &easypost,
+            &header,
+            &body,
+            &["se\u{301}cre\u{300}t-fix"],
+            now()
+        ),
+        Ok(Some(0))
+    );
 }
 
 #[test]
@@ -116,26 +189,83 @@ fn waybill_timestamped_python_vector_and_replay_window() {
     let t = DateTime::from_timestamp(1_764_300_000, 0).unwrap();
     let header = format!("t=1764300000,v1={valid}");
     let secrets = ["waybill-secret"];
-    assert_eq!(verify(&waybill, &[("Waybill-Signature", &header)], body, &secrets, t), Ok(Some(0)));
+    assert_eq!(
+        verify(
+            &waybill,
+            &[("Waybill-Signature", &header)],
+            body,
+            &secrets,
+            t
+        ),
+        Ok(Some(0))
+    );
     let edge = t + TimeDelta::seconds(300);
-    assert_eq!(verify(&waybill, &[("Waybill-Signature", &header)], body, &secrets, edge), Ok(Some(0)));
+    assert_eq!(
+        verify(
+            &waybill,
+            &[("Waybill-Signature", &header)],
+            body,
+            &secrets,
+            edge
+        ),
+        Ok(Some(0))
+    );
     let early = t - TimeDelta::seconds(300);
-    assert_eq!(verify(&waybill, &[("Waybill-Signature", &header)], body, &secrets, early), Ok(Some(0)));
-    for outside in [t + TimeDelta::seconds(301), t - TimeDelta::seconds(301), t + TimeDelta::days(3)] {
+    assert_eq!(
+        verify(
+            &waybill,
+            &[("Waybill-Signature", &header)],
+            body,
+            &secrets,
+            early
+        ),
+        Ok(Some(0))
+    );
+    for outside in [
+        t + TimeDelta::seconds(301),
+        t - TimeDelta::seconds(301),
+        t + TimeDelta::days(3),
+    ] {
         assert_eq!(
-            verify(&waybill, &[("Waybill-Signature", &header)], body, &secrets, outside),
-            Err(VerifyError::TimestampOutsideTolerance { header: "waybill-signature".into(), tolerance_seconds: 300 })
+            verify(
+                &waybill,
+                &[("Waybill-Signature", &header)],
+                body,
+                &secrets,
+                outside
+            ),
+            Err(VerifyError::TimestampOutsideTolerance {
+                header: "waybill-signature".into(),
+                tolerance_seconds: 300
+            })
         );
     }
     // Several v1= (the sender signs with old and new secret during a rotation): any match passes.
     let other = "00".repeat(32);
     let multi = format!("t=1764300000,v1={other},v1={valid}");
-    assert_eq!(verify(&waybill, &[("Waybill-Signature", &multi)], body, &secrets, t), Ok(Some(0)));
+    assert_eq!(
+        verify(
+            &waybill,
+            &[("Waybill-Signature", &multi)],
+            body,
+            &secrets,
+            t
+        ),
+        Ok(Some(0))
+    );
     // The timestamp is signed: moving it breaks the signature.
     let moved = format!("t=1764300001,v1={valid}");
     assert_eq!(
-        verify(&waybill, &[("Waybill-Signature", &moved)], body, &secrets, t),
-        Err(VerifyError::BadSignature { header: "waybill-signature".into() })
+        verify(
+            &waybill,
+            &[("Waybill-Signature", &moved)],
+            body,
+            &secrets,
+            t
+        ),
+        Err(VerifyError::BadSignature {
+            header: "waybill-signature".into()
+        })
     );
 }
 
@@ -143,27 +273,52 @@ fn waybill_timestamped_python_vector_and_replay_window() {
 
 #[test]
 fn wrong_secret_tampered_body_and_missing_header_fail_for_every_signed_profile() {
-    for name in ["starshipit", "clickpost", "aftership", "easypost", "waybill"] {
+    for name in [
+        "starshipit",
+        "clickpost",
+        "aftership",
+        "easypost",
+        "waybill",
+    ] {
         let profile = profile(name);
         let body = br#"{"any":"body"}"#;
         let (header, value) = profile.sign(body, "right", now()).unwrap();
         let pair = [(header.as_str(), value.as_str())];
-        assert_eq!(verify(&profile, &pair, body, &["right"], now()), Ok(Some(0)), "{name}");
-        assert!(matches!(verify(&profile, &pair, body, &["wrong"], now()), Err(VerifyError::BadSignature { .. })), "{name}");
+        assert_eq!(
+            verify(&profile, &pair, body, &["right"], now()),
+            Ok(Some(0)),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                verify(&profile, &pair, body, &["wrong"], now()),
+                Err(VerifyError::BadSignature { .. })
+            ),
+            "{name}"
+        );
         if name != "clickpost" {
             // A static token does not cover the body; the signatures do.
             let tampered = br#"{"any":"bodY"}"#;
             assert!(
-                matches!(verify(&profile, &pair, tampered, &["right"], now()), Err(VerifyError::BadSignature { .. })),
+                matches!(
+                    verify(&profile, &pair, tampered, &["right"], now()),
+                    Err(VerifyError::BadSignature { .. })
+                ),
                 "{name}"
             );
         }
         assert_eq!(
             verify(&profile, &[("x-other", "1")], body, &["right"], now()),
-            Err(VerifyError::MissingSignature { header: header.to_ascii_lowercase() }),
+            Err(VerifyError::MissingSignature {
+                header: header.to_ascii_lowercase()
+            }),
             "{name}"
         );
-        assert_eq!(verify(&profile, &pair, body, &[], now()), Err(VerifyError::NoSecretsConfigured), "{name}");
+        assert_eq!(
+            verify(&profile, &pair, body, &[], now()),
+            Err(VerifyError::NoSecretsConfigured),
+            "{name}"
+        );
     }
 }
 
@@ -172,7 +327,11 @@ fn malformed_headers_are_401_without_echoing_the_value() {
     let cases: &[(&str, &str, &str)] = &[
         ("aftership", "aftership-hmac-sha256", "not base64 at all!!"),
         ("aftership", "aftership-hmac-sha256", "c2hvcnQ="),
-        ("easypost", "x-hmac-signature", "9cc90ffd80bd8df3b63eed6a44dfbdff280701260dcd95eb4d1c4384037d099c"),
+        (
+            "easypost",
+            "x-hmac-signature",
+            "9cc90ffd80bd8df3b63eed6a44dfbdff280701260dcd95eb4d1c4384037d099c",
+        ),
         ("easypost", "x-hmac-signature", "hmac-sha256-hex=zz"),
         ("starshipit", "x-starshipit-signature", ""),
         ("waybill", "waybill-signature", "v1=abcd"),
@@ -181,7 +340,13 @@ fn malformed_headers_are_401_without_echoing_the_value() {
         ("waybill", "waybill-signature", "garbage"),
     ];
     for (name, header, value) in cases {
-        let result = verify(&profile(name), &[(header, value)], b"{}", &["secret-value"], now());
+        let result = verify(
+            &profile(name),
+            &[(header, value)],
+            b"{}",
+            &["secret-value"],
+            now(),
+        );
         let Err(error @ VerifyError::MalformedSignature { .. }) = result else {
             panic!("{name} {value:?}: {result:?}");
         };
@@ -198,9 +363,22 @@ fn malformed_headers_are_401_without_echoing_the_value() {
 #[test]
 fn non_ascii_header_values_are_malformed() {
     let mut map = HeaderMap::new();
-    map.insert("aftership-hmac-sha256", HeaderValue::from_bytes(b"\xfa\xfb").unwrap());
-    let result = profile("aftership").verify(UnverifiedRequest { headers: &map, body: b"{}" }, &["s".into()], now());
-    assert!(matches!(result, Err(VerifyError::MalformedSignature { .. })), "{result:?}");
+    map.insert(
+        "aftership-hmac-sha256",
+        HeaderValue::from_bytes(b"\xfa\xfb").unwrap(),
+    );
+    let result = profile("aftership").verify(
+        UnverifiedRequest {
+            headers: &map,
+            body: b"{}",
+        },
+        &["s".into()],
+        now(),
+    );
+    assert!(
+        matches!(result, Err(VerifyError::MalformedSignature { .. })),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -208,12 +386,30 @@ fn clickpost_static_token() {
     let clickpost = profile("clickpost");
     let body = fixture("clickpost/all-status-out-for-delivery.json");
     let key = "webhook_key_given_during_webhooks_register";
-    assert_eq!(verify(&clickpost, &[("webhook_key", key)], &body, &["old", key], now()), Ok(Some(1)));
+    assert_eq!(
+        verify(
+            &clickpost,
+            &[("webhook_key", key)],
+            &body,
+            &["old", key],
+            now()
+        ),
+        Ok(Some(1))
+    );
     assert!(matches!(
-        verify(&clickpost, &[("webhook_key", "webhook_key_given_during_webhooks_registe")], &body, &[key], now()),
+        verify(
+            &clickpost,
+            &[("webhook_key", "webhook_key_given_during_webhooks_registe")],
+            &body,
+            &[key],
+            now()
+        ),
         Err(VerifyError::BadSignature { .. })
     ));
-    assert!(matches!(verify(&clickpost, &[], &body, &[key], now()), Err(VerifyError::MissingSignature { .. })));
+    assert!(matches!(
+        verify(&clickpost, &[], &body, &[key], now()),
+        Err(VerifyError::MissingSignature { .. })
+    ));
 }
 
 #[test]
@@ -221,13 +417,28 @@ fn error_messages_are_one_sentence_and_never_carry_secrets() {
     let waybill = profile("waybill");
     let (_, signature) = waybill.sign(b"{}", "top-secret", now()).unwrap();
     let errors = [
-        verify(&waybill, &[("waybill-signature", &signature)], b"{}", &["top-secret"], now() + TimeDelta::hours(1)),
-        verify(&waybill, &[("waybill-signature", &signature)], b"{}", &["wrong"], now()),
+        verify(
+            &waybill,
+            &[("waybill-signature", &signature)],
+            b"{}",
+            &["top-secret"],
+            now() + TimeDelta::hours(1),
+        ),
+        verify(
+            &waybill,
+            &[("waybill-signature", &signature)],
+            b"{}",
+            &["wrong"],
+            now(),
+        ),
         verify(&waybill, &[], b"{}", &["top-secret"], now()),
     ];
     for error in errors {
         let text = error.unwrap_err().to_string();
-        assert!(!text.contains("top-secret") && !text.contains(&signature[20..]), "{text}");
+        assert!(
+            !text.contains("top-secret") && !text.contains(&signature[20..]),
+            "{text}"
+        );
         assert_eq!(text.matches(". ").count(), 0, "one sentence: {text}");
     }
 }

@@ -14,11 +14,15 @@ pub fn received_at() -> DateTime<Utc> {
 }
 
 pub fn utc(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).expect("test time").to_utc()
+    DateTime::parse_from_rfc3339(text)
+        .expect("test time")
+        .to_utc()
 }
 
 pub fn fixture_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
 }
 
 pub fn fixture(relative: &str) -> Vec<u8> {
@@ -26,7 +30,9 @@ pub fn fixture(relative: &str) -> Vec<u8> {
 }
 
 pub fn profile(name: &str) -> std::sync::Arc<CarrierProfile> {
-    ProfileRegistry::builtin().get(name).unwrap_or_else(|| panic!("no built-in profile {name}"))
+    ProfileRegistry::builtin()
+        .get(name)
+        .unwrap_or_else(|| panic!("no built-in profile {name}"))
 }
 
 pub const SECRET: &str = "fixture-secret";
@@ -48,7 +54,14 @@ pub fn webhook(profile: &CarrierProfile, body: &[u8]) -> Result<Mapped, MapError
     let now = received_at();
     let headers = signed_headers(profile, body, now);
     let verified = profile
-        .verify(UnverifiedRequest { headers: &headers, body }, &[SECRET.to_owned()], now)
+        .verify(
+            UnverifiedRequest {
+                headers: &headers,
+                body,
+            },
+            &[SECRET.to_owned()],
+            now,
+        )
         .expect("a correctly signed fixture verifies");
     profile.map_webhook(&verified, now)
 }
@@ -105,11 +118,23 @@ pub fn check(label: &str, mapped: &Mapped, expect: &Expect) {
         .events
         .iter()
         .map(|(tn, status, raw, time, prov)| {
-            format!("{tn} {status:?} {raw} {} {:?}", utc(time).to_rfc3339(), prov.to_core())
+            format!(
+                "{tn} {status:?} {raw} {} {:?}",
+                utc(time).to_rfc3339(),
+                prov.to_core()
+            )
         })
         .collect();
     assert_eq!(got, want, "{label}: events");
-    assert_eq!(mapped.provider_event_id.as_deref(), expect.provider_event_id, "{label}: provider event id");
-    let unmapped: Vec<&str> = mapped.unmapped_statuses.iter().map(String::as_str).collect();
+    assert_eq!(
+        mapped.provider_event_id.as_deref(),
+        expect.provider_event_id,
+        "{label}: provider event id"
+    );
+    let unmapped: Vec<&str> = mapped
+        .unmapped_statuses
+        .iter()
+        .map(String::as_str)
+        .collect();
     assert_eq!(unmapped, expect.unmapped, "{label}: unmapped statuses");
 }
