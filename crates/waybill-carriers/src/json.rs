@@ -153,7 +153,12 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
-                let shown: String = key.chars().take(64).collect();
+                // Cut and with control characters blanked: the key goes into a one-line message.
+                let shown: String = key
+                    .chars()
+                    .take(64)
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect();
                 return Err(self.fail(Rule::DuplicateKey(shown)));
             }
             let value = map.next_value_seed(ValueSeed {
@@ -195,6 +200,9 @@ mod tests {
             matches!(error, MapError::DuplicateKey { ref key, .. } if key == "k"),
             "{error}"
         );
+        let error = parse(br#"{"a\nb":1,"a\nb":2}"#).unwrap_err();
+        assert!(matches!(error, MapError::DuplicateKey { .. }), "{error}");
+        assert!(!error.to_string().contains('\n'), "{error}");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! reading profile files when asked to. It never panics on input and never puts a secret,
 //! signature or payload value into an error message.
 
+#![warn(missing_docs)]
+
 mod error;
 mod fields;
 mod json;
