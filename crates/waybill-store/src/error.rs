@@ -26,16 +26,6 @@ pub enum StoreError {
         detail: String,
     },
 
-    /// A value could not be converted to or from JSON.
-    #[error("JSON conversion of {what} failed")]
-    Json {
-        /// What was being converted.
-        what: &'static str,
-        /// The serde error.
-        #[source]
-        source: serde_json::Error,
-    },
-
     /// The task that ran a batch transaction panicked or was cancelled by a runtime shutdown.
     #[error("the batch task did not complete")]
     Task(#[from] tokio::task::JoinError),
@@ -52,7 +42,7 @@ impl StoreError {
                 sqlx_error_is_transient(error)
             }
             StoreError::Migrate(_) => false,
-            StoreError::Corrupt { .. } | StoreError::Json { .. } => false,
+            StoreError::Corrupt { .. } => false,
             // A cancelled task means the runtime is shutting down: the work was not done and
             // another worker can do it. A panic will panic again.
             StoreError::Task(error) => error.is_cancelled(),
@@ -61,10 +51,6 @@ impl StoreError {
 
     pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt { what, detail: detail.to_string() }
-    }
-
-    pub(crate) fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
-        move |source| StoreError::Json { what, source }
     }
 }
 

@@ -29,6 +29,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, EventId, Origin, RawStatus, Status, TenantId, TrackingNumber};
 
@@ -120,6 +121,15 @@ pub struct HistoryEntryV1 {
     pub origin: Origin,
 }
 
+/// [`DownstreamEvent`] by reference, to serialise a payload without cloning it. Must
+/// serialise exactly like [`DownstreamEvent`] (checked by a unit test).
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum DownstreamEventRef<'a> {
+    #[serde(rename = "shipment.status_changed")]
+    StatusChanged(&'a StatusChangedV1),
+}
+
 /// One outbox row to write.
 pub(crate) struct NewOutboxRow {
     pub shipment_id: i64,
@@ -158,10 +168,7 @@ pub(crate) async fn insert(
         sub.push(body.sub_status.as_deref());
         occurred.push(body.occurred_at);
         versions.push(body.shipment_version);
-        payloads.push(
-            serde_json::to_value(DownstreamEvent::StatusChanged(body.clone()))
-                .map_err(StoreError::json("outbox payload"))?,
-        );
+        payloads.push(Json(DownstreamEventRef::StatusChanged(body)));
     }
     let inserted = sqlx::query(
         "insert into outbox
@@ -191,4 +198,41 @@ pub(crate) async fn insert(
         .iter()
         .map(|row| Ok((row.try_get("id")?, row.try_get("shipment_id")?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn the_borrowed_payload_serialises_like_the_owned_one() {
+        let body = StatusChangedV1 {
+            version: StatusChangedV1::VERSION,
+            event_id: EventId::parse("9daf98e69d8e027aa47249f74e25e84d").unwrap(),
+            shipment: ShipmentRefV1 {
+                tenant: TenantId::default_tenant(),
+                carrier: CarrierCode::parse("ups").unwrap(),
+                tracking_number: TrackingNumber::parse("1Z999").unwrap(),
+                order_number: None,
+            },
+            previous_status: Some(Status::InTransit),
+            new_status: Status::Delivered,
+            raw_status: RawStatus { code: "D".into(), description: None },
+            sub_status: None,
+            occurred_at: Utc.timestamp_opt(1_780_000_000, 0).unwrap(),
+            location: None,
+            message: None,
+            shipment_version: 2,
+            recent_history: vec![],
+        };
+        let owned = serde_json::to_value(DownstreamEvent::StatusChanged(body.clone())).unwrap();
+        let borrowed = serde_json::to_value(DownstreamEventRef::StatusChanged(&body)).unwrap();
+        assert_eq!(owned, borrowed);
+        assert_eq!(owned["type"], "shipment.status_changed");
+        assert_eq!(owned["version"], 1);
+        assert_eq!(owned["previous_status"], "InTransit");
+        assert_eq!(serde_json::from_value::<DownstreamEvent>(owned).unwrap(), DownstreamEvent::StatusChanged(body));
+    }
 }

@@ -5,8 +5,9 @@
 //! Round trips, each one statement over `unnest`ed arrays, in this order:
 //!
 //! 1. advisory-lock every shipment key of the batch (sorted lock ids);
-//! 2. insert the shipments the batch creates and apply its registrations (key order);
-//! 3. lock the batch's existing shipments `for update` (key order) and load their merge state;
+//! 2. apply the registrations (*if any*), and insert the shipments the batch's events create
+//!    (`on conflict do nothing`: existing rows are not touched), both in key order;
+//! 3. lock the batch's shipments `for no key update` (key order) and load their merge state;
 //! 4. *if any:* park events of shipments that do not exist (source requires registration);
 //! 5. *if any shipment was created or registered:* pull its parked events back in;
 //! 6. insert the events (`on conflict do nothing returning`) to learn which are new;
@@ -63,8 +64,12 @@ pub async fn apply_batch(
     }
 
     sql::lock_keys(conn, &plan.lock_ids()).await?;
-    let upserted = sql::upsert_shipments(conn, &plan).await?;
-    report.shipments_created = upserted.values().filter(|inserted| **inserted).count() as u64;
+    let mut created_or_registered = sql::register_shipments(conn, &plan).await?;
+    for id in sql::create_shipments(conn, &plan).await? {
+        created_or_registered.insert(id, true);
+    }
+    report.shipments_created =
+        created_or_registered.values().filter(|inserted| **inserted).count() as u64;
     let locked = sql::lock_shipments(conn, &plan).await?;
     report.shipments_touched = locked.len() as u64;
 
@@ -92,7 +97,8 @@ pub async fn apply_batch(
     let pull_from: Vec<usize> = locked
         .iter()
         .filter(|row| {
-            upserted.contains_key(&row.id) || plan.shipments[row.plan_index].registration.is_some()
+            created_or_registered.contains_key(&row.id)
+                || plan.shipments[row.plan_index].registration.is_some()
         })
         .map(|row| row.plan_index)
         .collect();

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use waybill_core::{EventKey, RawStatus, TrackingEvent};
 
@@ -28,45 +29,39 @@ pub(super) async fn lock_keys(conn: &mut PgConnection, lock_ids: &[i32]) -> Resu
     Ok(())
 }
 
-/// Creates the shipments the batch must create and applies its registrations, in key order.
-/// Returns the ids of rows inserted or changed by a registration (the shipments whose parked
-/// events must be pulled in), each with whether it was inserted.
-pub(super) async fn upsert_shipments(
+/// Applies the batch's registrations, creating shipments as needed, in key order. Returns the
+/// ids of rows inserted or changed (the shipments whose parked events must be pulled in), each
+/// with whether it was inserted.
+pub(super) async fn register_shipments(
     conn: &mut PgConnection,
     plan: &Plan,
 ) -> Result<HashMap<i64, bool>, StoreError> {
-    let creating = plan.shipments.iter().filter(|s| s.creates);
     let mut tenants = Vec::new();
     let mut carriers = Vec::new();
     let mut tracking_numbers = Vec::new();
-    let mut registered = Vec::new();
     let mut order_numbers = Vec::new();
     let mut metadata = Vec::new();
     let mut sources = Vec::new();
-    for shipment in creating {
+    for shipment in &plan.shipments {
+        let Some(registration) = &shipment.registration else { continue };
         tenants.push(shipment.key.tenant.as_str());
         carriers.push(shipment.key.carrier.as_str());
         tracking_numbers.push(shipment.key.tracking_number.as_str());
-        registered.push(shipment.registration.is_some());
-        let registration = shipment.registration.as_ref();
-        order_numbers.push(registration.and_then(|r| r.order_number.as_deref()));
-        metadata.push(serde_json::Value::Object(
-            registration.map(|r| r.metadata.clone()).unwrap_or_default(),
-        ));
+        order_numbers.push(registration.order_number.as_deref());
+        metadata.push(Json(&registration.metadata));
         sources.push(shipment.source.as_ref().map(|s| s.as_str()));
     }
     if tenants.is_empty() {
         return Ok(HashMap::new());
     }
-    // A registration updates only when it changes something; an event-only row never updates
-    // an existing one (`where excluded.registered`). Either way `on conflict do update` locks
-    // the existing row, in the `order by` order.
+    // Updates only when the registration changes something, so a repeated registration writes
+    // nothing; `on conflict do update` locks the existing row either way, in `order by` order.
     let rows = sqlx::query(
         "insert into shipments
              (tenant, carrier, tracking_number, registered, order_number, metadata, source)
-         select * from unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[],
-                              $6::jsonb[], $7::text[])
-             as t(tenant, carrier, tracking_number, registered, order_number, metadata, source)
+         select tenant, carrier, tracking_number, true, order_number, metadata, source
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
+             as t(tenant, carrier, tracking_number, order_number, metadata, source)
          order by tenant, carrier, tracking_number
          on conflict (tenant, carrier, tracking_number) do update set
              registered = true,
@@ -74,25 +69,62 @@ pub(super) async fn upsert_shipments(
              metadata = shipments.metadata || excluded.metadata,
              source = coalesce(excluded.source, shipments.source),
              updated_at = now()
-         where excluded.registered
-           and (not shipments.registered
-                or coalesce(excluded.order_number, shipments.order_number)
-                       is distinct from shipments.order_number
-                or shipments.metadata || excluded.metadata is distinct from shipments.metadata
-                or coalesce(excluded.source, shipments.source) is distinct from shipments.source)
+         where not shipments.registered
+            or coalesce(excluded.order_number, shipments.order_number)
+                   is distinct from shipments.order_number
+            or shipments.metadata || excluded.metadata is distinct from shipments.metadata
+            or coalesce(excluded.source, shipments.source) is distinct from shipments.source
          returning id, (xmax = 0) as inserted",
     )
     .bind(tenants)
     .bind(carriers)
     .bind(tracking_numbers)
-    .bind(registered)
     .bind(order_numbers)
     .bind(metadata)
     .bind(sources)
     .fetch_all(conn)
     .await?;
-    // `xmax = 0`: the row version was created by an insert, not by the conflict update.
+    // `xmax = 0`: the row version was made by the insert, not by the conflict update (which
+    // stamps it with this transaction's id).
     rows.iter().map(|row| Ok((row.try_get("id")?, row.try_get("inserted")?))).collect()
+}
+
+/// Creates the not-yet-existing shipments that the batch's events create (sources that do not
+/// require registration), in key order. Existing rows are left alone — not even locked: the
+/// hot path of a busy shipment costs no write here. Returns the ids of the rows inserted.
+pub(super) async fn create_shipments(
+    conn: &mut PgConnection,
+    plan: &Plan,
+) -> Result<Vec<i64>, StoreError> {
+    let creating = plan.shipments.iter().filter(|s| s.creates && s.registration.is_none());
+    let mut tenants = Vec::new();
+    let mut carriers = Vec::new();
+    let mut tracking_numbers = Vec::new();
+    let mut sources = Vec::new();
+    for shipment in creating {
+        tenants.push(shipment.key.tenant.as_str());
+        carriers.push(shipment.key.carrier.as_str());
+        tracking_numbers.push(shipment.key.tracking_number.as_str());
+        sources.push(shipment.source.as_ref().map(|s| s.as_str()));
+    }
+    if tenants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "insert into shipments (tenant, carrier, tracking_number, source)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+             as t(tenant, carrier, tracking_number, source)
+         order by tenant, carrier, tracking_number
+         on conflict (tenant, carrier, tracking_number) do nothing
+         returning id",
+    )
+    .bind(tenants)
+    .bind(carriers)
+    .bind(tracking_numbers)
+    .bind(sources)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
 }
 
 /// A shipment row as locked at the start of its merge.
@@ -107,8 +139,9 @@ pub(super) struct LockedShipment {
     pub order_number: Option<String>,
 }
 
-/// Locks every existing shipment of the batch (`for update`, in key order) and loads what the
-/// merge needs. Shipments of the batch that do not exist are simply absent.
+/// Locks every existing shipment of the batch (in key order) and loads what the merge needs.
+/// `for no key update` is the lock the later `update` takes anyway (it never changes `id`), so
+/// there is no upgrade, and inserts of rows referencing the shipment are not blocked. Shipments of the batch that do not exist are simply absent.
 pub(super) async fn lock_shipments(
     conn: &mut PgConnection,
     plan: &Plan,
@@ -126,7 +159,7 @@ pub(super) async fn lock_shipments(
                          and s.carrier = k.carrier
                          and s.tracking_number = k.tracking_number
          order by s.tenant, s.carrier, s.tracking_number
-         for update of s",
+         for no key update of s",
     )
     .bind(tenants)
     .bind(carriers)
@@ -176,7 +209,7 @@ pub(super) async fn park_events(
         carriers.push(planned.event.carrier.as_str());
         numbers.push(planned.event.tracking_number.as_str());
         ids.push(planned.event.id.as_str());
-        bodies.push(serde_json::to_value(&planned.event).map_err(StoreError::json("event"))?);
+        bodies.push(Json(&planned.event));
         sources.push(planned.source.as_str());
         received.push(planned.received_at);
     }
@@ -281,10 +314,7 @@ pub(super) async fn insert_events(
         raw_descriptions.push(event.raw_status.description.as_deref());
         sub_statuses.push(event.sub_status.as_deref());
         occurred.push(event.occurred_at);
-        provenances.push(
-            serde_json::to_value(&event.time_provenance)
-                .map_err(StoreError::json("time provenance"))?,
-        );
+        provenances.push(Json(&event.time_provenance));
         locations.push(event.location.as_deref());
         messages.push(event.message.as_deref());
         origins.push(event.origin.as_str());
