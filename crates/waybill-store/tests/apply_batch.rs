@@ -255,6 +255,23 @@ async fn webhook_events_record_last_webhook_at_and_polls_do_not() {
     .unwrap();
     assert_eq!(rows, [("HOOK1".to_owned(), true), ("POLL1".to_owned(), false)]);
 
+    // A replay within the minute writes nothing at all (no refresh of last_webhook_at).
+    let stamps = || async {
+        sqlx::query_as::<_, (chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)>(
+            "select updated_at, last_webhook_at from shipments where tracking_number = 'HOOK1'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    let before = stamps().await;
+    let replay = store
+        .apply_batch(open_batch(vec![event_with("HOOK1", 10, Status::InTransit, "", Origin::Webhook)]))
+        .await
+        .unwrap();
+    assert_eq!(replay.duplicates, 1);
+    assert_eq!(stamps().await, before);
+
     let mut conn = store.acquire().await.unwrap();
     let key = waybill_store::ShipmentKey { tenant: tenant(), carrier: ups(), tracking_number: number("POLL1") };
     assert_eq!(waybill_store::webhook_touch(&mut conn, &[key.clone(), key]).await.unwrap(), 1);

@@ -5,9 +5,10 @@
 //! Round trips, each one statement over `unnest`ed arrays, in this order:
 //!
 //! 1. advisory-lock every shipment key of the batch (sorted lock ids);
-//! 2. apply the registrations (*if any*), and insert the shipments the batch's events create
-//!    (`on conflict do nothing`: existing rows are not touched), both in key order;
-//! 3. lock the batch's shipments `for no key update` (key order) and load their merge state;
+//! 2. *if any:* apply the registrations (key order);
+//! 3. lock the batch's existing shipments `for no key update` (key order) and load their merge
+//!    state;
+//! 3b. *if any are missing:* insert the shipments the batch's events create (key order);
 //! 4. *if any:* park events of shipments that do not exist (source requires registration);
 //! 5. *if any shipment was created or registered:* pull its parked events back in;
 //! 6. insert the events (`on conflict do nothing returning`) to learn which are new;
@@ -65,12 +66,33 @@ pub async fn apply_batch(
 
     sql::lock_keys(conn, &plan.lock_ids()).await?;
     let mut created_or_registered = sql::register_shipments(conn, &plan).await?;
-    for id in sql::create_shipments(conn, &plan).await? {
-        created_or_registered.insert(id, true);
+    let all: Vec<usize> = (0..plan.shipments.len()).collect();
+    let mut locked = sql::lock_shipments(conn, &plan, &all).await?;
+    // Shipments the events create that did not exist: insert them now. Locking first keeps the
+    // common case — events for known shipments — to one statement here instead of two.
+    let mut exists = vec![false; plan.shipments.len()];
+    for row in &locked {
+        exists[row.plan_index] = true;
+    }
+    let missing: Vec<usize> =
+        all.iter().copied().filter(|&i| plan.shipments[i].creates && !exists[i]).collect();
+    if !missing.is_empty() {
+        let created = sql::create_shipments(conn, &plan, &missing).await?;
+        if created.len() < missing.len() {
+            // Inserted meanwhile by a writer outside the advisory-lock protocol: lock those.
+            let created_indexes: HashSet<usize> = created.iter().map(|(i, _)| *i).collect();
+            let others: Vec<usize> =
+                missing.iter().copied().filter(|i| !created_indexes.contains(i)).collect();
+            locked.extend(sql::lock_shipments(conn, &plan, &others).await?);
+        }
+        for (plan_index, id) in created {
+            created_or_registered.insert(id, true);
+            locked.push(LockedShipment::created(plan_index, id));
+        }
+        locked.sort_by_key(|row| row.plan_index);
     }
     report.shipments_created =
         created_or_registered.values().filter(|inserted| **inserted).count() as u64;
-    let locked = sql::lock_shipments(conn, &plan).await?;
     report.shipments_touched = locked.len() as u64;
 
     let mut locked_of_plan: Vec<Option<usize>> = vec![None; plan.shipments.len()];
@@ -134,7 +156,14 @@ pub async fn apply_batch(
         sql::insert_events(conn, &to_insert).await?
     };
 
-    let merges = merge_shipments(conn, &locked, &events_of, &inserted, &mut report).await?;
+    // `last_webhook_at` is refreshed at most once a minute: a replayed or busy webhook must not
+    // turn every batch into a write of every shipment it mentions.
+    let webhook_touch: Vec<bool> = locked
+        .iter()
+        .map(|row| row.webhook_stale && plan.shipments[row.plan_index].webhook_seen)
+        .collect();
+    let merges =
+        merge_shipments(conn, &locked, &events_of, &webhook_touch, &inserted, &mut report).await?;
     let changed: Vec<&ShipmentMerge> = merges.iter().filter(|m| m.current_changed()).collect();
     let details = if changed.is_empty() {
         Vec::new()
@@ -159,7 +188,7 @@ pub async fn apply_batch(
             version: merge.version,
             last_event_at: merge.last_event_at,
             order_number: merge.order_number.as_deref(),
-            webhook_seen: plan.shipments[row.plan_index].webhook_seen,
+            webhook_seen: merge.webhook_seen,
         });
     }
     if !updates.is_empty() {
@@ -234,6 +263,8 @@ struct ShipmentMerge {
     last_event_at: Option<DateTime<Utc>>,
     /// An order number carried by the new events, offered to a shipment that has none.
     order_number: Option<String>,
+    /// Whether to refresh `last_webhook_at`.
+    webhook_seen: bool,
 }
 
 impl ShipmentMerge {
@@ -253,6 +284,7 @@ async fn merge_shipments(
     conn: &mut PgConnection,
     locked: &[LockedShipment],
     events_of: &[Vec<&PlannedEvent>],
+    webhook_touch: &[bool],
     inserted: &HashSet<(i64, String)>,
     report: &mut BatchReport,
 ) -> Result<Vec<ShipmentMerge>, StoreError> {
@@ -292,9 +324,7 @@ async fn merge_shipments(
     let mut merges = Vec::new();
     for (locked_index, (row, new_events)) in locked.iter().zip(&new_events_of).enumerate() {
         report.duplicates += (events_of[locked_index].len() - new_events.len()) as u64;
-        let webhook_seen = events_of[locked_index]
-            .iter()
-            .any(|e| e.event.origin == waybill_core::Origin::Webhook);
+        let webhook_seen = webhook_touch[locked_index];
         if new_events.is_empty() {
             if webhook_seen {
                 merges.push(ShipmentMerge {
@@ -304,6 +334,7 @@ async fn merge_shipments(
                     version: row.version,
                     last_event_at: None,
                     order_number: None,
+                    webhook_seen,
                 });
             }
             continue;
@@ -340,6 +371,7 @@ async fn merge_shipments(
             version: outcome.state.version,
             last_event_at: new_events.iter().map(|e| e.event.occurred_at).max(),
             order_number,
+            webhook_seen,
         });
     }
     Ok(merges)

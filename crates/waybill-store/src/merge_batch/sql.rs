@@ -89,42 +89,54 @@ pub(super) async fn register_shipments(
     rows.iter().map(|row| Ok((row.try_get("id")?, row.try_get("inserted")?))).collect()
 }
 
-/// Creates the not-yet-existing shipments that the batch's events create (sources that do not
-/// require registration), in key order. Existing rows are left alone — not even locked: the
-/// hot path of a busy shipment costs no write here. Returns the ids of the rows inserted.
+/// Creates the given plan shipments (ones the batch's events create and that did not exist
+/// when locked), in key order. Returns `(plan index, id)` of the rows inserted; a row some
+/// writer outside the advisory-lock protocol inserted meanwhile is skipped (`do nothing`) and
+/// the caller locks it normally.
 pub(super) async fn create_shipments(
     conn: &mut PgConnection,
     plan: &Plan,
-) -> Result<Vec<i64>, StoreError> {
-    let creating = plan.shipments.iter().filter(|s| s.creates && s.registration.is_none());
-    let mut tenants = Vec::new();
-    let mut carriers = Vec::new();
-    let mut tracking_numbers = Vec::new();
-    let mut sources = Vec::new();
-    for shipment in creating {
-        tenants.push(shipment.key.tenant.as_str());
-        carriers.push(shipment.key.carrier.as_str());
-        tracking_numbers.push(shipment.key.tracking_number.as_str());
-        sources.push(shipment.source.as_ref().map(|s| s.as_str()));
-    }
-    if tenants.is_empty() {
-        return Ok(Vec::new());
-    }
+    plan_indexes: &[usize],
+) -> Result<Vec<(usize, i64)>, StoreError> {
+    let shipments = plan_indexes.iter().map(|&index| &plan.shipments[index]);
+    let tenants: Vec<&str> = shipments.clone().map(|s| s.key.tenant.as_str()).collect();
+    let carriers: Vec<&str> = shipments.clone().map(|s| s.key.carrier.as_str()).collect();
+    let numbers: Vec<&str> = shipments.clone().map(|s| s.key.tracking_number.as_str()).collect();
+    let sources: Vec<Option<&str>> =
+        shipments.map(|s| s.source.as_ref().map(|source| source.as_str())).collect();
     let rows = sqlx::query(
         "insert into shipments (tenant, carrier, tracking_number, source)
          select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
              as t(tenant, carrier, tracking_number, source)
          order by tenant, carrier, tracking_number
          on conflict (tenant, carrier, tracking_number) do nothing
-         returning id",
+         returning id, tenant, carrier, tracking_number",
     )
     .bind(tenants)
     .bind(carriers)
-    .bind(tracking_numbers)
+    .bind(numbers)
     .bind(sources)
     .fetch_all(conn)
     .await?;
-    rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    let index_of: HashMap<(&str, &str, &str), usize> = plan_indexes
+        .iter()
+        .map(|&index| {
+            let key = &plan.shipments[index].key;
+            ((key.tenant.as_str(), key.carrier.as_str(), key.tracking_number.as_str()), index)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let tenant: &str = row.try_get("tenant")?;
+            let carrier: &str = row.try_get("carrier")?;
+            let number: &str = row.try_get("tracking_number")?;
+            let index = index_of
+                .get(&(tenant, carrier, number))
+                .copied()
+                .ok_or_else(|| StoreError::corrupt("created shipment", "not in the batch"))?;
+            Ok((index, row.try_get("id")?))
+        })
+        .collect()
 }
 
 /// A shipment row as locked at the start of its merge.
@@ -137,24 +149,45 @@ pub(super) struct LockedShipment {
     pub current: Option<EventKey>,
     pub last_event_at: Option<DateTime<Utc>>,
     pub order_number: Option<String>,
+    /// Whether `last_webhook_at` is unset or over a minute old, i.e. worth refreshing.
+    pub webhook_stale: bool,
 }
 
-/// Locks every existing shipment of the batch (in key order) and loads what the merge needs.
+impl LockedShipment {
+    /// The state of a shipment this transaction just inserted (and so holds locked).
+    pub fn created(plan_index: usize, id: i64) -> LockedShipment {
+        LockedShipment {
+            plan_index,
+            id,
+            version: 0,
+            current: None,
+            last_event_at: None,
+            order_number: None,
+            webhook_stale: true,
+        }
+    }
+}
+
+/// Locks the given plan shipments that exist (in key order) and loads what the merge needs.
 /// `for no key update` is the lock the later `update` takes anyway (it never changes `id`), so
 /// there is no upgrade, and inserts of rows referencing the shipment are not blocked. Shipments of the batch that do not exist are simply absent.
 pub(super) async fn lock_shipments(
     conn: &mut PgConnection,
     plan: &Plan,
+    plan_indexes: &[usize],
 ) -> Result<Vec<LockedShipment>, StoreError> {
-    let tenants: Vec<&str> = plan.shipments.iter().map(|s| s.key.tenant.as_str()).collect();
-    let carriers: Vec<&str> = plan.shipments.iter().map(|s| s.key.carrier.as_str()).collect();
-    let numbers: Vec<&str> =
-        plan.shipments.iter().map(|s| s.key.tracking_number.as_str()).collect();
+    let keys = plan_indexes.iter().map(|&index| &plan.shipments[index].key);
+    let tenants: Vec<&str> = keys.clone().map(|k| k.tenant.as_str()).collect();
+    let carriers: Vec<&str> = keys.clone().map(|k| k.carrier.as_str()).collect();
+    let numbers: Vec<&str> = keys.map(|k| k.tracking_number.as_str()).collect();
+    let ordinals: Vec<i64> = plan_indexes.iter().map(|&index| index as i64).collect();
     let rows = sqlx::query(
-        "select k.n, s.id, s.version, s.current_event_id, s.current_event_at, s.status,
-                s.last_event_at, s.order_number
-         from unnest($1::text[], $2::text[], $3::text[]) with ordinality
-                  as k(tenant, carrier, tracking_number, n)
+        "select k.plan_index, s.id, s.version, s.current_event_id, s.current_event_at, s.status,
+                s.last_event_at, s.order_number,
+                (s.last_webhook_at is null
+                 or s.last_webhook_at < now() - interval '1 minute') as webhook_stale
+         from unnest($1::text[], $2::text[], $3::text[], $4::int8[])
+                  as k(tenant, carrier, tracking_number, plan_index)
          join shipments s on s.tenant = k.tenant
                          and s.carrier = k.carrier
                          and s.tracking_number = k.tracking_number
@@ -164,11 +197,12 @@ pub(super) async fn lock_shipments(
     .bind(tenants)
     .bind(carriers)
     .bind(numbers)
+    .bind(ordinals)
     .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|row| {
-            let ordinality: i64 = row.try_get("n")?;
+            let plan_index: i64 = row.try_get("plan_index")?;
             let current_id: Option<String> = row.try_get("current_event_id")?;
             let current_at: Option<DateTime<Utc>> = row.try_get("current_event_at")?;
             let current = match (current_id, current_at) {
@@ -180,13 +214,14 @@ pub(super) async fn lock_shipments(
                 _ => None,
             };
             Ok(LockedShipment {
-                plan_index: usize::try_from(ordinality - 1)
-                    .map_err(|_| StoreError::corrupt("ordinality", ordinality))?,
+                plan_index: usize::try_from(plan_index)
+                    .map_err(|_| StoreError::corrupt("plan index", plan_index))?,
                 id: row.try_get("id")?,
                 version: row.try_get("version")?,
                 current,
                 last_event_at: row.try_get("last_event_at")?,
                 order_number: row.try_get("order_number")?,
+                webhook_stale: row.try_get("webhook_stale")?,
             })
         })
         .collect()
