@@ -29,9 +29,15 @@ fn event(shipment: usize, step: i64, status: Status) -> TrackingEvent {
         carrier: CarrierCode::parse("ups").expect("valid"),
         tracking_number: TrackingNumber::parse(&format!("BENCH{shipment:08}")).expect("valid"),
         status,
-        raw_status: RawStatus { code: status.as_str().to_owned(), description: None },
+        raw_status: RawStatus {
+            code: status.as_str().to_owned(),
+            description: None,
+        },
         sub_status: None,
-        occurred_at: Utc.timestamp_opt(1_780_000_000 + step * 60, 0).single().expect("valid"),
+        occurred_at: Utc
+            .timestamp_opt(1_780_000_000 + step * 60, 0)
+            .single()
+            .expect("valid"),
         time_provenance: TimeProvenance::ExplicitOffset,
         location: Some("Sydney NSW".into()),
         message: Some("Scanned at depot".into()),
@@ -58,7 +64,10 @@ fn batch(events: Vec<TrackingEvent>) -> InboundBatch {
 
 /// Applies `batches` with `writers` concurrent tasks; returns events per second.
 async fn run(store: &Store, batches: Vec<InboundBatch>, writers: usize) -> anyhow::Result<f64> {
-    let events: usize = batches.iter().map(|b| b.items.iter().map(|i| i.events.len()).sum::<usize>()).sum();
+    let events: usize = batches
+        .iter()
+        .map(|b| b.items.iter().map(|i| i.events.len()).sum::<usize>())
+        .sum();
     let mut queues: Vec<Vec<InboundBatch>> = vec![Vec::new(); writers];
     for (index, batch) in batches.into_iter().enumerate() {
         queues[index % writers].push(batch);
@@ -88,7 +97,11 @@ fn fresh(next_shipment: &mut usize) -> Vec<InboundBatch> {
         .map(|_| {
             let base = *next_shipment;
             *next_shipment += BATCH;
-            batch((base..base + BATCH).map(|s| event(s, 1, Status::InTransit)).collect())
+            batch(
+                (base..base + BATCH)
+                    .map(|s| event(s, 1, Status::InTransit))
+                    .collect(),
+            )
         })
         .collect()
 }
@@ -104,7 +117,16 @@ async fn main() -> anyhow::Result<()> {
     println!("transport: {tls:?} (ssl, tls version)");
 
     // Warm-up: statement preparation and caches.
-    run(store, vec![batch((0..BATCH).map(|s| event(900_000 + s, 0, Status::InTransit)).collect())], 1).await?;
+    run(
+        store,
+        vec![batch(
+            (0..BATCH)
+                .map(|s| event(900_000 + s, 0, Status::InTransit))
+                .collect(),
+        )],
+        1,
+    )
+    .await?;
 
     let mut next_shipment = 0;
     let first = fresh(&mut next_shipment);
@@ -112,7 +134,13 @@ async fn main() -> anyhow::Result<()> {
     let newer = |step: i64| -> Vec<InboundBatch> {
         (start..end)
             .step_by(BATCH)
-            .map(|base| batch((base..base + BATCH).map(|s| event(s, step, Status::OutForDelivery)).collect()))
+            .map(|base| {
+                batch(
+                    (base..base + BATCH)
+                        .map(|s| event(s, step, Status::OutForDelivery))
+                        .collect(),
+                )
+            })
             .collect()
     };
     let replay = first.clone();

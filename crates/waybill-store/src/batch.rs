@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use waybill_core::{CarrierCode, ChangeKind, EventId, SourceId, Status, TenantId, TrackingEvent, TrackingNumber};
+use waybill_core::{
+    CarrierCode, ChangeKind, EventId, SourceId, Status, TenantId, TrackingEvent, TrackingNumber,
+};
 
 /// A shipment's natural key: unique per tenant. Ordered by `(tenant, carrier, tracking_number)`,
 /// the order in which batches touch shipments.

@@ -50,7 +50,10 @@ impl StoreError {
     }
 
     pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt { what, detail: detail.to_string() }
+        StoreError::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
     }
 }
 

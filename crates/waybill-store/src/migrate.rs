@@ -74,6 +74,9 @@ pub(crate) async fn run(connection: PgConnection) -> Result<(), StoreError> {
         tracing::debug!(error = %error, "closing the migration connection failed");
     }
     outcome?;
-    tracing::info!(schema.version = latest_version(), "database schema is up to date");
+    tracing::info!(
+        schema.version = latest_version(),
+        "database schema is up to date"
+    );
     Ok(())
 }

@@ -219,7 +219,10 @@ mod tests {
             },
             previous_status: Some(Status::InTransit),
             new_status: Status::Delivered,
-            raw_status: RawStatus { code: "D".into(), description: None },
+            raw_status: RawStatus {
+                code: "D".into(),
+                description: None,
+            },
             sub_status: None,
             occurred_at: Utc.timestamp_opt(1_780_000_000, 0).unwrap(),
             location: None,
@@ -233,6 +236,9 @@ mod tests {
         assert_eq!(owned["type"], "shipment.status_changed");
         assert_eq!(owned["version"], 1);
         assert_eq!(owned["previous_status"], "InTransit");
-        assert_eq!(serde_json::from_value::<DownstreamEvent>(owned).unwrap(), DownstreamEvent::StatusChanged(body));
+        assert_eq!(
+            serde_json::from_value::<DownstreamEvent>(owned).unwrap(),
+            DownstreamEvent::StatusChanged(body)
+        );
     }
 }

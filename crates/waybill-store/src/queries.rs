@@ -153,10 +153,15 @@ pub async fn get_shipment(
         .bind(tracking_number.as_str())
         .fetch_all(conn)
         .await?;
-    let Some(row) = rows.first() else { return Ok(None) };
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
     let mut history = Vec::with_capacity(rows.len());
     for event_row in &rows {
-        if event_row.try_get::<Option<String>, _>("e_event_id")?.is_some() {
+        if event_row
+            .try_get::<Option<String>, _>("e_event_id")?
+            .is_some()
+        {
             history.push(history_entry(event_row)?);
         }
     }
@@ -171,9 +176,15 @@ pub async fn get_shipment(
         metadata: row.try_get("metadata")?,
         registered: row.try_get("registered")?,
         status: parse_status(&row.try_get::<String, _>("status")?)?,
-        raw_status: raw_code.map(|code| RawStatus { code, description: raw_description }),
+        raw_status: raw_code.map(|code| RawStatus {
+            code,
+            description: raw_description,
+        }),
         sub_status: row.try_get("sub_status")?,
-        current_event_id: current_event_id.as_deref().map(parse_event_id).transpose()?,
+        current_event_id: current_event_id
+            .as_deref()
+            .map(parse_event_id)
+            .transpose()?,
         current_event_at: row.try_get("current_event_at")?,
         last_event_at: row.try_get("last_event_at")?,
         version: row.try_get("version")?,
@@ -223,7 +234,10 @@ pub async fn find_by_order_number(
 /// [`apply_batch`](crate::apply_batch) already does this for webhook-origin events; this is
 /// for callers outside a merge. Returns how many shipments were touched.
 #[tracing::instrument(skip_all, fields(shipments = keys.len()))]
-pub async fn webhook_touch(conn: &mut PgConnection, keys: &[ShipmentKey]) -> Result<u64, StoreError> {
+pub async fn webhook_touch(
+    conn: &mut PgConnection,
+    keys: &[ShipmentKey],
+) -> Result<u64, StoreError> {
     let mut keys: Vec<&ShipmentKey> = keys.iter().collect();
     keys.sort_unstable();
     keys.dedup();
@@ -259,10 +273,12 @@ pub async fn count_events_with_ids(
     ids: &[EventId],
 ) -> Result<i64, StoreError> {
     let ids: Vec<&str> = ids.iter().map(EventId::as_str).collect();
-    Ok(sqlx::query_scalar("select count(*) from tracking_events where event_id = any($1::text[])")
-        .bind(ids)
-        .fetch_one(conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar("select count(*) from tracking_events where event_id = any($1::text[])")
+            .bind(ids)
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// How many shipments exist.

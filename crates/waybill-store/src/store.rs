@@ -58,7 +58,10 @@ impl Store {
         }
         let session_options = base_options.clone().options([
             ("statement_timeout", STATEMENT_TIMEOUT),
-            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+            (
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            ),
         ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -156,5 +159,8 @@ impl Store {
 
 /// Opens one connection to `url` without a pool (administration: creating databases).
 pub(crate) async fn connect_one(url: &str) -> Result<PgConnection, StoreError> {
-    Ok(PgConnectOptions::from_str(url)?.application_name("waybill").connect().await?)
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("waybill")
+        .connect()
+        .await?)
 }

@@ -63,11 +63,18 @@ impl TestDatabase {
     ) -> Result<TestDatabase, StoreError> {
         let name = unique_name();
         let mut admin = connect_one(admin_url).await?;
-        admin.execute(format!(r#"create database "{name}""#).as_str()).await?;
+        admin
+            .execute(format!(r#"create database "{name}""#).as_str())
+            .await?;
         admin.close().await?;
         let url = with_database(admin_url, &name);
         let store = Store::connect(&url, max_connections).await?;
-        Ok(TestDatabase { store, name, url, admin_url: admin_url.to_owned() })
+        Ok(TestDatabase {
+            store,
+            name,
+            url,
+            admin_url: admin_url.to_owned(),
+        })
     }
 
     /// The store connected to the database.
@@ -99,7 +106,9 @@ impl TestDatabase {
 
 fn unique_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     format!(
         "waybill_test_{}_{:x}_{}",
         std::process::id(),

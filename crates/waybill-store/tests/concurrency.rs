@@ -47,7 +47,9 @@ async fn overlapping_batches_in_different_orders_never_deadlock_and_converge() {
     const WRITERS: usize = 4;
     const SHIPMENTS: usize = 40;
     const ROUNDS: usize = 15;
-    let db = TestDatabase::create_with_pool(&TestDatabase::admin_url(), 8).await.unwrap();
+    let db = TestDatabase::create_with_pool(&TestDatabase::admin_url(), 8)
+        .await
+        .unwrap();
     let mut random = Random(0x5eed_1234_abcd_0001);
 
     for round in 0..ROUNDS {
@@ -76,7 +78,9 @@ async fn overlapping_batches_in_different_orders_never_deadlock_and_converge() {
             })
             .collect();
         for task in tasks {
-            task.await.unwrap().expect("no batch fails (a deadlock would be error 40P01)");
+            task.await
+                .unwrap()
+                .expect("no batch fails (a deadlock would be error 40P01)");
         }
 
         let mut conn = db.store().acquire().await.unwrap();
@@ -92,35 +96,49 @@ async fn overlapping_batches_in_different_orders_never_deadlock_and_converge() {
                 })
                 .collect();
             let all: Vec<EventKey> = per_writer.iter().flatten().cloned().collect();
-            let stored =
-                get_shipment(&mut conn, &tenant(), &ups(), &number(&tracking_number(shipment)))
-                    .await
-                    .unwrap();
+            let stored = get_shipment(
+                &mut conn,
+                &tenant(),
+                &ups(),
+                &number(&tracking_number(shipment)),
+            )
+            .await
+            .unwrap();
             if all.is_empty() {
                 assert!(stored.is_none());
                 continue;
             }
             let stored = stored.expect("shipment exists");
             let at_once = merge::apply(&ShipmentState::default(), &all).state;
-            assert_eq!(stored.current_event_id.as_ref(), at_once.current.as_ref().map(|c| &c.id));
-            let stored_ids: BTreeSet<_> = stored.history.iter().map(|e| e.event_id.clone()).collect();
+            assert_eq!(
+                stored.current_event_id.as_ref(),
+                at_once.current.as_ref().map(|c| &c.id)
+            );
+            let stored_ids: BTreeSet<_> =
+                stored.history.iter().map(|e| e.event_id.clone()).collect();
             let model_ids: BTreeSet<_> = at_once.history.iter().map(|k| k.id.clone()).collect();
             assert_eq!(stored_ids, model_ids);
             // The version is that of *some* serial order of the writers.
             let possible: BTreeSet<i64> = permutations(WRITERS)
                 .iter()
                 .map(|order| {
-                    order.iter().fold(ShipmentState::default(), |state, &writer| {
-                        if per_writer[writer].is_empty() {
-                            state
-                        } else {
-                            merge::apply(&state, &per_writer[writer]).state
-                        }
-                    })
+                    order
+                        .iter()
+                        .fold(ShipmentState::default(), |state, &writer| {
+                            if per_writer[writer].is_empty() {
+                                state
+                            } else {
+                                merge::apply(&state, &per_writer[writer]).state
+                            }
+                        })
                 })
                 .map(|state| state.version)
                 .collect();
-            assert!(possible.contains(&stored.version), "version {} not in {possible:?}", stored.version);
+            assert!(
+                possible.contains(&stored.version),
+                "version {} not in {possible:?}",
+                stored.version
+            );
         }
     }
     db.drop_database().await.unwrap();
@@ -129,16 +147,27 @@ async fn overlapping_batches_in_different_orders_never_deadlock_and_converge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parking_and_registering_the_same_shipment_at_once_loses_nothing() {
     const ROUNDS: usize = 40;
-    let db = TestDatabase::create_with_pool(&TestDatabase::admin_url(), 8).await.unwrap();
+    let db = TestDatabase::create_with_pool(&TestDatabase::admin_url(), 8)
+        .await
+        .unwrap();
     for round in 0..ROUNDS {
         let tracking_number = format!("RACE{round}");
         let events = InboundBatch {
-            items: vec![item(true, vec![event(&tracking_number, 10, Status::InTransit, "")])],
+            items: vec![item(
+                true,
+                vec![event(&tracking_number, 10, Status::InTransit, "")],
+            )],
             registrations: vec![],
         };
-        let register =
-            InboundBatch { items: vec![], registrations: vec![registration(&tracking_number, None)] };
-        let (first, second) = if round % 2 == 0 { (events, register) } else { (register, events) };
+        let register = InboundBatch {
+            items: vec![],
+            registrations: vec![registration(&tracking_number, None)],
+        };
+        let (first, second) = if round % 2 == 0 {
+            (events, register)
+        } else {
+            (register, events)
+        };
         let (a, b) = tokio::join!(
             tokio::spawn({
                 let store = db.store().clone();
@@ -156,11 +185,20 @@ async fn parking_and_registering_the_same_shipment_at_once_loses_nothing() {
             .await
             .unwrap()
             .expect("registered");
-        assert_eq!(shipment.status, Status::InTransit, "round {round}: the event was applied");
+        assert_eq!(
+            shipment.status,
+            Status::InTransit,
+            "round {round}: the event was applied"
+        );
         assert_eq!(shipment.version, 1);
     }
     let mut conn = db.store().acquire().await.unwrap();
-    assert_eq!(waybill_store::count_unmatched_events(&mut conn).await.unwrap(), 0);
+    assert_eq!(
+        waybill_store::count_unmatched_events(&mut conn)
+            .await
+            .unwrap(),
+        0
+    );
     drop(conn);
     db.drop_database().await.unwrap();
 }

@@ -62,12 +62,14 @@ fn shipment_case(batches: usize) -> impl Strategy<Value = ShipmentCase> {
                 Just(registration_batch),
             )
         })
-        .prop_map(|(pool, deliveries, registered_only, registration_batch)| ShipmentCase {
-            pool,
-            deliveries,
-            registered_only,
-            registration_batch,
-        })
+        .prop_map(
+            |(pool, deliveries, registered_only, registration_batch)| ShipmentCase {
+                pool,
+                deliveries,
+                registered_only,
+                registration_batch,
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -118,14 +120,14 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
     let case_number = CASE_NUMBER.fetch_add(1, Ordering::Relaxed);
     let tracking_number = |index: usize| format!("EQ{case_number}X{index}");
 
-    // events_of[shipment][batch]
+    // events_of[batch][shipment]
     let mut events_of: Vec<Vec<Vec<TrackingEvent>>> =
-        vec![vec![Vec::new(); case.batches]; case.shipments.len()];
+        vec![vec![Vec::new(); case.shipments.len()]; case.batches];
     for (index, shipment) in case.shipments.iter().enumerate() {
         for &(pick, batch) in &shipment.deliveries {
             let (seconds, status, location) = shipment.pool[pick];
             let location = if location == 0 { "" } else { "Hub" };
-            events_of[index][batch].push(event(
+            events_of[batch][index].push(event(
                 &tracking_number(index),
                 seconds,
                 Status::ALL[status],
@@ -137,14 +139,20 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
     let mut models: Vec<Model> = case
         .shipments
         .iter()
-        .map(|s| Model { registered: !s.registered_only, ..Model::default() })
+        .map(|s| Model {
+            registered: !s.registered_only,
+            ..Model::default()
+        })
         .collect();
 
-    for batch_index in 0..case.batches {
-        let mut batch = InboundBatch { items: vec![item(false, vec![]), item(true, vec![])], registrations: vec![] };
+    for (batch_index, batch_events) in events_of.iter().enumerate() {
+        let mut batch = InboundBatch {
+            items: vec![item(false, vec![]), item(true, vec![])],
+            registrations: vec![],
+        };
         let mut expected = Expected::default();
         for (index, shipment) in case.shipments.iter().enumerate() {
-            let events = &events_of[index][batch_index];
+            let events = &batch_events[index];
             let slot = usize::from(shipment.registered_only);
             batch.items[slot].events.extend(events.iter().cloned());
             let model = &mut models[index];
@@ -153,7 +161,9 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
             let mut input: Vec<EventKey> = events.iter().map(TrackingEvent::key).collect();
             if shipment.registered_only && !model.registered {
                 if batch_index == shipment.registration_batch {
-                    batch.registrations.push(registration(&tracking_number(index), None));
+                    batch
+                        .registrations
+                        .push(registration(&tracking_number(index), None));
                     model.registered = true;
                     let in_batch: HashSet<EventId> = input.iter().map(|k| k.id.clone()).collect();
                     expected.pulled += model.parked.len() as u64;
@@ -194,16 +204,30 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
             .apply_batch(batch)
             .await
             .map_err(|e| TestCaseError::fail(format!("apply_batch failed: {e:?}")))?;
-        prop_assert_eq!(Expected::of(&report), expected, "report of batch {}", batch_index);
+        prop_assert_eq!(
+            Expected::of(&report),
+            expected,
+            "report of batch {}",
+            batch_index
+        );
     }
 
     let mut conn = store.acquire().await.unwrap();
     for (index, model) in models.iter().enumerate() {
-        let stored = get_shipment(&mut conn, &tenant(), &ups(), &number(&tracking_number(index)))
-            .await
-            .unwrap();
+        let stored = get_shipment(
+            &mut conn,
+            &tenant(),
+            &ups(),
+            &number(&tracking_number(index)),
+        )
+        .await
+        .unwrap();
         let stored = stored.ok_or_else(|| TestCaseError::fail("shipment missing"))?;
-        let current = model.state.current.as_ref().expect("every shipment has events");
+        let current = model
+            .state
+            .current
+            .as_ref()
+            .expect("every shipment has events");
         prop_assert_eq!(stored.status, current.status);
         prop_assert_eq!(stored.current_event_id.as_ref(), Some(&current.id));
         prop_assert_eq!(stored.current_event_at, Some(current.occurred_at));
@@ -211,12 +235,19 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
         let stored_ids: BTreeSet<&EventId> = stored.history.iter().map(|e| &e.event_id).collect();
         let model_ids: BTreeSet<&EventId> = model.state.history.iter().map(|k| &k.id).collect();
         prop_assert_eq!(stored_ids, model_ids);
-        prop_assert_eq!(stored.last_event_at, model.all.iter().map(|k| k.occurred_at).max());
+        prop_assert_eq!(
+            stored.last_event_at,
+            model.all.iter().map(|k| k.occurred_at).max()
+        );
         // History is newest first in merge order.
         let keys: Vec<EventKey> = stored
             .history
             .iter()
-            .map(|e| EventKey { occurred_at: e.occurred_at, status: e.status, id: e.event_id.clone() })
+            .map(|e| EventKey {
+                occurred_at: e.occurred_at,
+                status: e.status,
+                id: e.event_id.clone(),
+            })
             .collect();
         prop_assert!(keys.windows(2).all(|pair| pair[0] > pair[1]));
 
@@ -240,18 +271,34 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
 
 #[test]
 fn apply_batch_is_equivalent_to_the_pure_merge() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let db = runtime.block_on(database());
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let outcome = runner.run(&case(), |case| runtime.block_on(check(db.store(), &case)));
     let leftovers = runtime.block_on(async {
         let mut conn = db.store().acquire().await.unwrap();
-        waybill_store::count_unmatched_events(&mut conn).await.unwrap()
+        waybill_store::count_unmatched_events(&mut conn)
+            .await
+            .unwrap()
     });
     runtime.block_on(db.drop_database()).unwrap();
     if let Err(failure) = outcome {
         panic!("{failure}");
     }
-    assert_eq!(leftovers, 0, "every parked event was pulled in by its registration");
+    assert_eq!(
+        leftovers, 0,
+        "every parked event was pulled in by its registration"
+    );
 }

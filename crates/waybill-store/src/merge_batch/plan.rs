@@ -69,7 +69,9 @@ impl Plan {
                 .entry(registration.key())
                 .or_insert_with_key(|key| PlannedShipment::new(key.clone()));
             shipment.creates = true;
-            let folded = shipment.registration.get_or_insert_with(PlannedRegistration::default);
+            let folded = shipment
+                .registration
+                .get_or_insert_with(PlannedRegistration::default);
             if registration.order_number.is_some() {
                 folded.order_number.clone_from(&registration.order_number);
             }
@@ -79,7 +81,9 @@ impl Plan {
             match &registration.metadata {
                 serde_json::Value::Null => {}
                 serde_json::Value::Object(map) => {
-                    folded.metadata.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    folded
+                        .metadata
+                        .extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
                 other => {
                     folded.metadata.insert("value".to_owned(), other.clone());
@@ -119,7 +123,10 @@ impl Plan {
             }
         }
 
-        Plan { shipments: by_key.into_values().collect(), duplicates_in_batch }
+        Plan {
+            shipments: by_key.into_values().collect(),
+            duplicates_in_batch,
+        }
     }
 
     /// The advisory lock ids of every shipment key in the batch, sorted and unique: the order
@@ -162,7 +169,11 @@ pub(super) fn lock_id(key: &ShipmentKey) -> i32 {
     const OFFSET_BASIS: u32 = 0x811c_9dc5;
     const PRIME: u32 = 0x0100_0193;
     let mut hash = OFFSET_BASIS;
-    let parts = [key.tenant.as_str(), key.carrier.as_str(), key.tracking_number.as_str()];
+    let parts = [
+        key.tenant.as_str(),
+        key.carrier.as_str(),
+        key.tracking_number.as_str(),
+    ];
     for (index, part) in parts.iter().enumerate() {
         if index > 0 {
             hash ^= 0x1F;
@@ -192,7 +203,10 @@ mod tests {
             carrier: CarrierCode::parse("ups").unwrap(),
             tracking_number: TrackingNumber::parse(tracking_number).unwrap(),
             status: Status::InTransit,
-            raw_status: RawStatus { code: "IT".into(), description: None },
+            raw_status: RawStatus {
+                code: "IT".into(),
+                description: None,
+            },
             sub_status: None,
             occurred_at: Utc.timestamp_opt(seconds, nanos).unwrap(),
             time_provenance: TimeProvenance::ExplicitOffset,
@@ -226,8 +240,11 @@ mod tests {
             registrations: vec![],
         };
         let plan = Plan::new(&batch);
-        let keys: Vec<&str> =
-            plan.shipments.iter().map(|s| s.key.tracking_number.as_str()).collect();
+        let keys: Vec<&str> = plan
+            .shipments
+            .iter()
+            .map(|s| s.key.tracking_number.as_str())
+            .collect();
         assert_eq!(keys, ["A1", "B2"]);
         assert_eq!(plan.shipments[1].events.len(), 2);
         assert_eq!(plan.duplicates_in_batch, 1);
@@ -260,7 +277,13 @@ mod tests {
             items: vec![item(false, vec![event("A1", 10, 123_456_789)])],
             registrations: vec![],
         });
-        assert_eq!(plan.shipments[0].events[0].event.occurred_at.timestamp_subsec_nanos(), 123_456_000);
+        assert_eq!(
+            plan.shipments[0].events[0]
+                .event
+                .occurred_at
+                .timestamp_subsec_nanos(),
+            123_456_000
+        );
     }
 
     #[test]

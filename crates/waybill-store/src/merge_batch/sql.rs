@@ -43,7 +43,9 @@ pub(super) async fn register_shipments(
     let mut metadata = Vec::new();
     let mut sources = Vec::new();
     for shipment in &plan.shipments {
-        let Some(registration) = &shipment.registration else { continue };
+        let Some(registration) = &shipment.registration else {
+            continue;
+        };
         tenants.push(shipment.key.tenant.as_str());
         carriers.push(shipment.key.carrier.as_str());
         tracking_numbers.push(shipment.key.tracking_number.as_str());
@@ -86,7 +88,9 @@ pub(super) async fn register_shipments(
     .await?;
     // `xmax = 0`: the row version was made by the insert, not by the conflict update (which
     // stamps it with this transaction's id).
-    rows.iter().map(|row| Ok((row.try_get("id")?, row.try_get("inserted")?))).collect()
+    rows.iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("inserted")?)))
+        .collect()
 }
 
 /// Creates the given plan shipments (ones the batch's events create and that did not exist
@@ -101,9 +105,13 @@ pub(super) async fn create_shipments(
     let shipments = plan_indexes.iter().map(|&index| &plan.shipments[index]);
     let tenants: Vec<&str> = shipments.clone().map(|s| s.key.tenant.as_str()).collect();
     let carriers: Vec<&str> = shipments.clone().map(|s| s.key.carrier.as_str()).collect();
-    let numbers: Vec<&str> = shipments.clone().map(|s| s.key.tracking_number.as_str()).collect();
-    let sources: Vec<Option<&str>> =
-        shipments.map(|s| s.source.as_ref().map(|source| source.as_str())).collect();
+    let numbers: Vec<&str> = shipments
+        .clone()
+        .map(|s| s.key.tracking_number.as_str())
+        .collect();
+    let sources: Vec<Option<&str>> = shipments
+        .map(|s| s.source.as_ref().map(|source| source.as_str()))
+        .collect();
     let rows = sqlx::query(
         "insert into shipments (tenant, carrier, tracking_number, source)
          select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
@@ -122,7 +130,14 @@ pub(super) async fn create_shipments(
         .iter()
         .map(|&index| {
             let key = &plan.shipments[index].key;
-            ((key.tenant.as_str(), key.carrier.as_str(), key.tracking_number.as_str()), index)
+            (
+                (
+                    key.tenant.as_str(),
+                    key.carrier.as_str(),
+                    key.tracking_number.as_str(),
+                ),
+                index,
+            )
         })
         .collect();
     rows.iter()
@@ -516,7 +531,11 @@ pub(super) async fn update_shipments(
         event_times.push(update.current.map(|c| c.occurred_at));
         statuses.push(update.current.map(|c| c.status.as_str()));
         raw_codes.push(update.current.map(|c| c.raw_status.code.as_str()));
-        raw_descriptions.push(update.current.and_then(|c| c.raw_status.description.as_deref()));
+        raw_descriptions.push(
+            update
+                .current
+                .and_then(|c| c.raw_status.description.as_deref()),
+        );
         sub_statuses.push(update.current.and_then(|c| c.sub_status.as_deref()));
         versions.push(update.version);
         last_times.push(update.last_event_at);

@@ -45,7 +45,9 @@ pub fn event_with(
         },
         sub_status: Some(format!("{}_001", status.as_str())),
         occurred_at: at(seconds),
-        time_provenance: TimeProvenance::AssumedZone { zone: "Australia/Sydney".into() },
+        time_provenance: TimeProvenance::AssumedZone {
+            zone: "Australia/Sydney".into(),
+        },
         location: (!location.is_empty()).then(|| location.to_owned()),
         message: Some("scanned".into()),
         origin,
@@ -58,15 +60,22 @@ pub fn event_with(
 
 /// A batch of one delivery from an open source (no registration required).
 pub fn open_batch(events: Vec<TrackingEvent>) -> InboundBatch {
-    InboundBatch { items: vec![item(false, events)], registrations: vec![] }
+    InboundBatch {
+        items: vec![item(false, events)],
+        registrations: vec![],
+    }
 }
 
 /// One delivery of the default tenant.
 pub fn item(require_registration: bool, events: Vec<TrackingEvent>) -> InboundItem {
     InboundItem {
         tenant: TenantId::default_tenant(),
-        source: SourceId::parse(if require_registration { "registered-only" } else { "open" })
-            .unwrap(),
+        source: SourceId::parse(if require_registration {
+            "registered-only"
+        } else {
+            "open"
+        })
+        .unwrap(),
         require_registration,
         events,
         received_at: at(100_000),
