@@ -50,7 +50,8 @@ pub struct InboundItem {
 pub struct Registration {
     /// The owning tenant.
     pub tenant: TenantId,
-    /// The source its events are expected from, if the caller said.
+    /// The source its events are expected from, if the caller said. Recorded on the shipment
+    /// if it has no source yet.
     pub source: Option<SourceId>,
     /// The carrier code.
     pub carrier: CarrierCode,

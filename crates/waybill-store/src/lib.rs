@@ -9,6 +9,8 @@
 //! [`waybill_core::merge::apply`], so the database holds exactly what the domain function says,
 //! whatever the batching and order (property-tested in `tests/equivalence.rs`).
 
+#![warn(missing_docs)]
+
 mod batch;
 mod error;
 mod merge_batch;

@@ -7,7 +7,7 @@
 //! per-database advisory lock as the macro (so two processes migrating at once are safe and the
 //! `sqlx` CLI understands the table), at no extra compile cost.
 //!
-//! **Adding a migration:** add `migrations/NNNN_description.sql` and a line to [`MIGRATIONS`].
+//! **Adding a migration:** add `migrations/NNNN_description.sql` and a line to `MIGRATIONS` in this file.
 //! Never edit an applied migration: its checksum is recorded and a change is refused.
 
 use std::borrow::Cow;

@@ -110,6 +110,10 @@ impl Store {
     /// transaction still runs to its commit or rollback instead of being abandoned mid-way
     /// with its connection, locks and all (the sqlx 0.8 dropped-future hazard). When this
     /// returns `Ok` the batch is committed; on `Err` it was rolled back.
+    #[tracing::instrument(
+        skip_all,
+        fields(batch.items = batch.items.len(), batch.registrations = batch.registrations.len())
+    )]
     pub async fn apply_batch(&self, batch: InboundBatch) -> Result<BatchReport, StoreError> {
         let pool = self.pool.clone();
         let work = async move {

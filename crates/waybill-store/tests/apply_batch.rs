@@ -567,3 +567,39 @@ async fn a_new_event_tied_with_the_newest_stored_one_is_merged_over_the_full_his
     drop(conn);
     db.drop_database().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_shipment_created_by_an_open_source_takes_in_the_events_parked_for_it() {
+    let db = database().await;
+    let store = db.store();
+    store
+        .apply_batch(InboundBatch {
+            items: vec![item(
+                true,
+                vec![event("MIX1", 20, Status::OutForDelivery, "")],
+            )],
+            registrations: vec![],
+        })
+        .await
+        .unwrap();
+    let created = store
+        .apply_batch(open_batch(vec![event("MIX1", 10, Status::InTransit, "")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (created.shipments_created, created.pulled_from_unmatched),
+        (1, 1)
+    );
+    assert_eq!((created.new_current, created.history_only), (1, 1));
+    let mut conn = store.acquire().await.unwrap();
+    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("MIX1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shipment.status, Status::OutForDelivery);
+    assert!(!shipment.registered);
+    assert_eq!(shipment.history.len(), 2);
+    assert_eq!(count_unmatched_events(&mut conn).await.unwrap(), 0);
+    drop(conn);
+    db.drop_database().await.unwrap();
+}

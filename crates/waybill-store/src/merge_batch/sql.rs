@@ -51,7 +51,14 @@ pub(super) async fn register_shipments(
         tracking_numbers.push(shipment.key.tracking_number.as_str());
         order_numbers.push(registration.order_number.as_deref());
         metadata.push(Json(&registration.metadata));
-        sources.push(shipment.source.as_ref().map(|s| s.as_str()));
+        // The registration's source, else the source of the batch's first event for it.
+        sources.push(
+            registration
+                .source
+                .as_ref()
+                .or(shipment.source.as_ref())
+                .map(|s| s.as_str()),
+        );
     }
     if tenants.is_empty() {
         return Ok(HashMap::new());
@@ -69,13 +76,13 @@ pub(super) async fn register_shipments(
              registered = true,
              order_number = coalesce(excluded.order_number, shipments.order_number),
              metadata = shipments.metadata || excluded.metadata,
-             source = coalesce(excluded.source, shipments.source),
+             source = coalesce(shipments.source, excluded.source),
              updated_at = now()
          where not shipments.registered
             or coalesce(excluded.order_number, shipments.order_number)
                    is distinct from shipments.order_number
             or shipments.metadata || excluded.metadata is distinct from shipments.metadata
-            or coalesce(excluded.source, shipments.source) is distinct from shipments.source
+            or (shipments.source is null and excluded.source is not null)
          returning id, (xmax = 0) as inserted",
     )
     .bind(tenants)
