@@ -4,14 +4,15 @@
 //!   `basic.return` (unroutable), a missing confirm or a lost connection is an error.
 //! * **Pipelined.** A small pool of channels in confirm mode, used round-robin; any number of
 //!   publishes are in flight on each, and each caller awaits only its own confirm (paired by a
-//!   per-channel tracker task, see [`confirms`]). Nothing serialises the process on a round trip.
+//!   per-channel task, see [`driver`], which also pairs each `basic.return` with the right
+//!   publish). Nothing serialises the process on a round trip.
 //! * **Self-healing.** A supervisor task owns the connection. When it or a channel dies, it is
 //!   dropped at once (publishes then fail fast with [`PublishError::Unavailable`]), and a new
 //!   connection is made with capped exponential backoff, the topology re-declared and the pool
 //!   reopened.
 //! * **Bounded.** Every await has a bound: a publish never takes longer than the confirm timeout.
 
-mod confirms;
+mod driver;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -33,7 +34,7 @@ use crate::error::{AmqpError, BusError, PublishError, bounded, chain, short_stri
 use crate::headers::{PUBLISH_ID_HEADER, to_field_table};
 use crate::message::OutboundMessage;
 use crate::topology::{OnMismatch, Topology};
-use confirms::Pending;
+use driver::Request;
 
 /// How often the supervisor checks that the connection and every channel are still open
 /// (connection errors are also reported at once through lapin's event stream).
@@ -139,7 +140,8 @@ struct Link {
 
 struct PoolChannel {
     channel: lapin::Channel,
-    confirms: mpsc::UnboundedSender<Pending>,
+    /// To the channel's driver task, which sends each publish and answers with its outcome.
+    requests: mpsc::UnboundedSender<Request>,
 }
 
 /// How publishers and trackers tell the supervisor that the current link is broken.
@@ -386,42 +388,20 @@ impl Shared {
             }
         };
         let index = self.next_channel.fetch_add(1, Ordering::Relaxed) % link.channels.len();
-        let pool = &link.channels[index];
-        let options = BasicPublishOptions {
-            // An unroutable message comes back as `basic.return`: an error, never a silent drop.
-            mandatory: true,
-            // Not supported by RabbitMQ (and not wanted: queues buffer for absent consumers).
-            immediate: false,
-        };
-        let sent = timeout_at(
-            deadline,
-            pool.channel
-                .basic_publish(exchange, routing_key, options, &message.body, properties),
-        )
-        .await;
-        let confirm = match sent {
-            Ok(Ok(confirm)) => confirm,
-            Ok(Err(error)) => {
-                self.breaker.trip(link.generation);
-                return Err(PublishError::lost("the publishing channel failed", error));
-            }
-            Err(_elapsed) => {
-                return Err(PublishError::Timeout {
-                    after: self.config.confirm_timeout,
-                });
-            }
-        };
         let (responder, answer) = oneshot::channel();
-        let pending = Pending {
+        let request = Request {
             publish_id,
-            exchange: message.exchange,
-            routing_key: message.routing_key,
-            confirm,
+            exchange,
+            routing_key,
+            body: message.body,
+            properties,
             deadline,
             responder,
             permit,
         };
-        if pool.confirms.send(pending).is_err() {
+        // From here the publish belongs to the channel's driver: dropping this future (a
+        // cancelled request) cannot interrupt it half-sent.
+        if link.channels[index].requests.send(request).is_err() {
             return Err(PublishError::unavailable(
                 "the publishing channel is shutting down",
             ));
@@ -526,14 +506,16 @@ impl Shared {
             .map_err(|source| BusError::OpenChannel {
                 source: source.into(),
             })?;
-            let (confirms, incoming) = mpsc::unbounded_channel();
+            let (requests, incoming) = mpsc::unbounded_channel();
             let breaker = self.breaker.clone();
-            self.tasks.spawn(confirms::track(
+            let on_failure = move || breaker.trip(generation);
+            self.tasks.spawn(driver::drive(
+                channel.clone(),
                 incoming,
                 config.confirm_timeout,
-                move || breaker.trip(generation),
+                on_failure,
             ));
-            channels.push(PoolChannel { channel, confirms });
+            channels.push(PoolChannel { channel, requests });
         }
         let known_exchanges = config.topology.exchange_names().into_iter().collect();
         Ok(Link {

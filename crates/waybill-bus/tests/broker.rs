@@ -347,13 +347,13 @@ async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow:
         .publisher(&unique_name("attribution"), |config| config.channels = 1)
         .await?;
     let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..32 {
+    for task in 0..32_usize {
         let publisher = publisher.clone();
         let topology = bus.topology.clone();
         tasks.spawn(async move {
             let mut wrong = Vec::new();
             for n in 0..40 {
-                let unroutable = (task + n) % 5 == 0;
+                let unroutable = (task + n).is_multiple_of(5);
                 let key = if unroutable {
                     "no-such-route"
                 } else {
@@ -375,7 +375,10 @@ async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow:
                     ));
                 }
             }
-            (wrong, (0..40).filter(|n| (task + n) % 5 != 0).count())
+            (
+                wrong,
+                (0..40).filter(|n| !(task + n).is_multiple_of(5)).count(),
+            )
         });
     }
     let mut wrong = Vec::new();
@@ -393,7 +396,7 @@ async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow:
     );
 
     // One big pipelined batch: raw lapin misreports a few in a thousand here.
-    let unroutable = |n: usize| n % 5 == 0;
+    let unroutable = |n: usize| n.is_multiple_of(5);
     let batch = (0..4000)
         .map(|n| {
             let key = if unroutable(n) {
@@ -715,6 +718,62 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Result<()> {
+    let bus = TestBus::new("channel-closed").await?;
+    let publisher = bus
+        .publisher(&unique_name("channel-closed"), |config| config.channels = 1)
+        .await?;
+    // An exchange outside the topology, checked once and then deleted behind the publisher's back.
+    let extra = format!("{}extra", bus.topology.prefix);
+    let raw = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
+    let channel = raw.create_channel().await?;
+    channel
+        .exchange_declare(
+            extra.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            bus.topology.polls_queue().as_str().into(),
+            extra.as_str().into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    publisher
+        .publish(OutboundMessage::new(extra.clone(), "", b"1".to_vec()))
+        .await?;
+    channel
+        .exchange_delete(extra.as_str().into(), Default::default())
+        .await?;
+    raw.close(200, "bye".into()).await?;
+
+    // The broker closes the pooled channel (404): that publish fails as retryable...
+    let error = publisher
+        .publish(OutboundMessage::new(extra.clone(), "", b"2".to_vec()))
+        .await
+        .expect_err("channel closed");
+    assert!(error.is_retryable(), "{error:?}");
+    // ...and the publisher replaces its channel by itself.
+    assert!(publisher.wait_ready(WAIT).await, "ready again");
+    publisher.publish(webhook(&bus.topology, "after")).await?;
+    let error = publisher
+        .publish(OutboundMessage::new(extra, "", b"3".to_vec()))
+        .await
+        .expect_err("gone");
+    assert!(
+        matches!(error, PublishError::ExchangeNotFound { .. }),
+        "{error:?}"
+    );
+    publisher.close().await;
+    bus.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> anyhow::Result<()> {
     let bus = TestBus::new("consumer-lost").await?;
     let publisher = bus
@@ -762,6 +821,32 @@ async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_queue_is_deleted_is_told_so() -> anyhow::Result<()> {
+    let bus = TestBus::new("consumer-cancelled").await?;
+    let queue = bus.topology.polls_queue();
+    let mut consumer = Consumer::start(&bus.conn, &queue, 4, "consumer-cancelled").await?;
+    bus.topology.delete(&bus.conn).await?;
+    let next = tokio::time::timeout(WAIT, consumer.next()).await?;
+    assert!(
+        matches!(&next, Some(Err(BusError::ConsumerCancelled { queue: cancelled })) if *cancelled == queue),
+        "{next:?}"
+    );
+    assert!(consumer.next().await.is_none());
+    let error = Consumer::start(&bus.conn, &queue, 4, "again")
+        .await
+        .expect_err("the queue is gone");
+    assert!(
+        matches!(&error, BusError::Consume { source, .. } if source.is_not_found()),
+        "{error:?}"
+    );
+    assert!(
+        bus.conn.is_open(),
+        "a failed consume closes its channel, not the connection"
+    );
+    bus.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_are_cheap_to_share_and_close_cleanly() -> anyhow::Result<()> {
     let bus = TestBus::new("close").await?;
     let publisher = bus.publisher(&unique_name("close"), |_| {}).await?;
@@ -781,4 +866,65 @@ async fn publishers_are_cheap_to_share_and_close_cleanly() -> anyhow::Result<()>
         100
     );
     bus.cleanup().await
+}
+
+/// Throughput probe, not a pass/fail test: `cargo test -p waybill-bus --release --test broker
+/// -- --ignored --nocapture publish_throughput`. Prints confirmed msg/s at several concurrencies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn publish_throughput() -> anyhow::Result<()> {
+    const MESSAGES: usize = 20_000;
+    let body = vec![b'x'; 1024];
+    for (channels, tasks) in [(1, 64), (4, 64), (4, 256), (4, 1024)] {
+        let bus = TestBus::new("throughput").await?;
+        let publisher = bus
+            .publisher(&unique_name("throughput"), |config| {
+                config.channels = channels
+            })
+            .await?;
+        let started = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..tasks {
+            let publisher = publisher.clone();
+            let message = OutboundMessage::new(
+                bus.topology.inbound_exchange(),
+                Topology::WEBHOOK_ROUTING_KEY,
+                body.clone(),
+            );
+            set.spawn(async move {
+                for _ in 0..MESSAGES / tasks {
+                    publisher.publish(message.clone()).await?;
+                }
+                Ok::<_, PublishError>(())
+            });
+        }
+        while let Some(result) = set.join_next().await {
+            result??;
+        }
+        let sent = MESSAGES / tasks * tasks;
+        let elapsed = started.elapsed();
+        println!(
+            "{channels} channel(s), {tasks} concurrent publishers, 1 KiB quorum: {sent} in {elapsed:?} = {:.0} msg/s",
+            sent as f64 / elapsed.as_secs_f64()
+        );
+        let started = Instant::now();
+        let batch = (0..5000)
+            .map(|_| {
+                OutboundMessage::new(
+                    bus.topology.inbound_exchange(),
+                    Topology::WEBHOOK_ROUTING_KEY,
+                    body.clone(),
+                )
+            })
+            .collect();
+        let results = publisher.publish_many(batch).await;
+        anyhow::ensure!(results.iter().all(Result::is_ok));
+        println!(
+            "  publish_many(5000): {:.0} msg/s",
+            5000.0 / started.elapsed().as_secs_f64()
+        );
+        publisher.close().await;
+        bus.cleanup().await?;
+    }
+    Ok(())
 }
