@@ -56,9 +56,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Topology => {
             let connection = waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-cli").await?;
-            let topology = waybill_bus::Topology::new(&settings.bus.prefix);
-            topology.declare(&connection, settings.bus.delivery_limit).await?;
-            connection.close().await;
+            let topology = waybill_bus::Topology::new(&settings.bus.prefix)
+                .with_delivery_limit(settings.bus.delivery_limit);
+            topology.declare(&connection).await?;
+            connection.close().await?;
             println!("topology declared");
         }
         Command::Shipments(command) => shipments::run(command, &settings).await?,

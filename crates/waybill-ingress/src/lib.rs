@@ -18,7 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_carriers::CarrierProfile;
 use waybill_config::{Settings, SourceSettings};
 
@@ -64,19 +64,11 @@ impl AppState {
                 ResolvedSource { settings: source.clone(), profile },
             );
         }
-        let topology = Topology::new(&settings.bus.prefix);
-        let publisher = Publisher::start(
-            PublisherConfig {
-                url: settings.bus.url.clone(),
-                connection_name: "waybill-ingress".to_owned(),
-                channels: settings.bus.publisher_channels,
-                confirm_timeout: Duration::from_millis(settings.ingress.publish_timeout_ms),
-                topology: topology.clone(),
-                delivery_limit: settings.bus.delivery_limit,
-            },
-            shutdown,
-        )
-        .await;
+        let topology = Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
+        let mut config = PublisherConfig::new(&settings.bus.url, "waybill-ingress", topology.clone());
+        config.channels = settings.bus.publisher_channels;
+        config.confirm_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
+        let publisher = Publisher::start(config, shutdown).await?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 sources,

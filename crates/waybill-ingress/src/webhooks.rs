@@ -127,7 +127,7 @@ async fn handle(
         String::from_utf8_lossy(&body).into_owned(),
         traceparent.clone(),
     );
-    let id = envelope.id.clone();
+    let id = envelope.id.as_str().to_owned();
     let message = OutboundMessage::new(
         inner.topology.inbound_exchange(),
         Topology::WEBHOOK_ROUTING_KEY,

@@ -30,7 +30,7 @@ pub async fn run_consumer(worker: Worker, index: usize, shutdown: CancellationTo
                 worker.inner.consumers_up.fetch_add(1, Ordering::Relaxed);
                 consume(&worker, consumer, &shutdown).await;
                 worker.inner.consumers_up.fetch_sub(1, Ordering::Relaxed);
-                connection.close().await;
+                let _ = connection.close().await;
             }
             Err(error) => {
                 tracing::warn!(consumer = index, error = %error, "cannot consume; retrying");
@@ -47,7 +47,7 @@ pub async fn run_consumer(worker: Worker, index: usize, shutdown: CancellationTo
 async fn connect(worker: &Worker, index: usize) -> Result<(BusConnection, Consumer), waybill_bus::BusError> {
     let settings = &worker.inner.settings;
     let connection = BusConnection::connect(&settings.bus.url, &format!("waybill-worker-{index}")).await?;
-    worker.inner.topology.declare(&connection, settings.bus.delivery_limit).await?;
+    worker.inner.topology.declare(&connection).await?;
     let consumer = Consumer::start(
         &connection,
         &worker.inner.topology.webhooks_queue(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::Settings;
 use waybill_store::Store;
 
@@ -43,19 +43,10 @@ impl Worker {
         if settings.worker.migrate_on_start {
             store.migrate().await?;
         }
-        let topology = Topology::new(&settings.bus.prefix);
-        let publisher = Publisher::start(
-            PublisherConfig {
-                url: settings.bus.url.clone(),
-                connection_name: "waybill-worker-publisher".to_owned(),
-                channels: 1,
-                confirm_timeout: Duration::from_secs(5),
-                topology: topology.clone(),
-                delivery_limit: settings.bus.delivery_limit,
-            },
-            shutdown,
-        )
-        .await;
+        let topology = Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
+        let mut config = PublisherConfig::new(&settings.bus.url, "waybill-worker-publisher", topology.clone());
+        config.channels = 1;
+        let publisher = Publisher::start(config, shutdown).await?;
         Ok(Worker {
             inner: Arc::new(Inner {
                 settings,

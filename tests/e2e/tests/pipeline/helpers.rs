@@ -124,10 +124,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("broker reachable");
     waybill_bus::Topology::new(&settings.bus.prefix)
-        .declare(&connection, settings.bus.delivery_limit)
+        .with_delivery_limit(settings.bus.delivery_limit)
+        .declare(&connection)
         .await
         .expect("declare topology");
-    connection.close().await;
+    let _ = connection.close().await;
 
     let mut ingress_settings = settings.clone();
     if let Some(url) = &options.ingress_amqp_url {
@@ -249,8 +250,8 @@ impl TestApp {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut settled = 0;
         while settled < 3 {
-            let depth = connection.queue_depth(&queue).await.expect("queue depth");
-            if depth.messages == 0 && depth.unacknowledged.unwrap_or(0) == 0 {
+            let depth = connection.queue_stats(&queue).await.expect("queue depth");
+            if depth.messages == 0 {
                 settled += 1;
             } else {
                 settled = 0;
@@ -258,7 +259,7 @@ impl TestApp {
             assert!(Instant::now() < deadline, "queue {queue} did not drain: {depth:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        connection.close().await;
+        let _ = connection.close().await;
     }
 
     /// Messages ready in the webhooks queue.
@@ -267,8 +268,8 @@ impl TestApp {
         let connection = waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-depth")
             .await
             .expect("broker reachable");
-        let depth = connection.queue_depth(&queue).await.expect("queue depth");
-        connection.close().await;
+        let depth = connection.queue_stats(&queue).await.expect("queue depth");
+        let _ = connection.close().await;
         depth.messages
     }
 
@@ -280,7 +281,7 @@ impl TestApp {
         }
         if let Ok(connection) = waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-cleanup").await {
             let _ = waybill_bus::Topology::new(&self.settings.bus.prefix).delete(&connection).await;
-            connection.close().await;
+            let _ = connection.close().await;
         }
         let _ = self.db.drop_database().await;
     }
@@ -293,7 +294,12 @@ pub fn sign(source: &str, body: &[u8]) -> Vec<(&'static str, String)> {
         "clickpost" => vec![("webhook_key", CLICKPOST_KEY.to_owned())],
         "aftership" => vec![("aftership-hmac-sha256", hmac_base64(AFTERSHIP_SECRET, body))],
         "easypost" => vec![("x-hmac-signature", format!("hmac-sha256-hex={}", hmac_hex(EASYPOST_SECRET, body)))],
-        "direct" | "registered-only" => vec![("waybill-signature", format!("sha256={}", hmac_hex(DIRECT_SECRET, body)))],
+        "direct" | "registered-only" => {
+            let now = chrono::Utc::now().timestamp();
+            let mut signed = format!("{now}.").into_bytes();
+            signed.extend_from_slice(body);
+            vec![("waybill-signature", format!("t={now},v1={}", hmac_hex(DIRECT_SECRET, &signed)))]
+        }
         other => panic!("no signer for source {other}"),
     }
 }
