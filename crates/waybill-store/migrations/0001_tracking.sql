@@ -98,6 +98,9 @@ create table tracking_events
     provider_event_id      text,
     courier                text,
     received_at            timestamptz not null default now(),
+    -- When this row was written (wall clock at insert, not transaction start): the end of the
+    -- event's journey through Waybill, which the load generator measures latency to.
+    stored_at              timestamptz not null default clock_timestamp(),
 
     primary key (shipment_id, event_id),
     constraint tracking_events_status_is_canonical check (status in
