@@ -39,11 +39,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::BasicReturnMessage;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
@@ -114,11 +117,30 @@ type Sending =
 
 // A short-lived value on the driver's stack, never stored: its size does not matter.
 #[allow(clippy::large_enum_variant)]
-enum Wake {
+enum Woke {
     Received(Option<Request>),
     Sent(u64, Caller, Result<PublisherConfirm, lapin::Error>),
-    Resolved,
+    ConfirmsWoken,
     Deadline,
+}
+
+/// The waker every confirm is polled with: it records that *some* confirm may have resolved and
+/// wakes the driver, so that the (full) harvest runs once per wake-up, not on every loop turn.
+#[derive(Default)]
+struct ConfirmWake {
+    woken: AtomicBool,
+    driver: AtomicWaker,
+}
+
+impl Wake for ConfirmWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.driver.wake();
+    }
 }
 
 /// Runs until `incoming` is closed (the link was dropped) and every caller has been answered.
@@ -130,86 +152,319 @@ pub(crate) async fn drive(
     confirm_timeout: Duration,
     on_channel_failure: impl Fn(),
 ) {
-    let mut sending: FuturesUnordered<Sending> = FuturesUnordered::new();
-    // Publishes being sent: sequence -> publish id.
-    let mut started: BTreeMap<u64, i64> = BTreeMap::new();
-    // Returns naming a publish that was still being sent when they were harvested.
-    let mut early_returns: HashMap<i64, Returned> = HashMap::new();
-    let mut next_sequence: u64 = 1;
-    let mut tracked: Vec<Tracked> = Vec::new();
-    let mut returns: Vec<Returned> = Vec::new();
+    let confirm_wake = Arc::new(ConfirmWake::default());
+    let mut driver = Driver {
+        channel: Arc::new(channel),
+        confirm_timeout,
+        confirm_waker: Waker::from(confirm_wake.clone()),
+        sending: FuturesUnordered::new(),
+        started: BTreeMap::new(),
+        next_sequence: 1,
+        tracked: Vec::new(),
+        returns: Vec::new(),
+        early_returns: HashMap::new(),
+        next_deadline: None,
+        channel_failed: false,
+        resolved_unanswered: 0,
+    };
     let mut incoming_open = true;
     loop {
-        if !incoming_open
-            && sending.is_empty()
-            && tracked.iter().all(|entry| entry.caller.responder.is_none())
-        {
+        if !incoming_open && driver.sending.is_empty() && driver.nobody_waits() {
             // Nobody is waiting any more; confirms still outstanding go with the channel.
             return;
         }
-        let next_deadline = tracked
-            .iter()
-            .filter(|entry| entry.caller.responder.is_some())
-            .map(|entry| entry.caller.deadline)
-            .min();
-        let highest_started = next_sequence - 1;
+        let next_deadline = driver.next_deadline;
         let wake = tokio::select! {
-            received = incoming.recv(), if incoming_open => Wake::Received(received),
-            Some((sequence, caller, sent)) = sending.next(), if !sending.is_empty() => Wake::Sent(sequence, caller, sent),
-            () = poll_fn(|cx| {
-                if harvest(&mut tracked, cx, &mut returns, highest_started) { Poll::Ready(()) } else { Poll::Pending }
-            }) => Wake::Resolved,
-            () = sleep_until_some(next_deadline), if next_deadline.is_some() => Wake::Deadline,
+            received = incoming.recv(), if incoming_open => Woke::Received(received),
+            Some((sequence, caller, sent)) = driver.sending.next(), if !driver.sending.is_empty() => {
+                Woke::Sent(sequence, caller, sent)
+            }
+            () = confirms_woken(&confirm_wake) => Woke::ConfirmsWoken,
+            () = sleep_until_some(next_deadline), if next_deadline.is_some() => Woke::Deadline,
         };
+        let mut settle = false;
         match wake {
-            Wake::Received(None) => incoming_open = false,
-            Wake::Received(Some(request)) => {
-                let mut request = Some(request);
-                while let Some(next) = request.take().or_else(|| incoming.try_recv().ok()) {
-                    let sequence = next_sequence;
-                    next_sequence += 1;
-                    started.insert(sequence, next.publish_id);
-                    sending.push(send(channel.clone(), sequence, next));
+            Woke::Received(None) => incoming_open = false,
+            Woke::Received(Some(request)) => {
+                driver.start(request);
+                while let Ok(request) = incoming.try_recv() {
+                    driver.start(request);
                 }
             }
-            Wake::Sent(sequence, caller, sent) => {
-                started.remove(&sequence);
-                match sent {
-                    Ok(confirm) => tracked.push(Tracked {
-                        returned: early_returns.remove(&caller.publish_id),
-                        caller,
-                        confirm: Some(confirm),
-                        resolution: None,
-                        barrier: 0,
-                    }),
-                    Err(error) => {
-                        early_returns.remove(&caller.publish_id);
-                        answer(
-                            caller,
-                            Err(PublishError::lost("the publishing channel failed", error)),
-                        );
-                        on_channel_failure();
-                    }
+            Woke::Sent(sequence, caller, sent) => {
+                let first_new = driver.tracked.len();
+                driver.sent(sequence, caller, sent);
+                // Take every other finished send now: one harvest for the lot.
+                while let Some(Some((sequence, caller, sent))) =
+                    driver.sending.next().now_or_never()
+                {
+                    driver.sent(sequence, caller, sent);
                 }
+                // A full harvest is needed only once something is seen resolved; new confirms
+                // are polled once anyway, to register the waker.
+                settle = driver.poll_new(first_new);
             }
-            Wake::Resolved | Wake::Deadline => {}
+            Woke::ConfirmsWoken => settle = true,
+            Woke::Deadline => {}
         }
-        settle(
-            &mut tracked,
-            &mut returns,
-            next_sequence - 1,
-            &started,
-            &mut early_returns,
-        );
-        if answer_resolved(&mut tracked, started.keys().next().copied()) {
+        if settle {
+            driver.settle();
+        }
+        if driver.resolved_unanswered > 0 {
+            driver.answer_resolved();
+        }
+        driver.expire(Instant::now());
+        if std::mem::take(&mut driver.channel_failed) {
             on_channel_failure();
         }
-        expire(&mut tracked, Instant::now(), confirm_timeout);
+    }
+}
+
+/// Resolves when a confirm was woken since the last check.
+async fn confirms_woken(confirm_wake: &ConfirmWake) {
+    poll_fn(|cx| {
+        confirm_wake.driver.register(cx.waker());
+        if confirm_wake.woken.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+struct Driver {
+    /// Shared with every send in flight (an `Arc` clone is cheaper than lapin's `Channel` clone).
+    channel: Arc<Channel>,
+    confirm_timeout: Duration,
+    /// The one waker all confirms are polled with (see [`ConfirmWake`]).
+    confirm_waker: Waker,
+    /// Publishes being written to the channel.
+    sending: FuturesUnordered<Sending>,
+    /// The publishes in `sending`: sequence -> publish id.
+    started: BTreeMap<u64, i64>,
+    next_sequence: u64,
+    /// Publishes sent, awaiting (or holding) their confirm.
+    tracked: Vec<Tracked>,
+    /// Returns harvested and not yet attributed.
+    returns: Vec<Returned>,
+    /// Returns naming a publish that was still being sent when they were harvested.
+    early_returns: HashMap<i64, Returned>,
+    /// The earliest deadline of a caller still waiting.
+    next_deadline: Option<Instant>,
+    /// Set when a publish or confirm failed because the channel or connection went away.
+    channel_failed: bool,
+    /// Entries resolved and not yet answered (held by their barrier).
+    resolved_unanswered: usize,
+}
+
+impl Driver {
+    fn nobody_waits(&self) -> bool {
+        self.tracked
+            .iter()
+            .all(|entry| entry.caller.responder.is_none())
+    }
+
+    /// Step 1: starts sending a publish.
+    fn start(&mut self, request: Request) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.started.insert(sequence, request.publish_id);
+        self.sending
+            .push(send(self.channel.clone(), sequence, request));
+    }
+
+    /// A publish finished sending: track its confirm, or report the failure.
+    fn sent(
+        &mut self,
+        sequence: u64,
+        caller: Caller,
+        sent: Result<PublisherConfirm, lapin::Error>,
+    ) {
+        self.started.remove(&sequence);
+        let early_return = self.early_returns.remove(&caller.publish_id);
+        match sent {
+            Ok(confirm) => {
+                self.next_deadline = Some(
+                    self.next_deadline
+                        .map_or(caller.deadline, |d| d.min(caller.deadline)),
+                );
+                self.tracked.push(Tracked {
+                    caller,
+                    confirm: Some(confirm),
+                    resolution: None,
+                    barrier: 0,
+                    returned: early_return,
+                });
+            }
+            Err(error) => {
+                answer(
+                    caller,
+                    Err(PublishError::lost("the publishing channel failed", error)),
+                );
+                self.channel_failed = true;
+            }
+        }
+    }
+
+    /// Step 2: harvest until a full pass finds nothing new, then attribute every harvested
+    /// return to the publish it names.
+    fn settle(&mut self) {
+        let confirm_waker = self.confirm_waker.clone();
+        let mut context = Context::from_waker(&confirm_waker);
+        let highest_started = self.next_sequence - 1;
+        while self.harvest(&mut context, highest_started, 0) {}
+        for returned in std::mem::take(&mut self.returns) {
+            let Some(publish_id) = returned.publish_id else {
+                tracing::warn!(
+                    reply_code = returned.reply_code,
+                    "the broker returned a message without a publish id"
+                );
+                continue;
+            };
+            if let Some(entry) = self
+                .tracked
+                .iter_mut()
+                .find(|entry| entry.caller.publish_id == publish_id)
+            {
+                entry.returned = Some(returned);
+            } else if self.started.values().any(|id| *id == publish_id) {
+                // Returned and confirmed before its own send finished: kept for when it does.
+                self.early_returns.insert(publish_id, returned);
+            } else {
+                tracing::warn!(
+                    publish_id,
+                    reply_code = returned.reply_code,
+                    "the broker returned a message this channel is not tracking"
+                );
+            }
+        }
+    }
+
+    /// Polls the confirms tracked from index `first` on once (new ones: registers the waker).
+    /// Returns whether any had already resolved.
+    fn poll_new(&mut self, first: usize) -> bool {
+        let confirm_waker = self.confirm_waker.clone();
+        let mut context = Context::from_waker(&confirm_waker);
+        let highest_started = self.next_sequence - 1;
+        self.harvest(&mut context, highest_started, first)
+    }
+
+    /// One pass over the outstanding confirms from index `first` on. Returns whether any newly
+    /// resolved.
+    fn harvest(&mut self, context: &mut Context<'_>, highest_started: u64, first: usize) -> bool {
+        let mut found = false;
+        for entry in self.tracked.iter_mut().skip(first) {
+            let Some(confirm) = entry.confirm.as_mut() else {
+                continue;
+            };
+            let Poll::Ready(result) = Pin::new(confirm).poll(context) else {
+                continue;
+            };
+            entry.confirm = None;
+            entry.barrier = highest_started;
+            self.resolved_unanswered += 1;
+            found = true;
+            entry.resolution = Some(match result {
+                Ok(Confirmation::Ack(returned)) => {
+                    self.returns.extend(returned.map(Returned::from));
+                    Resolution::Ack
+                }
+                Ok(Confirmation::Nack(returned)) => {
+                    self.returns.extend(returned.map(Returned::from));
+                    Resolution::Nack
+                }
+                Ok(Confirmation::NotRequested) => Resolution::NotRequested,
+                Err(error) => Resolution::Failed(error),
+            });
+        }
+        found
+    }
+
+    /// Step 3: answers every caller whose confirm resolved and whose barrier is passed (no
+    /// publish started before its observation is still being sent), and forgets those entries.
+    fn answer_resolved(&mut self) {
+        let oldest_still_sending = self.started.keys().next().copied();
+        let mut channel_failed = false;
+        let mut answered = 0;
+        let mut next_deadline: Option<Instant> = None;
+        self.tracked.retain_mut(|entry| {
+            if entry.resolution.is_none()
+                || oldest_still_sending.is_some_and(|oldest| oldest <= entry.barrier)
+            {
+                if entry.caller.responder.is_some() {
+                    next_deadline = Some(
+                        next_deadline
+                            .map_or(entry.caller.deadline, |d| d.min(entry.caller.deadline)),
+                    );
+                }
+                return true;
+            }
+            let outcome = match (entry.resolution.take(), entry.returned.take()) {
+                (Some(Resolution::Failed(error)), _) => {
+                    channel_failed = true;
+                    Err(PublishError::lost(
+                        "the channel or connection closed before the confirm",
+                        error,
+                    ))
+                }
+                (_, Some(returned)) => Err(PublishError::Unroutable {
+                    exchange: entry.caller.exchange.to_string(),
+                    routing_key: entry.caller.routing_key.to_string(),
+                    reply_code: returned.reply_code,
+                    reply_text: returned.reply_text,
+                }),
+                (Some(Resolution::Ack), None) => Ok(()),
+                (Some(Resolution::Nack), None) => Err(PublishError::Nacked),
+                (Some(Resolution::NotRequested) | None, None) => {
+                    channel_failed = true;
+                    Err(PublishError::unavailable(
+                        "the channel is not in confirm mode",
+                    ))
+                }
+            };
+            if let Some(responder) = entry.caller.responder.take() {
+                // The caller may have given up (its request was dropped); nothing to do then.
+                let _ = responder.send(outcome);
+            }
+            answered += 1;
+            false
+        });
+        self.resolved_unanswered -= answered;
+        self.channel_failed |= channel_failed;
+        self.next_deadline = next_deadline;
+    }
+
+    /// Answers callers whose deadline passed. Their entries stay until the confirm resolves (or
+    /// the channel goes), so that a late return is still attributed and the in-flight permit
+    /// still held.
+    fn expire(&mut self, now: Instant) {
+        if self.next_deadline.is_none_or(|deadline| deadline > now) {
+            return;
+        }
+        let mut next_deadline: Option<Instant> = None;
+        for entry in self.tracked.iter_mut() {
+            if entry.caller.responder.is_none() {
+                continue;
+            }
+            if entry.caller.deadline <= now {
+                if let Some(responder) = entry.caller.responder.take() {
+                    let _ = responder.send(Err(PublishError::Timeout {
+                        after: self.confirm_timeout,
+                    }));
+                }
+            } else {
+                next_deadline = Some(
+                    next_deadline.map_or(entry.caller.deadline, |d| d.min(entry.caller.deadline)),
+                );
+            }
+        }
+        self.next_deadline = next_deadline;
     }
 }
 
 /// Sends one publish on the channel (step 1).
-fn send(channel: Channel, sequence: u64, request: Request) -> Sending {
+fn send(channel: Arc<Channel>, sequence: u64, request: Request) -> Sending {
     let Request {
         publish_id,
         exchange,
@@ -242,138 +497,9 @@ fn send(channel: Channel, sequence: u64, request: Request) -> Sending {
     })
 }
 
-/// Step 2: harvest until a full pass finds nothing new, then attribute every harvested return
-/// to the publish it names.
-fn settle(
-    tracked: &mut [Tracked],
-    returns: &mut Vec<Returned>,
-    highest_started: u64,
-    started: &BTreeMap<u64, i64>,
-    early_returns: &mut HashMap<i64, Returned>,
-) {
-    let mut context = Context::from_waker(Waker::noop());
-    while harvest(tracked, &mut context, returns, highest_started) {}
-    for returned in returns.drain(..) {
-        let Some(publish_id) = returned.publish_id else {
-            tracing::warn!(
-                reply_code = returned.reply_code,
-                "the broker returned a message without a publish id"
-            );
-            continue;
-        };
-        if let Some(entry) = tracked
-            .iter_mut()
-            .find(|entry| entry.caller.publish_id == publish_id)
-        {
-            entry.returned = Some(returned);
-        } else if started.values().any(|id| *id == publish_id) {
-            // Returned and confirmed before its own send finished: kept for when it does.
-            early_returns.insert(publish_id, returned);
-        } else {
-            tracing::warn!(
-                publish_id,
-                reply_code = returned.reply_code,
-                "the broker returned a message this channel is not tracking"
-            );
-        }
-    }
-}
-
-/// One pass over every outstanding confirm. Returns whether any newly resolved.
-fn harvest(
-    tracked: &mut [Tracked],
-    context: &mut Context<'_>,
-    returns: &mut Vec<Returned>,
-    highest_started: u64,
-) -> bool {
-    let mut found = false;
-    for entry in tracked.iter_mut() {
-        let Some(confirm) = entry.confirm.as_mut() else {
-            continue;
-        };
-        let Poll::Ready(result) = Pin::new(confirm).poll(context) else {
-            continue;
-        };
-        entry.confirm = None;
-        entry.barrier = highest_started;
-        found = true;
-        entry.resolution = Some(match result {
-            Ok(Confirmation::Ack(returned)) => {
-                returns.extend(returned.map(Returned::from));
-                Resolution::Ack
-            }
-            Ok(Confirmation::Nack(returned)) => {
-                returns.extend(returned.map(Returned::from));
-                Resolution::Nack
-            }
-            Ok(Confirmation::NotRequested) => Resolution::NotRequested,
-            Err(error) => Resolution::Failed(error),
-        });
-    }
-    found
-}
-
-/// Step 3: answers every caller whose confirm resolved and whose barrier is passed (no publish
-/// started before its observation is still being sent), and forgets those entries. Returns true
-/// when a confirm failed because the channel or connection went away.
-fn answer_resolved(tracked: &mut Vec<Tracked>, oldest_still_sending: Option<u64>) -> bool {
-    let mut channel_failed = false;
-    tracked.retain_mut(|entry| {
-        if entry.resolution.is_none()
-            || oldest_still_sending.is_some_and(|oldest| oldest <= entry.barrier)
-        {
-            return true;
-        }
-        let outcome = match (entry.resolution.take(), entry.returned.take()) {
-            (Some(Resolution::Failed(error)), _) => {
-                channel_failed = true;
-                Err(PublishError::lost(
-                    "the channel or connection closed before the confirm",
-                    error,
-                ))
-            }
-            (_, Some(returned)) => Err(PublishError::Unroutable {
-                exchange: entry.caller.exchange.to_string(),
-                routing_key: entry.caller.routing_key.to_string(),
-                reply_code: returned.reply_code,
-                reply_text: returned.reply_text,
-            }),
-            (Some(Resolution::Ack), None) => Ok(()),
-            (Some(Resolution::Nack), None) => Err(PublishError::Nacked),
-            (Some(Resolution::NotRequested) | None, None) => {
-                channel_failed = true;
-                Err(PublishError::unavailable(
-                    "the channel is not in confirm mode",
-                ))
-            }
-        };
-        if let Some(responder) = entry.caller.responder.take() {
-            // The caller may have given up (its request was dropped); nothing to do then.
-            let _ = responder.send(outcome);
-        }
-        false
-    });
-    channel_failed
-}
-
 fn answer(mut caller: Caller, outcome: Result<(), PublishError>) {
     if let Some(responder) = caller.responder.take() {
         let _ = responder.send(outcome);
-    }
-}
-
-/// Answers callers whose deadline passed. Their entries stay until the confirm resolves (or the
-/// channel goes), so that a late return is still attributed and the in-flight permit still held.
-fn expire(tracked: &mut [Tracked], now: Instant, confirm_timeout: Duration) {
-    for entry in tracked
-        .iter_mut()
-        .filter(|entry| entry.caller.deadline <= now)
-    {
-        if let Some(responder) = entry.caller.responder.take() {
-            let _ = responder.send(Err(PublishError::Timeout {
-                after: confirm_timeout,
-            }));
-        }
     }
 }
 
