@@ -95,8 +95,9 @@ pub struct Consumer {
 
 impl Consumer {
     /// Opens a channel on `conn`, sets its prefetch (unacknowledged deliveries outstanding at
-    /// once; make it at least the worker's batch size) and starts consuming `queue` with manual
-    /// acknowledgements. An empty `consumer_tag` lets the broker pick one.
+    /// once; make it at least the worker's batch size, or batches never fill; 0 means unlimited)
+    /// and starts consuming `queue` with manual acknowledgements. An empty `consumer_tag` lets the
+    /// broker pick one.
     #[tracing::instrument(skip_all, fields(queue = %queue, prefetch = prefetch))]
     pub async fn start(
         conn: &BusConnection,

@@ -16,6 +16,24 @@
 //!
 //! **Invariant:** every await on the broker is bounded by a timeout; nothing here panics on
 //! input, network or configuration; bodies are never logged.
+//!
+//! # lapin 4 notes (what this crate works around)
+//!
+//! * **Returns are mis-paired under pipelining.** lapin attaches a `basic.return` to the first
+//!   confirm it resolves after the return, which with coalesced (`multiple`) acks is often another
+//!   publish's. The publisher pairs returns itself by a publish id header (`publisher::driver`).
+//! * **A confirm can resolve before `basic_publish` returns** its confirm future; the driver
+//!   accounts for that too.
+//! * **Recovery is off.** `enable_auto_recover` has had hangs, and recovered channels keep old
+//!   delivery tags meaningful only to the old channel (fixed for acks only in 4.12.3). Publishers
+//!   reconnect by themselves; consumers are rebuilt by their owner (see [`Consumer`]).
+//! * **`ShortString::from` panics** over 255 bytes; names, keys, ids and header names from input
+//!   go through a checked conversion and fail as errors instead.
+//! * **lapin logs returned messages at WARN with their body** (`Server returned us a message`,
+//!   `Debug` of the whole message). The telemetry filter must keep `lapin=error` (or at least
+//!   `lapin::returned_messages=error`) so that bodies never reach the logs.
+//! * **A channel closed by the broker is reported as a connection event error** even though the
+//!   connection is fine; the publisher checks what actually failed before reconnecting.
 
 pub mod dead;
 pub mod envelope;

@@ -147,6 +147,15 @@ impl Topology {
         self.declare_with(conn, OnMismatch::Fail).await
     }
 
+    /// Like [`Topology::declare`], but an entity that exists with other arguments is used as it
+    /// is, with an error logged, instead of failing. For long-running processes (the publisher
+    /// on every reconnection, worker consumers): a drifted delivery limit must not stop
+    /// ingestion, while `declare` (run by the CLI at deploy time) reports the drift.
+    #[tracing::instrument(skip_all, fields(prefix = %self.prefix))]
+    pub async fn declare_or_reuse(&self, conn: &BusConnection) -> Result<(), BusError> {
+        self.declare_with(conn, OnMismatch::Tolerate).await
+    }
+
     pub(crate) async fn declare_with(
         &self,
         conn: &BusConnection,

@@ -291,6 +291,45 @@ async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
+    let bus = TestBus::new("timeout").await?;
+    // No broker confirms within a microsecond: every publish hits the bound.
+    let publisher = bus
+        .publisher(&unique_name("timeout"), |config| {
+            config.confirm_timeout = Duration::from_micros(1)
+        })
+        .await?;
+    let started = Instant::now();
+    let error = publisher
+        .publish(webhook(&bus.topology, "late"))
+        .await
+        .expect_err("too late");
+    assert!(matches!(error, PublishError::Timeout { .. }), "{error:?}");
+    assert!(error.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The message may well be on the broker anyway: a timeout means "unknown", not "lost".
+    assert!(
+        eventually(WAIT, || async {
+            bus.ready_messages(&bus.topology.webhooks_queue())
+                .await
+                .ok()
+                == Some(1)
+        })
+        .await
+    );
+    assert!(
+        publisher.is_ready(),
+        "a timeout does not break the publisher"
+    );
+    publisher.close().await;
+    bus.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_publishes_are_all_confirmed() -> anyhow::Result<()> {
     const TASKS: usize = 64;
     const PER_TASK: usize = 2000 / TASKS + 1;
