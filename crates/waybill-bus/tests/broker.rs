@@ -596,10 +596,19 @@ async fn a_message_over_the_delivery_limit_is_dead_lettered_and_can_be_replayed(
             continue;
         };
         deliveries += 1;
-        acker.nack(delivery?.delivery_tag, true).await?;
+        let delivery = delivery?;
+        assert_eq!(
+            delivery.is_final_attempt(2),
+            deliveries == 3,
+            "delivery {deliveries}: {delivery:?}"
+        );
+        acker.nack(delivery.delivery_tag, true).await?;
     }
     consumer.cancel().await;
     assert!(deliveries >= 2, "delivered {deliveries} times");
+    println!(
+        "with x-delivery-limit 2 the message was delivered {deliveries} times before dead-lettering"
+    );
     assert_eq!(bus.ready_messages(&bus.topology.webhooks_queue()).await?, 0);
 
     let dead = DeadLetters::open(&bus.conn, &bus.topology).await?;
