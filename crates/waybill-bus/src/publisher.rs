@@ -13,6 +13,7 @@
 //! * **Bounded.** Every await has a bound: a publish never takes longer than the confirm timeout.
 
 mod driver;
+mod supervisor;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,8 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -30,10 +30,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{BusConnection, DEFAULT_CONNECT_TIMEOUT, OPERATION_TIMEOUT, close_channel};
-use crate::error::{AmqpError, BusError, PublishError, bounded, chain, short_string};
+use crate::error::{AmqpError, BusError, PublishError, short_string};
 use crate::headers::{PUBLISH_ID_HEADER, to_field_table};
 use crate::message::OutboundMessage;
-use crate::topology::{OnMismatch, Topology};
+use crate::topology::Topology;
 use driver::Request;
 
 /// How often the supervisor checks that the connection and every channel are still open
@@ -164,13 +164,6 @@ impl Breaker {
     }
 }
 
-enum LinkEnd {
-    /// `close` was called or the last clone dropped.
-    Stop,
-    /// The connection or a channel failed.
-    Broken(&'static str),
-}
-
 impl Publisher {
     /// Starts the publisher: spawns its supervisor and waits for the first connection attempt
     /// (within the connect timeout). When the broker is down the publisher is returned anyway,
@@ -215,9 +208,11 @@ impl Publisher {
             tasks: TaskTracker::new(),
         });
         let (first_attempt, first_attempt_done) = oneshot::channel();
-        shared
-            .tasks
-            .spawn(supervise(shared.clone(), shutdown, first_attempt));
+        shared.tasks.spawn(supervisor::supervise(
+            shared.clone(),
+            shutdown,
+            first_attempt,
+        ));
         let wait = shared.config.connect_timeout + OPERATION_TIMEOUT;
         let _ = tokio::time::timeout(wait, first_attempt_done).await;
         Ok(Publisher {
@@ -314,23 +309,6 @@ impl fmt::Debug for Publisher {
             .field("connection_name", &self.shared.config.connection_name)
             .field("ready", &self.is_ready())
             .finish()
-    }
-}
-
-impl Link {
-    /// What is broken, if anything.
-    fn broken(&self) -> Option<&'static str> {
-        if !self.connection.is_open() {
-            return Some("the connection closed");
-        }
-        if !self
-            .channels
-            .iter()
-            .all(|pool| pool.channel.status().connected())
-        {
-            return Some("a publishing channel closed");
-        }
-        None
     }
 }
 
@@ -476,155 +454,6 @@ impl Shared {
             Err(_elapsed) => Err(timed_out()),
         }
     }
-
-    /// Connects, declares the topology and opens the channel pool with a confirm tracker each.
-    async fn establish(&self, generation: u64) -> Result<Link, BusError> {
-        let config = &self.config;
-        let connection = BusConnection::connect_with_timeout(
-            &config.url,
-            &config.connection_name,
-            config.connect_timeout,
-        )
-        .await?;
-        config
-            .topology
-            .declare_with(&connection, OnMismatch::Tolerate)
-            .await?;
-        let mut channels = Vec::with_capacity(config.channels);
-        for _ in 0..config.channels {
-            let channel = connection.open_channel().await?;
-            let options = ConfirmSelectOptions {
-                // Wait for select-ok: a publish before it would not be confirmed.
-                nowait: false,
-            };
-            bounded(
-                "enabling publisher confirms",
-                OPERATION_TIMEOUT,
-                channel.confirm_select(options),
-            )
-            .await?
-            .map_err(|source| BusError::OpenChannel {
-                source: source.into(),
-            })?;
-            let (requests, incoming) = mpsc::unbounded_channel();
-            let breaker = self.breaker.clone();
-            let on_failure = move || breaker.trip(generation);
-            self.tasks.spawn(driver::drive(
-                channel.clone(),
-                incoming,
-                config.confirm_timeout,
-                on_failure,
-            ));
-            channels.push(PoolChannel { channel, requests });
-        }
-        let known_exchanges = config.topology.exchange_names().into_iter().collect();
-        Ok(Link {
-            generation,
-            connection,
-            channels,
-            known_exchanges: Mutex::new(known_exchanges),
-        })
-    }
-
-    /// Waits until the link breaks or the publisher stops.
-    async fn watch(&self, link: &Link) -> LinkEnd {
-        let mut events = link.connection.events();
-        let mut health = tokio::time::interval(HEALTH_CHECK_INTERVAL);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = self.stop.cancelled() => return LinkEnd::Stop,
-                () = self.breaker.notify.notified() => {
-                    if self.breaker.is_tripped(link.generation) {
-                        return LinkEnd::Broken("a publish found its channel failed");
-                    }
-                }
-                event = events.next() => match event {
-                    // Reported for the connection and for any channel closed with an error,
-                    // including throw-away ones (a 404 from an exchange check): look at what
-                    // actually failed.
-                    Some(lapin::Event::Error(error)) => {
-                        if let Some(broken) = link.broken() {
-                            tracing::warn!(error = %error, "publisher connection error");
-                            return LinkEnd::Broken(broken);
-                        }
-                    }
-                    Some(lapin::Event::ConnectionBlocked(reason)) => {
-                        tracing::warn!(reason = %reason, "the broker blocked publishing");
-                    }
-                    Some(lapin::Event::ConnectionUnblocked) => tracing::info!("the broker unblocked publishing"),
-                    Some(_) => {}
-                    None => return LinkEnd::Broken("the connection's event stream ended"),
-                },
-                _ = health.tick() => {
-                    if let Some(broken) = link.broken() {
-                        return LinkEnd::Broken(broken);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The supervisor: connect, serve, notice failure, reconnect with backoff — until stopped.
-async fn supervise(
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    first_attempt: oneshot::Sender<()>,
-) {
-    let mut first_attempt = Some(first_attempt);
-    let mut delay = shared.config.reconnect_delay;
-    let mut generation = 0;
-    loop {
-        if shared.stop.is_cancelled() || shutdown.is_cancelled() {
-            break;
-        }
-        generation += 1;
-        let attempt = tokio::select! {
-            attempt = shared.establish(generation) => attempt,
-            () = shared.stop.cancelled() => break,
-        };
-        if let Some(first_attempt) = first_attempt.take() {
-            let _ = first_attempt.send(());
-        }
-        match attempt {
-            Ok(link) => {
-                let link = Arc::new(link);
-                shared.link.send_replace(Some(link.clone()));
-                tracing::info!(generation, "publisher connected");
-                delay = shared.config.reconnect_delay;
-                let end = shared.watch(&link).await;
-                shared.link.send_replace(None);
-                match end {
-                    LinkEnd::Stop => {
-                        let _ = link.connection.close().await;
-                        break;
-                    }
-                    LinkEnd::Broken(reason) => {
-                        tracing::warn!(reason, "publisher lost its connection; reconnecting");
-                        // Close what is left (a channel-only failure leaves the connection
-                        // open) without holding up the reconnection.
-                        shared.tasks.spawn(async move {
-                            let _ = link.connection.close().await;
-                        });
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(
-                error = %chain(&error),
-                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                "publisher could not connect"
-            ),
-        }
-        let pause = jittered(delay);
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = shared.stop.cancelled() => break,
-            () = shutdown.cancelled() => break,
-        }
-        delay = (delay * 2).min(shared.config.max_reconnect_delay);
-    }
-    shared.link.send_replace(None);
 }
 
 /// The message's AMQP properties: persistent JSON with its id, headers and the publish id.
@@ -662,10 +491,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// `delay` scaled by a random factor in [0.5, 1.0), so that many replicas do not reconnect in
-/// lock step.
-fn jittered(delay: Duration) -> Duration {
-    delay.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
