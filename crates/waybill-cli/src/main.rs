@@ -1,5 +1,6 @@
 //! `waybill`: the admin CLI. Thin: parse arguments, call the library crates.
 
+mod loadgen;
 mod shipments;
 
 use clap::{Parser, Subcommand};
@@ -7,7 +8,11 @@ use waybill_config::Settings;
 
 /// Waybill's admin command line.
 #[derive(Debug, Parser)]
-#[command(name = "waybill", version, about = "Waybill admin CLI: migrations, topology, shipments")]
+#[command(
+    name = "waybill",
+    version,
+    about = "Waybill admin CLI: migrations, topology, shipments"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,6 +29,8 @@ enum Command {
     Shipments(shipments::ShipmentsCommand),
     /// Check the configuration and list the sources and carrier profiles it resolves to.
     Config,
+    /// Play many couriers at once against a running ingress and balance the books in Postgres.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 #[tokio::main]
@@ -55,7 +62,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Topology => {
-            let connection = waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-cli").await?;
+            let connection =
+                waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-cli").await?;
             let topology = waybill_bus::Topology::new(&settings.bus.prefix)
                 .with_delivery_limit(settings.bus.delivery_limit);
             topology.declare(&connection).await?;
@@ -63,9 +71,25 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("topology declared");
         }
         Command::Shipments(command) => shipments::run(command, &settings).await?,
+        Command::Loadgen(args) => {
+            let ledger = loadgen::run(&args, &settings).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&ledger)?);
+            } else {
+                print!("{ledger}");
+            }
+            if !ledger.balanced() {
+                anyhow::bail!(
+                    "the ledger does not balance: accepted requests are unaccounted for or answers contradicted their intent"
+                );
+            }
+        }
         Command::Config => {
             let profiles = settings.profiles()?;
-            println!("profiles: {}", profiles.names().collect::<Vec<_>>().join(", "));
+            println!(
+                "profiles: {}",
+                profiles.names().collect::<Vec<_>>().join(", ")
+            );
             for source in &settings.sources {
                 println!(
                     "source {}: profile {}, tenant {}, {} secret(s), require_registration={}, mode={:?}",

@@ -40,7 +40,13 @@ pub enum ShipmentsCommand {
 pub async fn run(command: ShipmentsCommand, settings: &Settings) -> anyhow::Result<()> {
     let store = Store::connect(&settings.database.url, 2).await?;
     match command {
-        ShipmentsCommand::Register { carrier, tracking_number, order_number, tenant, source } => {
+        ShipmentsCommand::Register {
+            carrier,
+            tracking_number,
+            order_number,
+            tenant,
+            source,
+        } => {
             let registration = Registration {
                 tenant: TenantId::parse(&tenant)?,
                 source: source.as_deref().map(SourceId::parse).transpose()?,
@@ -49,7 +55,10 @@ pub async fn run(command: ShipmentsCommand, settings: &Settings) -> anyhow::Resu
                 order_number,
                 metadata: serde_json::json!({}),
             };
-            let batch = InboundBatch { items: Vec::new(), registrations: vec![registration] };
+            let batch = InboundBatch {
+                items: Vec::new(),
+                registrations: vec![registration],
+            };
             let mut tx = store.begin().await?;
             let report = waybill_store::apply_batch(&mut tx, &batch).await?;
             tx.commit().await?;
@@ -58,7 +67,11 @@ pub async fn run(command: ShipmentsCommand, settings: &Settings) -> anyhow::Resu
                 report.new_current + report.history_only + report.outdated
             );
         }
-        ShipmentsCommand::Show { carrier, tracking_number, tenant } => {
+        ShipmentsCommand::Show {
+            carrier,
+            tracking_number,
+            tenant,
+        } => {
             let shipment = store
                 .get_shipment(
                     &TenantId::parse(&tenant)?,

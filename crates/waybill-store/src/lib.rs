@@ -13,6 +13,7 @@
 
 mod batch;
 mod error;
+pub mod ledger;
 mod merge_batch;
 pub mod migrate;
 mod outbox;
