@@ -20,10 +20,59 @@ pub fn unique_prefix() -> String {
     format!("t-{:012x}.", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
-/// A connection and a declared topology of its own; delete it with [`TestBus::cleanup`].
+/// A connection and a declared topology of its own; delete it with [`TestBus::cleanup`]. A test
+/// that fails before that still deletes it, when the `TestBus` is dropped.
 pub struct TestBus {
     pub conn: BusConnection,
     pub topology: Topology,
+    cleaned: bool,
+}
+
+/// Names tests create under their prefix beside the topology.
+const EXTRA_QUEUES: &[&str] = &["tiny"];
+const EXTRA_EXCHANGES: &[&str] = &["extra"];
+
+async fn delete_everything(topology: &Topology) -> anyhow::Result<()> {
+    let conn = BusConnection::connect(&url(), "waybill-bus-test-cleanup").await?;
+    topology.delete(&conn).await?;
+    conn.close().await?;
+    let raw = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
+    for queue in EXTRA_QUEUES {
+        let channel = raw.create_channel().await?;
+        let name = format!("{}{queue}", topology.prefix);
+        let _ = channel
+            .queue_delete(name.as_str().into(), Default::default())
+            .await;
+    }
+    for exchange in EXTRA_EXCHANGES {
+        let channel = raw.create_channel().await?;
+        let name = format!("{}{exchange}", topology.prefix);
+        let _ = channel
+            .exchange_delete(name.as_str().into(), Default::default())
+            .await;
+    }
+    let _ = raw.close(200, "bye".into()).await;
+    Ok(())
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // The test failed (or forgot): delete its topology from a thread with its own runtime,
+        // since the test's runtime may be shutting down.
+        let topology = self.topology.clone();
+        let cleaning = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(delete_everything(&topology))
+        });
+        if let Ok(Err(error)) = cleaning.join() {
+            eprintln!("could not delete the test topology: {error:#}");
+        }
+    }
 }
 
 impl TestBus {
@@ -36,7 +85,11 @@ impl TestBus {
             .await
             .context("is RabbitMQ running? (`rabbitmq-server -detached`)")?;
         topology.declare(&conn).await?;
-        Ok(TestBus { conn, topology })
+        Ok(TestBus {
+            conn,
+            topology,
+            cleaned: false,
+        })
     }
 
     /// A publisher on this topology under a unique connection name.
@@ -59,8 +112,9 @@ impl TestBus {
         Ok(self.conn.queue_stats(queue).await?.messages)
     }
 
-    pub async fn cleanup(self) -> anyhow::Result<()> {
-        self.topology.delete(&self.conn).await?;
+    pub async fn cleanup(mut self) -> anyhow::Result<()> {
+        self.cleaned = true;
+        delete_everything(&self.topology).await?;
         self.conn.close().await?;
         Ok(())
     }
