@@ -35,6 +35,7 @@
 //! * **A channel closed by the broker is reported as a connection event error** even though the
 //!   connection is fine; the publisher checks what actually failed before reconnecting.
 
+pub mod bench;
 pub mod dead;
 pub mod envelope;
 

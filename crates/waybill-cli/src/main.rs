@@ -1,5 +1,6 @@
 //! `waybill`: the admin CLI. Thin: parse arguments, call the library crates.
 
+mod bench;
 mod loadgen;
 mod shipments;
 
@@ -31,6 +32,9 @@ enum Command {
     Config,
     /// Play many couriers at once against a running ingress and balance the books in Postgres.
     Loadgen(loadgen::LoadgenArgs),
+    /// Measure the machine's ceilings and Waybill's figures side by side (starts its own
+    /// ingress and worker on a fresh database and queue prefix).
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -71,6 +75,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("topology declared");
         }
         Command::Shipments(command) => shipments::run(command, &settings).await?,
+        Command::Bench(args) => bench::run(&args, &settings).await?,
         Command::Loadgen(args) => {
             let ledger = loadgen::run(&args, &settings).await?;
             if args.json {

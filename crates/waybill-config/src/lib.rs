@@ -147,7 +147,9 @@ impl Default for Settings {
             },
             profiles_dir: None,
             sources: Vec::new(),
-            log: LogSettings { format: LogFormat::Pretty },
+            log: LogSettings {
+                format: LogFormat::Pretty,
+            },
         }
     }
 }
@@ -192,12 +194,37 @@ impl Settings {
         }
         if with_env {
             figment = figment
-                .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+                .merge(
+                    Env::raw()
+                        .only(&["DATABASE_URL"])
+                        .map(|_| "database.url".into()),
+                )
                 .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "bus.url".into()))
-                .merge(Env::raw().only(&["WAYBILL_INGRESS_ADDR"]).map(|_| "ingress.addr".into()))
-                .merge(Env::raw().only(&["WAYBILL_WORKER_ADDR"]).map(|_| "worker.addr".into()))
-                .merge(Env::raw().only(&["WAYBILL_LOG_FORMAT"]).map(|_| "log.format".into()))
-                .merge(Env::raw().only(&["WAYBILL_PROFILES_DIR"]).map(|_| "profiles_dir".into()));
+                .merge(
+                    Env::raw()
+                        .only(&["WAYBILL_INGRESS_ADDR"])
+                        .map(|_| "ingress.addr".into()),
+                )
+                .merge(
+                    Env::raw()
+                        .only(&["WAYBILL_WORKER_ADDR"])
+                        .map(|_| "worker.addr".into()),
+                )
+                .merge(
+                    Env::raw()
+                        .only(&["WAYBILL_LOG_FORMAT"])
+                        .map(|_| "log.format".into()),
+                )
+                .merge(
+                    Env::raw()
+                        .only(&["WAYBILL_PROFILES_DIR"])
+                        .map(|_| "profiles_dir".into()),
+                )
+                .merge(
+                    Env::raw()
+                        .only(&["WAYBILL_BUS_PREFIX"])
+                        .map(|_| "bus.prefix".into()),
+                );
         }
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;

@@ -35,12 +35,8 @@ fn errors_name_the_key() {
     assert!(error_of("[worker]\nbatch_size = \"many\"").contains("batch_size"));
     assert!(error_of("[worker]\nbach_size = 5").contains("bach_size"));
     assert!(error_of("[worker]\nbatch_size = 0").contains("worker.batch_size"));
-    assert!(
-        error_of("[[sources]]\nid = \"x\"\nprofile = \"nope\"").contains("sources[0].profile")
-    );
-    assert!(
-        error_of("[[sources]]\nid = \"bad id!\"\nprofile = \"waybill\"").contains("source id")
-    );
+    assert!(error_of("[[sources]]\nid = \"x\"\nprofile = \"nope\"").contains("sources[0].profile"));
+    assert!(error_of("[[sources]]\nid = \"bad id!\"\nprofile = \"waybill\"").contains("source id"));
     let twice = "[[sources]]\nid = \"a\"\nprofile = \"waybill\"\n[[sources]]\nid = \"a\"\nprofile = \"waybill\"";
     assert!(error_of(twice).contains("sources[1].id"));
 }

@@ -32,7 +32,10 @@ pub async fn stored_at_of(
 /// How many rows each event id has (more than one only when several tenants track the same
 /// parcel); ids not stored are absent.
 #[tracing::instrument(skip_all, fields(ids = ids.len()))]
-pub async fn copies_of(conn: &mut PgConnection, ids: &[EventId]) -> Result<Vec<(String, i64)>, StoreError> {
+pub async fn copies_of(
+    conn: &mut PgConnection,
+    ids: &[EventId],
+) -> Result<Vec<(String, i64)>, StoreError> {
     let ids: Vec<&str> = ids.iter().map(EventId::as_str).collect();
     let rows = sqlx::query(
         "select event_id, count(*) as copies from tracking_events where event_id = any($1) group by event_id",

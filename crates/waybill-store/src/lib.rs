@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+pub mod bench;
 mod error;
 pub mod ledger;
 mod merge_batch;

@@ -21,6 +21,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Silences the one library target known to log message bodies.
+const RETURNED_MESSAGES_OFF: &str = "lapin::returned_messages=off";
+
 /// What [`init`] needs.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
@@ -43,7 +46,14 @@ pub struct TelemetryGuard {
 /// calls leave the first subscriber in place.
 pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.default_filter.clone()));
+        .unwrap_or_else(|_| EnvFilter::new(config.default_filter.clone()))
+        // lapin logs every returned (unroutable) message at WARN *with its body*; bodies carry
+        // names and addresses, so that target stays off whatever RUST_LOG says.
+        .add_directive(
+            RETURNED_MESSAGES_OFF
+                .parse()
+                .expect("a valid static directive"),
+        );
     let registry = tracing_subscriber::registry().with(filter);
     let _already_set = match config.format {
         LogFormat::Json => registry

@@ -14,7 +14,10 @@ use crate::Worker;
 /// The worker's routes.
 pub fn router(worker: Worker) -> Router {
     Router::new()
-        .route("/v1/shipments/{carrier}/{tracking_number}", get(get_shipment))
+        .route(
+            "/v1/shipments/{carrier}/{tracking_number}",
+            get(get_shipment),
+        )
         .route("/v1/shipments", get(find_shipments))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -32,7 +35,11 @@ struct ApiError {
 
 impl ApiError {
     fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
     }
 
     fn unavailable() -> ApiError {
@@ -46,7 +53,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response()
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -64,7 +75,9 @@ struct FindQuery {
 fn tenant_of(raw: Option<&str>) -> Result<TenantId, ApiError> {
     match raw {
         None => Ok(TenantId::default_tenant()),
-        Some(raw) => TenantId::parse(raw).map_err(|error| ApiError::bad_request(format!("tenant: {error}"))),
+        Some(raw) => {
+            TenantId::parse(raw).map_err(|error| ApiError::bad_request(format!("tenant: {error}")))
+        }
     }
 }
 
@@ -74,9 +87,10 @@ async fn get_shipment(
     Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_of(query.tenant.as_deref())?;
-    let carrier = CarrierCode::parse(&carrier).map_err(|error| ApiError::bad_request(error.to_string()))?;
-    let tracking_number =
-        TrackingNumber::parse(&tracking_number).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let carrier =
+        CarrierCode::parse(&carrier).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let tracking_number = TrackingNumber::parse(&tracking_number)
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
     let found = worker
         .store()
         .get_shipment(&tenant, &carrier, &tracking_number)
@@ -102,7 +116,9 @@ async fn find_shipments(
 ) -> Result<Response, ApiError> {
     let tenant = tenant_of(query.tenant.as_deref())?;
     let Some(order_number) = query.order_number.filter(|value| !value.trim().is_empty()) else {
-        return Err(ApiError::bad_request("the query parameter order_number is required"));
+        return Err(ApiError::bad_request(
+            "the query parameter order_number is required",
+        ));
     };
     let shipments = worker
         .store()
@@ -122,7 +138,11 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(worker): State<Worker>) -> impl IntoResponse {
     let database = worker.store().ping().await.is_ok();
     let broker = worker.consumers_up() > 0;
-    let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     (
         status,

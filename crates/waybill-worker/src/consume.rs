@@ -44,10 +44,14 @@ pub async fn run_consumer(worker: Worker, index: usize, shutdown: CancellationTo
     }
 }
 
-async fn connect(worker: &Worker, index: usize) -> Result<(BusConnection, Consumer), waybill_bus::BusError> {
+async fn connect(
+    worker: &Worker,
+    index: usize,
+) -> Result<(BusConnection, Consumer), waybill_bus::BusError> {
     let settings = &worker.inner.settings;
-    let connection = BusConnection::connect(&settings.bus.url, &format!("waybill-worker-{index}")).await?;
-    worker.inner.topology.declare(&connection).await?;
+    let connection =
+        BusConnection::connect(&settings.bus.url, &format!("waybill-worker-{index}")).await?;
+    worker.inner.topology.declare_or_reuse(&connection).await?;
     let consumer = Consumer::start(
         &connection,
         &worker.inner.topology.webhooks_queue(),
@@ -93,7 +97,12 @@ async fn consume(worker: &Worker, mut consumer: Consumer, shutdown: &Cancellatio
 
 /// Decodes, applies and acknowledges one batch. Returns false when the consumer should stop
 /// (shutdown during a database outage: the broker redelivers what was not acknowledged).
-async fn process(worker: &Worker, acker: &Acker, deliveries: Vec<Delivery>, shutdown: &CancellationToken) -> bool {
+async fn process(
+    worker: &Worker,
+    acker: &Acker,
+    deliveries: Vec<Delivery>,
+    shutdown: &CancellationToken,
+) -> bool {
     let mut pending = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match InboundEnvelope::decode(&delivery.body) {
@@ -182,7 +191,10 @@ async fn dead_letter(worker: &Worker, body: &[u8], reason: &str) -> bool {
         waybill_bus::Topology::DEAD_ROUTING_KEY,
         body.to_vec(),
     )
-    .with_header("x-waybill-reason", reason.chars().take(500).collect::<String>());
+    .with_header(
+        "x-waybill-reason",
+        reason.chars().take(500).collect::<String>(),
+    );
     match worker.inner.publisher.publish(message).await {
         Ok(()) => {
             metrics::counter!("waybill_dead_lettered_total", "queue" => "webhooks").increment(1);
@@ -205,6 +217,7 @@ fn record(report: &waybill_store::BatchReport, started: Instant) {
         ("duplicate", report.duplicates),
         ("unmatched", report.unmatched),
     ] {
-        metrics::counter!("waybill_merge_events_total", "outcome" => outcome).increment(count as u64);
+        metrics::counter!("waybill_merge_events_total", "outcome" => outcome)
+            .increment(count as u64);
     }
 }

@@ -39,12 +39,18 @@ impl Worker {
     /// Connects to Postgres (migrating first when `worker.migrate_on_start`) and starts the
     /// publisher used for dead-lettering and, later, fan-out.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Worker> {
-        let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let store =
+            Store::connect(&settings.database.url, settings.database.max_connections).await?;
         if settings.worker.migrate_on_start {
             store.migrate().await?;
         }
-        let topology = Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
-        let mut config = PublisherConfig::new(&settings.bus.url, "waybill-worker-publisher", topology.clone());
+        let topology =
+            Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
+        let mut config = PublisherConfig::new(
+            &settings.bus.url,
+            "waybill-worker-publisher",
+            topology.clone(),
+        );
         config.channels = 1;
         let publisher = Publisher::start(config, shutdown).await?;
         Ok(Worker {
@@ -70,7 +76,11 @@ impl Worker {
 
     /// Runs the consumers and the HTTP server on `listener` until `shutdown` is cancelled;
     /// then stops consuming, lets in-flight batches finish within the grace period, and closes.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let consumers = self.inner.settings.worker.consumers.max(1);
         for index in 0..consumers {
@@ -79,11 +89,14 @@ impl Worker {
         tracker.close();
         let app = api::router(self.clone());
         let signal = shutdown.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { signal.cancelled().await });
         let served = server.await;
         let grace = Duration::from_millis(self.inner.settings.worker.shutdown_grace_ms);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!("consumers did not stop within the grace period; unacked messages will be redelivered");
+            tracing::warn!(
+                "consumers did not stop within the grace period; unacked messages will be redelivered"
+            );
         }
         self.inner.publisher.close().await;
         served?;
@@ -91,6 +104,8 @@ impl Worker {
     }
 
     pub(crate) fn consumers_up(&self) -> usize {
-        self.inner.consumers_up.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .consumers_up
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }

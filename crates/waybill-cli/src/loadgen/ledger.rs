@@ -98,8 +98,10 @@ pub struct DrainLedger {
     pub merge_outcomes: Option<BTreeMap<String, u64>>,
     /// Time from sending an event's first request to its row being written.
     pub end_to_end_latency_ms: Percentiles,
-    /// Merged events per second while draining (found events / time from first send to last store).
+    /// Merged events per second over the whole run (found events / time from first send to last store).
     pub merged_per_sec: f64,
+    /// Events stored per second after sending ended (what the worker does with a backlog).
+    pub drain_rate_per_sec: f64,
 }
 
 /// Everything a run produced.

@@ -2,7 +2,7 @@
 //! books against Postgres. See `docs/loadgen.md`.
 
 mod ledger;
-mod payloads;
+pub(crate) mod payloads;
 mod plan;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -137,6 +137,16 @@ struct TaskResult {
 
 /// Runs the load and the accounting; returns the ledger.
 pub async fn run(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Ledger> {
+    run_with(args, settings, async {}).await
+}
+
+/// Like [`run`], awaiting `after_sending` between the sending phase and the accounting (the
+/// benchmark starts the worker there, so the drain measures the worker alone).
+pub async fn run_with(
+    args: &LoadgenArgs,
+    settings: &Settings,
+    after_sending: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Ledger> {
     let targets = Arc::new(targets(args, settings)?);
     let ingress = args
         .ingress
@@ -243,6 +253,7 @@ pub async fn run(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Ledg
         .map(Percentiles::of)
         .unwrap_or_default();
 
+    after_sending.await;
     let drain = if args.no_drain {
         None
     } else {
@@ -490,6 +501,7 @@ async fn drain(
     let store = waybill_store::Store::connect(&settings.database.url, 2).await?;
     let ids: Vec<EventId> = total.first_sent.keys().cloned().collect();
     let started = Instant::now();
+    let drain_started_at = Utc::now();
     let mut last_progress = Instant::now();
     let mut found: Vec<(String, DateTime<Utc>)> = Vec::new();
     loop {
@@ -528,8 +540,20 @@ async fn drain(
         }
         _ => 0.0,
     };
+    let drain_rate_per_sec = match last_store {
+        Some(last) if last > drain_started_at => {
+            let after_sending = found
+                .iter()
+                .filter(|(_, stored)| *stored >= drain_started_at)
+                .count();
+            after_sending as f64
+                / ((last - drain_started_at).num_milliseconds() as f64 / 1000.0).max(0.001)
+        }
+        _ => 0.0,
+    };
     store.close().await;
     Ok(DrainLedger {
+        drain_rate_per_sec,
         expected_events: ids.len() as u64,
         found_events: found.len() as u64,
         lost: (ids.len() - found.len().min(ids.len())) as u64,

@@ -1,0 +1,547 @@
+//! `waybill bench`: the machine's ceilings and Waybill's figures, side by side in one run.
+//! See the README's Performance section.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Args;
+use serde::Serialize;
+use tokio::process::{Child, Command};
+use waybill_config::Settings;
+
+use crate::loadgen::{self, LoadgenArgs, parse_duration};
+
+/// `waybill bench` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Where the `waybill-ingress` and `waybill-worker` binaries are (default: beside this one).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Repetitions; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Length of each load phase.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent connections of the full-speed phase.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Instead of the comparison: one steady run this long (e.g. `10m`) printing both
+    /// binaries' memory (RSS) every minute.
+    #[arg(long, value_parser = parse_duration)]
+    pub soak: Option<Duration>,
+    /// Request rate of the soak run.
+    #[arg(long, default_value_t = 1000.0)]
+    pub soak_rate: f64,
+    /// Print the results as JSON too.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunFigures {
+    /// Raw lapin confirmed publishes/s, same envelope size, quorum queue (ingress ceiling).
+    pub raw_publish_per_sec: f64,
+    /// Raw batched unnest insert + upsert, events/s at the worker's batch size (worker ceiling).
+    pub raw_upsert_per_sec: f64,
+    /// Ingress accepted/s at full speed.
+    pub ingress_accepted_per_sec: f64,
+    /// Ingress p99 ack latency at full speed, ms.
+    pub ingress_p99_ms_full: f64,
+    /// Ingress p99 ack latency at half the raw publish rate, ms.
+    pub ingress_p99_ms_half: f64,
+    /// Accepted/s achieved in the half-rate phase.
+    pub half_rate_achieved: f64,
+    /// Worker merged events/s draining the full-speed phase's backlog.
+    pub worker_merged_per_sec: f64,
+    /// End-to-end p50 / p99 at 1,000 webhooks/s, ms.
+    pub e2e_p50_ms_1k: f64,
+    /// End-to-end p99 at 1,000 webhooks/s, ms.
+    pub e2e_p99_ms_1k: f64,
+    /// Events accepted but not found, over all phases (must be 0).
+    pub lost: u64,
+    /// Envelope size used for the raw publish, bytes.
+    pub envelope_bytes: usize,
+    /// RSS of the ingress at start and end, KiB.
+    pub ingress_rss_kib: (u64, u64),
+    /// RSS of the worker at start and end, KiB.
+    pub worker_rss_kib: (u64, u64),
+}
+
+/// Runs the benchmark.
+pub async fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow::anyhow!("cannot tell where this binary is; pass --bin-dir"))?,
+    };
+    if let Some(soak) = args.soak {
+        return run_soak(args, settings, &bin_dir, soak).await;
+    }
+    let mut runs = Vec::new();
+    for index in 0..args.runs.max(1) {
+        eprintln!("run {}/{}…", index + 1, args.runs.max(1));
+        runs.push(one_run(args, settings, &bin_dir).await?);
+    }
+    let report = Report::from_runs(&runs);
+    print!("{report}");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    }
+    if report.lost > 0 {
+        anyhow::bail!("{} accepted events were never stored", report.lost);
+    }
+    Ok(())
+}
+
+/// A fresh database, queue prefix and pair of processes for one run.
+struct Stack {
+    settings: Settings,
+    database: Option<waybill_store::testing::TestDatabase>,
+    ingress: Option<Child>,
+    worker: Option<Child>,
+    bin_dir: PathBuf,
+}
+
+impl Stack {
+    async fn create(base: &Settings, bin_dir: &std::path::Path) -> anyhow::Result<Stack> {
+        let tag = format!("{:08x}", rand::random::<u32>());
+        // A fresh, migrated database beside the configured one, dropped at the end.
+        let admin_url = admin_url(&base.database.url)?;
+        let database = waybill_store::testing::TestDatabase::create(&admin_url).await?;
+        let mut settings = base.clone();
+        settings.database.url = database.url().to_owned();
+        settings.bus.prefix = format!("bench{tag}.");
+        settings.ingress.addr = free_port()?;
+        settings.worker.addr = free_port()?;
+        let connection =
+            waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench").await?;
+        topology(&settings).declare(&connection).await?;
+        connection.close().await?;
+        Ok(Stack {
+            settings,
+            database: Some(database),
+            ingress: None,
+            worker: None,
+            bin_dir: bin_dir.to_owned(),
+        })
+    }
+
+    fn spawn(&self, binary: &str) -> anyhow::Result<Child> {
+        let path = self.bin_dir.join(binary);
+        let settings = &self.settings;
+        Command::new(&path)
+            .env("DATABASE_URL", &settings.database.url)
+            .env("AMQP_URL", &settings.bus.url)
+            .env("WAYBILL_BUS_PREFIX", &settings.bus.prefix)
+            .env("WAYBILL_INGRESS_ADDR", settings.ingress.addr.to_string())
+            .env("WAYBILL_WORKER_ADDR", settings.worker.addr.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot start {}: {error} (build with `cargo build --release --bins`)",
+                    path.display()
+                )
+            })
+    }
+
+    async fn start_ingress(&mut self) -> anyhow::Result<()> {
+        self.ingress = Some(self.spawn("waybill-ingress")?);
+        wait_ready(&format!("http://{}/readyz", self.settings.ingress.addr)).await
+    }
+
+    async fn start_worker(&mut self) -> anyhow::Result<()> {
+        self.worker = Some(self.spawn("waybill-worker")?);
+        wait_ready(&format!("http://{}/readyz", self.settings.worker.addr)).await
+    }
+
+    fn rss(&self) -> (u64, u64) {
+        let of = |child: &Option<Child>| child.as_ref().and_then(Child::id).map_or(0, rss_kib);
+        (of(&self.ingress), of(&self.worker))
+    }
+
+    async fn destroy(mut self) {
+        for child in [self.ingress.take(), self.worker.take()]
+            .into_iter()
+            .flatten()
+        {
+            stop(child).await;
+        }
+        if let Ok(connection) =
+            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-bench").await
+        {
+            let _ = topology(&self.settings).delete(&connection).await;
+            let _ = connection.close().await;
+        }
+        if let Some(database) = self.database.take() {
+            let _ = database.drop_database().await;
+        }
+    }
+}
+
+fn topology(settings: &Settings) -> waybill_bus::Topology {
+    waybill_bus::Topology::new(&settings.bus.prefix)
+        .with_delivery_limit(settings.bus.delivery_limit)
+}
+
+async fn stop(mut child: Child) {
+    if let Some(pid) = child.id() {
+        // SIGTERM: the binaries drain and exit.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+fn loadgen_args(args: &BenchArgs, settings: &Settings) -> LoadgenArgs {
+    LoadgenArgs {
+        ingress: Some(format!("http://{}", settings.ingress.addr)),
+        worker: Some(format!("http://{}", settings.worker.addr)),
+        sources: Vec::new(),
+        rate: 0.0,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        count: None,
+        duplicates: 0.0,
+        out_of_order: 0.2,
+        invalid: 0.0,
+        shipments_in_flight: 20,
+        retries: 20,
+        max_retry_delay: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        no_drain: false,
+        json: false,
+        quiet: true,
+    }
+}
+
+async fn one_run(
+    args: &BenchArgs,
+    base: &Settings,
+    bin_dir: &std::path::Path,
+) -> anyhow::Result<RunFigures> {
+    let mut stack = Stack::create(base, bin_dir).await?;
+    let result = measure(args, &mut stack).await;
+    stack.destroy().await;
+    result
+}
+
+async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigures> {
+    let settings = stack.settings.clone();
+    let mut figures = RunFigures {
+        envelope_bytes: typical_envelope_len(&settings)?,
+        ..RunFigures::default()
+    };
+
+    // 1. The broker ceiling.
+    let connection =
+        waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench-raw").await?;
+    figures.raw_publish_per_sec = waybill_bus::bench::raw_confirmed_publish(
+        &connection,
+        &format!("{}bench.raw", settings.bus.prefix),
+        figures.envelope_bytes,
+        30_000,
+        settings.bus.publisher_channels,
+        256,
+    )
+    .await?;
+    connection.close().await?;
+
+    // 2. The database ceiling, at the worker's batch size and concurrency.
+    let store = waybill_store::Store::connect(
+        &settings.database.url,
+        settings.worker.consumers.max(1) as u32 + 1,
+    )
+    .await?;
+    figures.raw_upsert_per_sec = waybill_store::bench::raw_batched_upsert(
+        &store,
+        settings.worker.batch_size,
+        40,
+        settings.worker.consumers.max(1),
+    )
+    .await?;
+    store.close().await;
+
+    // 3. The ingress alone at full speed; the worker starts when sending stops and drains the
+    //    backlog, which measures its merge rate.
+    stack.start_ingress().await?;
+    let rss_start = stack.rss();
+    let full = loadgen_args(args, &settings);
+    let worker_start = async {
+        if let Err(error) = stack.start_worker().await {
+            eprintln!("worker did not start: {error:#}");
+        }
+    };
+    let ledger = loadgen::run_with(&full, &settings, worker_start).await?;
+    figures.ingress_accepted_per_sec = ledger.requests.accepted_per_sec;
+    figures.ingress_p99_ms_full = ledger.requests.ack_latency_ms.p99;
+    if let Some(drain) = &ledger.drain {
+        figures.worker_merged_per_sec = drain.drain_rate_per_sec;
+        figures.lost += drain.lost;
+    }
+    let rss_after_full = stack.rss();
+
+    // 4. Half the raw publish rate, worker running.
+    let mut half = loadgen_args(args, &settings);
+    half.rate = figures.raw_publish_per_sec / 2.0;
+    half.concurrency = args.concurrency.max(128);
+    let ledger = loadgen::run(&half, &settings).await?;
+    figures.ingress_p99_ms_half = ledger.requests.ack_latency_ms.p99;
+    figures.half_rate_achieved = ledger.requests.accepted_per_sec;
+    figures.lost += ledger.drain.as_ref().map_or(0, |drain| drain.lost);
+
+    // 5. 1,000 webhooks/s end to end.
+    let mut steady = loadgen_args(args, &settings);
+    steady.rate = 1000.0;
+    steady.concurrency = 32;
+    let ledger = loadgen::run(&steady, &settings).await?;
+    if let Some(drain) = &ledger.drain {
+        figures.e2e_p50_ms_1k = drain.end_to_end_latency_ms.p50;
+        figures.e2e_p99_ms_1k = drain.end_to_end_latency_ms.p99;
+        figures.lost += drain.lost;
+    }
+    let rss_end = stack.rss();
+    figures.ingress_rss_kib = (rss_start.0, rss_end.0);
+    figures.worker_rss_kib = (rss_after_full.1, rss_end.1);
+    Ok(figures)
+}
+
+async fn run_soak(
+    args: &BenchArgs,
+    base: &Settings,
+    bin_dir: &std::path::Path,
+    soak: Duration,
+) -> anyhow::Result<()> {
+    let mut stack = Stack::create(base, bin_dir).await?;
+    let result = async {
+        stack.start_ingress().await?;
+        stack.start_worker().await?;
+        let settings = stack.settings.clone();
+        let (ingress_start, worker_start) = stack.rss();
+        println!("soak: {:.0} webhooks/s for {} s", args.soak_rate, soak.as_secs());
+        println!("minute  ingress RSS KiB  worker RSS KiB");
+        println!("{:>6}  {:>15}  {:>14}", 0, ingress_start, worker_start);
+        let mut load = loadgen_args(args, &settings);
+        load.rate = args.soak_rate;
+        load.concurrency = 32;
+        load.duration = soak;
+        load.duplicates = 0.1;
+        load.invalid = 0.01;
+        let started = Instant::now();
+        let monitor = async {
+            let mut minute = 0;
+            while started.elapsed() < soak {
+                tokio::time::sleep(Duration::from_secs(60).min(soak)).await;
+                minute += 1;
+                let (ingress, worker) = stack.rss();
+                println!("{minute:>6}  {ingress:>15}  {worker:>14}");
+            }
+        };
+        let (ledger, ()) = tokio::join!(loadgen::run(&load, &settings), monitor);
+        let ledger = ledger?;
+        let (ingress_end, worker_end) = stack.rss();
+        print!("{ledger}");
+        println!(
+            "RSS start → end: ingress {ingress_start} → {ingress_end} KiB, worker {worker_start} → {worker_end} KiB"
+        );
+        anyhow::ensure!(ledger.balanced(), "the soak run's ledger does not balance");
+        Ok(())
+    }
+    .await;
+    stack.destroy().await;
+    result
+}
+
+/// The size of a typical inbound envelope: a Starshipit webhook with its one mapped event.
+fn typical_envelope_len(settings: &Settings) -> anyhow::Result<usize> {
+    let profiles = settings.profiles()?;
+    let profile = profiles
+        .get("starshipit")
+        .ok_or_else(|| anyhow::anyhow!("the built-in starshipit profile is missing"))?;
+    let scan = loadgen::payloads::Scan {
+        tracking_number: "LG0000000000001".to_owned(),
+        step: 1,
+        occurred_at: Utc::now(),
+    };
+    let body = loadgen::payloads::render("starshipit", &scan, 1).unwrap_or_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((name, value)) = profile.sign(&body, "bench", Utc::now()) {
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
+            reqwest::header::HeaderValue::from_str(&value)?,
+        );
+    }
+    let verified = profile.verify(
+        waybill_carriers::UnverifiedRequest {
+            headers: &headers,
+            body: &body,
+        },
+        &["bench".to_owned()],
+        Utc::now(),
+    )?;
+    let mapped = profile.map_webhook(&verified, Utc::now())?;
+    let envelope = waybill_bus::envelope::WebhookV1::new(
+        waybill_core::SourceId::parse("starshipit")?,
+        waybill_core::TenantId::default_tenant(),
+        false,
+        Utc::now(),
+        None,
+        mapped.events,
+        String::from_utf8_lossy(&body).into_owned(),
+        None,
+    );
+    Ok(waybill_bus::envelope::InboundEnvelope::WebhookV1(envelope)
+        .encode()
+        .len())
+}
+
+/// The `postgres` maintenance database on the server of `url`.
+fn admin_url(url: &str) -> anyhow::Result<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let slash = base
+        .rfind('/')
+        .filter(|at| *at > "postgres://".len())
+        .ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database name"))?;
+    Ok(format!("{}/postgres{query}", &base[..slash]))
+}
+
+fn free_port() -> anyhow::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{url} did not become ready within 30 s")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Medians over runs, printed as the README's table.
+struct Report {
+    runs: usize,
+    median: RunFigures,
+    lost: u64,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Report {
+    fn from_runs(runs: &[RunFigures]) -> Report {
+        let m = |pick: fn(&RunFigures) -> f64| median(runs.iter().map(pick));
+        let last = runs.last().cloned().unwrap_or_default();
+        Report {
+            runs: runs.len(),
+            median: RunFigures {
+                raw_publish_per_sec: m(|r| r.raw_publish_per_sec),
+                raw_upsert_per_sec: m(|r| r.raw_upsert_per_sec),
+                ingress_accepted_per_sec: m(|r| r.ingress_accepted_per_sec),
+                ingress_p99_ms_full: m(|r| r.ingress_p99_ms_full),
+                ingress_p99_ms_half: m(|r| r.ingress_p99_ms_half),
+                half_rate_achieved: m(|r| r.half_rate_achieved),
+                worker_merged_per_sec: m(|r| r.worker_merged_per_sec),
+                e2e_p50_ms_1k: m(|r| r.e2e_p50_ms_1k),
+                e2e_p99_ms_1k: m(|r| r.e2e_p99_ms_1k),
+                lost: runs.iter().map(|r| r.lost).sum(),
+                envelope_bytes: last.envelope_bytes,
+                ingress_rss_kib: last.ingress_rss_kib,
+                worker_rss_kib: last.worker_rss_kib,
+            },
+            lost: runs.iter().map(|r| r.lost).sum(),
+        }
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.median;
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        writeln!(
+            f,
+            "medians of {} runs; envelope {} bytes",
+            self.runs, r.envelope_bytes
+        )?;
+        writeln!(f, "| figure | ceiling | Waybill | ratio | target |")?;
+        writeln!(f, "|---|---:|---:|---:|---|")?;
+        writeln!(
+            f,
+            "| ingress accepted/s vs raw confirmed publish (quorum) | {:.0}/s | {:.0}/s | {:.2} | ≥ 0.80 |",
+            r.raw_publish_per_sec,
+            r.ingress_accepted_per_sec,
+            ratio(r.ingress_accepted_per_sec, r.raw_publish_per_sec)
+        )?;
+        writeln!(
+            f,
+            "| ingress p99 ack at full speed | | {:.1} ms | | |",
+            r.ingress_p99_ms_full
+        )?;
+        writeln!(
+            f,
+            "| ingress p99 ack at half the raw rate ({:.0}/s achieved) | | {:.1} ms | | ≤ 20 ms |",
+            r.half_rate_achieved, r.ingress_p99_ms_half
+        )?;
+        writeln!(
+            f,
+            "| worker merged events/s vs raw batched upsert | {:.0}/s | {:.0}/s | {:.2} | ≥ 0.70 |",
+            r.raw_upsert_per_sec,
+            r.worker_merged_per_sec,
+            ratio(r.worker_merged_per_sec, r.raw_upsert_per_sec)
+        )?;
+        writeln!(
+            f,
+            "| end-to-end latency at 1,000 webhooks/s (p50 / p99) | | {:.1} / {:.1} ms | | p99 ≤ 100 ms |",
+            r.e2e_p50_ms_1k, r.e2e_p99_ms_1k
+        )?;
+        writeln!(
+            f,
+            "| RSS ingress / worker, start → end of run (KiB) | | {} → {} / {} → {} | | flat |",
+            r.ingress_rss_kib.0, r.ingress_rss_kib.1, r.worker_rss_kib.0, r.worker_rss_kib.1
+        )?;
+        writeln!(f, "| lost (accepted − stored) | | {} | | 0 |", self.lost)
+    }
+}
