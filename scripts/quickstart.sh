@@ -56,11 +56,16 @@ body=examples/webhooks/starshipit.json
 signature=$(openssl dgst -sha256 -hmac "demo-starshipit-secret" -binary < "$body" | base64)
 echo
 echo "POST $ingress/v1/webhooks/starshipit"
-curl -sS -X POST "$ingress/v1/webhooks/starshipit" \
+status=$(curl -sS -o target/quickstart/response.json -w '%{http_code}' -X POST "$ingress/v1/webhooks/starshipit" \
   -H 'Content-Type: application/json' \
   -H "X-Starshipit-Signature: $signature" \
-  --data-binary "@$body"
+  --data-binary "@$body")
+cat target/quickstart/response.json
 echo
+if [ "$status" != 200 ]; then
+  echo "error: the webhook was answered $status, not 200" >&2
+  exit 1
+fi
 
 shipment="$worker/v1/shipments/starshipit/QQQ001737901000931501"
 for _ in $(seq 1 40); do

@@ -27,4 +27,7 @@ if cargo tree -p waybill-ingress -e normal --prefix none | grep -Eq '^(sqlx|wayb
   exit 1
 fi
 
+# The container build and compose file, checked statically (no Docker engine needed).
+bash scripts/validate-deploy.sh
+
 cargo test --workspace "$@"
