@@ -16,10 +16,12 @@ pub async fn stored_at_of(
 ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
     let ids: Vec<&str> = ids.iter().map(EventId::as_str).collect();
     let rows = sqlx::query(
-        "select event_id, min(stored_at) as stored_at
-           from tracking_events
-          where event_id = any($1)
-          group by event_id",
+        // A join on the unnested ids (a hash join), not `= any($1)`, which tests every row
+        // against the whole array.
+        "select e.event_id, min(e.stored_at) as stored_at
+           from tracking_events e
+           join (select distinct unnest($1::text[]) as id) ids on ids.id = e.event_id
+          group by e.event_id",
     )
     .bind(&ids)
     .fetch_all(conn)
@@ -38,7 +40,10 @@ pub async fn copies_of(
 ) -> Result<Vec<(String, i64)>, StoreError> {
     let ids: Vec<&str> = ids.iter().map(EventId::as_str).collect();
     let rows = sqlx::query(
-        "select event_id, count(*) as copies from tracking_events where event_id = any($1) group by event_id",
+        "select e.event_id, count(*) as copies
+           from tracking_events e
+           join (select distinct unnest($1::text[]) as id) ids on ids.id = e.event_id
+          group by e.event_id",
     )
     .bind(&ids)
     .fetch_all(conn)

@@ -132,6 +132,9 @@ struct TaskResult {
     ledger: RequestLedger,
     latency: Option<Histogram<u64>>,
     first_sent: HashMap<EventId, DateTime<Utc>>,
+    /// Accepted valid requests: (target, body, first send time); mapped to event ids after
+    /// the sending phase.
+    accepted_bodies: Vec<(usize, Arc<Vec<u8>>, DateTime<Utc>)>,
     shipments: HashSet<String>,
 }
 
@@ -254,6 +257,16 @@ pub async fn run_with(
         .unwrap_or_default();
 
     after_sending.await;
+    // Which event ids the accepted requests carried: mapped now, outside the timed phase.
+    for (target, body, sent_at) in std::mem::take(&mut total.accepted_bodies) {
+        for id in plan::event_ids_of(&targets[target], &body) {
+            total
+                .first_sent
+                .entry(id)
+                .and_modify(|first| *first = (*first).min(sent_at))
+                .or_insert(sent_at);
+        }
+    }
     let drain = if args.no_drain {
         None
     } else {
@@ -377,7 +390,7 @@ async fn send(context: &Context, planned: &Planned) -> (Answer, u32) {
             .http
             .post(&url)
             .header("content-type", "application/json")
-            .body(planned.body.clone());
+            .body(planned.body.as_ref().clone());
         if let Some((name, value)) = target.profile.sign(&planned.body, &secret, Utc::now()) {
             request = request.header(name, value);
         }
@@ -436,13 +449,9 @@ fn record(
                 ledger.accepted_fresh += 1;
             }
             result.shipments.insert(planned.tracking_number.clone());
-            for id in &planned.event_ids {
-                result
-                    .first_sent
-                    .entry(id.clone())
-                    .and_modify(|first| *first = (*first).min(sent_at))
-                    .or_insert(sent_at);
-            }
+            result
+                .accepted_bodies
+                .push((planned.target, planned.body.clone(), sent_at));
         }
         Answer::Status(code) if (400..500).contains(&code) => {
             *ledger.rejected.entry(code).or_default() += 1;

@@ -53,12 +53,10 @@ pub enum Intent {
 pub struct Planned {
     /// Index into the targets.
     pub target: usize,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body (shared: duplicates re-send the same bytes).
+    pub body: Arc<Vec<u8>>,
     /// Why it is sent.
     pub intent: Intent,
-    /// The event ids the body carries (empty for invalid requests).
-    pub event_ids: Vec<EventId>,
     /// The shipment it is about.
     pub tracking_number: String,
 }
@@ -117,13 +115,12 @@ impl Plan {
         let roll: f64 = self.rng.random();
         if roll < self.mix.invalid {
             let mut fresh = self.fresh();
-            fresh.event_ids.clear();
             if self.rng.random_bool(0.5) {
                 fresh.intent = Intent::BadSignature;
             } else {
                 fresh.intent = Intent::Malformed;
                 let cut = fresh.body.len() / 2;
-                fresh.body.truncate(cut);
+                fresh.body = Arc::new(fresh.body[..cut].to_vec());
             }
             return fresh;
         }
@@ -182,20 +179,18 @@ impl Plan {
             self.sequence * self.tasks as u64 + self.task as u64,
         )
         .unwrap_or_default();
-        let event_ids = event_ids_of(&self.targets[target], &body);
         Planned {
             target,
-            body,
+            body: Arc::new(body),
             intent: Intent::Fresh,
-            event_ids,
             tracking_number,
         }
     }
 }
 
-/// The event ids Waybill will derive from `body`: the source's own profile maps it, exactly as
-/// the ingress does.
-fn event_ids_of(target: &Target, body: &[u8]) -> Vec<EventId> {
+/// The event ids Waybill derives from `body`: the source's own profile maps it, exactly as the
+/// ingress does. Called after the sending phase, so the mapping costs no sending time.
+pub fn event_ids_of(target: &Target, body: &[u8]) -> Vec<EventId> {
     let now = Utc::now();
     let mut headers = HeaderMap::new();
     if let Some((name, value)) = target.profile.sign(body, &target.secret, now) {
