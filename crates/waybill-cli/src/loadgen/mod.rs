@@ -490,13 +490,7 @@ fn merge_into(total: &mut TaskResult, part: TaskResult) {
         (mine @ None, theirs) => *mine = theirs,
         _ => {}
     }
-    for (id, at) in part.first_sent {
-        total
-            .first_sent
-            .entry(id)
-            .and_modify(|first| *first = (*first).min(at))
-            .or_insert(at);
-    }
+    total.accepted_bodies.extend(part.accepted_bodies);
     total.shipments.extend(part.shipments);
 }
 
