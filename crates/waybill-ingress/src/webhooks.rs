@@ -10,10 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::Serialize;
+use tracing::Instrument;
 use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
 use waybill_bus::{OutboundMessage, PublishError};
 use waybill_carriers::UnverifiedRequest;
 use waybill_config::PollMode;
+use waybill_telemetry::trace;
 
 use crate::{ApiError, AppState};
 
@@ -37,8 +39,8 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
     }
 }
 
-/// Receives one courier webhook.
-#[tracing::instrument(skip_all, fields(source = %source_id))]
+/// Receives one courier webhook. Its span continues the courier's trace when the request
+/// carries a `traceparent`.
 pub async fn receive(
     State(state): State<AppState>,
     Path(source_id): Path<String>,
@@ -46,7 +48,13 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
     let started = Instant::now();
-    let result = handle(&state, &source_id, &headers, body).await;
+    let span = tracing::info_span!("waybill.webhook", source = %source_id);
+    if let Some(parent) = incoming_traceparent(&headers) {
+        trace::set_parent(&span, parent);
+    }
+    let result = handle(&state, &source_id, &headers, body)
+        .instrument(span)
+        .await;
     // Label by source only when the source exists: request paths are not a closed set.
     let source_label = if state.inner.sources.contains_key(&source_id) {
         source_id.clone()
@@ -93,7 +101,10 @@ async fn handle(
     }
 
     let received_at = Utc::now();
-    let request = UnverifiedRequest { headers, body: &body };
+    let request = UnverifiedRequest {
+        headers,
+        body: &body,
+    };
     let verified = source
         .profile
         .verify(request, &source.settings.secrets, received_at)
@@ -108,14 +119,18 @@ async fn handle(
     }
     let events = mapped.events.len();
     if events == 0 {
-        return Ok(Json(Accepted { status: "accepted", id: None, events: 0 }));
+        return Ok(Json(Accepted {
+            status: "accepted",
+            id: None,
+            events: 0,
+        }));
     }
 
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| is_valid_traceparent(value))
-        .map(str::to_owned);
+    let publish_span = tracing::info_span!("waybill.publish", messaging.destination = "inbound");
+    // The message carries the publish span's context, so the worker's merge joins this trace;
+    // without an exporter, the courier's own `traceparent` is passed through unchanged.
+    let traceparent = trace::traceparent_of(&publish_span)
+        .or_else(|| incoming_traceparent(headers).map(str::to_owned));
     let envelope = WebhookV1::new(
         source.settings.id.clone(),
         source.settings.tenant.clone(),
@@ -134,20 +149,31 @@ async fn handle(
         InboundEnvelope::WebhookV1(envelope).encode(),
     )
     .with_message_id(id.clone())
-    .with_optional_header("traceparent", traceparent);
+    .with_optional_header(trace::TRACEPARENT, traceparent);
 
     let publish_started = Instant::now();
-    let published = tokio::time::timeout(inner.publish_timeout, inner.publisher.publish(message)).await;
-    metrics::histogram!("waybill_publish_confirm_seconds").record(publish_started.elapsed().as_secs_f64());
+    let published = tokio::time::timeout(inner.publish_timeout, inner.publisher.publish(message))
+        .instrument(publish_span)
+        .await;
+    metrics::histogram!("waybill_publish_confirm_seconds")
+        .record(publish_started.elapsed().as_secs_f64());
     match published {
-        Ok(Ok(())) => Ok(Json(Accepted { status: "accepted", id: Some(id), events })),
+        Ok(Ok(())) => Ok(Json(Accepted {
+            status: "accepted",
+            id: Some(id),
+            events,
+        })),
         Ok(Err(error)) => {
             metrics::counter!("waybill_publish_failures_total", "reason" => publish_failure_label(&error)).increment(1);
-            Err(ApiError::Unavailable { retry_after: inner.retry_after_secs })
+            Err(ApiError::Unavailable {
+                retry_after: inner.retry_after_secs,
+            })
         }
         Err(_elapsed) => {
             metrics::counter!("waybill_publish_failures_total", "reason" => "timeout").increment(1);
-            Err(ApiError::Unavailable { retry_after: inner.retry_after_secs })
+            Err(ApiError::Unavailable {
+                retry_after: inner.retry_after_secs,
+            })
         }
     }
 }
@@ -158,28 +184,14 @@ fn publish_failure_label(error: &PublishError) -> &'static str {
     error.kind()
 }
 
-/// `00-<32 hex>-<16 hex>-<2 hex>`, per W3C Trace Context.
-fn is_valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    parts.len() == 4
-        && [2, 32, 16, 2]
-            .iter()
-            .zip(&parts)
-            .all(|(len, part)| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
+/// The request's `traceparent`, if well-formed.
+fn incoming_traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| trace::is_valid_traceparent(value))
 }
 
 fn truncate(value: &str, max: usize) -> String {
     value.chars().take(max).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_validation() {
-        assert!(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        assert!(!is_valid_traceparent("00-xyz-00f067aa0ba902b7-01"));
-        assert!(!is_valid_traceparent(""));
-    }
 }

@@ -1,4 +1,8 @@
-//! Logging, metrics and (later) tracing export, initialised once per process.
+//! Logging, metrics and trace export, initialised once per process.
+//!
+//! Traces go to an OTLP collector when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (`OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER*` are honoured too); otherwise no exporter runs
+//! and spans cost what plain `tracing` spans cost.
 //!
 //! **Invariant:** telemetry never carries secrets, signatures or payloads; metric labels come
 //! from closed sets (enums, configured source ids), never from request input.
@@ -11,6 +15,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+pub mod trace;
 
 /// Where log lines go and how they look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +41,34 @@ pub struct TelemetryConfig {
     pub default_filter: String,
 }
 
-/// Keeps telemetry alive; dropping it flushes what is buffered.
+/// Keeps telemetry alive; dropping it flushes what is buffered (spans not yet exported).
 #[must_use = "dropping the guard stops telemetry export"]
 pub struct TelemetryGuard {
-    _private: (),
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
 }
 
 /// Installs the global tracing subscriber (filtered by `RUST_LOG`, defaulting to
 /// `config.default_filter`) and the Prometheus recorder. Safe to call more than once: later
 /// calls leave the first subscriber in place.
 pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
+    let provider = trace::provider_from_env(config.service_name);
+    init_with(config, provider)
+}
+
+/// Like [`init`], exporting spans through `provider` (tests pass one with an in-memory
+/// exporter); `None` exports nothing.
+pub fn init_with(
+    config: &TelemetryConfig,
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(config.default_filter.clone()))
         // lapin logs every returned (unroutable) message at WARN *with its body*; bodies carry
@@ -54,21 +78,27 @@ pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
                 .parse()
                 .expect("a valid static directive"),
         );
-    let registry = tracing_subscriber::registry().with(filter);
-    let _already_set = match config.format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
-    };
+    let otel = provider.as_ref().map(|provider| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("waybill"))
+    });
+    let json = (config.format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+    });
+    let pretty = (config.format == LogFormat::Pretty).then(tracing_subscriber::fmt::layer);
+    let _already_set = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(json)
+        .with(pretty)
+        .try_init();
+    trace::install_propagator();
     metrics_handle();
     metrics::gauge!("waybill_build_info", "service" => config.service_name, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    TelemetryGuard { _private: () }
+    TelemetryGuard { provider }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
