@@ -1,10 +1,9 @@
 //! `waybill`: the admin CLI. Thin: parse arguments, call the library crates.
 
-mod bench;
-mod loadgen;
 mod shipments;
 
 use clap::{Parser, Subcommand};
+use waybill_cli::{bench, deadletters, loadgen};
 use waybill_config::Settings;
 
 /// Waybill's admin command line.
@@ -12,7 +11,7 @@ use waybill_config::Settings;
 #[command(
     name = "waybill",
     version,
-    about = "Waybill admin CLI: migrations, topology, shipments"
+    about = "Waybill admin CLI: migrations, topology, shipments, dead letters"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +31,10 @@ enum Command {
     Config,
     /// Play many couriers at once against a running ingress and balance the books in Postgres.
     Loadgen(loadgen::LoadgenArgs),
+    /// Inspect, replay or discard the dead-lettered messages of `waybill.dead` (bodies are
+    /// shown only with `show --body`: they carry personal data).
+    #[command(subcommand)]
+    Deadletters(deadletters::DeadLettersCommand),
     /// Measure the machine's ceilings and Waybill's figures side by side (starts its own
     /// ingress and worker on a fresh database and queue prefix).
     Bench(bench::BenchArgs),
@@ -76,6 +79,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Shipments(command) => shipments::run(command, &settings).await?,
         Command::Bench(args) => bench::run(&args, &settings).await?,
+        Command::Deadletters(command) => deadletters::run(command, &settings).await?,
         Command::Loadgen(args) => {
             let ledger = loadgen::run(&args, &settings).await?;
             if args.json {
