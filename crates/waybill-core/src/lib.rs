@@ -5,6 +5,7 @@
 //! database, broker or HTTP crate. Everything here is a value or a function of values, so every
 //! rule can be tested exhaustively and property-tested.
 
+pub mod access;
 mod event;
 mod event_id;
 mod ids;
