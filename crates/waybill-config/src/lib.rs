@@ -5,6 +5,7 @@
 //! profile that does not exist are rejected by [`Settings::load`] with an error naming the key,
 //! so a process never starts half-configured.
 
+mod auth;
 mod sources;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthMode, AuthSettings};
 pub use sources::{PollMode, SourceSettings};
 
 /// The whole configuration of a Waybill process (both binaries read the same file).
@@ -36,6 +38,9 @@ pub struct Settings {
     pub sources: Vec<SourceSettings>,
     /// Logging.
     pub log: LogSettings,
+    /// API keys on the platform-facing endpoints.
+    #[serde(default)]
+    pub auth: AuthSettings,
 }
 
 /// `[ingress]`
@@ -150,6 +155,7 @@ impl Default for Settings {
             log: LogSettings {
                 format: LogFormat::Pretty,
             },
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -272,6 +278,7 @@ impl Settings {
         if self.ingress.body_limit_bytes == 0 {
             return Err(rule("ingress.body_limit_bytes", "must be at least 1"));
         }
+        auth::validate(&self.auth)?;
         let profiles = self.profiles()?;
         sources::validate(&self.sources, &profiles)
     }
