@@ -14,6 +14,7 @@
 mod batch;
 pub mod bench;
 mod error;
+pub mod keys;
 pub mod ledger;
 mod merge_batch;
 pub mod migrate;
@@ -26,6 +27,7 @@ pub use batch::{
     BatchReport, ChangedShipment, InboundBatch, InboundItem, Registration, ShipmentKey,
 };
 pub use error::StoreError;
+pub use keys::{KeySetSnapshot, NewApiKey, StoredApiKey};
 pub use merge_batch::apply_batch;
 pub use outbox::{
     DownstreamEvent, HistoryEntryV1, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1,

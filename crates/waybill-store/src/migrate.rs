@@ -21,11 +21,18 @@ use sqlx::{Connection, PgConnection};
 use crate::error::StoreError;
 
 /// The embedded migrations: `(version, description, sql)`, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "tracking",
-    include_str!("../migrations/0001_tracking.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tracking",
+        include_str!("../migrations/0001_tracking.sql"),
+    ),
+    (
+        4,
+        "api_keys",
+        include_str!("../migrations/0004_api_keys.sql"),
+    ),
+];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.
 #[derive(Debug, Clone, Copy, Default)]
