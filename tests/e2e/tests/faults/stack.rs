@@ -1,0 +1,311 @@
+//! A Waybill installation made of the real binaries, as child processes, on a fresh database and
+//! a unique queue prefix: one ingress and N workers, each of which can be killed and restarted.
+//!
+//! The binaries are the ones `cargo build --bins` put beside this test binary's directory
+//! (`target/debug/waybill-ingress`, `target/debug/waybill-worker`); `scripts/test.sh` builds them
+//! before it runs this suite.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+use waybill_config::Settings;
+use waybill_store::testing::TestDatabase;
+
+/// The secrets the stack's sources use (they must never appear in a log).
+pub const SECRETS: [(&str, &str, &str); 5] = [
+    ("starshipit", "starshipit", "faults-starshipit-secret-5f1c"),
+    ("clickpost", "clickpost", "faults-clickpost-key-77a0"),
+    ("aftership", "aftership", "faults-aftership-secret-1b9e"),
+    ("easypost", "easypost", "faults-easypost-secret-c3d4"),
+    ("direct", "waybill", "faults-direct-secret-9e21"),
+];
+
+pub fn admin_database_url() -> String {
+    std::env::var("WAYBILL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("WAYBILL_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Where `cargo build` put the workspace's binaries: the profile directory above this test
+/// binary's `deps/`.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1) {
+        if dir.join("waybill-ingress").is_file() && dir.join("waybill-worker").is_file() {
+            return Ok(dir.to_owned());
+        }
+    }
+    bail!(
+        "waybill-ingress and waybill-worker are not built beside {}: run `cargo build --bins` first \
+         (scripts/test.sh does)",
+        exe.display()
+    )
+}
+
+/// One installation.
+pub struct Stack {
+    /// Configuration file, logs.
+    pub dir: PathBuf,
+    pub settings: Settings,
+    pub db: Option<TestDatabase>,
+    pub ingress_addr: SocketAddr,
+    pub worker_addrs: Vec<SocketAddr>,
+    ingress: Option<Child>,
+    workers: Vec<Option<Child>>,
+    bins: PathBuf,
+    log_level: String,
+    spawned: usize,
+}
+
+impl Stack {
+    /// A fresh database, prefix, topology and configuration; no process started yet.
+    /// `label` names the log directory.
+    pub async fn create(label: &str, workers: usize, log_level: &str) -> anyhow::Result<Stack> {
+        let bins = bin_dir()?;
+        let tag = format!("{:08x}", rand::random::<u32>());
+        let dir = std::env::temp_dir().join(format!("waybill-faults-{tag}-{label}"));
+        std::fs::create_dir_all(&dir)?;
+        let db = TestDatabase::create(&admin_database_url())
+            .await
+            .context("creating the test database")?;
+        let ingress_addr = free_port()?;
+        let worker_addrs = (0..workers)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut toml = format!(
+            r#"
+[bus]
+url = "{amqp}"
+prefix = "faults{tag}."
+delivery_limit = 10
+publisher_channels = 2
+[database]
+url = "{db}"
+max_connections = 4
+[ingress]
+addr = "{ingress_addr}"
+body_limit_bytes = 262144
+publish_timeout_ms = 2000
+retry_after_secs = 1
+shutdown_grace_ms = 5000
+[worker]
+addr = "127.0.0.1:0"
+batch_size = 100
+prefetch = 200
+batch_linger_ms = 10
+consumers = 1
+shutdown_grace_ms = 5000
+[log]
+format = "json"
+"#,
+            amqp = amqp_url(),
+            db = db.url(),
+        );
+        for (id, profile, secret) in SECRETS {
+            toml.push_str(&format!(
+                "[[sources]]\nid = \"{id}\"\nprofile = \"{profile}\"\nsecrets = [\"{secret}\"]\n"
+            ));
+        }
+        std::fs::write(dir.join("waybill.toml"), &toml)?;
+        let settings = Settings::from_toml_str(&toml)?;
+        let connection =
+            waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-faults-setup").await?;
+        topology(&settings).declare(&connection).await?;
+        let _ = connection.close().await;
+        Ok(Stack {
+            dir,
+            settings,
+            db: Some(db),
+            ingress_addr,
+            worker_addrs,
+            ingress: None,
+            workers: (0..workers).map(|_| None).collect(),
+            bins,
+            log_level: log_level.to_owned(),
+            spawned: 0,
+        })
+    }
+
+    pub fn ingress_url(&self) -> String {
+        format!("http://{}", self.ingress_addr)
+    }
+
+    pub fn worker_url(&self, index: usize) -> String {
+        format!("http://{}", self.worker_addrs[index])
+    }
+
+    pub fn database_url(&self) -> String {
+        self.settings.database.url.clone()
+    }
+
+    pub fn webhooks_queue(&self) -> String {
+        topology(&self.settings).webhooks_queue()
+    }
+
+    fn spawn(&mut self, binary: &str, extra_env: &[(&str, String)]) -> anyhow::Result<Child> {
+        self.spawned += 1;
+        let log_path = self.dir.join(format!("{binary}-{}.log", self.spawned));
+        let log = std::fs::File::create(&log_path)?;
+        let mut command = Command::new(self.bins.join(binary));
+        command
+            .env("WAYBILL_CONFIG", self.dir.join("waybill.toml"))
+            .env("RUST_LOG", &self.log_level)
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .env_remove("WAYBILL_BUS_PREFIX")
+            .env_remove("WAYBILL_INGRESS_ADDR")
+            .env_remove("WAYBILL_WORKER_ADDR")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        command
+            .spawn()
+            .with_context(|| format!("starting {binary}"))
+    }
+
+    /// Starts the ingress and waits until it is ready (broker connected).
+    pub async fn start_ingress(&mut self) -> anyhow::Result<()> {
+        let child = self.spawn("waybill-ingress", &[])?;
+        self.ingress = Some(child);
+        wait_ready(
+            &format!("{}/readyz", self.ingress_url()),
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    /// Starts worker `index` and waits until it is ready (database and broker).
+    pub async fn start_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let addr = self.worker_addrs[index];
+        let child = self.spawn(
+            "waybill-worker",
+            &[("WAYBILL_WORKER_ADDR", addr.to_string())],
+        )?;
+        self.workers[index] = Some(child);
+        wait_ready(
+            &format!("{}/readyz", self.worker_url(index)),
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    /// Starts everything.
+    pub async fn start_all(&mut self) -> anyhow::Result<()> {
+        self.start_ingress().await?;
+        for index in 0..self.workers.len() {
+            self.start_worker(index).await?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL the ingress (no shutdown of any kind).
+    pub async fn kill_ingress(&mut self) {
+        if let Some(mut child) = self.ingress.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGKILL worker `index`.
+    pub async fn kill_worker(&mut self, index: usize) {
+        if let Some(mut child) = self.workers[index].take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn worker_alive(&mut self, index: usize) -> bool {
+        self.workers[index]
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    pub fn ingress_alive(&mut self) -> bool {
+        self.ingress
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Stops every process with SIGTERM (SIGKILL after a bound), deletes the queues and drops
+    /// the database. Keeps the logs directory.
+    pub async fn destroy(mut self) {
+        let mut children: Vec<Child> = self.ingress.take().into_iter().collect();
+        children.extend(self.workers.iter_mut().filter_map(Option::take));
+        for child in children {
+            terminate(child).await;
+        }
+        if let Ok(connection) =
+            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-faults-cleanup")
+                .await
+        {
+            let _ = topology(&self.settings).delete(&connection).await;
+            let _ = connection.close().await;
+        }
+        if let Some(db) = self.db.take() {
+            let _ = db.drop_database().await;
+        }
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn topology(settings: &Settings) -> waybill_bus::Topology {
+    waybill_bus::Topology::new(&settings.bus.prefix)
+        .with_delivery_limit(settings.bus.delivery_limit)
+}
+
+async fn terminate(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Waits until `url` answers 2xx.
+pub async fn wait_ready(url: &str, within: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{url} did not become ready within {} s", within.as_secs())
+}
+
+/// Whether `url` answers 2xx now.
+pub async fn is_ready(http: &reqwest::Client, url: &str) -> bool {
+    matches!(http.get(url).send().await, Ok(response) if response.status().is_success())
+}
