@@ -9,6 +9,7 @@
 //!   delivery came from.
 //! * [`envelope`]: the versioned wire format of queued messages.
 //! * [`dead`]: dead-lettering poison messages, and reading and replaying the dead-letter queue.
+//! * [`keys`]: the API key set, published as snapshots and kept by every ingress and worker.
 //!
 //! **Invariant:** this is the only crate of the workspace that names `lapin`. Its public API uses
 //! its own types only (lapin errors travel as the opaque [`AmqpError`]), so the compiler keeps
@@ -38,6 +39,7 @@
 pub mod bench;
 pub mod dead;
 pub mod envelope;
+pub mod keys;
 
 mod connection;
 mod consumer;

@@ -6,6 +6,8 @@
 //!                          ──"poll"─────▶ waybill.polls    (quorum) ─┘
 //! waybill.events (topic, `<carrier>.<status>`) ──(no binding matched)──▶ waybill.events.unrouted (fanout)
 //!                                                                         ──▶ waybill.events.unrouted (quorum, capped)
+//! waybill.keys (fanout) ──▶ waybill.keys.latest (classic, the last snapshot only)
+//!                       ──▶ one exclusive auto-delete queue per ingress/worker process (declared by it)
 //! ```
 //!
 //! Queue arguments are fixed at declaration: redeclaring with different ones fails with 406
@@ -131,6 +133,19 @@ impl Topology {
     /// The capped queue behind [`Topology::unrouted_events_exchange`].
     pub fn unrouted_events_queue(&self) -> String {
         format!("{}waybill.events.unrouted", self.prefix)
+    }
+
+    /// The fanout exchange the API key set is published to, as whole snapshots
+    /// (see [`crate::keys`]): every ingress and worker binds its own exclusive queue to it.
+    pub fn keys_exchange(&self) -> String {
+        format!("{}waybill.keys", self.prefix)
+    }
+
+    /// The queue that keeps the last key-set snapshot published (length 1, the oldest dropped):
+    /// it makes every publish routable, and a starting process reads it instead of waiting a
+    /// whole refresh interval.
+    pub fn keys_latest_queue(&self) -> String {
+        format!("{}waybill.keys.latest", self.prefix)
     }
 
     /// The routing key of a change on the events exchange: `<carrier>.<status>`, lowercase
@@ -267,6 +282,12 @@ impl Topology {
                 ExchangeKind::Topic,
                 events_arguments,
             ),
+            // API key-set snapshots, to every ingress and worker.
+            (
+                self.keys_exchange(),
+                ExchangeKind::Fanout,
+                FieldTable::default(),
+            ),
         ]
     }
 
@@ -276,6 +297,7 @@ impl Topology {
             (self.polls_queue(), self.inbound_queue_arguments()),
             (self.dead_queue(), self.dead_queue_arguments()),
             (self.unrouted_events_queue(), unrouted_events_arguments()),
+            (self.keys_latest_queue(), keys_latest_arguments()),
         ]
     }
 
@@ -302,6 +324,7 @@ impl Topology {
                 self.unrouted_events_exchange(),
                 "",
             ),
+            (self.keys_latest_queue(), self.keys_exchange(), ""),
         ]
     }
 
@@ -354,6 +377,18 @@ fn unrouted_events_arguments() -> FieldTable {
         AMQPValue::LongInt(clamp_i32(Topology::UNROUTED_EVENTS_MAX_LENGTH)),
     );
     // Over the cap, drop the oldest rather than refusing the relay's publish.
+    arguments.insert("x-overflow".into(), long_string("drop-head"));
+    arguments
+}
+
+fn keys_latest_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    // A plain durable queue: it holds one small message, replication buys nothing (a lost one
+    // is replaced by the next publish within `auth.refresh_secs`).
+    arguments.insert("x-queue-type".into(), long_string("classic"));
+    // Only the newest snapshot matters.
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    // Over the cap, drop the older snapshot rather than refusing the new one.
     arguments.insert("x-overflow".into(), long_string("drop-head"));
     arguments
 }
@@ -500,6 +535,8 @@ mod tests {
         assert_eq!(topology.dead_exchange(), "t-1.waybill.dead");
         assert_eq!(topology.dead_queue(), "t-1.waybill.dead");
         assert_eq!(topology.events_exchange(), "t-1.waybill.events");
+        assert_eq!(topology.keys_exchange(), "t-1.waybill.keys");
+        assert_eq!(topology.keys_latest_queue(), "t-1.waybill.keys.latest");
         assert_eq!(Topology::default().webhooks_queue(), "waybill.webhooks");
     }
 
