@@ -35,6 +35,10 @@ pub struct SourceSettings {
     /// Overrides the profile's tracking-API base URL.
     #[serde(default)]
     pub poll_base_url: Option<String>,
+    /// Most webhook requests per second this source may make (a token bucket holding one
+    /// second's worth, at least 1); more get `429` with `Retry-After`. Unset: no limit.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<f64>,
 }
 
 /// How a source's shipments are kept up to date.
@@ -71,6 +75,15 @@ pub(crate) fn validate(
                 ),
             });
         }
+        if source
+            .rate_limit_per_second
+            .is_some_and(|rate| !rate.is_finite() || rate <= 0.0)
+        {
+            return Err(ConfigError::Rule {
+                key: format!("sources[{index}].rate_limit_per_second"),
+                reason: "must be a positive number of requests per second".to_owned(),
+            });
+        }
         if source.secrets.iter().any(String::is_empty) {
             return Err(ConfigError::Rule {
                 key: format!("sources[{index}].secrets"),
@@ -79,4 +92,31 @@ pub(crate) fn validate(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Settings;
+
+    #[test]
+    fn rate_limits_are_positive_and_optional() {
+        let source = |extra: &str| {
+            Settings::from_toml_str(&format!(
+                "[[sources]]\nid = \"a\"\nprofile = \"waybill\"\n{extra}"
+            ))
+        };
+        let unlimited = source("").map(|s| s.sources[0].rate_limit_per_second);
+        assert!(matches!(unlimited, Ok(None)));
+        let limited =
+            source("rate_limit_per_second = 50").map(|s| s.sources[0].rate_limit_per_second);
+        assert!(matches!(limited, Ok(Some(rate)) if rate == 50.0));
+        for bad in ["0", "-1", "nan"] {
+            let error = source(&format!("rate_limit_per_second = {bad}")).map(|_| ());
+            let message = error.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                message.contains("sources[0].rate_limit_per_second"),
+                "{bad}: {message}"
+            );
+        }
+    }
 }
