@@ -5,8 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use waybill_bus::envelope::InboundEnvelope;
 use waybill_bus::{Acker, BusConnection, Consumer, Delivery, OutboundMessage};
+use waybill_telemetry::trace;
 
 use crate::Worker;
 use crate::batch::BatchOutcome;
@@ -129,13 +131,34 @@ async fn process(
     };
     metrics::histogram!("waybill_worker_batch_size").record(pending.len() as f64);
     let envelopes: Vec<InboundEnvelope> = pending.iter().map(|p| p.envelope.clone()).collect();
+    // The batch has a trace of its own that links to each message's publish span; each traced
+    // message also gets a `waybill.merge` span in its own trace, ended when the batch commits.
+    let batch_span = tracing::info_span!(
+        "waybill.merge_batch",
+        messaging.batch.message_count = pending.len()
+    );
+    let mut merge_spans = Vec::new();
+    for envelope in &envelopes {
+        if let Some(parent) = envelope.traceparent() {
+            trace::add_link(&batch_span, parent);
+            let span = tracing::info_span!(parent: None, "waybill.merge");
+            trace::set_parent(&span, parent);
+            merge_spans.push(span);
+        }
+    }
     let batcher = worker.batcher();
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match batcher.apply(&envelopes).await {
+        match batcher
+            .apply(&envelopes)
+            .instrument(batch_span.clone())
+            .await
+        {
             BatchOutcome::Applied(report) => {
                 record(&report, started);
+                record_age(&envelopes);
+                drop(merge_spans);
                 return acker.ack_multiple(last_tag).await.is_ok();
             }
             BatchOutcome::Transient(error) => {
@@ -205,6 +228,19 @@ async fn dead_letter(worker: &Worker, body: &[u8], reason: &str) -> bool {
             tracing::warn!(error = %error, "cannot dead-letter; the message stays unacknowledged");
             false
         }
+    }
+}
+
+/// Queue lag: from the ingress receiving a message to its merge committing.
+fn record_age(envelopes: &[InboundEnvelope]) {
+    let now = chrono::Utc::now();
+    for envelope in envelopes {
+        let received_at = match envelope {
+            InboundEnvelope::WebhookV1(webhook) => webhook.received_at,
+            InboundEnvelope::RegisterV1(registration) => registration.received_at,
+        };
+        let age = (now - received_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        metrics::histogram!("waybill_message_age_seconds").record(age);
     }
 }
 
