@@ -7,25 +7,49 @@ use crate::helpers::*;
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("JSON error body");
-    assert!(body["error"].is_string() && body["message"].is_string(), "error shape: {body}");
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "error shape: {body}"
+    );
     (status, body)
 }
 
 #[tokio::test]
 async fn bad_signature_is_401_and_nothing_is_published() {
     // No worker: whatever the ingress published stays in the queue where we can count it.
-    let app = spawn_app_with(AppOptions { workers: 0, ..AppOptions::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        workers: 0,
+        ..AppOptions::default()
+    })
+    .await;
     let body = fixture("starshipit", "support-article.json");
     let (status, error) = error_of(
-        app.post_webhook("starshipit", &body, &[("x-starshipit-signature", hmac_hex("wrong-secret", &body))]).await,
+        app.post_webhook(
+            "starshipit",
+            &body,
+            &[("x-starshipit-signature", hmac_hex("wrong-secret", &body))],
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 401, "{error}");
     let (status, _) = error_of(app.post_webhook("starshipit", &body, &[]).await).await;
     assert_eq!(status, 401);
-    let (status, _) = error_of(app.post_webhook("clickpost", &fixture("clickpost", "all-status-out-for-delivery.json"), &[("webhook_key", "nope".into())]).await).await;
+    let (status, _) = error_of(
+        app.post_webhook(
+            "clickpost",
+            &fixture("clickpost", "all-status-out-for-delivery.json"),
+            &[("webhook_key", "nope".into())],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 401);
-    assert_eq!(app.queued().await, 0, "a rejected webhook must not be published");
+    assert_eq!(
+        app.queued().await,
+        0,
+        "a rejected webhook must not be published"
+    );
     // The control: a good one is published.
     assert_eq!(app.post_signed("starshipit", &body).await.status(), 200);
     assert_eq!(app.queued().await, 1);
@@ -34,8 +58,17 @@ async fn bad_signature_is_401_and_nothing_is_published() {
 
 #[tokio::test]
 async fn malformed_unknown_and_oversized_requests_get_clear_errors() {
-    let app = spawn_app_with(AppOptions { workers: 0, ..AppOptions::default() }).await;
-    for body in [&b"{\"order_number\": "[..], b"not json", b"[]", b"{\"tracking_number\": 5}"] {
+    let app = spawn_app_with(AppOptions {
+        workers: 0,
+        ..AppOptions::default()
+    })
+    .await;
+    for body in [
+        &b"{\"order_number\": "[..],
+        b"not json",
+        b"[]",
+        b"{\"tracking_number\": 5}",
+    ] {
         let (status, error) = error_of(app.post_signed("starshipit", body).await).await;
         assert_eq!(status, 400, "{}: {error}", String::from_utf8_lossy(body));
     }
@@ -66,7 +99,12 @@ async fn an_unreachable_broker_is_503_with_retry_after() {
     assert!(response.headers().contains_key("retry-after"));
     let (status, error) = error_of(response).await;
     assert_eq!(status, 503, "{error}");
-    let ready = app.http.get(format!("{}/readyz", app.ingress)).send().await.expect("ingress up");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.ingress))
+        .send()
+        .await
+        .expect("ingress up");
     assert_eq!(ready.status(), 503);
     app.shutdown().await;
 }

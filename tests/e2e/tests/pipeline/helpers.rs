@@ -42,7 +42,11 @@ pub struct AppOptions {
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { workers: 1, ingress_amqp_url: None, extra_toml: String::new() }
+        AppOptions {
+            workers: 1,
+            ingress_amqp_url: None,
+            extra_toml: String::new(),
+        }
     }
 }
 
@@ -62,7 +66,9 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let db = TestDatabase::create(&admin_database_url()).await.expect("create test database");
+    let db = TestDatabase::create(&admin_database_url())
+        .await
+        .expect("create test database");
     let prefix = format!("t{}.", random_suffix());
     let toml = format!(
         r#"
@@ -137,7 +143,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let state = waybill_ingress::AppState::build(&ingress_settings, shutdown.clone())
         .await
         .expect("build ingress");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ingress");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind ingress");
     let ingress = format!("http://{}", listener.local_addr().expect("ingress addr"));
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -184,7 +192,12 @@ impl TestApp {
     }
 
     /// Posts `body` to `/v1/webhooks/{source}` with `headers`.
-    pub async fn post_webhook(&self, source: &str, body: &[u8], headers: &[(&str, String)]) -> reqwest::Response {
+    pub async fn post_webhook(
+        &self,
+        source: &str,
+        body: &[u8],
+        headers: &[(&str, String)],
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .post(format!("{}/v1/webhooks/{source}", self.ingress))
@@ -206,7 +219,10 @@ impl TestApp {
     pub async fn shipment(&self, carrier: &str, tracking_number: &str) -> Option<Value> {
         let response = self
             .http
-            .get(format!("{}/v1/shipments/{carrier}/{tracking_number}", self.worker()))
+            .get(format!(
+                "{}/v1/shipments/{carrier}/{tracking_number}",
+                self.worker()
+            ))
             .send()
             .await
             .expect("worker reachable");
@@ -231,7 +247,9 @@ impl TestApp {
                     return shipment;
                 }
                 if Instant::now() > deadline {
-                    panic!("shipment {carrier}/{tracking_number} never reached the expected state: {shipment}");
+                    panic!(
+                        "shipment {carrier}/{tracking_number} never reached the expected state: {shipment}"
+                    );
                 }
             } else if Instant::now() > deadline {
                 panic!("shipment {carrier}/{tracking_number} never appeared");
@@ -244,9 +262,10 @@ impl TestApp {
     /// has applied everything published so far.
     pub async fn drain(&self) {
         let queue = waybill_bus::Topology::new(&self.settings.bus.prefix).webhooks_queue();
-        let connection = waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-drain")
-            .await
-            .expect("broker reachable");
+        let connection =
+            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-drain")
+                .await
+                .expect("broker reachable");
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut settled = 0;
         while settled < 3 {
@@ -256,7 +275,10 @@ impl TestApp {
             } else {
                 settled = 0;
             }
-            assert!(Instant::now() < deadline, "queue {queue} did not drain: {depth:?}");
+            assert!(
+                Instant::now() < deadline,
+                "queue {queue} did not drain: {depth:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = connection.close().await;
@@ -265,9 +287,10 @@ impl TestApp {
     /// Messages ready in the webhooks queue.
     pub async fn queued(&self) -> u32 {
         let queue = waybill_bus::Topology::new(&self.settings.bus.prefix).webhooks_queue();
-        let connection = waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-depth")
-            .await
-            .expect("broker reachable");
+        let connection =
+            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-depth")
+                .await
+                .expect("broker reachable");
         let depth = connection.queue_stats(&queue).await.expect("queue depth");
         let _ = connection.close().await;
         depth.messages
@@ -279,8 +302,13 @@ impl TestApp {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        if let Ok(connection) = waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-cleanup").await {
-            let _ = waybill_bus::Topology::new(&self.settings.bus.prefix).delete(&connection).await;
+        if let Ok(connection) =
+            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-cleanup")
+                .await
+        {
+            let _ = waybill_bus::Topology::new(&self.settings.bus.prefix)
+                .delete(&connection)
+                .await;
             let _ = connection.close().await;
         }
         let _ = self.db.drop_database().await;
@@ -293,12 +321,18 @@ pub fn sign(source: &str, body: &[u8]) -> Vec<(&'static str, String)> {
         "starshipit" => vec![("x-starshipit-signature", hmac_hex(STARSHIPIT_SECRET, body))],
         "clickpost" => vec![("webhook_key", CLICKPOST_KEY.to_owned())],
         "aftership" => vec![("aftership-hmac-sha256", hmac_base64(AFTERSHIP_SECRET, body))],
-        "easypost" => vec![("x-hmac-signature", format!("hmac-sha256-hex={}", hmac_hex(EASYPOST_SECRET, body)))],
+        "easypost" => vec![(
+            "x-hmac-signature",
+            format!("hmac-sha256-hex={}", hmac_hex(EASYPOST_SECRET, body)),
+        )],
         "direct" | "registered-only" => {
             let now = chrono::Utc::now().timestamp();
             let mut signed = format!("{now}.").into_bytes();
             signed.extend_from_slice(body);
-            vec![("waybill-signature", format!("t={now},v1={}", hmac_hex(DIRECT_SECRET, &signed)))]
+            vec![(
+                "waybill-signature",
+                format!("t={now},v1={}", hmac_hex(DIRECT_SECRET, &signed)),
+            )]
         }
         other => panic!("no signer for source {other}"),
     }
@@ -335,7 +369,12 @@ pub fn random_suffix() -> String {
 }
 
 /// A body in Waybill's own format: one event.
-pub fn direct_event(tracking_number: &str, status: &str, occurred_at: &str, location: &str) -> Vec<u8> {
+pub fn direct_event(
+    tracking_number: &str,
+    status: &str,
+    occurred_at: &str,
+    location: &str,
+) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "carrier": "acme",
         "tracking_number": tracking_number,

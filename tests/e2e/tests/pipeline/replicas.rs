@@ -4,14 +4,30 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn two_workers_racing_reach_the_same_state_as_one() {
-    let app = spawn_app_with(AppOptions { workers: 2, ..AppOptions::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        workers: 2,
+        ..AppOptions::default()
+    })
+    .await;
     // 30 shipments × 6 scans, posted in a scrambled order, each scan twice.
-    let statuses = ["InfoReceived", "InTransit", "InTransit", "OutForDelivery", "AttemptFail", "Delivered"];
+    let statuses = [
+        "InfoReceived",
+        "InTransit",
+        "InTransit",
+        "OutForDelivery",
+        "AttemptFail",
+        "Delivered",
+    ];
     let mut bodies = Vec::new();
     for shipment in 0..30 {
         for (step, status) in statuses.iter().enumerate() {
             let at = format!("2026-05-01T{:02}:00:00Z", 8 + step);
-            let body = direct_event(&format!("RACE{shipment}"), status, &at, &format!("hub {step}"));
+            let body = direct_event(
+                &format!("RACE{shipment}"),
+                status,
+                &at,
+                &format!("hub {step}"),
+            );
             bodies.push(body.clone());
             bodies.push(body);
         }
@@ -26,7 +42,9 @@ async fn two_workers_racing_reach_the_same_state_as_one() {
         handles.push(tokio::spawn(async move {
             for body in chunk {
                 let headers = sign("direct", &body);
-                let mut request = http.post(format!("{ingress}/v1/webhooks/direct")).body(body);
+                let mut request = http
+                    .post(format!("{ingress}/v1/webhooks/direct"))
+                    .body(body);
                 for (name, value) in headers {
                     request = request.header(name, value);
                 }
@@ -41,11 +59,16 @@ async fn two_workers_racing_reach_the_same_state_as_one() {
     app.drain().await;
     for shipment in 0..30 {
         let found = app
-            .wait_for_shipment("acme", &format!("RACE{shipment}"), |s| s["history"].as_array().map_or(0, Vec::len) == 6)
+            .wait_for_shipment("acme", &format!("RACE{shipment}"), |s| {
+                s["history"].as_array().map_or(0, Vec::len) == 6
+            })
             .await;
         assert_eq!(found["status"], "Delivered", "{found}");
         let version = found["version"].as_i64().expect("version");
-        assert!((1..=6).contains(&version), "version counts current-event changes: {found}");
+        assert!(
+            (1..=6).contains(&version),
+            "version counts current-event changes: {found}"
+        );
     }
     app.shutdown().await;
 }
