@@ -24,6 +24,17 @@ pub enum ApiError {
     /// 413: the body is larger than `ingress.body_limit_bytes`.
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    /// 429: the source sent more than its `rate_limit_per_second`. Nothing was read or queued;
+    /// the client should retry after `retry_after` seconds.
+    #[error("too many requests from this source; retry later")]
+    RateLimited {
+        /// Seconds for the `Retry-After` header.
+        retry_after: u32,
+    },
+    /// 408: the request was not received and answered within the request deadline (a body
+    /// that trickles in). The client may retry; a duplicate is harmless.
+    #[error("the request took longer than {}s to arrive; send it again", .0.as_secs())]
+    RequestTimeout(std::time::Duration),
     /// 503: the broker did not confirm the message (down, nack, unroutable, timeout).
     /// The client should retry after `retry_after` seconds; nothing was accepted.
     #[error("the message could not be queued durably; retry later")]
@@ -48,6 +59,8 @@ impl ApiError {
             ApiError::WebhooksDisabled(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -60,6 +73,8 @@ impl ApiError {
             ApiError::WebhooksDisabled(_) => "webhooks_disabled",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Unavailable { .. } => "unavailable",
         }
     }
@@ -72,7 +87,8 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if let ApiError::Unavailable { retry_after } = self {
+        if let ApiError::Unavailable { retry_after } | ApiError::RateLimited { retry_after } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

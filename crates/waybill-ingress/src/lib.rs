@@ -7,6 +7,8 @@
 
 mod error;
 mod health;
+mod limits;
+mod serve;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,13 +49,20 @@ struct Inner {
     body_limit: usize,
     publish_timeout: Duration,
     retry_after_secs: u32,
+    rate_limits: limits::RateLimits,
+    /// The deadline of a whole webhook request (body, verification, publish).
+    request_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 impl AppState {
     /// Resolves sources against the carrier profiles and starts the broker publisher. The
     /// publisher connects in the background: the ingress starts (and answers 503) even while
     /// the broker is down, and recovers by itself when it comes back.
-    pub async fn build(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+    pub async fn build(
+        settings: &Settings,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<AppState> {
         let profiles = settings.profiles()?;
         let mut sources = HashMap::new();
         for source in &settings.sources {
@@ -61,22 +71,35 @@ impl AppState {
             })?;
             sources.insert(
                 source.id.as_str().to_owned(),
-                ResolvedSource { settings: source.clone(), profile },
+                ResolvedSource {
+                    settings: source.clone(),
+                    profile,
+                },
             );
         }
-        let topology = Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
-        let mut config = PublisherConfig::new(&settings.bus.url, "waybill-ingress", topology.clone());
+        let topology =
+            Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
+        let mut config =
+            PublisherConfig::new(&settings.bus.url, "waybill-ingress", topology.clone());
         config.channels = settings.bus.publisher_channels;
         config.confirm_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
         let publisher = Publisher::start(config, shutdown).await?;
+        let rate_limits = limits::RateLimits::new(settings.sources.iter().filter_map(|source| {
+            let rate = source.rate_limit_per_second?;
+            Some((source.id.as_str().to_owned(), rate))
+        }));
+        let publish_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
         Ok(AppState {
             inner: Arc::new(Inner {
                 sources,
                 publisher,
                 topology,
                 body_limit: settings.ingress.body_limit_bytes,
-                publish_timeout: Duration::from_millis(settings.ingress.publish_timeout_ms),
+                publish_timeout,
                 retry_after_secs: settings.ingress.retry_after_secs,
+                rate_limits,
+                request_timeout: publish_timeout + limits::BODY_DEADLINE,
+                shutdown_grace: Duration::from_millis(settings.ingress.shutdown_grace_ms),
             }),
         })
     }
@@ -87,11 +110,15 @@ impl AppState {
     }
 }
 
-/// The ingress's routes.
+/// The ingress's routes. A webhook is rate-limited per source before its body is read, and
+/// bounded in time as a whole (see `limits`).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.inner.body_limit;
+    let webhooks = post(webhooks::receive)
+        .route_layer(from_fn_with_state(state.clone(), limits::limit))
+        .route_layer(from_fn_with_state(state.clone(), limits::deadline));
     Router::new()
-        .route("/v1/webhooks/{source}", post(webhooks::receive))
+        .route("/v1/webhooks/{source}", webhooks)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -100,14 +127,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves the ingress on `listener` until `shutdown` is cancelled, then stops accepting,
-/// lets in-flight requests finish, and closes the publisher.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+/// lets in-flight requests finish (within `ingress.shutdown_grace_ms`), and closes the
+/// publisher. A client gets [`serve::HEADER_READ_TIMEOUT`] to send each request's headers.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = router(state.clone());
-    let signal = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { signal.cancelled().await })
-        .await;
+    let served = serve::serve(listener, app, shutdown, state.inner.shutdown_grace).await;
     state.inner.publisher.close().await;
     served
 }
-
