@@ -4,4 +4,5 @@
 
 pub mod bench;
 pub mod deadletters;
+pub mod keys;
 pub mod loadgen;

@@ -3,7 +3,7 @@
 mod shipments;
 
 use clap::{Parser, Subcommand};
-use waybill_cli::{bench, deadletters, loadgen};
+use waybill_cli::{bench, deadletters, keys, loadgen};
 use waybill_config::Settings;
 
 /// Waybill's admin command line.
@@ -38,6 +38,9 @@ enum Command {
     /// Measure the machine's ceilings and Waybill's figures side by side (starts its own
     /// ingress and worker on a fresh database and queue prefix).
     Bench(bench::BenchArgs),
+    /// Create, list and revoke API keys for the platform endpoints (the secret is shown once).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[tokio::main]
@@ -80,6 +83,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Shipments(command) => shipments::run(command, &settings).await?,
         Command::Bench(args) => bench::run(&args, &settings).await?,
         Command::Deadletters(command) => deadletters::run(command, &settings).await?,
+        Command::Keys(command) => keys::run(command, &settings).await?,
         Command::Loadgen(args) => {
             let ledger = loadgen::run(&args, &settings).await?;
             if args.json {

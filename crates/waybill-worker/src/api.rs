@@ -1,4 +1,8 @@
 //! The worker's HTTP server: the shipments API, health, readiness and metrics.
+//!
+//! The shipments routes need an API key with `shipments:read` (see `docs/security.md`); the
+//! tenant is the key's, and only an `admin` key may name another with `?tenant=`. Health,
+//! readiness and metrics stay open.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -10,6 +14,7 @@ use serde_json::json;
 use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 
 use crate::Worker;
+use crate::auth::{Authorized, ShipmentsRead};
 
 /// The worker's routes.
 pub fn router(worker: Worker) -> Router {
@@ -72,21 +77,28 @@ struct FindQuery {
     order_number: Option<String>,
 }
 
-fn tenant_of(raw: Option<&str>) -> Result<TenantId, ApiError> {
-    match raw {
-        None => Ok(TenantId::default_tenant()),
-        Some(raw) => {
-            TenantId::parse(raw).map_err(|error| ApiError::bad_request(format!("tenant: {error}")))
-        }
-    }
+/// The tenant a request reads: the key's own, or the one `?tenant=` names if the key may.
+fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<TenantId, ApiError> {
+    let requested = raw
+        .map(TenantId::parse)
+        .transpose()
+        .map_err(|error| ApiError::bad_request(format!("tenant: {error}")))?;
+    auth.principal
+        .tenant_for(requested.as_ref())
+        .map_err(|denied| ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: denied.message(),
+        })
 }
 
 async fn get_shipment(
+    auth: Authorized<ShipmentsRead>,
     State(worker): State<Worker>,
     Path((carrier, tracking_number)): Path<(String, String)>,
     Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(query.tenant.as_deref())?;
+    let tenant = tenant_of(&auth, query.tenant.as_deref())?;
     let carrier =
         CarrierCode::parse(&carrier).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let tracking_number = TrackingNumber::parse(&tracking_number)
@@ -111,10 +123,11 @@ async fn get_shipment(
 }
 
 async fn find_shipments(
+    auth: Authorized<ShipmentsRead>,
     State(worker): State<Worker>,
     Query(query): Query<FindQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(query.tenant.as_deref())?;
+    let tenant = tenant_of(&auth, query.tenant.as_deref())?;
     let Some(order_number) = query.order_number.filter(|value| !value.trim().is_empty()) else {
         return Err(ApiError::bad_request(
             "the query parameter order_number is required",

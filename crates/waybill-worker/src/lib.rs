@@ -6,6 +6,7 @@
 //! forever and never silently dropped.
 
 mod api;
+mod auth;
 mod batch;
 mod consume;
 
@@ -33,6 +34,7 @@ struct Inner {
     topology: Topology,
     publisher: Publisher,
     consumers_up: std::sync::atomic::AtomicUsize,
+    keys: auth::KeyGate,
 }
 
 impl Worker {
@@ -52,6 +54,7 @@ impl Worker {
             topology.clone(),
         );
         config.channels = 1;
+        let keys = auth::KeyGate::start(&settings, &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;
         Ok(Worker {
             inner: Arc::new(Inner {
@@ -60,6 +63,7 @@ impl Worker {
                 topology,
                 publisher,
                 consumers_up: std::sync::atomic::AtomicUsize::new(0),
+                keys,
             }),
         })
     }
@@ -86,6 +90,7 @@ impl Worker {
         for index in 0..consumers {
             tracker.spawn(consume::run_consumer(self.clone(), index, shutdown.clone()));
         }
+        tracker.spawn(auth::publish_key_sets(self.clone(), shutdown.clone()));
         tracker.close();
         let app = api::router(self.clone());
         let signal = shutdown.clone();

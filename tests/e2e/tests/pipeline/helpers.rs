@@ -72,6 +72,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let prefix = format!("t{}.", random_suffix());
     let toml = format!(
         r#"
+        auth = {{ mode = "none" }} # these tests are about the pipeline; tests/tenancy covers keys
         [bus]
         url = "{amqp}"
         prefix = "{prefix}"
