@@ -5,6 +5,7 @@
 //! depend on the store crate) and never calls anything downstream; a request's only effect is
 //! one confirmed publish.
 
+pub mod auth;
 mod error;
 mod health;
 mod limits;
@@ -49,6 +50,8 @@ struct Inner {
     body_limit: usize,
     publish_timeout: Duration,
     retry_after_secs: u32,
+    /// How platform endpoints check API keys (webhooks never do).
+    keys: auth::KeyGate,
     rate_limits: limits::RateLimits,
     /// The deadline of a whole webhook request (body, verification, publish).
     request_timeout: Duration,
@@ -83,6 +86,7 @@ impl AppState {
             PublisherConfig::new(&settings.bus.url, "waybill-ingress", topology.clone());
         config.channels = settings.bus.publisher_channels;
         config.confirm_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
+        let keys = auth::KeyGate::start(settings, &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;
         let rate_limits = limits::RateLimits::new(settings.sources.iter().filter_map(|source| {
             let rate = source.rate_limit_per_second?;
@@ -97,6 +101,7 @@ impl AppState {
                 body_limit: settings.ingress.body_limit_bytes,
                 publish_timeout,
                 retry_after_secs: settings.ingress.retry_after_secs,
+                keys,
                 rate_limits,
                 request_timeout: publish_timeout + limits::BODY_DEADLINE,
                 shutdown_grace: Duration::from_millis(settings.ingress.shutdown_grace_ms),
