@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up Waybill natively (PostgreSQL and RabbitMQ installed on this machine; started if they
-# are stopped), posts a signed sample webhook and shows the shipment it produced.
+# are stopped), posts a signed sample webhook, creates an API key and shows the shipment the
+# webhook produced, read with that key.
 #
 #   scripts/quickstart.sh          # keeps ingress and worker running until Ctrl-C
 #   scripts/quickstart.sh --once   # shows the webhook flowing, then stops everything
@@ -67,19 +68,28 @@ if [ "$status" != 200 ]; then
   exit 1
 fi
 
+# The shipments API needs an API key (docs/security.md). The key is printed once, on stdout;
+# only its hash is stored.
+echo
+echo "waybill keys create --tenant default --scope shipments:read --name quickstart"
+api_key=$("$bin/waybill" keys create --tenant default --scope shipments:read --name quickstart)
+
 shipment="$worker/v1/shipments/starshipit/QQQ001737901000931501"
 for _ in $(seq 1 40); do
-  curl -fsS "$shipment" >/dev/null 2>&1 && break
+  curl -fsS -H "Authorization: Bearer $api_key" "$shipment" >/dev/null 2>&1 && break
   sleep 0.25
 done
 echo
 echo "GET $shipment"
-curl -fsS "$shipment"
+curl -fsS -H "Authorization: Bearer $api_key" "$shipment"
 echo
 
 if [ "$once" = true ]; then
   exit 0
 fi
 echo
+echo "API key for this run (tenant default, shipments:read; shown only now):"
+echo "  export WAYBILL_API_KEY=$api_key"
+echo "  curl -H \"Authorization: Bearer \$WAYBILL_API_KEY\" $shipment"
 echo "Waybill is running. Press Ctrl-C to stop."
 wait
