@@ -44,10 +44,13 @@ pub enum ApiError {
     },
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// A stable machine-readable code, e.g. `unauthorized`.
+    pub error: &'a str,
+    /// What was wrong, in a sentence.
+    pub message: String,
 }
 
 impl ApiError {

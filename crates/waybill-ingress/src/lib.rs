@@ -9,6 +9,7 @@ pub mod auth;
 mod error;
 mod health;
 mod limits;
+pub mod openapi;
 mod serve;
 mod webhooks;
 
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

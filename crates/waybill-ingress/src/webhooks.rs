@@ -20,7 +20,7 @@ use waybill_telemetry::trace;
 use crate::{ApiError, AppState};
 
 /// The body of a 200 answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// Always `accepted`.
     pub status: &'static str,
@@ -41,6 +41,29 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
 
 /// Receives one courier webhook. Its span continues the courier's trace when the request
 /// carries a `traceparent`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{source}",
+    tag = "webhooks",
+    summary = "Receive a courier's tracking webhook",
+    description = "Verifies the signature over the raw body with the source's carrier profile, maps the payload to tracking events and answers 200 only after RabbitMQ confirmed the persistent message. The body is the courier's own format (see docs/carrier-profiles.md); the signature header depends on the profile.",
+    params(
+        ("source" = String, Path, description = "A configured source id"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "The courier's payload, verified byte for byte"),
+    responses(
+        (status = 200, description = "Queued durably", body = Accepted),
+        (status = 400, description = "Not a valid payload for the source's format", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or bad signature", body = crate::error::ErrorBody),
+        (status = 403, description = "The source is poll-only", body = crate::error::ErrorBody),
+        (status = 404, description = "No such source", body = crate::error::ErrorBody),
+        (status = 408, description = "The request was not received in time", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
+        (status = 429, description = "The source's rate limit is exceeded; see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "Not queued (broker down, nack, timeout); see Retry-After", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     Path(source_id): Path<String>,

@@ -27,6 +27,7 @@ pub fn router(worker: Worker) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .with_state(worker)
 }
 
@@ -92,6 +93,27 @@ fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<Tena
         })
 }
 
+/// `GET /v1/shipments/{carrier}/{tracking_number}`: a shipment with its history, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/shipments/{carrier}/{tracking_number}",
+    tag = "shipments",
+    summary = "A shipment and its history",
+    params(
+        ("carrier" = String, Path, description = "Carrier code, e.g. `starshipit`"),
+        ("tracking_number" = String, Path, description = "Tracking number (normalised: spaces removed, upper case)"),
+        ("tenant" = Option<String>, Query, description = "Another tenant (admin keys only)"),
+    ),
+    responses(
+        (status = 200, description = "The shipment", body = waybill_store::ShipmentView),
+        (status = 400, description = "Invalid carrier, tracking number or tenant", body = ErrorSchema),
+        (status = 401, description = "Missing or unknown API key", body = ErrorSchema),
+        (status = 403, description = "The key lacks `shipments:read`, or names another tenant", body = ErrorSchema),
+        (status = 404, description = "No such shipment in the key's tenant", body = ErrorSchema),
+        (status = 503, description = "Database unavailable", body = ErrorSchema),
+    ),
+    security(("api_key" = []))
+)]
 async fn get_shipment(
     auth: Authorized<ShipmentsRead>,
     State(worker): State<Worker>,
@@ -122,6 +144,25 @@ async fn get_shipment(
     })
 }
 
+/// `GET /v1/shipments?order_number=…`: the shipments of an order.
+#[utoipa::path(
+    get,
+    path = "/v1/shipments",
+    tag = "shipments",
+    summary = "Shipments by order number",
+    params(
+        ("order_number" = String, Query, description = "The merchant's order number"),
+        ("tenant" = Option<String>, Query, description = "Another tenant (admin keys only)"),
+    ),
+    responses(
+        (status = 200, description = "`{\"shipments\": [...]}`, possibly empty", body = ShipmentList),
+        (status = 400, description = "order_number missing", body = ErrorSchema),
+        (status = 401, description = "Missing or unknown API key", body = ErrorSchema),
+        (status = 403, description = "The key lacks `shipments:read`", body = ErrorSchema),
+        (status = 503, description = "Database unavailable", body = ErrorSchema),
+    ),
+    security(("api_key" = []))
+)]
 async fn find_shipments(
     auth: Authorized<ShipmentsRead>,
     State(worker): State<Worker>,
@@ -144,10 +185,12 @@ async fn find_shipments(
     Ok(Json(json!({ "shipments": shipments })).into_response())
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database and broker usable"), (status = 503, description = "Not ready")))]
 async fn readyz(State(worker): State<Worker>) -> impl IntoResponse {
     let database = worker.store().ping().await.is_ok();
     let broker = worker.consumers_up() > 0;
@@ -167,9 +210,63 @@ async fn readyz(State(worker): State<Worker>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format (docs/metrics.md)", content_type = "text/plain")))]
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         waybill_telemetry::render_metrics(),
     )
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(openapi())
+}
+
+/// Every error's body: `{"error": code, "message": sentence}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorSchema {
+    /// A stable machine-readable code, e.g. `not_found`.
+    error: String,
+    /// What was wrong, in a sentence.
+    message: String,
+}
+
+/// `GET /v1/shipments` answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ShipmentList {
+    shipments: Vec<waybill_store::ShipmentSummary>,
+}
+
+struct ApiKeySecurity;
+
+impl utoipa::Modify for ApiKeySecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Waybill worker API",
+        description = "Shipments and their histories, per tenant; health and metrics.",
+        license(name = "Apache-2.0")
+    ),
+    paths(get_shipment, find_shipments, healthz, readyz, metrics),
+    components(schemas(ErrorSchema, ShipmentList, waybill_store::ShipmentView, waybill_store::HistoryEntry, waybill_store::ShipmentSummary)),
+    modifiers(&ApiKeySecurity)
+)]
+struct WorkerApi;
+
+/// The worker API's OpenAPI 3.1 document (the combined document of both binaries is committed
+/// at `docs/openapi.json` and checked by a test).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <WorkerApi as utoipa::OpenApi>::openapi()
 }

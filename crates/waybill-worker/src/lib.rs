@@ -20,6 +20,7 @@ use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::Settings;
 use waybill_store::Store;
 
+pub use api::openapi;
 pub use batch::{BatchOutcome, Batcher};
 
 /// Everything the worker's tasks share.
