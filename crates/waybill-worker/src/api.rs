@@ -86,10 +86,13 @@ fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<Tena
         .map_err(|error| ApiError::bad_request(format!("tenant: {error}")))?;
     auth.principal
         .tenant_for(requested.as_ref())
-        .map_err(|denied| ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message: denied.message(),
+        .map_err(|denied| {
+            tracing::debug!(reason = denied.reason(), "API request refused");
+            ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message: denied.message(),
+            }
         })
 }
 
