@@ -6,6 +6,7 @@
 //! so a process never starts half-configured.
 
 mod auth;
+mod polling;
 mod sources;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthMode, AuthSettings};
+pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
 pub use sources::{PollMode, SourceSettings};
 
 /// The whole configuration of a Waybill process (both binaries read the same file).
@@ -41,6 +43,9 @@ pub struct Settings {
     /// API keys on the platform-facing endpoints.
     #[serde(default)]
     pub auth: AuthSettings,
+    /// The poll scheduler, courier API clients and shipment registration.
+    #[serde(default)]
+    pub polling: PollingSettings,
 }
 
 /// `[ingress]`
@@ -156,6 +161,7 @@ impl Default for Settings {
                 format: LogFormat::Pretty,
             },
             auth: AuthSettings::default(),
+            polling: PollingSettings::default(),
         }
     }
 }
@@ -280,6 +286,7 @@ impl Settings {
         }
         auth::validate(&self.auth)?;
         let profiles = self.profiles()?;
+        polling::validate(&self.polling, &self.sources, &profiles)?;
         sources::validate(&self.sources, &profiles)
     }
 
