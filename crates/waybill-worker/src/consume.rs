@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use waybill_bus::envelope::InboundEnvelope;
-use waybill_bus::{Acker, BusConnection, Consumer, Delivery, OutboundMessage};
+use waybill_bus::{Acker, BusConnection, Consumer, Delivery};
 use waybill_telemetry::trace;
 
 use crate::Worker;
@@ -18,6 +18,8 @@ struct Pending {
     tag: u64,
     delivery_count: i64,
     envelope: InboundEnvelope,
+    /// The delivery as received: dead-lettered as-is, with its origin, if it cannot be applied.
+    delivery: Delivery,
 }
 
 /// Runs one consumer until shutdown, reconnecting with backoff whenever the broker goes away.
@@ -112,11 +114,12 @@ async fn process(
                 tag: delivery.delivery_tag,
                 delivery_count: delivery.delivery_count.unwrap_or(0),
                 envelope,
+                delivery,
             }),
             Err(error) => {
                 // Poison: it will never decode. Keep it, with the reason, in the dead letters.
                 let reason = format!("undecodable envelope: {error}");
-                if !dead_letter(worker, &delivery.body, &reason).await {
+                if !dead_letter(worker, &delivery, &reason).await {
                     return false;
                 }
                 if acker.ack(delivery.delivery_tag).await.is_err() {
@@ -193,8 +196,7 @@ async fn one_by_one(worker: &Worker, acker: &Acker, pending: &[Pending]) -> bool
             }
             BatchOutcome::Transient(_) => acker.nack(message.tag, true).await,
             BatchOutcome::Failed(reason) if message.delivery_count + 1 >= limit => {
-                let body = message.envelope.encode();
-                if !dead_letter(worker, &body, &reason).await {
+                if !dead_letter(worker, &message.delivery, &reason).await {
                     return false;
                 }
                 acker.ack(message.tag).await
@@ -208,17 +210,19 @@ async fn one_by_one(worker: &Worker, acker: &Acker, pending: &[Pending]) -> bool
     true
 }
 
-async fn dead_letter(worker: &Worker, body: &[u8], reason: &str) -> bool {
-    let message = OutboundMessage::new(
-        worker.inner.topology.dead_exchange(),
-        waybill_bus::Topology::DEAD_ROUTING_KEY,
-        body.to_vec(),
+/// Publishes `delivery` to the dead-letter queue with `reason` and its origin (exchange, routing
+/// key, queue, message id), so that `waybill deadletters replay` can send it back the normal way.
+async fn dead_letter(worker: &Worker, delivery: &Delivery, reason: &str) -> bool {
+    let topology = &worker.inner.topology;
+    let published = waybill_bus::dead::publish_dead(
+        &worker.inner.publisher,
+        topology,
+        &topology.webhooks_queue(),
+        delivery,
+        reason,
     )
-    .with_header(
-        "x-waybill-reason",
-        reason.chars().take(500).collect::<String>(),
-    );
-    match worker.inner.publisher.publish(message).await {
+    .await;
+    match published {
         Ok(()) => {
             metrics::counter!("waybill_dead_lettered_total", "queue" => "webhooks").increment(1);
             tracing::warn!(reason = %reason, "message dead-lettered");

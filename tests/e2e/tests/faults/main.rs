@@ -18,6 +18,7 @@
 mod effects;
 mod scenarios;
 mod services;
+#[allow(dead_code)] // shared with the hostile suite, which uses more of it
 mod stack;
 
 use std::time::Instant;

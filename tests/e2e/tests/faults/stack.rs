@@ -69,6 +69,16 @@ impl Stack {
     /// A fresh database, prefix, topology and configuration; no process started yet.
     /// `label` names the log directory.
     pub async fn create(label: &str, workers: usize, log_level: &str) -> anyhow::Result<Stack> {
+        Stack::create_with(label, workers, log_level, "").await
+    }
+
+    /// Like [`Stack::create`], with `extra_toml` appended to the configuration (more sources).
+    pub async fn create_with(
+        label: &str,
+        workers: usize,
+        log_level: &str,
+        extra_toml: &str,
+    ) -> anyhow::Result<Stack> {
         let bins = bin_dir()?;
         let tag = format!("{:08x}", rand::random::<u32>());
         let dir = std::env::temp_dir().join(format!("waybill-faults-{tag}-{label}"));
@@ -114,6 +124,7 @@ format = "json"
                 "[[sources]]\nid = \"{id}\"\nprofile = \"{profile}\"\nsecrets = [\"{secret}\"]\n"
             ));
         }
+        toml.push_str(extra_toml);
         std::fs::write(dir.join("waybill.toml"), &toml)?;
         let settings = Settings::from_toml_str(&toml)?;
         let connection =
@@ -256,6 +267,19 @@ format = "json"
         if let Some(db) = self.db.take() {
             let _ = db.drop_database().await;
         }
+    }
+
+    /// Every line the processes wrote so far.
+    pub fn logs(&self) -> String {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default();
+        paths.retain(|path| path.extension().is_some_and(|ext| ext == "log"));
+        paths.sort();
+        paths
+            .iter()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .collect()
     }
 
     pub fn log_dir(&self) -> &Path {
