@@ -32,9 +32,11 @@ bash scripts/validate-deploy.sh
 
 cargo test --workspace "$@"
 
-# The fault suite restarts, blocks and cuts off the RabbitMQ and PostgreSQL above, so it runs
-# alone and last, on the real binaries (docs/reliability.md). Skipped when arguments narrow the run.
+# The suites that run the real binaries (docs/reliability.md): hostile callers, then the fault
+# suite, which restarts, blocks and cuts off the RabbitMQ and PostgreSQL above and so runs alone
+# and last. Skipped when arguments narrow the run.
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
+  cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
   cargo test -p waybill-e2e --test faults -- --ignored --nocapture --test-threads=1
 fi
