@@ -198,6 +198,12 @@ impl KeyRing {
     }
 
     /// Offers a snapshot; keeps it if it is not older than the held one.
+    ///
+    /// One exception: a lower revision is taken when the held one has not been repeated for half
+    /// the maximum age. Publishers repeat the current revision every refresh (at most half the
+    /// maximum age), so a held revision nobody repeats is no longer the database's — the
+    /// database was restored from a backup — while a late message right after a change (the
+    /// case the ordering guards against) still finds the held set fresh and is ignored.
     pub fn offer(&self, snapshot: &KeySnapshotV1) -> Offered {
         let mut held = self.held.write().unwrap_or_else(PoisonError::into_inner);
         let outcome = match held.as_ref() {
@@ -205,6 +211,7 @@ impl KeyRing {
             Some(current) if current.epoch != snapshot.epoch => Offered::Installed,
             Some(current) if snapshot.revision > current.revision => Offered::Installed,
             Some(current) if snapshot.revision == current.revision => Offered::Refreshed,
+            Some(current) if current.received.elapsed() > self.max_age / 2 => Offered::Installed,
             Some(_) => Offered::Outdated,
         };
         match (outcome, held.as_mut()) {
@@ -540,6 +547,16 @@ mod tests {
         let mut other_database = snapshot(1, false);
         other_database.epoch = "epoch-2".to_owned();
         assert_eq!(ring.offer(&other_database), Offered::Installed);
+    }
+
+    #[tokio::test]
+    async fn a_ring_follows_a_restored_database_once_its_revision_is_no_longer_repeated() {
+        let ring = KeyRing::new(Duration::from_millis(400));
+        ring.offer(&snapshot(5, true));
+        assert_eq!(ring.offer(&snapshot(3, false)), Offered::Outdated);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(ring.offer(&snapshot(3, false)), Offered::Installed);
+        assert_eq!(ring.revision(), Some(3));
     }
 
     #[tokio::test]
