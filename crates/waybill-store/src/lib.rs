@@ -19,6 +19,7 @@ pub mod ledger;
 mod merge_batch;
 pub mod migrate;
 mod outbox;
+pub mod polling;
 mod queries;
 mod store;
 pub mod testing;

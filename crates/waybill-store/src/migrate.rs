@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tracking",
         include_str!("../migrations/0001_tracking.sql"),
     ),
+    (2, "polling", include_str!("../migrations/0002_polling.sql")),
     (
         4,
         "api_keys",
