@@ -60,6 +60,11 @@ impl MigrationSource<'static> for EmbeddedMigrations {
     }
 }
 
+/// How many migrations this binary embeds (versions may have gaps).
+pub fn migration_count() -> usize {
+    MIGRATIONS.len()
+}
+
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |(version, _, _)| *version)
