@@ -10,6 +10,7 @@ mod error;
 mod health;
 mod limits;
 pub mod openapi;
+mod registration;
 mod serve;
 mod webhooks;
 
@@ -57,6 +58,8 @@ struct Inner {
     /// The deadline of a whole webhook request (body, verification, publish).
     request_timeout: Duration,
     shutdown_grace: Duration,
+    /// Most shipments in one `POST /v1/shipments` request.
+    max_registrations: usize,
 }
 
 impl AppState {
@@ -106,6 +109,7 @@ impl AppState {
                 rate_limits,
                 request_timeout: publish_timeout + limits::BODY_DEADLINE,
                 shutdown_grace: Duration::from_millis(settings.ingress.shutdown_grace_ms),
+                max_registrations: settings.polling.max_registrations_per_request,
             }),
         })
     }
@@ -125,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), limits::deadline));
     Router::new()
         .route("/v1/webhooks/{source}", webhooks)
+        .route("/v1/shipments", post(registration::register))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -1,0 +1,338 @@
+//! `POST /v1/shipments`: register one shipment (a JSON object) or several (an array of up to
+//! `polling.max_registrations_per_request`). Like a webhook, a registration only becomes a
+//! confirmed message (`RegisterV1` on `waybill.inbound`); the worker upserts it idempotently,
+//! applies any events parked for it, and its scheduler starts polling it when its source is
+//! polled. Registering the same shipment twice is harmless.
+//!
+//! ```json
+//! {"carrier": "starshipit", "tracking_number": "T01234567890",
+//!  "source": "starshipit-main", "order_number": "ORD-1", "metadata": {"channel": "web"}}
+//! ```
+//!
+//! * `source` (optional): the configured source whose events and polls the shipment belongs to.
+//!   Without it, the tenant's only source whose profile is `carrier` is used, if there is exactly
+//!   one (several: 400, name one); with no such source the shipment is tracked by webhooks only.
+//! * `carrier` (optional when `source` is given): defaults to the source's profile name.
+//! * `tenant` (optional): the API key's own tenant; another tenant needs an `admin` key (403).
+//!
+//! Answers `202` with each shipment's envelope id once the broker confirmed every message; `400`
+//! with the reason (and the item's index) for bad input, nothing published; `503` with
+//! `Retry-After` when the broker did not confirm (retrying the whole request is safe).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use waybill_bus::envelope::{EnvelopeId, InboundEnvelope, RegisterV1};
+use waybill_core::{CarrierCode, SourceId, TenantId, TrackingNumber};
+use waybill_telemetry::trace;
+
+use crate::auth::{Authorized, ShipmentsWrite};
+use crate::{ApiError, AppState};
+
+/// Longest accepted order number, in characters.
+const MAX_ORDER_NUMBER_CHARS: usize = 200;
+
+/// One shipment to register, as the platform sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrationRequest {
+    carrier: Option<String>,
+    tracking_number: String,
+    source: Option<String>,
+    order_number: Option<String>,
+    tenant: Option<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+/// The body of a `202` answer.
+#[derive(Debug, Serialize)]
+pub struct Registered {
+    /// Always `accepted`.
+    pub status: &'static str,
+    /// The registered shipments, in request order.
+    pub shipments: Vec<RegisteredShipment>,
+}
+
+/// One registered shipment.
+#[derive(Debug, Serialize)]
+pub struct RegisteredShipment {
+    /// The id of its queued `RegisterV1` envelope.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its carrier code.
+    pub carrier: String,
+    /// Its tracking number.
+    pub tracking_number: String,
+    /// The source it belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Registers shipments. The API key comes first: an unauthenticated caller learns nothing about
+/// its body (401 before 400).
+pub async fn register(
+    auth: Authorized<ShipmentsWrite>,
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = handle(&auth, &state, body).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(RegisterError::Api(error)) => error.code(),
+        Err(RegisterError::Auth(_)) => "forbidden",
+    };
+    metrics::counter!("waybill_registrations_received_total", "outcome" => outcome).increment(1);
+    match result {
+        Ok(registered) => {
+            metrics::counter!("waybill_shipments_registered_total")
+                .increment(registered.shipments.len() as u64);
+            (StatusCode::ACCEPTED, Json(registered)).into_response()
+        }
+        Err(RegisterError::Api(error)) => {
+            if error.status().is_server_error() {
+                tracing::warn!(error = %error, "registration not accepted");
+            } else {
+                tracing::debug!(error = %error, "registration rejected");
+            }
+            error.into_response()
+        }
+        Err(RegisterError::Auth(rejection)) => rejection.into_response(),
+    }
+}
+
+enum RegisterError {
+    Api(ApiError),
+    Auth(crate::auth::AuthRejection),
+}
+
+impl From<ApiError> for RegisterError {
+    fn from(error: ApiError) -> Self {
+        RegisterError::Api(error)
+    }
+}
+
+async fn handle(
+    auth: &Authorized<ShipmentsWrite>,
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Registered, RegisterError> {
+    let inner = &state.inner;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(inner.body_limit)
+        } else {
+            ApiError::BadRequest("the request body could not be read".to_owned())
+        }
+    })?;
+    let (requests, is_array) = parse_body(&body, inner.max_registrations)?;
+    let received_at = Utc::now();
+    let span = tracing::info_span!("waybill.register", shipments = requests.len());
+    let traceparent = trace::traceparent_of(&span);
+    let mut envelopes = Vec::with_capacity(requests.len());
+    for (index, request) in requests.into_iter().enumerate() {
+        let at = |reason: String| {
+            if is_array {
+                ApiError::BadRequest(format!("shipments[{index}]: {reason}"))
+            } else {
+                ApiError::BadRequest(reason)
+            }
+        };
+        let requested_tenant = request
+            .tenant
+            .as_deref()
+            .map(TenantId::parse)
+            .transpose()
+            .map_err(|error| at(format!("`tenant`: {error}")))?;
+        let tenant = auth
+            .tenant_for(requested_tenant.as_ref())
+            .map_err(RegisterError::Auth)?;
+        envelopes.push(resolve(state, request, tenant, received_at, &traceparent).map_err(at)?);
+    }
+
+    let messages = envelopes
+        .iter()
+        .map(|envelope| InboundEnvelope::RegisterV1(envelope.clone()).to_message(&inner.topology))
+        .collect();
+    let published = tokio::time::timeout(
+        inner.publish_timeout,
+        inner.publisher.publish_many(messages),
+    )
+    .await;
+    let confirmed = match published {
+        Ok(results) => results.iter().all(Result::is_ok),
+        Err(_elapsed) => false,
+    };
+    if !confirmed {
+        metrics::counter!("waybill_publish_failures_total", "reason" => "registration")
+            .increment(1);
+        return Err(ApiError::Unavailable {
+            retry_after: inner.retry_after_secs,
+        }
+        .into());
+    }
+    Ok(Registered {
+        status: "accepted",
+        shipments: envelopes
+            .into_iter()
+            .map(|envelope| RegisteredShipment {
+                id: envelope.id.as_str().to_owned(),
+                tenant: envelope.tenant.as_str().to_owned(),
+                carrier: envelope.carrier.as_str().to_owned(),
+                tracking_number: envelope.tracking_number.as_str().to_owned(),
+                source: envelope.source.map(|source| source.as_str().to_owned()),
+            })
+            .collect(),
+    })
+}
+
+/// A JSON object or a non-empty array of at most `max` objects; true for an array.
+fn parse_body(body: &[u8], max: usize) -> Result<(Vec<RegistrationRequest>, bool), ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| ApiError::BadRequest(format!("the body is not valid JSON: {error}")))?;
+    let is_array = document.is_array();
+    let items = match document {
+        serde_json::Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "the array holds no shipment".to_owned(),
+                ));
+            }
+            if items.len() > max {
+                return Err(ApiError::BadRequest(format!(
+                    "at most {max} shipments may be registered per request, got {}",
+                    items.len()
+                )));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| {
+                    serde_json::from_value(item).map_err(|error| {
+                        ApiError::BadRequest(format!("shipments[{index}]: {error}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        object @ serde_json::Value::Object(_) => vec![
+            serde_json::from_value(object)
+                .map_err(|error| ApiError::BadRequest(format!("invalid shipment: {error}")))?,
+        ],
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body must be a shipment object or an array of them".to_owned(),
+            ));
+        }
+    };
+    Ok((items, is_array))
+}
+
+/// Validates one request and resolves its source and carrier.
+fn resolve(
+    state: &AppState,
+    request: RegistrationRequest,
+    tenant: TenantId,
+    received_at: chrono::DateTime<Utc>,
+    traceparent: &Option<String>,
+) -> Result<RegisterV1, String> {
+    let sources = &state.inner.sources;
+    let source = match request.source.as_deref() {
+        Some(id) => {
+            let source = sources
+                .get(id)
+                .ok_or_else(|| format!("`source`: no source `{}` is configured", truncate(id)))?;
+            if source.settings.tenant != tenant {
+                return Err(format!("`source`: source `{id}` belongs to another tenant"));
+            }
+            Some(source)
+        }
+        None => None,
+    };
+    let carrier = match (&request.carrier, source) {
+        (Some(carrier), _) => {
+            CarrierCode::parse(carrier).map_err(|error| format!("`carrier`: {error}"))?
+        }
+        (None, Some(source)) => CarrierCode::parse(&source.profile.name)
+            .map_err(|error| format!("`carrier`: {error}"))?,
+        (None, None) => return Err("`carrier` or `source` is required".to_owned()),
+    };
+    let tracking_number = TrackingNumber::parse(&request.tracking_number)
+        .map_err(|error| format!("`tracking_number`: {error}"))?;
+    let source: Option<SourceId> = match source {
+        Some(source) => Some(source.settings.id.clone()),
+        None => {
+            let mut candidates = sources.values().filter(|source| {
+                source.settings.tenant == tenant && source.profile.name == carrier.as_str()
+            });
+            match (candidates.next(), candidates.next()) {
+                (Some(only), None) => Some(only.settings.id.clone()),
+                (None, _) => None,
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "several sources track carrier `{carrier}`; name one with `source`"
+                    ));
+                }
+            }
+        }
+    };
+    if let Some(order_number) = &request.order_number
+        && (order_number.is_empty() || order_number.chars().count() > MAX_ORDER_NUMBER_CHARS)
+    {
+        return Err(format!(
+            "`order_number` must be 1 to {MAX_ORDER_NUMBER_CHARS} characters"
+        ));
+    }
+    let metadata = match request.metadata {
+        None | Some(serde_json::Value::Null) => serde_json::json!({}),
+        Some(object @ serde_json::Value::Object(_)) => object,
+        Some(_) => return Err("`metadata` must be a JSON object".to_owned()),
+    };
+    Ok(RegisterV1 {
+        id: EnvelopeId::random(),
+        tenant,
+        source,
+        carrier,
+        tracking_number,
+        order_number: request.order_number,
+        metadata,
+        received_at,
+        traceparent: traceparent.clone(),
+    })
+}
+
+fn truncate(value: &str) -> String {
+    value.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_an_object_or_a_bounded_array() {
+        let one = parse_body(br#"{"carrier":"a","tracking_number":"1"}"#, 2).unwrap();
+        assert_eq!((one.0.len(), one.1), (1, false));
+        let two = parse_body(
+            br#"[{"carrier":"a","tracking_number":"1"},{"source":"s","tracking_number":"2"}]"#,
+            2,
+        )
+        .unwrap();
+        assert_eq!((two.0.len(), two.1), (2, true));
+        for (body, expected) in [
+            (&b"[]"[..], "no shipment"),
+            (b"not json", "not valid JSON"),
+            (b"7", "object or an array"),
+            (b"[{},{},{}]", "at most 2"),
+            (br#"[{"tracking_number":"1"},{"nope":1}]"#, "shipments[1]"),
+            (br#"{"tracking_number":"1","surprise":true}"#, "surprise"),
+        ] {
+            let error = parse_body(body, 2).map(|_| ()).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+}
