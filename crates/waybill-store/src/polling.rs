@@ -243,7 +243,8 @@ pub async fn claim_due(
          update shipments s set
              next_poll_at = $3 + make_interval(secs => $4),
              poll_slot = coalesce(s.poll_slot, due.next_poll_at),
-             poll_attempt = case when s.poll_slot is null then 0 else s.poll_attempt + 1 end
+             poll_attempt = case when s.poll_slot is null then 0 else s.poll_attempt + 1 end,
+             poll_started_at = null
          from due
          where s.id = due.id
          returning s.id, s.tenant, s.carrier, s.tracking_number, s.source, s.status,
@@ -259,28 +260,28 @@ pub async fn claim_due(
     rows.iter().map(claimed).collect()
 }
 
-/// Starts the courier request of `slot`: succeeds (returning the shipment as it is now) only if
-/// the shipment is still on that slot and no consumer started it within the last `lease_secs`.
-/// `None`: the job is stale (its slot is done) or a duplicate delivery of one in progress.
+/// Starts the courier request of a claimed slot: succeeds (returning the shipment as it is now)
+/// only if the shipment is still on `slot`, claimed for the `attempt`-th time, and no consumer
+/// started that claim yet. `None`: the job is stale (its slot is done, or its claim's lease ran
+/// out and the slot was claimed again) or a second delivery of a job already started.
 #[tracing::instrument(skip_all, fields(shipment.id = shipment_id))]
 pub async fn begin_poll(
     conn: &mut PgConnection,
     shipment_id: i64,
     slot: DateTime<Utc>,
+    attempt: u32,
     now: DateTime<Utc>,
-    lease_secs: u64,
 ) -> Result<Option<PollTarget>, StoreError> {
     let row = sqlx::query(
-        "update shipments set poll_started_at = $3
-         where id = $1 and poll_slot = $2
-           and (poll_started_at is null or poll_started_at < $3 - make_interval(secs => $4))
+        "update shipments set poll_started_at = $4
+         where id = $1 and poll_slot = $2 and poll_attempt = $3 and poll_started_at is null
          returning id, tenant, carrier, tracking_number, source, status, current_event_at,
                    poll_failures",
     )
     .bind(shipment_id)
     .bind(slot)
+    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
     .bind(now)
-    .bind(lease_secs as f64)
     .fetch_optional(conn)
     .await?;
     row.as_ref()
@@ -303,14 +304,16 @@ pub async fn begin_poll(
 }
 
 /// Writes the outcomes of slots: state, next poll, failure count, `last_polled_at`; clears the
-/// slot. An outcome whose shipment is no longer on its slot, or whose row another transaction
-/// holds, is skipped (a held row keeps its lease and is claimed again later). Returns how many
-/// were written.
+/// slot. An outcome whose shipment is no longer on its slot is skipped. With `skip_locked` (the
+/// scheduler's many-row writes), so is one whose row another transaction holds: it keeps its
+/// lease and is claimed again later, and the write never waits on a merge. Without it (a
+/// consumer's one row) the write waits for the row. Returns how many were written.
 #[tracing::instrument(skip_all, fields(outcomes = outcomes.len()))]
 pub async fn record_outcomes(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     outcomes: &[SlotOutcome],
+    skip_locked: bool,
 ) -> Result<u64, StoreError> {
     if outcomes.is_empty() {
         return Ok(0);
@@ -330,14 +333,15 @@ pub async fn record_outcomes(
         .map(|o| i32::try_from(o.poll_failures).unwrap_or(i32::MAX))
         .collect();
     let polled: Vec<bool> = outcomes.iter().map(|o| o.polled).collect();
-    let done = sqlx::query(
+    let statement = format!(
         "with u as (
              select * from unnest($1::bigint[], $2::timestamptz[], $3::text[],
                                   $4::timestamptz[], $5::int[], $6::bool[])
                  as u(id, slot, state, next_poll_at, failures, polled)),
          locked as (
              select s.id from shipments s join u on u.id = s.id and s.poll_slot = u.slot
-             for no key update of s skip locked)
+             order by s.tenant, s.carrier, s.tracking_number
+             for no key update of s {})
          update shipments s set
              poll_state = u.state,
              next_poll_at = case when u.state = 'active' then u.next_poll_at end,
@@ -348,16 +352,18 @@ pub async fn record_outcomes(
              last_polled_at = case when u.polled then $7 else s.last_polled_at end
          from u
          where s.id = u.id and s.id in (select id from locked)",
-    )
-    .bind(ids)
-    .bind(slots)
-    .bind(states)
-    .bind(next)
-    .bind(failures)
-    .bind(polled)
-    .bind(now)
-    .execute(conn)
-    .await?;
+        if skip_locked { "skip locked" } else { "" }
+    );
+    let done = sqlx::query(&statement)
+        .bind(ids)
+        .bind(slots)
+        .bind(states)
+        .bind(next)
+        .bind(failures)
+        .bind(polled)
+        .bind(now)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected())
 }
 

@@ -185,17 +185,24 @@ async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
         .await
         .unwrap()
         .remove(0);
-    let target = begin_poll(&mut conn, claim.id, claim.slot, now(), 600)
+    let target = begin_poll(&mut conn, claim.id, claim.slot, 0, now())
         .await
         .unwrap()
         .expect("the first start of a slot");
     assert_eq!(target.key, claim.key);
     assert!(
-        begin_poll(&mut conn, claim.id, claim.slot, now(), 600)
+        begin_poll(&mut conn, claim.id, claim.slot, 0, now())
             .await
             .unwrap()
             .is_none(),
-        "a duplicate job within the lease does not start a second request"
+        "a second delivery of the job does not start a second request"
+    );
+    assert!(
+        begin_poll(&mut conn, claim.id, claim.slot, 1, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a job of another claim of the slot is stale"
     );
     let next = now() + Duration::hours(2);
     let outcome = SlotOutcome {
@@ -207,7 +214,7 @@ async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
         polled: true,
     };
     assert_eq!(
-        record_outcomes(&mut conn, now(), &[outcome.clone()])
+        record_outcomes(&mut conn, now(), &[outcome.clone()], false)
             .await
             .unwrap(),
         1
@@ -220,7 +227,9 @@ async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
     );
     // The same outcome again, or a late job for the finished slot: nothing happens.
     assert_eq!(
-        record_outcomes(&mut conn, now(), &[outcome]).await.unwrap(),
+        record_outcomes(&mut conn, now(), &[outcome], true)
+            .await
+            .unwrap(),
         0
     );
     assert!(
@@ -228,8 +237,8 @@ async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
             &mut conn,
             claim.id,
             claim.slot,
-            now() + Duration::hours(1),
-            600
+            0,
+            now() + Duration::hours(1)
         )
         .await
         .unwrap()
