@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod batch;
 mod consume;
+pub mod poll;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +93,7 @@ impl Worker {
             tracker.spawn(consume::run_consumer(self.clone(), index, shutdown.clone()));
         }
         tracker.spawn(auth::publish_key_sets(self.clone(), shutdown.clone()));
+        poll::spawn(&self, &tracker, shutdown.clone());
         tracker.close();
         let app = api::router(self.clone());
         let signal = shutdown.clone();

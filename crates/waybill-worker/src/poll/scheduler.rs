@@ -1,0 +1,373 @@
+//! The poll scheduler: each tick adopts new shipments, claims due slots, decides each one and
+//! publishes the polls. Safe with any number of replicas: the claim is the only coordination
+//! (see `waybill_store::polling`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio_util::sync::CancellationToken;
+use waybill_bus::BusConnection;
+use waybill_bus::envelope::{PollEnvelope, PollJobV1};
+use waybill_core::{Origin, RawStatus, Status, TimeProvenance, TrackingEventDraft};
+use waybill_store::polling::{self, ClaimedShipment, PollState, SlotOutcome};
+use waybill_store::{InboundBatch, InboundItem, StoreError};
+
+use super::rules::{Decision, decide};
+use super::{Clock, PollContext};
+use crate::Worker;
+
+/// The raw status code of the `Expired` events Waybill makes itself.
+pub const EXPIRED_RAW_STATUS: &str = "waybill.expired";
+
+/// How soon a slot whose job could not be published is due again.
+const REPUBLISH_DELAY: chrono::Duration = chrono::Duration::seconds(10);
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// New shipments given a first poll time.
+    pub adopted: u64,
+    /// New shipments whose source is not polled.
+    pub adopted_off: u64,
+    /// The most slots this tick could claim (per-source budgets, capped by the queue's room).
+    pub budget: u64,
+    /// Slots claimed.
+    pub claimed: usize,
+    /// Poll jobs published (confirmed).
+    pub published: usize,
+    /// Jobs that could not be published (their slots are due again shortly).
+    pub publish_failures: usize,
+    /// Slots skipped because a webhook arrived within the interval.
+    pub after_webhook: usize,
+    /// Shipments whose polling stopped (terminal past grace).
+    pub stopped: usize,
+    /// Shipments marked Expired.
+    pub expired: usize,
+    /// Shipments whose source is not polled any more.
+    pub off: usize,
+}
+
+/// The scheduler of one worker process. Public so that tests and benchmarks can drive it tick
+/// by tick with their own clock.
+pub struct Scheduler {
+    worker: Worker,
+    context: Arc<PollContext>,
+    queue: Option<BusConnection>,
+    rng: StdRng,
+}
+
+impl Scheduler {
+    /// A scheduler for `worker`'s configuration reading time from `clock` (tests move a
+    /// [`super::ManualClock`]).
+    pub fn new(worker: &Worker, clock: Arc<dyn Clock>) -> anyhow::Result<Scheduler> {
+        let context = PollContext::new(&worker.inner.settings, clock)?;
+        Ok(Scheduler::with_context(worker.clone(), Arc::new(context)))
+    }
+
+    pub(crate) fn with_context(worker: Worker, context: Arc<PollContext>) -> Scheduler {
+        Scheduler {
+            worker,
+            context,
+            queue: None,
+            rng: StdRng::from_os_rng(),
+        }
+    }
+
+    /// Switches polling off for shipments of sources no longer polled. Run once at start.
+    pub async fn prepare(&self) -> Result<u64, StoreError> {
+        let mut conn = self.worker.inner.store.acquire().await?;
+        polling::stop_unpolled_sources(&mut conn, self.context.sources.ids()).await
+    }
+
+    /// One round: adopt, claim, decide, publish, record.
+    #[tracing::instrument(name = "waybill.poll_schedule", skip_all)]
+    pub async fn tick(&mut self) -> Result<TickReport, StoreError> {
+        let started = Instant::now();
+        let context = Arc::clone(&self.context);
+        let settings = &context.settings;
+        let now = context.clock.now();
+        let store = self.worker.inner.store.clone();
+        let mut report = TickReport::default();
+
+        let adopted = {
+            let mut conn = store.acquire().await?;
+            polling::adopt_new_shipments(
+                &mut conn,
+                now,
+                context.sources.ids(),
+                context.sources.defaults(),
+                settings.first_poll_jitter_secs,
+                settings.claim_batch,
+            )
+            .await?
+        };
+        report.adopted = adopted.scheduled;
+        report.adopted_off = adopted.off;
+
+        let budgets = self.budgets().await;
+        report.budget = budgets.iter().map(|(_, n)| u64::from(*n)).sum();
+        if report.budget == 0 {
+            return Ok(report);
+        }
+        let claims = {
+            let mut conn = store.acquire().await?;
+            polling::claim_due(&mut conn, now, settings.lease_secs, &budgets).await?
+        };
+        report.claimed = claims.len();
+        if claims.is_empty() {
+            return Ok(report);
+        }
+
+        let mut jobs = Vec::new();
+        let mut expiries = Vec::new();
+        let mut outcomes = Vec::new();
+        for claim in claims {
+            let intervals = context
+                .sources
+                .get(claim.source.as_str())
+                .filter(|source| source.settings.tenant == claim.key.tenant)
+                .map(|source| &source.intervals);
+            let decision = decide(&claim, intervals, &context.rules, now, &mut self.rng);
+            metrics::counter!("waybill_poll_decisions_total", "decision" => decision_label(&decision))
+                .increment(1);
+            match decision {
+                Decision::Poll => jobs.push(claim),
+                Decision::AfterWebhook { next_poll_at } => {
+                    report.after_webhook += 1;
+                    outcomes.push(outcome(&claim, PollState::Active, Some(next_poll_at)));
+                }
+                Decision::Stop => {
+                    report.stopped += 1;
+                    outcomes.push(outcome(&claim, PollState::Done, None));
+                }
+                Decision::Off => {
+                    report.off += 1;
+                    outcomes.push(outcome(&claim, PollState::Off, None));
+                }
+                Decision::Expire { at } => expiries.push((claim, at)),
+            }
+        }
+
+        if !expiries.is_empty() {
+            let items = expiries
+                .iter()
+                .map(|(claim, at)| expired_item(claim, *at, now, &context))
+                .collect();
+            let batch = InboundBatch {
+                items,
+                registrations: Vec::new(),
+            };
+            // On failure the claims keep their lease and are decided again later.
+            match store.apply_batch(batch).await {
+                Ok(_) => {
+                    report.expired = expiries.len();
+                    outcomes.extend(
+                        expiries
+                            .iter()
+                            .map(|(claim, _)| outcome(claim, PollState::Done, None)),
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot mark shipments expired; retried after the lease")
+                }
+            }
+        }
+
+        if !jobs.is_empty() {
+            let topology = &self.worker.inner.topology;
+            let messages = jobs
+                .iter()
+                .map(|claim| PollEnvelope::PollJobV1(job_of(claim)).to_message(topology))
+                .collect();
+            let results = self.worker.inner.publisher.publish_many(messages).await;
+            let mut failed = Vec::new();
+            for (claim, result) in jobs.iter().zip(results) {
+                match result {
+                    Ok(()) => report.published += 1,
+                    Err(_) => failed.push((claim.id, claim.slot)),
+                }
+            }
+            report.publish_failures = failed.len();
+            if !failed.is_empty() {
+                tracing::warn!(
+                    jobs = failed.len(),
+                    "poll jobs not confirmed by the broker; their slots are due again shortly"
+                );
+                let mut conn = store.acquire().await?;
+                polling::release_claims(&mut conn, &failed, now + REPUBLISH_DELAY).await?;
+            }
+        }
+
+        if !outcomes.is_empty() {
+            let mut conn = store.acquire().await?;
+            polling::record_outcomes(&mut conn, now, &outcomes, true).await?;
+        }
+        metrics::counter!("waybill_poll_jobs_published_total").increment(report.published as u64);
+        metrics::histogram!("waybill_poll_schedule_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+
+    /// Slots to claim per polled source this tick: about two ticks' worth of the source's rate
+    /// (the consumers' token buckets do the exact limiting), all together at most
+    /// `claim_batch` and the room left under `max_queued_jobs` in `waybill.polls`.
+    async fn budgets(&mut self) -> Vec<(waybill_core::SourceId, u32)> {
+        let queue_room = self.queue_room().await;
+        let settings = &self.context.settings;
+        let mut room = settings.claim_batch.min(queue_room);
+        let tick_secs = Duration::from_millis(settings.tick_ms).as_secs_f64();
+        let mut budgets = Vec::new();
+        for source in self.context.sources.iter() {
+            if room == 0 {
+                break;
+            }
+            let wanted = (source.account.rate * tick_secs * 2.0).ceil().max(1.0);
+            let budget = (wanted.min(f64::from(u32::MAX)) as u32).min(room);
+            room -= budget;
+            budgets.push((source.settings.id.clone(), budget));
+        }
+        budgets
+    }
+
+    /// How many more jobs `waybill.polls` may take before the backlog cap. Without a broker
+    /// answer, no cap (publishing fails on its own if the broker is gone).
+    async fn queue_room(&mut self) -> u32 {
+        let max = self.context.settings.max_queued_jobs;
+        if self.queue.as_ref().is_none_or(|conn| !conn.is_open()) {
+            self.queue = BusConnection::connect_with_timeout(
+                &self.worker.inner.settings.bus.url,
+                "waybill-poll-scheduler",
+                Duration::from_secs(2),
+            )
+            .await
+            .ok();
+        }
+        let Some(conn) = &self.queue else {
+            return max;
+        };
+        match conn
+            .queue_stats(&self.worker.inner.topology.polls_queue())
+            .await
+        {
+            Ok(stats) => {
+                metrics::gauge!("waybill_poll_queue_depth").set(f64::from(stats.messages));
+                max.saturating_sub(stats.messages)
+            }
+            Err(error) => {
+                tracing::debug!(error = %error, "cannot read the polls queue depth");
+                self.queue = None;
+                max
+            }
+        }
+    }
+}
+
+/// Runs the scheduler until shutdown: a tick every `polling.tick_ms`, or at once again when the
+/// last tick used its whole budget (a backlog drains at the budget's pace, not the tick's).
+pub(crate) async fn run(mut scheduler: Scheduler, shutdown: CancellationToken) {
+    let tick = Duration::from_millis(scheduler.context.settings.tick_ms);
+    match scheduler.prepare().await {
+        Ok(0) => {}
+        Ok(switched) => {
+            tracing::info!(
+                shipments = switched,
+                "polling switched off for sources no longer polled"
+            )
+        }
+        Err(error) => tracing::warn!(error = %error, "cannot switch off unpolled sources"),
+    }
+    while !shutdown.is_cancelled() {
+        let pause = match scheduler.tick().await {
+            Ok(report) if report.budget > 0 && report.claimed as u64 >= report.budget => {
+                Duration::ZERO
+            }
+            Ok(_) => tick,
+            Err(error) => {
+                tracing::warn!(error = %error, "poll scheduler tick failed; retrying");
+                tick
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+fn job_of(claim: &ClaimedShipment) -> PollJobV1 {
+    PollJobV1 {
+        shipment_id: claim.id,
+        tenant: claim.key.tenant.clone(),
+        source: claim.source.clone(),
+        carrier: claim.key.carrier.clone(),
+        tracking_number: claim.key.tracking_number.clone(),
+        slot: claim.slot,
+        attempt: claim.attempt,
+        traceparent: None,
+    }
+}
+
+fn outcome(
+    claim: &ClaimedShipment,
+    state: PollState,
+    next_poll_at: Option<DateTime<Utc>>,
+) -> SlotOutcome {
+    SlotOutcome {
+        shipment_id: claim.id,
+        slot: claim.slot,
+        state,
+        next_poll_at,
+        poll_failures: claim.poll_failures,
+        polled: false,
+    }
+}
+
+/// The System `Expired` event of a shipment silent since `at - expire_after`: stamped at `at`,
+/// so making it twice yields one event id.
+fn expired_item(
+    claim: &ClaimedShipment,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    context: &PollContext,
+) -> InboundItem {
+    let days = context.settings.expire_after_days;
+    let event = TrackingEventDraft {
+        carrier: claim.key.carrier.clone(),
+        tracking_number: claim.key.tracking_number.clone(),
+        status: Status::Expired,
+        raw_status: RawStatus {
+            code: EXPIRED_RAW_STATUS.to_owned(),
+            description: Some(format!("No scan for {days} days; tracking stopped")),
+        },
+        sub_status: None,
+        occurred_at: at,
+        time_provenance: TimeProvenance::ReceivedAt,
+        location: None,
+        message: Some(format!("No scan for {days} days")),
+        origin: Origin::System,
+        provider_event_id: None,
+        order_number: None,
+        courier: None,
+    }
+    .finish();
+    InboundItem {
+        tenant: claim.key.tenant.clone(),
+        source: claim.source.clone(),
+        require_registration: false,
+        events: vec![event],
+        received_at: now,
+    }
+}
+
+fn decision_label(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Poll => "poll",
+        Decision::AfterWebhook { .. } => "after_webhook",
+        Decision::Stop => "stop",
+        Decision::Expire { .. } => "expire",
+        Decision::Off => "off",
+    }
+}
