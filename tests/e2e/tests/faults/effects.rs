@@ -51,7 +51,7 @@ async fn try_check(database_url: &str) -> anyhow::Result<Effects> {
     let pool = store.pool();
     let count = |sql: &'static str| async move {
         let row = sqlx::query(sql).fetch_one(pool).await?;
-        Ok::<i64, sqlx::Error>(row.try_get::<i64, _>(0)?)
+        row.try_get::<i64, _>(0)
     };
     let effects = Effects {
         duplicate_events: count(
@@ -108,10 +108,10 @@ pub async fn probe(stack: &Stack, since: Instant, within: Duration) -> anyhow::R
         if let Some((name, value)) = profile.sign(&body, secret, Utc::now()) {
             request = request.header(name, value);
         }
-        if let Ok(response) = request.send().await {
-            if response.status().is_success() {
-                break;
-            }
+        if let Ok(response) = request.send().await
+            && response.status().is_success()
+        {
+            break;
         }
         if Instant::now() > deadline {
             bail!(

@@ -547,8 +547,11 @@ fn http() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// A signature header: name and value.
+type Signature = Option<(String, String)>;
+
 /// A fresh, valid, signed webhook body for the `direct` source.
-fn signed_probe(stack: &Stack) -> anyhow::Result<(Vec<u8>, Option<(String, String)>)> {
+fn signed_probe(stack: &Stack) -> anyhow::Result<(Vec<u8>, Signature)> {
     let (_, profile_name, secret) = SECRETS[4];
     let profiles = stack.settings.profiles()?;
     let profile = profiles

@@ -319,10 +319,10 @@ pub async fn wait_ready(url: &str, within: Duration) -> anyhow::Result<()> {
         .build()?;
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Ok(response) = http.get(url).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(response) = http.get(url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -184,10 +184,10 @@ async fn one_case(
             let mut request = http
                 .post(format!("{}/v1/webhooks/{source}", stack.ingress_url()))
                 .body(body.clone());
-            if rng.random_bool(0.7) {
-                if let Some((name, value)) = signature(stack, source, &body) {
-                    request = request.header(name, value);
-                }
+            if rng.random_bool(0.7)
+                && let Some((name, value)) = signature(stack, source, &body)
+            {
+                request = request.header(name, value);
             }
             for _ in 0..rng.random_range(0..12) {
                 let name = random_token(rng, 1..40);

@@ -79,10 +79,8 @@ pub async fn post(
         .post(format!("{}/v1/webhooks/{source_id}", stack.ingress_url()))
         .header("content-type", "application/json")
         .body(body.to_vec());
-    if signed {
-        if let Some((name, value)) = signature(stack, source_id, body) {
-            request = request.header(name, value);
-        }
+    if signed && let Some((name, value)) = signature(stack, source_id, body) {
+        request = request.header(name, value);
     }
     request.send().await
 }
