@@ -244,7 +244,8 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
             .push(format!("effects check failed: {error:#}")),
     }
     row.reconcile();
-    if row.failures.is_empty() {
+    let keep_logs = std::env::var_os("WAYBILL_FAULTS_KEEP_LOGS").is_some();
+    if row.failures.is_empty() && !keep_logs {
         let _ = std::fs::remove_dir_all(stack.log_dir());
     } else {
         row.notes

@@ -121,7 +121,7 @@ format = "json"
         );
         for (id, profile, secret) in SECRETS {
             toml.push_str(&format!(
-                "[[sources]]\nid = \"{id}\"\nprofile = \"{profile}\"\nsecrets = [\"{secret}\"]\n"
+                "[[sources]]\nid = \"{id}\"\nprofile = \"{profile}\"\nsecrets = [\"{secret}\"]\nmode = \"webhook_only\"\n"
             ));
         }
         toml.push_str(extra_toml);
