@@ -30,10 +30,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
-use waybill_core::{CarrierCode, EventId, Origin, RawStatus, Status, TenantId, TrackingNumber};
-
-use crate::error::StoreError;
+use waybill_core::{
+    CarrierCode, EventId, EventKey, Origin, RawStatus, Status, TenantId, TrackingEvent,
+    TrackingNumber,
+};
 
 /// How many of the newest history entries a notification carries.
 pub const RECENT_HISTORY_LEN: usize = 5;
@@ -121,6 +121,31 @@ pub struct HistoryEntryV1 {
     pub origin: Origin,
 }
 
+impl HistoryEntryV1 {
+    /// The entry of an event, exactly as it reads back from `tracking_events` once stored.
+    pub(crate) fn of(event: &TrackingEvent) -> HistoryEntryV1 {
+        HistoryEntryV1 {
+            event_id: event.id.clone(),
+            status: event.status,
+            raw_status: event.raw_status.clone(),
+            sub_status: event.sub_status.clone(),
+            occurred_at: event.occurred_at,
+            location: event.location.clone(),
+            message: event.message.clone(),
+            origin: event.origin,
+        }
+    }
+
+    /// Its merge key (the order `recent_history` is sorted in, newest first).
+    pub(crate) fn key(&self) -> EventKey {
+        EventKey {
+            occurred_at: self.occurred_at,
+            status: self.status,
+            id: self.event_id.clone(),
+        }
+    }
+}
+
 /// [`DownstreamEvent`] by reference, to serialise a payload without cloning it. Must
 /// serialise exactly like [`DownstreamEvent`] (checked by a unit test).
 #[derive(Serialize)]
@@ -130,17 +155,52 @@ enum DownstreamEventRef<'a> {
     StatusChanged(&'a StatusChangedV1),
 }
 
-/// One outbox row to write.
+/// One outbox row to write (with [`insert_statement`] and [`bind_rows`]).
 pub(crate) struct NewOutboxRow {
     pub shipment_id: i64,
     pub body: StatusChangedV1,
 }
 
-/// Inserts outbox rows; returns `(outbox id, shipment id)` for each.
-pub(crate) async fn insert(
-    conn: &mut PgConnection,
-    rows: &[NewOutboxRow],
-) -> Result<Vec<(i64, i64)>, StoreError> {
+/// The statement that inserts outbox rows from 13 parallel arrays bound from parameter
+/// `$first` on (see [`bind_rows`]), returning `id, shipment_id`. Usable on its own or as the
+/// main statement after a `with` of other work, so the merge writes shipments and outbox rows in
+/// one round trip.
+pub(crate) fn insert_statement(first: usize) -> String {
+    let types = [
+        "text",
+        "int8",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+        "int8",
+        "jsonb",
+    ];
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(offset, kind)| format!("${}::{kind}[]", first + offset))
+        .collect();
+    format!(
+        "insert into outbox
+             (tenant, shipment_id, event_id, carrier, tracking_number, order_number,
+              previous_status, new_status, raw_status, sub_status, occurred_at, version, payload)
+         select * from unnest({})
+         returning id, shipment_id",
+        arrays.join(", ")
+    )
+}
+
+/// Binds the 13 arrays of [`insert_statement`] for `rows`, after the query's other parameters.
+pub(crate) fn bind_rows<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    rows: &'q [NewOutboxRow],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let mut tenants = Vec::with_capacity(rows.len());
     let mut shipment_ids = Vec::with_capacity(rows.len());
     let mut event_ids = Vec::with_capacity(rows.len());
@@ -170,34 +230,20 @@ pub(crate) async fn insert(
         versions.push(body.shipment_version);
         payloads.push(Json(DownstreamEventRef::StatusChanged(body)));
     }
-    let inserted = sqlx::query(
-        "insert into outbox
-             (tenant, shipment_id, event_id, carrier, tracking_number, order_number,
-              previous_status, new_status, raw_status, sub_status, occurred_at, version, payload)
-         select * from unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                              $11::timestamptz[], $12::int8[], $13::jsonb[])
-         returning id, shipment_id",
-    )
-    .bind(tenants)
-    .bind(shipment_ids)
-    .bind(event_ids)
-    .bind(carriers)
-    .bind(numbers)
-    .bind(order_numbers)
-    .bind(previous)
-    .bind(new)
-    .bind(raw)
-    .bind(sub)
-    .bind(occurred)
-    .bind(versions)
-    .bind(payloads)
-    .fetch_all(conn)
-    .await?;
-    inserted
-        .iter()
-        .map(|row| Ok((row.try_get("id")?, row.try_get("shipment_id")?)))
-        .collect()
+    query
+        .bind(tenants)
+        .bind(shipment_ids)
+        .bind(event_ids)
+        .bind(carriers)
+        .bind(numbers)
+        .bind(order_numbers)
+        .bind(previous)
+        .bind(new)
+        .bind(raw)
+        .bind(sub)
+        .bind(occurred)
+        .bind(versions)
+        .bind(payloads)
 }
 
 #[cfg(test)]

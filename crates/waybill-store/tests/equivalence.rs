@@ -23,7 +23,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use waybill_core::merge::{self, ShipmentState};
 use waybill_core::{ChangeKind, EventId, EventKey, Status, TrackingEvent};
-use waybill_store::{BatchReport, InboundBatch, Store, get_shipment};
+use waybill_store::{
+    BatchReport, DownstreamEvent, HistoryEntryV1, InboundBatch, Store, get_shipment,
+};
 
 #[derive(Debug, Clone)]
 struct ShipmentCase {
@@ -210,6 +212,7 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
             "report of batch {}",
             batch_index
         );
+        check_notifications(store, &report).await?;
     }
 
     let mut conn = store.acquire().await.unwrap();
@@ -265,6 +268,58 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
         .unwrap();
         prop_assert_eq!(rows, model.state.version);
         prop_assert_eq!(max_version.unwrap_or(0), model.state.version);
+    }
+    Ok(())
+}
+
+/// Each outbox row the batch wrote announces the shipment's stored current event with its
+/// stored details, and carries its five newest stored events, newest first — whatever the merge
+/// assembled in memory must read exactly like the database after the batch.
+async fn check_notifications(store: &Store, report: &BatchReport) -> Result<(), TestCaseError> {
+    let mut conn = store.acquire().await.unwrap();
+    for changed in &report.changed_shipments {
+        let payload: serde_json::Value =
+            sqlx::query_scalar("select payload from outbox where id = $1")
+                .bind(changed.outbox_id)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        let DownstreamEvent::StatusChanged(body) = serde_json::from_value(payload).unwrap();
+        let stored = get_shipment(
+            &mut conn,
+            &changed.key.tenant,
+            &changed.key.carrier,
+            &changed.key.tracking_number,
+        )
+        .await
+        .unwrap()
+        .ok_or_else(|| TestCaseError::fail("shipment missing"))?;
+        let entry = |e: &waybill_store::HistoryEntry| HistoryEntryV1 {
+            event_id: e.event_id.clone(),
+            status: e.status,
+            raw_status: e.raw_status.clone(),
+            sub_status: e.sub_status.clone(),
+            occurred_at: e.occurred_at,
+            location: e.location.clone(),
+            message: e.message.clone(),
+            origin: e.origin,
+        };
+        let newest: Vec<HistoryEntryV1> = stored.history.iter().take(5).map(entry).collect();
+        prop_assert_eq!(&body.recent_history, &newest);
+        let current = stored
+            .history
+            .iter()
+            .find(|e| Some(&e.event_id) == stored.current_event_id.as_ref())
+            .map(entry)
+            .ok_or_else(|| TestCaseError::fail("current event not in history"))?;
+        prop_assert_eq!(&body.event_id, &current.event_id);
+        prop_assert_eq!(body.new_status, current.status);
+        prop_assert_eq!(&body.raw_status, &current.raw_status);
+        prop_assert_eq!(&body.sub_status, &current.sub_status);
+        prop_assert_eq!(body.occurred_at, current.occurred_at);
+        prop_assert_eq!(&body.location, &current.location);
+        prop_assert_eq!(&body.message, &current.message);
+        prop_assert_eq!(body.shipment_version, stored.version);
     }
     Ok(())
 }

@@ -6,21 +6,26 @@
 //!
 //! 1. advisory-lock every shipment key of the batch (sorted lock ids);
 //! 2. *if any:* apply the registrations (key order);
-//! 3. lock the batch's existing shipments `for no key update` (key order) and load their merge
-//!    state;
-//! 4. *if any are missing:* insert the shipments the batch's events create (key order);
-//! 5. *if any:* park events of shipments that do not exist (source requires registration);
-//! 6. *if any shipment was created or registered:* pull its parked events back in;
-//! 7. insert the events (`on conflict do nothing returning`) to learn which are new;
-//! 8. *only if some new event is not newer than everything stored:* load those shipments'
-//!    history keys; otherwise the fold continues from the stored current event;
-//! 9. *if any current event changed:* load the new current events and the newest history;
-//! 10. update the shipment rows (new current event, version, `last_event_at`, order number,
-//!     `last_webhook_at`);
-//! 11. *if any current event changed:* write one outbox row per changed shipment.
+//! 3. one statement ([`sql::lock_load_create`]): lock the batch's existing shipments `for no
+//!    key update` (key order) and load their merge state and their newest stored events (and,
+//!    only for a shipment some batch event is not newer than, the keys of its whole stored
+//!    history); insert the missing shipments the batch's events create (key order, after the
+//!    locks); take the events parked for those out of `unmatched_events`;
+//! 4. *if any:* park events of shipments that do not exist (source requires registration);
+//! 5. *if any shipment was registered:* pull its parked events back in;
+//! 6. insert the events (`on conflict do nothing returning`) to learn which are new;
+//! 7. *only if some new event is not newer than everything stored and step 3 could not foresee
+//!    it:* load those shipments' history keys; otherwise the fold continues from the stored
+//!    current event or the history step 3 loaded;
+//! 8. *only if some new current event is neither in the batch nor among the newest stored
+//!    events:* load those shipments' current and newest events back;
+//! 9. one statement: update the shipment rows (new current event, version, `last_event_at`,
+//!    order number, `last_webhook_at`) and write one outbox row per shipment whose current event
+//!    changed, its details and newest history assembled in memory (see [`results`]).
 //!
-//! So a batch of events for known shipments costs 5 to 7 round trips plus the caller's
-//! `begin`/`commit`, whatever its size.
+//! So a batch of events for known and new shipments costs 4 round trips plus the caller's
+//! `begin`/`commit`, whatever its size; registrations, parking and out-of-order corner cases add
+//! one each.
 //!
 //! **Deadlocks.** Every lock a batch takes is on a shipment key it already holds the advisory
 //! lock for, and advisory locks are taken in one statement in sorted order, so two batches can
@@ -33,11 +38,12 @@ mod sql;
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use waybill_core::Status;
 
 use self::plan::{Plan, PlannedEvent};
-use self::sql::LockedShipment;
+use self::sql::{LockedShipment, PulledEvent};
 use crate::batch::{BatchReport, InboundBatch};
 use crate::error::StoreError;
 
@@ -71,7 +77,11 @@ pub async fn apply_batch(
     }
 
     sql::lock_keys(conn, &plan.lock_ids()).await?;
-    let (locked, created_or_registered) = lock_or_create(conn, &plan, &mut report).await?;
+    let LockOutcome {
+        locked,
+        registered,
+        mut pulled,
+    } = lock_or_create(conn, &plan, &mut report).await?;
     let mut locked_of_plan: Vec<Option<usize>> = vec![None; plan.shipments.len()];
     for (index, shipment) in locked.iter().enumerate() {
         locked_of_plan[shipment.plan_index] = Some(index);
@@ -79,20 +89,18 @@ pub async fn apply_batch(
     park_unmatched(conn, &plan, &locked_of_plan, &mut report).await?;
 
     // Parked events join a shipment in the transaction that creates or registers it. The
-    // advisory locks guarantee no batch parks an event for it concurrently.
+    // advisory locks guarantee no batch parks an event for it concurrently. Those of the
+    // shipments created above came with the lock statement; registered ones are pulled here.
     let pull_from: Vec<usize> = locked
         .iter()
         .filter(|row| {
-            created_or_registered.contains(&row.id)
-                || plan.shipments[row.plan_index].registration.is_some()
+            registered.contains(&row.id) || plan.shipments[row.plan_index].registration.is_some()
         })
         .map(|row| row.plan_index)
         .collect();
-    let pulled = if pull_from.is_empty() {
-        Vec::new()
-    } else {
-        sql::pull_parked(conn, &plan, &pull_from).await?
-    };
+    if !pull_from.is_empty() {
+        pulled.extend(sql::pull_parked(conn, &plan, &pull_from).await?);
+    }
     report.pulled_from_unmatched = pulled.len() as u64;
 
     // Each locked shipment's events: the batch's, then pulled ones not already in the batch.
@@ -122,7 +130,7 @@ pub async fn apply_batch(
         })
         .collect();
     let inserted = if to_insert.is_empty() {
-        HashSet::new()
+        sql::Inserted::new()
     } else {
         sql::insert_events(conn, &to_insert).await?
     };
@@ -156,51 +164,50 @@ pub async fn apply_batch(
     Ok(report)
 }
 
-/// Steps 2 to 4: applies the registrations, locks the batch's existing shipments and creates
-/// the missing ones its events create. Returns the locked shipments in key order and the ids of
-/// those created or changed by a registration (whose parked events must be pulled in).
+/// What [`lock_or_create`] leaves for the rest of the merge.
+struct LockOutcome {
+    /// The batch's shipments that exist, locked, in key order.
+    locked: Vec<LockedShipment>,
+    /// Ids of the shipments a registration inserted or changed (their parked events are still
+    /// to be pulled in).
+    registered: HashSet<i64>,
+    /// Events parked for the shipments the batch's events created, already taken out of
+    /// `unmatched_events`.
+    pulled: Vec<PulledEvent>,
+}
+
+/// Steps 2 to 4: applies the registrations, locks the batch's existing shipments (loading what
+/// the merge and the outbox need of their stored events), creates the missing ones its events
+/// create and pulls in the events parked for those.
 async fn lock_or_create(
     conn: &mut PgConnection,
     plan: &Plan,
     report: &mut BatchReport,
-) -> Result<(Vec<LockedShipment>, HashSet<i64>), StoreError> {
+) -> Result<LockOutcome, StoreError> {
     let registered = sql::register_shipments(conn, plan).await?;
     let mut created = registered.values().filter(|inserted| **inserted).count();
-    let mut created_or_registered: HashSet<i64> = registered.into_keys().collect();
+    let registered: HashSet<i64> = registered.into_keys().collect();
 
-    let all: Vec<usize> = (0..plan.shipments.len()).collect();
-    let mut locked = sql::lock_shipments(conn, plan, &all).await?;
-    // Locking before creating keeps the common case — events for known shipments — to one
-    // statement here instead of two.
-    let mut exists = vec![false; plan.shipments.len()];
-    for row in &locked {
-        exists[row.plan_index] = true;
-    }
-    let missing: Vec<usize> = all
-        .into_iter()
-        .filter(|&i| plan.shipments[i].creates && !exists[i])
+    let min_at: Vec<Option<DateTime<Utc>>> = plan
+        .shipments
+        .iter()
+        .map(|s| s.events.iter().map(|e| e.event.occurred_at).min())
         .collect();
-    if !missing.is_empty() {
-        let inserted = sql::create_shipments(conn, plan, &missing).await?;
-        if inserted.len() < missing.len() {
-            // Inserted meanwhile by a writer outside the advisory-lock protocol: lock those.
-            let inserted_indexes: HashSet<usize> = inserted.iter().map(|(i, _)| *i).collect();
-            let others: Vec<usize> = missing
-                .into_iter()
-                .filter(|i| !inserted_indexes.contains(i))
-                .collect();
-            locked.extend(sql::lock_shipments(conn, plan, &others).await?);
-        }
-        created += inserted.len();
-        for (plan_index, id) in inserted {
-            created_or_registered.insert(id);
-            locked.push(LockedShipment::created(plan_index, id));
-        }
-        locked.sort_by_key(|row| row.plan_index);
+    let loaded = sql::lock_load_create(conn, plan, &min_at).await?;
+    let mut locked = loaded.locked;
+    if !loaded.conflicted.is_empty() {
+        // Inserted meanwhile by a writer outside the advisory-lock protocol: lock those.
+        locked.extend(sql::lock_shipments(conn, plan, &loaded.conflicted).await?);
     }
+    locked.sort_by_key(|row| row.plan_index);
+    created += loaded.created.len();
     report.shipments_created = created as u64;
     report.shipments_touched = locked.len() as u64;
-    Ok((locked, created_or_registered))
+    Ok(LockOutcome {
+        locked,
+        registered,
+        pulled: loaded.pulled,
+    })
 }
 
 /// Step 5: shipments that still do not exist only have events from sources that require

@@ -1,17 +1,27 @@
 //! Writing a batch's results: the shipment rows, and one outbox row per shipment whose current
-//! event changed, with the details (current event, newest history) loaded from the database.
+//! event changed, in one statement.
+//!
+//! An outbox row carries the new current event's details and the shipment's newest events. Both
+//! are assembled in memory: the new current event is almost always one of the events this batch
+//! stored (their details are in the batch), else one of the newest stored events the lock
+//! statement loaded; and the newest events after the batch are the newest of (the newest stored
+//! before it) ∪ (the ones it stored). Only a shipment for which that is not known — its stored
+//! events were not loaded with the lock, or its new current event is an older stored one — has
+//! its details read back from `tracking_events` (one statement for all such shipments).
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use sqlx::PgConnection;
-use waybill_core::EventKey;
 
 use super::fold::ShipmentMerge;
 use super::plan::Plan;
 use super::sql::{self, LockedShipment, ShipmentUpdate};
 use crate::batch::{BatchReport, ChangedShipment};
 use crate::error::StoreError;
-use crate::outbox::{self, HistoryEntryV1, NewOutboxRow, ShipmentRefV1, StatusChangedV1};
+use crate::outbox::{
+    HistoryEntryV1, NewOutboxRow, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1,
+};
 
 /// Updates the merged shipments and writes the outbox rows of those whose current event
 /// changed, recording them in the report.
@@ -19,49 +29,46 @@ pub(super) async fn write_results(
     conn: &mut PgConnection,
     plan: &Plan,
     locked: &[LockedShipment],
-    merges: &[ShipmentMerge],
+    merges: &[ShipmentMerge<'_>],
     report: &mut BatchReport,
 ) -> Result<(), StoreError> {
+    if merges.is_empty() {
+        return Ok(());
+    }
     let changed: Vec<&ShipmentMerge> = merges.iter().filter(|m| m.current_changed()).collect();
-    let details = if changed.is_empty() {
-        Details::default()
-    } else {
-        let ids: Vec<i64> = changed.iter().map(|m| locked[m.locked_index].id).collect();
-        let current: Vec<&str> = changed.iter().map(|m| m.current_id()).collect();
-        Details::group(sql::load_details(conn, &ids, &current).await?)
-    };
-
-    let mut updates = Vec::with_capacity(merges.len());
-    for merge in merges {
-        let row = &locked[merge.locked_index];
-        let current = if merge.current_changed() {
-            Some(details.current(row.id, merge.current_id())?)
-        } else {
-            None
-        };
-        updates.push(ShipmentUpdate {
-            id: row.id,
-            current,
-            version: merge.version,
-            last_event_at: merge.last_event_at,
-            order_number: merge.order_number.as_deref(),
-            webhook_seen: merge.webhook_seen,
-        });
+    // The details of each changed shipment: (current event, newest events).
+    let mut details: Vec<Option<(HistoryEntryV1, Vec<HistoryEntryV1>)>> = changed
+        .iter()
+        .map(|merge| in_memory(&locked[merge.locked_index], merge))
+        .collect();
+    let unknown: Vec<usize> = (0..changed.len())
+        .filter(|&i| details[i].is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let ids: Vec<i64> = unknown
+            .iter()
+            .map(|&i| locked[changed[i].locked_index].id)
+            .collect();
+        let current: Vec<&str> = unknown.iter().map(|&i| changed[i].current_id()).collect();
+        let loaded = Loaded::group(sql::load_details(conn, &ids, &current).await?);
+        for &i in &unknown {
+            let id = locked[changed[i].locked_index].id;
+            let current = loaded.current(id, changed[i].current_id())?.clone();
+            details[i] = Some((current, loaded.recent(id)));
+        }
     }
-    if !updates.is_empty() {
-        sql::update_shipments(conn, &updates).await?;
-    }
+    let details: Vec<(HistoryEntryV1, Vec<HistoryEntryV1>)> =
+        details.into_iter().flatten().collect();
 
     let mut outbox_rows = Vec::with_capacity(changed.len());
-    for merge in &changed {
+    for (merge, (current, recent)) in changed.iter().zip(details) {
         let row = &locked[merge.locked_index];
         let key = &plan.shipments[row.plan_index].key;
-        let current = details.current(row.id, merge.current_id())?;
         outbox_rows.push(NewOutboxRow {
             shipment_id: row.id,
             body: StatusChangedV1 {
                 version: StatusChangedV1::VERSION,
-                event_id: current.event_id.clone(),
+                event_id: current.event_id,
                 shipment: ShipmentRefV1 {
                     tenant: key.tenant.clone(),
                     carrier: key.carrier.clone(),
@@ -73,20 +80,37 @@ pub(super) async fn write_results(
                 },
                 previous_status: merge.previous.as_ref().map(|p| p.status),
                 new_status: current.status,
-                raw_status: current.raw_status.clone(),
-                sub_status: current.sub_status.clone(),
+                raw_status: current.raw_status,
+                sub_status: current.sub_status,
                 occurred_at: current.occurred_at,
-                location: current.location.clone(),
-                message: current.message.clone(),
+                location: current.location,
+                message: current.message,
                 shipment_version: merge.version,
-                recent_history: details.recent(row.id),
+                recent_history: recent,
             },
         });
     }
+
+    // The new current event of a changed shipment is the one its outbox row announces.
+    let mut announced: HashMap<usize, &StatusChangedV1> = HashMap::new();
+    for (merge, row) in changed.iter().zip(&outbox_rows) {
+        announced.insert(merge.locked_index, &row.body);
+    }
+    let updates: Vec<ShipmentUpdate> = merges
+        .iter()
+        .map(|merge| ShipmentUpdate {
+            id: locked[merge.locked_index].id,
+            current: announced.get(&merge.locked_index).copied(),
+            version: merge.version,
+            last_event_at: merge.last_event_at,
+            order_number: merge.order_number.as_deref(),
+            webhook_seen: merge.webhook_seen,
+        })
+        .collect();
+    let written = sql::update_shipments(conn, &updates, &outbox_rows).await?;
     if outbox_rows.is_empty() {
         return Ok(());
     }
-    let written = outbox::insert(conn, &outbox_rows).await?;
     let outbox_id_of: HashMap<i64, i64> = written
         .into_iter()
         .map(|(id, shipment_id)| (shipment_id, id))
@@ -110,19 +134,54 @@ pub(super) async fn write_results(
     Ok(())
 }
 
-/// Loaded event details, grouped by shipment.
+/// A changed shipment's new current event and newest events, from the batch and the stored
+/// events loaded with the lock; `None` when they are not all there.
+fn in_memory(
+    row: &LockedShipment,
+    merge: &ShipmentMerge<'_>,
+) -> Option<(HistoryEntryV1, Vec<HistoryEntryV1>)> {
+    let stored = row.stored.as_ref()?;
+    let current_id = &merge.current.as_ref()?.id;
+    let current = match merge.new_events.iter().find(|e| e.event.id == *current_id) {
+        Some(event) => HistoryEntryV1::of(&event.event),
+        None => stored
+            .recent
+            .iter()
+            .find(|entry| entry.event_id == *current_id)?
+            .clone(),
+    };
+    // The newest of (newest stored) ∪ (new): what `tracking_events` now holds, newest first.
+    let mut candidates: Vec<(waybill_core::EventKey, &HistoryEntryV1)> = Vec::new();
+    let new_entries: Vec<HistoryEntryV1> = merge
+        .new_events
+        .iter()
+        .map(|e| HistoryEntryV1::of(&e.event))
+        .collect();
+    for entry in stored.recent.iter().chain(&new_entries) {
+        candidates.push((entry.key(), entry));
+    }
+    candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let recent = candidates
+        .into_iter()
+        .take(RECENT_HISTORY_LEN)
+        .map(|(_, entry)| entry.clone())
+        .collect();
+    Some((current, recent))
+}
+
+/// Details read back from `tracking_events`, grouped by shipment.
 #[derive(Default)]
-struct Details {
+struct Loaded {
     by_shipment: HashMap<i64, Vec<sql::EventDetails>>,
 }
 
-impl Details {
-    fn group(rows: Vec<sql::EventDetails>) -> Details {
+impl Loaded {
+    fn group(rows: Vec<sql::EventDetails>) -> Loaded {
         let mut by_shipment: HashMap<i64, Vec<sql::EventDetails>> = HashMap::new();
         for row in rows {
             by_shipment.entry(row.shipment_id).or_default().push(row);
         }
-        Details { by_shipment }
+        Loaded { by_shipment }
     }
 
     fn current(&self, shipment_id: i64, event_id: &str) -> Result<&HistoryEntryV1, StoreError> {
@@ -145,13 +204,7 @@ impl Details {
                     .collect()
             })
             .unwrap_or_default();
-        recent.sort_by_cached_key(|entry| {
-            std::cmp::Reverse(EventKey {
-                occurred_at: entry.occurred_at,
-                status: entry.status,
-                id: entry.event_id.clone(),
-            })
-        });
+        recent.sort_by_cached_key(|entry| Reverse(entry.key()));
         recent
     }
 }

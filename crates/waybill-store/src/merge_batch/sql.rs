@@ -2,17 +2,18 @@
 //! parallel arrays and `unnest`s them, so a batch costs the same handful of round trips whether
 //! it holds one event or five hundred.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use waybill_core::{EventKey, RawStatus, TrackingEvent};
 
 use super::plan::{LOCK_NAMESPACE, Plan, PlannedEvent};
 use crate::error::StoreError;
-use crate::outbox::HistoryEntryV1;
+use crate::outbox::{HistoryEntryV1, NewOutboxRow, StatusChangedV1};
 use crate::queries::{parse_event_id, parse_status};
 
 /// Takes the per-shipment advisory locks, in the order given (sorted by the caller). Held until
@@ -100,65 +101,355 @@ pub(super) async fn register_shipments(
         .collect()
 }
 
-/// Creates the given plan shipments (ones the batch's events create and that did not exist
-/// when locked), in key order. Returns `(plan index, id)` of the rows inserted; a row some
-/// writer outside the advisory-lock protocol inserted meanwhile is skipped (`do nothing`) and
-/// the caller locks it normally.
-pub(super) async fn create_shipments(
+/// Newest first in exactly the merge's order ([`EventKey`]: time, status rank, then event id
+/// compared bytewise like Rust's `String`, whatever the database's collation), so that "the
+/// newest five" is the same set in SQL and in memory even when times and ranks tie.
+static NEWEST_FIRST_EXACT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "e.occurred_at desc, {} desc, e.event_id collate \"C\" desc",
+        super::status_rank_sql("e.status")
+    )
+});
+
+/// What [`lock_load_create`] found and did.
+pub(super) struct LockLoad {
+    /// The batch's shipments that exist now, existing ones with their stored state and newest
+    /// events, created ones empty. In no particular order.
+    pub locked: Vec<LockedShipment>,
+    /// The ids of the shipments this statement created.
+    pub created: HashSet<i64>,
+    /// The plan shipments to create that some writer outside the advisory-lock protocol
+    /// inserted meanwhile (`on conflict do nothing` skipped them): the caller locks them.
+    pub conflicted: Vec<usize>,
+    /// Events parked for the created shipments, taken out of `unmatched_events`.
+    pub pulled: Vec<PulledEvent>,
+}
+
+/// The columns of the newest stored events, as the lock statement returns them.
+const RECENT_COLUMNS: [&str; 9] = [
+    "event_id",
+    "status",
+    "raw_status",
+    "raw_status_description",
+    "sub_status",
+    "occurred_at",
+    "location",
+    "message",
+    "origin",
+];
+
+/// One round trip for what used to take three: locks the batch's existing shipments `for no
+/// key update` in key order and loads their merge state, their newest stored events (what an
+/// outbox row's `recent_history` needs, before this batch's events) and — only for a shipment
+/// some batch event is not newer than — the keys of its whole stored history; creates the
+/// missing shipments the batch's events create (key order, after the locks, as before); and
+/// takes the events parked for the created shipments out of `unmatched_events`.
+///
+/// `min_at[i]` is the oldest `occurred_at` among plan shipment `i`'s events (`None` if it has
+/// none: its stored events are then not loaded). Runs after the advisory locks, so its snapshot
+/// sees everything the previous holder of any of these keys committed; all sub-statements share
+/// that snapshot, so a row some writer outside the protocol inserted after it is neither locked
+/// nor created here but reported in `conflicted`, exactly as the separate statements did.
+pub(super) async fn lock_load_create(
     conn: &mut PgConnection,
     plan: &Plan,
-    plan_indexes: &[usize],
-) -> Result<Vec<(usize, i64)>, StoreError> {
-    let shipments = plan_indexes.iter().map(|&index| &plan.shipments[index]);
-    let tenants: Vec<&str> = shipments.clone().map(|s| s.key.tenant.as_str()).collect();
-    let carriers: Vec<&str> = shipments.clone().map(|s| s.key.carrier.as_str()).collect();
-    let numbers: Vec<&str> = shipments
-        .clone()
-        .map(|s| s.key.tracking_number.as_str())
-        .collect();
-    let sources: Vec<Option<&str>> = shipments
-        .map(|s| s.source.as_ref().map(|source| source.as_str()))
-        .collect();
-    let rows = sqlx::query(
-        "insert into shipments (tenant, carrier, tracking_number, source)
-         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
-             as t(tenant, carrier, tracking_number, source)
-         order by tenant, carrier, tracking_number
-         on conflict (tenant, carrier, tracking_number) do nothing
-         returning id, tenant, carrier, tracking_number",
-    )
-    .bind(tenants)
-    .bind(carriers)
-    .bind(numbers)
-    .bind(sources)
-    .fetch_all(conn)
-    .await?;
-    let index_of: HashMap<(&str, &str, &str), usize> = plan_indexes
+    min_at: &[Option<DateTime<Utc>>],
+) -> Result<LockLoad, StoreError> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        let recent_aggregates = RECENT_COLUMNS
+            .iter()
+            .map(|column| format!("array_agg(e.{column}) as r_{column}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let recent_columns = RECENT_COLUMNS
+            .iter()
+            .map(|column| format!("e.{column}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let recent_nulls = RECENT_COLUMNS
+            .iter()
+            .map(|column| {
+                let kind = if *column == "occurred_at" {
+                    "timestamptz"
+                } else {
+                    "text"
+                };
+                format!("null::{kind}[]")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "with k as (
+                 select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[],
+                                      $6::text[], $7::timestamptz[])
+                     as k(tenant, carrier, tracking_number, plan_index, creates, source, min_at)
+             ),
+             locked as (
+                 select k.plan_index, k.min_at, s.id, s.version, s.current_event_id,
+                        s.current_event_at, s.status, s.last_event_at, s.order_number,
+                        (s.last_webhook_at is null
+                         or s.last_webhook_at < now() - interval '1 minute') as webhook_stale
+                 from k
+                 join shipments s on s.tenant = k.tenant
+                                 and s.carrier = k.carrier
+                                 and s.tracking_number = k.tracking_number
+                 order by s.tenant, s.carrier, s.tracking_number
+                 for no key update of s
+             ),
+             created as (
+                 insert into shipments (tenant, carrier, tracking_number, source)
+                 select k.tenant, k.carrier, k.tracking_number, k.source from k
+                 where k.creates
+                   and not exists (select from locked l where l.plan_index = k.plan_index)
+                 order by k.tenant, k.carrier, k.tracking_number
+                 on conflict (tenant, carrier, tracking_number) do nothing
+                 returning id, tenant, carrier, tracking_number
+             ),
+             pulled as (
+                 delete from unmatched_events u
+                 using created c
+                 where u.tenant = c.tenant and u.carrier = c.carrier
+                   and u.tracking_number = c.tracking_number
+                 returning c.id as shipment_id, u.event, u.source, u.received_at
+             )
+             select 0 as kind, l.plan_index, l.id, l.version, l.current_event_id,
+                    l.current_event_at, l.status, l.last_event_at, l.order_number,
+                    l.webhook_stale,
+                    l.min_at is not null as recent_loaded, {recent_select},
+                    coalesce(l.min_at <= l.last_event_at, false) as keys_loaded,
+                    h.h_ids, h.h_ats, h.h_statuses,
+                    null::jsonb as event, null::text as source, null::timestamptz as received_at
+             from locked l
+             cross join lateral (
+                 select {recent_aggregates}
+                 from (select {recent_columns} from tracking_events e
+                       where e.shipment_id = l.id and l.min_at is not null
+                       order by {order} limit {limit}) e
+             ) r
+             cross join lateral (
+                 select array_agg(e.event_id) as h_ids, array_agg(e.occurred_at) as h_ats,
+                        array_agg(e.status) as h_statuses
+                 from tracking_events e
+                 where e.shipment_id = l.id and l.min_at <= l.last_event_at
+             ) h
+             union all
+             select 1, k.plan_index, c.id, null, null, null, null, null, null, null,
+                    false, {recent_nulls}, false, null, null, null, null, null, null
+             from created c
+             join k on k.tenant = c.tenant and k.carrier = c.carrier
+                   and k.tracking_number = c.tracking_number
+             union all
+             select 2, null, p.shipment_id, null, null, null, null, null, null, null,
+                    false, {recent_nulls}, false, null, null, null, p.event, p.source,
+                    p.received_at
+             from pulled p",
+            recent_select = RECENT_COLUMNS
+                .iter()
+                .map(|column| format!("r.r_{column}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            order = NEWEST_FIRST_EXACT.as_str(),
+            limit = crate::outbox::RECENT_HISTORY_LEN,
+        )
+    });
+
+    let mut tenants = Vec::with_capacity(plan.shipments.len());
+    let mut carriers = Vec::with_capacity(plan.shipments.len());
+    let mut numbers = Vec::with_capacity(plan.shipments.len());
+    let mut ordinals = Vec::with_capacity(plan.shipments.len());
+    let mut creates = Vec::with_capacity(plan.shipments.len());
+    let mut sources = Vec::with_capacity(plan.shipments.len());
+    for (index, shipment) in plan.shipments.iter().enumerate() {
+        tenants.push(shipment.key.tenant.as_str());
+        carriers.push(shipment.key.carrier.as_str());
+        numbers.push(shipment.key.tracking_number.as_str());
+        ordinals.push(index as i64);
+        creates.push(shipment.creates);
+        sources.push(shipment.source.as_ref().map(|s| s.as_str()));
+    }
+    let rows = sqlx::query(STATEMENT.as_str())
+        .bind(tenants)
+        .bind(carriers)
+        .bind(numbers)
+        .bind(ordinals)
+        .bind(creates)
+        .bind(sources)
+        .bind(min_at)
+        .fetch_all(conn)
+        .await?;
+
+    let mut result = LockLoad {
+        locked: Vec::with_capacity(rows.len()),
+        created: HashSet::new(),
+        conflicted: Vec::new(),
+        pulled: Vec::new(),
+    };
+    let mut plan_index_of: HashMap<i64, usize> = HashMap::new();
+    let mut pulled_rows = Vec::new();
+    for row in &rows {
+        let kind: i32 = row.try_get("kind")?;
+        match kind {
+            0 => {
+                let mut shipment = locked_from_row(row)?;
+                if row.try_get("recent_loaded")? {
+                    shipment.stored = Some(stored_from_row(row)?);
+                }
+                result.locked.push(shipment);
+            }
+            1 => {
+                let plan_index = plan_index_from_row(row)?;
+                let id: i64 = row.try_get("id")?;
+                plan_index_of.insert(id, plan_index);
+                result.created.insert(id);
+                result.locked.push(LockedShipment::created(plan_index, id));
+            }
+            _ => pulled_rows.push(row),
+        }
+    }
+    for row in pulled_rows {
+        let shipment_id: i64 = row.try_get("id")?;
+        let plan_index = plan_index_of
+            .get(&shipment_id)
+            .copied()
+            .ok_or_else(|| StoreError::corrupt("pulled event", "of a shipment not created"))?;
+        result.pulled.push(pulled_from_row(row, plan_index)?);
+    }
+    let mut present = vec![false; plan.shipments.len()];
+    for shipment in &result.locked {
+        present[shipment.plan_index] = true;
+    }
+    result.conflicted = plan
+        .shipments
         .iter()
-        .map(|&index| {
-            let key = &plan.shipments[index].key;
-            (
-                (
-                    key.tenant.as_str(),
-                    key.carrier.as_str(),
-                    key.tracking_number.as_str(),
-                ),
-                index,
-            )
-        })
+        .enumerate()
+        .filter(|(index, shipment)| shipment.creates && !present[*index])
+        .map(|(index, _)| index)
         .collect();
-    rows.iter()
-        .map(|row| {
-            let tenant: &str = row.try_get("tenant")?;
-            let carrier: &str = row.try_get("carrier")?;
-            let number: &str = row.try_get("tracking_number")?;
-            let index = index_of
-                .get(&(tenant, carrier, number))
-                .copied()
-                .ok_or_else(|| StoreError::corrupt("created shipment", "not in the batch"))?;
-            Ok((index, row.try_get("id")?))
-        })
-        .collect()
+    Ok(result)
+}
+
+fn plan_index_from_row(row: &PgRow) -> Result<usize, StoreError> {
+    let plan_index: i64 = row.try_get("plan_index")?;
+    usize::try_from(plan_index).map_err(|_| StoreError::corrupt("plan index", plan_index))
+}
+
+/// A locked shipment's state from a row of [`lock_shipments`] or [`lock_load_create`].
+fn locked_from_row(row: &PgRow) -> Result<LockedShipment, StoreError> {
+    let current_id: Option<String> = row.try_get("current_event_id")?;
+    let current_at: Option<DateTime<Utc>> = row.try_get("current_event_at")?;
+    let current = match (current_id, current_at) {
+        (Some(id), Some(occurred_at)) => Some(EventKey {
+            occurred_at,
+            status: parse_status(&row.try_get::<String, _>("status")?)?,
+            id: parse_event_id(&id)?,
+        }),
+        _ => None,
+    };
+    Ok(LockedShipment {
+        plan_index: plan_index_from_row(row)?,
+        id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        current,
+        last_event_at: row.try_get("last_event_at")?,
+        order_number: row.try_get("order_number")?,
+        webhook_stale: row.try_get("webhook_stale")?,
+        stored: None,
+    })
+}
+
+/// The stored newest events and (when loaded) history keys of a [`lock_load_create`] row.
+fn stored_from_row(row: &PgRow) -> Result<StoredEvents, StoreError> {
+    let ids: Vec<String> = row
+        .try_get::<Option<_>, _>("r_event_id")?
+        .unwrap_or_default();
+    let mut recent = Vec::with_capacity(ids.len());
+    if !ids.is_empty() {
+        let statuses: Vec<String> = row.try_get("r_status")?;
+        let raws: Vec<String> = row.try_get("r_raw_status")?;
+        let raw_descriptions: Vec<Option<String>> = row.try_get("r_raw_status_description")?;
+        let sub_statuses: Vec<Option<String>> = row.try_get("r_sub_status")?;
+        let times: Vec<DateTime<Utc>> = row.try_get("r_occurred_at")?;
+        let locations: Vec<Option<String>> = row.try_get("r_location")?;
+        let messages: Vec<Option<String>> = row.try_get("r_message")?;
+        let origins: Vec<String> = row.try_get("r_origin")?;
+        let columns = (
+            statuses.into_iter(),
+            raws.into_iter(),
+            raw_descriptions.into_iter(),
+            sub_statuses.into_iter(),
+            times.into_iter(),
+            locations.into_iter(),
+            messages.into_iter(),
+            origins.into_iter(),
+        );
+        let (
+            mut statuses,
+            mut raws,
+            mut raw_descriptions,
+            mut sub_statuses,
+            mut times,
+            mut locations,
+            mut messages,
+            mut origins,
+        ) = columns;
+        let short = || StoreError::corrupt("newest events", "arrays of different lengths");
+        for id in &ids {
+            recent.push(HistoryEntryV1 {
+                event_id: parse_event_id(id)?,
+                status: parse_status(&statuses.next().ok_or_else(short)?)?,
+                raw_status: RawStatus {
+                    code: raws.next().ok_or_else(short)?,
+                    description: raw_descriptions.next().ok_or_else(short)?,
+                },
+                sub_status: sub_statuses.next().ok_or_else(short)?,
+                occurred_at: times.next().ok_or_else(short)?,
+                location: locations.next().ok_or_else(short)?,
+                message: messages.next().ok_or_else(short)?,
+                origin: crate::queries::parse_origin(&origins.next().ok_or_else(short)?)?,
+            });
+        }
+    }
+    let keys = if row.try_get("keys_loaded")? {
+        let ids: Vec<String> = row.try_get::<Option<_>, _>("h_ids")?.unwrap_or_default();
+        let times: Vec<DateTime<Utc>> = row.try_get::<Option<_>, _>("h_ats")?.unwrap_or_default();
+        let statuses: Vec<String> = row
+            .try_get::<Option<_>, _>("h_statuses")?
+            .unwrap_or_default();
+        if ids.len() != times.len() || ids.len() != statuses.len() {
+            return Err(StoreError::corrupt(
+                "history keys",
+                "arrays of different lengths",
+            ));
+        }
+        let mut keys = BTreeSet::new();
+        for ((id, occurred_at), status) in ids.iter().zip(times).zip(&statuses) {
+            keys.insert(EventKey {
+                occurred_at,
+                status: parse_status(status)?,
+                id: parse_event_id(id)?,
+            });
+        }
+        Some(keys)
+    } else {
+        None
+    };
+    Ok(StoredEvents { recent, keys })
+}
+
+fn pulled_from_row(row: &PgRow, plan_index: usize) -> Result<PulledEvent, StoreError> {
+    let body: serde_json::Value = row.try_get("event")?;
+    let event: TrackingEvent = serde_json::from_value(body)
+        .map_err(|e| StoreError::corrupt("unmatched_events.event", e))?;
+    let source: String = row.try_get("source")?;
+    Ok(PulledEvent {
+        plan_index,
+        event: PlannedEvent {
+            event,
+            source: waybill_core::SourceId::parse(&source)
+                .map_err(|e| StoreError::corrupt("unmatched_events.source", e))?,
+            received_at: row.try_get("received_at")?,
+        },
+    })
 }
 
 /// A shipment row as locked at the start of its merge.
@@ -173,6 +464,20 @@ pub(super) struct LockedShipment {
     pub order_number: Option<String>,
     /// Whether `last_webhook_at` is unset or over a minute old, i.e. worth refreshing.
     pub webhook_stale: bool,
+    /// What was stored for it before this batch, when loaded with the lock (`None`: unknown,
+    /// the merge loads what it needs after the insert).
+    pub stored: Option<StoredEvents>,
+}
+
+/// A locked shipment's stored events before this batch, as far as the merge needs them.
+#[derive(Debug, Default)]
+pub(super) struct StoredEvents {
+    /// The newest [`RECENT_HISTORY_LEN`](crate::outbox::RECENT_HISTORY_LEN) stored events, in
+    /// no particular order.
+    pub recent: Vec<HistoryEntryV1>,
+    /// The keys of every stored event, when loaded (only if some batch event is not newer than
+    /// the shipment's `last_event_at`: otherwise the fold continues from the current event).
+    pub keys: Option<BTreeSet<EventKey>>,
 }
 
 impl LockedShipment {
@@ -186,6 +491,11 @@ impl LockedShipment {
             last_event_at: None,
             order_number: None,
             webhook_stale: true,
+            // Just inserted: nothing can be stored for it yet.
+            stored: Some(StoredEvents {
+                recent: Vec::new(),
+                keys: Some(BTreeSet::new()),
+            }),
         }
     }
 }
@@ -222,31 +532,7 @@ pub(super) async fn lock_shipments(
     .bind(ordinals)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let plan_index: i64 = row.try_get("plan_index")?;
-            let current_id: Option<String> = row.try_get("current_event_id")?;
-            let current_at: Option<DateTime<Utc>> = row.try_get("current_event_at")?;
-            let current = match (current_id, current_at) {
-                (Some(id), Some(occurred_at)) => Some(EventKey {
-                    occurred_at,
-                    status: parse_status(&row.try_get::<String, _>("status")?)?,
-                    id: parse_event_id(&id)?,
-                }),
-                _ => None,
-            };
-            Ok(LockedShipment {
-                plan_index: usize::try_from(plan_index)
-                    .map_err(|_| StoreError::corrupt("plan index", plan_index))?,
-                id: row.try_get("id")?,
-                version: row.try_get("version")?,
-                current,
-                last_event_at: row.try_get("last_event_at")?,
-                order_number: row.try_get("order_number")?,
-                webhook_stale: row.try_get("webhook_stale")?,
-            })
-        })
-        .collect()
+    rows.iter().map(locked_from_row).collect()
 }
 
 /// Parks events of shipments nobody registered. Idempotent: a parked event parks once.
@@ -321,31 +607,18 @@ pub(super) async fn pull_parked(
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|row| {
-            let plan_index: i64 = row.try_get("plan_index")?;
-            let body: serde_json::Value = row.try_get("event")?;
-            let event: TrackingEvent = serde_json::from_value(body)
-                .map_err(|e| StoreError::corrupt("unmatched_events.event", e))?;
-            let source: String = row.try_get("source")?;
-            Ok(PulledEvent {
-                plan_index: usize::try_from(plan_index)
-                    .map_err(|_| StoreError::corrupt("plan index", plan_index))?,
-                event: PlannedEvent {
-                    event,
-                    source: waybill_core::SourceId::parse(&source)
-                        .map_err(|e| StoreError::corrupt("unmatched_events.source", e))?,
-                    received_at: row.try_get("received_at")?,
-                },
-            })
-        })
+        .map(|row| pulled_from_row(row, plan_index_from_row(row)?))
         .collect()
 }
 
-/// Inserts events; returns `(shipment_id, event_id)` of those that were new.
+/// The events an insert stored (the others were there already), by shipment id.
+pub(super) type Inserted = HashMap<i64, HashSet<String>>;
+
+/// Inserts events; returns the ids of those that were new, by shipment.
 pub(super) async fn insert_events(
     conn: &mut PgConnection,
     events: &[(i64, &str, &PlannedEvent)],
-) -> Result<HashSet<(i64, String)>, StoreError> {
+) -> Result<Inserted, StoreError> {
     let mut shipment_ids = Vec::with_capacity(events.len());
     let mut event_ids = Vec::with_capacity(events.len());
     let mut tenants = Vec::with_capacity(events.len());
@@ -409,9 +682,14 @@ pub(super) async fn insert_events(
     .bind(received)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("shipment_id")?, row.try_get("event_id")?)))
-        .collect()
+    let mut inserted = Inserted::new();
+    for row in &rows {
+        inserted
+            .entry(row.try_get("shipment_id")?)
+            .or_default()
+            .insert(row.try_get("event_id")?);
+    }
+    Ok(inserted)
 }
 
 /// The merge keys of every stored event of the given shipments.
@@ -469,7 +747,7 @@ pub(super) async fn load_details(
                  (select {columns}, false from tracking_events e
                   where e.shipment_id = k.shipment_id and e.event_id = k.current_id)
              ) d",
-            order = crate::queries::NEWEST_FIRST.as_str(),
+            order = NEWEST_FIRST_EXACT.as_str(),
             limit = crate::outbox::RECENT_HISTORY_LEN,
         )
     });
@@ -505,8 +783,8 @@ pub(super) async fn load_details(
 #[derive(Debug)]
 pub(super) struct ShipmentUpdate<'a> {
     pub id: i64,
-    /// The current event's details, when it changed.
-    pub current: Option<&'a HistoryEntryV1>,
+    /// The announcement of the new current event, when it changed.
+    pub current: Option<&'a StatusChangedV1>,
     pub version: i64,
     pub last_event_at: Option<DateTime<Utc>>,
     /// An order number to set if the shipment has none.
@@ -514,11 +792,14 @@ pub(super) struct ShipmentUpdate<'a> {
     pub webhook_seen: bool,
 }
 
-/// Writes the merge results onto the (already locked) shipment rows.
+/// Writes the merge results onto the (already locked) shipment rows and, in the same statement,
+/// the outbox rows of the shipments whose current event changed. Returns `(outbox id,
+/// shipment id)` of each outbox row written.
 pub(super) async fn update_shipments(
     conn: &mut PgConnection,
     updates: &[ShipmentUpdate<'_>],
-) -> Result<(), StoreError> {
+    outbox_rows: &[NewOutboxRow],
+) -> Result<Vec<(i64, i64)>, StoreError> {
     let mut ids = Vec::new();
     let mut changed = Vec::new();
     let mut event_ids = Vec::new();
@@ -536,7 +817,7 @@ pub(super) async fn update_shipments(
         changed.push(update.current.is_some());
         event_ids.push(update.current.map(|c| c.event_id.as_str()));
         event_times.push(update.current.map(|c| c.occurred_at));
-        statuses.push(update.current.map(|c| c.status.as_str()));
+        statuses.push(update.current.map(|c| c.new_status.as_str()));
         raw_codes.push(update.current.map(|c| c.raw_status.code.as_str()));
         raw_descriptions.push(
             update
@@ -549,40 +830,52 @@ pub(super) async fn update_shipments(
         order_numbers.push(update.order_number);
         webhooks.push(update.webhook_seen);
     }
-    sqlx::query(
-        "update shipments as s set
-             current_event_id = case when u.changed then u.event_id else s.current_event_id end,
-             current_event_at = case when u.changed then u.event_at else s.current_event_at end,
-             status = case when u.changed then u.status else s.status end,
-             raw_status = case when u.changed then u.raw_status else s.raw_status end,
-             raw_status_description = case when u.changed then u.raw_description
-                                           else s.raw_status_description end,
-             sub_status = case when u.changed then u.sub_status else s.sub_status end,
-             version = u.version,
-             last_event_at = greatest(s.last_event_at, u.last_event_at),
-             order_number = coalesce(s.order_number, u.order_number),
-             last_webhook_at = case when u.webhook then now() else s.last_webhook_at end,
-             updated_at = now()
-         from unnest($1::int8[], $2::bool[], $3::text[], $4::timestamptz[], $5::text[],
-                     $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[],
-                     $11::text[], $12::bool[])
-             as u(id, changed, event_id, event_at, status, raw_status, raw_description,
-                  sub_status, version, last_event_at, order_number, webhook)
-         where s.id = u.id",
-    )
-    .bind(ids)
-    .bind(changed)
-    .bind(event_ids)
-    .bind(event_times)
-    .bind(statuses)
-    .bind(raw_codes)
-    .bind(raw_descriptions)
-    .bind(sub_statuses)
-    .bind(versions)
-    .bind(last_times)
-    .bind(order_numbers)
-    .bind(webhooks)
-    .execute(conn)
-    .await?;
-    Ok(())
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with updated as (
+                 update shipments as s set
+                     current_event_id = case when u.changed then u.event_id
+                                             else s.current_event_id end,
+                     current_event_at = case when u.changed then u.event_at
+                                             else s.current_event_at end,
+                     status = case when u.changed then u.status else s.status end,
+                     raw_status = case when u.changed then u.raw_status else s.raw_status end,
+                     raw_status_description = case when u.changed then u.raw_description
+                                                   else s.raw_status_description end,
+                     sub_status = case when u.changed then u.sub_status else s.sub_status end,
+                     version = u.version,
+                     last_event_at = greatest(s.last_event_at, u.last_event_at),
+                     order_number = coalesce(s.order_number, u.order_number),
+                     last_webhook_at = case when u.webhook then now() else s.last_webhook_at end,
+                     updated_at = now()
+                 from unnest($1::int8[], $2::bool[], $3::text[], $4::timestamptz[], $5::text[],
+                             $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[],
+                             $11::text[], $12::bool[])
+                     as u(id, changed, event_id, event_at, status, raw_status, raw_description,
+                          sub_status, version, last_event_at, order_number, webhook)
+                 where s.id = u.id
+             )
+             {outbox}",
+            outbox = crate::outbox::insert_statement(13),
+        )
+    });
+    let query = sqlx::query(STATEMENT.as_str())
+        .bind(ids)
+        .bind(changed)
+        .bind(event_ids)
+        .bind(event_times)
+        .bind(statuses)
+        .bind(raw_codes)
+        .bind(raw_descriptions)
+        .bind(sub_statuses)
+        .bind(versions)
+        .bind(last_times)
+        .bind(order_numbers)
+        .bind(webhooks);
+    let rows = crate::outbox::bind_rows(query, outbox_rows)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("shipment_id")?)))
+        .collect()
 }
