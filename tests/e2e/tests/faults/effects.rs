@@ -1,5 +1,6 @@
 //! What a run left in Postgres, checked for effects that happened twice; and the recovery probe.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -81,6 +82,16 @@ async fn try_check(database_url: &str) -> anyhow::Result<Effects> {
     Ok(effects)
 }
 
+/// `503`s answered to the suite's own probes (not to the couriers), since last taken.
+pub static PROBE_UNAVAILABLE: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a probe's answer if it was a `503`.
+pub fn count_probe_answer(status: u16) {
+    if status == 503 {
+        PROBE_UNAVAILABLE.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Recovery: from `since` until a fresh webhook is both accepted by the ingress and stored by a
 /// worker. Retries like a courier (every 100 ms) for at most `within`.
 pub async fn probe(stack: &Stack, since: Instant, within: Duration) -> anyhow::Result<Duration> {
@@ -108,10 +119,11 @@ pub async fn probe(stack: &Stack, since: Instant, within: Duration) -> anyhow::R
         if let Some((name, value)) = profile.sign(&body, secret, Utc::now()) {
             request = request.header(name, value);
         }
-        if let Ok(response) = request.send().await
-            && response.status().is_success()
-        {
-            break;
+        if let Ok(response) = request.send().await {
+            count_probe_answer(response.status().as_u16());
+            if response.status().is_success() {
+                break;
+            }
         }
         if Instant::now() > deadline {
             bail!(

@@ -108,6 +108,9 @@ pub struct Row {
     pub ledger: Option<Ledger>,
     pub effects: Option<Effects>,
     pub recovery: Option<Duration>,
+    /// `503`s the ingress answered (from its metrics; an ingress killed mid-run loses its own
+    /// count, so the kill fault counts what it had answered before the kill).
+    pub unavailable: Option<u64>,
     pub notes: Vec<String>,
     /// Checks that did not hold (the suite fails when any row has one).
     pub failures: Vec<String>,
@@ -224,6 +227,13 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     match injected {
         Ok(outcome) => {
             row.recovery = outcome.recovery;
+            let now = unavailable_answers(&stack).await;
+            // Less the 503s the suite's own probes got: the column is the couriers'.
+            row.unavailable = now.map(|now| {
+                (now + outcome.unavailable_before_restart).saturating_sub(
+                    effects::PROBE_UNAVAILABLE.swap(0, std::sync::atomic::Ordering::Relaxed),
+                )
+            });
             row.notes.extend(outcome.notes);
             row.failures.extend(outcome.failures);
         }
@@ -259,6 +269,8 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
 #[derive(Debug, Default)]
 struct Outcome {
     recovery: Option<Duration>,
+    /// `503`s answered by an ingress that was then killed.
+    unavailable_before_restart: u64,
     notes: Vec<String>,
     failures: Vec<String>,
 }
@@ -408,6 +420,7 @@ async fn inject(
         Fault::IngressKill => {
             // A request caught half-sent when the ingress dies gets a connection error.
             let half_sent = HalfSentRequest::open(stack).await;
+            outcome.unavailable_before_restart = unavailable_answers(stack).await.unwrap_or(0);
             stack.kill_ingress().await;
             if let Some(half_sent) = outcome.record(half_sent, "opening a half-sent request") {
                 let answer = half_sent.answer().await;
@@ -541,6 +554,28 @@ impl HalfSentRequest {
     }
 }
 
+/// The `503`s the ingress has answered so far (`waybill_webhooks_received_total` with outcome
+/// `unavailable`, over every source).
+async fn unavailable_answers(stack: &Stack) -> Option<u64> {
+    let text = http()
+        .get(format!("{}/metrics", stack.ingress_url()))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let total = text
+        .lines()
+        .filter(|line| {
+            line.starts_with("waybill_webhooks_received_total{")
+                && line.contains("outcome=\"unavailable\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(total as u64)
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -588,7 +623,13 @@ async fn post_probe(stack: &Stack) -> anyhow::Result<reqwest::Response> {
 
 /// Whether the ingress accepts a webhook right now.
 async fn accepted_now(stack: &Stack) -> bool {
-    matches!(post_probe(stack).await, Ok(response) if response.status().is_success())
+    match post_probe(stack).await {
+        Ok(response) => {
+            effects::count_probe_answer(response.status().as_u16());
+            response.status().is_success()
+        }
+        Err(_) => false,
+    }
 }
 
 /// Sends one webhook that cannot be confirmed now; `Ok(latency)` when it was answered 503 with
@@ -601,6 +642,7 @@ async fn unavailable_answer(stack: &Stack) -> Result<Duration, String> {
         Ok(response) => {
             let took = started.elapsed();
             let status = response.status().as_u16();
+            effects::count_probe_answer(status);
             let retry_after = response.headers().contains_key("retry-after");
             if status == 503 && retry_after && took <= bound {
                 Ok(took)
@@ -622,13 +664,21 @@ impl fmt::Display for Table<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "| fault | requests | accepted | retried | attempts | lost | duplicated effects | recovery | notes |"
+            "| fault | requests | accepted | retried | attempts | 503s | connection errors | lost | duplicated effects | recovery | notes |"
         )?;
-        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
+        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
         for row in self.0 {
             let (accepted, retried, attempts) = row.ledger.as_ref().map_or((0, 0, 0), |l| {
                 (l.requests.accepted, l.requests.retried, l.requests.attempts)
             });
+            // Every attempt beyond the first was a retry after a 5xx or a connection error.
+            let retries = attempts.saturating_sub(row.requests());
+            let (unavailable, connection_errors) = match row.unavailable {
+                Some(n) if row.ledger.is_some() => {
+                    (n.to_string(), retries.saturating_sub(n).to_string())
+                }
+                _ => ("?".to_owned(), "?".to_owned()),
+            };
             let lost = row.lost().map_or_else(|| "?".to_owned(), |n| n.to_string());
             let duplicated = row
                 .effects
@@ -644,12 +694,14 @@ impl fmt::Display for Table<'_> {
             );
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.fault,
                 row.requests(),
                 accepted,
                 retried,
                 attempts,
+                unavailable,
+                connection_errors,
                 lost,
                 duplicated,
                 recovery,
