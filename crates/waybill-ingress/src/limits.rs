@@ -109,6 +109,7 @@ pub(crate) async fn limit(
 /// handed to the broker driver completes on its own, and the courier's retry is deduplicated.
 pub(crate) async fn deadline(
     State(state): State<AppState>,
+    Path(source): Path<String>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -116,9 +117,15 @@ pub(crate) async fn deadline(
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_elapsed) => {
+            // Label by source only when the source exists: request paths are not a closed set.
+            let source = if state.inner.sources.contains_key(&source) {
+                source
+            } else {
+                "unknown".to_owned()
+            };
             metrics::counter!(
                 "waybill_webhooks_received_total",
-                "source" => "any",
+                "source" => source,
                 "outcome" => "request_timeout"
             )
             .increment(1);
