@@ -12,11 +12,18 @@ use utoipa::OpenApi;
     ),
     paths(
         crate::webhooks::receive,
+        crate::registration::register,
         crate::health::healthz,
         crate::health::readyz,
         crate::health::metrics
     ),
-    components(schemas(crate::webhooks::Accepted, crate::error::ErrorBody))
+    components(schemas(
+        crate::webhooks::Accepted,
+        crate::error::ErrorBody,
+        crate::registration::RegistrationRequest,
+        crate::registration::Registered,
+        crate::registration::RegisteredShipment
+    ))
 )]
 struct IngressApi;
 

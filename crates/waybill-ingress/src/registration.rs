@@ -37,10 +37,10 @@ use crate::{ApiError, AppState};
 /// Longest accepted order number, in characters.
 const MAX_ORDER_NUMBER_CHARS: usize = 200;
 
-/// One shipment to register, as the platform sends it.
-#[derive(Debug, Deserialize)]
+/// One shipment to register, as the platform sends it (the body is one of these or an array).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegistrationRequest {
+pub(crate) struct RegistrationRequest {
     carrier: Option<String>,
     tracking_number: String,
     source: Option<String>,
@@ -50,7 +50,7 @@ struct RegistrationRequest {
 }
 
 /// The body of a `202` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Registered {
     /// Always `accepted`.
     pub status: &'static str,
@@ -59,7 +59,7 @@ pub struct Registered {
 }
 
 /// One registered shipment.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RegisteredShipment {
     /// The id of its queued `RegisterV1` envelope.
     pub id: String,
@@ -76,6 +76,23 @@ pub struct RegisteredShipment {
 
 /// Registers shipments. The API key comes first: an unauthenticated caller learns nothing about
 /// its body (401 before 400).
+#[utoipa::path(
+    post,
+    path = "/v1/shipments",
+    tag = "shipments",
+    summary = "Register shipments for polling and order lookups",
+    description = "One object or an array (up to the configured batch size). Queued like a webhook: 202 after RabbitMQ confirmed every registration; the worker upserts idempotently and applies events parked for them.",
+    request_body(content = RegistrationRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued durably", body = Registered),
+        (status = 400, description = "Invalid item (the message names it and the field)", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks `shipments:write`, or names another tenant", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
+        (status = 503, description = "Not queued, or no key set yet; see Retry-After", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn register(
     auth: Authorized<ShipmentsWrite>,
     State(state): State<AppState>,
