@@ -470,6 +470,13 @@ pub async fn seed_due_shipments(
     Ok(done.rows_affected())
 }
 
+/// Refreshes the planner's statistics of `shipments` (after a bulk load in a benchmark or test,
+/// as autovacuum would on a live table).
+pub async fn analyze_shipments(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("analyze shipments").execute(conn).await?;
+    Ok(())
+}
+
 fn claimed(row: &PgRow) -> Result<ClaimedShipment, StoreError> {
     let source: String = row.try_get("source")?;
     Ok(ClaimedShipment {
