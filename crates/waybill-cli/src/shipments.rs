@@ -20,9 +20,13 @@ pub enum ShipmentsCommand {
         /// Tenant (default: the single-tenant default).
         #[arg(long, default_value = TenantId::DEFAULT)]
         tenant: String,
-        /// The source the shipment is polled through.
+        /// The source the shipment is polled through (default: the tenant's only source for
+        /// the carrier, when it is polled; see docs/polling.md).
         #[arg(long)]
         source: Option<String>,
+        /// Metadata to attach, a JSON object (merged over what is stored).
+        #[arg(long)]
+        metadata: Option<String>,
     },
     /// Show a shipment with its history, as JSON.
     Show {
@@ -46,14 +50,23 @@ pub async fn run(command: ShipmentsCommand, settings: &Settings) -> anyhow::Resu
             order_number,
             tenant,
             source,
+            metadata,
         } => {
+            let metadata: serde_json::Value = match metadata.as_deref() {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|error| anyhow::anyhow!("--metadata is not JSON: {error}"))?,
+                None => serde_json::json!({}),
+            };
+            if !metadata.is_object() {
+                anyhow::bail!("--metadata must be a JSON object");
+            }
             let registration = Registration {
                 tenant: TenantId::parse(&tenant)?,
                 source: source.as_deref().map(SourceId::parse).transpose()?,
                 carrier: CarrierCode::parse(&carrier)?,
                 tracking_number: TrackingNumber::parse(&tracking_number)?,
                 order_number,
-                metadata: serde_json::json!({}),
+                metadata,
             };
             let batch = InboundBatch {
                 items: Vec::new(),
