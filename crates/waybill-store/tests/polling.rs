@@ -214,7 +214,7 @@ async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
         polled: true,
     };
     assert_eq!(
-        record_outcomes(&mut conn, now(), &[outcome.clone()], false)
+        record_outcomes(&mut conn, now(), std::slice::from_ref(&outcome), false)
             .await
             .unwrap(),
         1
