@@ -222,17 +222,21 @@ async fn process(worker: Worker, context: Arc<PollContext>, body: Vec<u8>) -> Ve
         return Verdict::Ack;
     }
 
-    let spec = source
-        .profile
-        .poll()
-        .expect("polled sources have a [poll] section (checked at start)");
-    let request = match spec.build_request(
-        source.settings.poll_base_url.as_deref(),
-        &target.key.tracking_number,
-        &source.settings.credentials,
-    ) {
-        Ok(request) => request,
-        Err(error) => {
+    let request = match source.profile.poll().map(|spec| {
+        spec.build_request(
+            source.settings.poll_base_url.as_deref(),
+            &target.key.tracking_number,
+            &source.settings.credentials,
+        )
+    }) {
+        Some(Ok(request)) => request,
+        // Polled sources have a [poll] section (checked at start); kept total all the same.
+        None => {
+            let outcome = slot_outcome(&job, PollState::Off, None, target.poll_failures, false);
+            write(&worker, &context, outcome, None).await;
+            return Verdict::Ack;
+        }
+        Some(Err(error)) => {
             let outcome = slot_outcome(&job, PollState::Off, None, target.poll_failures, false);
             write(&worker, &context, outcome, None).await;
             return Verdict::DeadLetter(format!("cannot build the poll request: {error}"));
