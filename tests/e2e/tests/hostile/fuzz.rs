@@ -432,6 +432,8 @@ fn random_path(rng: &mut StdRng) -> String {
         "/v1/webhooks/starshipit?x=1&x=2&signature=forged".to_owned(),
         "/".to_owned(),
         "/readyz".to_owned(),
+        "/v1/shipments".to_owned(),
+        "/v1/shipments?tenant=%00&order_number=".to_owned(),
         "/metrics".to_owned(),
         format!("/{}", random_token(rng, 1..200)),
     ];
