@@ -118,12 +118,8 @@ async fn poll_then_webhook_of_the_same_scan_stores_one_event() {
         extra_toml: starshipit_source("ssi", &courier.url, "hybrid") + &polling_toml(""),
     })
     .await;
-    assert_eq!(
-        app.register(&json!({"carrier": "starshipit", "tracking_number": TN}))
-            .await
-            .status(),
-        202
-    );
+    app.register_ok(&json!({"carrier": "starshipit", "tracking_number": TN}))
+        .await;
     let polled = app
         .wait_for_shipment("starshipit", TN, Duration::from_secs(20), |s| {
             events(s) == 3

@@ -256,6 +256,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 }
 
 impl TestApp {
+    /// `POST /v1/shipments` with a JSON body, expecting 202.
+    pub async fn register_ok(&self, body: &Value) {
+        let response = self.register(body).await;
+        let status = response.status();
+        let answer = response.text().await.unwrap_or_default();
+        assert_eq!(status, 202, "POST /v1/shipments answered {answer}");
+    }
+
     /// `POST /v1/shipments` with a JSON body.
     pub async fn register(&self, body: &Value) -> reqwest::Response {
         self.http

@@ -26,7 +26,7 @@ async fn several_workers_never_poll_the_same_slot_twice() {
             .iter()
             .map(|tn| json!({"source": "ssi", "tracking_number": tn}))
             .collect();
-        assert_eq!(app.register(&json!(body)).await.status(), 202);
+        app.register_ok(&json!(body)).await;
     }
     app.eventually(Duration::from_secs(60), async || {
         let polled: i64 = sqlx::query_scalar(
@@ -59,12 +59,8 @@ async fn a_shipment_without_a_scan_for_n_days_expires_through_the_normal_merge()
     })
     .await;
     let tn = "IDLE00000001";
-    assert_eq!(
-        app.register(&json!({"source": "ssi", "tracking_number": tn}))
-            .await
-            .status(),
-        202
-    );
+    app.register_ok(&json!({"source": "ssi", "tracking_number": tn}))
+        .await;
     app.wait_for_shipment("starshipit", tn, Duration::from_secs(10), |_| true)
         .await;
     let registered_at = Utc::now();
