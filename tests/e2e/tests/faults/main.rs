@@ -15,6 +15,7 @@
 //! `WAYBILL_TEST_AMQP_URL`, `WAYBILL_TEST_DATABASE_URL` (the cluster is found by its port) and
 //! `WAYBILL_FAULTS_RABBIT_NODE`. See `docs/reliability.md`.
 
+mod blackhole;
 mod effects;
 mod scenarios;
 mod services;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use waybill_cli::loadgen::{self, Ledger, LoadgenArgs};
 
+use crate::blackhole::Blackhole;
 use crate::effects::{self, Effects};
 use crate::services::Services;
 use crate::stack::{SECRETS, Stack, is_ready};
@@ -55,6 +56,12 @@ pub enum Fault {
     BrokerConnectionsClosed,
     /// `set_vm_memory_high_watermark 0`, then back: publishing connections blocked.
     BrokerMemoryAlarm,
+    /// The ingress's connections to the broker stop carrying bytes (a partition), then resume:
+    /// confirms in flight never come, and nothing says the connection is in trouble.
+    BrokerUnreachable,
+    /// The ingress's connection to the broker goes silent for good while new connections work
+    /// (a half-open connection): only heartbeats can tell, and the ingress must move on.
+    BrokerConnectionSilent,
     /// `pg_ctlcluster … stop`, an outage, `start`.
     PostgresRestart,
     /// `pg_terminate_backend` of the worker's sessions, repeatedly, for the hold.
@@ -68,10 +75,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 10] = [
         Fault::BrokerRestart,
         Fault::BrokerConnectionsClosed,
         Fault::BrokerMemoryAlarm,
+        Fault::BrokerUnreachable,
+        Fault::BrokerConnectionSilent,
         Fault::PostgresRestart,
         Fault::PostgresTerminateBackends,
         Fault::WorkerKillOne,
@@ -85,6 +94,8 @@ impl Fault {
             Fault::BrokerRestart => "broker-restart",
             Fault::BrokerConnectionsClosed => "broker-close-connections",
             Fault::BrokerMemoryAlarm => "broker-memory-alarm",
+            Fault::BrokerUnreachable => "broker-unreachable",
+            Fault::BrokerConnectionSilent => "broker-connection-silent",
             Fault::PostgresRestart => "postgres-restart",
             Fault::PostgresTerminateBackends => "postgres-terminate-backends",
             Fault::WorkerKillOne => "worker-kill-one-of-two",
@@ -206,6 +217,32 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
             return row;
         }
     };
+    // For the partition, the ingress reaches the broker through a relay that can be frozen.
+    let blackhole = if matches!(
+        fault,
+        Fault::BrokerUnreachable | Fault::BrokerConnectionSilent
+    ) {
+        let relay = match crate::stack::amqp_addr(&stack.settings.bus.url) {
+            Ok(upstream) => Blackhole::start(upstream).await,
+            Err(error) => Err(error),
+        };
+        match relay {
+            Ok(relay) => {
+                stack.set_ingress_env(
+                    "AMQP_URL",
+                    crate::stack::amqp_url_via(&stack.settings.bus.url, relay.addr),
+                );
+                Some(relay)
+            }
+            Err(error) => {
+                row.failures
+                    .push(format!("cannot start the relay: {error:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     if let Err(error) = stack.start_all().await {
         row.failures
             .push(format!("cannot start the stack: {error:#}"));
@@ -218,7 +255,7 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     let args = load_args(&stack, profile);
     let (ledger, injected) = tokio::join!(
         loadgen::run(&args, &settings),
-        inject(fault, &mut stack, services, profile)
+        inject(fault, &mut stack, services, profile, blackhole.as_ref())
     );
     match ledger {
         Ok(ledger) => row.ledger = Some(ledger),
@@ -301,6 +338,7 @@ async fn inject(
     stack: &mut Stack,
     services: &Services,
     profile: &Profile,
+    blackhole: Option<&Blackhole>,
 ) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::default();
     tokio::time::sleep(profile.warmup).await;
@@ -347,6 +385,38 @@ async fn inject(
             }
             let cleared = services.clear_memory_alarm().await;
             outcome.record(cleared, "restoring the memory watermark");
+            Instant::now()
+        }
+        Fault::BrokerUnreachable => {
+            let relay = blackhole.ok_or_else(|| anyhow::anyhow!("no relay to freeze"))?;
+            relay.partition();
+            let began = Instant::now();
+            match unavailable_answer(stack).await {
+                Ok(took) => outcome.notes.push(format!(
+                    "503 after {} ms with no confirm coming",
+                    took.as_millis()
+                )),
+                Err(answer) => outcome.failures.push(format!(
+                    "with the broker unreachable the ingress answered {answer}, not a 503 within the publish timeout"
+                )),
+            }
+            tokio::time::sleep(profile.hold.saturating_sub(began.elapsed())).await;
+            relay.heal();
+            Instant::now()
+        }
+        Fault::BrokerConnectionSilent => {
+            let relay = blackhole.ok_or_else(|| anyhow::anyhow!("no relay"))?;
+            let stranded = relay.strand_existing();
+            outcome
+                .notes
+                .push(format!("{stranded} connection(s) silenced"));
+            match unavailable_answer(stack).await {
+                Ok(took) => outcome.notes.push(format!("503 after {} ms", took.as_millis())),
+                Err(answer) => outcome.failures.push(format!(
+                    "with its connection silent the ingress answered {answer}, not a 503 within the publish timeout"
+                )),
+            }
+            // Nothing to heal: the ingress must notice by itself. Recovery counts from here.
             Instant::now()
         }
         Fault::PostgresRestart => {

@@ -63,6 +63,8 @@ pub struct Stack {
     bins: PathBuf,
     log_level: String,
     spawned: usize,
+    /// Extra environment of the ingress (e.g. an `AMQP_URL` through a relay).
+    ingress_env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -142,6 +144,7 @@ format = "json"
             bins,
             log_level: log_level.to_owned(),
             spawned: 0,
+            ingress_env: Vec::new(),
         })
     }
 
@@ -187,9 +190,16 @@ format = "json"
             .with_context(|| format!("starting {binary}"))
     }
 
+    /// Sets an environment variable for every (re)start of the ingress.
+    pub fn set_ingress_env(&mut self, name: &'static str, value: String) {
+        self.ingress_env.push((name, value));
+    }
+
     /// Starts the ingress and waits until it is ready (broker connected).
     pub async fn start_ingress(&mut self) -> anyhow::Result<()> {
-        let child = self.spawn("waybill-ingress", &[])?;
+        let env = self.ingress_env.clone();
+        let env: Vec<(&str, String)> = env.into_iter().collect();
+        let child = self.spawn("waybill-ingress", &env)?;
         self.ingress = Some(child);
         wait_ready(
             &format!("{}/readyz", self.ingress_url()),
@@ -305,6 +315,37 @@ async fn terminate(mut child: Child) {
         .is_err()
     {
         let _ = child.kill().await;
+    }
+}
+
+/// The `host:port` of an AMQP URL.
+pub fn amqp_authority(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    Some(
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host),
+    )
+}
+
+/// The broker's socket address (port 5672 unless the URL says otherwise).
+pub fn amqp_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let authority = amqp_authority(url).context("the AMQP URL has no host")?;
+    let with_port = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:5672")
+    };
+    let with_port = with_port.replace("localhost", "127.0.0.1");
+    Ok(with_port.parse()?)
+}
+
+/// `url` with its host and port replaced by `addr`.
+pub fn amqp_url_via(url: &str, addr: SocketAddr) -> String {
+    match amqp_authority(url) {
+        Some(authority) => url.replacen(authority, &addr.to_string(), 1),
+        None => url.to_owned(),
     }
 }
 
