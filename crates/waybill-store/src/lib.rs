@@ -14,6 +14,7 @@
 mod batch;
 pub mod bench;
 mod error;
+pub mod fanout;
 pub mod keys;
 pub mod ledger;
 mod merge_batch;

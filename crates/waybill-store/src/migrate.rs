@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0001_tracking.sql"),
     ),
     (2, "polling", include_str!("../migrations/0002_polling.sql")),
+    (3, "fanout", include_str!("../migrations/0003_fanout.sql")),
     (
         4,
         "api_keys",

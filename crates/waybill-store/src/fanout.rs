@@ -1,0 +1,320 @@
+//! Downstream fan-out: every statement the outbox relay, the delivery dispatcher and the
+//! `waybill subscriptions` / `waybill deliveries` commands run (see
+//! `migrations/0003_fanout.sql` for the tables and `docs/subscriptions.md` for the rules).
+//!
+//! The relay reads the outbox through two independent cursors, each claimed
+//! `for update skip locked` in the caller's transaction, so any number of workers share it:
+//!
+//! * [`claim_unpublished`] → the caller publishes to `waybill.events` → [`mark_published`] for
+//!   the confirmed rows, then commits. A crash before the commit leaves the rows unpublished:
+//!   they are published again (at least once; consumers dedupe on the message id).
+//! * [`fan_out_pending`] creates one [`deliveries`] row per matching enabled subscription and
+//!   marks the rows fanned out, in one transaction; idempotent by
+//!   `unique (subscription_id, outbox_id)`.
+//!
+//! The wire form of a change — its bytes and its id — is decided here, once, so that the topic
+//! message and every HTTP delivery of a change carry the same bytes and the same id
+//! ([`OutboxEntry::body`], [`OutboxEntry::message_id`]).
+
+pub mod deliveries;
+pub mod subscriptions;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use waybill_core::{CarrierCode, EventId, Status, TenantId};
+
+use crate::error::StoreError;
+use crate::outbox::DownstreamEvent;
+use crate::queries::{parse_event_id, parse_status};
+
+pub use deliveries::{
+    ClaimedDelivery, DeadFilter, DeliveryRecord, DeliveryStatus, FailureRecorded,
+    claim_due_deliveries, count_deliveries, list_dead, list_deliveries, record_delivered,
+    record_failure, record_gone, replay_all_dead, replay_dead,
+};
+pub use subscriptions::{
+    DisabledReason, NewSubscription, SecretText, Subscription, count_disabled_subscriptions,
+    delete_subscription, disable_subscription, enable_subscription, get_subscription,
+    insert_subscription, list_subscriptions, rotate_secret,
+};
+
+/// An outbox row as the relay reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// The row id (the relay's order).
+    pub id: i64,
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// The carrier code.
+    pub carrier: CarrierCode,
+    /// The new current event.
+    pub event_id: EventId,
+    /// The status after the change.
+    pub new_status: Status,
+    /// The shipment's version after the change.
+    pub version: i64,
+    /// The stored downstream body (`"type": "shipment.status_changed"`).
+    pub payload: serde_json::Value,
+    /// When the merge wrote it.
+    pub created_at: DateTime<Utc>,
+}
+
+impl OutboxEntry {
+    /// The id of this change on every channel: the AMQP `message_id` on `waybill.events` and the
+    /// Standard Webhooks `webhook-id` of every HTTP delivery and replay of it:
+    /// `msg_<event id>_<shipment version>`. Unique per shipment change within a tenant (the same
+    /// parcel tracked by two tenants has the same event ids).
+    pub fn message_id(&self) -> String {
+        message_id(&self.event_id, self.version)
+    }
+
+    /// The exact bytes published and POSTed: the stored payload as compact JSON, fields in
+    /// schema order (`"type"` first). Deterministic, so the topic message and the HTTP
+    /// deliveries of a change are byte for byte the same. A payload of a type this binary does
+    /// not know (written by a newer version) is passed on as it is.
+    pub fn body(&self) -> Vec<u8> {
+        let typed = DownstreamEvent::deserialize(&self.payload)
+            .ok()
+            .and_then(|event| serde_json::to_vec(&event).ok());
+        typed.unwrap_or_else(|| self.payload.to_string().into_bytes())
+    }
+}
+
+/// `msg_<event id>_<shipment version>` (see [`OutboxEntry::message_id`]).
+pub fn message_id(event_id: &EventId, version: i64) -> String {
+    format!("msg_{}_{version}", event_id.as_str())
+}
+
+/// What [`fan_out_pending`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOutReport {
+    /// Outbox rows claimed and marked fanned out.
+    pub rows: u64,
+    /// Deliveries created.
+    pub deliveries: u64,
+}
+
+const OUTBOX_COLUMNS: &str =
+    "o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version, o.payload, o.created_at";
+
+/// The oldest `limit` outbox rows not yet published, locked `for update skip locked` in the
+/// caller's transaction (rows another relay holds are skipped). Mark the ones confirmed by the
+/// broker with [`mark_published`] in the same transaction.
+#[tracing::instrument(skip_all, fields(limit = limit))]
+pub async fn claim_unpublished(
+    conn: &mut PgConnection,
+    limit: u32,
+) -> Result<Vec<OutboxEntry>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "select {OUTBOX_COLUMNS} from outbox o
+         where o.published_at is null
+         order by o.id
+         limit $1
+         for update of o skip locked"
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(outbox_entry).collect()
+}
+
+/// Marks outbox rows published (after the broker confirmed them).
+#[tracing::instrument(skip_all, fields(rows = ids.len()))]
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "update outbox set published_at = now() where id = any($1) and published_at is null",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Fans out the oldest `limit` outbox rows not yet fanned out, in the caller's transaction:
+/// claims them `for update skip locked`, creates one pending delivery (due at `now`) for every
+/// enabled subscription of the row's tenant whose filters match and that existed when the
+/// change was written, and marks the rows fanned out. Running it twice for a row creates
+/// nothing new.
+#[tracing::instrument(skip_all, fields(limit = limit))]
+pub async fn fan_out_pending(
+    conn: &mut PgConnection,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<FanOutReport, StoreError> {
+    // Which rows some subscription wants, so that bodies cross the network only for those.
+    let rows = sqlx::query(&format!(
+        "select {OUTBOX_COLUMNS},
+                exists (select 1 from subscriptions s
+                        where {MATCHES}) as wanted
+         from outbox o
+         where o.fanned_out_at is null
+         order by o.id
+         limit $1
+         for update of o skip locked",
+        MATCHES = matches_clause("o.tenant", "o.carrier", "o.new_status", "o.created_at"),
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(FanOutReport::default());
+    }
+    let mut claimed = Vec::with_capacity(rows.len());
+    let mut wanted = Vec::new();
+    for row in &rows {
+        let entry = outbox_entry(row)?;
+        claimed.push(entry.id);
+        if row.try_get::<bool, _>("wanted")? {
+            wanted.push(entry);
+        }
+    }
+    let outbox_ids: Vec<i64> = wanted.iter().map(|e| e.id).collect();
+    let tenants: Vec<&str> = wanted.iter().map(|e| e.tenant.as_str()).collect();
+    let carriers: Vec<&str> = wanted.iter().map(|e| e.carrier.as_str()).collect();
+    let statuses: Vec<&str> = wanted.iter().map(|e| e.new_status.as_str()).collect();
+    let created: Vec<DateTime<Utc>> = wanted.iter().map(|e| e.created_at).collect();
+    let ids: Vec<String> = wanted.iter().map(OutboxEntry::message_id).collect();
+    let bodies: Vec<Vec<u8>> = wanted.iter().map(OutboxEntry::body).collect();
+    let counts = sqlx::query(&format!(
+        "with i as (
+             select * from unnest($1::int8[], $2::text[], $3::text[], $4::text[],
+                                  $5::timestamptz[], $6::text[], $7::bytea[])
+                 as i(outbox_id, tenant, carrier, status, created_at, webhook_id, body)),
+         inserted as (
+             insert into deliveries (subscription_id, outbox_id, tenant, webhook_id, body,
+                                     next_attempt_at)
+             select s.id, i.outbox_id, i.tenant, i.webhook_id, i.body, $8
+             from i join subscriptions s on {MATCHES}
+             order by i.outbox_id, s.id
+             on conflict (subscription_id, outbox_id) do nothing
+             returning 1),
+         marked as (
+             update outbox set fanned_out_at = now() where id = any($9) returning 1)
+         select (select count(*) from inserted) as deliveries,
+                (select count(*) from marked) as rows",
+        MATCHES = matches_clause("i.tenant", "i.carrier", "i.status", "i.created_at"),
+    ))
+    .bind(outbox_ids)
+    .bind(tenants)
+    .bind(carriers)
+    .bind(statuses)
+    .bind(created)
+    .bind(ids)
+    .bind(bodies)
+    .bind(now)
+    .bind(claimed)
+    .fetch_one(conn)
+    .await?;
+    Ok(FanOutReport {
+        rows: count(&counts, "rows")?,
+        deliveries: count(&counts, "deliveries")?,
+    })
+}
+
+/// Outbox rows not yet published and not yet fanned out (for `/metrics`, tests and benchmarks).
+pub async fn relay_backlog(conn: &mut PgConnection) -> Result<(u64, u64), StoreError> {
+    let row = sqlx::query(
+        "select (select count(*) from outbox where published_at is null) as unpublished,
+                (select count(*) from outbox where fanned_out_at is null) as not_fanned_out",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((count(&row, "unpublished")?, count(&row, "not_fanned_out")?))
+}
+
+/// The condition under which subscription `s` wants a change of `tenant`, `carrier` and
+/// `status` written at `created_at`: enabled, same tenant, its filters match, and it existed
+/// when the change was written (a new subscription does not receive a backlog of old changes).
+fn matches_clause(tenant: &str, carrier: &str, status: &str, created_at: &str) -> String {
+    format!(
+        "s.enabled and s.tenant = {tenant} and s.created_at <= {created_at}
+         and (cardinality(s.carriers) = 0 or {carrier} = any(s.carriers))
+         and (cardinality(s.statuses) = 0 or {status} = any(s.statuses))"
+    )
+}
+
+fn outbox_entry(row: &PgRow) -> Result<OutboxEntry, StoreError> {
+    let tenant: String = row.try_get("tenant")?;
+    let carrier: String = row.try_get("carrier")?;
+    let event_id: String = row.try_get("event_id")?;
+    let status: String = row.try_get("new_status")?;
+    let Json(payload): Json<serde_json::Value> = row.try_get("payload")?;
+    Ok(OutboxEntry {
+        id: row.try_get("id")?,
+        tenant: TenantId::parse(&tenant).map_err(|e| StoreError::corrupt("outbox.tenant", e))?,
+        carrier: CarrierCode::parse(&carrier)
+            .map_err(|e| StoreError::corrupt("outbox.carrier", e))?,
+        event_id: parse_event_id(&event_id)?,
+        new_status: parse_status(&status)?,
+        version: row.try_get("version")?,
+        payload,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn count(row: &PgRow, column: &str) -> Result<u64, StoreError> {
+    let value: i64 = row.try_get(column)?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn entry(payload: serde_json::Value) -> OutboxEntry {
+        OutboxEntry {
+            id: 1,
+            tenant: TenantId::default_tenant(),
+            carrier: CarrierCode::parse("ups").unwrap(),
+            event_id: EventId::parse("9daf98e69d8e027aa47249f74e25e84d").unwrap(),
+            new_status: Status::Delivered,
+            version: 4,
+            payload,
+            created_at: Utc.timestamp_opt(1_780_000_000, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_message_id_names_the_event_and_the_version() {
+        let entry = entry(serde_json::json!({}));
+        assert_eq!(entry.message_id(), "msg_9daf98e69d8e027aa47249f74e25e84d_4");
+    }
+
+    #[test]
+    fn bodies_put_the_type_first_and_pass_unknown_types_through() {
+        let known = serde_json::json!({
+            "type": "shipment.status_changed",
+            "version": 1,
+            "event_id": "9daf98e69d8e027aa47249f74e25e84d",
+            "shipment": {"tenant": "default", "carrier": "ups", "tracking_number": "1Z9",
+                         "order_number": null},
+            "previous_status": null,
+            "new_status": "Delivered",
+            "raw_status": {"code": "D"},
+            "occurred_at": "2026-05-28T20:26:40Z",
+            "shipment_version": 4,
+            "recent_history": []
+        });
+        let body = String::from_utf8(entry(known.clone()).body()).unwrap();
+        assert!(body.starts_with(r#"{"type":"shipment.status_changed","version":1,"#));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            known
+        );
+        assert_eq!(entry(known.clone()).body(), entry(known).body());
+
+        let future = serde_json::json!({"type": "shipment.teleported", "version": 9});
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&entry(future.clone()).body()).unwrap(),
+            future
+        );
+    }
+}
