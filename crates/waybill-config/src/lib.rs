@@ -6,6 +6,7 @@
 //! so a process never starts half-configured.
 
 mod auth;
+mod fanout;
 mod polling;
 mod sources;
 
@@ -17,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthMode, AuthSettings};
+pub use fanout::{FanoutSettings, Period};
 pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
 pub use sources::{PollMode, SourceSettings};
 
@@ -46,6 +48,9 @@ pub struct Settings {
     /// The poll scheduler, courier API clients and shipment registration.
     #[serde(default)]
     pub polling: PollingSettings,
+    /// The outbox relay and HTTP webhook deliveries.
+    #[serde(default)]
+    pub fanout: FanoutSettings,
 }
 
 /// `[ingress]`
@@ -162,6 +167,7 @@ impl Default for Settings {
             },
             auth: AuthSettings::default(),
             polling: PollingSettings::default(),
+            fanout: FanoutSettings::default(),
         }
     }
 }
@@ -285,6 +291,7 @@ impl Settings {
             return Err(rule("ingress.body_limit_bytes", "must be at least 1"));
         }
         auth::validate(&self.auth)?;
+        fanout::validate(&self.fanout)?;
         let profiles = self.profiles()?;
         polling::validate(&self.polling, &self.sources, &profiles)?;
         sources::validate(&self.sources, &profiles)
