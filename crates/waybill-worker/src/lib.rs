@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod batch;
 mod consume;
+pub mod fanout;
 pub mod poll;
 
 use std::sync::Arc;
@@ -94,6 +95,7 @@ impl Worker {
         }
         tracker.spawn(auth::publish_key_sets(self.clone(), shutdown.clone()));
         poll::spawn(&self, &tracker, shutdown.clone());
+        fanout::spawn(&self, &tracker, shutdown.clone());
         tracker.close();
         let app = api::router(self.clone());
         let signal = shutdown.clone();

@@ -1,0 +1,515 @@
+//! The delivery dispatcher: claims due deliveries from Postgres and POSTs them, signed, to their
+//! subscriptions, with bounded concurrency; records each outcome back in Postgres.
+//!
+//! * **Bounded.** At most `fanout.concurrency` requests in flight per process (a semaphore) and
+//!   at most `fanout.concurrency_per_subscription` per subscription: the claim itself asks
+//!   Postgres for no more than each subscription's free slots, so a slow receiver's backlog
+//!   never occupies slots that others could use.
+//! * **Durable.** Everything about a delivery lives in its row: a claim is a lease (request
+//!   timeout + 30 s), and a worker that dies mid-request leaves the delivery to be attempted
+//!   again when the lease runs out. A restart loses no pending retry.
+//! * **Guarded.** Redirects are not followed, proxies are ignored, and every destination
+//!   address is checked against [`super::ssrf`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use reqwest::Url;
+use reqwest::header::CONTENT_TYPE;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use waybill_config::FanoutSettings;
+use waybill_store::fanout::{self, ClaimedDelivery};
+use waybill_store::{Store, StoreError};
+use waybill_telemetry::trace;
+
+use super::policy::{RetryPolicy, Verdict};
+use super::signer::{
+    WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, signature_header,
+};
+use super::ssrf::{DestinationPolicy, refusal_in};
+use crate::poll::Clock;
+
+/// The most deliveries one claim takes.
+const MAX_CLAIM: usize = 256;
+/// After a wake-up, how long the dispatcher waits for more completions before it claims again,
+/// so that a busy process claims in batches rather than once per finished request.
+const CLAIM_GAP: Duration = Duration::from_millis(2);
+/// How much of a receiver's answer is read (and discarded) so the connection can be reused.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How often the `waybill_subscriptions_disabled` gauge is refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// What one [`Dispatcher::dispatch_once`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchRound {
+    /// Free request slots when it claimed.
+    pub room: usize,
+    /// Deliveries claimed and started.
+    pub claimed: usize,
+}
+
+/// Why the dispatcher cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error("the webhook HTTP client cannot be built")]
+pub struct DispatcherError(#[from] reqwest::Error);
+
+/// The dispatcher of one worker process. Cheap to clone. Public so that tests and benchmarks
+/// can drive it round by round.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    client: reqwest::Client,
+    policy: RetryPolicy,
+    destinations: DestinationPolicy,
+    clock: Arc<dyn Clock>,
+    per_subscription: u32,
+    concurrency: usize,
+    interval: Duration,
+    lease: Duration,
+    request_timeout: Duration,
+    disable_after: Duration,
+    permits: Arc<Semaphore>,
+    in_flight: Mutex<HashMap<i64, u32>>,
+    tasks: TaskTracker,
+    /// Woken when deliveries were created (by this process's relay) or a request finished.
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store` with the `[fanout]` settings, reading time from `clock`.
+    pub fn new(
+        store: Store,
+        settings: &FanoutSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Dispatcher, DispatcherError> {
+        Dispatcher::with_wake(store, settings, clock, Arc::new(Notify::new()))
+    }
+
+    pub(crate) fn with_wake(
+        store: Store,
+        settings: &FanoutSettings,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+    ) -> Result<Dispatcher, DispatcherError> {
+        let destinations = DestinationPolicy::new(&settings.allowed_hosts);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("Waybill-Webhooks/", env!("CARGO_PKG_VERSION")))
+            // A 3xx is an answer, and a failed attempt: following it would also bypass the
+            // destination check.
+            .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve the destination itself, unchecked.
+            .no_proxy()
+            .timeout(settings.request_timeout())
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .dns_resolver(destinations.resolver())
+            .pool_max_idle_per_host(settings.concurrency_per_subscription)
+            .tcp_nodelay(true)
+            .build()?;
+        let concurrency = settings.concurrency.max(1);
+        Ok(Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                client,
+                policy: RetryPolicy::from_settings(settings),
+                destinations,
+                clock,
+                per_subscription: u32::try_from(settings.concurrency_per_subscription.max(1))
+                    .unwrap_or(u32::MAX),
+                concurrency,
+                interval: Duration::from_millis(settings.delivery_interval_ms),
+                lease: settings.request_timeout() + Duration::from_secs(30),
+                request_timeout: settings.request_timeout(),
+                disable_after: settings.disable_after.duration(),
+                permits: Arc::new(Semaphore::new(concurrency)),
+                in_flight: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+                wake,
+            }),
+        })
+    }
+
+    /// Claims as many due deliveries as there are free slots (within each subscription's
+    /// limit) and starts sending them; returns without waiting for the answers.
+    pub async fn dispatch_once(&self) -> Result<DispatchRound, StoreError> {
+        let inner = &self.inner;
+        let room = inner.permits.available_permits().min(MAX_CLAIM);
+        if room == 0 {
+            return Ok(DispatchRound::default());
+        }
+        let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(room as u32) else {
+            return Ok(DispatchRound::default());
+        };
+        let busy: Vec<(i64, u32)> = lock(&inner.in_flight)
+            .iter()
+            .map(|(id, n)| (*id, *n))
+            .collect();
+        let claimed = {
+            let mut conn = inner.store.acquire().await?;
+            fanout::claim_due_deliveries(
+                &mut conn,
+                inner.clock.now(),
+                inner.lease,
+                room as u32,
+                inner.per_subscription,
+                &busy,
+            )
+            .await?
+        };
+        let round = DispatchRound {
+            room,
+            claimed: claimed.len(),
+        };
+        for delivery in claimed {
+            let Some(permit) = permits.split(1) else {
+                // Never: the claim took at most `room` deliveries. Its lease brings it back.
+                break;
+            };
+            let guard = InFlight::start(inner, delivery.subscription_id, permit);
+            let dispatcher = self.clone();
+            let span = tracing::info_span!(
+                "waybill.deliver",
+                delivery.id = delivery.id,
+                subscription.id = delivery.subscription_id,
+                delivery.attempt = delivery.attempt,
+                http.response.status_code = tracing::field::Empty,
+            );
+            inner.tasks.spawn(
+                async move {
+                    let _guard = guard;
+                    dispatcher.deliver(delivery).await;
+                }
+                .instrument(span),
+            );
+        }
+        Ok(round)
+    }
+
+    /// Waits until no request is in flight (for tests and benchmarks).
+    pub async fn wait_idle(&self) {
+        let all = u32::try_from(self.inner.concurrency).unwrap_or(u32::MAX);
+        if let Ok(permits) = self.inner.permits.acquire_many(all).await {
+            drop(permits);
+        }
+    }
+
+    /// Dispatches until `shutdown`, then lets the requests in flight finish (each is bounded by
+    /// the request timeout; the worker's grace period bounds the wait).
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let inner = Arc::clone(&self.inner);
+        let mut failing = inner.interval;
+        let mut gauge_refreshed: Option<Instant> = None;
+        while !shutdown.is_cancelled() {
+            if gauge_refreshed.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL) {
+                self.refresh_disabled_gauge().await;
+                gauge_refreshed = Some(Instant::now());
+            }
+            match self.dispatch_once().await {
+                Ok(round) if round.room > 0 && round.claimed == round.room => {
+                    failing = inner.interval;
+                    tokio::time::sleep(CLAIM_GAP).await;
+                }
+                Ok(_) => {
+                    failing = inner.interval;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = inner.wake.notified() => {}
+                        _ = tokio::time::sleep(inner.interval) => {}
+                    }
+                    tokio::time::sleep(CLAIM_GAP).await;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "due deliveries could not be claimed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(failing) => {}
+                    }
+                    failing = (failing * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        inner.tasks.close();
+        inner.tasks.wait().await;
+    }
+
+    /// One attempt of `delivery`, from the request to the recorded outcome.
+    async fn deliver(&self, delivery: ClaimedDelivery) {
+        let started = Instant::now();
+        let verdict = self.attempt(&delivery).await;
+        metrics::histogram!("waybill_webhook_attempt_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..3 {
+            match self.record(&delivery, &verdict).await {
+                Ok(()) => return,
+                Err(error) if error.is_transient() => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "the outcome of a delivery could not be recorded");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(
+            "the outcome of a delivery could not be recorded; it is attempted again when its lease runs out"
+        );
+    }
+
+    /// Sends one signed request and judges the answer.
+    async fn attempt(&self, delivery: &ClaimedDelivery) -> Verdict {
+        let inner = &self.inner;
+        let Ok(url) = Url::parse(&delivery.url) else {
+            return Verdict::GiveUp {
+                error: "the subscription's URL does not parse".to_owned(),
+            };
+        };
+        if let Err(refused) = inner.destinations.check_url(&url) {
+            metrics::counter!("waybill_webhook_destinations_refused_total").increment(1);
+            return Verdict::GiveUp {
+                error: refused.to_string(),
+            };
+        }
+        let Ok(current) = WebhookSecret::parse(delivery.secret.expose()) else {
+            return Verdict::GiveUp {
+                error: "the subscription's secret is not a valid whsec_ secret".to_owned(),
+            };
+        };
+        let mut secrets = vec![current];
+        // A previous secret that does not parse is skipped: the current one still signs.
+        secrets.extend(
+            delivery
+                .previous_secret
+                .as_ref()
+                .and_then(|previous| WebhookSecret::parse(previous.expose()).ok()),
+        );
+        let timestamp = inner.clock.now().timestamp();
+        let signature = signature_header(&delivery.webhook_id, timestamp, &delivery.body, &secrets);
+        let mut request = inner
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(WEBHOOK_ID, &delivery.webhook_id)
+            .header(WEBHOOK_TIMESTAMP, timestamp.to_string())
+            .header(WEBHOOK_SIGNATURE, signature)
+            .body(delivery.body.clone());
+        if let Some(traceparent) = trace::current_traceparent() {
+            request = request.header(trace::TRACEPARENT, traceparent);
+        }
+        match request.send().await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                tracing::Span::current().record("http.response.status_code", status);
+                let retry_after = crate::poll::retry_after(response.headers(), inner.clock.now());
+                let mut read = 0;
+                while read < MAX_ANSWER_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => read += chunk.len(),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                Verdict::of_status(status, retry_after)
+            }
+            Err(error) => {
+                if let Some(refused) = refusal_in(&error) {
+                    metrics::counter!("waybill_webhook_destinations_refused_total").increment(1);
+                    return Verdict::GiveUp {
+                        error: refused.to_string(),
+                    };
+                }
+                Verdict::Retry {
+                    status: None,
+                    error: describe(error, inner.request_timeout),
+                    retry_after: None,
+                }
+            }
+        }
+    }
+
+    /// Writes the verdict of `delivery`'s attempt.
+    async fn record(
+        &self,
+        delivery: &ClaimedDelivery,
+        verdict: &Verdict,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let disable_after = Some(inner.disable_after);
+        let mut conn = inner.store.acquire().await?;
+        let (outcome, recorded) = match verdict {
+            Verdict::Delivered { status } => {
+                let recorded = fanout::record_delivered(
+                    &mut conn,
+                    delivery.id,
+                    delivery.attempt,
+                    now,
+                    *status,
+                )
+                .await?;
+                ("delivered", recorded)
+            }
+            Verdict::Gone => {
+                let recorded =
+                    fanout::record_gone(&mut conn, delivery.id, delivery.attempt, now).await?;
+                if recorded.subscription_disabled {
+                    disabled(delivery.subscription_id, "gone");
+                }
+                ("gone", recorded.recorded)
+            }
+            Verdict::Retry {
+                status,
+                error,
+                retry_after,
+            } => {
+                let next = inner
+                    .policy
+                    .next_delay(delivery.attempt, *retry_after)
+                    .and_then(|wait| chrono::Duration::from_std(wait).ok())
+                    .map(|wait| now + wait);
+                let error = match next {
+                    Some(_) => error.clone(),
+                    None => format!("{error}; no attempts left"),
+                };
+                let recorded = fanout::record_failure(
+                    &mut conn,
+                    delivery.id,
+                    delivery.attempt,
+                    now,
+                    *status,
+                    &error,
+                    next,
+                    disable_after,
+                )
+                .await?;
+                if recorded.subscription_disabled {
+                    disabled(delivery.subscription_id, "failing");
+                }
+                if next.is_none() && recorded.recorded {
+                    tracing::warn!(error = %error, "a delivery is dead after its last attempt");
+                }
+                let outcome = if next.is_some() { "retry" } else { "dead" };
+                (outcome, recorded.recorded)
+            }
+            Verdict::GiveUp { error } => {
+                let recorded = fanout::record_failure(
+                    &mut conn,
+                    delivery.id,
+                    delivery.attempt,
+                    now,
+                    None,
+                    error,
+                    None,
+                    disable_after,
+                )
+                .await?;
+                if recorded.subscription_disabled {
+                    disabled(delivery.subscription_id, "failing");
+                }
+                if recorded.recorded {
+                    tracing::warn!(error = %error, "a delivery is dead: it cannot be sent");
+                }
+                ("dead", recorded.recorded)
+            }
+        };
+        if recorded {
+            metrics::counter!("waybill_webhook_attempts_total", "outcome" => outcome).increment(1);
+        } else {
+            tracing::debug!("the delivery's lease ran out before its outcome; not recorded");
+        }
+        Ok(())
+    }
+
+    async fn refresh_disabled_gauge(&self) {
+        let Ok(mut conn) = self.inner.store.acquire().await else {
+            return;
+        };
+        let Ok(counts) = fanout::count_disabled_subscriptions(&mut conn).await else {
+            return;
+        };
+        for reason in ["manual", "gone", "failing"] {
+            let count = counts
+                .iter()
+                .find(|(r, _)| r.as_str() == reason)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("waybill_subscriptions_disabled", "reason" => reason).set(count as f64);
+        }
+    }
+}
+
+/// A request in flight: holds its process-wide slot and counts against its subscription until
+/// dropped (also when the task panics), then wakes the dispatcher.
+struct InFlight {
+    inner: Arc<Inner>,
+    subscription_id: i64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    fn start(inner: &Arc<Inner>, subscription_id: i64, permit: OwnedSemaphorePermit) -> InFlight {
+        *lock(&inner.in_flight).entry(subscription_id).or_insert(0) += 1;
+        InFlight {
+            inner: Arc::clone(inner),
+            subscription_id,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.inner.in_flight);
+        if let Some(count) = in_flight.get_mut(&self.subscription_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_flight.remove(&self.subscription_id);
+            }
+        }
+        drop(in_flight);
+        self.inner.wake.notify_one();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn disabled(subscription_id: i64, reason: &'static str) {
+    metrics::counter!("waybill_subscriptions_disabled_total", "reason" => reason).increment(1);
+    tracing::warn!(
+        subscription.id = subscription_id,
+        reason,
+        "a subscription was disabled; `waybill subscriptions enable` resumes it"
+    );
+}
+
+/// A failed request in a sentence, without the URL (it may carry a token).
+fn describe(error: reqwest::Error, timeout: Duration) -> String {
+    let error = error.without_url();
+    if error.is_timeout() {
+        return format!("no answer within {} ms", timeout.as_millis());
+    }
+    let mut text = if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "the request failed".to_owned()
+    };
+    let mut cause = std::error::Error::source(&error);
+    let mut innermost = None;
+    while let Some(source) = cause {
+        innermost = Some(source.to_string());
+        cause = source.source();
+    }
+    if let Some(innermost) = innermost {
+        text.push_str(": ");
+        text.push_str(&innermost);
+    }
+    text.chars().take(300).collect()
+}

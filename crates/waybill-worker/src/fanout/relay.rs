@@ -1,0 +1,263 @@
+//! The outbox relay: two loops over the outbox, each claiming rows `for update skip locked` so
+//! that any number of worker replicas share the work (see `waybill_store::fanout`).
+//!
+//! * **Publish**: claim the oldest unpublished rows, publish each to `waybill.events` (routing
+//!   key `<carrier>.<status>`, persistent, `message_id` = the change's id) with pipelined
+//!   confirms, mark the confirmed ones published, commit. A row whose publish failed stays
+//!   unpublished and is published by a later round; a crash between the confirms and the commit
+//!   publishes those rows again (consumers dedupe on `message_id`).
+//! * **Fan-out**: claim the oldest rows not yet fanned out and create their HTTP deliveries, in
+//!   one transaction. Independent of the broker, so a broker outage does not stop webhooks.
+//!
+//! Each round runs in a spawned task, so its transaction is never dropped half-way (shutdown
+//! waits for the round; see the sqlx note in `../shared/DEPENDENCIES.md`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use waybill_bus::{OutboundMessage, Publisher, Topology};
+use waybill_store::fanout::{self, FanOutReport, OutboxEntry};
+use waybill_store::{Store, StoreError};
+use waybill_telemetry::trace;
+
+use crate::Worker;
+
+/// AMQP header naming the event's `type` (`shipment.status_changed`), so consumers can route
+/// without parsing the body.
+pub const EVENT_TYPE_HEADER: &str = "x-waybill-event-type";
+/// AMQP header naming the event's tenant.
+pub const TENANT_HEADER: &str = "x-waybill-tenant";
+
+/// What one publish round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishRound {
+    /// Rows claimed.
+    pub claimed: usize,
+    /// Rows confirmed by the broker and marked published.
+    pub published: usize,
+    /// Rows whose publish failed (published by a later round).
+    pub failed: usize,
+    /// The first failure, for the log.
+    pub first_error: Option<String>,
+}
+
+/// The relay of one worker process. Public so that tests and benchmarks can drive it round by
+/// round.
+#[derive(Clone)]
+pub struct Relay {
+    store: Store,
+    publisher: Publisher,
+    exchange: String,
+    batch: u32,
+    /// Woken after a fan-out created deliveries, so this process's dispatcher sends them at once.
+    deliveries_created: Arc<Notify>,
+}
+
+impl Relay {
+    /// The relay of `worker`, with its store, publisher and `[fanout]` settings.
+    pub fn new(worker: &Worker) -> Relay {
+        Relay::with_parts(
+            worker.inner.store.clone(),
+            worker.inner.publisher.clone(),
+            &worker.inner.topology,
+            worker.inner.settings.fanout.relay_batch,
+            Arc::new(Notify::new()),
+        )
+    }
+
+    pub(crate) fn with_parts(
+        store: Store,
+        publisher: Publisher,
+        topology: &Topology,
+        batch: u32,
+        deliveries_created: Arc<Notify>,
+    ) -> Relay {
+        Relay {
+            store,
+            publisher,
+            exchange: topology.events_exchange(),
+            batch: batch.max(1),
+            deliveries_created,
+        }
+    }
+
+    /// One publish round (see the module documentation).
+    pub async fn publish_once(&self) -> Result<PublishRound, StoreError> {
+        let relay = self.clone();
+        let span = tracing::info_span!(
+            "waybill.relay_publish",
+            messaging.batch.message_count = tracing::field::Empty
+        );
+        let work = async move {
+            let mut tx = relay.store.begin().await?;
+            let rows = fanout::claim_unpublished(&mut tx, relay.batch).await?;
+            if rows.is_empty() {
+                tx.rollback().await?;
+                return Ok(PublishRound::default());
+            }
+            tracing::Span::current().record("messaging.batch.message_count", rows.len());
+            let traceparent = trace::current_traceparent();
+            let messages: Vec<OutboundMessage> = rows
+                .iter()
+                .map(|row| relay.message(row, traceparent.as_deref()))
+                .collect();
+            let results = relay.publisher.publish_many(messages).await;
+            let mut round = PublishRound {
+                claimed: rows.len(),
+                ..PublishRound::default()
+            };
+            let mut confirmed = Vec::with_capacity(rows.len());
+            let now = Utc::now();
+            for (row, result) in rows.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        confirmed.push(row.id);
+                        let lag = (now - row.created_at).to_std().unwrap_or_default();
+                        metrics::histogram!("waybill_outbox_publish_lag_seconds")
+                            .record(lag.as_secs_f64());
+                    }
+                    Err(error) => {
+                        round.failed += 1;
+                        round.first_error.get_or_insert_with(|| error.to_string());
+                    }
+                }
+            }
+            fanout::mark_published(&mut tx, &confirmed).await?;
+            tx.commit().await?;
+            round.published = confirmed.len();
+            metrics::counter!("waybill_outbox_published_total").increment(round.published as u64);
+            metrics::counter!("waybill_outbox_publish_failures_total")
+                .increment(round.failed as u64);
+            Ok::<_, StoreError>(round)
+        };
+        tokio::spawn(work.instrument(span)).await?
+    }
+
+    /// One fan-out round (see the module documentation).
+    pub async fn fan_out_once(&self) -> Result<FanOutReport, StoreError> {
+        let store = self.store.clone();
+        let batch = self.batch;
+        let work = async move {
+            let mut tx = store.begin().await?;
+            let report = fanout::fan_out_pending(&mut tx, batch, Utc::now()).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(report)
+        };
+        let report =
+            tokio::spawn(work.instrument(tracing::info_span!("waybill.relay_fan_out"))).await??;
+        if report.deliveries > 0 {
+            metrics::counter!("waybill_deliveries_created_total").increment(report.deliveries);
+            self.deliveries_created.notify_one();
+        }
+        Ok(report)
+    }
+
+    /// The message of one outbox row on `waybill.events`.
+    fn message(&self, row: &OutboxEntry, traceparent: Option<&str>) -> OutboundMessage {
+        let routing_key = Topology::event_routing_key(&row.carrier, row.new_status);
+        let event_type = row
+            .payload
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("unknown");
+        OutboundMessage::new(self.exchange.clone(), routing_key, row.body())
+            .with_message_id(row.message_id())
+            .with_header(EVENT_TYPE_HEADER, event_type)
+            .with_header(TENANT_HEADER, row.tenant.as_str())
+            .with_optional_header(trace::TRACEPARENT, traceparent)
+    }
+}
+
+/// Runs the publish loop until `shutdown`: a full round is followed at once, an idle one waits
+/// `interval`, a failing one backs off up to 5 s.
+pub(crate) async fn run_publish(relay: Relay, interval: Duration, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(interval);
+    while !shutdown.is_cancelled() {
+        let started = Instant::now();
+        let wait = match relay.publish_once().await {
+            Ok(round) if round.failed > 0 => {
+                tracing::warn!(
+                    published = round.published,
+                    failed = round.failed,
+                    error = round.first_error.as_deref().unwrap_or_default(),
+                    "outbox rows could not be published; they stay in the outbox"
+                );
+                backoff.failed()
+            }
+            Ok(round) if round.claimed >= relay.batch as usize => backoff.busy(),
+            Ok(_) => backoff.idle(),
+            Err(error) => {
+                tracing::warn!(error = %error, "the outbox relay could not read the outbox");
+                backoff.failed()
+            }
+        };
+        metrics::histogram!("waybill_outbox_relay_round_seconds")
+            .record(started.elapsed().as_secs_f64());
+        sleep_or_stop(wait, &shutdown).await;
+    }
+}
+
+/// Runs the fan-out loop until `shutdown` (waits as in [`run_publish`]).
+pub(crate) async fn run_fan_out(relay: Relay, interval: Duration, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(interval);
+    while !shutdown.is_cancelled() {
+        let wait = match relay.fan_out_once().await {
+            Ok(report) if report.rows >= u64::from(relay.batch) => backoff.busy(),
+            Ok(_) => backoff.idle(),
+            Err(error) => {
+                tracing::warn!(error = %error, "the fan-out could not create deliveries");
+                backoff.failed()
+            }
+        };
+        sleep_or_stop(wait, &shutdown).await;
+    }
+}
+
+async fn sleep_or_stop(wait: Duration, shutdown: &CancellationToken) {
+    if wait.is_zero() {
+        tokio::task::yield_now().await;
+        return;
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(wait) => {}
+    }
+}
+
+/// The wait between rounds: none after a full round, the interval after an idle one, doubling
+/// up to 5 s after failures.
+struct Backoff {
+    interval: Duration,
+    failing: Duration,
+}
+
+impl Backoff {
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new(interval: Duration) -> Backoff {
+        Backoff {
+            interval,
+            failing: interval,
+        }
+    }
+
+    fn busy(&mut self) -> Duration {
+        self.failing = self.interval;
+        Duration::ZERO
+    }
+
+    fn idle(&mut self) -> Duration {
+        self.failing = self.interval;
+        self.interval
+    }
+
+    fn failed(&mut self) -> Duration {
+        let wait = self.failing;
+        self.failing = (self.failing * 2).clamp(self.interval, Self::MAX);
+        wait
+    }
+}
