@@ -4,5 +4,7 @@
 
 pub mod bench;
 pub mod deadletters;
+pub mod deliveries;
 pub mod keys;
 pub mod loadgen;
+pub mod subscriptions;

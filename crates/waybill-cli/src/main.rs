@@ -3,7 +3,7 @@
 mod shipments;
 
 use clap::{Parser, Subcommand};
-use waybill_cli::{bench, deadletters, keys, loadgen};
+use waybill_cli::{bench, deadletters, deliveries, keys, loadgen, subscriptions};
 use waybill_config::Settings;
 
 /// Waybill's admin command line.
@@ -41,6 +41,12 @@ enum Command {
     /// Create, list and revoke API keys for the platform endpoints (the secret is shown once).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Manage HTTP subscriptions to processed changes (signed webhooks).
+    #[command(subcommand)]
+    Subscriptions(subscriptions::SubscriptionsCommand),
+    /// Inspect and replay dead webhook deliveries (same webhook-id, same bytes).
+    #[command(subcommand)]
+    Deliveries(deliveries::DeliveriesCommand),
 }
 
 #[tokio::main]
@@ -84,6 +90,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args, &settings).await?,
         Command::Deadletters(command) => deadletters::run(command, &settings).await?,
         Command::Keys(command) => keys::run(command, &settings).await?,
+        Command::Subscriptions(command) => subscriptions::run(command, &settings).await?,
+        Command::Deliveries(command) => deliveries::run(command, &settings).await?,
         Command::Loadgen(args) => {
             let ledger = loadgen::run(&args, &settings).await?;
             if args.json {

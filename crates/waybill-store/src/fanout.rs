@@ -32,8 +32,8 @@ use crate::queries::{parse_event_id, parse_status};
 
 pub use deliveries::{
     ClaimedDelivery, DeadFilter, DeliveryRecord, DeliveryStatus, FailureRecorded,
-    claim_due_deliveries, count_deliveries, list_dead, list_deliveries, record_delivered,
-    record_failure, record_gone, replay_all_dead, replay_dead,
+    claim_due_deliveries, count_deliveries, get_delivery, list_dead, list_deliveries,
+    record_delivered, record_failure, record_gone, replay_all_dead, replay_dead,
 };
 pub use subscriptions::{
     DisabledReason, NewSubscription, SecretText, Subscription, count_disabled_subscriptions,

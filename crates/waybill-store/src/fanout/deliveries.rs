@@ -382,6 +382,19 @@ pub async fn list_deliveries(
     rows.iter().map(record_from).collect()
 }
 
+/// One delivery.
+#[tracing::instrument(skip_all, fields(delivery.id = id))]
+pub async fn get_delivery(
+    conn: &mut PgConnection,
+    id: i64,
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    let row = sqlx::query(&format!("select {COLUMNS} from deliveries where id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(record_from).transpose()
+}
+
 /// Sends dead deliveries back to pending, due at `now`, with a fresh retry schedule; the same
 /// `webhook-id` and bytes. Ids that are not dead are left alone. Returns the ids replayed.
 #[tracing::instrument(skip_all, fields(deliveries = ids.len()))]
