@@ -676,6 +676,11 @@ fn signed_probe(stack: &Stack) -> anyhow::Result<(Vec<u8>, Signature)> {
 }
 
 async fn post_probe(stack: &Stack) -> anyhow::Result<reqwest::Response> {
+    Ok(probe_request(stack)?.send().await?)
+}
+
+/// A signed probe, ready to send (building a client and signing are not part of any timing).
+fn probe_request(stack: &Stack) -> anyhow::Result<reqwest::RequestBuilder> {
     let (body, signature) = signed_probe(stack)?;
     let mut request = http()
         .post(format!(
@@ -688,7 +693,7 @@ async fn post_probe(stack: &Stack) -> anyhow::Result<reqwest::Response> {
     if let Some((name, value)) = signature {
         request = request.header(name, value);
     }
-    Ok(request.send().await?)
+    Ok(request)
 }
 
 /// Whether the ingress accepts a webhook right now.
@@ -707,8 +712,9 @@ async fn accepted_now(stack: &Stack) -> bool {
 async fn unavailable_answer(stack: &Stack) -> Result<Duration, String> {
     let bound =
         Duration::from_millis(stack.settings.ingress.publish_timeout_ms) + Duration::from_secs(1);
+    let request = probe_request(stack).map_err(|error| format!("no request: {error:#}"))?;
     let started = Instant::now();
-    match post_probe(stack).await {
+    match request.send().await {
         Ok(response) => {
             let took = started.elapsed();
             let status = response.status().as_u16();
