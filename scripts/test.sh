@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 ensure_services
 
+# Every crate of the lock file, for every target platform: the purity test reads the whole
+# dependency tree offline.
+cargo fetch --locked
+
 export WAYBILL_TEST_DATABASE_URL="${WAYBILL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export WAYBILL_TEST_AMQP_URL="${WAYBILL_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 

@@ -26,7 +26,7 @@ fn no_io_crates_in_the_dependency_tree() {
         .expect("cargo tree runs");
     assert!(
         output.status.success(),
-        "cargo tree failed: {}",
+        "cargo tree failed (run `cargo fetch` first: it reads every platform's crates offline): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let tree = String::from_utf8_lossy(&output.stdout);
