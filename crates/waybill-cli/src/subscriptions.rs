@@ -60,7 +60,7 @@ pub enum SubscriptionsCommand {
         id: i64,
     },
     /// Deliver to a subscription again (also after it was disabled for 410 or failures); its
-    /// pending deliveries are sent at once.
+    /// pending deliveries are due at once.
     Enable {
         /// The subscription's id.
         id: i64,
@@ -286,7 +286,7 @@ pub async fn disable(settings: &Settings, id: i64) -> anyhow::Result<Subscriptio
 /// Enables a subscription and forgets its failures.
 pub async fn enable(settings: &Settings, id: i64) -> anyhow::Result<Subscription> {
     with_store(settings, |mut connection| async move {
-        fanout::enable_subscription(&mut connection, id).await
+        fanout::enable_subscription(&mut connection, id, Utc::now()).await
     })
     .await?
     .with_context(|| format!("no subscription {id} exists"))

@@ -137,7 +137,7 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64,
 }
 
 /// Fans out the oldest `limit` outbox rows not yet fanned out, in the caller's transaction:
-/// claims them `for update skip locked`, creates one pending delivery (due at `now`) for every
+/// claims them `for update skip locked`, creates one pending delivery (its first attempt due at `due_at`) for every
 /// enabled subscription of the row's tenant whose filters match and that existed when the
 /// change was written, and marks the rows fanned out. Running it twice for a row creates
 /// nothing new.
@@ -145,7 +145,7 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64,
 pub async fn fan_out_pending(
     conn: &mut PgConnection,
     limit: u32,
-    now: DateTime<Utc>,
+    due_at: DateTime<Utc>,
 ) -> Result<FanOutReport, StoreError> {
     // Which rows some subscription wants, so that bodies cross the network only for those.
     let rows = sqlx::query(&format!(
@@ -207,7 +207,7 @@ pub async fn fan_out_pending(
     .bind(created)
     .bind(ids)
     .bind(bodies)
-    .bind(now)
+    .bind(due_at)
     .bind(claimed)
     .fetch_one(conn)
     .await?;

@@ -417,14 +417,24 @@ async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
         1
     );
 
-    // Enabling forgets the failures; removing takes the deliveries along.
-    let enabled = fanout::enable_subscription(&mut conn, sub)
+    // Enabling forgets the failures and makes the pending deliveries due at once; removing
+    // takes the deliveries along.
+    let enabled_at = t2 - chrono::Duration::minutes(1);
+    let enabled = fanout::enable_subscription(&mut conn, sub, enabled_at)
         .await
         .unwrap()
         .unwrap();
     assert!(
         enabled.enabled && enabled.disabled_reason.is_none() && enabled.failing_since.is_none()
     );
+    let pending: Vec<_> = fanout::list_deliveries(&mut conn, sub)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .collect();
+    assert_eq!(pending.len(), 2);
+    assert!(pending.iter().all(|d| d.next_attempt_at == Some(enabled_at)));
     assert_eq!(
         fanout::delete_subscription(&mut conn, sub).await.unwrap(),
         Some(3)

@@ -205,21 +205,27 @@ pub async fn disable_subscription(
     get_subscription(conn, id).await
 }
 
-/// Enables a subscription and forgets its failures: its pending deliveries are attempted again
-/// at once. `None` if there is no such subscription.
+/// Enables a subscription and forgets its failures; its pending deliveries are due at `now`
+/// (rather than at the later times of their schedules: whoever enables it has usually just
+/// fixed the receiver). `None` if there is no such subscription.
 #[tracing::instrument(skip_all, fields(subscription.id = id))]
 pub async fn enable_subscription(
     conn: &mut PgConnection,
     id: i64,
+    now: DateTime<Utc>,
 ) -> Result<Option<Subscription>, StoreError> {
     let row = sqlx::query(&format!(
-        "update subscriptions
+        "with pending as (
+             update deliveries set next_attempt_at = least(next_attempt_at, $2)
+             where subscription_id = $1 and status = 'pending')
+         update subscriptions
          set enabled = true, disabled_reason = null, disabled_at = null, failing_since = null,
              updated_at = now()
          where id = $1
          returning {COLUMNS}"
     ))
     .bind(id)
+    .bind(now)
     .fetch_optional(conn)
     .await?;
     row.as_ref().map(subscription_from).transpose()

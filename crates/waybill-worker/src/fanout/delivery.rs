@@ -202,7 +202,7 @@ impl Dispatcher {
 
     /// Dispatches until `shutdown`, then lets the requests in flight finish (each is bounded by
     /// the request timeout; the worker's grace period bounds the wait).
-    pub(crate) async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let inner = Arc::clone(&self.inner);
         let mut failing = inner.interval;
         let mut gauge_refreshed: Option<Instant> = None;

@@ -51,7 +51,7 @@ pub(crate) fn spawn(worker: &Worker, tracker: &TaskTracker, shutdown: Cancellati
             inner.store.clone(),
             inner.publisher.clone(),
             &inner.topology,
-            settings.relay_batch,
+            settings,
             Arc::clone(&wake),
         );
         let interval = Duration::from_millis(settings.relay_interval_ms);

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use waybill_bus::{OutboundMessage, Publisher, Topology};
+use waybill_config::FanoutSettings;
 use waybill_store::fanout::{self, FanOutReport, OutboxEntry};
 use waybill_store::{Store, StoreError};
 use waybill_telemetry::trace;
@@ -53,6 +54,8 @@ pub struct Relay {
     publisher: Publisher,
     exchange: String,
     batch: u32,
+    /// The wait before a delivery's first attempt (the schedule's first entry).
+    first_attempt_delay: chrono::Duration,
     /// Woken after a fan-out created deliveries, so this process's dispatcher sends them at once.
     deliveries_created: Arc<Notify>,
 }
@@ -64,7 +67,7 @@ impl Relay {
             worker.inner.store.clone(),
             worker.inner.publisher.clone(),
             &worker.inner.topology,
-            worker.inner.settings.fanout.relay_batch,
+            &worker.inner.settings.fanout,
             Arc::new(Notify::new()),
         )
     }
@@ -73,14 +76,17 @@ impl Relay {
         store: Store,
         publisher: Publisher,
         topology: &Topology,
-        batch: u32,
+        settings: &FanoutSettings,
         deliveries_created: Arc<Notify>,
     ) -> Relay {
+        let first_attempt_delay = settings.schedule().first().copied().unwrap_or_default();
         Relay {
             store,
             publisher,
             exchange: topology.events_exchange(),
-            batch: batch.max(1),
+            batch: settings.relay_batch.max(1),
+            first_attempt_delay: chrono::Duration::from_std(first_attempt_delay)
+                .unwrap_or_default(),
             deliveries_created,
         }
     }
@@ -141,9 +147,10 @@ impl Relay {
     pub async fn fan_out_once(&self) -> Result<FanOutReport, StoreError> {
         let store = self.store.clone();
         let batch = self.batch;
+        let due_at = Utc::now() + self.first_attempt_delay;
         let work = async move {
             let mut tx = store.begin().await?;
-            let report = fanout::fan_out_pending(&mut tx, batch, Utc::now()).await?;
+            let report = fanout::fan_out_pending(&mut tx, batch, due_at).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(report)
         };
