@@ -26,7 +26,7 @@ pub(super) struct ShipmentMerge<'a> {
     /// Whether to refresh `last_webhook_at`.
     pub webhook_seen: bool,
     /// The events this batch stored for the shipment (the others were there already).
-    pub new_events: Vec<&'a PlannedEvent>,
+    pub new_events: Vec<&'a PlannedEvent<'a>>,
 }
 
 impl ShipmentMerge<'_> {
@@ -46,13 +46,13 @@ impl ShipmentMerge<'_> {
 pub(super) async fn merge_shipments<'a>(
     conn: &mut PgConnection,
     locked: &[LockedShipment],
-    events_of: &[Vec<&'a PlannedEvent>],
+    events_of: &[Vec<&'a PlannedEvent<'a>>],
     webhook_touch: &[bool],
     inserted: &Inserted,
     report: &mut BatchReport,
 ) -> Result<Vec<ShipmentMerge<'a>>, StoreError> {
     // The new events of each locked shipment.
-    let new_events_of: Vec<Vec<&'a PlannedEvent>> = locked
+    let new_events_of: Vec<Vec<&'a PlannedEvent<'a>>> = locked
         .iter()
         .zip(events_of)
         .map(|(row, events)| match inserted.get(&row.id) {

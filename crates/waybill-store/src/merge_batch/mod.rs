@@ -181,7 +181,7 @@ struct LockOutcome {
 /// create and pulls in the events parked for those.
 async fn lock_or_create(
     conn: &mut PgConnection,
-    plan: &Plan,
+    plan: &Plan<'_>,
     report: &mut BatchReport,
 ) -> Result<LockOutcome, StoreError> {
     let registered = sql::register_shipments(conn, plan).await?;
@@ -214,7 +214,7 @@ async fn lock_or_create(
 /// registration (anything else created them in step 2 or 4): parks those events.
 async fn park_unmatched(
     conn: &mut PgConnection,
-    plan: &Plan,
+    plan: &Plan<'_>,
     locked_of_plan: &[Option<usize>],
     report: &mut BatchReport,
 ) -> Result<(), StoreError> {

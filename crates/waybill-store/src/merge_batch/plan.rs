@@ -1,23 +1,24 @@
 //! The pure half of a batch: grouping its events and registrations by shipment, in key order,
 //! with in-batch duplicates removed. No IO here, so the grouping rules are unit-tested directly.
 
-use std::collections::{BTreeMap, HashSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use waybill_core::{EventId, Origin, SourceId, TrackingEvent};
+use waybill_core::{CarrierCode, Origin, SourceId, TenantId, TrackingEvent, TrackingNumber};
 
-use crate::batch::{InboundBatch, ShipmentKey};
+use crate::batch::{InboundBatch, InboundItem, Registration, ShipmentKey};
 
 /// Namespace of the transaction-level advisory locks that serialise batches per shipment key:
 /// the first argument of the two-`int4` form of `pg_advisory_xact_lock`, which lives in a
 /// different lock space from the one-`bigint` form sqlx's migrator uses. ASCII `WBL1`.
 pub(super) const LOCK_NAMESPACE: i32 = 0x5742_4C31;
 
-/// The batch grouped by shipment.
+/// The batch grouped by shipment. Borrows the batch's events where it can (`'a`).
 #[derive(Debug, Default)]
-pub(super) struct Plan {
+pub(super) struct Plan<'a> {
     /// Every shipment the batch touches, in key order (the order rows are locked in).
-    pub shipments: Vec<PlannedShipment>,
+    pub shipments: Vec<PlannedShipment<'a>>,
     /// Input events dropped because the same shipment already had an event with the same id
     /// earlier in the batch.
     pub duplicates_in_batch: u64,
@@ -25,12 +26,12 @@ pub(super) struct Plan {
 
 /// One shipment's share of the batch.
 #[derive(Debug)]
-pub(super) struct PlannedShipment {
+pub(super) struct PlannedShipment<'a> {
     pub key: ShipmentKey,
     /// The batch's registrations of this shipment, folded into one.
     pub registration: Option<PlannedRegistration>,
     /// Its events, unique by id, in arrival order.
-    pub events: Vec<PlannedEvent>,
+    pub events: Vec<PlannedEvent<'a>>,
     /// Whether the shipment must exist after the batch: it is registered, or some event came
     /// from a source that does not require registration.
     pub creates: bool,
@@ -49,25 +50,46 @@ pub(super) struct PlannedRegistration {
     pub source: Option<SourceId>,
 }
 
-/// An event with the delivery facts the store keeps beside it.
+/// An event with the delivery facts the store keeps beside it: borrowed from the batch unless
+/// it had to be changed ([`normalise`]) or came from the database (parked events).
 #[derive(Debug, Clone)]
-pub(super) struct PlannedEvent {
-    pub event: TrackingEvent,
-    pub source: SourceId,
+pub(super) struct PlannedEvent<'a> {
+    pub event: Cow<'a, TrackingEvent>,
+    pub source: Cow<'a, SourceId>,
     pub received_at: DateTime<Utc>,
 }
 
-impl Plan {
+impl<'a> Plan<'a> {
     /// Groups a batch by shipment.
-    pub fn new(batch: &InboundBatch) -> Plan {
-        let mut by_key: BTreeMap<ShipmentKey, PlannedShipment> = BTreeMap::new();
-        let mut seen: HashSet<(ShipmentKey, EventId)> = HashSet::new();
+    pub fn new(batch: &'a InboundBatch) -> Plan<'a> {
+        // Keyed by borrowed parts: the same order as `ShipmentKey`'s (derived, field by field,
+        // over the strings), without cloning a key per event.
+        let mut grouping = Grouping::default();
         let mut duplicates_in_batch = 0;
+        let registrations: Vec<(usize, &Registration)> = batch
+            .registrations
+            .iter()
+            .map(|r| {
+                let index = grouping.index(&r.tenant, &r.carrier, &r.tracking_number);
+                (index, r)
+            })
+            .collect();
+        let events: Vec<(usize, &InboundItem, &TrackingEvent)> = batch
+            .items
+            .iter()
+            .flat_map(|item| item.events.iter().map(move |event| (item, event)))
+            .map(|(item, event)| {
+                let index = grouping.index(&item.tenant, &event.carrier, &event.tracking_number);
+                (index, item, event)
+            })
+            .collect();
+        let Grouping {
+            index_of,
+            mut shipments,
+        } = grouping;
 
-        for registration in &batch.registrations {
-            let shipment = by_key
-                .entry(registration.key())
-                .or_insert_with_key(|key| PlannedShipment::new(key.clone()));
+        for (index, registration) in registrations {
+            let shipment = &mut shipments[index];
             shipment.creates = true;
             let folded = shipment
                 .registration
@@ -94,37 +116,33 @@ impl Plan {
             }
         }
 
-        for item in &batch.items {
-            for event in &item.events {
-                let key = ShipmentKey {
-                    tenant: item.tenant.clone(),
-                    carrier: event.carrier.clone(),
-                    tracking_number: event.tracking_number.clone(),
-                };
-                let shipment = by_key
-                    .entry(key.clone())
-                    .or_insert_with_key(|key| PlannedShipment::new(key.clone()));
-                shipment.webhook_seen |= event.origin == Origin::Webhook;
-                if !item.require_registration {
-                    shipment.creates = true;
-                }
-                if shipment.source.is_none() {
-                    shipment.source = Some(item.source.clone());
-                }
-                if !seen.insert((key, event.id.clone())) {
-                    duplicates_in_batch += 1;
-                    continue;
-                }
-                shipment.events.push(PlannedEvent {
-                    event: normalise(event),
-                    source: item.source.clone(),
-                    received_at: item.received_at,
-                });
+        for (index, item, event) in events {
+            let shipment = &mut shipments[index];
+            shipment.webhook_seen |= event.origin == Origin::Webhook;
+            if !item.require_registration {
+                shipment.creates = true;
             }
+            if shipment.source.is_none() {
+                shipment.source = Some(item.source.clone());
+            }
+            // A shipment has few events in a batch: a scan beats hashing every id.
+            if shipment.events.iter().any(|e| e.event.id == event.id) {
+                duplicates_in_batch += 1;
+                continue;
+            }
+            shipment.events.push(PlannedEvent {
+                event: normalise(event),
+                source: Cow::Borrowed(&item.source),
+                received_at: item.received_at,
+            });
         }
 
+        let mut slots: Vec<Option<PlannedShipment<'a>>> = shipments.into_iter().map(Some).collect();
         Plan {
-            shipments: by_key.into_values().collect(),
+            shipments: index_of
+                .into_values()
+                .filter_map(|index| slots[index].take())
+                .collect(),
             duplicates_in_batch,
         }
     }
@@ -139,8 +157,38 @@ impl Plan {
     }
 }
 
-impl PlannedShipment {
-    fn new(key: ShipmentKey) -> PlannedShipment {
+/// The batch's shipments in order of first mention, and their positions by key.
+#[derive(Default)]
+struct Grouping<'a> {
+    index_of: BTreeMap<(&'a str, &'a str, &'a str), usize>,
+    shipments: Vec<PlannedShipment<'a>>,
+}
+
+impl<'a> Grouping<'a> {
+    /// The position of a shipment, added (its key cloned once) when first mentioned.
+    fn index(
+        &mut self,
+        tenant: &'a TenantId,
+        carrier: &'a CarrierCode,
+        tracking_number: &'a TrackingNumber,
+    ) -> usize {
+        let shipments = &mut self.shipments;
+        *self
+            .index_of
+            .entry((tenant.as_str(), carrier.as_str(), tracking_number.as_str()))
+            .or_insert_with(|| {
+                shipments.push(PlannedShipment::new(ShipmentKey {
+                    tenant: tenant.clone(),
+                    carrier: carrier.clone(),
+                    tracking_number: tracking_number.clone(),
+                }));
+                shipments.len() - 1
+            })
+    }
+}
+
+impl PlannedShipment<'_> {
+    fn new<'a>(key: ShipmentKey) -> PlannedShipment<'a> {
         PlannedShipment {
             key,
             registration: None,
@@ -155,11 +203,15 @@ impl PlannedShipment {
 /// Makes an event exactly representable in Postgres: `timestamptz` keeps microseconds, so
 /// sub-microsecond digits are dropped before the merge compares times. Otherwise two events a
 /// few nanoseconds apart would compare one way in memory and tie once stored. (The event id
-/// only uses whole seconds, so it is unchanged.)
-fn normalise(event: &TrackingEvent) -> TrackingEvent {
+/// only uses whole seconds, so it is unchanged.) Borrowed as is when already exact.
+fn normalise(event: &TrackingEvent) -> Cow<'_, TrackingEvent> {
+    let exact = event.occurred_at.trunc_subsecs(6);
+    if exact == event.occurred_at {
+        return Cow::Borrowed(event);
+    }
     let mut event = event.clone();
-    event.occurred_at = event.occurred_at.trunc_subsecs(6);
-    event
+    event.occurred_at = exact;
+    Cow::Owned(event)
 }
 
 /// A stable 32-bit hash (FNV-1a) of a shipment key. Stable across processes, builds and Rust
@@ -273,10 +325,11 @@ mod tests {
 
     #[test]
     fn times_are_truncated_to_microseconds() {
-        let plan = Plan::new(&InboundBatch {
+        let batch = InboundBatch {
             items: vec![item(false, vec![event("A1", 10, 123_456_789)])],
             registrations: vec![],
-        });
+        };
+        let plan = Plan::new(&batch);
         assert_eq!(
             plan.shipments[0].events[0]
                 .event
@@ -284,6 +337,19 @@ mod tests {
                 .timestamp_subsec_nanos(),
             123_456_000
         );
+    }
+
+    #[test]
+    fn exact_events_are_borrowed_not_copied() {
+        let batch = InboundBatch {
+            items: vec![item(false, vec![event("A1", 10, 123_456_000)])],
+            registrations: vec![],
+        };
+        let plan = Plan::new(&batch);
+        assert!(matches!(
+            plan.shipments[0].events[0].event,
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

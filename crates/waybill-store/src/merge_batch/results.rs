@@ -12,7 +12,9 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use waybill_core::TrackingEvent;
 
 use super::fold::ShipmentMerge;
 use super::plan::Plan;
@@ -27,7 +29,7 @@ use crate::outbox::{
 /// changed, recording them in the report.
 pub(super) async fn write_results(
     conn: &mut PgConnection,
-    plan: &Plan,
+    plan: &Plan<'_>,
     locked: &[LockedShipment],
     merges: &[ShipmentMerge<'_>],
     report: &mut BatchReport,
@@ -151,20 +153,35 @@ fn in_memory(
             .clone(),
     };
     // The newest of (newest stored) ∪ (new): what `tracking_events` now holds, newest first.
-    let mut candidates: Vec<(waybill_core::EventKey, &HistoryEntryV1)> = Vec::new();
-    let new_entries: Vec<HistoryEntryV1> = merge
-        .new_events
-        .iter()
-        .map(|e| HistoryEntryV1::of(&e.event))
-        .collect();
-    for entry in stored.recent.iter().chain(&new_entries) {
-        candidates.push((entry.key(), entry));
+    // Sorted by borrowed merge keys; only the entries kept are built.
+    enum Entry<'e> {
+        Stored(&'e HistoryEntryV1),
+        New(&'e TrackingEvent),
+    }
+    type MergeOrder<'k> = (DateTime<Utc>, u8, &'k str);
+    let mut candidates: Vec<(MergeOrder, Entry)> =
+        Vec::with_capacity(stored.recent.len() + merge.new_events.len());
+    for entry in &stored.recent {
+        let key = (
+            entry.occurred_at,
+            entry.status.rank(),
+            entry.event_id.as_str(),
+        );
+        candidates.push((key, Entry::Stored(entry)));
+    }
+    for planned in &merge.new_events {
+        let event: &TrackingEvent = &planned.event;
+        let key = (event.occurred_at, event.status.rank(), event.id.as_str());
+        candidates.push((key, Entry::New(event)));
     }
     candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
     let recent = candidates
         .into_iter()
         .take(RECENT_HISTORY_LEN)
-        .map(|(_, entry)| entry.clone())
+        .map(|(_, entry)| match entry {
+            Entry::Stored(entry) => entry.clone(),
+            Entry::New(event) => HistoryEntryV1::of(event),
+        })
         .collect();
     Some((current, recent))
 }

@@ -2,6 +2,7 @@
 //! parallel arrays and `unnest`s them, so a batch costs the same handful of round trips whether
 //! it holds one event or five hundred.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
@@ -35,7 +36,7 @@ pub(super) async fn lock_keys(conn: &mut PgConnection, lock_ids: &[i32]) -> Resu
 /// with whether it was inserted.
 pub(super) async fn register_shipments(
     conn: &mut PgConnection,
-    plan: &Plan,
+    plan: &Plan<'_>,
 ) -> Result<HashMap<i64, bool>, StoreError> {
     let mut tenants = Vec::new();
     let mut carriers = Vec::new();
@@ -152,7 +153,7 @@ const RECENT_COLUMNS: [&str; 9] = [
 /// nor created here but reported in `conflicted`, exactly as the separate statements did.
 pub(super) async fn lock_load_create(
     conn: &mut PgConnection,
-    plan: &Plan,
+    plan: &Plan<'_>,
     min_at: &[Option<DateTime<Utc>>],
 ) -> Result<LockLoad, StoreError> {
     static STATEMENT: LazyLock<String> = LazyLock::new(|| {
@@ -444,9 +445,11 @@ fn pulled_from_row(row: &PgRow, plan_index: usize) -> Result<PulledEvent, StoreE
     Ok(PulledEvent {
         plan_index,
         event: PlannedEvent {
-            event,
-            source: waybill_core::SourceId::parse(&source)
-                .map_err(|e| StoreError::corrupt("unmatched_events.source", e))?,
+            event: Cow::Owned(event),
+            source: Cow::Owned(
+                waybill_core::SourceId::parse(&source)
+                    .map_err(|e| StoreError::corrupt("unmatched_events.source", e))?,
+            ),
             received_at: row.try_get("received_at")?,
         },
     })
@@ -505,7 +508,7 @@ impl LockedShipment {
 /// there is no upgrade, and inserts of rows referencing the shipment are not blocked. Shipments of the batch that do not exist are simply absent.
 pub(super) async fn lock_shipments(
     conn: &mut PgConnection,
-    plan: &Plan,
+    plan: &Plan<'_>,
     plan_indexes: &[usize],
 ) -> Result<Vec<LockedShipment>, StoreError> {
     let keys = plan_indexes.iter().map(|&index| &plan.shipments[index].key);
@@ -538,7 +541,7 @@ pub(super) async fn lock_shipments(
 /// Parks events of shipments nobody registered. Idempotent: a parked event parks once.
 pub(super) async fn park_events(
     conn: &mut PgConnection,
-    tenant_and_events: &[(&str, &PlannedEvent)],
+    tenant_and_events: &[(&str, &PlannedEvent<'_>)],
 ) -> Result<(), StoreError> {
     let mut tenants = Vec::new();
     let mut carriers = Vec::new();
@@ -578,13 +581,13 @@ pub(super) async fn park_events(
 /// A parked event taken out of `unmatched_events`, with its plan index.
 pub(super) struct PulledEvent {
     pub plan_index: usize,
-    pub event: PlannedEvent,
+    pub event: PlannedEvent<'static>,
 }
 
 /// Deletes and returns the parked events of the given plan shipments.
 pub(super) async fn pull_parked(
     conn: &mut PgConnection,
-    plan: &Plan,
+    plan: &Plan<'_>,
     plan_indexes: &[usize],
 ) -> Result<Vec<PulledEvent>, StoreError> {
     let keys = plan_indexes.iter().map(|&i| &plan.shipments[i].key);
@@ -617,7 +620,7 @@ pub(super) type Inserted = HashMap<i64, HashSet<String>>;
 /// Inserts events; returns the ids of those that were new, by shipment.
 pub(super) async fn insert_events(
     conn: &mut PgConnection,
-    events: &[(i64, &str, &PlannedEvent)],
+    events: &[(i64, &str, &PlannedEvent<'_>)],
 ) -> Result<Inserted, StoreError> {
     let mut shipment_ids = Vec::with_capacity(events.len());
     let mut event_ids = Vec::with_capacity(events.len());
