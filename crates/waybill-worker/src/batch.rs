@@ -1,5 +1,7 @@
 //! Turning decoded envelopes into one store batch and applying it in one transaction.
 
+use std::sync::Arc;
+
 use waybill_bus::envelope::InboundEnvelope;
 use waybill_store::{BatchReport, InboundBatch, InboundItem, Registration, Store, StoreError};
 
@@ -30,7 +32,12 @@ impl Batcher {
 
     /// Applies the envelopes in one transaction.
     pub async fn apply(&self, envelopes: &[InboundEnvelope]) -> BatchOutcome {
-        let batch = to_store_batch(envelopes);
+        self.apply_shared(Arc::new(to_store_batch(envelopes))).await
+    }
+
+    /// Applies a batch already in the store's shape in one transaction. Shared, so that a retry
+    /// does not convert the envelopes again.
+    pub async fn apply_shared(&self, batch: Arc<InboundBatch>) -> BatchOutcome {
         let store = self.store.clone();
         let task = tokio::spawn(async move {
             let mut tx = store.begin().await?;
@@ -51,7 +58,9 @@ impl Batcher {
 }
 
 /// Converts envelopes into the store's batch shape.
-pub fn to_store_batch(envelopes: &[InboundEnvelope]) -> InboundBatch {
+pub fn to_store_batch<'a>(
+    envelopes: impl IntoIterator<Item = &'a InboundEnvelope>,
+) -> InboundBatch {
     let mut batch = InboundBatch::default();
     for envelope in envelopes {
         match envelope {

@@ -89,10 +89,7 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
-        let consumers = self.inner.settings.worker.consumers.max(1);
-        for index in 0..consumers {
-            tracker.spawn(consume::run_consumer(self.clone(), index, shutdown.clone()));
-        }
+        consume::spawn(&self, &shutdown, &tracker);
         tracker.spawn(auth::publish_key_sets(self.clone(), shutdown.clone()));
         poll::spawn(&self, &tracker, shutdown.clone());
         fanout::spawn(&self, &tracker, shutdown.clone());
