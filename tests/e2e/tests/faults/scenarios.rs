@@ -8,6 +8,7 @@ use chrono::Utc;
 use waybill_cli::loadgen::{self, Ledger, LoadgenArgs};
 
 use crate::blackhole::Blackhole;
+use crate::downstream::{self, Downstream, DownstreamLedger};
 use crate::effects::{self, Effects};
 use crate::services::Services;
 use crate::stack::{SECRETS, Stack, is_ready};
@@ -72,10 +73,12 @@ pub enum Fault {
     WorkerKillBoth,
     /// SIGKILL the ingress, restart it on the same port.
     IngressKill,
+    /// One of two HTTP subscribers answers 500s, then hangs, then recovers.
+    DownstreamReceiver,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::BrokerRestart,
         Fault::BrokerConnectionsClosed,
         Fault::BrokerMemoryAlarm,
@@ -86,6 +89,7 @@ impl Fault {
         Fault::WorkerKillOne,
         Fault::WorkerKillBoth,
         Fault::IngressKill,
+        Fault::DownstreamReceiver,
     ];
 
     /// The short name (`WAYBILL_FAULTS_ONLY` takes a comma-separated list of these).
@@ -101,6 +105,7 @@ impl Fault {
             Fault::WorkerKillOne => "worker-kill-one-of-two",
             Fault::WorkerKillBoth => "worker-kill-both",
             Fault::IngressKill => "ingress-kill",
+            Fault::DownstreamReceiver => "downstream-receiver",
         }
     }
 
@@ -118,6 +123,8 @@ pub struct Row {
     pub fault: String,
     pub ledger: Option<Ledger>,
     pub effects: Option<Effects>,
+    /// The downstream books (the downstream fault only).
+    pub downstream: Option<DownstreamLedger>,
     pub recovery: Option<Duration>,
     /// `503`s the ingress answered (from its metrics; an ingress killed mid-run loses its own
     /// count, so the kill fault counts what it had answered before the kill).
@@ -209,7 +216,13 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
         fault: fault.name().to_owned(),
         ..Row::default()
     };
-    let mut stack = match Stack::create(fault.name(), fault.workers(), "info,lapin=error").await {
+    let extra_toml = if fault == Fault::DownstreamReceiver {
+        downstream::FANOUT_TOML
+    } else {
+        ""
+    };
+    let stack = Stack::create_with(fault.name(), fault.workers(), "info,lapin=error", extra_toml);
+    let mut stack = match stack.await {
         Ok(stack) => stack,
         Err(error) => {
             row.failures
@@ -243,6 +256,19 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     } else {
         None
     };
+    // Subscribed and bound before the workers start: every change of the run is owed to them.
+    let downstream = if fault == Fault::DownstreamReceiver {
+        match Downstream::start(&stack.settings, &stack.database_url()).await {
+            Ok(downstream) => Some(downstream),
+            Err(error) => {
+                row.failures
+                    .push(format!("cannot start the downstream receivers: {error:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     if let Err(error) = stack.start_all().await {
         row.failures
             .push(format!("cannot start the stack: {error:#}"));
@@ -255,7 +281,14 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     let args = load_args(&stack, profile);
     let (ledger, injected) = tokio::join!(
         loadgen::run(&args, &settings),
-        inject(fault, &mut stack, services, profile, blackhole.as_ref())
+        inject(
+            fault,
+            &mut stack,
+            services,
+            profile,
+            blackhole.as_ref(),
+            downstream.as_ref()
+        )
     );
     match ledger {
         Ok(ledger) => row.ledger = Some(ledger),
@@ -289,6 +322,18 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
         Err(error) => row
             .failures
             .push(format!("effects check failed: {error:#}")),
+    }
+    if let Some(downstream) = &downstream {
+        match downstream.reconcile(&stack.database_url()).await {
+            Ok(ledger) => {
+                row.notes.push(ledger.note());
+                row.failures.extend(ledger.failures());
+                row.downstream = Some(ledger);
+            }
+            Err(error) => row
+                .failures
+                .push(format!("downstream reconciliation failed: {error:#}")),
+        }
     }
     row.reconcile();
     let keep_logs = std::env::var_os("WAYBILL_FAULTS_KEEP_LOGS").is_some();
@@ -339,6 +384,7 @@ async fn inject(
     services: &Services,
     profile: &Profile,
     blackhole: Option<&Blackhole>,
+    downstream: Option<&Downstream>,
 ) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::default();
     tokio::time::sleep(profile.warmup).await;
@@ -504,6 +550,12 @@ async fn inject(
             tokio::time::sleep(profile.hold.min(Duration::from_secs(2))).await;
             let started = stack.start_ingress().await;
             outcome.record(started, "restarting the ingress");
+            Instant::now()
+        }
+        Fault::DownstreamReceiver => {
+            let downstream = downstream.ok_or_else(|| anyhow::anyhow!("no receivers"))?;
+            let failures = downstream.inject(profile.hold).await;
+            outcome.failures.extend(failures);
             Instant::now()
         }
     };
@@ -756,9 +808,13 @@ impl fmt::Display for Table<'_> {
                 _ => ("?".to_owned(), "?".to_owned()),
             };
             let lost = row.lost().map_or_else(|| "?".to_owned(), |n| n.to_string());
-            let duplicated = row
-                .effects
-                .map_or_else(|| "?".to_owned(), |e| e.duplicated().to_string());
+            let duplicated = row.effects.map_or_else(
+                || "?".to_owned(),
+                |e| {
+                    let downstream = row.downstream.map_or(0, |d| d.duplicated());
+                    (e.duplicated() as u64 + downstream).to_string()
+                },
+            );
             let recovery = row
                 .recovery
                 .map_or_else(|| "?".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
