@@ -57,6 +57,7 @@ fn batch(events: Vec<TrackingEvent>) -> InboundBatch {
             require_registration: false,
             events,
             received_at: Utc::now(),
+            traceparent: None,
         }],
         registrations: vec![],
     }

@@ -102,6 +102,7 @@ fn scan(number: usize, step: usize, run: &str) -> InboundItem {
         require_registration: false,
         events: vec![event],
         received_at: Utc::now(),
+        traceparent: None,
     }
 }
 

@@ -42,6 +42,9 @@ pub struct InboundItem {
     pub events: Vec<TrackingEvent>,
     /// When Waybill received the delivery.
     pub received_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the message that carried it, when it was traced: the outbox
+    /// row of a change it causes carries it on, to the topic publish and the HTTP deliveries.
+    pub traceparent: Option<String>,
 }
 
 /// An explicit registration of a shipment. Idempotent: registering twice changes nothing the

@@ -8,7 +8,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A query, connection or pool error from the database driver.
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
     /// Applying the embedded migrations failed.

@@ -60,6 +60,8 @@ pub struct OutboxEntry {
     pub payload: serde_json::Value,
     /// When the merge wrote it.
     pub created_at: DateTime<Utc>,
+    /// The trace context of the message that caused the change, when it was traced.
+    pub traceparent: Option<String>,
 }
 
 impl OutboxEntry {
@@ -98,7 +100,8 @@ pub struct FanOutReport {
 }
 
 const OUTBOX_COLUMNS: &str =
-    "o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version, o.payload, o.created_at";
+    "o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version, o.payload, o.created_at,
+     o.traceparent";
 
 /// The oldest `limit` outbox rows not yet published, locked `for update skip locked` in the
 /// caller's transaction (rows another relay holds are skipped). Mark the ones confirmed by the
@@ -181,15 +184,18 @@ pub async fn fan_out_pending(
     let created: Vec<DateTime<Utc>> = wanted.iter().map(|e| e.created_at).collect();
     let ids: Vec<String> = wanted.iter().map(OutboxEntry::message_id).collect();
     let bodies: Vec<Vec<u8>> = wanted.iter().map(OutboxEntry::body).collect();
+    let traceparents: Vec<Option<&str>> =
+        wanted.iter().map(|e| e.traceparent.as_deref()).collect();
     let counts = sqlx::query(&format!(
         "with i as (
              select * from unnest($1::int8[], $2::text[], $3::text[], $4::text[],
-                                  $5::timestamptz[], $6::text[], $7::bytea[])
-                 as i(outbox_id, tenant, carrier, status, created_at, webhook_id, body)),
+                                  $5::timestamptz[], $6::text[], $7::bytea[], $10::text[])
+                 as i(outbox_id, tenant, carrier, status, created_at, webhook_id, body,
+                      traceparent)),
          inserted as (
              insert into deliveries (subscription_id, outbox_id, tenant, webhook_id, body,
-                                     next_attempt_at)
-             select s.id, i.outbox_id, i.tenant, i.webhook_id, i.body, $8
+                                     next_attempt_at, traceparent)
+             select s.id, i.outbox_id, i.tenant, i.webhook_id, i.body, $8, i.traceparent
              from i join subscriptions s on {MATCHES}
              order by i.outbox_id, s.id
              on conflict (subscription_id, outbox_id) do nothing
@@ -209,6 +215,7 @@ pub async fn fan_out_pending(
     .bind(bodies)
     .bind(due_at)
     .bind(claimed)
+    .bind(traceparents)
     .fetch_one(conn)
     .await?;
     Ok(FanOutReport {
@@ -255,6 +262,7 @@ fn outbox_entry(row: &PgRow) -> Result<OutboxEntry, StoreError> {
         version: row.try_get("version")?,
         payload,
         created_at: row.try_get("created_at")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 
@@ -279,6 +287,7 @@ mod tests {
             version: 4,
             payload,
             created_at: Utc.timestamp_opt(1_780_000_000, 0).unwrap(),
+            traceparent: None,
         }
     }
 

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "api_keys",
         include_str!("../migrations/0004_api_keys.sql"),
     ),
+    (
+        5,
+        "trace_context",
+        include_str!("../migrations/0005_trace_context.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.

@@ -156,12 +156,14 @@ enum DownstreamEventRef<'a> {
 }
 
 /// One outbox row to write (with [`insert_statement`] and [`bind_rows`]).
-pub(crate) struct NewOutboxRow {
+pub(crate) struct NewOutboxRow<'a> {
     pub shipment_id: i64,
     pub body: StatusChangedV1,
+    /// The `traceparent` of the message that brought the new current event, if it was traced.
+    pub traceparent: Option<&'a str>,
 }
 
-/// The statement that inserts outbox rows from 13 parallel arrays bound from parameter
+/// The statement that inserts outbox rows from 14 parallel arrays bound from parameter
 /// `$first` on (see [`bind_rows`]), returning `id, shipment_id`. Usable on its own or as the
 /// main statement after a `with` of other work, so the merge writes shipments and outbox rows in
 /// one round trip.
@@ -180,6 +182,7 @@ pub(crate) fn insert_statement(first: usize) -> String {
         "timestamptz",
         "int8",
         "jsonb",
+        "text",
     ];
     let arrays: Vec<String> = types
         .iter()
@@ -189,17 +192,18 @@ pub(crate) fn insert_statement(first: usize) -> String {
     format!(
         "insert into outbox
              (tenant, shipment_id, event_id, carrier, tracking_number, order_number,
-              previous_status, new_status, raw_status, sub_status, occurred_at, version, payload)
+              previous_status, new_status, raw_status, sub_status, occurred_at, version, payload,
+              traceparent)
          select * from unnest({})
          returning id, shipment_id",
         arrays.join(", ")
     )
 }
 
-/// Binds the 13 arrays of [`insert_statement`] for `rows`, after the query's other parameters.
+/// Binds the 14 arrays of [`insert_statement`] for `rows`, after the query's other parameters.
 pub(crate) fn bind_rows<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    rows: &'q [NewOutboxRow],
+    rows: &'q [NewOutboxRow<'q>],
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let mut tenants = Vec::with_capacity(rows.len());
     let mut shipment_ids = Vec::with_capacity(rows.len());
@@ -214,6 +218,7 @@ pub(crate) fn bind_rows<'q>(
     let mut occurred = Vec::with_capacity(rows.len());
     let mut versions = Vec::with_capacity(rows.len());
     let mut payloads = Vec::with_capacity(rows.len());
+    let mut traceparents = Vec::with_capacity(rows.len());
     for row in rows {
         let body = &row.body;
         tenants.push(body.shipment.tenant.as_str());
@@ -229,6 +234,7 @@ pub(crate) fn bind_rows<'q>(
         occurred.push(body.occurred_at);
         versions.push(body.shipment_version);
         payloads.push(Json(DownstreamEventRef::StatusChanged(body)));
+        traceparents.push(row.traceparent);
     }
     query
         .bind(tenants)
@@ -244,6 +250,7 @@ pub(crate) fn bind_rows<'q>(
         .bind(occurred)
         .bind(versions)
         .bind(payloads)
+        .bind(traceparents)
 }
 
 #[cfg(test)]

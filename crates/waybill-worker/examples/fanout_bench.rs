@@ -166,6 +166,7 @@ async fn seed(db: &TestDatabase, tenant: &TenantId, changes: usize) -> anyhow::R
                     require_registration: false,
                     events,
                     received_at: Utc::now(),
+                    traceparent: None,
                 }],
                 registrations: vec![],
             })

@@ -70,6 +70,7 @@ pub fn to_store_batch<'a>(
                 require_registration: webhook.require_registration,
                 events: webhook.events.clone(),
                 received_at: webhook.received_at,
+                traceparent: webhook.traceparent.clone(),
             }),
             InboundEnvelope::RegisterV1(registration) => batch.registrations.push(Registration {
                 tenant: registration.tenant.clone(),

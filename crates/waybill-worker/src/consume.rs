@@ -364,22 +364,33 @@ async fn run_lane(
 /// a database outage: the broker redelivers what was not acknowledged).
 async fn process(worker: &Worker, pending: Vec<Pending>, shutdown: &CancellationToken) -> bool {
     metrics::histogram!("waybill_worker_batch_size").record(pending.len() as f64);
-    let batch = Arc::new(to_store_batch(pending.iter().map(|p| &p.envelope)));
+    let mut batch = to_store_batch(pending.iter().map(|p| &p.envelope));
     // The batch has a trace of its own that links to each message's publish span; each traced
     // message also gets a `waybill.merge` span in its own trace, ended when the batch commits.
     let batch_span = tracing::info_span!(
         "waybill.merge_batch",
         messaging.batch.message_count = pending.len()
     );
+    // A change's topic publish and HTTP deliveries continue its message's trace from the merge
+    // span: the batch's items (one per webhook envelope, in order) carry that span's context.
     let mut merge_spans = Vec::new();
+    let mut items = batch.items.iter_mut();
     for envelope in pending.iter().map(|p| &p.envelope) {
+        let item = match envelope {
+            InboundEnvelope::WebhookV1(_) => items.next(),
+            InboundEnvelope::RegisterV1(_) => None,
+        };
         if let Some(parent) = envelope.traceparent() {
             trace::add_link(&batch_span, parent);
             let span = tracing::info_span!(parent: None, "waybill.merge");
             trace::set_parent(&span, parent);
+            if let (Some(item), Some(merge)) = (item, trace::traceparent_of(&span)) {
+                item.traceparent = Some(merge);
+            }
             merge_spans.push(span);
         }
     }
+    let batch = Arc::new(batch);
     let batcher = worker.batcher();
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -73,6 +73,8 @@ pub struct ClaimedDelivery {
     pub previous_secret: Option<SecretText>,
     /// When the delivery was created (its change reached the fan-out).
     pub created_at: DateTime<Utc>,
+    /// The trace context of the message that caused the change, when it was traced.
+    pub traceparent: Option<String>,
 }
 
 /// A delivery as listed.
@@ -182,6 +184,7 @@ pub async fn claim_due_deliveries(
          from chosen c, subscriptions s
          where d.id = c.id and s.id = d.subscription_id
          returning d.id, d.subscription_id, d.attempts, d.webhook_id, d.body, d.created_at,
+                   d.traceparent,
                    s.url, s.secret,
                    case when s.previous_secret_expires_at > $3 then s.previous_secret end
                        as previous_secret",
@@ -208,6 +211,7 @@ pub async fn claim_due_deliveries(
                     .try_get::<Option<String>, _>("previous_secret")?
                     .map(SecretText::new),
                 created_at: row.try_get("created_at")?,
+                traceparent: row.try_get("traceparent")?,
             })
         })
         .collect()

@@ -57,6 +57,8 @@ pub(super) struct PlannedEvent<'a> {
     pub event: Cow<'a, TrackingEvent>,
     pub source: Cow<'a, SourceId>,
     pub received_at: DateTime<Utc>,
+    /// The `traceparent` of the message that brought it (none for parked events).
+    pub traceparent: Option<&'a str>,
 }
 
 impl<'a> Plan<'a> {
@@ -134,6 +136,7 @@ impl<'a> Plan<'a> {
                 event: normalise(event),
                 source: Cow::Borrowed(&item.source),
                 received_at: item.received_at,
+                traceparent: item.traceparent.as_deref(),
             });
         }
 
@@ -279,6 +282,7 @@ mod tests {
             require_registration,
             events,
             received_at: Utc.timestamp_opt(1_000, 0).unwrap(),
+            traceparent: None,
         }
     }
 

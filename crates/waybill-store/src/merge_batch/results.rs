@@ -65,9 +65,17 @@ pub(super) async fn write_results(
     let mut outbox_rows = Vec::with_capacity(changed.len());
     for (merge, (current, recent)) in changed.iter().zip(details) {
         let row = &locked[merge.locked_index];
-        let key = &plan.shipments[row.plan_index].key;
+        let planned = &plan.shipments[row.plan_index];
+        let key = &planned.key;
+        // The change continues the trace of the message that brought its new current event.
+        let traceparent = planned
+            .events
+            .iter()
+            .find(|e| e.event.id.as_str() == merge.current_id())
+            .and_then(|e| e.traceparent);
         outbox_rows.push(NewOutboxRow {
             shipment_id: row.id,
+            traceparent,
             body: StatusChangedV1 {
                 version: StatusChangedV1::VERSION,
                 event_id: current.event_id,

@@ -451,6 +451,7 @@ fn pulled_from_row(row: &PgRow, plan_index: usize) -> Result<PulledEvent, StoreE
                     .map_err(|e| StoreError::corrupt("unmatched_events.source", e))?,
             ),
             received_at: row.try_get("received_at")?,
+            traceparent: None,
         },
     })
 }
@@ -801,7 +802,7 @@ pub(super) struct ShipmentUpdate<'a> {
 pub(super) async fn update_shipments(
     conn: &mut PgConnection,
     updates: &[ShipmentUpdate<'_>],
-    outbox_rows: &[NewOutboxRow],
+    outbox_rows: &[NewOutboxRow<'_>],
 ) -> Result<Vec<(i64, i64)>, StoreError> {
     let mut ids = Vec::new();
     let mut changed = Vec::new();

@@ -79,6 +79,7 @@ pub fn item(require_registration: bool, events: Vec<TrackingEvent>) -> InboundIt
         require_registration,
         events,
         received_at: at(100_000),
+        traceparent: None,
     }
 }
 

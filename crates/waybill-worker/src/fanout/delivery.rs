@@ -181,6 +181,10 @@ impl Dispatcher {
                 delivery.attempt = delivery.attempt,
                 http.response.status_code = tracing::field::Empty,
             );
+            // The attempt continues the trace of the message that caused the change.
+            if let Some(parent) = &delivery.traceparent {
+                trace::set_parent(&span, parent);
+            }
             inner.tasks.spawn(
                 async move {
                     let _guard = guard;
@@ -420,7 +424,12 @@ impl Dispatcher {
             }
         };
         if recorded {
-            metrics::counter!("waybill_webhook_attempts_total", "outcome" => outcome).increment(1);
+            metrics::counter!(
+                "waybill_webhook_attempts_total",
+                "outcome" => outcome,
+                "attempt" => attempt_label(delivery.attempt)
+            )
+            .increment(1);
         } else {
             tracing::debug!("the delivery's lease ran out before its outcome; not recorded");
         }
@@ -513,3 +522,11 @@ fn describe(error: reqwest::Error, timeout: Duration) -> String {
     }
     text.chars().take(300).collect()
 }
+
+/// The `attempt` label: `1` to `9`, then `10+` (a closed set, whatever the schedule's length).
+fn attempt_label(attempt: i32) -> &'static str {
+    const LABELS: [&str; 10] = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10+"];
+    let index = usize::try_from(attempt.clamp(1, 10) - 1).unwrap_or(0);
+    LABELS[index]
+}
+

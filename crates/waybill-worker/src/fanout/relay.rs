@@ -106,12 +106,25 @@ impl Relay {
                 return Ok(PublishRound::default());
             }
             tracing::Span::current().record("messaging.batch.message_count", rows.len());
-            let traceparent = trace::current_traceparent();
+            // A change that came from a traced message is published in that message's trace
+            // (a `waybill.event_publish` span, open until the confirm); others carry the round's.
+            let round_traceparent = trace::current_traceparent();
+            let mut event_spans = Vec::new();
             let messages: Vec<OutboundMessage> = rows
                 .iter()
-                .map(|row| relay.message(row, traceparent.as_deref()))
+                .map(|row| {
+                    let own = row.traceparent.as_deref().and_then(|parent| {
+                        let span = tracing::info_span!(parent: None, "waybill.event_publish");
+                        trace::set_parent(&span, parent);
+                        let own = trace::traceparent_of(&span);
+                        event_spans.push(span);
+                        own
+                    });
+                    relay.message(row, own.as_deref().or(round_traceparent.as_deref()))
+                })
                 .collect();
             let results = relay.publisher.publish_many(messages).await;
+            drop(event_spans);
             let mut round = PublishRound {
                 claimed: rows.len(),
                 ..PublishRound::default()

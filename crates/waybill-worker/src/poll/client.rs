@@ -95,6 +95,10 @@ impl CourierClient {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
+        // The courier sees the poll's trace (when tracing is on), as our receivers see theirs.
+        if let Some(traceparent) = waybill_telemetry::trace::current_traceparent() {
+            builder = builder.header(waybill_telemetry::trace::TRACEPARENT, traceparent);
+        }
         let mut response = match builder.send().await {
             Ok(response) => response,
             Err(error) => return failure(&error),

@@ -16,6 +16,8 @@ use waybill_bus::envelope::{PollEnvelope, PollJobV1};
 use waybill_bus::{Acker, BusConnection, Consumer, Delivery};
 use waybill_store::polling::{self, PollState, PollTarget, SlotOutcome};
 use waybill_store::{InboundBatch, InboundItem, StoreError};
+use tracing::Instrument;
+use waybill_telemetry::trace;
 
 use super::client::CourierAnswer;
 use super::rate_limit::Refusal;
@@ -167,6 +169,22 @@ async fn process(worker: Worker, context: Arc<PollContext>, body: Vec<u8>) -> Ve
         Ok(PollEnvelope::PollJobV1(job)) => job,
         Err(error) => return Verdict::DeadLetter(format!("undecodable poll job: {error}")),
     };
+    // Each poll is a trace of its own (or continues the job's, when it carries one): the
+    // request to the courier and the changes it causes belong to it.
+    let span = tracing::info_span!(
+        parent: None,
+        "waybill.poll",
+        source = job.source.as_str(),
+        carrier = job.carrier.as_str(),
+    );
+    if let Some(parent) = &job.traceparent {
+        trace::set_parent(&span, parent);
+    }
+    poll(worker, context, job).instrument(span).await
+}
+
+/// Polls for one decoded job (see [`process`]).
+async fn poll(worker: Worker, context: Arc<PollContext>, job: PollJobV1) -> Verdict {
     let store = &worker.inner.store;
     let now = context.clock.now();
     let target = {
@@ -390,6 +408,7 @@ async fn succeed(
             require_registration: false,
             events,
             received_at: now,
+            traceparent: trace::current_traceparent(),
         }],
         registrations: Vec::new(),
     });

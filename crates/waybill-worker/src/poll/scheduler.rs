@@ -359,6 +359,7 @@ fn expired_item(
         require_registration: false,
         events: vec![event],
         received_at: now,
+        traceparent: None,
     }
 }
 

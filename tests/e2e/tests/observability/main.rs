@@ -5,6 +5,10 @@
 #[allow(dead_code)]
 mod helpers;
 
+#[path = "../polling/helpers.rs"]
+#[allow(dead_code)]
+mod polling_helpers;
+
 mod metrics;
 
 /// Installs the recorder and the subscriber before any test sends traffic, and runs the tests

@@ -1,5 +1,12 @@
 //! `/metrics` moves by exactly what the traffic did.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use waybill_store::fanout::{self, DeliveryStatus, NewSubscription, SecretText};
+
 use crate::helpers::*;
 
 /// The value of the first sample of `name` whose labels include all of `labels`.
@@ -32,8 +39,42 @@ async fn scrape(app: &TestApp, base: &str) -> String {
 #[tokio::test]
 async fn counters_move_by_what_the_traffic_did() {
     let _serial = crate::exclusive().await;
-    let app = spawn_app().await;
+    let app = spawn_app_with(AppOptions {
+        extra_toml: "[fanout]\nallowed_hosts = [\"127.0.0.1\"]\nretry_schedule = [\"0s\", \"100ms\", \"100ms\"]\nretry_jitter = 0.0\nrelay_interval_ms = 20\ndelivery_interval_ms = 50\n"
+            .to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    // A subscriber that answers 500 to the first attempt of each change and 204 to the next.
+    let receiver = fail_first_receiver().await;
+    {
+        let mut conn = app.db.store().acquire().await.expect("connection");
+        fanout::insert_subscription(
+            &mut conn,
+            &NewSubscription {
+                tenant: &waybill_core::TenantId::default_tenant(),
+                url: &receiver,
+                description: "metrics",
+                carriers: &[],
+                statuses: &[],
+                secret: &SecretText::new(waybill_worker::fanout::WebhookSecret::generate()),
+            },
+        )
+        .await
+        .expect("subscription");
+    }
     let before = scrape(&app, &app.ingress).await;
+    let fanout_before = |name: &str, labels: &[(&str, &str)]| sample(&before, name, labels);
+    let published_before = fanout_before("waybill_outbox_published_total", &[]);
+    let created_before = fanout_before("waybill_deliveries_created_total", &[]);
+    let retried_before = fanout_before(
+        "waybill_webhook_attempts_total",
+        &[("outcome", "retry"), ("attempt", "1")],
+    );
+    let delivered_before = fanout_before(
+        "waybill_webhook_attempts_total",
+        &[("outcome", "delivered"), ("attempt", "2")],
+    );
     let accepted_before = sample(
         &before,
         "waybill_webhooks_received_total",
@@ -113,6 +154,22 @@ async fn counters_move_by_what_the_traffic_did() {
     }
     app.wait_for_shipment("acme", "MET-ODD", |s| s["status"] == "Unknown")
         .await;
+    // Four changes (three first scans and the unmapped one), each delivered on its 2nd attempt.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut conn = app.db.store().acquire().await.expect("connection");
+        let delivered = fanout::count_deliveries(&mut conn, DeliveryStatus::Delivered)
+            .await
+            .expect("count");
+        if delivered == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{delivered} of 4 deliveries delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let after = scrape(&app, app.worker()).await;
     let delta =
@@ -173,6 +230,30 @@ async fn counters_move_by_what_the_traffic_did() {
         ),
         1.0
     );
+    assert_eq!(
+        delta("waybill_outbox_published_total", &[], published_before),
+        4.0
+    );
+    assert_eq!(
+        delta("waybill_deliveries_created_total", &[], created_before),
+        4.0
+    );
+    assert_eq!(
+        delta(
+            "waybill_webhook_attempts_total",
+            &[("outcome", "retry"), ("attempt", "1")],
+            retried_before
+        ),
+        4.0
+    );
+    assert_eq!(
+        delta(
+            "waybill_webhook_attempts_total",
+            &[("outcome", "delivered"), ("attempt", "2")],
+            delivered_before
+        ),
+        4.0
+    );
     assert!(
         after.contains("waybill_webhook_ack_seconds_bucket"),
         "ack latency histogram exported"
@@ -182,4 +263,30 @@ async fn counters_move_by_what_the_traffic_did() {
         "confirm latency histogram exported"
     );
     app.shutdown().await;
+}
+
+/// A local subscriber: `500` to the first request of each `webhook-id`, `204` afterwards.
+async fn fail_first_receiver() -> String {
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let id = headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if seen.lock().unwrap().insert(id) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::NO_CONTENT
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }

@@ -1,8 +1,12 @@
 //! One webhook's trace: the courier's span → the ingress request → the publish → the worker's
-//! merge, with the batch span linking to the message it merged.
+//! merge (the batch span linking to the message it merged) → the change's publish on
+//! `waybill.events` and its HTTP delivery to a subscriber, both carrying `traceparent` on.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use waybill_store::fanout::{self, NewSubscription, SecretText};
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -38,10 +42,34 @@ fn find<'a>(spans: &'a [SpanData], name: &str, trace: TraceId) -> Option<&'a Spa
 }
 
 #[tokio::test]
-async fn one_webhook_is_one_trace_from_courier_to_merge() {
+async fn one_webhook_is_one_trace_from_courier_to_downstream() {
     let _serial = crate::exclusive().await;
     let (exporter, provider) = exporter();
-    let app = spawn_app().await;
+    let app = spawn_app_with(AppOptions {
+        extra_toml: "[fanout]\nallowed_hosts = [\"127.0.0.1\"]\nrelay_interval_ms = 20\ndelivery_interval_ms = 50\n"
+            .to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    let receiver = TraceparentReceiver::start().await;
+    {
+        let mut conn = app.db.store().acquire().await.expect("connection");
+        fanout::insert_subscription(
+            &mut conn,
+            &NewSubscription {
+                tenant: &waybill_core::TenantId::default_tenant(),
+                url: &receiver.url,
+                description: "trace",
+                carriers: &[],
+                statuses: &[],
+                secret: &SecretText::new(waybill_worker::fanout::WebhookSecret::generate()),
+            },
+        )
+        .await
+        .expect("subscription");
+    }
+    let topic = EventsTap::bind(&app).await;
+
     let courier_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let courier_span = "00f067aa0ba902b7";
     let body = direct_event("TRACE1", "InTransit", "2026-06-02T10:00:00Z", "Hub");
@@ -58,10 +86,13 @@ async fn one_webhook_is_one_trace_from_courier_to_merge() {
 
     let trace = TraceId::from_hex(courier_trace).expect("trace id");
     let mut spans = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         let _ = provider.force_flush();
         spans = exporter.get_finished_spans().expect("finished spans");
-        if find(&spans, "waybill.merge", trace).is_some() {
+        if find(&spans, "waybill.merge", trace).is_some()
+            && find(&spans, "waybill.event_publish", trace).is_some()
+            && find(&spans, "waybill.deliver", trace).is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -91,5 +122,188 @@ async fn one_webhook_is_one_trace_from_courier_to_merge() {
         trace,
         "a batch has its own trace and links to its messages"
     );
+
+    // Downstream: the topic publish and the HTTP delivery are children of the merge.
+    let event_publish = find(&spans, "waybill.event_publish", trace)
+        .expect("the change's publish on waybill.events joined the trace");
+    assert_eq!(event_publish.parent_span_id, merge.span_context.span_id());
+    let deliver = find(&spans, "waybill.deliver", trace)
+        .expect("the HTTP delivery joined the trace");
+    assert_eq!(deliver.parent_span_id, merge.span_context.span_id());
+
+    // And they carried it on the wire: the message's header names the publish span, the
+    // request's header the delivery span.
+    let on_topic = topic.traceparent().await.expect("a message with traceparent on the topic");
+    assert_eq!(
+        on_topic,
+        format!("00-{courier_trace}-{}-01", event_publish.span_context.span_id())
+    );
+    let on_http = receiver.traceparent().await.expect("a delivery with traceparent");
+    assert_eq!(
+        on_http,
+        format!("00-{courier_trace}-{}-01", deliver.span_context.span_id())
+    );
+    app.shutdown().await;
+}
+
+/// A subscriber that records the `traceparent` of what it receives.
+struct TraceparentReceiver {
+    url: String,
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl TraceparentReceiver {
+    async fn start() -> TraceparentReceiver {
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+            let record = Arc::clone(&record);
+            async move {
+                let traceparent = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                record.lock().unwrap().push(traceparent);
+                StatusCode::NO_CONTENT
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TraceparentReceiver { url, seen }
+    }
+
+    /// The first delivery's `traceparent`, waiting up to 10 s for it.
+    async fn traceparent(&self) -> Option<String> {
+        for _ in 0..200 {
+            if let Some(first) = self.seen.lock().unwrap().first() {
+                return first.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+/// A queue bound with `#` to the app's `waybill.events`.
+struct EventsTap {
+    _connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+}
+
+impl EventsTap {
+    async fn bind(app: &TestApp) -> EventsTap {
+        let settings = &app.settings;
+        let connection =
+            lapin::Connection::connect(&settings.bus.url, lapin::ConnectionProperties::default())
+                .await
+                .expect("broker reachable");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = format!("{}trace-tap", settings.bus.prefix);
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("declare the tap");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                waybill_bus::Topology::new(&settings.bus.prefix)
+                    .events_exchange()
+                    .as_str()
+                    .into(),
+                "#".into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .expect("bind the tap");
+        EventsTap {
+            _connection: connection,
+            channel,
+            queue,
+        }
+    }
+
+    /// The first message's `traceparent` header, waiting up to 10 s for a message.
+    async fn traceparent(&self) -> Option<String> {
+        for _ in 0..200 {
+            let got = self
+                .channel
+                .basic_get(
+                    self.queue.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .expect("basic.get");
+            if let Some(got) = got {
+                let headers = got.delivery.properties.headers().clone()?;
+                return match headers.inner().get("traceparent") {
+                    Some(lapin::types::AMQPValue::LongString(text)) => {
+                        Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
+                    }
+                    _ => None,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_poll_is_a_trace_that_reaches_the_courier() {
+    use crate::polling_helpers as polling;
+    let _serial = crate::exclusive().await;
+    let (exporter, provider) = exporter();
+    let courier = polling::FakeCourier::start(|uri, _| {
+        polling::Answer::ok(polling::starshipit_poll(&polling::tracking_number_in(uri)))
+    })
+    .await;
+    let app = polling::spawn_app_with(polling::AppOptions {
+        workers: 1,
+        extra_toml: polling::starshipit_source("ssi", &courier.url, "poll_only")
+            + &polling::polling_toml(""),
+    })
+    .await;
+    app.register_ok(&serde_json::json!({"source": "ssi", "tracking_number": "TRACEPOLL1"}))
+        .await;
+    app.wait_for_shipment("starshipit", "TRACEPOLL1", Duration::from_secs(20), |s| {
+        s["status"] == "InTransit"
+    })
+    .await;
+    let requests = courier.requests();
+    let traceparent = requests[0]
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .expect("the poll request carries traceparent")
+        .to_owned();
+    let mut parts = traceparent.split('-').skip(1);
+    let (trace, span) = (
+        TraceId::from_hex(parts.next().expect("trace id")).expect("hex trace id"),
+        SpanId::from_hex(parts.next().expect("span id")).expect("hex span id"),
+    );
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        let _ = provider.force_flush();
+        spans = exporter.get_finished_spans().expect("finished spans");
+        if find(&spans, "waybill.poll", trace).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let poll = find(&spans, "waybill.poll", trace).expect("the poll span is the request's trace");
+    assert_eq!(poll.span_context.span_id(), span, "the courier saw the poll span");
     app.shutdown().await;
 }
