@@ -21,7 +21,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
-use waybill_core::{CarrierCode, Status};
+use waybill_core::{CarrierCode, Status, TenantId};
 
 use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
 use crate::error::{BusError, bounded, short_string};
@@ -122,6 +122,19 @@ impl Topology {
     /// The topic exchange of processed changes, routing key `<carrier>.<status>`.
     pub fn events_exchange(&self) -> String {
         format!("{}waybill.events", self.prefix)
+    }
+
+    /// The topic exchange of the same changes for tenants' consumers, routing key
+    /// `<tenant>.<carrier>.<status>`: RabbitMQ's topic permissions can then confine a tenant's
+    /// user to binding keys that start with its own tenant (docs/security.md).
+    pub fn tenant_events_exchange(&self) -> String {
+        format!("{}waybill.tenant-events", self.prefix)
+    }
+
+    /// The routing key of a change on the tenant events exchange: `<tenant>.<carrier>.<status>`
+    /// (tenant ids and carrier codes contain no dots).
+    pub fn tenant_event_routing_key(tenant: &TenantId, carrier: &CarrierCode, status: Status) -> String {
+        format!("{}.{}", tenant.as_str(), Topology::event_routing_key(carrier, status))
     }
 
     /// The alternate exchange of `waybill.events`: receives events no downstream queue is
@@ -279,6 +292,12 @@ impl Topology {
             // Processed changes; downstream systems bind their own queues by pattern.
             (
                 self.events_exchange(),
+                ExchangeKind::Topic,
+                events_arguments.clone(),
+            ),
+            // The same changes keyed by tenant first, for tenants' consumers.
+            (
+                self.tenant_events_exchange(),
                 ExchangeKind::Topic,
                 events_arguments,
             ),
@@ -535,6 +554,15 @@ mod tests {
         assert_eq!(topology.dead_exchange(), "t-1.waybill.dead");
         assert_eq!(topology.dead_queue(), "t-1.waybill.dead");
         assert_eq!(topology.events_exchange(), "t-1.waybill.events");
+        assert_eq!(topology.tenant_events_exchange(), "t-1.waybill.tenant-events");
+        assert_eq!(
+            Topology::tenant_event_routing_key(
+                &TenantId::parse("acme").unwrap(),
+                &CarrierCode::parse("starshipit").unwrap(),
+                Status::OutForDelivery
+            ),
+            "acme.starshipit.out_for_delivery"
+        );
         assert_eq!(topology.keys_exchange(), "t-1.waybill.keys");
         assert_eq!(topology.keys_latest_queue(), "t-1.waybill.keys.latest");
         assert_eq!(Topology::default().webhooks_queue(), "waybill.webhooks");

@@ -53,6 +53,7 @@ pub struct Relay {
     store: Store,
     publisher: Publisher,
     exchange: String,
+    tenant_exchange: String,
     batch: u32,
     /// The wait before a delivery's first attempt (the schedule's first entry).
     first_attempt_delay: chrono::Duration,
@@ -84,6 +85,7 @@ impl Relay {
             store,
             publisher,
             exchange: topology.events_exchange(),
+            tenant_exchange: topology.tenant_events_exchange(),
             batch: settings.relay_batch.max(1),
             first_attempt_delay: chrono::Duration::from_std(first_attempt_delay)
                 .unwrap_or_default(),
@@ -110,9 +112,10 @@ impl Relay {
             // (a `waybill.event_publish` span, open until the confirm); others carry the round's.
             let round_traceparent = trace::current_traceparent();
             let mut event_spans = Vec::new();
+            // Each change twice, pipelined: on waybill.events and on waybill.tenant-events.
             let messages: Vec<OutboundMessage> = rows
                 .iter()
-                .map(|row| {
+                .flat_map(|row| {
                     let own = row.traceparent.as_deref().and_then(|parent| {
                         let span = tracing::info_span!(parent: None, "waybill.event_publish");
                         trace::set_parent(&span, parent);
@@ -120,7 +123,10 @@ impl Relay {
                         event_spans.push(span);
                         own
                     });
-                    relay.message(row, own.as_deref().or(round_traceparent.as_deref()))
+                    let traceparent = own.as_deref().or(round_traceparent.as_deref());
+                    let message = relay.message(row, traceparent);
+                    let for_tenant = relay.tenant_message(&message, row);
+                    [message, for_tenant]
                 })
                 .collect();
             let results = relay.publisher.publish_many(messages).await;
@@ -131,7 +137,14 @@ impl Relay {
             };
             let mut confirmed = Vec::with_capacity(rows.len());
             let now = Utc::now();
-            for (row, result) in rows.iter().zip(results) {
+            // A row is published when both of its messages were confirmed.
+            let mut results = results.into_iter();
+            for row in &rows {
+                let result = match (results.next(), results.next()) {
+                    (Some(Ok(())), Some(Ok(()))) => Ok(()),
+                    (Some(Err(error)), _) | (_, Some(Err(error))) => Err(error.to_string()),
+                    _ => Err("no confirm result for the message".to_owned()),
+                };
                 match result {
                     Ok(()) => {
                         confirmed.push(row.id);
@@ -141,7 +154,7 @@ impl Relay {
                     }
                     Err(error) => {
                         round.failed += 1;
-                        round.first_error.get_or_insert_with(|| error.to_string());
+                        round.first_error.get_or_insert(error);
                     }
                 }
             }
@@ -174,6 +187,15 @@ impl Relay {
             self.deliveries_created.notify_one();
         }
         Ok(report)
+    }
+
+    /// The same message on `waybill.tenant-events`, keyed `<tenant>.<carrier>.<status>`.
+    fn tenant_message(&self, message: &OutboundMessage, row: &OutboxEntry) -> OutboundMessage {
+        let mut for_tenant = message.clone();
+        for_tenant.exchange = self.tenant_exchange.clone();
+        for_tenant.routing_key =
+            Topology::tenant_event_routing_key(&row.tenant, &row.carrier, row.new_status);
+        for_tenant
     }
 
     /// The message of one outbox row on `waybill.events`.

@@ -259,7 +259,15 @@ impl FanoutApp {
 
     /// Declares a queue bound to `waybill.events` with `binding` (e.g. `#`).
     pub async fn bind_events(&self, binding: &str) -> EventsQueue {
-        EventsQueue::bind(&self.settings, binding).await
+        let exchange = waybill_bus::Topology::new(&self.settings.bus.prefix).events_exchange();
+        EventsQueue::bind(&self.settings, &exchange, binding).await
+    }
+
+    /// Declares a queue bound to `waybill.tenant-events` with `binding` (e.g. `acme.#`).
+    pub async fn bind_tenant_events(&self, binding: &str) -> EventsQueue {
+        let exchange =
+            waybill_bus::Topology::new(&self.settings.bus.prefix).tenant_events_exchange();
+        EventsQueue::bind(&self.settings, &exchange, binding).await
     }
 
     /// The worker API of nobody: metrics come from the process-wide recorder.
@@ -517,13 +525,12 @@ impl EventMessage {
 }
 
 impl EventsQueue {
-    async fn bind(settings: &Settings, binding: &str) -> EventsQueue {
+    async fn bind(settings: &Settings, exchange: &str, binding: &str) -> EventsQueue {
         let connection =
             lapin::Connection::connect(&settings.bus.url, lapin::ConnectionProperties::default())
                 .await
                 .expect("broker reachable");
         let channel = connection.create_channel().await.expect("channel");
-        let topology = waybill_bus::Topology::new(&settings.bus.prefix);
         let queue = format!("{}downstream.{}", settings.bus.prefix, random_suffix());
         channel
             .queue_declare(
@@ -540,7 +547,7 @@ impl EventsQueue {
         channel
             .queue_bind(
                 queue.as_str().into(),
-                topology.events_exchange().as_str().into(),
+                exchange.into(),
                 binding.into(),
                 Default::default(),
                 Default::default(),

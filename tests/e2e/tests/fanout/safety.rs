@@ -86,6 +86,67 @@ async fn a_filter_excludes_what_it_should() {
 }
 
 #[tokio::test]
+async fn two_tenants_tracking_the_same_parcel_are_notified_apart() {
+    let app = FanoutApp::spawn("").await;
+    let receiver = Receiver::start(vec![]).await;
+    app.subscribe_tenant(&receiver.url("/default"), "default", &[], &[])
+        .await;
+    app.subscribe_tenant(&receiver.url("/globex"), "globex", &[], &[])
+        .await;
+    let installation = app.bind_events("#").await;
+    let default_tenant = app.bind_tenant_events("default.#").await;
+    let globex = app.bind_tenant_events("globex.#").await;
+    let globex_delivered = app.bind_tenant_events("globex.*.delivered").await;
+
+    // The same scan of the same parcel, reported to each tenant's source.
+    let scan = event("acme", "SAME1", "InTransit", "2026-11-20T10:00:00Z");
+    app.post_event("direct", &scan).await;
+    app.post_event("globex", &scan).await;
+    eventually(Duration::from_secs(20), "both changes merged", || async {
+        app.outbox_rows().await == 2
+    })
+    .await;
+
+    let all = installation.collect(2, Duration::from_secs(20)).await;
+    let mut tenants: Vec<&str> = all
+        .iter()
+        .map(|m| m.headers["x-waybill-tenant"].as_str())
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, ["default", "globex"], "the installation's stream has both");
+
+    for (queue, tenant) in [(&default_tenant, "default"), (&globex, "globex")] {
+        let got = queue.collect(1, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), 1, "{tenant} gets exactly its own change");
+        assert_eq!(got[0].routing_key, format!("{tenant}.acme.in_transit"));
+        assert_eq!(got[0].headers["x-waybill-tenant"], tenant);
+        assert_eq!(got[0].json()["shipment"]["tenant"], tenant);
+        // The same bytes and id as on the installation's exchange.
+        let twin = all
+            .iter()
+            .find(|m| m.headers["x-waybill-tenant"] == tenant)
+            .expect("its twin on waybill.events");
+        assert_eq!(got[0].body, twin.body);
+        assert_eq!(got[0].message_id, twin.message_id);
+    }
+    assert!(
+        globex_delivered.collect(0, Duration::from_millis(500)).await.is_empty(),
+        "a status binding excludes what it should"
+    );
+
+    eventually(Duration::from_secs(20), "both deliveries made", || async {
+        receiver.count() == 2
+    })
+    .await;
+    for tenant in ["default", "globex"] {
+        let got = receiver.received_on(&format!("/{tenant}"));
+        assert_eq!(got.len(), 1, "{tenant}'s subscription gets its own change only");
+        assert_eq!(got[0].json()["shipment"]["tenant"], tenant);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn private_destinations_are_refused_unless_allow_listed() {
     let app = FanoutApp::spawn("").await;
     let receiver = Receiver::start(vec![]).await;
