@@ -133,8 +133,16 @@ impl Topology {
 
     /// The routing key of a change on the tenant events exchange: `<tenant>.<carrier>.<status>`
     /// (tenant ids and carrier codes contain no dots).
-    pub fn tenant_event_routing_key(tenant: &TenantId, carrier: &CarrierCode, status: Status) -> String {
-        format!("{}.{}", tenant.as_str(), Topology::event_routing_key(carrier, status))
+    pub fn tenant_event_routing_key(
+        tenant: &TenantId,
+        carrier: &CarrierCode,
+        status: Status,
+    ) -> String {
+        format!(
+            "{}.{}",
+            tenant.as_str(),
+            Topology::event_routing_key(carrier, status)
+        )
     }
 
     /// The alternate exchange of `waybill.events`: receives events no downstream queue is
@@ -554,7 +562,10 @@ mod tests {
         assert_eq!(topology.dead_exchange(), "t-1.waybill.dead");
         assert_eq!(topology.dead_queue(), "t-1.waybill.dead");
         assert_eq!(topology.events_exchange(), "t-1.waybill.events");
-        assert_eq!(topology.tenant_events_exchange(), "t-1.waybill.tenant-events");
+        assert_eq!(
+            topology.tenant_events_exchange(),
+            "t-1.waybill.tenant-events"
+        );
         assert_eq!(
             Topology::tenant_event_routing_key(
                 &TenantId::parse("acme").unwrap(),

@@ -184,8 +184,7 @@ pub async fn fan_out_pending(
     let created: Vec<DateTime<Utc>> = wanted.iter().map(|e| e.created_at).collect();
     let ids: Vec<String> = wanted.iter().map(OutboxEntry::message_id).collect();
     let bodies: Vec<Vec<u8>> = wanted.iter().map(OutboxEntry::body).collect();
-    let traceparents: Vec<Option<&str>> =
-        wanted.iter().map(|e| e.traceparent.as_deref()).collect();
+    let traceparents: Vec<Option<&str>> = wanted.iter().map(|e| e.traceparent.as_deref()).collect();
     let counts = sqlx::query(&format!(
         "with i as (
              select * from unnest($1::int8[], $2::text[], $3::text[], $4::text[],

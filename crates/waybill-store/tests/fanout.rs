@@ -434,7 +434,11 @@ async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
         .filter(|d| d.status == DeliveryStatus::Pending)
         .collect();
     assert_eq!(pending.len(), 2);
-    assert!(pending.iter().all(|d| d.next_attempt_at == Some(enabled_at)));
+    assert!(
+        pending
+            .iter()
+            .all(|d| d.next_attempt_at == Some(enabled_at))
+    );
     assert_eq!(
         fanout::delete_subscription(&mut conn, sub).await.unwrap(),
         Some(3)

@@ -19,8 +19,8 @@ use chrono::{TimeZone, Utc};
 use tokio_util::sync::CancellationToken;
 use waybill_config::FanoutSettings;
 use waybill_core::{
-    CarrierCode, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance,
-    TrackingEventDraft, TrackingNumber,
+    CarrierCode, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance, TrackingEventDraft,
+    TrackingNumber,
 };
 use waybill_store::fanout::{self, DeliveryStatus, NewSubscription, SecretText};
 use waybill_store::testing::TestDatabase;
@@ -32,7 +32,11 @@ use waybill_worker::poll::SystemClock;
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut next = |default: usize| -> anyhow::Result<usize> {
-        Ok(args.next().map(|a| a.parse()).transpose()?.unwrap_or(default))
+        Ok(args
+            .next()
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(default))
     };
     let changes = next(10_000)?;
     let subscriptions = next(2)?;
@@ -133,7 +137,10 @@ async fn main() -> anyhow::Result<()> {
 /// Writes `changes` first events of as many shipments through `apply_batch`, 500 a batch.
 async fn seed(db: &TestDatabase, tenant: &TenantId, changes: usize) -> anyhow::Result<()> {
     let carrier = CarrierCode::parse("bench")?;
-    let occurred_at = Utc.timestamp_opt(1_780_000_000, 0).single().unwrap_or_default();
+    let occurred_at = Utc
+        .timestamp_opt(1_780_000_000, 0)
+        .single()
+        .unwrap_or_default();
     for start in (0..changes).step_by(500) {
         let events = (start..changes.min(start + 500))
             .map(|n| {

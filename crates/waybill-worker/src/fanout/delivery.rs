@@ -529,4 +529,3 @@ fn attempt_label(attempt: i32) -> &'static str {
     let index = usize::try_from(attempt.clamp(1, 10) - 1).unwrap_or(0);
     LABELS[index]
 }
-

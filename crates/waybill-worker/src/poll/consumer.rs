@@ -12,11 +12,11 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use waybill_bus::envelope::{PollEnvelope, PollJobV1};
 use waybill_bus::{Acker, BusConnection, Consumer, Delivery};
 use waybill_store::polling::{self, PollState, PollTarget, SlotOutcome};
 use waybill_store::{InboundBatch, InboundItem, StoreError};
-use tracing::Instrument;
 use waybill_telemetry::trace;
 
 use super::client::CourierAnswer;

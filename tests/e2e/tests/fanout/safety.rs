@@ -113,7 +113,11 @@ async fn two_tenants_tracking_the_same_parcel_are_notified_apart() {
         .map(|m| m.headers["x-waybill-tenant"].as_str())
         .collect();
     tenants.sort();
-    assert_eq!(tenants, ["default", "globex"], "the installation's stream has both");
+    assert_eq!(
+        tenants,
+        ["default", "globex"],
+        "the installation's stream has both"
+    );
 
     for (queue, tenant) in [(&default_tenant, "default"), (&globex, "globex")] {
         let got = queue.collect(1, Duration::from_secs(20)).await;
@@ -130,7 +134,10 @@ async fn two_tenants_tracking_the_same_parcel_are_notified_apart() {
         assert_eq!(got[0].message_id, twin.message_id);
     }
     assert!(
-        globex_delivered.collect(0, Duration::from_millis(500)).await.is_empty(),
+        globex_delivered
+            .collect(0, Duration::from_millis(500))
+            .await
+            .is_empty(),
         "a status binding excludes what it should"
     );
 
@@ -140,7 +147,11 @@ async fn two_tenants_tracking_the_same_parcel_are_notified_apart() {
     .await;
     for tenant in ["default", "globex"] {
         let got = receiver.received_on(&format!("/{tenant}"));
-        assert_eq!(got.len(), 1, "{tenant}'s subscription gets its own change only");
+        assert_eq!(
+            got.len(),
+            1,
+            "{tenant}'s subscription gets its own change only"
+        );
         assert_eq!(got[0].json()["shipment"]["tenant"], tenant);
     }
     app.shutdown().await;

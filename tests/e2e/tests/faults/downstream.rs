@@ -251,10 +251,9 @@ impl Downstream {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        let dead: i64 =
-            sqlx::query_scalar("select count(*) from deliveries where status = 'dead'")
-                .fetch_one(pool)
-                .await?;
+        let dead: i64 = sqlx::query_scalar("select count(*) from deliveries where status = 'dead'")
+            .fetch_one(pool)
+            .await?;
         store.pool().close().await;
 
         let mut topic: HashMap<String, u32> = HashMap::new();
@@ -304,8 +303,14 @@ impl Tally {
     fn of(changes: &BTreeSet<String>, received: &HashMap<String, u32>) -> Tally {
         Tally {
             distinct: received.len() as u64,
-            repeats: received.values().map(|n| u64::from(n.saturating_sub(1))).sum(),
-            missing: changes.iter().filter(|id| !received.contains_key(*id)).count() as u64,
+            repeats: received
+                .values()
+                .map(|n| u64::from(n.saturating_sub(1)))
+                .sum(),
+            missing: changes
+                .iter()
+                .filter(|id| !received.contains_key(*id))
+                .count() as u64,
             unexpected: received.keys().filter(|id| !changes.contains(*id)).count() as u64,
         }
     }

@@ -221,7 +221,12 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     } else {
         ""
     };
-    let stack = Stack::create_with(fault.name(), fault.workers(), "info,lapin=error", extra_toml);
+    let stack = Stack::create_with(
+        fault.name(),
+        fault.workers(),
+        "info,lapin=error",
+        extra_toml,
+    );
     let mut stack = match stack.await {
         Ok(stack) => stack,
         Err(error) => {

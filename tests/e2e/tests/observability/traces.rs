@@ -127,18 +127,27 @@ async fn one_webhook_is_one_trace_from_courier_to_downstream() {
     let event_publish = find(&spans, "waybill.event_publish", trace)
         .expect("the change's publish on waybill.events joined the trace");
     assert_eq!(event_publish.parent_span_id, merge.span_context.span_id());
-    let deliver = find(&spans, "waybill.deliver", trace)
-        .expect("the HTTP delivery joined the trace");
+    let deliver =
+        find(&spans, "waybill.deliver", trace).expect("the HTTP delivery joined the trace");
     assert_eq!(deliver.parent_span_id, merge.span_context.span_id());
 
     // And they carried it on the wire: the message's header names the publish span, the
     // request's header the delivery span.
-    let on_topic = topic.traceparent().await.expect("a message with traceparent on the topic");
+    let on_topic = topic
+        .traceparent()
+        .await
+        .expect("a message with traceparent on the topic");
     assert_eq!(
         on_topic,
-        format!("00-{courier_trace}-{}-01", event_publish.span_context.span_id())
+        format!(
+            "00-{courier_trace}-{}-01",
+            event_publish.span_context.span_id()
+        )
     );
-    let on_http = receiver.traceparent().await.expect("a delivery with traceparent");
+    let on_http = receiver
+        .traceparent()
+        .await
+        .expect("a delivery with traceparent");
     assert_eq!(
         on_http,
         format!("00-{courier_trace}-{}-01", deliver.span_context.span_id())
@@ -304,6 +313,10 @@ async fn a_poll_is_a_trace_that_reaches_the_courier() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let poll = find(&spans, "waybill.poll", trace).expect("the poll span is the request's trace");
-    assert_eq!(poll.span_context.span_id(), span, "the courier saw the poll span");
+    assert_eq!(
+        poll.span_context.span_id(),
+        span,
+        "the courier saw the poll span"
+    );
     app.shutdown().await;
 }
