@@ -1887,8 +1887,8 @@ SPECIFIED_METRICS = {
     "waybill_webhooks_received_total", "waybill_webhook_ack_seconds", "waybill_publish_confirm_seconds",
     "waybill_publish_failures_total", "waybill_worker_batch_size", "waybill_worker_batch_seconds",
     "waybill_merge_events_total", "waybill_worker_batch_retries_total", "waybill_dead_lettered_total",
-    "waybill_unmapped_status_total", "waybill_message_age_seconds", "waybill_poll_requests_total",
-    "waybill_deliveries_total", "waybill_build_info",
+    "waybill_unmapped_status_total", "waybill_message_age_seconds", "waybill_polls_total",
+    "waybill_webhook_attempts_total", "waybill_build_info",
 }
 code_metrics = set()
 for root, _, files in os.walk("crates"):
@@ -2007,7 +2007,7 @@ for name, rule_set in by_kind.get("PrometheusRule", {}).items():
     # What the operators were promised an alert for.
     for needle, what in (('outcome=\\"unavailable\\"', "503s at the ingress"), ("rabbitmq_queue_messages_ready", "a growing queue"),
                          ("waybill_dead_lettered_total", "dead letters"), ("waybill_unmapped_status_total", "unmapped statuses"),
-                         ("waybill_worker_batch_retries_total", "batch retries"), ("waybill_deliveries_total", "delivery failures"),
+                         ("waybill_worker_batch_retries_total", "batch retries"), ("waybill_webhook_attempts_total", "delivery failures"),
                          ("kube_deployment_status_replicas_unavailable", "readiness failing")):
         if needle not in group_blob:
             err(f"{where}: no alert on {what} ({needle})")
