@@ -23,7 +23,7 @@ worker="http://${WAYBILL_WORKER_ADDR}"
 
 echo "building..."
 cargo build --quiet --bins
-bin=target/debug
+bin="${CARGO_TARGET_DIR:-target}/debug"
 
 # Create the database if it does not exist (the URL's last path segment).
 db_name="${DATABASE_URL##*/}"; db_name="${db_name%%\?*}"
