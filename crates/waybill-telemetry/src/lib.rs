@@ -101,6 +101,9 @@ pub fn init_with(
     TelemetryGuard { provider }
 }
 
+/// How often buffered histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -116,6 +119,18 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         // A second recorder (e.g. in a test binary that also installed one) keeps the first;
         // this handle then renders an empty registry, which tests notice.
         let _ = metrics::set_global_recorder(recorder);
+        // Histogram samples wait in per-histogram buffers until they are folded into the
+        // buckets, which rendering does, and upkeep. Without a scrape they would pile up
+        // (several samples per request): fold them every few seconds whoever scrapes.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                }
+            });
         handle
     })
 }
