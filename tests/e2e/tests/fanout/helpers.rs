@@ -501,110 +501,24 @@ fn status_of(status: u16) -> StatusCode {
     StatusCode::from_u16(status).expect("a valid status")
 }
 
-/// A queue bound to `waybill.events`, read with `basic.get`.
-pub struct EventsQueue {
-    connection: lapin::Connection,
-    channel: lapin::Channel,
-    queue: String,
-}
+/// A queue bound to `waybill.events` (or `waybill.tenant-events`), read with `basic.get`.
+pub struct EventsQueue(waybill_e2e::Tap);
 
 /// A message read from an [`EventsQueue`].
-#[derive(Debug, Clone)]
-pub struct EventMessage {
-    pub routing_key: String,
-    pub message_id: String,
-    pub persistent: bool,
-    pub headers: std::collections::BTreeMap<String, String>,
-    pub body: Vec<u8>,
-}
-
-impl EventMessage {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
+pub type EventMessage = waybill_e2e::TappedMessage;
 
 impl EventsQueue {
     async fn bind(settings: &Settings, exchange: &str, binding: &str) -> EventsQueue {
-        let connection =
-            lapin::Connection::connect(&settings.bus.url, lapin::ConnectionProperties::default())
-                .await
-                .expect("broker reachable");
-        let channel = connection.create_channel().await.expect("channel");
         let queue = format!("{}downstream.{}", settings.bus.prefix, random_suffix());
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .expect("declare the downstream queue");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.into(),
-                binding.into(),
-                Default::default(),
-                Default::default(),
-            )
+        let tap = waybill_e2e::Tap::bind(&settings.bus.url, exchange, &queue, binding)
             .await
             .expect("bind the downstream queue");
-        EventsQueue {
-            connection,
-            channel,
-            queue,
-        }
+        EventsQueue(tap)
     }
 
     /// Takes every message waiting (acknowledged).
     pub async fn drain(&self) -> Vec<EventMessage> {
-        let mut messages = Vec::new();
-        while let Some(got) = self
-            .channel
-            .basic_get(
-                self.queue.as_str().into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .expect("basic.get")
-        {
-            let delivery = got.delivery;
-            let properties = &delivery.properties;
-            let headers = properties
-                .headers()
-                .as_ref()
-                .map(|table| {
-                    table
-                        .inner()
-                        .iter()
-                        .filter_map(|(name, value)| match value {
-                            lapin::types::AMQPValue::LongString(text) => Some((
-                                name.to_string(),
-                                String::from_utf8_lossy(text.as_bytes()).into_owned(),
-                            )),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            messages.push(EventMessage {
-                routing_key: delivery.routing_key.to_string(),
-                message_id: properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.to_string())
-                    .unwrap_or_default(),
-                persistent: *properties.delivery_mode() == Some(2),
-                headers,
-                body: delivery.data,
-            });
-        }
-        messages
+        self.0.drain().await.expect("basic.get")
     }
 
     /// Collects messages until at least `count` arrived (within `within`), then for a short
@@ -622,6 +536,6 @@ impl EventsQueue {
     }
 
     pub async fn close(self) {
-        let _ = self.connection.close(200, "bye".into()).await;
+        self.0.close().await;
     }
 }

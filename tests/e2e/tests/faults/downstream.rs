@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::http::{HeaderMap, StatusCode};
 use waybill_config::Settings;
 use waybill_store::Store;
@@ -90,11 +89,9 @@ impl Receiver {
                 }
             })
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hook", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = waybill_e2e::serve(app).await?;
         Ok(Receiver {
-            url,
+            url: format!("http://{addr}/hook"),
             mode,
             delivered,
             ok,
@@ -131,9 +128,7 @@ impl Receiver {
 pub struct Downstream {
     pub flaky: Receiver,
     pub steady: Receiver,
-    tap: lapin::Channel,
-    _tap_connection: lapin::Connection,
-    tap_queue: String,
+    tap: waybill_e2e::Tap,
 }
 
 impl Downstream {
@@ -164,37 +159,10 @@ impl Downstream {
         }
         store.pool().close().await;
 
-        let connection =
-            lapin::Connection::connect(&settings.bus.url, lapin::ConnectionProperties::default())
-                .await?;
-        let tap = connection.create_channel().await?;
-        let topology = waybill_bus::Topology::new(&settings.bus.prefix);
-        let tap_queue = format!("{}downstream-tap", settings.bus.prefix);
-        tap.queue_declare(
-            tap_queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?;
-        tap.queue_bind(
-            tap_queue.as_str().into(),
-            topology.events_exchange().as_str().into(),
-            "#".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
-        Ok(Downstream {
-            flaky,
-            steady,
-            tap,
-            _tap_connection: connection,
-            tap_queue,
-        })
+        let exchange = waybill_bus::Topology::new(&settings.bus.prefix).events_exchange();
+        let queue = format!("{}downstream-tap", settings.bus.prefix);
+        let tap = waybill_e2e::Tap::bind(&settings.bus.url, &exchange, &queue, "#").await?;
+        Ok(Downstream { flaky, steady, tap })
     }
 
     /// The fault itself: 500s for half the hold, a hang for the other half, then recovery.
@@ -257,23 +225,8 @@ impl Downstream {
         store.pool().close().await;
 
         let mut topic: HashMap<String, u32> = HashMap::new();
-        while let Some(got) = self
-            .tap
-            .basic_get(
-                self.tap_queue.as_str().into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .context("basic.get from the tap")?
-        {
-            let id = got
-                .delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string())
-                .unwrap_or_default();
-            *topic.entry(id).or_default() += 1;
+        for message in self.tap.drain().await? {
+            *topic.entry(message.message_id).or_default() += 1;
         }
         Ok(DownstreamLedger {
             changes: changes.len() as u64,

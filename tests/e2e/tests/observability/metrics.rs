@@ -283,10 +283,6 @@ async fn fail_first_receiver() -> String {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the receiver");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    let addr = waybill_e2e::serve(app).await.expect("serve the receiver");
+    format!("http://{addr}/hook")
 }

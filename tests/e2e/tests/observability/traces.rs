@@ -176,12 +176,11 @@ impl TraceparentReceiver {
                 StatusCode::NO_CONTENT
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        TraceparentReceiver { url, seen }
+        let addr = waybill_e2e::serve(app).await.expect("serve the receiver");
+        TraceparentReceiver {
+            url: format!("http://{addr}/hook"),
+            seen,
+        }
     }
 
     /// The first delivery's `traceparent`, waiting up to 10 s for it.
@@ -197,72 +196,24 @@ impl TraceparentReceiver {
 }
 
 /// A queue bound with `#` to the app's `waybill.events`.
-struct EventsTap {
-    _connection: lapin::Connection,
-    channel: lapin::Channel,
-    queue: String,
-}
+struct EventsTap(waybill_e2e::Tap);
 
 impl EventsTap {
     async fn bind(app: &TestApp) -> EventsTap {
         let settings = &app.settings;
-        let connection =
-            lapin::Connection::connect(&settings.bus.url, lapin::ConnectionProperties::default())
-                .await
-                .expect("broker reachable");
-        let channel = connection.create_channel().await.expect("channel");
+        let exchange = waybill_bus::Topology::new(&settings.bus.prefix).events_exchange();
         let queue = format!("{}trace-tap", settings.bus.prefix);
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .expect("declare the tap");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                waybill_bus::Topology::new(&settings.bus.prefix)
-                    .events_exchange()
-                    .as_str()
-                    .into(),
-                "#".into(),
-                Default::default(),
-                Default::default(),
-            )
+        let tap = waybill_e2e::Tap::bind(&settings.bus.url, &exchange, &queue, "#")
             .await
             .expect("bind the tap");
-        EventsTap {
-            _connection: connection,
-            channel,
-            queue,
-        }
+        EventsTap(tap)
     }
 
     /// The first message's `traceparent` header, waiting up to 10 s for a message.
     async fn traceparent(&self) -> Option<String> {
         for _ in 0..200 {
-            let got = self
-                .channel
-                .basic_get(
-                    self.queue.as_str().into(),
-                    lapin::options::BasicGetOptions { no_ack: true },
-                )
-                .await
-                .expect("basic.get");
-            if let Some(got) = got {
-                let headers = got.delivery.properties.headers().clone()?;
-                return match headers.inner().get("traceparent") {
-                    Some(lapin::types::AMQPValue::LongString(text)) => {
-                        Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
-                    }
-                    _ => None,
-                };
+            if let Some(first) = self.0.drain().await.expect("basic.get").into_iter().next() {
+                return first.headers.get("traceparent").cloned();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
