@@ -19,3 +19,22 @@ async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 mod traces;
+
+/// Subscribes `url` to every change of the default tenant, in the app's database.
+async fn subscribe(app: &helpers::TestApp, url: &str) {
+    use waybill_store::fanout::{self, NewSubscription, SecretText};
+    let mut conn = app.db.store().acquire().await.expect("connection");
+    fanout::insert_subscription(
+        &mut conn,
+        &NewSubscription {
+            tenant: &waybill_core::TenantId::default_tenant(),
+            url,
+            description: "observability",
+            carriers: &[],
+            statuses: &[],
+            secret: &SecretText::new(waybill_worker::fanout::WebhookSecret::generate()),
+        },
+    )
+    .await
+    .expect("subscription");
+}

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use waybill_store::fanout::{self, DeliveryStatus, NewSubscription, SecretText};
+use waybill_store::fanout::{self, DeliveryStatus};
 
 use crate::helpers::*;
 
@@ -47,22 +47,7 @@ async fn counters_move_by_what_the_traffic_did() {
     .await;
     // A subscriber that answers 500 to the first attempt of each change and 204 to the next.
     let receiver = fail_first_receiver().await;
-    {
-        let mut conn = app.db.store().acquire().await.expect("connection");
-        fanout::insert_subscription(
-            &mut conn,
-            &NewSubscription {
-                tenant: &waybill_core::TenantId::default_tenant(),
-                url: &receiver,
-                description: "metrics",
-                carriers: &[],
-                statuses: &[],
-                secret: &SecretText::new(waybill_worker::fanout::WebhookSecret::generate()),
-            },
-        )
-        .await
-        .expect("subscription");
-    }
+    crate::subscribe(&app, &receiver).await;
     let before = scrape(&app, &app.ingress).await;
     let fanout_before = |name: &str, labels: &[(&str, &str)]| sample(&before, name, labels);
     let published_before = fanout_before("waybill_outbox_published_total", &[]);

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use waybill_store::fanout::{self, NewSubscription, SecretText};
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -52,22 +51,7 @@ async fn one_webhook_is_one_trace_from_courier_to_downstream() {
     })
     .await;
     let receiver = TraceparentReceiver::start().await;
-    {
-        let mut conn = app.db.store().acquire().await.expect("connection");
-        fanout::insert_subscription(
-            &mut conn,
-            &NewSubscription {
-                tenant: &waybill_core::TenantId::default_tenant(),
-                url: &receiver.url,
-                description: "trace",
-                carriers: &[],
-                statuses: &[],
-                secret: &SecretText::new(waybill_worker::fanout::WebhookSecret::generate()),
-            },
-        )
-        .await
-        .expect("subscription");
-    }
+    crate::subscribe(&app, &receiver.url).await;
     let topic = EventsTap::bind(&app).await;
 
     let courier_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
