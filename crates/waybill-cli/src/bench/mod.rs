@@ -14,6 +14,10 @@ use waybill_config::Settings;
 
 use crate::loadgen::{self, LoadgenArgs, parse_duration};
 
+mod cpu;
+
+use cpu::{CpuReading, PhaseCpu};
+
 /// `waybill bench` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -56,6 +60,10 @@ pub struct RunFigures {
     pub ingress_p99_ms_half: f64,
     /// Accepted/s achieved in the half-rate phase.
     pub half_rate_achieved: f64,
+    /// Ingress p99 ack latency at half its own full-speed rate, ms.
+    pub ingress_p99_ms_half_own: f64,
+    /// Accepted/s achieved in that phase.
+    pub half_own_achieved: f64,
     /// Worker merged events/s draining the full-speed phase's backlog.
     pub worker_merged_per_sec: f64,
     /// End-to-end p50 / p99 at 1,000 webhooks/s, ms.
@@ -70,6 +78,8 @@ pub struct RunFigures {
     pub ingress_rss_kib: (u64, u64),
     /// RSS of the worker at start and end, KiB.
     pub worker_rss_kib: (u64, u64),
+    /// CPU per unit of work of each phase, by component.
+    pub cpu: Vec<PhaseCpu>,
 }
 
 /// Runs the benchmark.
@@ -165,6 +175,11 @@ impl Stack {
         wait_ready(&format!("http://{}/readyz", self.settings.worker.addr)).await
     }
 
+    fn cpu(&self) -> CpuReading {
+        let pid = |child: &Option<Child>| child.as_ref().and_then(Child::id);
+        CpuReading::now(pid(&self.ingress), pid(&self.worker))
+    }
+
     fn rss(&self) -> (u64, u64) {
         let of = |child: &Option<Child>| child.as_ref().and_then(Child::id).map_or(0, rss_kib);
         (of(&self.ingress), of(&self.worker))
@@ -252,17 +267,25 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     };
 
     // 1. The broker ceiling.
+    const RAW_MESSAGES: usize = 30_000;
     let connection =
         waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench-raw").await?;
+    let before = stack.cpu();
     figures.raw_publish_per_sec = waybill_bus::bench::raw_confirmed_publish(
         &connection,
         &format!("{}bench.raw", settings.bus.prefix),
         figures.envelope_bytes,
-        30_000,
+        RAW_MESSAGES,
         settings.bus.publisher_channels,
         256,
     )
     .await?;
+    figures.cpu.push(PhaseCpu::new(
+        "raw confirmed publish",
+        "message",
+        &stack.cpu().since(&before),
+        RAW_MESSAGES as f64,
+    ));
     connection.close().await?;
 
     // 2. The database ceiling, at the worker's batch size and concurrency.
@@ -271,13 +294,21 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         settings.worker.consumers.max(1) as u32 + 1,
     )
     .await?;
+    const RAW_BATCHES: usize = 40;
+    let before = stack.cpu();
     figures.raw_upsert_per_sec = waybill_store::bench::raw_batched_upsert(
         &store,
         settings.worker.batch_size,
-        40,
+        RAW_BATCHES,
         settings.worker.consumers.max(1),
     )
     .await?;
+    figures.cpu.push(PhaseCpu::new(
+        "raw batched upsert",
+        "event",
+        &stack.cpu().since(&before),
+        (settings.worker.batch_size * RAW_BATCHES) as f64,
+    ));
     store.close().await;
 
     // 3. The ingress alone at full speed; the worker starts when sending stops and drains the
@@ -285,17 +316,40 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     stack.start_ingress().await?;
     let rss_start = stack.rss();
     let full = loadgen_args(args, &settings);
+    let sending_started = stack.cpu();
+    let mut sending_ended = None;
+    let mut draining_started = None;
     let worker_start = async {
+        sending_ended = Some(stack.cpu());
         if let Err(error) = stack.start_worker().await {
             eprintln!("worker did not start: {error:#}");
         }
+        draining_started = Some(stack.cpu());
     };
     let ledger = loadgen::run_with(&full, &settings, worker_start).await?;
+    let draining_ended = stack.cpu();
     figures.ingress_accepted_per_sec = ledger.requests.accepted_per_sec;
     figures.ingress_p99_ms_full = ledger.requests.ack_latency_ms.p99;
+    if let Some(ended) = sending_ended {
+        figures.cpu.push(PhaseCpu::new(
+            "ingress at full speed",
+            "request",
+            &ended.since(&sending_started),
+            ledger.requests.accepted as f64,
+        ));
+    }
     if let Some(drain) = &ledger.drain {
         figures.worker_merged_per_sec = drain.drain_rate_per_sec;
         figures.lost += drain.lost;
+        // Every event of the phase is merged after the worker started.
+        if let Some(started) = draining_started {
+            figures.cpu.push(PhaseCpu::new(
+                "worker draining the backlog",
+                "event",
+                &draining_ended.since(&started),
+                drain.found_events as f64,
+            ));
+        }
     }
     let rss_after_full = stack.rss();
 
@@ -306,6 +360,15 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     let ledger = loadgen::run(&half, &settings).await?;
     figures.ingress_p99_ms_half = ledger.requests.ack_latency_ms.p99;
     figures.half_rate_achieved = ledger.requests.accepted_per_sec;
+    figures.lost += ledger.drain.as_ref().map_or(0, |drain| drain.lost);
+
+    // 4b. Half the ingress's own full-speed rate: its latency when it is not saturated.
+    let mut half_own = loadgen_args(args, &settings);
+    half_own.rate = figures.ingress_accepted_per_sec / 2.0;
+    half_own.concurrency = args.concurrency.max(128);
+    let ledger = loadgen::run(&half_own, &settings).await?;
+    figures.ingress_p99_ms_half_own = ledger.requests.ack_latency_ms.p99;
+    figures.half_own_achieved = ledger.requests.accepted_per_sec;
     figures.lost += ledger.drain.as_ref().map_or(0, |drain| drain.lost);
 
     // 5. 1,000 webhooks/s end to end.
@@ -484,6 +547,8 @@ impl Report {
                 ingress_p99_ms_full: m(|r| r.ingress_p99_ms_full),
                 ingress_p99_ms_half: m(|r| r.ingress_p99_ms_half),
                 half_rate_achieved: m(|r| r.half_rate_achieved),
+                ingress_p99_ms_half_own: m(|r| r.ingress_p99_ms_half_own),
+                half_own_achieved: m(|r| r.half_own_achieved),
                 worker_merged_per_sec: m(|r| r.worker_merged_per_sec),
                 e2e_p50_ms_1k: m(|r| r.e2e_p50_ms_1k),
                 e2e_p99_ms_1k: m(|r| r.e2e_p99_ms_1k),
@@ -491,6 +556,7 @@ impl Report {
                 envelope_bytes: last.envelope_bytes,
                 ingress_rss_kib: last.ingress_rss_kib,
                 worker_rss_kib: last.worker_rss_kib,
+                cpu: median_cpu(runs),
             },
             lost: runs.iter().map(|r| r.lost).sum(),
         }
@@ -527,6 +593,11 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "| ingress p99 ack at half its own full speed ({:.0}/s achieved) | | {:.1} ms | | |",
+            r.half_own_achieved, r.ingress_p99_ms_half_own
+        )?;
+        writeln!(
+            f,
             "| worker merged events/s vs raw batched upsert | {:.0}/s | {:.0}/s | {:.2} | ≥ 0.70 |",
             r.raw_upsert_per_sec,
             r.worker_merged_per_sec,
@@ -542,6 +613,63 @@ impl std::fmt::Display for Report {
             "| RSS ingress / worker, start → end of run (KiB) | | {} → {} / {} → {} | | flat |",
             r.ingress_rss_kib.0, r.ingress_rss_kib.1, r.worker_rss_kib.0, r.worker_rss_kib.1
         )?;
-        writeln!(f, "| lost (accepted − stored) | | {} | | 0 |", self.lost)
+        writeln!(f, "| lost (accepted − stored) | | {} | | 0 |", self.lost)?;
+        writeln!(f)?;
+        write_cpu_table(f, &r.cpu)
     }
+}
+
+/// Each phase's median CPU per unit, component by component, over the runs.
+fn median_cpu(runs: &[RunFigures]) -> Vec<PhaseCpu> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .cpu
+        .iter()
+        .map(|phase| {
+            let of_runs = || {
+                runs.iter()
+                    .filter_map(|run| run.cpu.iter().find(|p| p.phase == phase.phase))
+            };
+            PhaseCpu {
+                phase: phase.phase,
+                unit: phase.unit,
+                per_unit_us: cpu::COMPONENTS
+                    .iter()
+                    .map(|name| {
+                        let value = median(of_runs().map(|p| p.per_unit_us[name]));
+                        (*name, value)
+                    })
+                    .collect(),
+                idle_share: median(of_runs().map(|p| p.idle_share)),
+            }
+        })
+        .collect()
+}
+
+fn write_cpu_table(f: &mut std::fmt::Formatter<'_>, phases: &[PhaseCpu]) -> std::fmt::Result {
+    writeln!(
+        f,
+        "where the CPU went: µs of CPU per unit, by process (all share the machine's {} cores)",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    )?;
+    writeln!(
+        f,
+        "| phase | unit | load generator / raw client | ingress | worker | RabbitMQ | Postgres | other | all | machine idle |"
+    )?;
+    writeln!(f, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for phase in phases {
+        write!(f, "| {} | {} |", phase.phase, phase.unit)?;
+        for name in cpu::COMPONENTS {
+            write!(f, " {:.1} |", phase.per_unit_us[name])?;
+        }
+        writeln!(
+            f,
+            " {:.1} | {:.0}% |",
+            phase.total_us(),
+            phase.idle_share * 100.0
+        )?;
+    }
+    Ok(())
 }

@@ -1,0 +1,217 @@
+//! Where a phase's CPU went: the CPU time of the load generator, the ingress, the worker,
+//! RabbitMQ and Postgres, read from `/proc` before and after the phase and divided by the
+//! phase's units (messages, requests, events).
+//!
+//! This is what explains a ratio to a ceiling on a small machine: every process of the run
+//! shares the same cores, so a figure is bounded by the CPU each unit costs all of them
+//! together. Linux only; elsewhere every reading is zero and the table says so.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// `/proc` counts CPU time in clock ticks of `USER_HZ`, which is 100 on every Linux
+/// architecture Waybill is built for.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU seconds used so far, by component, and the machine's busy and total time.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuReading {
+    /// This process: the load generator or the raw clients.
+    pub bench: f64,
+    /// The ingress child.
+    pub ingress: f64,
+    /// The worker child.
+    pub worker: f64,
+    /// Every `beam.smp` process (RabbitMQ).
+    pub broker: f64,
+    /// Every `postgres` process, with the backends that exited.
+    pub database: f64,
+    /// The machine's busy time over all cores.
+    pub busy: f64,
+    /// The machine's busy plus idle time over all cores.
+    pub total: f64,
+}
+
+impl CpuReading {
+    /// Reads the counters now; `ingress` and `worker` are the children's process ids.
+    pub fn now(ingress: Option<u32>, worker: Option<u32>) -> CpuReading {
+        let mut reading = CpuReading {
+            bench: process_seconds(std::process::id(), false),
+            ingress: ingress.map_or(0.0, |pid| process_seconds(pid, false)),
+            worker: worker.map_or(0.0, |pid| process_seconds(pid, false)),
+            ..CpuReading::default()
+        };
+        for (pid, name) in processes() {
+            match name.as_str() {
+                "beam.smp" => reading.broker += process_seconds(pid, true),
+                // The postmaster's children's time holds the backends that have exited.
+                "postgres" => reading.database += process_seconds(pid, true),
+                _ => {}
+            }
+        }
+        (reading.busy, reading.total) = machine_seconds();
+        reading
+    }
+
+    /// What was spent between `earlier` and this reading.
+    pub fn since(&self, earlier: &CpuReading) -> CpuReading {
+        let d = |now: f64, then: f64| (now - then).max(0.0);
+        CpuReading {
+            bench: d(self.bench, earlier.bench),
+            ingress: d(self.ingress, earlier.ingress),
+            worker: d(self.worker, earlier.worker),
+            broker: d(self.broker, earlier.broker),
+            database: d(self.database, earlier.database),
+            busy: d(self.busy, earlier.busy),
+            total: d(self.total, earlier.total),
+        }
+    }
+}
+
+/// One phase's CPU per unit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseCpu {
+    /// The phase, as the table names it.
+    pub phase: &'static str,
+    /// What a unit is (`message`, `request`, `event`).
+    pub unit: &'static str,
+    /// CPU microseconds per unit, by component.
+    pub per_unit_us: BTreeMap<&'static str, f64>,
+    /// The share of the machine left idle during the phase.
+    pub idle_share: f64,
+}
+
+/// The components in the order the table prints them.
+pub const COMPONENTS: [&str; 6] = ["bench", "ingress", "worker", "broker", "database", "other"];
+
+impl PhaseCpu {
+    /// `spent` over `units` units of work.
+    pub fn new(phase: &'static str, unit: &'static str, spent: &CpuReading, units: f64) -> Self {
+        let units = units.max(1.0);
+        let named = spent.bench + spent.ingress + spent.worker + spent.broker + spent.database;
+        let values = [
+            spent.bench,
+            spent.ingress,
+            spent.worker,
+            spent.broker,
+            spent.database,
+            (spent.busy - named).max(0.0),
+        ];
+        PhaseCpu {
+            phase,
+            unit,
+            per_unit_us: COMPONENTS
+                .iter()
+                .zip(values)
+                .map(|(name, seconds)| (*name, seconds * 1e6 / units))
+                .collect(),
+            idle_share: if spent.total > 0.0 {
+                1.0 - spent.busy / spent.total
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// All components together, µs per unit.
+    pub fn total_us(&self) -> f64 {
+        self.per_unit_us.values().sum()
+    }
+}
+
+/// User plus system time of one process (and of its reaped children with `children`), s.
+fn process_seconds(pid: u32, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<f64> = fields
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|field| field.parse().unwrap_or(0.0))
+        .collect();
+    let own = fields.first().copied().unwrap_or(0.0) + fields.get(1).copied().unwrap_or(0.0);
+    let reaped = fields.get(2).copied().unwrap_or(0.0) + fields.get(3).copied().unwrap_or(0.0);
+    (own + if children { reaped } else { 0.0 }) / TICKS_PER_SEC
+}
+
+/// Every process id with its command name.
+fn processes() -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            Some((pid, name.trim_end().to_owned()))
+        })
+        .collect()
+}
+
+/// The machine's busy and total CPU seconds over all cores (`/proc/stat`).
+fn machine_seconds() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0.0, 0.0);
+    };
+    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else {
+        return (0.0, 0.0);
+    };
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|field| field.parse().unwrap_or(0.0))
+        .collect();
+    let at = |index: usize| ticks.get(index).copied().unwrap_or(0.0);
+    let idle = at(3) + at(4);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    (busy / TICKS_PER_SEC, (busy + idle) / TICKS_PER_SEC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_seen_spending_cpu() {
+        let before = CpuReading::now(None, None);
+        let mut x = 0u64;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let spent = CpuReading::now(None, None).since(&before);
+        // 300 ms of spinning; ticks are 10 ms and a loaded machine may preempt us.
+        assert!(spent.bench >= 0.1, "spent {spent:?}");
+        assert!(spent.busy >= spent.bench - 0.02, "spent {spent:?}");
+        assert!(spent.total >= spent.busy, "spent {spent:?}");
+    }
+
+    #[test]
+    fn per_unit_figures_divide_by_units_and_leave_the_rest_to_other() {
+        let spent = CpuReading {
+            bench: 1.0,
+            ingress: 2.0,
+            broker: 3.0,
+            busy: 7.0,
+            total: 10.0,
+            ..CpuReading::default()
+        };
+        let phase = PhaseCpu::new("p", "request", &spent, 100_000.0);
+        assert_eq!(phase.per_unit_us["bench"], 10.0);
+        assert_eq!(phase.per_unit_us["ingress"], 20.0);
+        assert_eq!(phase.per_unit_us["broker"], 30.0);
+        assert_eq!(phase.per_unit_us["other"], 10.0);
+        assert_eq!(phase.total_us(), 70.0);
+        assert!((phase.idle_share - 0.3).abs() < 1e-9);
+    }
+}
