@@ -150,12 +150,14 @@ pub async fn fan_out_pending(
     limit: u32,
     due_at: DateTime<Utc>,
 ) -> Result<FanOutReport, StoreError> {
-    // Which rows some subscription wants, so that bodies cross the network only for those.
+    // Which rows some subscription wants, so that payloads are read and cross the network
+    // only for those: with no subscriber, fanning a row out only marks it.
     let rows = sqlx::query(&format!(
-        "select {OUTBOX_COLUMNS},
-                exists (select 1 from subscriptions s
-                        where {MATCHES}) as wanted
+        "select o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version, o.created_at,
+                o.traceparent, w.wanted, case when w.wanted then o.payload end as payload
          from outbox o
+         cross join lateral (select exists (select 1 from subscriptions s
+                                            where {MATCHES}) as wanted) w
          where o.fanned_out_at is null
          order by o.id
          limit $1
@@ -171,10 +173,9 @@ pub async fn fan_out_pending(
     let mut claimed = Vec::with_capacity(rows.len());
     let mut wanted = Vec::new();
     for row in &rows {
-        let entry = outbox_entry(row)?;
-        claimed.push(entry.id);
+        claimed.push(row.try_get::<i64, _>("id")?);
         if row.try_get::<bool, _>("wanted")? {
-            wanted.push(entry);
+            wanted.push(outbox_entry(row)?);
         }
     }
     let outbox_ids: Vec<i64> = wanted.iter().map(|e| e.id).collect();
