@@ -187,6 +187,7 @@ impl DeadLetters {
             body: message.body.clone(),
             message_id: message.message_id.clone(),
             headers,
+            mandatory: true,
         };
         publisher
             .publish(outbound)
@@ -241,6 +242,7 @@ pub fn dead_letter_message(
         body: delivery.body.clone(),
         message_id: delivery.message_id.clone(),
         headers,
+        mandatory: true,
     }
 }
 

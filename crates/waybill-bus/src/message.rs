@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-/// One message to publish. Every message is published persistent (`delivery_mode` 2),
-/// `mandatory` (an unroutable message is an error, never a silent drop) and with
-/// `content_type: application/json`.
+/// One message to publish. Every message is published persistent (`delivery_mode` 2) and with
+/// `content_type: application/json`; by default `mandatory` (an unroutable message is an
+/// error, never a silent drop).
 #[derive(Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
     /// The exchange (`""` is the default exchange, which routes by queue name).
@@ -17,6 +17,9 @@ pub struct OutboundMessage {
     pub message_id: Option<String>,
     /// String headers, e.g. W3C `traceparent`. Names are at most 255 bytes.
     pub headers: BTreeMap<String, String>,
+    /// Whether an unroutable message is returned as an error (`true`, the default) or
+    /// dropped by the broker and confirmed (see [`OutboundMessage::routing_optional`]).
+    pub mandatory: bool,
 }
 
 impl OutboundMessage {
@@ -32,7 +35,16 @@ impl OutboundMessage {
             body: body.into(),
             message_id: None,
             headers: BTreeMap::new(),
+            mandatory: true,
         }
+    }
+
+    /// Publishes without `mandatory`: if no queue is bound for the routing key, the broker
+    /// drops the message and confirms it. Only for a copy of a message that is published
+    /// mandatory elsewhere, such as the per-tenant copy of a change.
+    pub fn routing_optional(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 
     /// Sets the `message_id` property.
@@ -69,6 +81,7 @@ impl std::fmt::Debug for OutboundMessage {
             .field("body_len", &self.body.len())
             .field("message_id", &self.message_id)
             .field("headers", &self.headers)
+            .field("mandatory", &self.mandatory)
             .finish()
     }
 }

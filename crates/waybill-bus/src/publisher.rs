@@ -373,6 +373,7 @@ impl Shared {
             routing_key,
             body: message.body,
             properties,
+            mandatory: message.mandatory,
             deadline,
             responder,
             permit,

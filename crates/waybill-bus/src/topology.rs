@@ -301,13 +301,15 @@ impl Topology {
             (
                 self.events_exchange(),
                 ExchangeKind::Topic,
-                events_arguments.clone(),
+                events_arguments,
             ),
-            // The same changes keyed by tenant first, for tenants' consumers.
+            // The same changes keyed by tenant first, for tenants' consumers. No alternate
+            // exchange: a copy no tenant binds is dropped (it is published with routing
+            // optional); the change itself is on `waybill.events`, whose unrouted ones are kept.
             (
                 self.tenant_events_exchange(),
                 ExchangeKind::Topic,
-                events_arguments,
+                FieldTable::default(),
             ),
             // API key-set snapshots, to every ingress and worker.
             (

@@ -157,6 +157,30 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
             .await?,
         1
     );
+
+    // The per-tenant copy of a change nobody binds: mandatory, it comes back as an error;
+    // with routing optional, the broker drops and confirms it, and it does not land in the
+    // unrouted queue a second time (that queue keeps the change once, from waybill.events).
+    let tenant_copy = OutboundMessage::new(
+        bus.topology.tenant_events_exchange(),
+        "acme.starshipit.delivered",
+        b"{}".to_vec(),
+    );
+    let error = publisher
+        .publish(tenant_copy.clone())
+        .await
+        .expect_err("nothing is bound for the tenant copy");
+    assert!(
+        matches!(error, PublishError::Unroutable { .. }),
+        "{error:?}"
+    );
+    publisher.publish(tenant_copy.routing_optional()).await?;
+    assert_eq!(
+        bus.ready_messages(&bus.topology.unrouted_events_queue())
+            .await?,
+        1
+    );
+    assert!(publisher.is_ready());
     publisher.close().await;
     bus.cleanup().await
 }

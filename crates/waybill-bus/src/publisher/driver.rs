@@ -69,6 +69,8 @@ pub(crate) struct Request {
     pub(crate) body: Vec<u8>,
     /// The properties, headers included.
     pub(crate) properties: BasicProperties,
+    /// Whether an unroutable message comes back as an error.
+    pub(crate) mandatory: bool,
     /// When the caller stops waiting.
     pub(crate) deadline: Instant,
     /// Where the outcome goes.
@@ -471,6 +473,7 @@ fn send(channel: Arc<Channel>, sequence: u64, request: Request) -> Sending {
         routing_key,
         body,
         properties,
+        mandatory,
         deadline,
         responder,
         permit,
@@ -485,8 +488,9 @@ fn send(channel: Arc<Channel>, sequence: u64, request: Request) -> Sending {
     };
     Box::pin(async move {
         let options = BasicPublishOptions {
-            // An unroutable message comes back as `basic.return`: an error, never a silent drop.
-            mandatory: true,
+            // An unroutable message comes back as `basic.return`: an error, never a silent
+            // drop (unless the caller published a copy with routing optional).
+            mandatory,
             // Not supported by RabbitMQ (and not wanted: queues buffer for absent consumers).
             immediate: false,
         };

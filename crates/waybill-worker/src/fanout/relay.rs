@@ -191,7 +191,7 @@ impl Relay {
 
     /// The same message on `waybill.tenant-events`, keyed `<tenant>.<carrier>.<status>`.
     fn tenant_message(&self, message: &OutboundMessage, row: &OutboxEntry) -> OutboundMessage {
-        let mut for_tenant = message.clone();
+        let mut for_tenant = message.clone().routing_optional();
         for_tenant.exchange = self.tenant_exchange.clone();
         for_tenant.routing_key =
             Topology::tenant_event_routing_key(&row.tenant, &row.carrier, row.new_status);
