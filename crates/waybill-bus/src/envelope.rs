@@ -393,6 +393,42 @@ mod tests {
     }
 
     #[test]
+    fn registration_and_poll_envelopes_round_trip_into_their_own_variant() {
+        let registration = InboundEnvelope::RegisterV1(RegisterV1 {
+            id: EnvelopeId::random(),
+            tenant: TenantId::default_tenant(),
+            source: None,
+            carrier: CarrierCode::parse("starshipit").unwrap(),
+            tracking_number: TrackingNumber::parse("QQQ001").unwrap(),
+            order_number: Some("ORD-1".into()),
+            metadata: serde_json::json!({"priority": "high"}),
+            received_at: Utc.with_ymd_and_hms(2026, 11, 2, 8, 31, 0).unwrap(),
+            traceparent: None,
+        });
+        assert_eq!(
+            InboundEnvelope::decode(&registration.encode()).unwrap(),
+            registration
+        );
+        let job = PollEnvelope::PollJobV1(PollJobV1 {
+            shipment_id: 7,
+            tenant: TenantId::default_tenant(),
+            source: SourceId::parse("aftership").unwrap(),
+            carrier: CarrierCode::parse("aftership").unwrap(),
+            tracking_number: TrackingNumber::parse("1Z999").unwrap(),
+            slot: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
+            attempt: 2,
+            traceparent: None,
+        });
+        assert_eq!(PollEnvelope::decode(&job.encode()).unwrap(), job);
+        // A webhook body is not a poll job, whatever fields they share.
+        let error = PollEnvelope::decode(&registration.encode()).unwrap_err();
+        assert!(
+            matches!(&error, EnvelopeError::UnknownType { found, .. } if found == "RegisterV1"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
     fn unknown_types_and_versions_are_named() {
         let error = InboundEnvelope::decode(br#"{"type":"WebhookV2","id":"x"}"#).unwrap_err();
         assert!(
