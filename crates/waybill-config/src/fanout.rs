@@ -51,6 +51,9 @@ pub struct FanoutSettings {
     /// After `waybill subscriptions rotate-secret`, deliveries are signed with the old secret as
     /// well as the new one for this long.
     pub secret_rotation_window: Period,
+    /// Outbox rows published and fanned out, and deliveries delivered, are deleted once they
+    /// are this old (pending and dead deliveries are kept). `0s` keeps everything.
+    pub retention: Period,
 }
 
 impl Default for FanoutSettings {
@@ -82,6 +85,7 @@ impl Default for FanoutSettings {
             allowed_hosts: Vec::new(),
             disable_after: hours(5 * 24),
             secret_rotation_window: hours(24),
+            retention: hours(7 * 24),
         }
     }
 }
@@ -260,9 +264,18 @@ mod tests {
             retry_schedule = ["0ms", "50ms", "2s"]
             disable_after = "500ms"
             allowed_hosts = ["127.0.0.1"]
+            retention = "0s"
             "#,
         )
         .unwrap();
+        assert!(
+            settings.fanout.retention.duration().is_zero(),
+            "0s keeps everything"
+        );
+        assert_eq!(
+            FanoutSettings::default().retention.duration(),
+            Duration::from_secs(7 * 24 * 3600)
+        );
         assert_eq!(
             settings.fanout.schedule(),
             [

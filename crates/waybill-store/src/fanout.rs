@@ -224,6 +224,56 @@ pub async fn fan_out_pending(
     })
 }
 
+/// What one [`prune`] pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Outbox rows.
+    pub outbox: u64,
+    /// Deliveries.
+    pub deliveries: u64,
+}
+
+/// Deletes up to `limit` outbox rows that were published and fanned out before `before`, and
+/// up to `limit` deliveries delivered before `before`, oldest first. Outbox rows still to be
+/// published or fanned out, pending deliveries and dead ones (kept for `waybill deliveries
+/// replay`) stay, whatever their age. Rows another transaction holds are skipped. A delivery
+/// carries its own body, so pruning the outbox loses nothing a dead delivery needs.
+#[tracing::instrument(skip_all, fields(limit = limit))]
+pub async fn prune(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: u32,
+) -> Result<Pruned, StoreError> {
+    let row = sqlx::query(
+        "with old_outbox as (
+             select id from outbox
+             where published_at < $1 and fanned_out_at < $1
+             order by id
+             limit $2
+             for update skip locked),
+         deleted_outbox as (
+             delete from outbox o using old_outbox old where o.id = old.id returning 1),
+         old_deliveries as (
+             select id from deliveries
+             where status = 'delivered' and delivered_at < $1
+             order by id
+             limit $2
+             for update skip locked),
+         deleted_deliveries as (
+             delete from deliveries d using old_deliveries old where d.id = old.id returning 1)
+         select (select count(*) from deleted_outbox) as outbox,
+                (select count(*) from deleted_deliveries) as deliveries",
+    )
+    .bind(before)
+    .bind(i64::from(limit))
+    .fetch_one(conn)
+    .await?;
+    Ok(Pruned {
+        outbox: count(&row, "outbox")?,
+        deliveries: count(&row, "deliveries")?,
+    })
+}
+
 /// Outbox rows not yet published and not yet fanned out (for `/metrics`, tests and benchmarks).
 pub async fn relay_backlog(conn: &mut PgConnection) -> Result<(u64, u64), StoreError> {
     let row = sqlx::query(

@@ -166,6 +166,114 @@ async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marke
     db.drop_database().await.unwrap();
 }
 
+#[tokio::test]
+async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
+    let db = database().await;
+    subscribe(&db, "default", &[], &[]).await;
+    three_changes(&db).await;
+    fan_out(&db).await;
+    let mut tx = db.store().begin().await.unwrap();
+    let rows = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let published: Vec<i64> = rows.iter().map(|e| e.id).collect();
+    fanout::mark_published(&mut tx, &published).await.unwrap();
+    tx.commit().await.unwrap();
+    // A fourth change, fanned out but never published (the broker was down for a week).
+    db.store()
+        .apply_batch(open_batch(vec![event("A4", 10, Status::InTransit, "SYD")]))
+        .await
+        .unwrap();
+    fan_out(&db).await;
+
+    let mut conn = db.store().acquire().await.unwrap();
+    let ids = |table: &'static str| {
+        sqlx::query_scalar::<_, i64>(match table {
+            "outbox" => "select id from outbox order by id",
+            _ => "select id from deliveries order by id",
+        })
+    };
+    let outbox = ids("outbox").fetch_all(&mut *conn).await.unwrap();
+    let deliveries = ids("deliveries").fetch_all(&mut *conn).await.unwrap();
+    assert_eq!((outbox.len(), deliveries.len()), (4, 4));
+    // Outbox: the first two done with 8 days ago, the third just now, the fourth fanned out
+    // 8 days ago and still unpublished.
+    sqlx::query(
+        "update outbox set published_at = published_at - interval '8 days',
+                           fanned_out_at = fanned_out_at - interval '8 days'
+         where id = any($1)",
+    )
+    .bind(&outbox[..2])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update outbox set fanned_out_at = fanned_out_at - interval '8 days' where id = $1",
+    )
+    .bind(outbox[3])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // Deliveries: delivered 8 days ago, delivered just now, dead 8 days ago, pending for 8 days.
+    for (id, change) in [
+        (
+            deliveries[0],
+            "status = 'delivered', next_attempt_at = null, delivered_at = now() - interval '8 days'",
+        ),
+        (
+            deliveries[1],
+            "status = 'delivered', next_attempt_at = null, delivered_at = now()",
+        ),
+        (
+            deliveries[2],
+            "status = 'dead', next_attempt_at = null, dead_at = now() - interval '8 days'",
+        ),
+        (deliveries[3], "created_at = now() - interval '8 days'"),
+    ] {
+        sqlx::query(&format!("update deliveries set {change} where id = $1"))
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+
+    let week_ago = Utc::now() - chrono::Duration::days(7);
+    // At most `limit` of each, oldest first.
+    let first = fanout::prune(&mut conn, week_ago, 1).await.unwrap();
+    assert_eq!((first.outbox, first.deliveries), (1, 1));
+    assert_eq!(
+        ids("outbox").fetch_all(&mut *conn).await.unwrap()[0],
+        outbox[1]
+    );
+    let rest = fanout::prune(&mut conn, week_ago, 100).await.unwrap();
+    assert_eq!((rest.outbox, rest.deliveries), (1, 0));
+    let again = fanout::prune(&mut conn, week_ago, 100).await.unwrap();
+    assert_eq!(
+        again,
+        fanout::Pruned::default(),
+        "nothing else is old and done with"
+    );
+
+    assert_eq!(
+        ids("outbox").fetch_all(&mut *conn).await.unwrap(),
+        vec![outbox[2], outbox[3]],
+        "the recent row and the unpublished one stay"
+    );
+    assert_eq!(
+        ids("deliveries").fetch_all(&mut *conn).await.unwrap(),
+        deliveries[1..].to_vec(),
+        "recent, dead and pending deliveries stay"
+    );
+    // The fourth change can still be published after the prune.
+    drop(conn);
+    let mut tx = db.store().begin().await.unwrap();
+    let pending = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![outbox[3]]
+    );
+    tx.rollback().await.unwrap();
+    db.drop_database().await.unwrap();
+}
+
 async fn claim(
     db: &TestDatabase,
     now: DateTime<Utc>,

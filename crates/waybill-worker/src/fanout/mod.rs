@@ -12,7 +12,8 @@
 //!                                   └── 2xx delivered · 410 disable · else retry per schedule · dead
 //! ```
 //!
-//! * [`relay`]: the publish and fan-out loops ([`Relay`]).
+//! * [`relay`]: the publish and fan-out loops ([`Relay`]), and the pruning of what is done
+//!   with and older than `fanout.retention`.
 //! * [`delivery`]: the dispatcher ([`Dispatcher`]): bounded concurrency overall and per
 //!   subscription, outcomes recorded in Postgres.
 //! * [`policy`]: what an answer means and when to try again ([`RetryPolicy`], [`Verdict`]).
@@ -60,6 +61,10 @@ pub(crate) fn spawn(worker: &Worker, tracker: &TaskTracker, shutdown: Cancellati
             interval,
             shutdown.clone(),
         ));
+        let retention = settings.retention.duration();
+        if !retention.is_zero() {
+            tracker.spawn(relay::run_prune(relay.clone(), retention, shutdown.clone()));
+        }
         tracker.spawn(relay::run_fan_out(relay, interval, shutdown.clone()));
     }
     if settings.delivery_enabled {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use waybill_bus::{OutboundMessage, Publisher, Topology};
 use waybill_config::FanoutSettings;
-use waybill_store::fanout::{self, FanOutReport, OutboxEntry};
+use waybill_store::fanout::{self, FanOutReport, OutboxEntry, Pruned};
 use waybill_store::{Store, StoreError};
 use waybill_telemetry::trace;
 
@@ -253,6 +253,55 @@ pub(crate) async fn run_fan_out(relay: Relay, interval: Duration, shutdown: Canc
             Err(error) => {
                 tracing::warn!(error = %error, "the fan-out could not create deliveries");
                 backoff.failed()
+            }
+        };
+        sleep_or_stop(wait, &shutdown).await;
+    }
+}
+
+/// Most outbox rows (and, separately, deliveries) one pruning statement deletes.
+const PRUNE_BATCH: u32 = 5_000;
+/// How often the relay looks for rows past the retention.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// The pause between two full pruning statements, so that clearing a long backlog (the first
+/// start with a retention on a large outbox) leaves the database to the merges.
+const PRUNE_PAUSE: Duration = Duration::from_millis(100);
+
+impl Relay {
+    /// One pruning statement: deletes outbox rows published and fanned out, and deliveries
+    /// delivered, before `before` (see [`fanout::prune`]).
+    pub async fn prune_once(&self, before: chrono::DateTime<Utc>) -> Result<Pruned, StoreError> {
+        let store = self.store.clone();
+        let work = async move {
+            let mut conn = store.acquire().await?;
+            fanout::prune(&mut conn, before, PRUNE_BATCH).await
+        };
+        let pruned =
+            tokio::spawn(work.instrument(tracing::info_span!("waybill.relay_prune"))).await??;
+        metrics::counter!("waybill_pruned_total", "table" => "outbox").increment(pruned.outbox);
+        metrics::counter!("waybill_pruned_total", "table" => "deliveries")
+            .increment(pruned.deliveries);
+        Ok(pruned)
+    }
+}
+
+/// Deletes what is older than `retention` and done with (`fanout.retention`), every minute,
+/// in statements of at most [`PRUNE_BATCH`] rows, until shutdown.
+pub(crate) async fn run_prune(relay: Relay, retention: Duration, shutdown: CancellationToken) {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    while !shutdown.is_cancelled() {
+        let before = Utc::now()
+            .checked_sub_signed(retention)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let wait = match relay.prune_once(before).await {
+            Ok(pruned) if pruned.outbox.max(pruned.deliveries) >= u64::from(PRUNE_BATCH) => {
+                PRUNE_PAUSE
+            }
+            Ok(_) => PRUNE_INTERVAL,
+            Err(error) => {
+                // Nothing waits on pruning: the next minute tries again.
+                tracing::warn!(error = %error, "the outbox could not be pruned");
+                PRUNE_INTERVAL
             }
         };
         sleep_or_stop(wait, &shutdown).await;
