@@ -136,6 +136,39 @@ async fn the_fan_out_follows_tenant_carrier_status_and_enabled_and_is_idempotent
 }
 
 #[tokio::test]
+async fn changes_of_a_tenant_nobody_subscribed_for_are_written_fanned_out() {
+    let db = database().await;
+    // A subscription of another tenant, and a disabled one of this tenant: neither counts.
+    subscribe(&db, "globex", &[], &[]).await;
+    let disabled = subscribe(&db, "default", &[], &[]).await;
+    let mut conn = db.store().acquire().await.unwrap();
+    fanout::disable_subscription(&mut conn, disabled, DisabledReason::Manual, Utc::now())
+        .await
+        .unwrap();
+    drop(conn);
+    three_changes(&db).await;
+    let mut conn = db.store().acquire().await.unwrap();
+    assert_eq!(
+        fanout::relay_backlog(&mut conn).await.unwrap(),
+        (3, 0),
+        "to publish, but nothing to fan out"
+    );
+    drop(conn);
+    assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
+
+    // Once the tenant has a subscription, its new changes wait for the fan-out.
+    let sub = subscribe(&db, "default", &[], &[]).await;
+    db.store()
+        .apply_batch(open_batch(vec![event("A1", 20, Status::Delivered, "SYD")]))
+        .await
+        .unwrap();
+    let report = fan_out(&db).await;
+    assert_eq!((report.rows, report.deliveries), (1, 1));
+    assert_eq!(deliveries(&db, sub).await.len(), 1);
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
 async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marked() {
     let db = database().await;
     three_changes(&db).await;
