@@ -35,8 +35,9 @@ enum Command {
     /// shown only with `show --body`: they carry personal data).
     #[command(subcommand)]
     Deadletters(deadletters::DeadLettersCommand),
-    /// Measure the machine's ceilings and Waybill's figures side by side (starts its own
-    /// ingress and worker on a fresh database and queue prefix).
+    /// Measure the machine's ceilings and Waybill's figures side by side, and the CPU each
+    /// message, request and event costs every process (starts its own ingress and worker on a
+    /// fresh database and queue prefix).
     Bench(bench::BenchArgs),
     /// Create, list and revoke API keys for the platform endpoints (the secret is shown once).
     #[command(subcommand)]

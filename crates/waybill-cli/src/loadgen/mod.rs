@@ -498,8 +498,8 @@ fn merge_into(total: &mut TaskResult, part: TaskResult) {
 /// `timeout`; computes what is lost and the end-to-end latency.
 ///
 /// Each lookup asks only for the ids still missing, and the next one waits ten times as long
-/// as the last took (at least 250 ms): the accounting must not take the database away from
-/// the worker it is measuring. The rates come from the rows' `stored_at`, not from when a
+/// as the last took (250 ms to 5 s): the accounting must not take the database away from the
+/// worker it is measuring. The rates come from the rows' `stored_at`, not from when a
 /// lookup saw them, so the spacing does not bias them.
 async fn drain(
     settings: &Settings,
@@ -528,7 +528,8 @@ async fn drain(
         if missing.is_empty() || last_progress.elapsed() >= timeout {
             break;
         }
-        tokio::time::sleep((lookup * 10).max(Duration::from_millis(250))).await;
+        tokio::time::sleep((lookup * 10).clamp(Duration::from_millis(250), Duration::from_secs(5)))
+            .await;
     }
     let drain_secs = started.elapsed().as_secs_f64();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
