@@ -1,6 +1,7 @@
 //! Crashes and restarts lose nothing: rows committed but not published are published by the
 //! next relay (consumers dedupe the repeats by message id), a pending retry survives a worker
-//! restart, and a dead delivery is replayed with the same webhook-id and bytes.
+//! restart, a dead delivery is replayed with the same webhook-id and bytes, and past the
+//! retention a worker deletes what is done with but keeps dead deliveries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -201,4 +202,71 @@ async fn a_dead_delivery_is_replayed_with_the_same_webhook_id_and_bytes() {
             .is_empty()
     );
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_prunes_what_is_done_with_once_older_than_the_retention() {
+    let mut app = FanoutApp::spawn_without_workers("").await;
+    let answering = Receiver::start(vec![]).await;
+    let gone = Receiver::start(vec![Reply::Status(410)]).await;
+    let (delivered_to, _) = app.subscribe(&answering.url("/ok"), &[], &[]).await;
+    let (dead_at, _) = app.subscribe(&gone.url("/gone"), &[], &[]).await;
+    let first = app.start_worker(|_| {}).await;
+    app.post_event(
+        "direct",
+        &event("acme", "OLD1", "InTransit", "2026-11-20T10:00:00Z"),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "one delivery delivered, one dead",
+        || async {
+            status_of(&app, delivered_to).await == Some(DeliveryStatus::Delivered)
+                && status_of(&app, dead_at).await == Some(DeliveryStatus::Dead)
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the change published", || async {
+        let mut conn = app.db.store().acquire().await.unwrap();
+        waybill_store::fanout::relay_backlog(&mut conn)
+            .await
+            .unwrap()
+            == (0, 0)
+    })
+    .await;
+    app.stop_worker(first).await;
+
+    // A week and a day later.
+    for statement in [
+        "update outbox set published_at = published_at - interval '8 days',
+                           fanned_out_at = fanned_out_at - interval '8 days'",
+        "update deliveries set delivered_at = delivered_at - interval '8 days',
+                               dead_at = dead_at - interval '8 days'",
+    ] {
+        sqlx::query(statement)
+            .execute(app.db.store().pool())
+            .await
+            .unwrap();
+    }
+    app.start_worker(|_| {}).await;
+    eventually(
+        Duration::from_secs(20),
+        "the outbox row and the delivered delivery pruned",
+        || async { app.outbox_rows().await == 0 && status_of(&app, delivered_to).await.is_none() },
+    )
+    .await;
+    assert_eq!(
+        status_of(&app, dead_at).await,
+        Some(DeliveryStatus::Dead),
+        "a dead delivery stays, to be replayed"
+    );
+    app.shutdown().await;
+}
+
+/// The status of a subscription's first delivery, if it has one.
+async fn status_of(app: &FanoutApp, subscription: i64) -> Option<DeliveryStatus> {
+    app.deliveries(subscription)
+        .await
+        .first()
+        .map(|delivery| delivery.status)
 }
