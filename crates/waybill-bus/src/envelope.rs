@@ -376,6 +376,20 @@ mod tests {
         .finish()
     }
 
+    /// Shipment 42's poll job for one slot, traced.
+    fn poll_job() -> PollJobV1 {
+        PollJobV1 {
+            shipment_id: 42,
+            tenant: TenantId::default_tenant(),
+            source: SourceId::parse("aftership").unwrap(),
+            carrier: CarrierCode::parse("aftership").unwrap(),
+            tracking_number: TrackingNumber::parse("1Z999").unwrap(),
+            slot: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
+            attempt: 0,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        }
+    }
+
     #[test]
     fn a_webhook_envelope_round_trips() {
         let envelope = InboundEnvelope::WebhookV1(WebhookV1::new(
@@ -410,14 +424,9 @@ mod tests {
             registration
         );
         let job = PollEnvelope::PollJobV1(PollJobV1 {
-            shipment_id: 7,
-            tenant: TenantId::default_tenant(),
-            source: SourceId::parse("aftership").unwrap(),
-            carrier: CarrierCode::parse("aftership").unwrap(),
-            tracking_number: TrackingNumber::parse("1Z999").unwrap(),
-            slot: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
             attempt: 2,
             traceparent: None,
+            ..poll_job()
         });
         assert_eq!(PollEnvelope::decode(&job.encode()).unwrap(), job);
         // A webhook body is not a poll job, whatever fields they share.
@@ -469,17 +478,7 @@ mod tests {
     #[test]
     fn messages_carry_id_route_and_trace() {
         let topology = Topology::new("t.");
-        let job = PollJobV1 {
-            shipment_id: 42,
-            tenant: TenantId::default_tenant(),
-            source: SourceId::parse("aftership").unwrap(),
-            carrier: CarrierCode::parse("aftership").unwrap(),
-            tracking_number: TrackingNumber::parse("1Z999").unwrap(),
-            slot: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
-            attempt: 0,
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-        };
-        let message = PollEnvelope::PollJobV1(job).to_message(&topology);
+        let message = PollEnvelope::PollJobV1(poll_job()).to_message(&topology);
         assert_eq!(message.exchange, "t.waybill.inbound");
         assert_eq!(message.routing_key, "poll");
         assert_eq!(message.message_id.as_deref(), Some("poll-42-1800000000"));

@@ -122,22 +122,32 @@ impl PhaseCpu {
 
 /// User plus system time of one process (and of its reaped children with `children`), s.
 fn process_seconds(pid: u32, children: bool) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(0.0, |stat| stat_seconds(&stat, children))
+}
+
+/// [`process_seconds`] from the text of `/proc/<pid>/stat`.
+fn stat_seconds(stat: &str, children: bool) -> f64 {
     // The command name may hold spaces and parentheses: the fields start after the last ')'.
     let Some((_, fields)) = stat.rsplit_once(')') else {
         return 0.0;
     };
-    let fields: Vec<f64> = fields
+    // utime stime cutime cstime are the 14th to 17th fields, the 12th to 15th after the name.
+    let at = numbers(fields, 11);
+    let own = at(0) + at(1);
+    let reaped = at(2) + at(3);
+    (own + if children { reaped } else { 0.0 }) / TICKS_PER_SEC
+}
+
+/// The whitespace-separated numbers of `line` from the `skip`th on, by index (0 where absent
+/// or not a number).
+fn numbers(line: &str, skip: usize) -> impl Fn(usize) -> f64 {
+    let values: Vec<f64> = line
         .split_whitespace()
-        .skip(11)
-        .take(4)
+        .skip(skip)
         .map(|field| field.parse().unwrap_or(0.0))
         .collect();
-    let own = fields.first().copied().unwrap_or(0.0) + fields.get(1).copied().unwrap_or(0.0);
-    let reaped = fields.get(2).copied().unwrap_or(0.0) + fields.get(3).copied().unwrap_or(0.0);
-    (own + if children { reaped } else { 0.0 }) / TICKS_PER_SEC
+    move |index| values.get(index).copied().unwrap_or(0.0)
 }
 
 /// Every process id with its command name.
@@ -164,13 +174,7 @@ fn machine_seconds() -> (f64, f64) {
         return (0.0, 0.0);
     };
     // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let ticks: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|field| field.parse().unwrap_or(0.0))
-        .collect();
-    let at = |index: usize| ticks.get(index).copied().unwrap_or(0.0);
+    let at = numbers(line, 1);
     let idle = at(3) + at(4);
     let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
     (busy / TICKS_PER_SEC, (busy + idle) / TICKS_PER_SEC)
@@ -194,6 +198,16 @@ mod tests {
         assert!(spent.bench >= 0.1, "spent {spent:?}");
         assert!(spent.busy >= spent.bench - 0.02, "spent {spent:?}");
         assert!(spent.total >= spent.busy, "spent {spent:?}");
+    }
+
+    #[test]
+    fn a_stat_line_is_read_after_a_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime cutime cstime …
+        let stat = "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 10 0 0 0 250 50 700 100 20 0";
+        assert!((stat_seconds(stat, false) - 3.0).abs() < 1e-9);
+        assert!((stat_seconds(stat, true) - 11.0).abs() < 1e-9);
+        assert_eq!(stat_seconds("garbage", true), 0.0);
     }
 
     #[test]

@@ -353,23 +353,24 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     }
     let rss_after_full = stack.rss();
 
-    // 4. Half the raw publish rate, worker running.
-    let mut half = loadgen_args(args, &settings);
-    half.rate = figures.raw_publish_per_sec / 2.0;
-    half.concurrency = args.concurrency.max(128);
-    let ledger = loadgen::run(&half, &settings).await?;
-    figures.ingress_p99_ms_half = ledger.requests.ack_latency_ms.p99;
-    figures.half_rate_achieved = ledger.requests.accepted_per_sec;
-    figures.lost += ledger.drain.as_ref().map_or(0, |drain| drain.lost);
-
-    // 4b. Half the ingress's own full-speed rate: its latency when it is not saturated.
-    let mut half_own = loadgen_args(args, &settings);
-    half_own.rate = figures.ingress_accepted_per_sec / 2.0;
-    half_own.concurrency = args.concurrency.max(128);
-    let ledger = loadgen::run(&half_own, &settings).await?;
-    figures.ingress_p99_ms_half_own = ledger.requests.ack_latency_ms.p99;
-    figures.half_own_achieved = ledger.requests.accepted_per_sec;
-    figures.lost += ledger.drain.as_ref().map_or(0, |drain| drain.lost);
+    // 4. Half the raw publish rate, then half the ingress's own full-speed rate (its latency
+    //    when it is not saturated); the worker running.
+    let half_rate = async |rate: f64| {
+        let mut load = loadgen_args(args, &settings);
+        load.rate = rate;
+        load.concurrency = args.concurrency.max(128);
+        let ledger = loadgen::run(&load, &settings).await?;
+        let lost = ledger.drain.as_ref().map_or(0, |drain| drain.lost);
+        anyhow::Ok((ledger.requests, lost))
+    };
+    let (requests, lost) = half_rate(figures.raw_publish_per_sec / 2.0).await?;
+    figures.ingress_p99_ms_half = requests.ack_latency_ms.p99;
+    figures.half_rate_achieved = requests.accepted_per_sec;
+    figures.lost += lost;
+    let (requests, lost) = half_rate(figures.ingress_accepted_per_sec / 2.0).await?;
+    figures.ingress_p99_ms_half_own = requests.ack_latency_ms.p99;
+    figures.half_own_achieved = requests.accepted_per_sec;
+    figures.lost += lost;
 
     // 5. 1,000 webhooks/s end to end.
     let mut steady = loadgen_args(args, &settings);
