@@ -288,7 +288,14 @@ pub async fn relay_backlog(conn: &mut PgConnection) -> Result<(u64, u64), StoreE
 /// The condition under which subscription `s` wants a change of `tenant`, `carrier` and
 /// `status` written at `created_at`: enabled, same tenant, its filters match, and it existed
 /// when the change was written (a new subscription does not receive a backlog of old changes).
-fn matches_clause(tenant: &str, carrier: &str, status: &str, created_at: &str) -> String {
+/// The fan-out claims by it, and the merge writes a change no subscription wants by it already
+/// fanned out.
+pub(crate) fn matches_clause(
+    tenant: &str,
+    carrier: &str,
+    status: &str,
+    created_at: &str,
+) -> String {
     format!(
         "s.enabled and s.tenant = {tenant} and s.created_at <= {created_at}
          and (cardinality(s.carriers) = 0 or {carrier} = any(s.carriers))

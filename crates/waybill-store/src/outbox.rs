@@ -189,24 +189,24 @@ pub(crate) fn insert_statement(first: usize) -> String {
         .enumerate()
         .map(|(offset, kind)| format!("${}::{kind}[]", first + offset))
         .collect();
-    // A row of a tenant without any enabled subscription is written already fanned out: there
-    // is no one to create deliveries for, and the fan-out would only claim and mark it (a
-    // second rewrite of the row and its indexes). A subscription receives the changes merged
-    // after its creation committed.
+    // A change no subscription wants, by the fan-out's own rule, is written already fanned
+    // out: the fan-out would only claim and mark it (a second rewrite of the row and its
+    // indexes). The row's `created_at` will be `now()`. A subscription receives the changes
+    // merged after its creation committed.
     format!(
         "insert into outbox
              (tenant, shipment_id, event_id, carrier, tracking_number, order_number,
               previous_status, new_status, raw_status, sub_status, occurred_at, version, payload,
               traceparent, fanned_out_at)
          select o.*,
-                case when exists (select 1 from subscriptions s
-                                  where s.enabled and s.tenant = o.tenant)
+                case when exists (select 1 from subscriptions s where {matches})
                      then null else now() end
-         from unnest({}) as o(tenant, shipment_id, event_id, carrier, tracking_number,
-                             order_number, previous_status, new_status, raw_status, sub_status,
-                             occurred_at, version, payload, traceparent)
+         from unnest({arrays}) as o(tenant, shipment_id, event_id, carrier, tracking_number,
+                                    order_number, previous_status, new_status, raw_status,
+                                    sub_status, occurred_at, version, payload, traceparent)
          returning id, shipment_id",
-        arrays.join(", ")
+        matches = crate::fanout::matches_clause("o.tenant", "o.carrier", "o.new_status", "now()"),
+        arrays = arrays.join(", ")
     )
 }
 

@@ -136,7 +136,7 @@ async fn the_fan_out_follows_tenant_carrier_status_and_enabled_and_is_idempotent
 }
 
 #[tokio::test]
-async fn changes_of_a_tenant_nobody_subscribed_for_are_written_fanned_out() {
+async fn changes_no_subscription_wants_are_written_fanned_out() {
     let db = database().await;
     // A subscription of another tenant, and a disabled one of this tenant: neither counts.
     subscribe(&db, "globex", &[], &[]).await;
@@ -156,7 +156,15 @@ async fn changes_of_a_tenant_nobody_subscribed_for_are_written_fanned_out() {
     drop(conn);
     assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
 
-    // Once the tenant has a subscription, its new changes wait for the fan-out.
+    // Nor does a subscription whose filters the changes do not match.
+    subscribe(&db, "default", &["dhl"], &[]).await;
+    db.store()
+        .apply_batch(open_batch(vec![event("A2", 20, Status::Delivered, "SYD")]))
+        .await
+        .unwrap();
+    assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
+
+    // Once the tenant has a subscription that wants them, its new changes wait for the fan-out.
     let sub = subscribe(&db, "default", &[], &[]).await;
     db.store()
         .apply_batch(open_batch(vec![event("A1", 20, Status::Delivered, "SYD")]))
