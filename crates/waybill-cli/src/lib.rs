@@ -1,10 +1,8 @@
-//! The `waybill` admin CLI's library: the load generator, the benchmark and the dead-letter
-//! commands, so that the fault suite (`tests/e2e/tests/faults`) and other tests can drive them
-//! in-process. `main.rs` parses arguments and calls these.
+//! The `waybill` admin CLI's library: the operator commands (API keys, subscriptions, deliveries,
+//! dead letters), so that the end-to-end tests can drive them in-process. `main.rs` parses
+//! arguments and calls these. The load tools are in `waybill-bench`.
 
-pub mod bench;
 pub mod deadletters;
 pub mod deliveries;
 pub mod keys;
-pub mod loadgen;
 pub mod subscriptions;

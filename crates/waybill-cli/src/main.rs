@@ -3,7 +3,7 @@
 mod shipments;
 
 use clap::{Parser, Subcommand};
-use waybill_cli::{bench, deadletters, deliveries, keys, loadgen, subscriptions};
+use waybill_cli::{deadletters, deliveries, keys, subscriptions};
 use waybill_config::Settings;
 
 /// Waybill's admin command line.
@@ -29,16 +29,10 @@ enum Command {
     Shipments(shipments::ShipmentsCommand),
     /// Check the configuration and list the sources and carrier profiles it resolves to.
     Config,
-    /// Play many couriers at once against a running ingress and balance the books in Postgres.
-    Loadgen(loadgen::LoadgenArgs),
     /// Inspect, replay or discard the dead-lettered messages of `waybill.dead` (bodies are
     /// shown only with `show --body`: they carry personal data).
     #[command(subcommand)]
     Deadletters(deadletters::DeadLettersCommand),
-    /// Measure the machine's ceilings and Waybill's figures side by side, and the CPU each
-    /// message, request and event costs every process (starts its own ingress and worker on a
-    /// fresh database and queue prefix).
-    Bench(bench::BenchArgs),
     /// Create, list and revoke API keys for the platform endpoints (the secret is shown once).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -88,24 +82,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("topology declared");
         }
         Command::Shipments(command) => shipments::run(command, &settings).await?,
-        Command::Bench(args) => bench::run(&args, &settings).await?,
         Command::Deadletters(command) => deadletters::run(command, &settings).await?,
         Command::Keys(command) => keys::run(command, &settings).await?,
         Command::Subscriptions(command) => subscriptions::run(command, &settings).await?,
         Command::Deliveries(command) => deliveries::run(command, &settings).await?,
-        Command::Loadgen(args) => {
-            let ledger = loadgen::run(&args, &settings).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&ledger)?);
-            } else {
-                print!("{ledger}");
-            }
-            if !ledger.balanced() {
-                anyhow::bail!(
-                    "the ledger does not balance: accepted requests are unaccounted for or answers contradicted their intent"
-                );
-            }
-        }
         Command::Config => {
             let profiles = settings.profiles()?;
             println!(

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use waybill_cli::loadgen::{self, Ledger, LoadgenArgs};
+use waybill_bench::loadgen::{self, Ledger, LoadgenArgs};
 
 use crate::blackhole::Blackhole;
 use crate::downstream::{self, Downstream, DownstreamLedger};

@@ -193,13 +193,13 @@ impl Plan {
 pub fn event_ids_of(target: &Target, body: &[u8]) -> Vec<EventId> {
     let now = Utc::now();
     let mut headers = HeaderMap::new();
-    if let Some((name, value)) = target.profile.sign(body, &target.secret, now) {
-        if let (Ok(name), Ok(value)) = (
+    if let Some((name, value)) = target.profile.sign(body, &target.secret, now)
+        && let (Ok(name), Ok(value)) = (
             reqwest::header::HeaderName::from_bytes(name.as_bytes()),
             reqwest::header::HeaderValue::from_str(&value),
-        ) {
-            headers.insert(name, value);
-        }
+        )
+    {
+        headers.insert(name, value);
     }
     let request = UnverifiedRequest {
         headers: &headers,

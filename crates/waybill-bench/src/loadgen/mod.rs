@@ -1,5 +1,5 @@
-//! `waybill loadgen`: plays many couriers at once against a running ingress, then balances the
-//! books against Postgres. See `docs/loadgen.md`.
+//! `waybill-bench loadgen`: plays many couriers at once against a running ingress, then balances the
+//! books against Postgres. See the README, "Load generator and fault suite".
 
 mod ledger;
 pub(crate) mod payloads;
@@ -20,7 +20,7 @@ use waybill_core::EventId;
 pub use ledger::{DrainLedger, Ledger, Percentiles, RequestLedger};
 use plan::{Intent, Mix, Plan, Planned, Target};
 
-/// `waybill loadgen` arguments.
+/// `waybill-bench loadgen` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct LoadgenArgs {
     /// The ingress base URL (default: from `ingress.addr`).

@@ -1,4 +1,4 @@
-//! `waybill bench`: the machine's ceilings and Waybill's figures, side by side in one run.
+//! `waybill-bench bench`: the machine's ceilings and Waybill's figures, side by side in one run.
 //! See the README's Performance section.
 
 use std::net::TcpListener;
@@ -18,7 +18,7 @@ mod cpu;
 
 use cpu::{CpuReading, PhaseCpu};
 
-/// `waybill bench` arguments.
+/// `waybill-bench bench` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Where the `waybill-ingress` and `waybill-worker` binaries are (default: beside this one).
@@ -499,10 +499,10 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(response) = http.get(url).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(response) = http.get(url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -197,7 +197,8 @@ mod tests {
         // 300 ms of spinning; ticks are 10 ms and a loaded machine may preempt us.
         assert!(spent.bench >= 0.1, "spent {spent:?}");
         assert!(spent.busy >= spent.bench - 0.02, "spent {spent:?}");
-        assert!(spent.total >= spent.busy, "spent {spent:?}");
+        // Both are differences of large tick counts in floating point: allow its rounding.
+        assert!(spent.total >= spent.busy - 1e-6, "spent {spent:?}");
     }
 
     #[test]

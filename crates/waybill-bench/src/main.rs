@@ -1,0 +1,68 @@
+//! `waybill-bench`: the load generator and the benchmark. Thin: parse arguments, call the library.
+
+use clap::{Parser, Subcommand};
+use waybill_bench::{bench, loadgen};
+use waybill_config::Settings;
+
+/// Waybill's load generator and benchmark.
+#[derive(Debug, Parser)]
+#[command(
+    name = "waybill-bench",
+    version,
+    about = "Waybill's load tools: play couriers against an ingress, measure ceilings and figures"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Play many couriers at once against a running ingress and balance the books in Postgres.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Measure the machine's ceilings and Waybill's figures side by side, and the CPU each
+    /// message, request and event costs every process (starts its own ingress and worker on a
+    /// fresh database and queue prefix).
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("waybill-bench: {error}");
+            std::process::exit(2);
+        }
+    };
+    let _telemetry = waybill_telemetry::init(&waybill_telemetry::TelemetryConfig {
+        service_name: "waybill-bench",
+        format: waybill_telemetry::LogFormat::Pretty,
+        default_filter: "warn".to_owned(),
+    });
+    if let Err(error) = run(cli.command, settings).await {
+        eprintln!("waybill-bench: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Bench(args) => bench::run(&args, &settings).await?,
+        Command::Loadgen(args) => {
+            let ledger = loadgen::run(&args, &settings).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&ledger)?);
+            } else {
+                print!("{ledger}");
+            }
+            if !ledger.balanced() {
+                anyhow::bail!(
+                    "the ledger does not balance: accepted requests are unaccounted for or answers contradicted their intent"
+                );
+            }
+        }
+    }
+    Ok(())
+}
