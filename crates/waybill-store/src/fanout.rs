@@ -27,8 +27,8 @@ use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, EventId, Status, TenantId};
 
 use crate::error::StoreError;
-use crate::outbox::DownstreamEvent;
 use crate::queries::{parse_event_id, parse_status};
+use waybill_api::events::DownstreamEvent;
 
 pub use deliveries::{
     ClaimedDelivery, DeadFilter, DeliveryRecord, DeliveryStatus, FailureRecorded,

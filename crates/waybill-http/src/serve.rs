@@ -1,6 +1,6 @@
-//! The accept loop: `axum::serve` with the limits a public endpoint needs and axum does not
-//! expose — a bound on reading a request's headers (a slow-headers caller holds a connection
-//! for seconds, not forever) and a bound on the graceful shutdown.
+//! The accept loop of both servers: `axum::serve` with the limits a public endpoint needs and
+//! axum does not expose — a bound on reading a request's headers (a slow-headers caller holds a
+//! connection for seconds, not forever) and a bound on the graceful shutdown.
 
 use std::time::Duration;
 

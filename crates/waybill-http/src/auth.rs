@@ -1,17 +1,17 @@
-//! API keys on the ingress's platform endpoints (`POST /v1/shipments`), checked without a
-//! database: against the newest key set the worker published to `waybill.keys` (see
-//! `docs/security.md` and `waybill_bus::keys`). Courier webhooks never go through this: they are
-//! authenticated by their signatures, and their source decides their tenant.
+//! API keys, checked without a database: against the newest key set the worker published to
+//! `waybill.keys` (see `docs/security.md` and `waybill_bus::keys`). Courier webhooks never go
+//! through this: they are authenticated by their signatures, and their source decides their
+//! tenant.
 //!
 //! Use: put [`Authorized`] first among a handler's extractors, with the scope the route needs,
-//! and take the tenant from it:
+//! and take the tenant from it (a state type `S` provides the gate with `KeyGate: FromRef<S>`):
 //!
 //! ```ignore
 //! async fn register(
 //!     auth: Authorized<ShipmentsWrite>,
 //!     State(state): State<AppState>,
-//!     body: Bytes,
-//! ) -> Result<Json<Accepted>, ApiError> {
+//!     JsonBody(body): JsonBody,
+//! ) -> Result<Json<Registered>, HttpError> {
 //!     // The key's tenant; a body naming another is refused (403) unless the key is `admin`.
 //!     let tenant = auth.tenant_for(requested_tenant.as_ref())?;
 //!     …
@@ -22,19 +22,20 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::keys::{KeyRing, KeySubscriberConfig, KeysUnavailable, spawn_key_subscriber};
 use waybill_config::{AuthMode, Settings};
 use waybill_core::TenantId;
 use waybill_core::access::{Denied, Principal, Scope};
 
-use crate::AppState;
+use crate::HttpError;
+
+/// Seconds a client is told to wait while no trusted key set is held.
+const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 5;
 
 /// How requests are authenticated: not at all (`[auth] mode = "none"`), or against the newest
 /// key set received from the bus.
@@ -48,11 +49,16 @@ pub enum KeyGate {
 
 impl KeyGate {
     /// The gate the settings ask for; with keys, starts the task that feeds the ring from
-    /// `waybill.keys` (on its own connection, reconnecting by itself) until `shutdown`.
-    pub fn start(settings: &Settings, shutdown: &CancellationToken) -> KeyGate {
+    /// `waybill.keys` (on its own connection named `connection_name`, reconnecting by itself)
+    /// until `shutdown`.
+    pub fn start(
+        settings: &Settings,
+        connection_name: &str,
+        shutdown: &CancellationToken,
+    ) -> KeyGate {
         if settings.auth.mode == AuthMode::None {
             tracing::warn!(
-                "[auth] mode = \"none\": platform endpoints are open to anyone who can reach them"
+                "[auth] mode = \"none\": API endpoints are open to anyone who can reach them"
             );
             return KeyGate::Open;
         }
@@ -61,7 +67,7 @@ impl KeyGate {
         )));
         let topology = waybill_bus::Topology::new(&settings.bus.prefix)
             .with_delivery_limit(settings.bus.delivery_limit);
-        let config = KeySubscriberConfig::new(&settings.bus.url, "waybill-ingress-keys", topology);
+        let config = KeySubscriberConfig::new(&settings.bus.url, connection_name, topology);
         spawn_key_subscriber(config, Arc::clone(&ring), shutdown.clone());
         KeyGate::Keys(ring)
     }
@@ -86,12 +92,6 @@ impl KeyGate {
     }
 }
 
-impl FromRef<AppState> for KeyGate {
-    fn from_ref(state: &AppState) -> KeyGate {
-        state.inner.keys.clone()
-    }
-}
-
 /// A scope an [`Authorized`] extractor requires.
 pub trait RequiredScope {
     /// The scope.
@@ -99,13 +99,15 @@ pub trait RequiredScope {
 }
 
 /// `shipments:write`: registering shipments.
+#[derive(Debug)]
 pub struct ShipmentsWrite;
 
 impl RequiredScope for ShipmentsWrite {
     const SCOPE: Scope = Scope::ShipmentsWrite;
 }
 
-/// `shipments:read`.
+/// `shipments:read`: reading shipments.
+#[derive(Debug)]
 pub struct ShipmentsRead;
 
 impl RequiredScope for ShipmentsRead {
@@ -115,6 +117,7 @@ impl RequiredScope for ShipmentsRead {
 /// The caller, authenticated by an API key that has the scope `S` (401 without a valid key,
 /// 403 without the scope, 503 while no trusted key set is held). Put it first among a handler's
 /// extractors so that an unauthenticated request learns nothing else (401 before 400).
+#[derive(Debug)]
 pub struct Authorized<S> {
     /// Who is calling.
     pub principal: Principal,
@@ -123,12 +126,14 @@ pub struct Authorized<S> {
 
 impl<S> Authorized<S> {
     /// The tenant the request acts on: the key's own, or `requested` when it is the same or the
-    /// key is `admin` (403 otherwise). Registrations take their tenant from here, never from the
-    /// body alone.
+    /// key is `admin` (403 otherwise). Requests take their tenant from here, never from the
+    /// body or query alone.
     pub fn tenant_for(&self, requested: Option<&TenantId>) -> Result<TenantId, AuthRejection> {
-        self.principal
-            .tenant_for(requested)
-            .map_err(AuthRejection::Denied)
+        self.principal.tenant_for(requested).map_err(|denied| {
+            let rejection = AuthRejection::Denied(denied);
+            rejection.log();
+            rejection
+        })
     }
 }
 
@@ -165,8 +170,8 @@ where
     }
 }
 
-/// Why a request was refused: `{"error", "message"}` with 401 (and `WWW-Authenticate: Bearer`),
-/// 403, or 503 (and `Retry-After`) while no trusted key set is held.
+/// Why a request was refused: 401 (with `WWW-Authenticate: Bearer`), 403, or 503 (with
+/// `Retry-After`) while no trusted key set is held.
 #[derive(Debug)]
 pub enum AuthRejection {
     /// 401 or 403.
@@ -209,32 +214,27 @@ impl AuthRejection {
     }
 }
 
+impl From<AuthRejection> for HttpError {
+    fn from(rejection: AuthRejection) -> HttpError {
+        match rejection {
+            AuthRejection::Denied(denied) if denied.is_unauthenticated() => {
+                HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.message())
+                    .with_bearer_challenge()
+            }
+            AuthRejection::Denied(denied) => {
+                HttpError::new(StatusCode::FORBIDDEN, "forbidden", denied.message())
+            }
+            AuthRejection::Unavailable(why) => HttpError::unavailable(
+                format!("{why}; retry shortly"),
+                UNAVAILABLE_RETRY_AFTER_SECS,
+            ),
+        }
+    }
+}
+
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let (code, message) = match &self {
-            AuthRejection::Denied(denied) if denied.is_unauthenticated() => {
-                ("unauthorized", denied.message())
-            }
-            AuthRejection::Denied(denied) => ("forbidden", denied.message()),
-            AuthRejection::Unavailable(why) => ("unavailable", format!("{why}; retry shortly")),
-        };
-        let mut response =
-            (status, Json(json!({ "error": code, "message": message }))).into_response();
-        let headers = response.headers_mut();
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"waybill\""),
-                );
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            _ => {}
-        }
-        response
+        HttpError::from(self).into_response()
     }
 }
 
