@@ -89,6 +89,18 @@ fn alerts_and_panels_use_metrics_the_code_exports() {
                 "{place}: no code exports {metric}"
             );
         }
+        // Label values an alert compares with are ones the code emits (e.g. outcome="unavailable").
+        for (at, _) in query.match_indices("=\"") {
+            let value = query[at + 2..].split('"').next().unwrap_or_default();
+            let plain =
+                !value.is_empty() && value.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            if place.starts_with("alert") && plain {
+                assert!(
+                    code.contains(&format!("\"{value}\"")),
+                    "{place}: compares with \"{value}\", which no code emits"
+                );
+            }
+        }
         let words = query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
         for word in words.filter(|word| word.contains('_') && word.ends_with("_total")) {
             assert!(

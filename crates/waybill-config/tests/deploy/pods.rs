@@ -154,3 +154,33 @@ fn the_base_reads_only_secrets_the_example_documents() {
         }
     }
 }
+
+#[test]
+fn the_base_is_namespace_free_credential_free_and_labelled() {
+    for document in base() {
+        let what = format!("{:?} {:?}", document["kind"], document["metadata"]["name"]);
+        assert!(
+            document["metadata"]["namespace"].is_badvalue(),
+            "{what}: the overlay picks the namespace"
+        );
+        assert_ne!(
+            document["kind"].as_str(),
+            Some("Secret"),
+            "{what}: a base ships no credentials"
+        );
+        let part_of = &document["metadata"]["labels"]["app.kubernetes.io/part-of"];
+        assert_eq!(
+            part_of.as_str(),
+            Some("waybill"),
+            "{what}: app.kubernetes.io/part-of"
+        );
+    }
+    let manifest = yaml("deploy/k8s/base/kustomization.yaml").remove(0);
+    let images = manifest["images"].as_vec().cloned().unwrap_or_default();
+    assert!(
+        images
+            .iter()
+            .any(|image| image["name"].as_str() == Some("waybill")),
+        "overlays set the image by name"
+    );
+}

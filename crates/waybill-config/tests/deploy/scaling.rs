@@ -43,6 +43,26 @@ fn keda_scales_the_worker_on_the_topology_queues() {
             "scaled on ready messages"
         );
     }
+    // One broker URL in one place: KEDA counts with the worker's own AMQP_URL Secret key.
+    let worker_url = container(find(&base, "Deployment", "waybill-worker"))["env"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .find(|variable| variable["name"].as_str() == Some("AMQP_URL"))
+        .map(|variable| variable["valueFrom"]["secretKeyRef"].clone())
+        .expect("the worker's AMQP_URL comes from a Secret");
+    let auth = find(&base, "TriggerAuthentication", "waybill-rabbitmq");
+    let host = auth["spec"]["secretTargetRef"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .find(|r| r["parameter"].as_str() == Some("host"));
+    let host = host.expect("KEDA's host parameter");
+    assert_eq!(
+        (&host["name"], &host["key"]),
+        (&worker_url["name"], &worker_url["key"]),
+        "KEDA and the worker use one URL"
+    );
     let minimum = scaled["spec"]["minReplicaCount"].as_i64().unwrap_or(0);
     assert!(
         minimum >= 2,
