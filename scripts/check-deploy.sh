@@ -49,38 +49,21 @@ check() {
 }
 
 # kubernetes-validate only warns about a kind it has no schema for: a misspelt apiVersion of a
-# built-in kind must fail instead.
+# built-in kind must fail instead. Arguments: the Kubernetes version, then the files.
 validate_builtin() {
-  "$tools/kubernetes-validate" --strict --quiet -k "$1" "$2" 2>&1 | tee "$work/validate"
+  "$tools/kubernetes-validate" --strict --quiet -k "$@" 2>&1 | tee "$work/validate"
   [ "${PIPESTATUS[0]}" -eq 0 ] && ! grep -q "Couldn't find schema" "$work/validate"
 }
 
-# Every custom resource of a split build against its vendored schema.
-check_custom_resources() {
-  local split="$1" kind
-  while read -r kind; do
-    "$tools/check-jsonschema" --schemafile "deploy/schemas/$kind.json" "$split/custom/$kind"/*.yaml || return 1
-  done <"$split/custom-kinds"
-}
-
-# A build's documents: built-in kinds in one file, custom resources one per file by kind.
-split_build() {
-  "$tools/python" scripts/deploy-manifests.py split "$1.yaml" "$1" >"$1/custom-kinds"
-}
-
-# Builds one kustomization and validates what it renders.
-check_kustomization() {
-  local dir="$1" name split version
-  name="$(echo "$dir" | tr '/' '-')"
-  split="$work/$name"
-  mkdir -p "$split"
-  check "kustomize build $dir" "${KUSTOMIZE[@]}" "$dir" -o "$split.yaml"
-  [ -s "$split.yaml" ] || return 0
-  check "$dir: a vendored schema for every custom kind" split_build "$split"
-  for version in $K8S_VERSIONS; do
-    check "$dir: built-in kinds, Kubernetes $version" validate_builtin "$version" "$split/builtin.yaml"
-  done
-  check "$dir: custom resources against deploy/schemas" check_custom_resources "$split"
+# Builds one kustomization into $work/<name>.yaml and sorts its documents into $work/split:
+# built-in kinds by build, custom resources by kind (each must have a vendored schema).
+build_kustomization() {
+  local dir="$1" rendered
+  rendered="$work/$(echo "$dir" | tr '/' '-').yaml"
+  check "kustomize build $dir" "${KUSTOMIZE[@]}" "$dir" -o "$rendered"
+  [ -s "$rendered" ] || return 0
+  check "$dir: a vendored schema for every custom kind" \
+    "$tools/python" scripts/deploy-manifests.py split "$rendered" "$work/split"
 }
 
 # A namePrefix must reach every reference (kustomizeconfig.yaml teaches kustomize KEDA's):
@@ -125,11 +108,21 @@ check "promtool check config: deploy/compose/prometheus.yml" \
 check "vendored schemas are valid JSON Schema" \
   "$tools/check-jsonschema" --check-metaschema deploy/schemas/compose-spec.json deploy/schemas/*/*.json
 
+# The base and every overlay, each built; then all builds' documents validated together, one
+# validator run per Kubernetes version and per custom kind (file names say which build).
+mkdir -p "$work/split/builtin" "$work/split/custom"
 for dir in deploy/k8s/base deploy/k8s/overlays/*; do
-  check_kustomization "${dir%/}"
+  build_kustomization "${dir%/}"
 done
-check "kubernetes-validate: deploy/k8s/base/secrets.example.yaml" \
-  validate_builtin "${K8S_VERSIONS##* }" deploy/k8s/base/secrets.example.yaml
+for version in $K8S_VERSIONS; do
+  check "built-in kinds of every build and secrets.example.yaml, Kubernetes $version" \
+    validate_builtin "$version" "$work"/split/builtin/*.yaml deploy/k8s/base/secrets.example.yaml
+done
+for schema in "$work"/split/custom/*/*; do
+  kind="${schema#"$work"/split/custom/}"
+  check "$kind of every build against deploy/schemas" \
+    "$tools/check-jsonschema" --schemafile "deploy/schemas/$kind.json" "$schema"/*.yaml
+done
 check "a namePrefix overlay renames every reference" check_name_prefix
 check "promtool: alert rules and their unit tests" check_alert_rules
 check "promtool: every query of deploy/grafana/waybill.json parses" check_dashboard_queries

@@ -4,9 +4,10 @@ they take one document per file (check-jsonschema), plain rule files (promtool),
 kustomize and Grafana write.
 
     deploy-manifests.py split RENDERED.yaml OUT_DIR
-        Built-in kinds -> OUT_DIR/builtin.yaml (for kubernetes-validate); each custom resource
-        -> OUT_DIR/custom/<group>/<kind>_<version>/<n>.yaml, whose schema must exist as
-        deploy/schemas/<group>/<kind>_<version>.json. Prints the custom directories.
+        Built-in kinds -> OUT_DIR/builtin/<build>.yaml (for kubernetes-validate); each custom
+        resource -> OUT_DIR/custom/<group>/<kind>_<version>/<build>-<n>.yaml, whose schema must
+        exist as deploy/schemas/<group>/<kind>_<version>.json. <build> is RENDERED's file name,
+        so several builds can share OUT_DIR.
     deploy-manifests.py rules RENDERED.yaml OUT.yml
         The groups of every PrometheusRule, as a Prometheus rule file.
     deploy-manifests.py dashboard-rules DASHBOARD.json OUT.yml
@@ -36,6 +37,7 @@ def is_builtin(api_version):
 
 
 def split(rendered, out_dir):
+    build = os.path.basename(rendered).removesuffix(".yaml")
     builtin, missing = [], []
     for index, document in enumerate(documents(rendered)):
         api_version, kind = document.get("apiVersion", ""), document.get("kind", "")
@@ -48,12 +50,11 @@ def split(rendered, out_dir):
             missing.append(f"{kind} {api_version} ({document['metadata'].get('name')})")
             continue
         target = os.path.join(out_dir, "custom", name)
-        if not os.path.isdir(target):
-            os.makedirs(target)
-            print(name)
-        with open(os.path.join(target, f"{index:03}.yaml"), "w") as handle:
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, f"{build}-{index:03}.yaml"), "w") as handle:
             yaml.safe_dump(document, handle, sort_keys=False)
-    with open(os.path.join(out_dir, "builtin.yaml"), "w") as handle:
+    os.makedirs(os.path.join(out_dir, "builtin"), exist_ok=True)
+    with open(os.path.join(out_dir, "builtin", f"{build}.yaml"), "w") as handle:
         yaml.safe_dump_all(builtin, handle, sort_keys=False)
     if missing:
         sys.exit(f"no vendored schema in {SCHEMAS}/ for: {', '.join(missing)}")
