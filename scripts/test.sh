@@ -31,8 +31,9 @@ if cargo tree -p waybill-ingress -e normal --prefix none | grep -Eq '^(sqlx|wayb
   exit 1
 fi
 
-# The container build and compose file, checked statically (no Docker engine needed).
-bash scripts/validate-deploy.sh
+# The image, compose and Kubernetes files, alerts and dashboard, checked offline by the standard
+# tools (installed under target/deploy-tools/ on first use; no Docker engine or cluster needed).
+bash scripts/check-deploy.sh
 
 cargo test --workspace "$@"
 

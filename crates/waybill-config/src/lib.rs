@@ -22,6 +22,22 @@ pub use fanout::{FanoutSettings, Period};
 pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
 pub use sources::{PollMode, SourceSettings};
 
+/// The environment variable that names the configuration file.
+pub const CONFIG_FILE_VARIABLE: &str = "WAYBILL_CONFIG";
+
+/// The environment variables the configuration reads, each with the key it overrides (they win
+/// over the file). Deployment files may set only these, [`CONFIG_FILE_VARIABLE`] and the
+/// telemetry's standard variables; `crates/waybill-config/tests/deploy` holds them to that.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("AMQP_URL", "bus.url"),
+    ("WAYBILL_INGRESS_ADDR", "ingress.addr"),
+    ("WAYBILL_WORKER_ADDR", "worker.addr"),
+    ("WAYBILL_LOG_FORMAT", "log.format"),
+    ("WAYBILL_PROFILES_DIR", "profiles_dir"),
+    ("WAYBILL_BUS_PREFIX", "bus.prefix"),
+];
+
 /// The whole configuration of a Waybill process (both binaries read the same file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,7 +216,7 @@ pub enum ConfigError {
 impl Settings {
     /// Loads defaults ← the file named by `WAYBILL_CONFIG` (if set) ← environment, and validates.
     pub fn load() -> Result<Settings, ConfigError> {
-        let file = std::env::var_os("WAYBILL_CONFIG").map(PathBuf::from);
+        let file = std::env::var_os(CONFIG_FILE_VARIABLE).map(PathBuf::from);
         Settings::load_from(file.as_deref(), true)
     }
 
@@ -214,38 +230,9 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         if with_env {
-            figment = figment
-                .merge(
-                    Env::raw()
-                        .only(&["DATABASE_URL"])
-                        .map(|_| "database.url".into()),
-                )
-                .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "bus.url".into()))
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_INGRESS_ADDR"])
-                        .map(|_| "ingress.addr".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_WORKER_ADDR"])
-                        .map(|_| "worker.addr".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_LOG_FORMAT"])
-                        .map(|_| "log.format".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_PROFILES_DIR"])
-                        .map(|_| "profiles_dir".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_BUS_PREFIX"])
-                        .map(|_| "bus.prefix".into()),
-                );
+            for (variable, key) in ENVIRONMENT {
+                figment = figment.merge(Env::raw().only(&[*variable]).map(|_| (*key).into()));
+            }
         }
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
