@@ -10,6 +10,7 @@ mod health;
 mod limits;
 pub mod openapi;
 mod registration;
+mod storable;
 mod webhooks;
 
 use std::collections::HashMap;

@@ -248,18 +248,20 @@ fn resolve(
             "`order_number` must be 1 to {MAX_ORDER_NUMBER_CHARS} characters"
         ));
     }
-    let metadata = match request.metadata {
+    let mut metadata = match request.metadata {
         None | Some(serde_json::Value::Null) => serde_json::json!({}),
         Some(object @ serde_json::Value::Object(_)) => object,
         Some(_) => return Err("`metadata` must be a JSON object".to_owned()),
     };
+    let mut order_number = request.order_number;
+    crate::storable::registration(&mut order_number, &mut metadata)?;
     Ok(RegisterV1 {
         id: EnvelopeId::random(),
         tenant,
         source,
         carrier,
         tracking_number,
-        order_number: request.order_number,
+        order_number,
         metadata,
         received_at,
         traceparent: traceparent.clone(),
