@@ -12,7 +12,17 @@
 //! WAYBILL_PROPERTY_CASES=5000 WAYBILL_PROPERTY_SEED=7 cargo test -p waybill-e2e --test hardening stored
 //! ```
 
+mod errors;
+mod logs;
 mod stored;
+
+#[allow(dead_code)] // shared with the tenancy suite, which uses other parts of it
+#[path = "../tenancy/helpers.rs"]
+mod tenancy;
+
+#[allow(dead_code)] // shared with the fault suite, which uses other parts of it
+#[path = "../faults/stack.rs"]
+mod stack;
 
 #[allow(dead_code)] // shared with the pipeline suite, which uses other parts of it
 #[path = "../pipeline/helpers.rs"]
