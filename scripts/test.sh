@@ -43,5 +43,7 @@ cargo test --workspace "$@"
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
   cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
+  # Log injection against the binaries' own output, in both formats (docs/security.md).
+  cargo test -p waybill-e2e --test hardening -- --ignored --nocapture
   cargo test -p waybill-e2e --test faults -- --ignored --nocapture --test-threads=1
 fi

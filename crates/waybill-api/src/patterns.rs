@@ -46,7 +46,7 @@ pub const NOT_BLANK: &str =
 
 /// Longest order number accepted, in characters (Unicode scalar values, as JSON Schema's
 /// `maxLength` counts them).
-pub const MAX_ORDER_NUMBER_CHARS: usize = 200;
+pub use waybill_core::storable::MAX_ORDER_NUMBER_CHARS;
 
 #[cfg(test)]
 mod tests {

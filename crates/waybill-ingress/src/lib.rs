@@ -10,6 +10,7 @@ mod health;
 mod limits;
 pub mod openapi;
 mod registration;
+mod storable;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -137,7 +138,13 @@ pub fn router(state: AppState) -> Router {
     let document = openapi::served_document(state.inner.max_registrations);
     Router::new()
         .route("/v1/webhooks/{source}", webhooks)
-        .route("/v1/shipments", post(registration::register))
+        .route(
+            "/v1/shipments",
+            post(registration::register).route_layer(from_fn_with_state(
+                state.clone(),
+                limits::registration_deadline,
+            )),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

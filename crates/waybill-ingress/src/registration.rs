@@ -52,6 +52,8 @@ use crate::{ApiError, AppState};
         (status = 400, description = "Invalid item (the message names it and the field)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks `shipments:write`, or names another tenant", body = ErrorBody),
+        (status = 404, description = "The item names a source that is not configured for the key's tenant (`unknown_source`)", body = ErrorBody),
+        (status = 408, description = "The request was not received in time", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
         (status = 503, description = "Not queued, or no key set yet; see Retry-After", body = ErrorBody),
@@ -113,7 +115,13 @@ async fn handle(
             .transpose()
             .map_err(|error| at(format!("`tenant`: {error}")))?;
         let tenant = auth.tenant_for(requested_tenant.as_ref())?;
-        envelopes.push(resolve(state, request, tenant, received_at, &traceparent).map_err(at)?);
+        let envelope = resolve(state, request, tenant, received_at, &traceparent).map_err(
+            |error| match error {
+                ItemError::Invalid(reason) => at(reason),
+                ItemError::UnknownSource(id) => ApiError::UnknownSource(id),
+            },
+        )?;
+        envelopes.push(envelope);
     }
 
     let messages = envelopes
@@ -193,6 +201,20 @@ fn parse_body(body: &[u8], max: usize) -> Result<(Vec<RegistrationRequest>, bool
     Ok((items, is_array))
 }
 
+/// Why one registration item was refused.
+enum ItemError {
+    /// 400, with the reason.
+    Invalid(String),
+    /// 404: no such source in the caller's tenant.
+    UnknownSource(String),
+}
+
+impl From<String> for ItemError {
+    fn from(reason: String) -> ItemError {
+        ItemError::Invalid(reason)
+    }
+}
+
 /// Validates one request and resolves its source and carrier.
 fn resolve(
     state: &AppState,
@@ -200,16 +222,17 @@ fn resolve(
     tenant: TenantId,
     received_at: chrono::DateTime<Utc>,
     traceparent: &Option<String>,
-) -> Result<RegisterV1, String> {
+) -> Result<RegisterV1, ItemError> {
     let sources = &state.inner.sources;
     let source = match request.source.as_deref() {
-        Some(id) => {
+        Some(raw) => {
+            let id = SourceId::parse(raw).map_err(|error| format!("`source`: {error}"))?;
+            // Another tenant's source is as unknown as one that does not exist: the answer
+            // must not tell whether the id is taken.
             let source = sources
-                .get(id)
-                .ok_or_else(|| format!("`source`: no source `{}` is configured", truncate(id)))?;
-            if source.settings.tenant != tenant {
-                return Err(format!("`source`: source `{id}` belongs to another tenant"));
-            }
+                .get(id.as_str())
+                .filter(|source| source.settings.tenant == tenant)
+                .ok_or_else(|| ItemError::UnknownSource(id.as_str().to_owned()))?;
             Some(source)
         }
         None => None,
@@ -220,7 +243,7 @@ fn resolve(
         }
         (None, Some(source)) => CarrierCode::parse(&source.profile.name)
             .map_err(|error| format!("`carrier`: {error}"))?,
-        (None, None) => return Err("`carrier` or `source` is required".to_owned()),
+        (None, None) => return Err("`carrier` or `source` is required".to_owned().into()),
     };
     let tracking_number = TrackingNumber::parse(&request.tracking_number)
         .map_err(|error| format!("`tracking_number`: {error}"))?;
@@ -234,9 +257,9 @@ fn resolve(
                 (Some(only), None) => Some(only.settings.id.clone()),
                 (None, _) => None,
                 (Some(_), Some(_)) => {
-                    return Err(format!(
+                    return Err(ItemError::Invalid(format!(
                         "several sources track carrier `{carrier}`; name one with `source`"
-                    ));
+                    )));
                 }
             }
         }
@@ -244,30 +267,28 @@ fn resolve(
     if let Some(order_number) = &request.order_number
         && (order_number.is_empty() || order_number.chars().count() > MAX_ORDER_NUMBER_CHARS)
     {
-        return Err(format!(
-            "`order_number` must be 1 to {MAX_ORDER_NUMBER_CHARS} characters"
-        ));
+        return Err(
+            format!("`order_number` must be 1 to {MAX_ORDER_NUMBER_CHARS} characters").into(),
+        );
     }
-    let metadata = match request.metadata {
+    let mut metadata = match request.metadata {
         None | Some(serde_json::Value::Null) => serde_json::json!({}),
         Some(object @ serde_json::Value::Object(_)) => object,
-        Some(_) => return Err("`metadata` must be a JSON object".to_owned()),
+        Some(_) => return Err("`metadata` must be a JSON object".to_owned().into()),
     };
+    let mut order_number = request.order_number;
+    crate::storable::registration(&mut order_number, &mut metadata)?;
     Ok(RegisterV1 {
         id: EnvelopeId::random(),
         tenant,
         source,
         carrier,
         tracking_number,
-        order_number: request.order_number,
+        order_number,
         metadata,
         received_at,
         traceparent: traceparent.clone(),
     })
-}
-
-fn truncate(value: &str) -> String {
-    value.chars().take(64).collect()
 }
 
 #[cfg(test)]

@@ -121,10 +121,11 @@ async fn handle(
         .profile
         .verify(request, &source.settings.secrets, received_at)
         .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
-    let mapped = source
+    let mut mapped = source
         .profile
         .map_webhook(&verified, received_at)
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    crate::storable::events(&mut mapped.events)?;
     if !mapped.unmapped_statuses.is_empty() {
         metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
             .increment(mapped.unmapped_statuses.len() as u64);

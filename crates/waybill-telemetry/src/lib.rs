@@ -5,18 +5,27 @@
 //! and spans cost what plain `tracing` spans cost.
 //!
 //! **Invariant:** telemetry never carries secrets, signatures or payloads; metric labels come
-//! from closed sets (enums, configured source ids), never from request input.
+//! from closed sets (enums, configured source ids), never from request input; a log line is
+//! one event, and a request-derived value in it is data, never markup ([`escape`]). Logs go to
+//! stderr, whatever `RUST_LOG` says: stdout is a command's result.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tokio_util::sync::CancellationToken;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
+pub mod escape;
 pub mod trace;
+
+use escape::{EscapeStyle, EscapedFields, Escaping};
 
 /// Where log lines go and how they look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,23 +91,50 @@ pub fn init_with(
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer().with_tracer(provider.tracer("waybill"))
     });
-    let json = (config.format == LogFormat::Json).then(|| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-    });
-    let pretty = (config.format == LogFormat::Pretty).then(tracing_subscriber::fmt::layer);
+    // Colours only for a person at a terminal: in a file or a collector they are raw escape
+    // sequences.
+    let ansi = std::io::stderr().is_terminal();
     let _already_set = tracing_subscriber::registry()
         .with(filter)
         .with(otel)
-        .with(json)
-        .with(pretty)
+        .with(log_layer(config.format, std::io::stderr, ansi))
         .try_init();
     trace::install_propagator();
     metrics_handle();
     metrics::gauge!("waybill_build_info", "service" => config.service_name, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     TelemetryGuard { provider }
+}
+
+/// The log output of `format`, written to `writer`: one line per event, request-derived values
+/// escaped and (in the human-readable format) quoted — see [`escape`]. With `ansi` the
+/// human-readable format is coloured, and only its fields are escaped (the colours are escape
+/// sequences themselves).
+pub fn log_layer<S, W>(
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(Escaping::new(writer, EscapeStyle::Json))
+            .boxed(),
+        LogFormat::Pretty if ansi => tracing_subscriber::fmt::layer()
+            .fmt_fields(EscapedFields)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .fmt_fields(EscapedFields)
+            .with_ansi(false)
+            .with_writer(Escaping::new(writer, EscapeStyle::Text))
+            .boxed(),
+    }
 }
 
 /// How often buffered histogram samples are folded into their buckets.

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use waybill_bus::envelope::InboundEnvelope;
+use waybill_core::TrackingEvent;
+use waybill_core::storable;
 use waybill_store::{BatchReport, InboundBatch, InboundItem, Registration, Store, StoreError};
 
 /// What happened to a batch.
@@ -68,7 +70,7 @@ pub fn to_store_batch<'a>(
                 tenant: webhook.tenant.clone(),
                 source: webhook.source.clone(),
                 require_registration: webhook.require_registration,
-                events: webhook.events.clone(),
+                events: with_nul_replaced(webhook.events.iter().cloned(), "envelope"),
                 received_at: webhook.received_at,
                 traceparent: webhook.traceparent.clone(),
             }),
@@ -77,10 +79,42 @@ pub fn to_store_batch<'a>(
                 source: registration.source.clone(),
                 carrier: registration.carrier.clone(),
                 tracking_number: registration.tracking_number.clone(),
-                order_number: registration.order_number.clone(),
-                metadata: registration.metadata.clone(),
+                order_number: registration
+                    .order_number
+                    .as_deref()
+                    .map(storable::text)
+                    .map(Into::into),
+                // Metadata whose keys would collide is left as it is: the ingress refuses it
+                // since the rule exists, so only a message queued before can carry it.
+                metadata: {
+                    let mut metadata = registration.metadata.clone();
+                    let _ = storable::replace_in_json(&mut metadata);
+                    metadata
+                },
             }),
         }
     }
     batch
+}
+
+/// The events with every U+0000 replaced (`waybill_core::storable`): the ingress does it
+/// before accepting a webhook, so this covers messages queued before the rule existed and poll
+/// answers, whose merge would otherwise fail on every attempt. Counted like the ingress counts.
+pub(crate) fn with_nul_replaced(
+    events: impl IntoIterator<Item = TrackingEvent>,
+    input: &'static str,
+) -> Vec<TrackingEvent> {
+    let mut replaced = 0;
+    let events = events
+        .into_iter()
+        .map(|mut event| {
+            replaced += event.replace_nul();
+            event
+        })
+        .collect();
+    if replaced > 0 {
+        metrics::counter!("waybill_nul_replaced_total", "input" => input)
+            .increment(replaced as u64);
+    }
+    events
 }

@@ -379,6 +379,7 @@ async fn succeed(
     events: Vec<waybill_core::TrackingEvent>,
     now: DateTime<Utc>,
 ) {
+    let events = storable_poll_events(events, &source.settings.id);
     // The status after the merge decides the interval: the newest event's status is a good
     // forecast (the merge may keep an older current event, e.g. after a terminal one).
     let newest = events
@@ -488,4 +489,21 @@ fn refusal_label(refusal: Refusal) -> &'static str {
         Refusal::Paused(_) => "paused",
         Refusal::OverBudget(_) => "over_budget",
     }
+}
+
+/// A poll answer's events as they can be stored: U+0000 replaced, and an event PostgreSQL
+/// cannot hold at all (a time before 4714 BC, an order number over the limit) left out with a
+/// warning — it would fail the slot's merge on every poll.
+fn storable_poll_events(
+    events: Vec<waybill_core::TrackingEvent>,
+    source: &waybill_core::SourceId,
+) -> Vec<waybill_core::TrackingEvent> {
+    let kept = events.into_iter().filter(|event| match event.check_storable() {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(source = %source, error = %error, "a polled event cannot be stored; left out");
+            false
+        }
+    });
+    crate::batch::with_nul_replaced(kept, "poll")
 }
