@@ -197,7 +197,11 @@ async fn export(
             .into_response();
     }
     if headers.contains_key(header::CONTENT_ENCODING) {
-        return (StatusCode::BAD_REQUEST, "compressed bodies are not accepted").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "compressed bodies are not accepted",
+        )
+            .into_response();
     }
     let request = match ExportTraceServiceRequest::decode(body) {
         Ok(request) => request,
@@ -365,9 +369,10 @@ fn write_node(
         span.service
     );
     for link in &span.links {
-        let target = names
-            .get(link.span_id.as_str())
-            .map_or_else(|| format!("{}/{}", link.trace_id, link.span_id), |name| (*name).to_owned());
+        let target = names.get(link.span_id.as_str()).map_or_else(
+            || format!("{}/{}", link.trace_id, link.span_id),
+            |name| (*name).to_owned(),
+        );
         let _ = writeln!(out, "{}  ⇢ link to {target}", "  ".repeat(depth));
     }
     for child in children.get(span.span_id.as_str()).into_iter().flatten() {
@@ -435,7 +440,11 @@ mod tests {
     #[tokio::test]
     async fn decodes_what_an_exporter_posts_and_refuses_what_it_cannot_read() {
         let receiver = OtlpReceiver::start().await.expect("start");
-        let http = raw_post(&receiver, "application/x-protobuf", request().encode_to_vec());
+        let http = raw_post(
+            &receiver,
+            "application/x-protobuf",
+            request().encode_to_vec(),
+        );
         assert_eq!(http.await, 200);
         let spans = receiver.spans();
         assert_eq!(spans.len(), 2);

@@ -65,6 +65,8 @@ pub struct Stack {
     spawned: usize,
     /// Extra environment of the ingress (e.g. an `AMQP_URL` through a relay).
     ingress_env: Vec<(&'static str, String)>,
+    /// Extra environment of every process (e.g. where to export traces).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -145,6 +147,7 @@ format = "json"
             log_level: log_level.to_owned(),
             spawned: 0,
             ingress_env: Vec::new(),
+            env: Vec::new(),
         })
     }
 
@@ -182,12 +185,17 @@ format = "json"
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        for (name, value) in extra_env {
+        for (name, value) in self.env.iter().chain(extra_env) {
             command.env(name, value);
         }
         command
             .spawn()
             .with_context(|| format!("starting {binary}"))
+    }
+
+    /// Sets an environment variable for every (re)start of every process.
+    pub fn set_env(&mut self, name: &'static str, value: String) {
+        self.env.push((name, value));
     }
 
     /// Sets an environment variable for every (re)start of the ingress.

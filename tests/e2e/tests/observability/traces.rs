@@ -25,6 +25,7 @@ pub fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
                 service_name: "waybill-e2e",
                 format: waybill_telemetry::LogFormat::Pretty,
                 default_filter: "warn,waybill=info".to_owned(),
+                traces_filter: None,
             },
             Some(provider.clone()),
         );
