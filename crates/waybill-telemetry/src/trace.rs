@@ -3,9 +3,8 @@
 //! topic publish → HTTP delivery.
 //!
 //! Only real work is traced. A loop looks for work under [`untraced`] (its queries make no
-//! exported span) and opens its pass span before looking but enters it only when it found
-//! something; an idle pass is [`discard`]ed unstarted, so an idle worker exports nothing. A pass
-//! that serves many changes links to their traces ([`add_link`]) rather than adopting one.
+//! exported span) in a [`Pass`] whose span is exported only if the look found something, linked
+//! to the traces of the changes it moves; an idle worker exports nothing.
 
 mod sampler;
 
@@ -112,11 +111,40 @@ pub fn untraced<F: Future>(future: F) -> WithContext<F> {
     future.with_context(opentelemetry::Context::new().with_telemetry_suppressed())
 }
 
-/// Drops `span` from the traces: for a pass span opened before looking for work, when there was
-/// none. Only a span never entered can be discarded (once entered, it has started and will be
-/// exported); its start time is when it was made, so a pass that did find work covers its look.
-pub fn discard(span: &tracing::Span) {
-    let _ = span.set_parent(opentelemetry::Context::new().with_telemetry_suppressed());
+/// One pass of a loop that looks for work (a relay round, a scheduler tick, a delivery claim).
+/// Its span is opened before the look, so that it starts when the pass does, but it is entered
+/// only when the look [`found`](Pass::found) work; a pass dropped without finding any is
+/// discarded unstarted, so an idle loop exports nothing. Look under [`untraced`].
+#[must_use = "a pass is discarded when dropped"]
+pub struct Pass {
+    span: Option<tracing::Span>,
+}
+
+impl Pass {
+    /// Opens a pass with its span (a root: `info_span!(parent: None, …)`), not entered.
+    pub fn open(span: tracing::Span) -> Pass {
+        Pass { span: Some(span) }
+    }
+
+    /// The pass found work: its span, linked to the traces of the changes it moves (their
+    /// `traceparent`s; one pass serves many traces, so it links rather than adopts), to run
+    /// the work in. The links are known before the span starts, so the sampler sees them.
+    pub fn found<'a>(mut self, moved: impl IntoIterator<Item = &'a str>) -> tracing::Span {
+        let span = self.span.take().unwrap_or_else(tracing::Span::none);
+        for traceparent in moved {
+            add_link(&span, traceparent);
+        }
+        span
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            // Never entered, so never started: a suppressed parent keeps it from ever being.
+            let _ = span.set_parent(opentelemetry::Context::new().with_telemetry_suppressed());
+        }
+    }
 }
 
 /// Whether `value` is a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
@@ -181,21 +209,20 @@ mod tests {
     async fn an_idle_pass_exports_nothing_and_a_busy_one_links_to_its_changes() {
         let spans = exported(None, || async {
             for found in [false, true] {
-                let pass = tracing::info_span!(parent: None, "pass", found);
+                let pass = Pass::open(tracing::info_span!(parent: None, "pass", found));
                 untraced(async {
                     let _query = tracing::info_span!("claim").entered();
                     tracing::info!("looked");
                 })
                 .await;
                 if !found {
-                    discard(&pass);
                     continue;
                 }
-                add_link(&pass, CHANGE);
+                let span = pass.found([CHANGE]);
                 async {
                     let _write = tracing::info_span!("write").entered();
                 }
-                .instrument(pass)
+                .instrument(span)
                 .await;
             }
         })
