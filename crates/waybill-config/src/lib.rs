@@ -9,6 +9,7 @@ mod auth;
 mod fanout;
 mod polling;
 mod sources;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use auth::{AuthMode, AuthSettings};
 pub use fanout::{FanoutSettings, Period};
 pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
 pub use sources::{PollMode, SourceSettings};
+pub use telemetry::{TRACES_FILTER_ENV, TelemetrySettings};
 
 /// The environment variable that names the configuration file.
 pub const CONFIG_FILE_VARIABLE: &str = "WAYBILL_CONFIG";
@@ -58,6 +60,9 @@ pub struct Settings {
     pub sources: Vec<SourceSettings>,
     /// Logging.
     pub log: LogSettings,
+    /// Which spans are exported.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// API keys on the platform-facing endpoints.
     #[serde(default)]
     pub auth: AuthSettings,
@@ -184,6 +189,7 @@ impl Default for Settings {
             log: LogSettings {
                 format: LogFormat::Pretty,
             },
+            telemetry: TelemetrySettings::default(),
             auth: AuthSettings::default(),
             polling: PollingSettings::default(),
             fanout: FanoutSettings::default(),
@@ -234,7 +240,10 @@ impl Settings {
                 figment = figment.merge(Env::raw().only(&[*variable]).map(|_| (*key).into()));
             }
         }
-        let settings: Settings = figment.extract().map_err(Box::new)?;
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        if with_env && let Some(filter) = telemetry::traces_filter_from_env() {
+            settings.telemetry.traces_filter = Some(filter);
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -282,6 +291,7 @@ impl Settings {
         }
         auth::validate(&self.auth)?;
         fanout::validate(&self.fanout)?;
+        telemetry::validate(&self.telemetry)?;
         let profiles = self.profiles()?;
         polling::validate(&self.polling, &self.sources, &profiles)?;
         sources::validate(&self.sources, &profiles)

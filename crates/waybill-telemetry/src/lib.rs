@@ -4,6 +4,10 @@
 //! (`OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER*` are honoured too); otherwise no exporter runs
 //! and spans cost what plain `tracing` spans cost.
 //!
+//! Logs and traces are filtered apart: `RUST_LOG` chooses the log lines, the traces filter
+//! ([`TelemetryConfig::traces_filter`], by default [`DEFAULT_TRACES_FILTER`]) chooses the spans
+//! exported, so turning logs down to `warn` does not turn tracing off.
+//!
 //! **Invariant:** telemetry never carries secrets, signatures or payloads; metric labels come
 //! from closed sets (enums, configured source ids), never from request input; a log line is
 //! one event, and a request-derived value in it is data, never markup ([`escape`]). Logs go to
@@ -39,6 +43,9 @@ pub enum LogFormat {
 /// Silences the one library target known to log message bodies.
 const RETURNED_MESSAGES_OFF: &str = "lapin::returned_messages=off";
 
+/// Which spans are exported when no traces filter is configured: Waybill's own, from `info`.
+pub const DEFAULT_TRACES_FILTER: &str = "waybill=info";
+
 /// What [`init`] needs.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
@@ -48,6 +55,9 @@ pub struct TelemetryConfig {
     pub format: LogFormat,
     /// The default filter when `RUST_LOG` is unset.
     pub default_filter: String,
+    /// Which spans are exported (`[telemetry] traces_filter`, env `OTEL_TRACES_FILTER`), in
+    /// `RUST_LOG` syntax; `None` or blank: [`DEFAULT_TRACES_FILTER`]. Independent of the logs.
+    pub traces_filter: Option<String>,
 }
 
 /// Keeps telemetry alive; dropping it flushes what is buffered (spans not yet exported).
@@ -64,9 +74,9 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global tracing subscriber (filtered by `RUST_LOG`, defaulting to
-/// `config.default_filter`) and the Prometheus recorder. Safe to call more than once: later
-/// calls leave the first subscriber in place.
+/// Installs the global tracing subscriber — log lines filtered by `RUST_LOG` (defaulting to
+/// `config.default_filter`), exported spans by the traces filter — and the Prometheus recorder.
+/// Safe to call more than once: later calls leave the first subscriber in place.
 pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
     let provider = trace::provider_from_env(config.service_name);
     init_with(config, provider)
@@ -78,26 +88,19 @@ pub fn init_with(
     config: &TelemetryConfig,
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 ) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.default_filter.clone()))
-        // lapin logs every returned (unroutable) message at WARN *with its body*; bodies carry
-        // names and addresses, so that target stays off whatever RUST_LOG says.
-        .add_directive(
-            RETURNED_MESSAGES_OFF
-                .parse()
-                .expect("a valid static directive"),
-        );
     let otel = provider.as_ref().map(|provider| {
         use opentelemetry::trace::TracerProvider as _;
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("waybill"))
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("waybill"))
+            .with_filter(traces_filter(config.traces_filter.as_deref()))
     });
     // Colours only for a person at a terminal: in a file or a collector they are raw escape
     // sequences.
     let ansi = std::io::stderr().is_terminal();
+    let logs = log_layer(config.format, std::io::stderr, ansi).with_filter(log_filter(config));
     let _already_set = tracing_subscriber::registry()
-        .with(filter)
         .with(otel)
-        .with(log_layer(config.format, std::io::stderr, ansi))
+        .with(logs)
         .try_init();
     trace::install_propagator();
     metrics_handle();
@@ -134,6 +137,32 @@ where
             .with_ansi(false)
             .with_writer(Escaping::new(writer, EscapeStyle::Text))
             .boxed(),
+    }
+}
+
+/// The log lines' filter: `RUST_LOG`, else `config.default_filter`.
+fn log_filter(config: &TelemetryConfig) -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.default_filter.clone()));
+    without_message_bodies(filter)
+}
+
+/// The exported spans' filter: `configured` (the configuration checked its syntax at load), else
+/// [`DEFAULT_TRACES_FILTER`].
+fn traces_filter(configured: Option<&str>) -> EnvFilter {
+    let filter = configured
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| EnvFilter::builder().parse(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_TRACES_FILTER));
+    without_message_bodies(filter)
+}
+
+/// lapin logs every returned (unroutable) message at WARN *with its body*; bodies carry names
+/// and addresses, so that target stays off in logs and traces whatever the filters say.
+fn without_message_bodies(filter: EnvFilter) -> EnvFilter {
+    match RETURNED_MESSAGES_OFF.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     }
 }
 

@@ -167,7 +167,10 @@ async fn healthz() -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database and broker usable"), (status = 503, description = "Not ready")))]
 async fn readyz(State(worker): State<Worker>) -> impl IntoResponse {
-    let database = worker.store().ping().await.is_ok();
+    // Probed every few seconds by orchestrators: never a trace of its own.
+    let database = waybill_telemetry::trace::untraced(worker.store().ping())
+        .await
+        .is_ok();
     let broker = worker.consumers_up() > 0;
     let status = if database && broker {
         StatusCode::OK

@@ -10,14 +10,18 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use waybill_bus::keys::{KeyRing, KeySnapshotV1};
 use waybill_http::auth::KeyGate;
+use waybill_telemetry::trace;
 
 use crate::Worker;
 
 /// Publishes the key set read from Postgres every `auth.refresh_secs` until `shutdown`, and
 /// installs it in this worker's own ring. Failures are logged once per streak and retried at the
-/// next tick; the ring's maximum age bounds how long the last good set stays trusted.
+/// next tick; the ring's maximum age bounds how long the last good set stays trusted. Only a
+/// publish of a set this worker has not published before is traced: the refresh of an unchanged
+/// set is routine, not work.
 pub(crate) async fn publish_key_sets(worker: Worker, shutdown: CancellationToken) {
     let KeyGate::Keys(ring) = worker.inner.keys.clone() else {
         return;
@@ -26,12 +30,13 @@ pub(crate) async fn publish_key_sets(worker: Worker, shutdown: CancellationToken
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut published: Option<(String, i64)> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match publish_once(&worker, &ring).await {
+        match publish_once(&worker, &ring, &mut published).await {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("publishing the API key set works again");
@@ -46,11 +51,24 @@ pub(crate) async fn publish_key_sets(worker: Worker, shutdown: CancellationToken
     }
 }
 
-async fn publish_once(worker: &Worker, ring: &KeyRing) -> anyhow::Result<()> {
-    let snapshot = {
+/// Reads and publishes the key set; `published` is the `(epoch, revision)` last published.
+async fn publish_once(
+    worker: &Worker,
+    ring: &KeyRing,
+    published: &mut Option<(String, i64)>,
+) -> anyhow::Result<()> {
+    let pass = trace::Pass::open(tracing::info_span!(
+        parent: None,
+        "waybill.key_set_publish",
+        key_set.revision = tracing::field::Empty,
+        key_set.keys = tracing::field::Empty,
+    ));
+    let snapshot = trace::untraced(async {
         let mut connection = worker.inner.store.acquire().await?;
-        waybill_store::keys::key_set_snapshot(&mut connection).await?
-    };
+        waybill_store::keys::key_set_snapshot(&mut connection).await
+    })
+    .await?;
+    let version = (snapshot.epoch.clone(), snapshot.revision);
     let message = KeySnapshotV1::new(
         snapshot.epoch,
         snapshot.revision,
@@ -58,10 +76,18 @@ async fn publish_once(worker: &Worker, ring: &KeyRing) -> anyhow::Result<()> {
         snapshot.keys.iter().map(|key| key.to_record()),
     );
     ring.offer(&message);
-    worker
+    let publish = worker
         .inner
         .publisher
-        .publish(message.to_message(&worker.inner.topology))
-        .await?;
+        .publish(message.to_message(&worker.inner.topology));
+    if published.as_ref() == Some(&version) {
+        trace::untraced(publish).await?;
+    } else {
+        let span = pass.found(std::iter::empty());
+        span.record("key_set.revision", version.1);
+        span.record("key_set.keys", snapshot.keys.len());
+        publish.instrument(span).await?;
+        *published = Some(version);
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
 use waybill_bus::envelope::InboundEnvelope;
 use waybill_core::TrackingEvent;
 use waybill_core::storable;
@@ -41,12 +42,16 @@ impl Batcher {
     /// does not convert the envelopes again.
     pub async fn apply_shared(&self, batch: Arc<InboundBatch>) -> BatchOutcome {
         let store = self.store.clone();
-        let task = tokio::spawn(async move {
-            let mut tx = store.begin().await?;
-            let report = waybill_store::apply_batch(&mut tx, &batch).await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok::<_, StoreError>(report)
-        });
+        let task = tokio::spawn(
+            async move {
+                let mut tx = store.begin().await?;
+                let report = waybill_store::apply_batch(&mut tx, &batch).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok::<_, StoreError>(report)
+            }
+            // The store's spans belong to the caller's (the batch's), not to a trace of their own.
+            .instrument(tracing::Span::current()),
+        );
         match task.await {
             Ok(Ok(report)) => BatchOutcome::Applied(report),
             Ok(Err(error)) if error.is_transient() => BatchOutcome::Transient(error),
