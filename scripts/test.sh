@@ -37,13 +37,14 @@ bash scripts/check-deploy.sh
 
 cargo test --workspace "$@"
 
-# The suites that run the real binaries (docs/reliability.md): hostile callers, then the fault
-# suite, which restarts, blocks and cuts off the RabbitMQ and PostgreSQL above and so runs alone
-# and last. Skipped when arguments narrow the run.
+# The suites that run the real binaries (docs/reliability.md): hostile callers, traces exported
+# to an OTLP receiver, then the fault suite, which restarts, blocks and cuts off the RabbitMQ and
+# PostgreSQL above and so runs alone and last. Skipped when arguments narrow the run.
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
   cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
   # Log injection against the binaries' own output, in both formats (docs/security.md).
   cargo test -p waybill-e2e --test hardening -- --ignored --nocapture
+  cargo test -p waybill-e2e --test otlp_export -- --ignored --nocapture
   cargo test -p waybill-e2e --test faults -- --ignored --nocapture --test-threads=1
 fi
