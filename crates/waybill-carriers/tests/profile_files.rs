@@ -327,7 +327,7 @@ fn contradictions_name_the_field() {
         ("name = \"broken\"", "name = \"Not A Slug!\"", "name"),
         (
             "name = \"broken\"",
-            "name = \"broken\"\nformat_version = 2",
+            "name = \"broken\"\nformat_version = 3",
             "format_version",
         ),
         (
