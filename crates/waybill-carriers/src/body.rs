@@ -134,14 +134,11 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Value, MapError> {
     })?;
     let root = document.root_element();
     let mut object = Map::new();
-    object.insert(
-        root.tag_name().name().to_owned(),
-        element_value(root, 1, text)?,
-    );
+    object.insert(root.tag_name().name().to_owned(), element_value(root, 1)?);
     Ok(Value::Object(object))
 }
 
-fn element_value(node: roxmltree::Node<'_, '_>, depth: usize, text: &str) -> Result<Value, MapError> {
+fn element_value(node: roxmltree::Node<'_, '_>, depth: usize) -> Result<Value, MapError> {
     if depth >= MAX_DEPTH {
         let position = node.document().text_pos_at(node.range().start);
         return Err(MapError::TooDeep {
@@ -168,7 +165,7 @@ fn element_value(node: roxmltree::Node<'_, '_>, depth: usize, text: &str) -> Res
         );
     }
     for child in children {
-        let value = element_value(child, depth + 1, text)?;
+        let value = element_value(child, depth + 1)?;
         let name = child.tag_name().name();
         match object.get_mut(name) {
             None => {

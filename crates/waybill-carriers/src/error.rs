@@ -286,7 +286,9 @@ impl MapError {
                 field: "tracking number",
                 ..
             } => "missing_tracking_number",
-            MapError::MissingField { field: "status", .. } => "missing_status",
+            MapError::MissingField {
+                field: "status", ..
+            } => "missing_status",
             MapError::MissingField { .. } => "missing_field",
             MapError::WrongType { .. } => "wrong_type",
             MapError::InvalidTrackingNumber { .. } => "invalid_tracking_number",

@@ -54,8 +54,8 @@ impl MappingSpec {
             Some(spec) => optional_text(spec, scopes, field),
             None => Ok(None),
         };
-        let raw_code = text(&fields.raw_code, "raw status code")?
-            .unwrap_or_else(|| status_text.clone());
+        let raw_code =
+            text(&fields.raw_code, "raw status code")?.unwrap_or_else(|| status_text.clone());
         let sub_status = text(&fields.sub_status, "sub-status")?;
         let status = self
             .status
@@ -115,7 +115,11 @@ impl MappingSpec {
         scopes: Scopes<'_>,
         context: MapContext<'_>,
     ) -> Result<Option<(DateTime<Utc>, TimeProvenance)>, MapError> {
-        let Some(found) = fields.time.as_ref().and_then(|spec| spec.find(scopes, true)) else {
+        let Some(found) = fields
+            .time
+            .as_ref()
+            .and_then(|spec| spec.find(scopes, true))
+        else {
             return Ok(None);
         };
         let zone = match &fields.zone {

@@ -235,10 +235,17 @@ fn source_from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Source, A::Error> {
     let transforms = Transforms {
         capture: table.capture.take(),
         replace: table.replace.take(),
-        split: table.split.take().map(|separator| (separator, table.pick.unwrap_or(0))),
+        split: table
+            .split
+            .take()
+            .map(|separator| (separator, table.pick.unwrap_or(0))),
         case: table.case.take(),
     };
-    if transforms.split.as_ref().is_some_and(|(separator, _)| separator.is_empty()) {
+    if transforms
+        .split
+        .as_ref()
+        .is_some_and(|(separator, _)| separator.is_empty())
+    {
         return Err(de::Error::custom("`split` needs a non-empty separator"));
     }
     let source = plain_source(table)?;

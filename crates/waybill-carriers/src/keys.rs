@@ -144,9 +144,7 @@ fn check_rsa_size(material: &KeyMaterial) -> Result<(), KeyError> {
     if let KeyMaterial::Rsa(key) = material
         && key.n().bit_width() as usize > MAX_RSA_BITS
     {
-        return Err(key_error(format!(
-            "an RSA key above {MAX_RSA_BITS} bits"
-        )));
+        return Err(key_error(format!("an RSA key above {MAX_RSA_BITS} bits")));
     }
     Ok(())
 }
@@ -236,10 +234,15 @@ impl KeySet {
 
     /// The keys to try for a request naming `key_id`: the ones with that id, plus keys without
     /// an id (configured PEM keys). For a request naming none: every key.
-    pub(crate) fn candidates<'s>(&'s self, key_id: Option<&'s str>) -> impl Iterator<Item = &'s PublicKey> {
-        self.keys.iter().filter(move |key| match (key_id, key.key_id()) {
-            (Some(wanted), Some(id)) => wanted == id,
-            _ => true,
-        })
+    pub(crate) fn candidates<'s>(
+        &'s self,
+        key_id: Option<&'s str>,
+    ) -> impl Iterator<Item = &'s PublicKey> {
+        self.keys
+            .iter()
+            .filter(move |key| match (key_id, key.key_id()) {
+                (Some(wanted), Some(id)) => wanted == id,
+                _ => true,
+            })
     }
 }

@@ -66,7 +66,8 @@ pub mod fuzzing {
     pub fn parse_time(format: &str, zone: &str, value: &str) -> Result<Option<i64>, String> {
         let custom = crate::time::CustomFormat::parse(format)?;
         let zone = crate::time::Zone::parse(zone)?;
-        let spec = crate::time::TimeSpec::with_formats(vec![crate::time::TimeFormat::Custom(custom)]);
+        let spec =
+            crate::time::TimeSpec::with_formats(vec![crate::time::TimeFormat::Custom(custom)]);
         Ok(spec
             .parse_in(&Value::String(value.to_owned()), Some(&zone))
             .ok()

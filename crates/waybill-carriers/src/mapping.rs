@@ -147,7 +147,9 @@ impl<'de> Deserialize<'de> for ArraySpec {
         impl<'de> Visitor<'de> for ArrayVisitor {
             type Value = ArraySpec;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a path like \"$/events\" or a list of levels like [\"$/legs\", \"@/events\"]")
+                f.write_str(
+                    "a path like \"$/events\" or a list of levels like [\"$/legs\", \"@/events\"]",
+                )
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<ArraySpec, E> {
                 check_levels(vec![JsonPath::parse(text, false).map_err(E::custom)?])
@@ -283,7 +285,10 @@ impl CurrentFields {
             zone: self.zone.clone(),
             location: self.location.clone(),
             message: self.message.clone(),
-            order_number: self.order_number.clone().or_else(|| shared.order_number.clone()),
+            order_number: self
+                .order_number
+                .clone()
+                .or_else(|| shared.order_number.clone()),
             provider_event_id: self
                 .provider_event_id
                 .clone()
@@ -366,11 +371,23 @@ impl MappingSpec {
             let outcome = if element.value.is_object() {
                 self.map_event(&self.fields, scopes, context, carrier_default, false, out)
             } else {
-                Err(wrong_type("event", &element.path, "an object", element.value))
+                Err(wrong_type(
+                    "event",
+                    &element.path,
+                    "an object",
+                    element.value,
+                ))
             };
             self.settle(outcome, &self.fields, scopes, context, out)?;
         }
-        self.map_current(document, had_elements, &event_filters, context, carrier_default, out)?;
+        self.map_current(
+            document,
+            had_elements,
+            &event_filters,
+            context,
+            carrier_default,
+            out,
+        )?;
         if out.events.len() > self.max_events {
             return Err(MapError::TooManyEvents {
                 max: self.max_events,
@@ -460,7 +477,11 @@ impl MappingSpec {
     }
 
     /// Every event element of every (nested) array level, in document order.
-    fn elements<'v>(&self, document: &'v Value, already: usize) -> Result<Vec<Element<'v>>, MapError> {
+    fn elements<'v>(
+        &self,
+        document: &'v Value,
+        already: usize,
+    ) -> Result<Vec<Element<'v>>, MapError> {
         let Some(ArraySpec(levels)) = &self.events.array else {
             return Ok(Vec::new());
         };

@@ -297,7 +297,12 @@ mod tests {
             (&json!("DHL"), "$/legs/0/code".to_owned())
         );
         assert_eq!(parent.to_string(), "^/code");
-        assert!(JsonPath::parse("^^^/code", false).unwrap().resolve(scopes).is_none());
+        assert!(
+            JsonPath::parse("^^^/code", false)
+                .unwrap()
+                .resolve(scopes)
+                .is_none()
+        );
     }
 
     #[test]

@@ -184,7 +184,11 @@ impl CarrierProfile {
     /// Maps a raw body exactly as [`CarrierProfile::map_webhook_isolated`] would, without a
     /// signature check: for replaying stored bodies whose signature was checked when they
     /// arrived, and for the profile author's kit.
-    pub fn map_stored_body(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Mapped, MapError> {
+    pub fn map_stored_body(
+        &self,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<Mapped, MapError> {
         self.map_body(body, received_at, Isolation::PerEvent)
     }
 
@@ -271,7 +275,12 @@ impl CarrierProfile {
 
     /// Every header a sender holding `secret` attaches to `body` at `now` (a composed scheme
     /// may need several: id, timestamp, signature). Empty for `none` and public-key schemes.
-    pub fn sign_headers(&self, body: &[u8], secret: &str, now: DateTime<Utc>) -> Vec<(String, String)> {
+    pub fn sign_headers(
+        &self,
+        body: &[u8],
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, String)> {
         self.verification.sign_headers(body, secret, now)
     }
 
@@ -321,7 +330,10 @@ fn check_verify_spec(spec: VerifySpec) -> Result<Verification, (&'static str, St
 
 fn check_verification(table: VerifyTable) -> Result<Verification, (&'static str, String)> {
     if let Some(key) = table.composed_key_without_algorithm() {
-        return Err((key, "this key belongs to a composed scheme: add `algorithm`".to_owned()));
+        return Err((
+            key,
+            "this key belongs to a composed scheme: add `algorithm`".to_owned(),
+        ));
     }
     let Some(scheme_name) = table.scheme else {
         return Err((
@@ -341,7 +353,10 @@ fn check_verification(table: VerifyTable) -> Result<Verification, (&'static str,
             ));
         }
     };
-    let table = VerifyTable { encoding: None, ..table };
+    let table = VerifyTable {
+        encoding: None,
+        ..table
+    };
     let header = match (&scheme_name, &table.header) {
         (SchemeName::None, Some(_)) => {
             return Err(("verify.header", "scheme `none` has no header".to_owned()));
@@ -429,13 +444,18 @@ fn check_mapping(mapping: &MappingSpec) -> Result<(), (&'static str, String)> {
         if filter.path.scope() != crate::path::Scope::Document {
             return Err((
                 "mapping.when",
-                format!("payload filters read the document: `{}` must start with `$`", filter.path),
+                format!(
+                    "payload filters read the document: `{}` must start with `$`",
+                    filter.path
+                ),
             ));
         }
         filter.check().map_err(|reason| ("mapping.when", reason))?;
     }
     for filter in mapping.events.when.iter().chain(&mapping.events.ignore) {
-        filter.check().map_err(|reason| ("mapping.events.when", reason))?;
+        filter
+            .check()
+            .map_err(|reason| ("mapping.events.when", reason))?;
     }
     check_current_fields(mapping)?;
     if let Some(collision) = mapping.status.case_collision() {

@@ -43,7 +43,10 @@ impl Algorithm {
     fn is_asymmetric(self) -> bool {
         matches!(
             self,
-            Algorithm::RsaSha256 | Algorithm::RsaPssSha256 | Algorithm::EcdsaP256Sha256 | Algorithm::Ed25519
+            Algorithm::RsaSha256
+                | Algorithm::RsaPssSha256
+                | Algorithm::EcdsaP256Sha256
+                | Algorithm::Ed25519
         )
     }
 
@@ -193,7 +196,12 @@ impl ValueSource {
                 .headers
                 .get_all(header)
                 .iter()
-                .map(|value| value.to_str().map(str::to_owned).map_err(|_| "it is not visible ASCII"))
+                .map(|value| {
+                    value
+                        .to_str()
+                        .map(str::to_owned)
+                        .map_err(|_| "it is not visible ASCII")
+                })
                 .collect::<Result<_, _>>()?,
             (None, Some(name)) => request
                 .url
@@ -235,7 +243,8 @@ impl ValueSource {
 
 fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
     let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
 }
 
 /// One scheme as written in a profile (format 2 keys of `[verify]`).
@@ -303,29 +312,50 @@ impl Scheme {
     /// Checks a table's fields against each other.
     pub fn from_table(table: SchemeTable) -> Result<Scheme, (&'static str, String)> {
         let signed = match &table.signed {
-            Some(text) => SignedTemplate::parse(text).map_err(|reason| ("verify.signed", reason))?,
+            Some(text) => {
+                SignedTemplate::parse(text).map_err(|reason| ("verify.signed", reason))?
+            }
             None => SignedTemplate::body(),
         };
-        let signature = table
-            .signature
-            .ok_or(("verify.signature", "every algorithm needs to know where the signature is".to_owned()))?;
+        let signature = table.signature.ok_or((
+            "verify.signature",
+            "every algorithm needs to know where the signature is".to_owned(),
+        ))?;
         if signed.uses(&Part::Timestamp) && table.timestamp.is_none() {
-            return Err(("verify.timestamp", "the signed template uses {timestamp}: say where it is".to_owned()));
+            return Err((
+                "verify.timestamp",
+                "the signed template uses {timestamp}: say where it is".to_owned(),
+            ));
         }
         if signed.uses(&Part::Id) && table.id.is_none() {
-            return Err(("verify.id", "the signed template uses {id}: say where it is".to_owned()));
+            return Err((
+                "verify.id",
+                "the signed template uses {id}: say where it is".to_owned(),
+            ));
         }
         if table.algorithm.is_asymmetric() && signed.uses(&Part::Secret) {
-            return Err(("verify.signed", "public-key algorithms have no secret to sign".to_owned()));
+            return Err((
+                "verify.signed",
+                "public-key algorithms have no secret to sign".to_owned(),
+            ));
         }
         if !table.algorithm.is_asymmetric() && table.key_id.is_some() {
-            return Err(("verify.key_id", "only public-key algorithms choose keys by id".to_owned()));
+            return Err((
+                "verify.key_id",
+                "only public-key algorithms choose keys by id".to_owned(),
+            ));
         }
         if table.algorithm == Algorithm::Token && table.signed.is_some() {
-            return Err(("verify.signed", "a token is compared, not signed".to_owned()));
+            return Err((
+                "verify.signed",
+                "a token is compared, not signed".to_owned(),
+            ));
         }
         if table.tolerance_seconds.is_some() && table.timestamp.is_none() {
-            return Err(("verify.tolerance_seconds", "there is no timestamp to bound".to_owned()));
+            return Err((
+                "verify.tolerance_seconds",
+                "there is no timestamp to bound".to_owned(),
+            ));
         }
         Ok(Scheme {
             algorithm: table.algorithm,
@@ -478,9 +508,9 @@ impl Scheme {
                 _ => return Err(bad()),
             };
             // Every signature is compared, each in constant time, so timing does not tell which.
-            let found = signatures
-                .iter()
-                .fold(false, |found, signature| bool::from(expected.ct_eq(signature)) | found);
+            let found = signatures.iter().fold(false, |found, signature| {
+                bool::from(expected.ct_eq(signature)) | found
+            });
             if found {
                 return Ok(index);
             }
@@ -488,7 +518,11 @@ impl Scheme {
         Err(bad())
     }
 
-    fn match_token(&self, encoded: &[String], request: &Request<'_>) -> Result<Option<usize>, VerifyError> {
+    fn match_token(
+        &self,
+        encoded: &[String],
+        request: &Request<'_>,
+    ) -> Result<Option<usize>, VerifyError> {
         if request.secrets.is_empty() {
             return Err(VerifyError::NoSecretsConfigured);
         }
@@ -513,10 +547,13 @@ impl Scheme {
         values: &TemplateValues<'_>,
         request: &Request<'_>,
     ) -> Result<(), VerifyError> {
-        let message = self.signed.render(values).ok_or(VerifyError::MalformedSignature {
-            header: self.signature.describe(),
-            reason: "a value the signed template needs is missing from the request",
-        })?;
+        let message = self
+            .signed
+            .render(values)
+            .ok_or(VerifyError::MalformedSignature {
+                header: self.signature.describe(),
+                reason: "a value the signed template needs is missing from the request",
+            })?;
         let key_id = match &self.key_id {
             Some(source) => Some(single(source, request)?),
             None => None,
@@ -576,7 +613,12 @@ impl Scheme {
 
     /// The headers a sender holding `secret` attaches to `body` at `now` (symmetric algorithms
     /// with header sources only). For tests and load generators.
-    pub fn sign(&self, body: &[u8], secret: &str, now: DateTime<Utc>) -> Option<Vec<(String, String)>> {
+    pub fn sign(
+        &self,
+        body: &[u8],
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<(String, String)>> {
         use base64::Engine;
         let mut headers = Vec::new();
         let timestamp = self.timestamp.as_ref().map(|(source, unit, _)| {
@@ -586,7 +628,10 @@ impl Scheme {
             };
             (source, value.to_string())
         });
-        let id = self.id.as_ref().map(|source| (source, format!("msg_{}", now.timestamp_micros())));
+        let id = self
+            .id
+            .as_ref()
+            .map(|source| (source, format!("msg_{}", now.timestamp_micros())));
         let key = self.secret_key(secret)?;
         let empty = HeaderMap::new();
         let values = TemplateValues {
@@ -599,7 +644,9 @@ impl Scheme {
         };
         let digest = match self.algorithm {
             Algorithm::Token => key.clone(),
-            Algorithm::HmacSha1 => mac::<hmac::Hmac<sha1::Sha1>>(&key, &self.signed.render(&values)?),
+            Algorithm::HmacSha1 => {
+                mac::<hmac::Hmac<sha1::Sha1>>(&key, &self.signed.render(&values)?)
+            }
             Algorithm::HmacSha256 => mac::<hmac::Hmac<Sha256>>(&key, &self.signed.render(&values)?),
             Algorithm::HmacSha512 => mac::<hmac::Hmac<Sha512>>(&key, &self.signed.render(&values)?),
             Algorithm::Sha256 => Sha256::digest(self.signed.render(&values)?).to_vec(),
@@ -609,10 +656,17 @@ impl Scheme {
         let encoded = match (self.algorithm, self.encoding) {
             (Algorithm::Token, _) => String::from_utf8(digest).ok()?,
             (_, SignatureEncoding::Any | SignatureEncoding::Hex) => hex::encode(digest),
-            (_, SignatureEncoding::Base64) => base64::engine::general_purpose::STANDARD.encode(digest),
-            (_, SignatureEncoding::Base64url) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+            (_, SignatureEncoding::Base64) => {
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            }
+            (_, SignatureEncoding::Base64url) => {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+            }
         };
-        let mut signature = format!("{}{encoded}", self.signature.prefix.as_deref().unwrap_or(""));
+        let mut signature = format!(
+            "{}{encoded}",
+            self.signature.prefix.as_deref().unwrap_or("")
+        );
         if let Some(item) = &self.signature.item {
             signature = format!("{item}{}{signature}", self.signature.item_separator);
         }
@@ -631,7 +685,10 @@ impl Scheme {
                 _ => value,
             };
             // Items of one header (Stripe's `t=…,v1=…`) go into one value.
-            match headers.iter_mut().find(|(name, _): &&mut (String, String)| *name == header) {
+            match headers
+                .iter_mut()
+                .find(|(name, _): &&mut (String, String)| *name == header)
+            {
                 Some((_, existing)) => {
                     let separator = source.separator.as_deref().unwrap_or(",");
                     existing.push_str(separator);
@@ -654,10 +711,12 @@ fn printable(text: &str) -> String {
 
 /// The one value of a timestamp, id or key id source.
 fn single(source: &ValueSource, request: &Request<'_>) -> Result<String, VerifyError> {
-    let values = source.values(request).map_err(|reason| VerifyError::MalformedSignature {
-        header: source.describe(),
-        reason,
-    })?;
+    let values = source
+        .values(request)
+        .map_err(|reason| VerifyError::MalformedSignature {
+            header: source.describe(),
+            reason,
+        })?;
     match values.as_slice() {
         [] => Err(VerifyError::MissingSignature {
             header: source.describe(),
@@ -700,7 +759,9 @@ fn decode(text: &str, encoding: SignatureEncoding) -> Option<Vec<u8>> {
             .decode(text.trim_end_matches('='))
             .ok(),
         SignatureEncoding::Any
-            if text.len() % 2 == 0 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            if text.len().is_multiple_of(2)
+                && !text.is_empty()
+                && text.bytes().all(|b| b.is_ascii_hexdigit()) =>
         {
             hex::decode(text).ok()
         }

@@ -71,10 +71,14 @@ impl SignedTemplate {
                 if !literal.is_empty() {
                     parts.push(Part::Literal(std::mem::take(&mut literal)));
                 }
-                parts.push(placeholder(name).map_err(|reason| format!("{reason} (offset {offset})"))?);
+                parts.push(
+                    placeholder(name).map_err(|reason| format!("{reason} (offset {offset})"))?,
+                );
                 rest = &rest[end + 1..];
             } else if c == '}' {
-                return Err(format!("`}}` at offset {offset} closes nothing (write `}}}}` for a literal one)"));
+                return Err(format!(
+                    "`}}` at offset {offset} closes nothing (write `}}}}` for a literal one)"
+                ));
             } else {
                 let mut buffer = [0; 4];
                 literal.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
@@ -109,8 +113,8 @@ impl SignedTemplate {
                 Part::Header(name) => out.extend_from_slice(values.headers.get(name)?.as_bytes()),
                 Part::Query(name) => {
                     let query = values.url?.split_once('?')?.1;
-                    let (_, value) = form_urlencoded::parse(query.as_bytes())
-                        .find(|(key, _)| key == name)?;
+                    let (_, value) =
+                        form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name)?;
                     out.extend_from_slice(value.as_bytes());
                 }
             }
@@ -128,9 +132,10 @@ fn placeholder(name: &str) -> Result<Part, String> {
         "url" => Part::Url,
         _ => {
             if let Some(header) = name.strip_prefix("header:") {
-                Part::Header(HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                    format!("`{header}` is not a valid HTTP header name")
-                })?)
+                Part::Header(
+                    HeaderName::from_bytes(header.as_bytes())
+                        .map_err(|_| format!("`{header}` is not a valid HTTP header name"))?,
+                )
             } else if let Some(query) = name.strip_prefix("query:").filter(|q| !q.is_empty()) {
                 Part::Query(query.to_owned())
             } else {
@@ -150,9 +155,10 @@ mod tests {
 
     #[test]
     fn renders_every_placeholder() {
-        let template =
-            SignedTemplate::parse("v0:{timestamp}:{id}|{header:X-Path}|{query:sig_v}|{{x}}|{body}/{secret}|{url}")
-                .unwrap();
+        let template = SignedTemplate::parse(
+            "v0:{timestamp}:{id}|{header:X-Path}|{query:sig_v}|{{x}}|{body}/{secret}|{url}",
+        )
+        .unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("x-path", HeaderValue::from_static("/hook"));
         let values = TemplateValues {
@@ -173,9 +179,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed_templates() {
-        for bad in ["", "{body", "body}", "{nope}", "{header:bad name}", "{query:}"] {
+        for bad in [
+            "",
+            "{body",
+            "body}",
+            "{nope}",
+            "{header:bad name}",
+            "{query:}",
+        ] {
             assert!(SignedTemplate::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(SignedTemplate::parse("{body}").unwrap(), SignedTemplate::body());
+        assert_eq!(
+            SignedTemplate::parse("{body}").unwrap(),
+            SignedTemplate::body()
+        );
     }
 }

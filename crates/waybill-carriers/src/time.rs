@@ -111,22 +111,30 @@ impl CustomFormat {
         })
     }
 
-    fn read(&self, text: &str, zone: &Zone) -> Option<Result<(DateTime<Utc>, TimeProvenance), TimeError>> {
+    fn read(
+        &self,
+        text: &str,
+        zone: &Zone,
+    ) -> Option<Result<(DateTime<Utc>, TimeProvenance), TimeError>> {
         if self.has_offset {
             let time = DateTime::<FixedOffset>::parse_from_str(text, &self.pattern).ok()?;
             return Some(Ok((time.to_utc(), TimeProvenance::ExplicitOffset)));
         }
         if self.has_time {
             let naive = NaiveDateTime::parse_from_str(text, &self.pattern).ok()?;
-            return Some(zone.to_utc(naive).ok_or(TimeError::OutOfRange).map(|utc| {
-                (utc, TimeProvenance::AssumedZone { zone: zone.name() })
-            }));
+            return Some(
+                zone.to_utc(naive)
+                    .ok_or(TimeError::OutOfRange)
+                    .map(|utc| (utc, TimeProvenance::AssumedZone { zone: zone.name() })),
+            );
         }
         let date = NaiveDate::parse_from_str(text, &self.pattern).ok()?;
         let midnight = date.and_hms_opt(0, 0, 0)?;
-        Some(zone.to_utc(midnight).ok_or(TimeError::OutOfRange).map(|utc| {
-            (utc, TimeProvenance::DateOnly { zone: zone.name() })
-        }))
+        Some(
+            zone.to_utc(midnight)
+                .ok_or(TimeError::OutOfRange)
+                .map(|utc| (utc, TimeProvenance::DateOnly { zone: zone.name() })),
+        )
     }
 }
 
@@ -616,7 +624,9 @@ mod tests {
         // A zone named by the payload wins over the profile's.
         let tokyo = Zone::parse("Asia/Tokyo").unwrap();
         assert_eq!(
-            spec.parse_in(&json!("03/14/2024 2:05 PM"), Some(&tokyo)).unwrap().0,
+            spec.parse_in(&json!("03/14/2024 2:05 PM"), Some(&tokyo))
+                .unwrap()
+                .0,
             utc("2024-03-14T05:05:00Z")
         );
         assert!(matches!(

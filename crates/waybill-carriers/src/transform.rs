@@ -92,12 +92,16 @@ impl Transforms {
             text = kept.as_str().to_owned();
         }
         if let Some((Pattern(pattern), replacement)) = &self.replace {
-            text = pattern.replace_all(&text, replacement.as_str()).into_owned();
+            text = pattern
+                .replace_all(&text, replacement.as_str())
+                .into_owned();
         }
         if let Some((separator, pick)) = &self.split {
             let pieces: Vec<&str> = text.split(separator.as_str()).collect();
             let index = if *pick < 0 {
-                pieces.len().checked_sub(usize::try_from(pick.unsigned_abs()).ok()?)?
+                pieces
+                    .len()
+                    .checked_sub(usize::try_from(pick.unsigned_abs()).ok()?)?
             } else {
                 usize::try_from(*pick).ok()?
             };
@@ -250,18 +254,30 @@ mod tests {
             filter.check().unwrap();
             filter.holds(scopes)
         };
-        assert!(filter(r#"path = "$/event"
-equals = "ping""#));
-        assert!(filter(r#"path = "$/event"
-in = ["ping", "test"]"#));
-        assert!(filter(r#"path = "$/n"
-matches = "^[0-9]+$""#));
-        assert!(filter(r#"path = "$/ok"
-equals = "true""#));
-        assert!(filter(r#"path = "$/gone"
-present = false"#));
-        assert!(!filter(r#"path = "$/missing"
-equals = "x""#));
+        assert!(filter(
+            r#"path = "$/event"
+equals = "ping""#
+        ));
+        assert!(filter(
+            r#"path = "$/event"
+in = ["ping", "test"]"#
+        ));
+        assert!(filter(
+            r#"path = "$/n"
+matches = "^[0-9]+$""#
+        ));
+        assert!(filter(
+            r#"path = "$/ok"
+equals = "true""#
+        ));
+        assert!(filter(
+            r#"path = "$/gone"
+present = false"#
+        ));
+        assert!(!filter(
+            r#"path = "$/missing"
+equals = "x""#
+        ));
         let two: Filter = toml::from_str(
             r#"path = "$/a"
 equals = "x"

@@ -13,7 +13,9 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::error::VerifyError;
 use crate::keys::KeySet;
-use crate::scheme::{Algorithm, Request, Scheme, SchemeTable, SignatureEncoding, TimestampUnit, ValueSource};
+use crate::scheme::{
+    Algorithm, Request, Scheme, SchemeTable, SignatureEncoding, TimestampUnit, ValueSource,
+};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -119,7 +121,8 @@ impl<'de> Deserialize<'de> for VerifySpec {
                 f.write_str("a [verify] table or a list of [[verify]] tables")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<VerifySpec, A::Error> {
-                VerifyTable::deserialize(MapAccessDeserializer::new(map)).map(|t| VerifySpec(vec![t]))
+                VerifyTable::deserialize(MapAccessDeserializer::new(map))
+                    .map(|t| VerifySpec(vec![t]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VerifySpec, A::Error> {
                 let mut tables = Vec::new();
@@ -127,7 +130,9 @@ impl<'de> Deserialize<'de> for VerifySpec {
                     tables.push(table);
                 }
                 if tables.is_empty() {
-                    return Err(serde::de::Error::custom("[[verify]] needs at least one scheme"));
+                    return Err(serde::de::Error::custom(
+                        "[[verify]] needs at least one scheme",
+                    ));
                 }
                 Ok(VerifySpec(tables))
             }
