@@ -8,6 +8,7 @@
 pub mod auth;
 mod error;
 mod health;
+pub mod jwks;
 mod limits;
 pub mod openapi;
 mod registration;
@@ -37,6 +38,8 @@ pub struct ResolvedSource {
     pub settings: SourceSettings,
     /// The carrier profile that verifies and maps its requests.
     pub profile: Arc<CarrierProfile>,
+    /// The source's configured `public_keys`, parsed.
+    pub public_keys: waybill_carriers::KeySet,
 }
 
 /// What every handler shares.
@@ -47,6 +50,8 @@ pub struct AppState {
 
 struct Inner {
     sources: HashMap<String, ResolvedSource>,
+    /// Key sets fetched from sources' JWKS URLs.
+    jwks: jwks::JwksCache,
     publisher: Publisher,
     topology: Topology,
     body_limit: usize,
@@ -76,11 +81,14 @@ impl AppState {
             let profile = profiles.get(&source.profile).ok_or_else(|| {
                 anyhow::anyhow!("source `{}`: no profile `{}`", source.id, source.profile)
             })?;
+            let public_keys = waybill_carriers::KeySet::from_config(&source.public_keys)
+                .map_err(|error| anyhow::anyhow!("source `{}`: {error}", source.id))?;
             sources.insert(
                 source.id.as_str().to_owned(),
                 ResolvedSource {
                     settings: source.clone(),
                     profile,
+                    public_keys,
                 },
             );
         }
@@ -91,6 +99,7 @@ impl AppState {
         config.channels = settings.bus.publisher_channels;
         config.confirm_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
         let keys = auth::KeyGate::start(settings, &shutdown);
+        let jwks = jwks::JwksCache::start(&settings.sources, &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;
         let rate_limits = limits::RateLimits::new(settings.sources.iter().filter_map(|source| {
             let rate = source.rate_limit_per_second?;
@@ -100,6 +109,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 sources,
+                jwks,
                 publisher,
                 topology,
                 body_limit: settings.ingress.body_limit_bytes,

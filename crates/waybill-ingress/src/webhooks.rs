@@ -6,14 +6,16 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::Serialize;
 use tracing::Instrument;
-use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
+use waybill_bus::envelope::{InboundEnvelope, RejectedEventV1, WebhookV1};
 use waybill_bus::{OutboundMessage, PublishError};
-use waybill_carriers::UnverifiedRequest;
+use waybill_carriers::{
+    Credentials, Mapped, UnverifiedRequest, VerifiedRequest, VerifyError,
+};
 use waybill_config::PollMode;
 use waybill_telemetry::trace;
 
@@ -29,6 +31,18 @@ pub struct Accepted {
     pub id: Option<String>,
     /// How many tracking events the payload carried.
     pub events: usize,
+    /// How many events could not be mapped and were kept for an operator to replay after a
+    /// profile fix (`waybill rejected list`); absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejected: usize,
+    /// True when the payload is not a tracking update for this source's profile (a ping, an
+    /// order event): accepted and counted, nothing queued.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignored: bool,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// Outcome label for `waybill_webhooks_received_total`.
@@ -61,12 +75,13 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
         (status = 408, description = "The request was not received in time", body = crate::error::ErrorBody),
         (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
         (status = 429, description = "The source's rate limit is exceeded; see Retry-After", body = crate::error::ErrorBody),
-        (status = 503, description = "Not queued (broker down, nack, timeout); see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "Not queued (broker down, nack, timeout, or a signing key id not known yet); see Retry-After", body = crate::error::ErrorBody),
     )
 )]
 pub async fn receive(
     State(state): State<AppState>,
     Path(source_id): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
@@ -75,7 +90,8 @@ pub async fn receive(
     if let Some(parent) = incoming_traceparent(&headers) {
         trace::set_parent(&span, parent);
     }
-    let result = handle(&state, &source_id, &headers, body)
+    let target = uri.to_string();
+    let result = handle(&state, &source_id, &target, &headers, body)
         .instrument(span)
         .await;
     // Label by source only when the source exists: request paths are not a closed set.
@@ -104,6 +120,7 @@ pub async fn receive(
 async fn handle(
     state: &AppState,
     source_id: &str,
+    target: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
@@ -128,33 +145,38 @@ async fn handle(
         headers,
         body: &body,
     };
-    let verified = source
-        .profile
-        .verify(request, &source.settings.secrets, received_at)
-        .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
+    let verified = verify(state, source, request, target, received_at).await?;
     let mapped = source
         .profile
-        .map_webhook(&verified, received_at)
+        .map_webhook_isolated(&verified, received_at)
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
     if !mapped.unmapped_statuses.is_empty() {
         metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
             .increment(mapped.unmapped_statuses.len() as u64);
     }
+    if mapped.ignored {
+        metrics::counter!("waybill_webhooks_ignored_total", "source" => source_id.to_owned())
+            .increment(1);
+    }
     let events = mapped.events.len();
-    if events == 0 {
+    let rejected = rejected_events(&mapped);
+    if events == 0 && rejected.is_empty() {
         return Ok(Json(Accepted {
             status: "accepted",
             id: None,
             events: 0,
+            rejected: 0,
+            ignored: mapped.ignored,
         }));
     }
+    let rejected_count = rejected.len();
 
     let publish_span = tracing::info_span!("waybill.publish", messaging.destination = "inbound");
     // The message carries the publish span's context, so the worker's merge joins this trace;
     // without an exporter, the courier's own `traceparent` is passed through unchanged.
     let traceparent = trace::traceparent_of(&publish_span)
         .or_else(|| incoming_traceparent(headers).map(str::to_owned));
-    let envelope = WebhookV1::new(
+    let mut envelope = WebhookV1::new(
         source.settings.id.clone(),
         source.settings.tenant.clone(),
         source.settings.require_registration,
@@ -165,6 +187,10 @@ async fn handle(
         String::from_utf8_lossy(&body).into_owned(),
         traceparent.clone(),
     );
+    if !rejected.is_empty() {
+        envelope.rejected = rejected;
+        envelope.profile = Some(source.profile.name.clone());
+    }
     let id = envelope.id.as_str().to_owned();
     let message = OutboundMessage::new(
         inner.topology.inbound_exchange(),
@@ -185,6 +211,8 @@ async fn handle(
             status: "accepted",
             id: Some(id),
             events,
+            rejected: rejected_count,
+            ignored: false,
         })),
         Ok(Err(error)) => {
             metrics::counter!("waybill_publish_failures_total", "reason" => publish_failure_label(&error)).increment(1);
@@ -202,6 +230,59 @@ async fn handle(
 }
 
 use waybill_bus::Topology;
+
+/// Verifies with the source's secrets, configured public keys and JWKS key set. A key id the
+/// JWKS does not have triggers a bounded refresh; still unknown → 503 with `Retry-After`.
+async fn verify<'a>(
+    state: &AppState,
+    source: &crate::ResolvedSource,
+    request: UnverifiedRequest<'a>,
+    target: &str,
+    received_at: chrono::DateTime<Utc>,
+) -> Result<VerifiedRequest<'a>, ApiError> {
+    let inner = &state.inner;
+    let source_id = source.settings.id.as_str();
+    let attempt = |jwks: Option<&waybill_carriers::KeySet>| {
+        let credentials = Credentials {
+            secrets: &source.settings.secrets,
+            public_keys: Some(&source.public_keys),
+            jwks,
+            url: Some(target),
+        };
+        source.profile.verify_with(request, &credentials, received_at)
+    };
+    let jwks = inner.jwks.keys(source_id);
+    let outcome = match attempt(jwks.as_deref()) {
+        Err(VerifyError::UnknownKey { .. }) if jwks.is_some() => {
+            match inner.jwks.refreshed(source_id).await {
+                Some(fresh) => attempt(Some(&fresh)),
+                None => attempt(jwks.as_deref()),
+            }
+        }
+        other => other,
+    };
+    outcome.map_err(|error| match error {
+        VerifyError::UnknownKey { .. } => ApiError::KeyUnavailable {
+            retry_after: inner.retry_after_secs,
+        },
+        other => ApiError::Unauthorized(other.to_string()),
+    })
+}
+
+/// The rejected events of a mapping, in the envelope's wire shape.
+fn rejected_events(mapped: &Mapped) -> Vec<RejectedEventV1> {
+    mapped
+        .rejected
+        .iter()
+        .map(|rejected| RejectedEventV1 {
+            path: rejected.path.clone(),
+            kind: rejected.kind.to_owned(),
+            reason: rejected.reason.clone(),
+            element: rejected.element.clone(),
+            tracking_number: rejected.tracking_number.clone(),
+        })
+        .collect()
+}
 
 fn publish_failure_label(error: &PublishError) -> &'static str {
     error.kind()
