@@ -478,7 +478,10 @@ mod tests {
             None,
         ));
         let text = String::from_utf8(plain.encode()).unwrap();
-        assert!(!text.contains("rejected") && !text.contains("\"profile\""), "{text}");
+        assert!(
+            !text.contains("rejected") && !text.contains("\"profile\""),
+            "{text}"
+        );
     }
 
     #[test]

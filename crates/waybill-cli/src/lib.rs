@@ -7,4 +7,6 @@ pub mod deadletters;
 pub mod deliveries;
 pub mod keys;
 pub mod loadgen;
+pub mod profiles;
+pub mod rejected;
 pub mod subscriptions;

@@ -148,7 +148,10 @@ mod tests {
         assert!(bad_url.contains("sources[0].jwks_url"), "{bad_url}");
         let bad_key = source("public_keys = [\"not a key\"]").unwrap_err();
         assert!(bad_key.contains("sources[0].public_keys"), "{bad_key}");
-        assert!(!bad_key.contains("not a key"), "the key text is not echoed: {bad_key}");
+        assert!(
+            !bad_key.contains("not a key"),
+            "the key text is not echoed: {bad_key}"
+        );
         let jwk = r#"public_keys = ['{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}']"#;
         assert!(source(jwk).is_ok(), "{:?}", source(jwk));
     }

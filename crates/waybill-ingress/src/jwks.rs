@@ -150,7 +150,9 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<(KeySet, usize), S
         .map_err(|error| format!("reading the body failed: {error}"))?
     {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(format!("the document is larger than {MAX_DOCUMENT_BYTES} bytes"));
+            return Err(format!(
+                "the document is larger than {MAX_DOCUMENT_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }

@@ -13,9 +13,7 @@ use serde::Serialize;
 use tracing::Instrument;
 use waybill_bus::envelope::{InboundEnvelope, RejectedEventV1, WebhookV1};
 use waybill_bus::{OutboundMessage, PublishError};
-use waybill_carriers::{
-    Credentials, Mapped, UnverifiedRequest, VerifiedRequest, VerifyError,
-};
+use waybill_carriers::{Credentials, Mapped, UnverifiedRequest, VerifiedRequest, VerifyError};
 use waybill_config::PollMode;
 use waybill_telemetry::trace;
 
@@ -249,7 +247,9 @@ async fn verify<'a>(
             jwks,
             url: Some(target),
         };
-        source.profile.verify_with(request, &credentials, received_at)
+        source
+            .profile
+            .verify_with(request, &credentials, received_at)
     };
     let jwks = inner.jwks.keys(source_id);
     let outcome = match attempt(jwks.as_deref()) {

@@ -141,10 +141,12 @@ pub async fn list(
 
 /// One rejected event by id.
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<RejectedEvent>, StoreError> {
-    let row = sqlx::query(&format!("select {COLUMNS} from rejected_events where id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "select {COLUMNS} from rejected_events where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 

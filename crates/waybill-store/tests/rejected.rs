@@ -28,17 +28,35 @@ fn row(envelope: &str, position: i32, source: &str, minute: u32) -> NewRejectedE
 async fn stored_once_listed_shown_and_marked_replayed() {
     let db = database().await;
     let mut conn = db.store().acquire().await.unwrap();
-    let rows = [row("e1", 0, "kea", 1), row("e1", 1, "kea", 1), row("e2", 0, "other", 2)];
+    let rows = [
+        row("e1", 0, "kea", 1),
+        row("e1", 1, "kea", 1),
+        row("e2", 0, "other", 2),
+    ];
     let inserted = rejected::insert(&mut conn, &rows).await.unwrap();
     assert_eq!(inserted.len(), 3);
-    assert_eq!(inserted[0], ("kea".to_owned(), "invalid_timestamp".to_owned()));
+    assert_eq!(
+        inserted[0],
+        ("kea".to_owned(), "invalid_timestamp".to_owned())
+    );
     // A redelivered message stores nothing twice.
-    assert!(rejected::insert(&mut conn, &rows[..1]).await.unwrap().is_empty());
+    assert!(
+        rejected::insert(&mut conn, &rows[..1])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(rejected::count_pending(&mut conn).await.unwrap(), 3);
 
-    let all = rejected::list(&mut conn, &RejectedFilter { limit: 10, ..RejectedFilter::default() })
-        .await
-        .unwrap();
+    let all = rejected::list(
+        &mut conn,
+        &RejectedFilter {
+            limit: 10,
+            ..RejectedFilter::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(all.len(), 3);
     assert_eq!(all[0].stored.source, "other", "newest first");
     let kea = rejected::list(
@@ -56,11 +74,21 @@ async fn stored_once_listed_shown_and_marked_replayed() {
     assert_eq!(shown.stored.element["at"], "yesterday");
     assert!(rejected::get(&mut conn, -1).await.unwrap().is_none());
 
-    assert!(rejected::mark_replayed(&mut conn, shown.id, Utc::now()).await.unwrap());
+    assert!(
+        rejected::mark_replayed(&mut conn, shown.id, Utc::now())
+            .await
+            .unwrap()
+    );
     assert_eq!(rejected::count_pending(&mut conn).await.unwrap(), 2);
-    let pending = rejected::list(&mut conn, &RejectedFilter { limit: 10, ..RejectedFilter::default() })
-        .await
-        .unwrap();
+    let pending = rejected::list(
+        &mut conn,
+        &RejectedFilter {
+            limit: 10,
+            ..RejectedFilter::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(pending.iter().all(|r| r.id != shown.id));
     let with_replayed = rejected::list(
         &mut conn,

@@ -98,7 +98,10 @@ fn reason_label(kind: &str) -> &'static str {
         "invalid_zone",
         "absurd_timestamp",
     ];
-    KINDS.into_iter().find(|known| *known == kind).unwrap_or("other")
+    KINDS
+        .into_iter()
+        .find(|known| *known == kind)
+        .unwrap_or("other")
 }
 
 /// The rejected events the webhook envelopes carry, as rows to store.
