@@ -746,3 +746,24 @@ time = "@/time"
     assert!(all_bad.events.is_empty());
     assert_eq!(all_bad.rejected.len(), 1);
 }
+
+#[test]
+fn the_sendcloud_builtin_verifies_its_documented_example() {
+    // Sendcloud's "Webhooks overview": body `{"key": "value"}`, secret `secretkey`.
+    let profile = common::profile("sendcloud");
+    let credentials = Credentials {
+        secrets: &secrets(&["secretkey"]),
+        ..Credentials::default()
+    };
+    let signature = "1eed4b3d41f4653ac64fd56f1bf1cbfd349e4482cbc11dff7134bd93e5da4b0a";
+    assert_eq!(
+        verify(
+            &profile,
+            &[("Sendcloud-Signature", signature)],
+            br#"{"key": "value"}"#,
+            &credentials,
+            received_at()
+        ),
+        Ok(Some(0))
+    );
+}

@@ -382,6 +382,14 @@ fn run_case(
         let signed_at = headers
             .iter()
             .filter_map(|(_, value)| value.to_str().ok()?.parse::<i64>().ok())
+            // Milliseconds when the magnitude says so (as in the profile language's `auto`).
+            .map(|value| {
+                if value >= 100_000_000_000 {
+                    value / 1000
+                } else {
+                    value
+                }
+            })
             .find_map(|seconds| DateTime::from_timestamp(seconds, 0))
             .unwrap_or(received_at);
         profile
