@@ -141,7 +141,9 @@ fn a_directory_adds_profiles_and_overrides_builtins() {
             "clickpost",
             "easypost",
             "kea-parcel",
+            "sendcloud",
             "starshipit",
+            "track123-app",
             "waybill"
         ]
     );
