@@ -21,6 +21,18 @@ pub struct Accepted {
     pub id: Option<String>,
     /// How many tracking events the payload carried; every one of them will be stored.
     pub events: usize,
+    /// How many events could not be mapped and were kept for an operator to replay after a
+    /// profile fix (`waybill rejected list`); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected: usize,
+    /// True when the payload is not a tracking update for this source's profile (a ping, an
+    /// order event): accepted and counted, nothing queued.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignored: bool,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// The status word of an accepted request.

@@ -135,6 +135,30 @@ pub struct WebhookV1 {
     /// The W3C trace context of the request, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Event elements of this verified delivery that the profile could not map while their
+    /// siblings could: the worker keeps them for an operator to see and replay. Absent in
+    /// messages from before this field existed (they decode with none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedEventV1>,
+    /// The carrier profile that mapped the delivery (set when `rejected` is not empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+/// One event element a profile could not map, version 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedEventV1 {
+    /// The concrete path of the element in the payload (`$/events/3`).
+    pub path: String,
+    /// Why, as a closed-set label (`invalid_timestamp`, `wrong_type`, …).
+    pub kind: String,
+    /// Why, as one sentence naming the path at fault.
+    pub reason: String,
+    /// The element as it was in the payload.
+    pub element: serde_json::Value,
+    /// Its tracking number, when that much could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
 }
 
 /// A shipment registration, version 1.
@@ -217,6 +241,8 @@ impl WebhookV1 {
             events,
             raw_body,
             traceparent,
+            rejected: Vec::new(),
+            profile: None,
         }
     }
 }
@@ -404,6 +430,58 @@ mod tests {
         ));
         let decoded = InboundEnvelope::decode(&envelope.encode()).unwrap();
         assert_eq!(decoded, envelope);
+    }
+
+    #[test]
+    fn rejected_events_round_trip_and_older_messages_decode_without_them() {
+        let mut webhook = WebhookV1::new(
+            SourceId::parse("kea").unwrap(),
+            TenantId::default_tenant(),
+            false,
+            Utc.with_ymd_and_hms(2026, 11, 2, 8, 31, 0).unwrap(),
+            None,
+            vec![event()],
+            r#"{"events":[{},{"time":"x"}]}"#.into(),
+            None,
+        );
+        webhook.profile = Some("kea-parcel".into());
+        webhook.rejected.push(RejectedEventV1 {
+            path: "$/events/1".into(),
+            kind: "invalid_timestamp".into(),
+            reason: "the timestamp at $/events/1/time is invalid: …".into(),
+            element: serde_json::json!({"time": "x"}),
+            tracking_number: Some("QQQ001".into()),
+        });
+        let envelope = InboundEnvelope::WebhookV1(webhook);
+        let encoded = envelope.encode();
+        assert_eq!(InboundEnvelope::decode(&encoded).unwrap(), envelope);
+        // A message of the previous version (no `rejected`, no `profile`) still decodes.
+        let mut older: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+        let object = older.as_object_mut().unwrap();
+        object.remove("rejected");
+        object.remove("profile");
+        let InboundEnvelope::WebhookV1(decoded) =
+            InboundEnvelope::decode(&serde_json::to_vec(&older).unwrap()).unwrap()
+        else {
+            panic!("a webhook")
+        };
+        assert!(decoded.rejected.is_empty() && decoded.profile.is_none());
+        // A webhook without rejected events is encoded exactly as before.
+        let plain = InboundEnvelope::WebhookV1(WebhookV1::new(
+            SourceId::parse("kea").unwrap(),
+            TenantId::default_tenant(),
+            false,
+            Utc.with_ymd_and_hms(2026, 11, 2, 8, 31, 0).unwrap(),
+            None,
+            vec![event()],
+            "{}".into(),
+            None,
+        ));
+        let text = String::from_utf8(plain.encode()).unwrap();
+        assert!(
+            !text.contains("rejected") && !text.contains("\"profile\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -95,12 +95,40 @@ pub enum VerifyError {
     /// The profile needs a secret and the source has none configured.
     #[error("the source has no secret configured, so no request can be verified")]
     NoSecretsConfigured,
+    /// The profile verifies with public keys and the source has none (no `public_keys`, no
+    /// `jwks_url`, or its key set was never fetched).
+    #[error("the source has no public key configured, so no request can be verified")]
+    NoKeysConfigured,
+    /// The request names a key id that no known key has. The key server may have a new key
+    /// the ingress has not fetched yet: HTTP 503 with `Retry-After`, so the sender retries.
+    #[error("the request names key id `{key_id}`, which is not among the source's keys")]
+    UnknownKey {
+        /// The key id, cut to 64 characters with anything but visible ASCII replaced.
+        key_id: String,
+    },
 }
 
 impl VerifyError {
-    /// The HTTP status the ingress answers with: always 401.
+    /// The HTTP status the ingress answers with: 401, except 503 for an unknown key id (the
+    /// key may appear after a refresh of the key set).
     pub fn http_status(&self) -> u16 {
-        401
+        match self {
+            VerifyError::UnknownKey { .. } => 503,
+            _ => 401,
+        }
+    }
+
+    /// A closed-set label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VerifyError::MissingSignature { .. } => "missing_signature",
+            VerifyError::MalformedSignature { .. } => "malformed_signature",
+            VerifyError::BadSignature { .. } => "bad_signature",
+            VerifyError::TimestampOutsideTolerance { .. } => "timestamp_outside_tolerance",
+            VerifyError::NoSecretsConfigured => "no_secrets_configured",
+            VerifyError::NoKeysConfigured => "no_keys_configured",
+            VerifyError::UnknownKey { .. } => "unknown_key",
+        }
     }
 }
 
@@ -132,6 +160,16 @@ pub enum MapError {
     TooDeep {
         /// The allowed depth.
         max: usize,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// The body is not well-formed XML (or has a DTD, which is refused).
+    #[error("the body is not valid XML: {reason} at line {line}, column {column}")]
+    InvalidXml {
+        /// The parser's reason, without the position.
+        reason: String,
         /// 1-based line.
         line: usize,
         /// 1-based column.
@@ -193,6 +231,12 @@ pub enum MapError {
         /// Which formats were expected.
         reason: &'static str,
     },
+    /// The zone named by the payload for an event's time is neither an IANA zone nor an offset.
+    #[error("the time zone at {path} is neither an IANA zone name nor an offset like +05:30")]
+    InvalidZone {
+        /// The concrete JSON path.
+        path: String,
+    },
     /// A timestamp parses but cannot be a real scan time.
     #[error(
         "the timestamp at {path} is before 2000-01-01 or more than 2 days after it was received"
@@ -228,5 +272,51 @@ impl MapError {
     /// The HTTP status the ingress answers with for a webhook body: always 400.
     pub fn http_status(&self) -> u16 {
         400
+    }
+
+    /// A closed-set label for metrics and for the rejected-events table.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MapError::InvalidUtf8 { .. } => "invalid_utf8",
+            MapError::InvalidJson { .. } => "invalid_json",
+            MapError::InvalidXml { .. } => "invalid_xml",
+            MapError::TooDeep { .. } => "too_deep",
+            MapError::DuplicateKey { .. } => "duplicate_key",
+            MapError::MissingField {
+                field: "tracking number",
+                ..
+            } => "missing_tracking_number",
+            MapError::MissingField {
+                field: "status", ..
+            } => "missing_status",
+            MapError::MissingField { .. } => "missing_field",
+            MapError::WrongType { .. } => "wrong_type",
+            MapError::InvalidTrackingNumber { .. } => "invalid_tracking_number",
+            MapError::InvalidCarrier { .. } => "invalid_carrier",
+            MapError::InvalidTimestamp { .. } => "invalid_timestamp",
+            MapError::InvalidZone { .. } => "invalid_zone",
+            MapError::AbsurdTimestamp { .. } => "absurd_timestamp",
+            MapError::TooManyEvents { .. } => "too_many_events",
+            MapError::MissingCredential { .. } => "missing_credential",
+            MapError::InvalidCredential { .. } => "invalid_credential",
+            MapError::InvalidBaseUrl => "invalid_base_url",
+        }
+    }
+
+    /// Whether the error is about the payload as a whole (unreadable, too big, too deep), as
+    /// opposed to one event in it: such an error always rejects the request.
+    pub fn is_whole_payload(&self) -> bool {
+        matches!(
+            self,
+            MapError::InvalidUtf8 { .. }
+                | MapError::InvalidJson { .. }
+                | MapError::InvalidXml { .. }
+                | MapError::TooDeep { .. }
+                | MapError::DuplicateKey { .. }
+                | MapError::TooManyEvents { .. }
+                | MapError::MissingCredential { .. }
+                | MapError::InvalidCredential { .. }
+                | MapError::InvalidBaseUrl
+        )
     }
 }

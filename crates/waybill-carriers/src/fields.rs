@@ -9,6 +9,7 @@
 //! carrier = { fixed = "aftership" }                # a constant
 //! location = { join = ["@/city", "@/state"], separator = ", " }   # non-empty parts, joined
 //! location = ["@/location", { join = ["@/city", "@/country_iso3"] }]
+//! status = { path = "@/text", capture = "^Code (\\w+)", case = "upper" }   # transforms
 //! ```
 //!
 //! "Has a value" means the path exists and is not `null`; for optional text fields an empty or
@@ -21,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::path::{JsonPath, Scopes};
+use crate::transform::{Case, Pattern, Transforms};
 
 /// One candidate source of a field's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub(crate) enum Source {
         paths: Vec<JsonPath>,
         separator: String,
     },
+    /// Another source's text, transformed (see [`Transforms`]).
+    Transformed(Box<Source>, Transforms),
 }
 
 /// An ordered list of candidate sources; the first with a value wins.
@@ -59,21 +63,46 @@ impl FieldSpec {
     pub fn describe(&self) -> String {
         self.0
             .iter()
-            .map(|source| match source {
-                Source::Path(path) => path.to_string(),
-                Source::Fixed(_) => "a fixed value".to_owned(),
-                Source::Join { paths, .. } => {
-                    let parts: Vec<String> = paths.iter().map(ToString::to_string).collect();
-                    format!("join({})", parts.join(", "))
-                }
-            })
+            .map(Source::describe)
             .collect::<Vec<_>>()
             .join(", ")
     }
 
     /// The first candidate with a value. `skip_empty` makes empty strings fall through.
     pub fn find<'v>(&self, scopes: Scopes<'v>, skip_empty: bool) -> Option<Found<'v>> {
-        self.0.iter().find_map(|source| match source {
+        self.0
+            .iter()
+            .find_map(|source| source.find(scopes, skip_empty))
+    }
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Path(path) => path.to_string(),
+            Source::Fixed(_) => "a fixed value".to_owned(),
+            Source::Join { paths, .. } => {
+                let parts: Vec<String> = paths.iter().map(ToString::to_string).collect();
+                format!("join({})", parts.join(", "))
+            }
+            Source::Transformed(inner, _) => format!("{} (transformed)", inner.describe()),
+        }
+    }
+
+    fn find<'v>(&self, scopes: Scopes<'v>, skip_empty: bool) -> Option<Found<'v>> {
+        match self {
+            Source::Transformed(inner, transforms) => {
+                match inner.find(scopes, skip_empty)? {
+                    Found::Json(value, path) => match scalar_text(value) {
+                        Some(text) => transforms.apply(&text).map(|text| Found::Text(text, path)),
+                        // Not text: keep it, so the caller reports the wrong type.
+                        None => Some(Found::Json(value, path)),
+                    },
+                    Found::Text(text, path) => {
+                        transforms.apply(&text).map(|text| Found::Text(text, path))
+                    }
+                }
+            }
             Source::Path(path) => {
                 let (value, concrete) = path.resolve(scopes)?;
                 match value {
@@ -85,7 +114,7 @@ impl FieldSpec {
             Source::Fixed(text) => Some(Found::Text(text.clone(), "a fixed value".to_owned())),
             Source::Join { paths, separator } => {
                 let mut parts = Vec::new();
-                let mut first_path = None;
+                let mut used = Vec::new();
                 for path in paths {
                     let Some((value, concrete)) = path.resolve(scopes) else {
                         continue;
@@ -93,15 +122,20 @@ impl FieldSpec {
                     if let Some(text) = scalar_text(value) {
                         let text = text.trim().to_owned();
                         if !text.is_empty() {
-                            first_path.get_or_insert(concrete);
+                            used.push(concrete);
                             parts.push(text);
                         }
                     }
                 }
-                let path = first_path?;
+                // Every path that contributed is named, so an error points at all of them.
+                let path = match used.len() {
+                    0 => return None,
+                    1 => used.remove(0),
+                    _ => format!("join({})", used.join(", ")),
+                };
                 Some(Found::Text(parts.join(separator), path))
             }
-        })
+        }
     }
 }
 
@@ -186,34 +220,70 @@ struct SourceTable {
     fixed: Option<String>,
     join: Option<Vec<JsonPath>>,
     separator: Option<String>,
+    capture: Option<Pattern>,
+    replace: Option<(Pattern, String)>,
+    split: Option<String>,
+    pick: Option<i64>,
+    case: Option<Case>,
 }
 
 fn source_from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Source, A::Error> {
-    let table = SourceTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+    let mut table = SourceTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+    if table.pick.is_some() && table.split.is_none() {
+        return Err(de::Error::custom("`pick` needs `split`"));
+    }
+    let transforms = Transforms {
+        capture: table.capture.take(),
+        replace: table.replace.take(),
+        split: table
+            .split
+            .take()
+            .map(|separator| (separator, table.pick.unwrap_or(0))),
+        case: table.case.take(),
+    };
+    if transforms
+        .split
+        .as_ref()
+        .is_some_and(|(separator, _)| separator.is_empty())
+    {
+        return Err(de::Error::custom("`split` needs a non-empty separator"));
+    }
+    let source = plain_source(table)?;
+    Ok(if transforms.is_empty() {
+        source
+    } else {
+        Source::Transformed(Box::new(source), transforms)
+    })
+}
+
+fn plain_source<E: de::Error>(table: SourceTable) -> Result<Source, E> {
     match table {
         SourceTable {
             path: Some(path),
             fixed: None,
             join: None,
             separator: None,
+            ..
         } => Ok(Source::Path(path)),
         SourceTable {
             path: None,
             fixed: Some(fixed),
             join: None,
             separator: None,
+            ..
         } => Ok(Source::Fixed(fixed)),
         SourceTable {
             path: None,
             fixed: None,
             join: Some(paths),
             separator,
+            ..
         } if !paths.is_empty() => Ok(Source::Join {
             paths,
             separator: separator.unwrap_or_else(|| ", ".to_owned()),
         }),
         _ => Err(de::Error::custom(
-            "a field table has exactly one of `path`, `fixed` or a non-empty `join` (with an optional `separator`)",
+            "a field table has exactly one of `path`, `fixed` or a non-empty `join` (with an optional `separator`), and optional transforms `capture`, `replace`, `split`/`pick`, `case`",
         )),
     }
 }
@@ -263,10 +333,7 @@ mod tests {
     fn first_value_wins_and_empties_fall_through() {
         let document =
             json!({"a": null, "b": " ", "c": "x", "city": "ORLANDO", "state": null, "zip": 32809});
-        let scopes = Scopes {
-            document: &document,
-            event: None,
-        };
+        let scopes = Scopes::document(&document);
         let field = spec(r#"field = ["$/a", "$/b", "$/c"]"#).unwrap();
         assert_eq!(
             field.find(scopes, true),
@@ -280,8 +347,19 @@ mod tests {
             spec(r#"field = { join = ["$/city", "$/state", "$/zip"], separator = " " }"#).unwrap();
         assert_eq!(
             join.find(scopes, true),
-            Some(Found::Text("ORLANDO 32809".into(), "$/city".into()))
+            Some(Found::Text(
+                "ORLANDO 32809".into(),
+                "join($/city, $/zip)".into()
+            ))
         );
+        let transformed =
+            spec(r#"field = { path = "$/c", replace = ["x", "y"], case = "upper" }"#).unwrap();
+        assert_eq!(
+            transformed.find(scopes, true),
+            Some(Found::Text("Y".into(), "$/c".into()))
+        );
+        assert!(spec(r#"field = { path = "$/c", pick = 1 }"#).is_err());
+        assert!(spec(r#"field = { path = "$/c", capture = "(" }"#).is_err());
         let none = spec(r#"field = { join = ["$/state", "$/missing"] }"#).unwrap();
         assert_eq!(none.find(scopes, true), None);
     }

@@ -1,24 +1,29 @@
-//! The mapping engine: one JSON document in, canonical [`TrackingEvent`]s out, driven entirely
-//! by the profile's `[mapping]` table. Webhooks and poll responses go through the same code, so
+//! The mapping engine: one document in, canonical [`TrackingEvent`]s out, driven entirely by
+//! the profile's `[mapping]` table. Webhooks and poll responses go through the same code, so
 //! the same scan gets the same event id whichever way it arrives.
+//!
+//! This module finds the events (envelopes, payload filters, nested arrays, the current
+//! object, event filters); [`crate::event`] turns one element into one event.
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use serde::Deserialize;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
-use waybill_core::{
-    CarrierCode, Origin, RawStatus, Status, TimeProvenance, TrackingEvent, TrackingEventDraft,
-    TrackingNumber,
-};
+use waybill_core::{Origin, TrackingEvent, TrackingNumber};
 
+use crate::body::BodySpec;
 use crate::error::MapError;
-use crate::fields::{FieldSpec, Found, scalar_text};
+use crate::fields::FieldSpec;
 use crate::json::type_name;
-use crate::path::{DocumentPath, Scopes};
+use crate::path::{DocumentPath, Frame, JsonPath, Scope, Scopes};
 use crate::status_map::StatusSpec;
-use crate::time::{TimeError, TimeSpec};
+use crate::time::TimeSpec;
+use crate::transform::{Filter, Filters};
 
 /// What a payload mapped to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mapped {
     /// The events, in payload order, without repeats (two elements that are the same scan
     /// yield one event).
@@ -26,18 +31,62 @@ pub struct Mapped {
     /// The provider's id of the whole delivery (AfterShip `event_id`, EasyPost `evt_…`), for
     /// deduplicating retries before any mapping work.
     pub provider_event_id: Option<String>,
-    /// Raw statuses that no status map entry matched and so became [`Status::Unknown`],
-    /// without repeats, for the "unmapped status" metric.
+    /// Raw statuses that no status map entry matched and so became
+    /// [`waybill_core::Status::Unknown`], without repeats, for the "unmapped status" metric.
     pub unmapped_statuses: Vec<String>,
+    /// Events that could not be mapped while their siblings could (only from
+    /// [`crate::CarrierProfile::map_webhook_isolated`]): kept so an operator can replay them
+    /// after fixing the profile.
+    pub rejected: Vec<RejectedEvent>,
+    /// The payload matched a payload filter (`[[mapping.ignore]]`, `[[mapping.when]]`): it is
+    /// not a tracking update (a ping, an order event) and yields nothing.
+    pub ignored: bool,
+    /// Event elements skipped by event filters (`[[mapping.events.ignore]]`, `…when`).
+    pub skipped_events: usize,
+}
+
+/// One event element that could not be mapped, with everything needed to see why and to map
+/// it again after the profile is fixed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedEvent {
+    /// The concrete path of the element in the document (`$/legs/1/events/0`).
+    pub path: String,
+    /// Why, as a closed set for metric labels ([`MapError::kind`]).
+    pub kind: &'static str,
+    /// Why, as a sentence naming the path at fault (never a payload value).
+    pub reason: String,
+    /// The element as it was in the payload.
+    pub element: Value,
+    /// Its tracking number, when that much could be read.
+    pub tracking_number: Option<String>,
+    /// The error itself, for callers that decide on it.
+    pub error: MapError,
+}
+
+/// How a payload's bad events are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// The first bad event fails the whole payload (polls, and `map_webhook`).
+    Strict,
+    /// A bad event is set aside in [`Mapped::rejected`]; its siblings are kept.
+    PerEvent,
 }
 
 /// The `[mapping]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MappingSpec {
+    /// How the body is written (JSON, form, XML).
+    #[serde(default)]
+    pub body: BodySpec,
     /// Envelopes to look through: the first path that leads to an object becomes the document.
     #[serde(default)]
     pub unwrap: Vec<DocumentPath>,
+    /// Payload filters: every `when` must hold and no `ignore` may, or the payload is ignored.
+    #[serde(default)]
+    pub when: Vec<Filter>,
+    #[serde(default)]
+    pub ignore: Vec<Filter>,
     /// The most events one payload may yield.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
@@ -45,12 +94,18 @@ pub(crate) struct MappingSpec {
     pub events: EventsSpec,
     /// Where each field of an event is.
     pub fields: FieldsSpec,
+    /// Format 2: the fields of the `current` event, when its shape differs from the array's.
+    #[serde(default)]
+    pub current_fields: Option<CurrentFields>,
     /// How times are read.
     #[serde(default)]
     pub time: TimeSpec,
     /// How raw statuses map to canonical ones.
     #[serde(default)]
     pub status: StatusSpec,
+    /// The profile's format version (set after parsing).
+    #[serde(skip)]
+    pub format_version: u32,
 }
 
 fn default_max_events() -> usize {
@@ -61,10 +116,11 @@ fn default_max_events() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsSpec {
-    /// An array whose elements are events (checkpoints, scans, tracking details).
+    /// The arrays whose elements are events: one `$` path, or a list of levels for nested
+    /// arrays (`["$/legs", "@/events"]`: every event of every leg).
     #[serde(default)]
-    pub array: Option<DocumentPath>,
-    /// Accept a single object where the array is expected, as a one-event array.
+    pub array: Option<ArraySpec>,
+    /// Accept a single object where an array is expected, as a one-event array.
     #[serde(default)]
     pub single_object: bool,
     /// An object that is itself one event: the whole payload for one-scan webhooks.
@@ -73,6 +129,61 @@ pub(crate) struct EventsSpec {
     /// When the current object becomes an event.
     #[serde(default)]
     pub current_when: CurrentWhen,
+    /// Event filters: elements failing them are skipped (counted, not rejected).
+    #[serde(default)]
+    pub when: Vec<Filter>,
+    #[serde(default)]
+    pub ignore: Vec<Filter>,
+}
+
+/// The levels of (possibly nested) event arrays: the first from the document, each next one
+/// from an element of the previous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ArraySpec(pub Vec<JsonPath>);
+
+impl<'de> Deserialize<'de> for ArraySpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ArrayVisitor;
+        impl<'de> Visitor<'de> for ArrayVisitor {
+            type Value = ArraySpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a path like \"$/events\" or a list of levels like [\"$/legs\", \"@/events\"]",
+                )
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ArraySpec, E> {
+                check_levels(vec![JsonPath::parse(text, false).map_err(E::custom)?])
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArraySpec, A::Error> {
+                let mut levels = Vec::new();
+                while let Some(path) = seq.next_element::<JsonPath>()? {
+                    levels.push(path);
+                }
+                check_levels(levels).map_err(de::Error::custom)
+            }
+        }
+        deserializer.deserialize_any(ArrayVisitor)
+    }
+}
+
+fn check_levels(levels: Vec<JsonPath>) -> Result<ArraySpec, String> {
+    match levels.split_first() {
+        None => Err("an array needs at least one level".to_owned()),
+        Some((first, _)) if first.scope() != Scope::Document => Err(format!(
+            "path `{first}` must start with `$`: there is no event element here (the first level is found in the document)"
+        )),
+        Some((_, rest)) => match rest.iter().find(|path| path.scope() != Scope::Event) {
+            Some(path) => Err(format!(
+                "the inner level `{path}` must start with `@`: it is found in an element of the level above"
+            )),
+            None if levels.len() > crate::path::MAX_ANCESTORS => Err(format!(
+                "at most {} levels of nested arrays",
+                crate::path::MAX_ANCESTORS
+            )),
+            None => Ok(ArraySpec(levels)),
+        },
+    }
 }
 
 /// When the `current` object yields an event.
@@ -108,6 +219,10 @@ pub(crate) struct FieldsSpec {
     /// Absent, or no candidate has a value: the time of receipt is used.
     #[serde(default)]
     pub time: Option<FieldSpec>,
+    /// The zone of this event's naive time (an IANA name or an offset), overriding the
+    /// profile's `mapping.time.zone`.
+    #[serde(default)]
+    pub zone: Option<FieldSpec>,
     #[serde(default)]
     pub location: Option<FieldSpec>,
     #[serde(default)]
@@ -120,6 +235,69 @@ pub(crate) struct FieldsSpec {
     pub courier: Option<FieldSpec>,
 }
 
+/// The `[mapping.current_fields]` table (format 2): the event-level fields of the current event.
+/// Shipment-level fields (tracking number, carrier, order number, courier, provider event id)
+/// come from `[mapping.fields]` unless given here; event-level ones never do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CurrentFields {
+    #[serde(default)]
+    pub tracking_number: Option<FieldSpec>,
+    #[serde(default)]
+    pub carrier: Option<FieldSpec>,
+    pub status: FieldSpec,
+    #[serde(default)]
+    pub raw_code: Option<FieldSpec>,
+    #[serde(default)]
+    pub status_description: Option<FieldSpec>,
+    #[serde(default)]
+    pub sub_status: Option<FieldSpec>,
+    #[serde(default)]
+    pub time: Option<FieldSpec>,
+    #[serde(default)]
+    pub zone: Option<FieldSpec>,
+    #[serde(default)]
+    pub location: Option<FieldSpec>,
+    #[serde(default)]
+    pub message: Option<FieldSpec>,
+    #[serde(default)]
+    pub order_number: Option<FieldSpec>,
+    #[serde(default)]
+    pub provider_event_id: Option<FieldSpec>,
+    #[serde(default)]
+    pub courier: Option<FieldSpec>,
+}
+
+impl CurrentFields {
+    /// The complete field set of the current event.
+    pub fn resolve(&self, shared: &FieldsSpec) -> FieldsSpec {
+        FieldsSpec {
+            tracking_number: self
+                .tracking_number
+                .clone()
+                .unwrap_or_else(|| shared.tracking_number.clone()),
+            carrier: self.carrier.clone().or_else(|| shared.carrier.clone()),
+            status: self.status.clone(),
+            raw_code: self.raw_code.clone(),
+            status_description: self.status_description.clone(),
+            sub_status: self.sub_status.clone(),
+            time: self.time.clone(),
+            zone: self.zone.clone(),
+            location: self.location.clone(),
+            message: self.message.clone(),
+            order_number: self
+                .order_number
+                .clone()
+                .or_else(|| shared.order_number.clone()),
+            provider_event_id: self
+                .provider_event_id
+                .clone()
+                .or_else(|| shared.provider_event_id.clone()),
+            courier: self.courier.clone().or_else(|| shared.courier.clone()),
+        }
+    }
+}
+
 /// Per-call facts the payload does not carry.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MapContext<'a> {
@@ -128,19 +306,26 @@ pub(crate) struct MapContext<'a> {
     /// For polls: the number that was polled. Used when the document has none; documents
     /// about a different number are skipped.
     pub polled: Option<&'a TrackingNumber>,
+    pub isolation: Isolation,
 }
 
-/// The earliest believable scan time; anything before is a zero date or garbage.
-fn earliest_plausible() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+/// One event element found in the document.
+struct Element<'v> {
+    value: &'v Value,
+    path: String,
+    /// Enclosing elements, nearest first.
+    ancestors: Vec<Frame<'v>>,
 }
-
-/// How far after receipt a scan time may lie (couriers' clocks and zone mistakes).
-const FUTURE_SLACK: TimeDelta = TimeDelta::days(2);
 
 impl MappingSpec {
+    /// The field set of the current event: its own in format 2 when given, else the shared one.
+    pub fn current_field_set(&self) -> FieldsSpec {
+        match &self.current_fields {
+            Some(current) => current.resolve(&self.fields),
+            None => self.fields.clone(),
+        }
+    }
+
     /// Maps one document, appending to `out`.
     pub fn map_document(
         &self,
@@ -153,85 +338,56 @@ impl MappingSpec {
             .unwrap
             .iter()
             .find_map(|DocumentPath(path)| {
-                path.resolve(Scopes {
-                    document,
-                    event: None,
-                })
-                .map(|(value, _)| value)
-                .filter(|v| v.is_object())
+                path.resolve(Scopes::document(document))
+                    .map(|(value, _)| value)
+                    .filter(|v| v.is_object())
             })
             .unwrap_or(document);
-
-        let mut elements: Vec<(&Value, String)> = Vec::new();
-        if let Some(DocumentPath(array_path)) = &self.events.array {
-            match array_path.resolve(Scopes {
-                document,
-                event: None,
-            }) {
-                None | Some((Value::Null, _)) => {}
-                Some((Value::Array(items), concrete)) => {
-                    if out.events.len() + items.len() > self.max_events {
-                        return Err(MapError::TooManyEvents {
-                            max: self.max_events,
-                        });
-                    }
-                    elements.extend(
-                        items
-                            .iter()
-                            .enumerate()
-                            .map(|(i, item)| (item, format!("{concrete}/{i}"))),
-                    );
-                }
-                Some((object @ Value::Object(_), concrete)) if self.events.single_object => {
-                    elements.push((object, concrete));
-                }
-                Some((other, concrete)) => {
-                    return Err(MapError::WrongType {
-                        field: "events array",
-                        path: concrete,
-                        expected: if self.events.single_object {
-                            "an array or an object"
-                        } else {
-                            "an array"
-                        },
-                        found: type_name(other),
-                    });
-                }
-            }
+        let payload_filters = Filters {
+            when: self.when.clone(),
+            ignore: self.ignore.clone(),
+        };
+        if !payload_filters.pass(Scopes::document(document)) {
+            out.ignored = true;
+            return Ok(());
         }
+
+        let elements = self.elements(document, out.events.len())?;
         let had_elements = !elements.is_empty();
-        for (element, concrete) in &elements {
-            if !element.is_object() {
-                return Err(wrong_type("event", concrete, "an object", element));
-            }
+        let event_filters = Filters {
+            when: self.events.when.clone(),
+            ignore: self.events.ignore.clone(),
+        };
+        for element in &elements {
             let scopes = Scopes {
                 document,
-                event: Some((element, concrete)),
+                event: Some((element.value, &element.path)),
+                ancestors: &element.ancestors,
             };
-            self.map_event(scopes, context, carrier_default, false, out)?;
-        }
-
-        if let Some(DocumentPath(current_path)) = &self.events.current {
-            let wanted = !had_elements || self.events.current_when == CurrentWhen::Always;
-            if wanted {
-                match current_path.resolve(Scopes {
-                    document,
-                    event: None,
-                }) {
-                    None | Some((Value::Null, _)) => {}
-                    Some((element @ Value::Object(_), concrete)) => {
-                        let scopes = Scopes {
-                            document,
-                            event: Some((element, &concrete)),
-                        };
-                        self.map_event(scopes, context, carrier_default, had_elements, out)?;
-                    }
-                    Some((other, concrete)) => {
-                        return Err(wrong_type("event", &concrete, "an object", other));
-                    }
-                }
+            if !event_filters.pass(scopes) {
+                out.skipped_events += 1;
+                continue;
             }
+            let outcome = if element.value.is_object() {
+                self.map_event(&self.fields, scopes, context, carrier_default, false, out)
+            } else {
+                Err(wrong_type(
+                    "event",
+                    &element.path,
+                    "an object",
+                    element.value,
+                ))
+            };
+            self.settle(outcome, &self.fields, scopes, context, out)?;
         }
+        self.map_current(
+            document,
+            had_elements,
+            &event_filters,
+            context,
+            carrier_default,
+            out,
+        )?;
         if out.events.len() > self.max_events {
             return Err(MapError::TooManyEvents {
                 max: self.max_events,
@@ -240,186 +396,173 @@ impl MappingSpec {
         if out.provider_event_id.is_none()
             && let Some(spec) = &self.fields.provider_event_id
         {
-            let scopes = Scopes {
-                document,
-                event: None,
-            };
-            out.provider_event_id = optional_text(spec, scopes, "provider event id")?;
+            out.provider_event_id =
+                crate::event::optional_text(spec, Scopes::document(document), "provider event id")?;
         }
         Ok(())
     }
 
-    /// Maps one event element. `optional` (the current object beside array events) skips the
-    /// event when it has no status instead of failing.
-    fn map_event(
+    /// The current object's event, when the profile has one and it is wanted.
+    fn map_current(
         &self,
-        scopes: Scopes<'_>,
+        document: &Value,
+        had_elements: bool,
+        event_filters: &Filters,
         context: MapContext<'_>,
         carrier_default: &FieldSpec,
-        optional: bool,
         out: &mut Mapped,
     ) -> Result<(), MapError> {
-        let fields = &self.fields;
-        let Some(status_found) = fields.status.find(scopes, true) else {
-            if optional {
-                return Ok(());
-            }
-            return Err(MapError::MissingField {
-                field: "status",
-                path: fields.status.describe(),
-            });
+        let Some(DocumentPath(current_path)) = &self.events.current else {
+            return Ok(());
         };
-        let status_text = required_text(status_found, "status")?;
-
-        let tracking_number = match fields.tracking_number.find(scopes, false) {
-            Some(found) => {
-                let (text, path) = text_and_path(found, "tracking number")?;
-                let number = TrackingNumber::parse(&text)
-                    .map_err(|source| MapError::InvalidTrackingNumber { path, source })?;
-                if context.polled.is_some_and(|polled| *polled != number) {
+        if had_elements && self.events.current_when != CurrentWhen::Always {
+            return Ok(());
+        }
+        match current_path.resolve(Scopes::document(document)) {
+            None | Some((Value::Null, _)) => Ok(()),
+            Some((element @ Value::Object(_), concrete)) => {
+                let scopes = Scopes {
+                    document,
+                    event: Some((element, &concrete)),
+                    ancestors: &[],
+                };
+                if !event_filters.pass(scopes) {
+                    out.skipped_events += 1;
                     return Ok(());
                 }
-                number
+                let fields = self.current_field_set();
+                let outcome =
+                    self.map_event(&fields, scopes, context, carrier_default, had_elements, out);
+                self.settle(outcome, &fields, scopes, context, out)
             }
-            None => match context.polled {
-                Some(polled) => polled.clone(),
-                None => {
-                    return Err(MapError::MissingField {
-                        field: "tracking number",
-                        path: fields.tracking_number.describe(),
-                    });
-                }
-            },
-        };
-
-        let carrier_spec = fields.carrier.as_ref().unwrap_or(carrier_default);
-        let carrier = match carrier_spec.find(scopes, true) {
-            Some(found) => {
-                let (text, path) = text_and_path(found, "carrier")?;
-                CarrierCode::parse(&text)
-                    .map_err(|source| MapError::InvalidCarrier { path, source })?
-            }
-            None => {
-                return Err(MapError::MissingField {
-                    field: "carrier",
-                    path: carrier_spec.describe(),
-                });
-            }
-        };
-
-        let raw_code = match &fields.raw_code {
-            Some(spec) => optional_text(spec, scopes, "raw status code")?,
-            None => None,
+            Some((other, concrete)) => Err(wrong_type("event", &concrete, "an object", other)),
         }
-        .unwrap_or_else(|| status_text.clone());
-        let status = self.status.lookup(&status_text).unwrap_or_else(|| {
-            if !out.unmapped_statuses.contains(&status_text) {
-                out.unmapped_statuses.push(status_text.clone());
-            }
-            Status::Unknown
-        });
+    }
 
-        let (occurred_at, time_provenance) = self.occurred_at(scopes, context)?;
-        let text = |spec: &Option<FieldSpec>, field| match spec {
-            Some(spec) => optional_text(spec, scopes, field),
-            None => Ok(None),
+    /// Applies the isolation rule to one event's outcome.
+    fn settle(
+        &self,
+        outcome: Result<(), MapError>,
+        fields: &FieldsSpec,
+        scopes: Scopes<'_>,
+        context: MapContext<'_>,
+        out: &mut Mapped,
+    ) -> Result<(), MapError> {
+        let Err(error) = outcome else {
+            return Ok(());
         };
-        let draft = TrackingEventDraft {
-            carrier,
+        if context.isolation == Isolation::Strict || error.is_whole_payload() {
+            return Err(error);
+        }
+        let (element, path) = scopes
+            .event
+            .map_or((Value::Null, String::from("$")), |(value, path)| {
+                (value.clone(), path.to_owned())
+            });
+        let tracking_number = fields
+            .tracking_number
+            .find(scopes, false)
+            .and_then(|found| crate::event::text_and_path(found, "tracking number").ok())
+            .and_then(|(text, _)| TrackingNumber::parse(&text).ok())
+            .map(|number| number.as_str().to_owned());
+        out.rejected.push(RejectedEvent {
+            path,
+            kind: error.kind(),
+            reason: error.to_string(),
+            element,
             tracking_number,
-            status,
-            raw_status: RawStatus {
-                code: raw_code,
-                description: text(&fields.status_description, "status description")?,
-            },
-            sub_status: text(&fields.sub_status, "sub-status")?,
-            occurred_at,
-            time_provenance,
-            location: text(&fields.location, "location")?,
-            message: text(&fields.message, "message")?,
-            origin: context.origin,
-            provider_event_id: text(&fields.provider_event_id, "provider event id")?,
-            order_number: text(&fields.order_number, "order number")?,
-            courier: text(&fields.courier, "courier")?,
-        };
-        let event = draft.finish();
-        if !out.events.iter().any(|existing| existing.id == event.id) {
-            out.events.push(event);
-        }
+            error,
+        });
         Ok(())
     }
 
-    fn occurred_at(
+    /// Every event element of every (nested) array level, in document order.
+    fn elements<'v>(
         &self,
-        scopes: Scopes<'_>,
-        context: MapContext<'_>,
-    ) -> Result<(DateTime<Utc>, TimeProvenance), MapError> {
-        let found = self
-            .fields
-            .time
-            .as_ref()
-            .and_then(|spec| spec.find(scopes, true));
-        let Some(found) = found else {
-            return Ok((context.received_at, TimeProvenance::ReceivedAt));
+        document: &'v Value,
+        already: usize,
+    ) -> Result<Vec<Element<'v>>, MapError> {
+        let Some(ArraySpec(levels)) = &self.events.array else {
+            return Ok(Vec::new());
         };
-        let (parsed, path) = match found {
-            Found::Json(value, path) => (self.time.parse(value), path),
-            Found::Text(text, path) => (self.time.parse(&Value::String(text)), path),
-        };
-        let (time, provenance) = parsed.map_err(|error| match error {
-            TimeError::WrongType(found) => MapError::WrongType {
-                field: "timestamp",
-                path: path.clone(),
-                expected: "a string or a number",
-                found,
-            },
-            TimeError::Unparseable(reason) => MapError::InvalidTimestamp {
-                path: path.clone(),
-                reason,
-            },
-            TimeError::OutOfRange => MapError::AbsurdTimestamp { path: path.clone() },
-        })?;
-        let latest = context
-            .received_at
-            .checked_add_signed(FUTURE_SLACK)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        if time < earliest_plausible() || time > latest {
-            return Err(MapError::AbsurdTimestamp { path });
+        let mut current = vec![Element {
+            value: document,
+            path: "$".to_owned(),
+            ancestors: Vec::new(),
+        }];
+        for (depth, level) in levels.iter().enumerate() {
+            let mut next = Vec::new();
+            for parent in &current {
+                // Inner levels are `@` paths (checked at load): relative to the parent element.
+                let resolved = if depth == 0 {
+                    level.resolve(Scopes::document(document))
+                } else {
+                    parent
+                        .value
+                        .pointer(level.pointer())
+                        .map(|value| (value, format!("{}{}", parent.path, level.pointer())))
+                };
+                let mut ancestors = Vec::with_capacity(parent.ancestors.len() + 1);
+                if depth > 0 {
+                    ancestors.push((parent.value, parent.path.clone()));
+                    ancestors.extend(parent.ancestors.iter().cloned());
+                }
+                let items: Vec<(&'v Value, String)> = match resolved {
+                    None | Some((Value::Null, _)) => continue,
+                    Some((Value::Array(items), concrete)) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (item, format!("{concrete}/{i}")))
+                        .collect(),
+                    Some((object @ Value::Object(_), concrete)) if self.single_object() => {
+                        vec![(object, concrete)]
+                    }
+                    Some((other, concrete)) => {
+                        return Err(MapError::WrongType {
+                            field: "events array",
+                            path: concrete,
+                            expected: if self.single_object() {
+                                "an array or an object"
+                            } else {
+                                "an array"
+                            },
+                            found: type_name(other),
+                        });
+                    }
+                };
+                if already + next.len() + items.len() > self.max_events {
+                    return Err(MapError::TooManyEvents {
+                        max: self.max_events,
+                    });
+                }
+                next.extend(items.into_iter().map(|(value, path)| Element {
+                    value,
+                    path,
+                    ancestors: ancestors.clone(),
+                }));
+            }
+            current = next;
         }
-        Ok((time, provenance))
+        Ok(current)
+    }
+
+    /// Whether a lone object counts as a one-element array: when the profile says so, and
+    /// always for XML (where one child element is an object and several are an array).
+    fn single_object(&self) -> bool {
+        self.events.single_object || self.body.format == crate::body::BodyFormat::Xml
     }
 }
 
-fn wrong_type(field: &'static str, path: &str, expected: &'static str, found: &Value) -> MapError {
+pub(crate) fn wrong_type(
+    field: &'static str,
+    path: &str,
+    expected: &'static str,
+    found: &Value,
+) -> MapError {
     MapError::WrongType {
         field,
         path: path.to_owned(),
         expected,
         found: type_name(found),
-    }
-}
-
-fn text_and_path(found: Found<'_>, field: &'static str) -> Result<(String, String), MapError> {
-    match found {
-        Found::Json(value, path) => match scalar_text(value) {
-            Some(text) => Ok((text, path)),
-            None => Err(wrong_type(field, &path, "a string or a number", value)),
-        },
-        Found::Text(text, path) => Ok((text, path)),
-    }
-}
-
-fn required_text(found: Found<'_>, field: &'static str) -> Result<String, MapError> {
-    text_and_path(found, field).map(|(text, _)| text.trim().to_owned())
-}
-
-fn optional_text(
-    spec: &FieldSpec,
-    scopes: Scopes<'_>,
-    field: &'static str,
-) -> Result<Option<String>, MapError> {
-    match spec.find(scopes, true) {
-        Some(found) => text_and_path(found, field).map(|(text, _)| Some(text.trim().to_owned())),
-        None => Ok(None),
     }
 }

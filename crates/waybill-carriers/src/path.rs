@@ -5,6 +5,8 @@
 //! * `$/msg/tracking_number`: from the *document* (the body after envelope unwrapping);
 //! * `@/checkpoint_time`: from the *current event element* (one checkpoint, or the object the
 //!   profile names as the current event);
+//! * `^/leg_code`, `^^/carrier`: from the *ancestors* of the event element, when events sit in
+//!   nested arrays (`^` is the element of the enclosing array, `^^` the one above it, …);
 //! * `$` or `@` alone: the document or element itself.
 //!
 //! Poll response item paths may also use `*` as a whole segment to mean "every member".
@@ -21,7 +23,12 @@ pub(crate) enum Scope {
     Document,
     /// `@`: the event element being mapped.
     Event,
+    /// `^` (1), `^^` (2), …: an enclosing array element of the event element.
+    Ancestor(usize),
 }
+
+/// One enclosing element of an event in nested arrays, with its concrete path.
+pub(crate) type Frame<'v> = (&'v Value, String);
 
 /// A validated `$…` or `@…` path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +45,40 @@ pub(crate) struct Scopes<'v> {
     pub document: &'v Value,
     /// The event element (`@`) and its concrete path from the document root, if any.
     pub event: Option<(&'v Value, &'v str)>,
+    /// The enclosing elements of the event element, nearest first (`^`, `^^`, …).
+    pub ancestors: &'v [Frame<'v>],
 }
+
+impl<'v> Scopes<'v> {
+    /// Only the document: no event element, no ancestors.
+    pub fn document(document: &'v Value) -> Scopes<'v> {
+        Scopes {
+            document,
+            event: None,
+            ancestors: &[],
+        }
+    }
+}
+
+/// The deepest ancestor a path may name (`^` repeated this many times).
+pub(crate) const MAX_ANCESTORS: usize = 8;
 
 impl JsonPath {
     /// Parses `$/a/b` or `@/a/b`. `allow_wildcard` permits `*` segments (poll items only).
     pub fn parse(text: &str, allow_wildcard: bool) -> Result<JsonPath, String> {
+        let carets = text.bytes().take_while(|b| *b == b'^').count();
         let (scope, pointer) = match text.chars().next() {
             Some('$') => (Scope::Document, &text[1..]),
             Some('@') => (Scope::Event, &text[1..]),
+            Some('^') if carets <= MAX_ANCESTORS => (Scope::Ancestor(carets), &text[carets..]),
+            Some('^') => {
+                return Err(format!(
+                    "path `{text}`: at most {MAX_ANCESTORS} `^` (ancestor levels)"
+                ));
+            }
             _ => {
                 return Err(format!(
-                    "path `{text}` must start with `$` (document) or `@` (event element)"
+                    "path `{text}` must start with `$` (document), `@` (event element) or `^` (an enclosing element)"
                 ));
             }
         };
@@ -97,6 +127,10 @@ impl JsonPath {
                 let (element, base) = scopes.event?;
                 (element, base)
             }
+            Scope::Ancestor(level) => {
+                let (element, base) = scopes.ancestors.get(level.checked_sub(1)?)?;
+                (*element, base.as_str())
+            }
         };
         let value = root.pointer(&self.pointer)?;
         Some((value, format!("{base}{}", self.pointer)))
@@ -144,11 +178,11 @@ impl JsonPath {
 
 impl fmt::Display for JsonPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sigil = match self.scope {
-            Scope::Document => '$',
-            Scope::Event => '@',
-        };
-        write!(f, "{sigil}{}", self.pointer)
+        match self.scope {
+            Scope::Document => write!(f, "${}", self.pointer),
+            Scope::Event => write!(f, "@{}", self.pointer),
+            Scope::Ancestor(level) => write!(f, "{}{}", "^".repeat(level), self.pointer),
+        }
     }
 }
 
@@ -205,6 +239,7 @@ mod tests {
         let scopes = Scopes {
             document: &document,
             event: Some((element, "$/msg/list/0")),
+            ancestors: &[],
         };
         let path = JsonPath::parse("$/msg/a~1b", false).unwrap();
         assert_eq!(
@@ -216,10 +251,7 @@ mod tests {
             path.resolve(scopes).unwrap(),
             (&json!("x"), "$/msg/list/0/t".to_owned())
         );
-        let no_event = Scopes {
-            document: &document,
-            event: None,
-        };
+        let no_event = Scopes::document(&document);
         assert!(path.resolve(no_event).is_none());
         assert_eq!(
             JsonPath::parse("$", false)
@@ -233,10 +265,44 @@ mod tests {
 
     #[test]
     fn rejects_malformed_paths() {
-        for bad in ["msg/a", "/msg", "$msg", "$/a~2", "$/a~", "", "$/*/x"] {
+        for bad in [
+            "msg/a",
+            "/msg",
+            "$msg",
+            "$/a~2",
+            "$/a~",
+            "",
+            "$/*/x",
+            "^^^^^^^^^/a",
+            "^a",
+        ] {
             assert!(JsonPath::parse(bad, false).is_err(), "{bad}");
         }
         assert!(JsonPath::parse("$/*/x", true).is_ok());
+    }
+
+    #[test]
+    fn ancestors_resolve_nearest_first() {
+        let document = json!({"legs": [{"code": "DHL", "events": [{"s": 1}]}]});
+        let leg = &document["legs"][0];
+        let frames = [(leg, "$/legs/0".to_owned()), (&document, "$".to_owned())];
+        let scopes = Scopes {
+            document: &document,
+            event: Some((&leg["events"][0], "$/legs/0/events/0")),
+            ancestors: &frames,
+        };
+        let parent = JsonPath::parse("^/code", false).unwrap();
+        assert_eq!(
+            parent.resolve(scopes).unwrap(),
+            (&json!("DHL"), "$/legs/0/code".to_owned())
+        );
+        assert_eq!(parent.to_string(), "^/code");
+        assert!(
+            JsonPath::parse("^^^/code", false)
+                .unwrap()
+                .resolve(scopes)
+                .is_none()
+        );
     }
 
     #[test]

@@ -10,12 +10,17 @@ use crate::error::ProfileError;
 use crate::profile::CarrierProfile;
 
 /// The built-in profiles: (name, TOML text). Embedded so a binary needs no files to start.
-const BUILTIN: [(&str, &str); 5] = [
+const BUILTIN: [(&str, &str); 7] = [
     ("starshipit", include_str!("../profiles/starshipit.toml")),
     ("clickpost", include_str!("../profiles/clickpost.toml")),
     ("aftership", include_str!("../profiles/aftership.toml")),
     ("easypost", include_str!("../profiles/easypost.toml")),
     ("waybill", include_str!("../profiles/waybill.toml")),
+    ("sendcloud", include_str!("../profiles/sendcloud.toml")),
+    (
+        "track123-app",
+        include_str!("../profiles/track123-app.toml"),
+    ),
 ];
 
 /// Profiles by name. Cheap to clone the profiles out of (`Arc`).
@@ -25,7 +30,8 @@ pub struct ProfileRegistry {
 }
 
 impl ProfileRegistry {
-    /// The built-in profiles: starshipit, clickpost, aftership, easypost, waybill.
+    /// The built-in profiles: starshipit, clickpost, aftership, easypost, waybill, sendcloud,
+    /// track123-app.
     ///
     /// # Panics
     /// Never in a released build: every built-in is parsed by the test suite

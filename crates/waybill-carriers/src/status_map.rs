@@ -1,5 +1,8 @@
 //! Raw carrier status → canonical [`Status`]. An unmapped raw status is never a rejection: it
 //! becomes [`Status::Unknown`] and is reported so a metric can show what to map next.
+//!
+//! Lookup order: the `pairs` rules on (status, sub-status), first match wins, `*` a wildcard;
+//! then the plain `map` on the status alone; then canonical names.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +23,46 @@ pub(crate) struct StatusSpec {
     /// Raw status → canonical status name.
     #[serde(default)]
     pub map: BTreeMap<String, CanonicalName>,
+    /// (status, sub-status) rules, tried in order before `map`.
+    #[serde(default)]
+    pub pairs: Vec<PairRule>,
+}
+
+/// One `[[mapping.status.pairs]]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PairRule {
+    /// The raw status; `*` matches any run of characters.
+    pub status: String,
+    /// The sub-status; `*` alone also matches an absent one.
+    pub sub_status: String,
+    /// The canonical status.
+    pub to: CanonicalName,
+}
+
+/// Whether `text` matches a pattern where `*` stands for any run of characters.
+fn glob(pattern: &str, text: &str, case_insensitive: bool) -> bool {
+    let (pattern, text) = if case_insensitive {
+        (pattern.to_ascii_lowercase(), text.to_ascii_lowercase())
+    } else {
+        (pattern.to_owned(), text.to_owned())
+    };
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// A canonical status name, checked when the profile loads.
@@ -50,6 +93,24 @@ impl StatusSpec {
             }
         }
         None
+    }
+
+    /// The canonical status of a (raw status, sub-status) pair: the first matching pair rule,
+    /// else [`StatusSpec::lookup`] on the status alone.
+    pub fn lookup_pair(&self, raw: &str, sub_status: Option<&str>) -> Option<Status> {
+        let raw = raw.trim();
+        let sub_status = sub_status.map(str::trim);
+        let rule = self.pairs.iter().find(|rule| {
+            glob(&rule.status, raw, self.case_insensitive)
+                && match sub_status {
+                    Some(sub) => glob(&rule.sub_status, sub, self.case_insensitive),
+                    None => rule.sub_status == "*",
+                }
+        });
+        match rule {
+            Some(rule) => Some(rule.to.0),
+            None => self.lookup(raw),
+        }
     }
 
     /// The canonical status of a raw status, or `None` when nothing maps it.
@@ -89,7 +150,60 @@ mod tests {
             case_insensitive,
             canonical_names,
             map,
+            pairs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pairs_first_then_fallback() {
+        let spec: StatusSpec = toml::from_str(
+            r#"
+            case_insensitive = true
+            [map]
+            Exception = "Exception"
+            [[pairs]]
+            status = "Exception"
+            sub_status = "DeliveryRefused"
+            to = "Returned"
+            [[pairs]]
+            status = "Exception"
+            sub_status = "Address*"
+            to = "AttemptFail"
+            [[pairs]]
+            status = "Held*"
+            sub_status = "*"
+            to = "AvailableForPickup"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.lookup_pair("Exception", Some("DeliveryRefused")),
+            Some(Status::Returned)
+        );
+        assert_eq!(
+            spec.lookup_pair("exception", Some("addressissue")),
+            Some(Status::AttemptFail)
+        );
+        assert_eq!(
+            spec.lookup_pair("Exception", Some("Weather")),
+            Some(Status::Exception)
+        );
+        assert_eq!(spec.lookup_pair("Exception", None), Some(Status::Exception));
+        assert_eq!(
+            spec.lookup_pair("HeldAtDepot", None),
+            Some(Status::AvailableForPickup)
+        );
+        assert_eq!(spec.lookup_pair("Other", Some("x")), None);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "", false));
+        assert!(glob("a*c", "abbbc", false));
+        assert!(glob("a*b*c", "aXbYc", false));
+        assert!(!glob("a*c", "ab", false));
+        assert!(!glob("ab*ba", "aba", false));
+        assert!(glob("AB", "ab", true));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Reading a scan time from whatever a carrier sends: RFC 3339 with an offset, a naive local
-//! date-time in a zone the profile declares, a bare date, or unix seconds/milliseconds. The
+//! date-time in a zone the profile declares (or one the payload names), a bare date, unix
+//! seconds/milliseconds, or a custom `strftime`-style format (`%m/%d/%Y %I:%M %p`). The
 //! result always says how it was derived ([`TimeProvenance`]), because "13:23 with no zone" is
 //! a guess and downstream systems deserve to know which times are guesses.
 
@@ -35,8 +36,7 @@ impl Default for TimeSpec {
 }
 
 /// One accepted timestamp shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TimeFormat {
     /// `2017-08-02T13:23:02Z`, `2017-08-02 13:23:02.5+05:30`: explicit offset.
     Rfc3339,
@@ -46,6 +46,121 @@ pub(crate) enum TimeFormat {
     Date,
     /// `1712741696`, `1712741696123`, `"1712741696"`: unix time.
     Unix,
+    /// A `strftime`-style format (`{ strftime = "%m/%d/%Y %I:%M %p" }`), checked at load.
+    Custom(CustomFormat),
+}
+
+/// A custom format and what it contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CustomFormat {
+    /// The format as written.
+    pub pattern: String,
+    /// It reads an offset (`%z`, `%:z`, `%#z`): the time is explicit.
+    has_offset: bool,
+    /// It reads a time of day; without one, the value is a date (midnight in the zone).
+    has_time: bool,
+}
+
+impl CustomFormat {
+    /// Checks a format: every specifier known to chrono, a date in it.
+    pub fn parse(pattern: &str) -> Result<CustomFormat, String> {
+        use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
+        let mut has_offset = false;
+        let mut has_time = false;
+        let mut has_date = false;
+        for item in StrftimeItems::new(pattern) {
+            match item {
+                Item::Error => {
+                    return Err(format!(
+                        "`{pattern}` is not a valid strftime format (an unknown `%` specifier)"
+                    ));
+                }
+                Item::Fixed(
+                    Fixed::TimezoneOffset
+                    | Fixed::TimezoneOffsetColon
+                    | Fixed::TimezoneOffsetColonZ
+                    | Fixed::TimezoneOffsetZ
+                    | Fixed::TimezoneOffsetDoubleColon
+                    | Fixed::TimezoneOffsetTripleColon,
+                ) => has_offset = true,
+                Item::Fixed(Fixed::RFC3339 | Fixed::RFC2822) => {
+                    has_offset = true;
+                    has_time = true;
+                    has_date = true;
+                }
+                Item::Numeric(
+                    Numeric::Hour | Numeric::Hour12 | Numeric::Minute | Numeric::Second,
+                    _,
+                ) => has_time = true,
+                Item::Numeric(
+                    Numeric::Year | Numeric::Day | Numeric::Ordinal | Numeric::Timestamp,
+                    _,
+                ) => has_date = true,
+                _ => {}
+            }
+        }
+        if !has_date {
+            return Err(format!(
+                "`{pattern}` has no year or day (`%Y`, `%d`): join the date field into the time field"
+            ));
+        }
+        Ok(CustomFormat {
+            pattern: pattern.to_owned(),
+            has_offset,
+            has_time,
+        })
+    }
+
+    fn read(
+        &self,
+        text: &str,
+        zone: &Zone,
+    ) -> Option<Result<(DateTime<Utc>, TimeProvenance), TimeError>> {
+        if self.has_offset {
+            let time = DateTime::<FixedOffset>::parse_from_str(text, &self.pattern).ok()?;
+            return Some(Ok((time.to_utc(), TimeProvenance::ExplicitOffset)));
+        }
+        if self.has_time {
+            let naive = NaiveDateTime::parse_from_str(text, &self.pattern).ok()?;
+            return Some(
+                zone.to_utc(naive)
+                    .ok_or(TimeError::OutOfRange)
+                    .map(|utc| (utc, TimeProvenance::AssumedZone { zone: zone.name() })),
+            );
+        }
+        let date = NaiveDate::parse_from_str(text, &self.pattern).ok()?;
+        let midnight = date.and_hms_opt(0, 0, 0)?;
+        Some(
+            zone.to_utc(midnight)
+                .ok_or(TimeError::OutOfRange)
+                .map(|utc| (utc, TimeProvenance::DateOnly { zone: zone.name() })),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Name(String),
+            Custom { strftime: String },
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Name(name) => match name.as_str() {
+                "rfc3339" => Ok(TimeFormat::Rfc3339),
+                "naive" => Ok(TimeFormat::Naive),
+                "date" => Ok(TimeFormat::Date),
+                "unix" => Ok(TimeFormat::Unix),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown time format `{other}`: expected `rfc3339`, `naive`, `date`, `unix` or {{ strftime = \"…\" }}"
+                ))),
+            },
+            Written::Custom { strftime } => CustomFormat::parse(&strftime)
+                .map(TimeFormat::Custom)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl TimeFormat {
@@ -86,7 +201,8 @@ pub(crate) enum Zone {
 }
 
 impl Zone {
-    fn parse(text: &str) -> Result<Zone, String> {
+    /// Reads `UTC`, an offset like `+05:30`/`-0300`, or an IANA name.
+    pub fn parse(text: &str) -> Result<Zone, String> {
         if text.eq_ignore_ascii_case("UTC") || text == "Z" {
             return Ok(Zone::Utc);
         }
@@ -172,24 +288,62 @@ const NUMBERS_NOT_ACCEPTED: &str =
 const EXPECTED: &str = "expected one of the profile's `time.formats` (RFC 3339 with offset, naive date-time, date, unix time)";
 
 impl TimeSpec {
+    /// A spec accepting only `formats`, zone UTC.
+    pub fn with_formats(formats: Vec<TimeFormat>) -> TimeSpec {
+        TimeSpec {
+            formats,
+            ..TimeSpec::default()
+        }
+    }
+
     fn accepts(&self, format: TimeFormat) -> bool {
         self.formats.contains(&format)
     }
 
     /// Reads one JSON value as a time.
+    #[cfg(test)]
     pub fn parse(&self, value: &Value) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+        self.parse_in(value, None)
+    }
+
+    /// Reads one JSON value as a time; naive times are in `zone` when given (a zone the payload
+    /// named), else in the profile's zone.
+    pub fn parse_in(
+        &self,
+        value: &Value,
+        zone: Option<&Zone>,
+    ) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+        let zone = zone.unwrap_or(&self.zone);
         match value {
             Value::Number(number) if self.accepts(TimeFormat::Unix) => {
                 let seconds = number.as_f64().ok_or(TimeError::OutOfRange)?;
                 self.unix_time(seconds)
             }
-            Value::Number(_) => Err(TimeError::Unparseable(NUMBERS_NOT_ACCEPTED)),
-            Value::String(text) => self.parse_text(text.trim()),
+            Value::Number(number) => self.parse_text(&number.to_string(), zone).map_err(|error| {
+                if error == TimeError::Unparseable(EXPECTED) {
+                    TimeError::Unparseable(NUMBERS_NOT_ACCEPTED)
+                } else {
+                    error
+                }
+            }),
+            Value::String(text) => self.parse_text(text.trim(), zone),
             other => Err(TimeError::WrongType(crate::json::type_name(other))),
         }
     }
 
-    fn parse_text(&self, text: &str) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+    fn parse_text(
+        &self,
+        text: &str,
+        zone: &Zone,
+    ) -> Result<(DateTime<Utc>, TimeProvenance), TimeError> {
+        // Custom formats first: a profile that names one means it.
+        for format in &self.formats {
+            if let TimeFormat::Custom(custom) = format
+                && let Some(result) = custom.read(text, zone)
+            {
+                return result;
+            }
+        }
         if self.accepts(TimeFormat::Unix) && looks_numeric(text) {
             let seconds: f64 = text.parse().map_err(|_| TimeError::Unparseable(EXPECTED))?;
             return self.unix_time(seconds);
@@ -210,26 +364,16 @@ impl TimeSpec {
                 .iter()
                 .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
             {
-                let utc = self.zone.to_utc(naive).ok_or(TimeError::OutOfRange)?;
-                return Ok((
-                    utc,
-                    TimeProvenance::AssumedZone {
-                        zone: self.zone.name(),
-                    },
-                ));
+                let utc = zone.to_utc(naive).ok_or(TimeError::OutOfRange)?;
+                return Ok((utc, TimeProvenance::AssumedZone { zone: zone.name() }));
             }
         }
         if self.accepts(TimeFormat::Date)
             && let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
         {
             let midnight = date.and_hms_opt(0, 0, 0).ok_or(TimeError::OutOfRange)?;
-            let utc = self.zone.to_utc(midnight).ok_or(TimeError::OutOfRange)?;
-            return Ok((
-                utc,
-                TimeProvenance::DateOnly {
-                    zone: self.zone.name(),
-                },
-            ));
+            let utc = zone.to_utc(midnight).ok_or(TimeError::OutOfRange)?;
+            return Ok((utc, TimeProvenance::DateOnly { zone: zone.name() }));
         }
         Err(TimeError::Unparseable(EXPECTED))
     }
@@ -437,6 +581,60 @@ mod tests {
         assert!(strict.parse(&json!("2024-01-01T00:00:00Z")).is_ok());
         assert!(strict.parse(&json!("2024-01-01T00:00:00")).is_err());
         assert!(strict.parse(&json!(1712741696)).is_err());
+    }
+
+    #[test]
+    fn custom_formats_read_12_hour_clocks_and_month_names() {
+        let custom = |pattern: &str| TimeFormat::Custom(CustomFormat::parse(pattern).unwrap());
+        let spec = TimeSpec {
+            zone: Zone::parse("America/New_York").unwrap(),
+            formats: vec![
+                custom("%m/%d/%Y %I:%M %p"),
+                custom("%d %b %Y %H:%M"),
+                custom("%Y%m%d %H%M%S%z"),
+                custom("%d.%m.%Y"),
+            ],
+            unix_unit: UnixUnit::Auto,
+        };
+        let assumed = TimeProvenance::AssumedZone {
+            zone: "America/New_York".into(),
+        };
+        assert_eq!(
+            spec.parse(&json!("03/14/2024 2:05 PM")),
+            Ok((utc("2024-03-14T18:05:00Z"), assumed.clone()))
+        );
+        assert_eq!(
+            spec.parse(&json!("03/14/2024 12:05 am")),
+            Ok((utc("2024-03-14T04:05:00Z"), assumed.clone()))
+        );
+        assert_eq!(
+            spec.parse(&json!("14 Mar 2024 14:05")),
+            Ok((utc("2024-03-14T18:05:00Z"), assumed))
+        );
+        assert_eq!(
+            spec.parse(&json!("20240314 140500+0100")),
+            Ok((utc("2024-03-14T13:05:00Z"), TimeProvenance::ExplicitOffset))
+        );
+        assert_eq!(
+            spec.parse(&json!("14.03.2024")).unwrap().1,
+            TimeProvenance::DateOnly {
+                zone: "America/New_York".into()
+            }
+        );
+        // A zone named by the payload wins over the profile's.
+        let tokyo = Zone::parse("Asia/Tokyo").unwrap();
+        assert_eq!(
+            spec.parse_in(&json!("03/14/2024 2:05 PM"), Some(&tokyo))
+                .unwrap()
+                .0,
+            utc("2024-03-14T05:05:00Z")
+        );
+        assert!(matches!(
+            spec.parse(&json!("13/45/2024 2:05 PM")),
+            Err(TimeError::Unparseable(_))
+        ));
+        assert!(CustomFormat::parse("%Q").is_err());
+        assert!(CustomFormat::parse("%H:%M").is_err());
     }
 
     #[test]

@@ -12,6 +12,10 @@ use subtle::ConstantTimeEq;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::error::VerifyError;
+use crate::keys::KeySet;
+use crate::scheme::{
+    Algorithm, Request, Scheme, SchemeTable, SignatureEncoding, TimestampUnit, ValueSource,
+};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -51,21 +55,134 @@ impl<'a> VerifiedRequest<'a> {
     }
 }
 
-/// The `[verify]` table as written in a profile file; checked into a [`Verification`].
+/// What a request is verified with besides its own bytes: the source's secrets and public
+/// keys, a JWKS key set fetched by the caller, and the URL the request was sent to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// Shared secrets (HMAC, digest and token schemes); several during a rotation.
+    pub secrets: &'a [String],
+    /// Public keys from the source's configuration (`public_keys`).
+    pub public_keys: Option<&'a KeySet>,
+    /// Public keys from the source's JWKS URL, as last fetched.
+    pub jwks: Option<&'a KeySet>,
+    /// The request's URL as received (path and query at least), for `{url}`, `{query:…}` and
+    /// query-parameter signatures.
+    pub url: Option<&'a str>,
+}
+
+/// One `[verify]` table as written in a profile file: the keys of the named schemes of format 1
+/// (`scheme`, `header`, `prefix`) and of composed schemes (`algorithm`, `signed`, `signature`,
+/// …); checked into a [`Verification`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyTable {
-    pub scheme: SchemeName,
+    #[serde(default)]
+    pub scheme: Option<SchemeName>,
     #[serde(default)]
     pub header: Option<String>,
     #[serde(default)]
-    pub encoding: Option<Encoding>,
+    pub encoding: Option<SignatureEncoding>,
     #[serde(default)]
     pub prefix: Option<String>,
     #[serde(default)]
     pub secret_normalization: SecretNormalization,
     #[serde(default)]
     pub tolerance_seconds: Option<u64>,
+    #[serde(default)]
+    pub algorithm: Option<Algorithm>,
+    #[serde(default)]
+    pub signed: Option<String>,
+    #[serde(default)]
+    pub signature: Option<ValueSource>,
+    #[serde(default)]
+    pub timestamp: Option<ValueSource>,
+    #[serde(default)]
+    pub timestamp_unit: Option<TimestampUnit>,
+    #[serde(default)]
+    pub id: Option<ValueSource>,
+    #[serde(default)]
+    pub key_id: Option<ValueSource>,
+    #[serde(default)]
+    pub secret_encoding: Option<crate::scheme::SecretEncoding>,
+}
+
+/// `[verify]`: one table, or (`[[verify]]`) several schemes of which any may pass, e.g. during
+/// a carrier's migration from one scheme to another.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifySpec(pub Vec<VerifyTable>);
+
+impl<'de> Deserialize<'de> for VerifySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
+        struct SpecVisitor;
+        impl<'de> Visitor<'de> for SpecVisitor {
+            type Value = VerifySpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [verify] table or a list of [[verify]] tables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<VerifySpec, A::Error> {
+                VerifyTable::deserialize(MapAccessDeserializer::new(map))
+                    .map(|t| VerifySpec(vec![t]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VerifySpec, A::Error> {
+                let mut tables = Vec::new();
+                while let Some(table) = seq.next_element::<VerifyTable>()? {
+                    tables.push(table);
+                }
+                if tables.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "[[verify]] needs at least one scheme",
+                    ));
+                }
+                Ok(VerifySpec(tables))
+            }
+        }
+        deserializer.deserialize_any(SpecVisitor)
+    }
+}
+
+impl VerifyTable {
+    /// The composed-scheme table of this entry, when it names an `algorithm`.
+    pub fn composed(&self) -> Option<Result<Scheme, (&'static str, String)>> {
+        let algorithm = self.algorithm?;
+        if self.scheme.is_some() || self.header.is_some() || self.prefix.is_some() {
+            return Some(Err((
+                "verify.algorithm",
+                "`algorithm` replaces `scheme`, `header` and `prefix`: say where the signature is with `signature = { header = …, prefix = … }`".to_owned(),
+            )));
+        }
+        Some(Scheme::from_table(SchemeTable {
+            algorithm,
+            signed: self.signed.clone(),
+            signature: self.signature.clone(),
+            encoding: self.encoding.unwrap_or_default(),
+            timestamp: self.timestamp.clone(),
+            timestamp_unit: self.timestamp_unit.unwrap_or_default(),
+            tolerance_seconds: self.tolerance_seconds,
+            id: self.id.clone(),
+            key_id: self.key_id.clone(),
+            secret_encoding: self.secret_encoding.unwrap_or_default(),
+            secret_normalization: self.secret_normalization,
+        }))
+    }
+
+    /// Whether a composed-scheme key is used without `algorithm`.
+    pub fn composed_key_without_algorithm(&self) -> Option<&'static str> {
+        if self.algorithm.is_some() {
+            return None;
+        }
+        [
+            ("verify.signed", self.signed.is_some()),
+            ("verify.signature", self.signature.is_some()),
+            ("verify.timestamp", self.timestamp.is_some()),
+            ("verify.timestamp_unit", self.timestamp_unit.is_some()),
+            ("verify.id", self.id.is_some()),
+            ("verify.key_id", self.key_id.is_some()),
+            ("verify.secret_encoding", self.secret_encoding.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(key, present)| present.then_some(key))
+    }
 }
 
 /// The verification scheme names of the profile format.
@@ -103,7 +220,7 @@ pub(crate) enum SecretNormalization {
 }
 
 /// A checked verification scheme.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Verification {
     /// `hex|base64(HMAC-SHA256(secret, body))`, optionally after a fixed prefix.
     HmacSha256 {
@@ -126,6 +243,8 @@ pub(crate) enum Verification {
     },
     /// No authentication (only for sources protected some other way).
     None,
+    /// Composed schemes; any of them may pass.
+    Composed(Vec<Scheme>),
 }
 
 /// The default replay window of `timestamped`: Stripe's and Standard Webhooks' 5 minutes.
@@ -139,6 +258,7 @@ impl Verification {
             | Verification::Timestamped { header, .. }
             | Verification::StaticToken { header, .. } => Some(header),
             Verification::None => None,
+            Verification::Composed(schemes) => schemes.iter().find_map(Scheme::header),
         }
     }
 
@@ -149,6 +269,75 @@ impl Verification {
             Verification::Timestamped { .. } => "timestamped",
             Verification::StaticToken { .. } => "static_token",
             Verification::None => "none",
+            Verification::Composed(schemes) => match schemes.as_slice() {
+                [one] => one.algorithm_name(),
+                _ => "composed",
+            },
+        }
+    }
+
+    /// Checks a request with every credential kind; see [`crate::CarrierProfile::verify_with`].
+    pub fn verify_with<'a>(
+        &self,
+        request: UnverifiedRequest<'a>,
+        credentials: &Credentials<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedRequest<'a>, VerifyError> {
+        let Verification::Composed(schemes) = self else {
+            return self.verify(request, credentials.secrets, now);
+        };
+        let key_sets: Vec<&KeySet> = [credentials.public_keys, credentials.jwks]
+            .into_iter()
+            .flatten()
+            .collect();
+        let checked = Request {
+            headers: request.headers,
+            body: request.body,
+            url: credentials.url,
+            secrets: credentials.secrets,
+            keys: &key_sets,
+            now,
+        };
+        let mut first_error: Option<VerifyError> = None;
+        for scheme in schemes {
+            match scheme.verify(&checked) {
+                Ok(matched_secret) => {
+                    return Ok(VerifiedRequest {
+                        headers: request.headers,
+                        body: request.body,
+                        matched_secret,
+                    });
+                }
+                // A scheme whose signature is absent says least: the request may simply use
+                // another of the accepted schemes. Any other error is the one to report.
+                Err(error) => match (&first_error, &error) {
+                    (None, _) | (Some(VerifyError::MissingSignature { .. }), _)
+                        if !matches!(error, VerifyError::MissingSignature { .. })
+                            || first_error.is_none() =>
+                    {
+                        first_error = Some(error);
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Err(first_error.unwrap_or(VerifyError::NoSecretsConfigured))
+    }
+
+    /// The headers a sender holding `secret` attaches to `body` at `now` (every header of the
+    /// first scheme that can be signed with a secret).
+    pub fn sign_headers(
+        &self,
+        body: &[u8],
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, String)> {
+        match self {
+            Verification::Composed(schemes) => schemes
+                .iter()
+                .find_map(|scheme| scheme.sign(body, secret, now))
+                .unwrap_or_default(),
+            other => other.sign(body, secret, now).into_iter().collect(),
         }
     }
 
@@ -164,6 +353,13 @@ impl Verification {
             body: request.body,
             matched_secret,
         };
+        if let Verification::Composed(_) = self {
+            let credentials = Credentials {
+                secrets,
+                ..Credentials::default()
+            };
+            return self.verify_with(request, &credentials, now);
+        }
         let Some(header) = self.header() else {
             return Ok(verified(None));
         };
@@ -266,13 +462,16 @@ impl Verification {
                 }
                 Err(bad())
             }
-            Verification::None => Ok(verified(None)),
+            Verification::None | Verification::Composed(_) => Ok(verified(None)),
         }
     }
 
     /// The header and value a sender holding `secret` would attach to `body` at `now`;
     /// `None` for the `none` scheme. For tests and for the e2e harness.
     pub fn sign(&self, body: &[u8], secret: &str, now: DateTime<Utc>) -> Option<(String, String)> {
+        if let Verification::Composed(_) = self {
+            return self.sign_headers(body, secret, now).into_iter().last();
+        }
         let header = self.header()?.as_str().to_owned();
         let value = match self {
             Verification::HmacSha256 {
@@ -300,7 +499,7 @@ impl Verification {
             Verification::StaticToken { normalization, .. } => {
                 String::from_utf8_lossy(&key(secret, *normalization)).into_owned()
             }
-            Verification::None => return None,
+            Verification::None | Verification::Composed(_) => return None,
         };
         Some((header, value))
     }
@@ -313,9 +512,14 @@ fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str>
 }
 
 fn key(secret: &str, normalization: SecretNormalization) -> Vec<u8> {
+    normalize(secret, normalization).into_bytes()
+}
+
+/// A secret after the profile's normalization.
+pub(crate) fn normalize(secret: &str, normalization: SecretNormalization) -> String {
     match normalization {
-        SecretNormalization::None => secret.as_bytes().to_vec(),
-        SecretNormalization::Nfkd => secret.nfkd().collect::<String>().into_bytes(),
+        SecretNormalization::None => secret.to_owned(),
+        SecretNormalization::Nfkd => secret.nfkd().collect(),
     }
 }
 

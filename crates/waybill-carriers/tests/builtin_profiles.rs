@@ -200,7 +200,9 @@ fn builtin_profiles_load() {
             "aftership",
             "clickpost",
             "easypost",
+            "sendcloud",
             "starshipit",
+            "track123-app",
             "waybill"
         ]
     );

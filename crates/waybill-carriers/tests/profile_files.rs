@@ -141,7 +141,9 @@ fn a_directory_adds_profiles_and_overrides_builtins() {
             "clickpost",
             "easypost",
             "kea-parcel",
+            "sendcloud",
             "starshipit",
+            "track123-app",
             "waybill"
         ]
     );
@@ -327,7 +329,7 @@ fn contradictions_name_the_field() {
         ("name = \"broken\"", "name = \"Not A Slug!\"", "name"),
         (
             "name = \"broken\"",
-            "name = \"broken\"\nformat_version = 2",
+            "name = \"broken\"\nformat_version = 3",
             "format_version",
         ),
         (

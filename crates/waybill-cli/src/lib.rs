@@ -5,4 +5,6 @@
 pub mod deadletters;
 pub mod deliveries;
 pub mod keys;
+pub mod profiles;
+pub mod rejected;
 pub mod subscriptions;

@@ -3,7 +3,7 @@
 mod shipments;
 
 use clap::{Parser, Subcommand};
-use waybill_cli::{deadletters, deliveries, keys, subscriptions};
+use waybill_cli::{deadletters, deliveries, keys, profiles, rejected, subscriptions};
 use waybill_config::Settings;
 
 /// Waybill's admin command line.
@@ -42,11 +42,29 @@ enum Command {
     /// Inspect and replay dead webhook deliveries (same webhook-id, same bytes).
     #[command(subcommand)]
     Deliveries(deliveries::DeliveriesCommand),
+    /// The profile author's kit: check a profile file, map a sample, run golden tests (needs
+    /// no configuration, database or broker).
+    #[command(subcommand)]
+    Profiles(profiles::ProfilesCommand),
+    /// List, show and replay the webhook events a profile could not map (after fixing it).
+    #[command(subcommand)]
+    Rejected(rejected::RejectedCommand),
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    // The profile kit works on files alone: no configuration needed.
+    if let Command::Profiles(command) = cli.command {
+        match profiles::run(command) {
+            Ok(true) => return,
+            Ok(false) => std::process::exit(1),
+            Err(error) => {
+                eprintln!("waybill: {error:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
@@ -87,6 +105,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(command, &settings).await?,
         Command::Subscriptions(command) => subscriptions::run(command, &settings).await?,
         Command::Deliveries(command) => deliveries::run(command, &settings).await?,
+        Command::Rejected(command) => rejected::run(command, &settings).await?,
+        Command::Profiles(command) => {
+            if !profiles::run(command)? {
+                anyhow::bail!("profile checks failed");
+            }
+        }
         Command::Config => {
             let profiles = settings.profiles()?;
             println!(

@@ -19,6 +19,18 @@ pub struct SourceSettings {
     /// Webhook secrets; any of them verifies a request (list several to rotate).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Public keys for profiles that verify signatures with RSA, ECDSA P-256 or Ed25519: each
+    /// a PEM public key (optionally after a line `kid: <key id>`), a JWK object or a JWKS
+    /// document, as text.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// A JWKS URL the ingress fetches the carrier's public keys from, in the background, every
+    /// `jwks_refresh_secs`, and again (at most every 30 s) when a request names an unknown key.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS document is fetched again, in seconds (default 300).
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
     /// The tenant this source's shipments belong to.
     #[serde(default)]
     pub tenant: TenantId,
@@ -39,6 +51,10 @@ pub struct SourceSettings {
     /// second's worth, at least 1); more get `429` with `Retry-After`. Unset: no limit.
     #[serde(default)]
     pub rate_limit_per_second: Option<f64>,
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    300
 }
 
 /// How a source's shipments are kept up to date.
@@ -84,6 +100,26 @@ pub(crate) fn validate(
                 reason: "must be a positive number of requests per second".to_owned(),
             });
         }
+        if let Err(error) = waybill_carriers::KeySet::from_config(&source.public_keys) {
+            return Err(ConfigError::Rule {
+                key: format!("sources[{index}].public_keys"),
+                reason: error.to_string(),
+            });
+        }
+        if let Some(url) = &source.jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::Rule {
+                key: format!("sources[{index}].jwks_url"),
+                reason: "must be an absolute http:// or https:// URL".to_owned(),
+            });
+        }
+        if source.jwks_refresh_secs == 0 {
+            return Err(ConfigError::Rule {
+                key: format!("sources[{index}].jwks_refresh_secs"),
+                reason: "must be at least 1 second".to_owned(),
+            });
+        }
         if source.secrets.iter().any(String::is_empty) {
             return Err(ConfigError::Rule {
                 key: format!("sources[{index}].secrets"),
@@ -97,6 +133,28 @@ pub(crate) fn validate(
 #[cfg(test)]
 mod tests {
     use crate::Settings;
+
+    #[test]
+    fn public_keys_and_jwks_urls_are_checked() {
+        let source = |extra: &str| {
+            Settings::from_toml_str(&format!(
+                "[[sources]]\nid = \"a\"\nprofile = \"waybill\"\n{extra}"
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert!(source("jwks_url = \"https://keys.example/jwks.json\"").is_ok());
+        let bad_url = source("jwks_url = \"ftp://x\"").unwrap_err();
+        assert!(bad_url.contains("sources[0].jwks_url"), "{bad_url}");
+        let bad_key = source("public_keys = [\"not a key\"]").unwrap_err();
+        assert!(bad_key.contains("sources[0].public_keys"), "{bad_key}");
+        assert!(
+            !bad_key.contains("not a key"),
+            "the key text is not echoed: {bad_key}"
+        );
+        let jwk = r#"public_keys = ['{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}']"#;
+        assert!(source(jwk).is_ok(), "{:?}", source(jwk));
+    }
 
     #[test]
     fn rate_limits_are_positive_and_optional() {

@@ -35,6 +35,14 @@ pub enum ApiError {
     /// that trickles in). The client may retry; a duplicate is harmless.
     #[error("the request took longer than {}s to arrive; send it again", .0.as_secs())]
     RequestTimeout(std::time::Duration),
+    /// 503: the request names a signing key that is not among the source's keys, and a
+    /// refresh of its JWKS did not bring it in time. The client should retry after
+    /// `retry_after` seconds; nothing was accepted.
+    #[error("the key that signed this request is not known yet; retry later")]
+    KeyUnavailable {
+        /// Seconds for the `Retry-After` header.
+        retry_after: u32,
+    },
     /// 503: the broker did not confirm the message (down, nack, unroutable, timeout).
     /// The client should retry after `retry_after` seconds; nothing was accepted.
     #[error("the message could not be queued durably; retry later")]
@@ -55,7 +63,9 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::KeyUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -70,6 +80,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::KeyUnavailable { .. } => "key_unavailable",
         }
     }
 }
@@ -77,9 +88,9 @@ impl ApiError {
 impl From<ApiError> for HttpError {
     fn from(error: ApiError) -> HttpError {
         let retry_after = match &error {
-            ApiError::Unavailable { retry_after } | ApiError::RateLimited { retry_after } => {
-                Some(*retry_after)
-            }
+            ApiError::Unavailable { retry_after }
+            | ApiError::RateLimited { retry_after }
+            | ApiError::KeyUnavailable { retry_after } => Some(*retry_after),
             _ => None,
         };
         let http = HttpError::new(error.status(), error.code(), error.to_string());

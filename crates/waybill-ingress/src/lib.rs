@@ -7,6 +7,7 @@
 
 mod error;
 mod health;
+pub mod jwks;
 mod limits;
 pub mod openapi;
 mod registration;
@@ -38,6 +39,8 @@ pub struct ResolvedSource {
     pub settings: SourceSettings,
     /// The carrier profile that verifies and maps its requests.
     pub profile: Arc<CarrierProfile>,
+    /// The source's configured `public_keys`, parsed.
+    pub public_keys: waybill_carriers::KeySet,
 }
 
 /// What every handler shares.
@@ -48,6 +51,8 @@ pub struct AppState {
 
 struct Inner {
     sources: HashMap<String, ResolvedSource>,
+    /// Key sets fetched from sources' JWKS URLs.
+    jwks: jwks::JwksCache,
     publisher: Publisher,
     topology: Topology,
     body_limit: usize,
@@ -77,11 +82,14 @@ impl AppState {
             let profile = profiles.get(&source.profile).ok_or_else(|| {
                 anyhow::anyhow!("source `{}`: no profile `{}`", source.id, source.profile)
             })?;
+            let public_keys = waybill_carriers::KeySet::from_config(&source.public_keys)
+                .map_err(|error| anyhow::anyhow!("source `{}`: {error}", source.id))?;
             sources.insert(
                 source.id.as_str().to_owned(),
                 ResolvedSource {
                     settings: source.clone(),
                     profile,
+                    public_keys,
                 },
             );
         }
@@ -92,6 +100,7 @@ impl AppState {
         config.channels = settings.bus.publisher_channels;
         config.confirm_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
         let keys = KeyGate::start(settings, "waybill-ingress-keys", &shutdown);
+        let jwks = jwks::JwksCache::start(&settings.sources, &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;
         let rate_limits = limits::RateLimits::new(settings.sources.iter().filter_map(|source| {
             let rate = source.rate_limit_per_second?;
@@ -101,6 +110,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 sources,
+                jwks,
                 publisher,
                 topology,
                 body_limit: settings.ingress.body_limit_bytes,

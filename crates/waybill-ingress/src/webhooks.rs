@@ -5,16 +5,17 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use tracing::Instrument;
 use waybill_api::{Accepted, AcceptedStatus, ErrorBody};
-use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
+use waybill_bus::envelope::{InboundEnvelope, RejectedEventV1, WebhookV1};
 use waybill_bus::{OutboundMessage, PublishError};
-use waybill_carriers::UnverifiedRequest;
+use waybill_carriers::{Credentials, Mapped, UnverifiedRequest, VerifiedRequest, VerifyError};
 use waybill_config::PollMode;
+use waybill_core::storable;
 use waybill_http::extract::Path;
 use waybill_telemetry::trace;
 
@@ -50,12 +51,13 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
         (status = 408, description = "The request was not received in time", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 429, description = "The source's rate limit is exceeded; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Not queued (broker down, nack, timeout); see Retry-After", body = ErrorBody),
+        (status = 503, description = "Not queued (broker down, nack, timeout, or a signing key id not known yet); see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn receive(
     State(state): State<AppState>,
     Path(source_id): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
@@ -64,7 +66,8 @@ pub async fn receive(
     if let Some(parent) = incoming_traceparent(&headers) {
         trace::set_parent(&span, parent);
     }
-    let result = handle(&state, &source_id, &headers, body)
+    let target = uri.to_string();
+    let result = handle(&state, &source_id, &target, &headers, body)
         .instrument(span)
         .await;
     // Label by source only when the source exists: request paths are not a closed set.
@@ -93,6 +96,7 @@ pub async fn receive(
 async fn handle(
     state: &AppState,
     source_id: &str,
+    target: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
@@ -117,44 +121,54 @@ async fn handle(
         headers,
         body: &body,
     };
-    let verified = source
-        .profile
-        .verify(request, &source.settings.secrets, received_at)
-        .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
+    let verified = verify(state, source, request, target, received_at).await?;
     let mut mapped = source
         .profile
-        .map_webhook(&verified, received_at)
+        .map_webhook_isolated(&verified, received_at)
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
     crate::storable::events(&mut mapped.events)?;
     if !mapped.unmapped_statuses.is_empty() {
         metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
             .increment(mapped.unmapped_statuses.len() as u64);
     }
+    if mapped.ignored {
+        metrics::counter!("waybill_webhooks_ignored_total", "source" => source_id.to_owned())
+            .increment(1);
+    }
     let events = mapped.events.len();
-    if events == 0 {
+    let rejected = rejected_events(&mapped);
+    if events == 0 && rejected.is_empty() {
         return Ok(Json(Accepted {
             status: AcceptedStatus::Accepted,
             id: None,
             events: 0,
+            rejected: 0,
+            ignored: mapped.ignored,
         }));
     }
+    let rejected_count = rejected.len();
 
     let publish_span = tracing::info_span!("waybill.publish", messaging.destination = "inbound");
     // The message carries the publish span's context, so the worker's merge joins this trace;
     // without an exporter, the courier's own `traceparent` is passed through unchanged.
     let traceparent = trace::traceparent_of(&publish_span)
         .or_else(|| incoming_traceparent(headers).map(str::to_owned));
-    let envelope = WebhookV1::new(
+    let mut envelope = WebhookV1::new(
         source.settings.id.clone(),
         source.settings.tenant.clone(),
         source.settings.require_registration,
         received_at,
         mapped.provider_event_id,
         mapped.events,
-        // The body verified as JSON in the mapping step, so it is UTF-8.
-        String::from_utf8_lossy(&body).into_owned(),
+        // JSON and XML bodies are UTF-8 (they parsed); a form body need not be. Text, as the
+        // storage rule has it: a rejected event keeps this body for its replay.
+        storable::text(&String::from_utf8_lossy(&body)).into_owned(),
         traceparent.clone(),
     );
+    if !rejected.is_empty() {
+        envelope.rejected = rejected;
+        envelope.profile = Some(source.profile.name.clone());
+    }
     let id = envelope.id.as_str().to_owned();
     let message = OutboundMessage::new(
         inner.topology.inbound_exchange(),
@@ -175,6 +189,8 @@ async fn handle(
             status: AcceptedStatus::Accepted,
             id: Some(id),
             events,
+            rejected: rejected_count,
+            ignored: false,
         })),
         Ok(Err(error)) => {
             metrics::counter!("waybill_publish_failures_total", "reason" => publish_failure_label(&error)).increment(1);
@@ -192,6 +208,75 @@ async fn handle(
 }
 
 use waybill_bus::Topology;
+
+/// Verifies with the source's secrets, configured public keys and JWKS key set. A key id the
+/// JWKS does not have triggers a bounded refresh; still unknown → 503 with `Retry-After`.
+async fn verify<'a>(
+    state: &AppState,
+    source: &crate::ResolvedSource,
+    request: UnverifiedRequest<'a>,
+    target: &str,
+    received_at: chrono::DateTime<Utc>,
+) -> Result<VerifiedRequest<'a>, ApiError> {
+    let inner = &state.inner;
+    let source_id = source.settings.id.as_str();
+    let attempt = |jwks: Option<&waybill_carriers::KeySet>| {
+        let credentials = Credentials {
+            secrets: &source.settings.secrets,
+            public_keys: Some(&source.public_keys),
+            jwks,
+            url: Some(target),
+        };
+        source
+            .profile
+            .verify_with(request, &credentials, received_at)
+    };
+    let jwks = inner.jwks.keys(source_id);
+    let outcome = match attempt(jwks.as_deref()) {
+        Err(VerifyError::UnknownKey { .. }) if jwks.is_some() => {
+            match inner.jwks.refreshed(source_id).await {
+                Some(fresh) => attempt(Some(&fresh)),
+                None => attempt(jwks.as_deref()),
+            }
+        }
+        other => other,
+    };
+    outcome.map_err(|error| match error {
+        VerifyError::UnknownKey { .. } => ApiError::KeyUnavailable {
+            retry_after: inner.retry_after_secs,
+        },
+        other => ApiError::Unauthorized(other.to_string()),
+    })
+}
+
+/// The rejected events of a mapping, in the envelope's wire shape.
+fn rejected_events(mapped: &Mapped) -> Vec<RejectedEventV1> {
+    mapped
+        .rejected
+        .iter()
+        .map(|rejected| RejectedEventV1 {
+            path: storable::text(&rejected.path).into_owned(),
+            kind: rejected.kind.to_owned(),
+            reason: storable::text(&rejected.reason).into_owned(),
+            element: storable_element(&rejected.element),
+            tracking_number: rejected
+                .tracking_number
+                .as_deref()
+                .map(|number| storable::text(number).into_owned()),
+        })
+        .collect()
+}
+
+/// A rejected element as the storage rule has it: U+0000 replaced in its strings and keys; when
+/// that would merge two keys, the element's JSON text instead (still readable, still replayable
+/// from the stored body).
+fn storable_element(element: &serde_json::Value) -> serde_json::Value {
+    let mut copy = element.clone();
+    match storable::replace_in_json(&mut copy) {
+        Ok(_) => copy,
+        Err(_) => serde_json::Value::String(storable::text(&element.to_string()).into_owned()),
+    }
+}
 
 fn publish_failure_label(error: &PublishError) -> &'static str {
     error.kind()

@@ -22,6 +22,7 @@ pub mod migrate;
 mod outbox;
 pub mod polling;
 mod queries;
+pub mod rejected;
 mod store;
 pub mod testing;
 

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace_context",
         include_str!("../migrations/0005_trace_context.sql"),
     ),
+    (
+        6,
+        "rejected_events",
+        include_str!("../migrations/0006_rejected_events.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.

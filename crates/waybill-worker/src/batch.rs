@@ -6,6 +6,7 @@ use tracing::Instrument as _;
 use waybill_bus::envelope::InboundEnvelope;
 use waybill_core::TrackingEvent;
 use waybill_core::storable;
+use waybill_store::rejected::NewRejectedEvent;
 use waybill_store::{BatchReport, InboundBatch, InboundItem, Registration, Store, StoreError};
 
 /// What happened to a batch.
@@ -33,27 +34,53 @@ impl Batcher {
         Batcher { store }
     }
 
-    /// Applies the envelopes in one transaction.
+    /// Applies the envelopes (and keeps their rejected events) in one transaction.
     pub async fn apply(&self, envelopes: &[InboundEnvelope]) -> BatchOutcome {
-        self.apply_shared(Arc::new(to_store_batch(envelopes))).await
+        self.apply_with_rejected(
+            Arc::new(to_store_batch(envelopes)),
+            Arc::new(rejected_of(envelopes)),
+        )
+        .await
     }
 
     /// Applies a batch already in the store's shape in one transaction. Shared, so that a retry
     /// does not convert the envelopes again.
     pub async fn apply_shared(&self, batch: Arc<InboundBatch>) -> BatchOutcome {
+        self.apply_with_rejected(batch, Arc::new(Vec::new())).await
+    }
+
+    /// [`Batcher::apply_shared`], also storing the batch's rejected events in the same
+    /// transaction: a webhook's good events and its rejected ones commit together (200 means
+    /// stored, for both).
+    pub async fn apply_with_rejected(
+        &self,
+        batch: Arc<InboundBatch>,
+        rejected: Arc<Vec<NewRejectedEvent>>,
+    ) -> BatchOutcome {
         let store = self.store.clone();
         let task = tokio::spawn(
             async move {
                 let mut tx = store.begin().await?;
                 let report = waybill_store::apply_batch(&mut tx, &batch).await?;
+                let kept = waybill_store::rejected::insert(&mut tx, &rejected).await?;
                 tx.commit().await.map_err(StoreError::from)?;
-                Ok::<_, StoreError>(report)
+                Ok::<_, StoreError>((report, kept))
             }
             // The store's spans belong to the caller's (the batch's), not to a trace of their own.
             .instrument(tracing::Span::current()),
         );
         match task.await {
-            Ok(Ok(report)) => BatchOutcome::Applied(report),
+            Ok(Ok((report, kept))) => {
+                for (source, kind) in kept {
+                    metrics::counter!(
+                        "waybill_events_rejected_total",
+                        "source" => source,
+                        "reason" => reason_label(&kind)
+                    )
+                    .increment(1);
+                }
+                BatchOutcome::Applied(report)
+            }
             Ok(Err(error)) if error.is_transient() => BatchOutcome::Transient(error),
             Ok(Err(error)) => BatchOutcome::Failed(error.to_string()),
             Err(join_error) if join_error.is_panic() => {
@@ -62,6 +89,55 @@ impl Batcher {
             Err(_) => BatchOutcome::Failed("the batch task was cancelled".to_owned()),
         }
     }
+}
+
+/// The `reason` label of `waybill_events_rejected_total`: the mapping error kinds the ingress
+/// writes, anything else (a newer producer's) as `other`, so the label set stays closed.
+fn reason_label(kind: &str) -> &'static str {
+    const KINDS: [&str; 9] = [
+        "missing_field",
+        "missing_status",
+        "missing_tracking_number",
+        "wrong_type",
+        "invalid_tracking_number",
+        "invalid_carrier",
+        "invalid_timestamp",
+        "invalid_zone",
+        "absurd_timestamp",
+    ];
+    KINDS
+        .into_iter()
+        .find(|known| *known == kind)
+        .unwrap_or("other")
+}
+
+/// The rejected events the webhook envelopes carry, as rows to store.
+pub fn rejected_of<'a>(
+    envelopes: impl IntoIterator<Item = &'a InboundEnvelope>,
+) -> Vec<NewRejectedEvent> {
+    let mut rows = Vec::new();
+    for envelope in envelopes {
+        let InboundEnvelope::WebhookV1(webhook) = envelope else {
+            continue;
+        };
+        for (position, rejected) in webhook.rejected.iter().enumerate() {
+            rows.push(NewRejectedEvent {
+                envelope_id: webhook.id.as_str().to_owned(),
+                position: i32::try_from(position).unwrap_or(i32::MAX),
+                tenant: webhook.tenant.as_str().to_owned(),
+                source: webhook.source.as_str().to_owned(),
+                profile: webhook.profile.clone().unwrap_or_default(),
+                path: rejected.path.clone(),
+                kind: rejected.kind.clone(),
+                reason: rejected.reason.clone(),
+                element: rejected.element.clone(),
+                tracking_number: rejected.tracking_number.clone(),
+                raw_body: webhook.raw_body.clone(),
+                received_at: webhook.received_at,
+            });
+        }
+    }
+    rows
 }
 
 /// Converts envelopes into the store's batch shape.

@@ -35,7 +35,7 @@ use waybill_bus::{Acker, BusConnection, BusError, Consumer, Delivery};
 use waybill_telemetry::trace;
 
 use crate::Worker;
-use crate::batch::{BatchOutcome, to_store_batch};
+use crate::batch::{BatchOutcome, rejected_of, to_store_batch};
 
 /// One decoded message waiting to be applied.
 struct Pending {
@@ -365,6 +365,7 @@ async fn run_lane(
 async fn process(worker: &Worker, pending: Vec<Pending>, shutdown: &CancellationToken) -> bool {
     metrics::histogram!("waybill_worker_batch_size").record(pending.len() as f64);
     let mut batch = to_store_batch(pending.iter().map(|p| &p.envelope));
+    let rejected = Arc::new(rejected_of(pending.iter().map(|p| &p.envelope)));
     // The batch has a trace of its own that links to each message's publish span; each traced
     // message also gets a `waybill.merge` span in its own trace, ended when the batch commits.
     let batch_span = tracing::info_span!(
@@ -396,7 +397,7 @@ async fn process(worker: &Worker, pending: Vec<Pending>, shutdown: &Cancellation
     loop {
         let started = Instant::now();
         match batcher
-            .apply_shared(batch.clone())
+            .apply_with_rejected(batch.clone(), rejected.clone())
             .instrument(batch_span.clone())
             .await
         {
