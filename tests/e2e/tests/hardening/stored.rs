@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use sqlx::Row;
-use waybill_carriers::{CarrierProfile, UnverifiedRequest};
+use waybill_carriers::{CarrierProfile, Mapped, UnverifiedRequest};
 use waybill_core::{TrackingEvent, TrackingNumber, storable};
 
 use crate::helpers::{TestApp, fixtures_dir, sign, spawn_app};
@@ -37,6 +37,8 @@ struct Sent {
     refusal: String,
     /// The tracking numbers the request is about (unique to it).
     tracking_numbers: Vec<String>,
+    /// The queued envelope's id, when the answer named one.
+    envelope_id: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -129,7 +131,7 @@ impl Templates {
                     continue;
                 };
                 let carrier = profiles.get(profile).expect("built-in profile");
-                if !map_locally(&carrier, source, &text).is_empty() {
+                if !map_locally(&carrier, source, &text).events.is_empty() {
                     bodies.push(value);
                 }
             }
@@ -145,7 +147,7 @@ impl Templates {
 
 /// The events `profile` maps `body` to, signed and verified as the ingress would; none when
 /// the body is refused.
-fn map_locally(profile: &CarrierProfile, source: &str, body: &[u8]) -> Vec<TrackingEvent> {
+fn map_locally(profile: &CarrierProfile, source: &str, body: &[u8]) -> Mapped {
     let mut headers = HeaderMap::new();
     for (name, value) in sign(source, body) {
         if let (Ok(name), Ok(value)) = (
@@ -165,11 +167,11 @@ fn map_locally(profile: &CarrierProfile, source: &str, body: &[u8]) -> Vec<Track
         &secrets,
         now,
     ) else {
-        return Vec::new();
+        return Mapped::default();
     };
+    // As the ingress maps: an element that cannot be mapped is kept aside, its siblings stored.
     profile
-        .map_webhook(&verified, now)
-        .map(|mapped| mapped.events)
+        .map_webhook_isolated(&verified, now)
         .unwrap_or_default()
 }
 
@@ -200,6 +202,7 @@ async fn webhook(app: &TestApp, templates: &Templates, rng: &mut StdRng, case: u
         source,
         &serde_json::to_vec(&value).expect("serialisable"),
     )
+    .events
     .iter()
     .map(|event| event.tracking_number.as_str().to_owned())
     .collect();
@@ -225,13 +228,14 @@ async fn webhook(app: &TestApp, templates: &Templates, rng: &mut StdRng, case: u
     }
     let body = with_literals(&value, &literals);
     let response = app.post_signed(source, &body).await;
-    let (status, refusal) = answer(response).await;
+    let (status, refusal, envelope_id) = answer(response).await;
     Sent {
         kind: *kind,
         body,
         status,
         refusal,
         tracking_numbers: fresh.into_values().collect(),
+        envelope_id,
     }
 }
 
@@ -261,22 +265,28 @@ async fn registration(app: &TestApp, rng: &mut StdRng, case: usize) -> Sent {
         .send()
         .await
         .expect("ingress reachable");
-    let (status, refusal) = answer(response).await;
+    let (status, refusal, envelope_id) = answer(response).await;
     Sent {
         kind: Kind::Registration,
         body,
         status,
         refusal,
         tracking_numbers: vec![tracking_number],
+        envelope_id,
     }
 }
 
-/// The status, and for a refusal its code and the start of its message (every refusal is
-/// `{"error", "message"}`).
-async fn answer(response: reqwest::Response) -> (u16, String) {
+/// The status, for a refusal its code and the start of its message (every refusal is
+/// `{"error", "message"}`), and for an acceptance the queued envelope's id.
+async fn answer(response: reqwest::Response) -> (u16, String, Option<String>) {
     let status = response.status().as_u16();
     if status / 100 == 2 {
-        return (status, String::new());
+        let body: Value = response.json().await.expect("an acceptance is JSON");
+        return (
+            status,
+            String::new(),
+            body["id"].as_str().map(str::to_owned),
+        );
     }
     let body: Value = response.json().await.expect("a refusal is JSON");
     let message: String = body["message"]
@@ -288,6 +298,7 @@ async fn answer(response: reqwest::Response) -> (u16, String) {
     (
         status,
         format!("{}: {message}", body["error"].as_str().unwrap_or("")),
+        None,
     )
 }
 
@@ -395,14 +406,16 @@ async fn check_stored(
     seed: u64,
 ) {
     let expected = expected_rows(profiles, sent);
+    let expected_rejected = expected_rejected(profiles, sent);
     loop {
         let stored = stored_rows(pool, sent).await;
-        if stored == expected {
+        let stored_rejected = stored_rejected(pool, sent).await;
+        if stored == expected && stored_rejected == expected_rejected {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "seed {seed}: accepted but not stored as sent\nbody: {}\nexpected: {expected:?}\nstored:   {stored:?}",
+            "seed {seed}: accepted but not stored as sent\nbody: {}\nexpected: {expected:?}\nstored:   {stored:?}\nrejected events expected: {expected_rejected:?}\nrejected events stored:   {stored_rejected:?}",
             String::from_utf8_lossy(&sent.body)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -419,6 +432,7 @@ fn expected_rows(profiles: &waybill_carriers::ProfileRegistry, sent: &Sent) -> R
             // Events under a number a generated leaf happened to spell are not checked here
             // (another case may spell it too); the dead-letter check still covers them.
             map_locally(&carrier, source, &sent.body)
+                .events
                 .into_iter()
                 .filter(|event| {
                     sent.tracking_numbers
@@ -442,6 +456,36 @@ fn expected_rows(profiles: &waybill_carriers::ProfileRegistry, sent: &Sent) -> R
     };
     rows.sort();
     rows
+}
+
+/// The paths of the elements the ingress kept aside as rejected events, as stored.
+fn expected_rejected(profiles: &waybill_carriers::ProfileRegistry, sent: &Sent) -> Vec<String> {
+    let Kind::Webhook { source, profile } = sent.kind else {
+        return Vec::new();
+    };
+    let carrier = profiles.get(profile).expect("profile");
+    let mut paths: Vec<String> = map_locally(&carrier, source, &sent.body)
+        .rejected
+        .iter()
+        .map(|rejected| storable::text(&rejected.path).into_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The paths of the rejected events stored from the request's envelope.
+async fn stored_rejected(pool: &sqlx::PgPool, sent: &Sent) -> Vec<String> {
+    let Some(envelope_id) = &sent.envelope_id else {
+        return Vec::new();
+    };
+    let mut paths: Vec<String> =
+        sqlx::query_scalar("select path from rejected_events where envelope_id = $1")
+            .bind(envelope_id)
+            .fetch_all(pool)
+            .await
+            .expect("query");
+    paths.sort();
+    paths
 }
 
 fn event_row(event: &TrackingEvent) -> Vec<Option<String>> {
