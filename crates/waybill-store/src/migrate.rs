@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace_context",
         include_str!("../migrations/0005_trace_context.sql"),
     ),
+    (
+        7,
+        "console_read_scope",
+        include_str!("../migrations/0007_console_read_scope.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.
