@@ -161,7 +161,12 @@ pub async fn list(
     limit: usize,
 ) -> anyhow::Result<(Vec<DeadLetterSummary>, u64)> {
     let topology = topology(settings);
-    Ok(admin::list(&settings.bus.url, &topology, CONNECTION_NAME, limit, |_| true).await?)
+    Ok(
+        admin::list(&settings.bus.url, &topology, CONNECTION_NAME, limit, |_| {
+            true
+        })
+        .await?,
+    )
 }
 
 /// The dead letter with `id`, body included, if it is in the queue.

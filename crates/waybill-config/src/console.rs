@@ -101,8 +101,7 @@ mod tests {
         assert_eq!(settings.console.secure_cookie, SecureCookie::Always);
         let error = Settings::from_toml_str("[console]\nsession_idle_secs = 5").unwrap_err();
         assert!(error.to_string().contains("console.session_idle_secs"));
-        let error =
-            Settings::from_toml_str("[console]\nmetrics_urls = [\"ftp://x\"]").unwrap_err();
+        let error = Settings::from_toml_str("[console]\nmetrics_urls = [\"ftp://x\"]").unwrap_err();
         assert!(error.to_string().contains("console.metrics_urls[0]"));
         let error = Settings::from_toml_str("[console]\nrefresh_secs = 0").unwrap_err();
         assert!(error.to_string().contains("console.refresh_secs"));

@@ -118,39 +118,52 @@ pub fn summary_of(message: &DeadMessage) -> DeadLetterSummary {
     }
 }
 
-/// Reads the dead-letter queue once through, handing each message to `visit`, which returns
-/// whether to go on. Every message not removed or replayed goes back to the queue when the
-/// handle closes. Stops after the messages that were there at the start, so that a message that
-/// dies again meanwhile is not visited twice.
-async fn scan<F>(
-    url: &str,
-    topology: &Topology,
-    connection_name: &str,
-    mut visit: F,
-) -> Result<(), BusError>
-where
-    F: AsyncFnMut(&DeadLetters, &DeadMessage) -> Result<bool, BusError>,
-{
-    let connection = BusConnection::connect(url, connection_name).await?;
-    let letters = DeadLetters::open(&connection, topology).await?;
-    let result = async {
-        let mut budget: Option<u64> = None;
-        let mut seen = 0u64;
-        while let Some(message) = letters.get().await? {
-            // `remaining` counts the messages still ready after this one.
-            let budget = *budget.get_or_insert(u64::from(message.remaining) + 1);
-            seen += 1;
-            let keep_going = visit(&letters, &message).await?;
-            if !keep_going || seen >= budget {
-                break;
+/// One pass over the dead-letter queue on a connection of its own. Every message not removed
+/// or replayed goes back to the queue when it closes. It stops after the messages that were
+/// there at the start, so that a message that dies again meanwhile is not visited twice.
+struct Scan {
+    connection: BusConnection,
+    letters: DeadLetters,
+    budget: Option<u64>,
+    seen: u64,
+}
+
+impl Scan {
+    async fn open(url: &str, topology: &Topology, connection_name: &str) -> Result<Scan, BusError> {
+        let connection = BusConnection::connect(url, connection_name).await?;
+        let letters = match DeadLetters::open(&connection, topology).await {
+            Ok(letters) => letters,
+            Err(error) => {
+                let _ = connection.close().await;
+                return Err(error);
             }
-        }
-        Ok(())
+        };
+        Ok(Scan {
+            connection,
+            letters,
+            budget: None,
+            seen: 0,
+        })
     }
-    .await;
-    letters.close().await;
-    let _ = connection.close().await;
-    result
+
+    /// The next message of the pass, or `None` at its end.
+    async fn next(&mut self) -> Result<Option<DeadMessage>, BusError> {
+        if self.budget.is_some_and(|budget| self.seen >= budget) {
+            return Ok(None);
+        }
+        let Some(message) = self.letters.get().await? else {
+            return Ok(None);
+        };
+        // `remaining` counts the messages still ready after this one.
+        self.budget.get_or_insert(u64::from(message.remaining) + 1);
+        self.seen += 1;
+        Ok(Some(message))
+    }
+
+    async fn close(self) {
+        self.letters.close().await;
+        let _ = self.connection.close().await;
+    }
 }
 
 /// The first `limit` dead letters that `keep` accepts (never their bodies), and how many there
@@ -162,17 +175,24 @@ pub async fn list(
     limit: usize,
     keep: impl Fn(&DeadLetterSummary) -> bool,
 ) -> Result<(Vec<DeadLetterSummary>, u64), BusError> {
+    let mut scan = Scan::open(url, topology, connection_name).await?;
     let mut letters = Vec::new();
     let mut total = None;
-    scan(url, topology, connection_name, async |_, message| {
-        total.get_or_insert(u64::from(message.remaining) + 1);
-        let summary = summary_of(message);
-        if keep(&summary) {
-            letters.push(summary);
+    let result = async {
+        while letters.len() < limit
+            && let Some(message) = scan.next().await?
+        {
+            total.get_or_insert(u64::from(message.remaining) + 1);
+            let summary = summary_of(&message);
+            if keep(&summary) {
+                letters.push(summary);
+            }
         }
-        Ok(letters.len() < limit)
-    })
-    .await?;
+        Ok::<(), BusError>(())
+    }
+    .await;
+    scan.close().await;
+    result?;
     Ok((letters, total.unwrap_or(0)))
 }
 
@@ -183,24 +203,26 @@ pub async fn show(
     connection_name: &str,
     id: &str,
 ) -> Result<Option<DeadLetterDetail>, BusError> {
-    let mut found = None;
-    scan(url, topology, connection_name, async |_, message| {
-        if letter_id(message) != id {
-            return Ok(true);
+    let mut scan = Scan::open(url, topology, connection_name).await?;
+    let result = async {
+        while let Some(message) = scan.next().await? {
+            if letter_id(&message) == id {
+                return Ok(Some(DeadLetterDetail {
+                    summary: summary_of(&message),
+                    headers: message
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    body: message.body.clone(),
+                }));
+            }
         }
-        found = Some(DeadLetterDetail {
-            summary: summary_of(message),
-            headers: message
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: message.body.clone(),
-        });
-        Ok(false)
-    })
-    .await?;
-    Ok(found)
+        Ok(None)
+    }
+    .await;
+    scan.close().await;
+    result
 }
 
 /// Replays the selected dead letters through `publisher` (see the module documentation). An id
@@ -212,19 +234,24 @@ pub async fn replay(
     publisher: &Publisher,
     selection: &Selection,
 ) -> Result<ReplayReport, BusError> {
+    let mut scan = Scan::open(url, topology, connection_name).await?;
     let mut report = ReplayReport::default();
-    scan(url, topology, connection_name, async |letters, message| {
-        let id = letter_id(message);
-        if !selection.matches(&id) {
-            return Ok(true);
+    let result = async {
+        while let Some(message) = scan.next().await? {
+            let id = letter_id(&message);
+            if !selection.matches(&id) {
+                continue;
+            }
+            match scan.letters.replay(publisher, &message).await {
+                Ok(()) => report.replayed.push(id),
+                Err(error) => report.failed.push((id, error_chain(&error))),
+            }
         }
-        match letters.replay(publisher, message).await {
-            Ok(()) => report.replayed.push(id),
-            Err(error) => report.failed.push((id, error_chain(&error))),
-        }
-        Ok(true)
-    })
-    .await?;
+        Ok::<(), BusError>(())
+    }
+    .await;
+    scan.close().await;
+    result?;
     if let Selection::Ids(ids) = selection {
         for id in ids {
             let touched =
@@ -246,16 +273,21 @@ pub async fn purge(
     connection_name: &str,
     selection: &Selection,
 ) -> Result<Vec<String>, BusError> {
+    let mut scan = Scan::open(url, topology, connection_name).await?;
     let mut removed = Vec::new();
-    scan(url, topology, connection_name, async |letters, message| {
-        let id = letter_id(message);
-        if selection.matches(&id) {
-            letters.remove(message.delivery_tag).await?;
-            removed.push(id);
+    let result = async {
+        while let Some(message) = scan.next().await? {
+            let id = letter_id(&message);
+            if selection.matches(&id) {
+                scan.letters.remove(message.delivery_tag).await?;
+                removed.push(id);
+            }
         }
-        Ok(true)
-    })
-    .await?;
+        Ok::<(), BusError>(())
+    }
+    .await;
+    scan.close().await;
+    result?;
     Ok(removed)
 }
 
