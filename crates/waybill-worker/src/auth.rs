@@ -224,7 +224,9 @@ pub(crate) async fn publish_key_sets(worker: Worker, shutdown: CancellationToken
     }
 }
 
-async fn publish_once(worker: &Worker, ring: &KeyRing) -> anyhow::Result<()> {
+/// Reads the key set, installs it in this worker's ring and publishes it (every refresh, and
+/// at once after the console changed a key).
+pub(crate) async fn publish_once(worker: &Worker, ring: &KeyRing) -> anyhow::Result<()> {
     let snapshot = {
         let mut connection = worker.inner.store.acquire().await?;
         waybill_store::keys::key_set_snapshot(&mut connection).await?
