@@ -34,6 +34,18 @@ fi
 # The container build and compose file, checked statically (no Docker engine needed).
 bash scripts/validate-deploy.sh
 
+# Debian's headless Chromium and its WebDriver, for the console's browser test; installed once.
+ensure_chromium() {
+  if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing chromium and chromium-driver for the console's browser test" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 cargo test --workspace "$@"
 
 # The suites that run the real binaries (docs/reliability.md): hostile callers, then the fault
@@ -42,5 +54,8 @@ cargo test --workspace "$@"
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
   cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
+  # The operator console in headless Chromium (Debian's chromium and chromium-driver).
+  ensure_chromium
+  cargo test -p waybill-e2e --test console -- --ignored --nocapture
   cargo test -p waybill-e2e --test faults -- --ignored --nocapture --test-threads=1
 fi
