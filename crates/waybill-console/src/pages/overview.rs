@@ -67,12 +67,14 @@ async fn live_content(console: &Console, viewer: &Viewer) -> Result<Markup, Page
         .iter()
         .map(|source| source.id.to_string())
         .collect();
-    let minutes = (latest.at - earliest.at).num_minutes();
-    let window = if history.len() < 2 {
-        "since the process started".to_owned()
+    let seconds = (latest.at - earliest.at).num_seconds();
+    let span = if seconds < 120 {
+        format!("{seconds} s")
     } else {
-        format!("in the last {minutes} min (since this page was first opened, at most 1 h)")
+        format!("{} min", seconds / 60)
     };
+    let window =
+        format!("Window: the last {span}, since a console page was first opened (at most 1 h).");
     Ok(html! {
         @if !latest.unreachable.is_empty() && viewer.can_act() {
             p class="problem" { "Not answering: " (latest.unreachable.join(", ")) " — their figures are missing." }
@@ -81,7 +83,7 @@ async fn live_content(console: &Console, viewer: &Viewer) -> Result<Markup, Page
             (webhooks_card(&latest, earliest, &sources, &window))
             (rejections_card(&latest, earliest, &sources, viewer.can_act()))
             @if viewer.can_act() {
-                (queues_card(&latest))
+                (queues_card(&latest, &console.settings().bus.prefix))
                 (lag_card(&latest, earliest))
             }
             (backlog_card(&backlogs, viewer.can_act()))
@@ -270,7 +272,7 @@ fn reason_label(outcome: &str) -> String {
     }
 }
 
-fn queues_card(latest: &Snapshot) -> Markup {
+fn queues_card(latest: &Snapshot, prefix: &str) -> Markup {
     let ready = latest.by_label(QUEUE_READY, "queue", |_| true);
     let consumers = latest.by_label(QUEUE_CONSUMERS, "queue", |_| true);
     let mut queues: Vec<&String> = ready.keys().collect();
@@ -278,6 +280,7 @@ fn queues_card(latest: &Snapshot) -> Markup {
     html! {
         section class="card" aria-labelledby="queues-h" {
             h2 id="queues-h" { "Queues" }
+            @if !prefix.is_empty() { p class="hint" { "Names prefixed with " code { (prefix) } "." } }
             @if queues.is_empty() {
                 p class="problem" { "RabbitMQ did not answer." }
             } @else {
@@ -286,7 +289,7 @@ fn queues_card(latest: &Snapshot) -> Markup {
                     tbody {
                         @for queue in queues {
                             tr {
-                                td { code { (queue) } }
+                                td { code { (queue.strip_prefix(prefix).unwrap_or(queue)) } }
                                 td class="num" { (view::thousands(ready[queue] as u64)) }
                                 td class="num" { (consumers.get(queue).map_or(0, |c| *c as u64)) }
                             }
@@ -300,10 +303,17 @@ fn queues_card(latest: &Snapshot) -> Markup {
 
 fn lag_card(latest: &Snapshot, earliest: &Snapshot) -> Markup {
     let (now, then) = (latest.buckets(LAG), earliest.buckets(LAG));
-    let (p50, p99) = if std::ptr::eq(latest, earliest) || then.is_empty() {
-        (quantile(&[], &now, 0.5), quantile(&[], &now, 0.99))
-    } else {
-        (quantile(&then, &now, 0.5), quantile(&then, &now, 0.99))
+    // The page's window when messages were merged in it, else everything since the start.
+    let windowed = (quantile(&then, &now, 0.5), quantile(&then, &now, 0.99));
+    let (p50, p99, scope) = match windowed {
+        (Some(p50), Some(p99)) if !std::ptr::eq(latest, earliest) => {
+            (Some(p50), Some(p99), "merged while this page was open")
+        }
+        _ => (
+            quantile(&[], &now, 0.5),
+            quantile(&[], &now, 0.99),
+            "since this worker started",
+        ),
     };
     let shown = |q: Option<f64>| match q {
         None => "—".to_owned(),
@@ -314,7 +324,7 @@ fn lag_card(latest: &Snapshot, earliest: &Snapshot) -> Markup {
     html! {
         section class="card" aria-labelledby="lag-h" {
             h2 id="lag-h" { "Worker lag (this worker)" }
-            p class="hint" { "From the ingress receiving a message to its merge committing." }
+            p class="hint" { "From the ingress receiving a message to its merge committing; messages " (scope) "." }
             dl class="facts" {
                 dt { "p50" } dd { (shown(p50)) }
                 dt { "p99" } dd { (shown(p99)) }

@@ -34,7 +34,10 @@ impl Driver {
             .spawn()
             .context("starting chromedriver (scripts/test.sh installs chromium-driver)")?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             if Instant::now() > deadline {
                 bail!("chromedriver did not listen on port {port}");
             }
@@ -103,7 +106,10 @@ impl Browser {
 
     /// The visible text of the page.
     pub async fn text(&self) -> anyhow::Result<String> {
-        let value = self.client.execute("return document.body.innerText", vec![]).await?;
+        let value = self
+            .client
+            .execute("return document.body.innerText", vec![])
+            .await?;
         Ok(value.as_str().unwrap_or_default().to_owned())
     }
 
@@ -133,9 +139,33 @@ impl Browser {
         self.visit("/console/login").await?;
         self.type_into("#key", key).await?;
         self.click("form button[type=submit]").await?;
+        self.wait_text("Overview").await?;
         let path = self.path().await?;
         anyhow::ensure!(path == "/console/overview", "signed in to {path}");
         Ok(())
+    }
+
+    /// Clicks `css` and waits for the page that answers to show `needle`.
+    pub async fn click_then(&self, css: &str, needle: &str) -> anyhow::Result<String> {
+        self.click(css).await?;
+        self.wait_text(needle).await
+    }
+
+    /// Waits (at most 15 s) until the current page's text contains `needle`: a click that
+    /// submits a form returns before the answer has loaded.
+    pub async fn wait_text(&self, needle: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = self.text().await.unwrap_or_default();
+            if text.contains(needle) {
+                return Ok(text);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the page never showed {needle:?}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A POST from the page with `fetch` (the session cookie goes along): its status.
@@ -168,6 +198,15 @@ impl Browser {
                 violations.is_empty(),
                 "{name} at {width} px has serious accessibility violations: {violations:#?}"
             );
+            // The whole page, up to a bound, rather than the first screenful.
+            let full = self
+                .eval("return document.documentElement.scrollHeight")
+                .await?;
+            let full = full
+                .as_u64()
+                .map_or(height, |h| h as u32)
+                .clamp(height, 2 * height);
+            self.client.set_window_size(width, full).await?;
             let png = self.client.screenshot().await?;
             std::fs::write(shots.join(format!("{name}-{label}.png")), png)?;
         }
@@ -223,7 +262,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(label: &str) -> anyhow::Result<TempDir> {
-        let dir = std::env::temp_dir().join(format!("waybill-{label}-{:08x}", rand::random::<u32>()));
+        let dir =
+            std::env::temp_dir().join(format!("waybill-{label}-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir)?;
         Ok(TempDir(dir))
     }
