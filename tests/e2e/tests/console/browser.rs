@@ -199,13 +199,14 @@ impl Browser {
                 "{name} at {width} px has serious accessibility violations: {violations:#?}"
             );
             // The whole page, up to a bound, rather than the first screenful.
+            // The window is taller than the page's viewport by the browser's own frame.
             let full = self
-                .eval("return document.documentElement.scrollHeight")
+                .eval("return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight")
                 .await?;
             let full = full
                 .as_u64()
                 .map_or(height, |h| h as u32)
-                .clamp(height, 2 * height);
+                .clamp(height, 3 * height);
             self.client.set_window_size(width, full).await?;
             let png = self.client.screenshot().await?;
             std::fs::write(shots.join(format!("{name}-{label}.png")), png)?;
