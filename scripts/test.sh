@@ -31,8 +31,9 @@ if cargo tree -p waybill-ingress -e normal --prefix none | grep -Eq '^(sqlx|wayb
   exit 1
 fi
 
-# The container build and compose file, checked statically (no Docker engine needed).
-bash scripts/validate-deploy.sh
+# The image, compose and Kubernetes files, alerts and dashboard, checked offline by the standard
+# tools (installed under target/deploy-tools/ on first use; no Docker engine or cluster needed).
+bash scripts/check-deploy.sh
 
 # Debian's headless Chromium and its WebDriver, for the console's browser test; installed once.
 ensure_chromium() {
@@ -48,12 +49,15 @@ ensure_chromium() {
 
 cargo test --workspace "$@"
 
-# The suites that run the real binaries (docs/reliability.md): hostile callers, then the fault
-# suite, which restarts, blocks and cuts off the RabbitMQ and PostgreSQL above and so runs alone
-# and last. Skipped when arguments narrow the run.
+# The suites that run the real binaries (docs/reliability.md): hostile callers, traces exported
+# to an OTLP receiver, then the fault suite, which restarts, blocks and cuts off the RabbitMQ and
+# PostgreSQL above and so runs alone and last. Skipped when arguments narrow the run.
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
   cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
+  # Log injection against the binaries' own output, in both formats (docs/security.md).
+  cargo test -p waybill-e2e --test hardening -- --ignored --nocapture
+  cargo test -p waybill-e2e --test otlp_export -- --ignored --nocapture
   # The operator console in headless Chromium (Debian's chromium and chromium-driver).
   ensure_chromium
   cargo test -p waybill-e2e --test console -- --ignored --nocapture

@@ -40,6 +40,7 @@ async fn main() {
         service_name: "waybill-bench",
         format: waybill_telemetry::LogFormat::Pretty,
         default_filter: "warn".to_owned(),
+        traces_filter: settings.telemetry.traces_filter.clone(),
     });
     if let Err(error) = run(cli.command, settings).await {
         eprintln!("waybill-bench: {error:#}");

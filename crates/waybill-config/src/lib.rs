@@ -10,6 +10,7 @@ mod console;
 mod fanout;
 mod polling;
 mod sources;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,23 @@ pub use console::{ConsoleSettings, SecureCookie};
 pub use fanout::{FanoutSettings, Period};
 pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
 pub use sources::{PollMode, SourceSettings};
+pub use telemetry::{TRACES_FILTER_ENV, TelemetrySettings};
+
+/// The environment variable that names the configuration file.
+pub const CONFIG_FILE_VARIABLE: &str = "WAYBILL_CONFIG";
+
+/// The environment variables the configuration reads, each with the key it overrides (they win
+/// over the file). Deployment files may set only these, [`CONFIG_FILE_VARIABLE`] and the
+/// telemetry's standard variables; `crates/waybill-config/tests/deploy` holds them to that.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("AMQP_URL", "bus.url"),
+    ("WAYBILL_INGRESS_ADDR", "ingress.addr"),
+    ("WAYBILL_WORKER_ADDR", "worker.addr"),
+    ("WAYBILL_LOG_FORMAT", "log.format"),
+    ("WAYBILL_PROFILES_DIR", "profiles_dir"),
+    ("WAYBILL_BUS_PREFIX", "bus.prefix"),
+];
 
 /// The whole configuration of a Waybill process (both binaries read the same file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +62,9 @@ pub struct Settings {
     pub sources: Vec<SourceSettings>,
     /// Logging.
     pub log: LogSettings,
+    /// Which spans are exported.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// API keys on the platform-facing endpoints.
     #[serde(default)]
     pub auth: AuthSettings,
@@ -173,6 +194,7 @@ impl Default for Settings {
             log: LogSettings {
                 format: LogFormat::Pretty,
             },
+            telemetry: TelemetrySettings::default(),
             auth: AuthSettings::default(),
             polling: PollingSettings::default(),
             fanout: FanoutSettings::default(),
@@ -206,7 +228,7 @@ pub enum ConfigError {
 impl Settings {
     /// Loads defaults ← the file named by `WAYBILL_CONFIG` (if set) ← environment, and validates.
     pub fn load() -> Result<Settings, ConfigError> {
-        let file = std::env::var_os("WAYBILL_CONFIG").map(PathBuf::from);
+        let file = std::env::var_os(CONFIG_FILE_VARIABLE).map(PathBuf::from);
         Settings::load_from(file.as_deref(), true)
     }
 
@@ -220,40 +242,14 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         if with_env {
-            figment = figment
-                .merge(
-                    Env::raw()
-                        .only(&["DATABASE_URL"])
-                        .map(|_| "database.url".into()),
-                )
-                .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "bus.url".into()))
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_INGRESS_ADDR"])
-                        .map(|_| "ingress.addr".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_WORKER_ADDR"])
-                        .map(|_| "worker.addr".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_LOG_FORMAT"])
-                        .map(|_| "log.format".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_PROFILES_DIR"])
-                        .map(|_| "profiles_dir".into()),
-                )
-                .merge(
-                    Env::raw()
-                        .only(&["WAYBILL_BUS_PREFIX"])
-                        .map(|_| "bus.prefix".into()),
-                );
+            for (variable, key) in ENVIRONMENT {
+                figment = figment.merge(Env::raw().only(&[*variable]).map(|_| (*key).into()));
+            }
         }
-        let settings: Settings = figment.extract().map_err(Box::new)?;
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        if with_env && let Some(filter) = telemetry::traces_filter_from_env() {
+            settings.telemetry.traces_filter = Some(filter);
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -302,6 +298,7 @@ impl Settings {
         auth::validate(&self.auth)?;
         fanout::validate(&self.fanout)?;
         console::validate(&self.console)?;
+        telemetry::validate(&self.telemetry)?;
         let profiles = self.profiles()?;
         polling::validate(&self.polling, &self.sources, &profiles)?;
         sources::validate(&self.sources, &profiles)

@@ -11,6 +11,7 @@ mod event_id;
 mod ids;
 pub mod merge;
 mod status;
+pub mod storable;
 
 pub use event::{Origin, RawStatus, TimeProvenance, TrackingEvent, TrackingEventDraft};
 pub use event_id::EventId;

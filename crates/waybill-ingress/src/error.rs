@@ -1,9 +1,9 @@
-//! The ingress's HTTP error: one JSON shape, `{"error": code, "message": sentence}`.
+//! The ingress's refusals. Each becomes the one shared shape, `{"error": code, "message":
+//! sentence}` (`waybill_http::HttpError`).
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use waybill_http::HttpError;
 
 /// Everything a request can fail with. Each variant documents its status; messages say what
 /// was wrong in a sentence and never echo secrets, signatures or payload content.
@@ -44,15 +44,6 @@ pub enum ApiError {
     },
 }
 
-/// Every error's body.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody<'a> {
-    /// A stable machine-readable code, e.g. `unauthorized`.
-    pub error: &'a str,
-    /// What was wrong, in a sentence.
-    pub message: String,
-}
-
 impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
@@ -83,19 +74,24 @@ impl ApiError {
     }
 }
 
+impl From<ApiError> for HttpError {
+    fn from(error: ApiError) -> HttpError {
+        let retry_after = match &error {
+            ApiError::Unavailable { retry_after } | ApiError::RateLimited { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        };
+        let http = HttpError::new(error.status(), error.code(), error.to_string());
+        match retry_after {
+            Some(seconds) => http.with_retry_after(seconds),
+            None => http,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
-        };
-        let mut response = (self.status(), Json(body)).into_response();
-        if let ApiError::Unavailable { retry_after } | ApiError::RateLimited { retry_after } = self
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        }
-        response
+        HttpError::from(self).into_response()
     }
 }

@@ -38,8 +38,3 @@ pub async fn metrics() -> impl IntoResponse {
         waybill_telemetry::render_metrics(),
     )
 }
-
-/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
-pub async fn openapi() -> impl IntoResponse {
-    Json(crate::openapi::document())
-}

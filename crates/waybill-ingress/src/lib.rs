@@ -5,13 +5,12 @@
 //! depend on the store crate) and never calls anything downstream; a request's only effect is
 //! one confirmed publish.
 
-pub mod auth;
 mod error;
 mod health;
 mod limits;
 pub mod openapi;
 mod registration;
-mod serve;
+mod storable;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -19,14 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_carriers::CarrierProfile;
 use waybill_config::{Settings, SourceSettings};
+use waybill_http::auth::KeyGate;
+use waybill_http::limits::{BodyLimit, declared_length};
 
 pub use error::ApiError;
 
@@ -53,7 +54,7 @@ struct Inner {
     publish_timeout: Duration,
     retry_after_secs: u32,
     /// How platform endpoints check API keys (webhooks never do).
-    keys: auth::KeyGate,
+    keys: KeyGate,
     rate_limits: limits::RateLimits,
     /// The deadline of a whole webhook request (body, verification, publish).
     request_timeout: Duration,
@@ -90,7 +91,7 @@ impl AppState {
             PublisherConfig::new(&settings.bus.url, "waybill-ingress", topology.clone());
         config.channels = settings.bus.publisher_channels;
         config.confirm_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
-        let keys = auth::KeyGate::start(settings, &shutdown);
+        let keys = KeyGate::start(settings, "waybill-ingress-keys", &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;
         let rate_limits = limits::RateLimits::new(settings.sources.iter().filter_map(|source| {
             let rate = source.rate_limit_per_second?;
@@ -120,34 +121,53 @@ impl AppState {
     }
 }
 
+impl FromRef<AppState> for KeyGate {
+    fn from_ref(state: &AppState) -> KeyGate {
+        state.inner.keys.clone()
+    }
+}
+
 /// The ingress's routes. A webhook is rate-limited per source before its body is read, and
-/// bounded in time as a whole (see `limits`).
+/// bounded in time as a whole (see `limits`); a declared body over the limit is refused before
+/// anything else; every refusal, the router's own included, is `{"error", "message"}`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.inner.body_limit;
     let webhooks = post(webhooks::receive)
         .route_layer(from_fn_with_state(state.clone(), limits::limit))
         .route_layer(from_fn_with_state(state.clone(), limits::deadline));
+    let document = openapi::served_document(state.inner.max_registrations);
     Router::new()
         .route("/v1/webhooks/{source}", webhooks)
-        .route("/v1/shipments", post(registration::register))
+        .route(
+            "/v1/shipments",
+            post(registration::register).route_layer(from_fn_with_state(
+                state.clone(),
+                limits::registration_deadline,
+            )),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(health::openapi))
+        .route("/openapi.json", waybill_http::openapi::route(&document))
+        .fallback(waybill_http::extract::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(BodyLimit(body_limit), declared_length))
+        .layer(map_response(waybill_http::extract::json_errors))
         .with_state(state)
 }
 
 /// Serves the ingress on `listener` until `shutdown` is cancelled, then stops accepting,
 /// lets in-flight requests finish (within `ingress.shutdown_grace_ms`), and closes the
-/// publisher. A client gets [`serve::HEADER_READ_TIMEOUT`] to send each request's headers.
+/// publisher. A client gets [`waybill_http::serve::HEADER_READ_TIMEOUT`] to send each request's
+/// headers.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    let served = serve::serve(listener, app, shutdown, state.inner.shutdown_grace).await;
+    let served =
+        waybill_http::serve::serve(listener, app, shutdown, state.inner.shutdown_grace).await;
     state.inner.publisher.close().await;
     served
 }

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use waybill_http::extract::Path;
 
 use crate::{ApiError, AppState};
 
@@ -126,6 +128,28 @@ pub(crate) async fn deadline(
             metrics::counter!(
                 "waybill_webhooks_received_total",
                 "source" => source,
+                "outcome" => "request_timeout"
+            )
+            .increment(1);
+            ApiError::RequestTimeout(limit).into_response()
+        }
+    }
+}
+
+/// Middleware on `POST /v1/shipments`: the same deadline as a webhook's, for the same reason
+/// (a registration's body can trickle too). Its publishes are confirmed together; a retry of
+/// the whole request is harmless.
+pub(crate) async fn registration_deadline(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = state.inner.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => {
+            metrics::counter!(
+                "waybill_registrations_received_total",
                 "outcome" => "request_timeout"
             )
             .increment(1);

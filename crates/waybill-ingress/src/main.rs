@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
             waybill_config::LogFormat::Pretty => waybill_telemetry::LogFormat::Pretty,
         },
         default_filter: "info".to_owned(),
+        traces_filter: settings.telemetry.traces_filter.clone(),
     });
     let shutdown = waybill_telemetry::shutdown_on_signal();
     let state = waybill_ingress::AppState::build(&settings, shutdown.clone()).await?;

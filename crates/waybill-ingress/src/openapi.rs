@@ -1,7 +1,11 @@
-//! The ingress's OpenAPI 3.1 document, generated from the handlers' annotations. The combined
-//! document of both binaries is committed at `docs/openapi.json` and checked by a test.
+//! The ingress's OpenAPI 3.1 document, generated from the handlers' annotations and the wire
+//! types of `waybill-api`. The combined document of both binaries is committed at
+//! `docs/openapi.json` and checked by a test.
 
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
+use waybill_api::RegistrationBody;
+use waybill_http::openapi::ApiKeySecurity;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,16 +22,32 @@ use utoipa::OpenApi;
         crate::health::metrics
     ),
     components(schemas(
-        crate::webhooks::Accepted,
-        crate::error::ErrorBody,
-        crate::registration::RegistrationRequest,
-        crate::registration::Registered,
-        crate::registration::RegisteredShipment
-    ))
+        waybill_api::Accepted,
+        waybill_api::AcceptedStatus,
+        waybill_api::ErrorBody,
+        waybill_api::RegistrationBody,
+        waybill_api::RegistrationRequest,
+        waybill_api::Registered,
+        waybill_api::RegisteredShipment
+    )),
+    modifiers(&ApiKeySecurity)
 )]
 struct IngressApi;
 
-/// The ingress's OpenAPI document.
+/// The ingress's OpenAPI document, with the defaults of its configurable bounds.
 pub fn document() -> utoipa::openapi::OpenApi {
     IngressApi::openapi()
+}
+
+/// The document a server serves: [`document`] with this server's own bounds (the most
+/// shipments one registration request may carry).
+pub fn served_document(max_registrations: usize) -> utoipa::openapi::OpenApi {
+    let mut document = document();
+    if let Some(components) = document.components.as_mut() {
+        components.schemas.insert(
+            "RegistrationBody".to_owned(),
+            RefOr::T(RegistrationBody::schema_with_max(max_registrations)),
+        );
+    }
+    document
 }

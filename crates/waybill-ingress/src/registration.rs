@@ -20,59 +20,23 @@
 //! `Retry-After` when the broker did not confirm (retrying the whole request is safe).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use waybill_api::patterns::MAX_ORDER_NUMBER_CHARS;
+use waybill_api::{
+    AcceptedStatus, ErrorBody, Registered, RegisteredShipment, RegistrationBody,
+    RegistrationRequest,
+};
 use waybill_bus::envelope::{EnvelopeId, InboundEnvelope, RegisterV1};
 use waybill_core::{CarrierCode, SourceId, TenantId, TrackingNumber};
+use waybill_http::HttpError;
+use waybill_http::auth::{Authorized, ShipmentsWrite};
+use waybill_http::extract::JsonBody;
 use waybill_telemetry::trace;
 
-use crate::auth::{Authorized, ShipmentsWrite};
 use crate::{ApiError, AppState};
-
-/// Longest accepted order number, in characters.
-const MAX_ORDER_NUMBER_CHARS: usize = 200;
-
-/// One shipment to register, as the platform sends it (the body is one of these or an array).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RegistrationRequest {
-    carrier: Option<String>,
-    tracking_number: String,
-    source: Option<String>,
-    order_number: Option<String>,
-    tenant: Option<String>,
-    metadata: Option<serde_json::Value>,
-}
-
-/// The body of a `202` answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Registered {
-    /// Always `accepted`.
-    pub status: &'static str,
-    /// The registered shipments, in request order.
-    pub shipments: Vec<RegisteredShipment>,
-}
-
-/// One registered shipment.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RegisteredShipment {
-    /// The id of its queued `RegisterV1` envelope.
-    pub id: String,
-    /// Its tenant.
-    pub tenant: String,
-    /// Its carrier code.
-    pub carrier: String,
-    /// Its tracking number.
-    pub tracking_number: String,
-    /// The source it belongs to, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-}
 
 /// Registers shipments. The API key comes first: an unauthenticated caller learns nothing about
 /// its body (401 before 400).
@@ -82,27 +46,29 @@ pub struct RegisteredShipment {
     tag = "shipments",
     summary = "Register shipments for polling and order lookups",
     description = "One object or an array (up to the configured batch size). Queued like a webhook: 202 after RabbitMQ confirmed every registration; the worker upserts idempotently and applies events parked for them.",
-    request_body(content = RegistrationRequest, content_type = "application/json"),
+    request_body(content = RegistrationBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Queued durably", body = Registered),
-        (status = 400, description = "Invalid item (the message names it and the field)", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks `shipments:write`, or names another tenant", body = crate::error::ErrorBody),
-        (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
-        (status = 503, description = "Not queued, or no key set yet; see Retry-After", body = crate::error::ErrorBody),
+        (status = 400, description = "Invalid item (the message names it and the field)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks `shipments:write`, or names another tenant", body = ErrorBody),
+        (status = 404, description = "The item names a source that is not configured for the key's tenant (`unknown_source`)", body = ErrorBody),
+        (status = 408, description = "The request was not received in time", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
+        (status = 503, description = "Not queued, or no key set yet; see Retry-After", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
 pub async fn register(
     auth: Authorized<ShipmentsWrite>,
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody, HttpError>,
 ) -> Response {
     let result = handle(&auth, &state, body).await;
     let outcome = match &result {
         Ok(_) => "accepted",
-        Err(RegisterError::Api(error)) => error.code(),
-        Err(RegisterError::Auth(_)) => "forbidden",
+        Err(error) => error.code(),
     };
     metrics::counter!("waybill_registrations_received_total", "outcome" => outcome).increment(1);
     match result {
@@ -111,7 +77,7 @@ pub async fn register(
                 .increment(registered.shipments.len() as u64);
             (StatusCode::ACCEPTED, Json(registered)).into_response()
         }
-        Err(RegisterError::Api(error)) => {
+        Err(error) => {
             if error.status().is_server_error() {
                 tracing::warn!(error = %error, "registration not accepted");
             } else {
@@ -119,34 +85,16 @@ pub async fn register(
             }
             error.into_response()
         }
-        Err(RegisterError::Auth(rejection)) => rejection.into_response(),
-    }
-}
-
-enum RegisterError {
-    Api(ApiError),
-    Auth(crate::auth::AuthRejection),
-}
-
-impl From<ApiError> for RegisterError {
-    fn from(error: ApiError) -> Self {
-        RegisterError::Api(error)
     }
 }
 
 async fn handle(
     auth: &Authorized<ShipmentsWrite>,
     state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Registered, RegisterError> {
+    body: Result<JsonBody, HttpError>,
+) -> Result<Registered, HttpError> {
     let inner = &state.inner;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(inner.body_limit)
-        } else {
-            ApiError::BadRequest("the request body could not be read".to_owned())
-        }
-    })?;
+    let JsonBody(body) = body?;
     let (requests, is_array) = parse_body(&body, inner.max_registrations)?;
     let received_at = Utc::now();
     let span = tracing::info_span!("waybill.register", shipments = requests.len());
@@ -166,10 +114,14 @@ async fn handle(
             .map(TenantId::parse)
             .transpose()
             .map_err(|error| at(format!("`tenant`: {error}")))?;
-        let tenant = auth
-            .tenant_for(requested_tenant.as_ref())
-            .map_err(RegisterError::Auth)?;
-        envelopes.push(resolve(state, request, tenant, received_at, &traceparent).map_err(at)?);
+        let tenant = auth.tenant_for(requested_tenant.as_ref())?;
+        let envelope = resolve(state, request, tenant, received_at, &traceparent).map_err(
+            |error| match error {
+                ItemError::Invalid(reason) => at(reason),
+                ItemError::UnknownSource(id) => ApiError::UnknownSource(id),
+            },
+        )?;
+        envelopes.push(envelope);
     }
 
     let messages = envelopes
@@ -194,7 +146,7 @@ async fn handle(
         .into());
     }
     Ok(Registered {
-        status: "accepted",
+        status: AcceptedStatus::Accepted,
         shipments: envelopes
             .into_iter()
             .map(|envelope| RegisteredShipment {
@@ -249,6 +201,20 @@ fn parse_body(body: &[u8], max: usize) -> Result<(Vec<RegistrationRequest>, bool
     Ok((items, is_array))
 }
 
+/// Why one registration item was refused.
+enum ItemError {
+    /// 400, with the reason.
+    Invalid(String),
+    /// 404: no such source in the caller's tenant.
+    UnknownSource(String),
+}
+
+impl From<String> for ItemError {
+    fn from(reason: String) -> ItemError {
+        ItemError::Invalid(reason)
+    }
+}
+
 /// Validates one request and resolves its source and carrier.
 fn resolve(
     state: &AppState,
@@ -256,16 +222,17 @@ fn resolve(
     tenant: TenantId,
     received_at: chrono::DateTime<Utc>,
     traceparent: &Option<String>,
-) -> Result<RegisterV1, String> {
+) -> Result<RegisterV1, ItemError> {
     let sources = &state.inner.sources;
     let source = match request.source.as_deref() {
-        Some(id) => {
+        Some(raw) => {
+            let id = SourceId::parse(raw).map_err(|error| format!("`source`: {error}"))?;
+            // Another tenant's source is as unknown as one that does not exist: the answer
+            // must not tell whether the id is taken.
             let source = sources
-                .get(id)
-                .ok_or_else(|| format!("`source`: no source `{}` is configured", truncate(id)))?;
-            if source.settings.tenant != tenant {
-                return Err(format!("`source`: source `{id}` belongs to another tenant"));
-            }
+                .get(id.as_str())
+                .filter(|source| source.settings.tenant == tenant)
+                .ok_or_else(|| ItemError::UnknownSource(id.as_str().to_owned()))?;
             Some(source)
         }
         None => None,
@@ -276,7 +243,7 @@ fn resolve(
         }
         (None, Some(source)) => CarrierCode::parse(&source.profile.name)
             .map_err(|error| format!("`carrier`: {error}"))?,
-        (None, None) => return Err("`carrier` or `source` is required".to_owned()),
+        (None, None) => return Err("`carrier` or `source` is required".to_owned().into()),
     };
     let tracking_number = TrackingNumber::parse(&request.tracking_number)
         .map_err(|error| format!("`tracking_number`: {error}"))?;
@@ -290,9 +257,9 @@ fn resolve(
                 (Some(only), None) => Some(only.settings.id.clone()),
                 (None, _) => None,
                 (Some(_), Some(_)) => {
-                    return Err(format!(
+                    return Err(ItemError::Invalid(format!(
                         "several sources track carrier `{carrier}`; name one with `source`"
-                    ));
+                    )));
                 }
             }
         }
@@ -300,30 +267,28 @@ fn resolve(
     if let Some(order_number) = &request.order_number
         && (order_number.is_empty() || order_number.chars().count() > MAX_ORDER_NUMBER_CHARS)
     {
-        return Err(format!(
-            "`order_number` must be 1 to {MAX_ORDER_NUMBER_CHARS} characters"
-        ));
+        return Err(
+            format!("`order_number` must be 1 to {MAX_ORDER_NUMBER_CHARS} characters").into(),
+        );
     }
-    let metadata = match request.metadata {
+    let mut metadata = match request.metadata {
         None | Some(serde_json::Value::Null) => serde_json::json!({}),
         Some(object @ serde_json::Value::Object(_)) => object,
-        Some(_) => return Err("`metadata` must be a JSON object".to_owned()),
+        Some(_) => return Err("`metadata` must be a JSON object".to_owned().into()),
     };
+    let mut order_number = request.order_number;
+    crate::storable::registration(&mut order_number, &mut metadata)?;
     Ok(RegisterV1 {
         id: EnvelopeId::random(),
         tenant,
         source,
         carrier,
         tracking_number,
-        order_number: request.order_number,
+        order_number,
         metadata,
         received_at,
         traceparent: traceparent.clone(),
     })
-}
-
-fn truncate(value: &str) -> String {
-    value.chars().take(64).collect()
 }
 
 #[cfg(test)]

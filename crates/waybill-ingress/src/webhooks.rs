@@ -5,31 +5,20 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
-use serde::Serialize;
 use tracing::Instrument;
+use waybill_api::{Accepted, AcceptedStatus, ErrorBody};
 use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
 use waybill_bus::{OutboundMessage, PublishError};
 use waybill_carriers::UnverifiedRequest;
 use waybill_config::PollMode;
+use waybill_http::extract::Path;
 use waybill_telemetry::trace;
 
 use crate::{ApiError, AppState};
-
-/// The body of a 200 answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Accepted {
-    /// Always `accepted`.
-    pub status: &'static str,
-    /// The id of the queued envelope (absent when the payload carried no tracking event).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// How many tracking events the payload carried.
-    pub events: usize,
-}
 
 /// Outcome label for `waybill_webhooks_received_total`.
 fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
@@ -54,14 +43,14 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
     request_body(content = Object, content_type = "application/json", description = "The courier's payload, verified byte for byte"),
     responses(
         (status = 200, description = "Queued durably", body = Accepted),
-        (status = 400, description = "Not a valid payload for the source's format", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or bad signature", body = crate::error::ErrorBody),
-        (status = 403, description = "The source is poll-only", body = crate::error::ErrorBody),
-        (status = 404, description = "No such source", body = crate::error::ErrorBody),
-        (status = 408, description = "The request was not received in time", body = crate::error::ErrorBody),
-        (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
-        (status = 429, description = "The source's rate limit is exceeded; see Retry-After", body = crate::error::ErrorBody),
-        (status = 503, description = "Not queued (broker down, nack, timeout); see Retry-After", body = crate::error::ErrorBody),
+        (status = 400, description = "Not a valid payload for the source's format", body = ErrorBody),
+        (status = 401, description = "Missing or bad signature", body = ErrorBody),
+        (status = 403, description = "The source is poll-only", body = ErrorBody),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 408, description = "The request was not received in time", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 429, description = "The source's rate limit is exceeded; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Not queued (broker down, nack, timeout); see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn receive(
@@ -140,10 +129,11 @@ async fn handle(
         "secret" => secret_label(verified.matched_secret())
     )
     .set(received_at.timestamp() as f64);
-    let mapped = source
+    let mut mapped = source
         .profile
         .map_webhook(&verified, received_at)
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    crate::storable::events(&mut mapped.events)?;
     if !mapped.unmapped_statuses.is_empty() {
         metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
             .increment(mapped.unmapped_statuses.len() as u64);
@@ -151,7 +141,7 @@ async fn handle(
     let events = mapped.events.len();
     if events == 0 {
         return Ok(Json(Accepted {
-            status: "accepted",
+            status: AcceptedStatus::Accepted,
             id: None,
             events: 0,
         }));
@@ -190,7 +180,7 @@ async fn handle(
         .record(publish_started.elapsed().as_secs_f64());
     match published {
         Ok(Ok(())) => Ok(Json(Accepted {
-            status: "accepted",
+            status: AcceptedStatus::Accepted,
             id: Some(id),
             events,
         })),

@@ -17,7 +17,8 @@ use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 
 use crate::error::StoreError;
 use crate::fanout::DisabledReason;
-use crate::queries::{ShipmentSummary, parse_id, parse_status};
+use crate::ShipmentSummary;
+use crate::queries::{parse_id, parse_status};
 
 /// Where counts stop: a count at the cap means "this many or more".
 pub const COUNT_CAP: u64 = 10_000;

@@ -27,8 +27,8 @@ use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, EventId, Status, TenantId};
 
 use crate::error::StoreError;
-use crate::outbox::DownstreamEvent;
 use crate::queries::{parse_event_id, parse_status};
+use waybill_api::events::DownstreamEvent;
 
 pub use deliveries::{
     ClaimedDelivery, DeadFilter, DeliveryRecord, DeliveryStatus, FailureRecorded,
@@ -91,12 +91,15 @@ pub fn message_id(event_id: &EventId, version: i64) -> String {
 }
 
 /// What [`fan_out_pending`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FanOutReport {
     /// Outbox rows claimed and marked fanned out.
     pub rows: u64,
     /// Deliveries created.
     pub deliveries: u64,
+    /// The trace contexts of the changes fanned out to some subscription (those traced), so
+    /// the fan-out's span can link to them.
+    pub traceparents: Vec<String>,
 }
 
 const OUTBOX_COLUMNS: &str =
@@ -221,6 +224,7 @@ pub async fn fan_out_pending(
     Ok(FanOutReport {
         rows: count(&counts, "rows")?,
         deliveries: count(&counts, "deliveries")?,
+        traceparents: wanted.into_iter().filter_map(|e| e.traceparent).collect(),
     })
 }
 

@@ -32,14 +32,16 @@ pub use batch::{
 pub use error::StoreError;
 pub use keys::{KeySetSnapshot, NewApiKey, StoredApiKey};
 pub use merge_batch::apply_batch;
-pub use outbox::{
-    DownstreamEvent, HistoryEntryV1, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1,
-};
 pub use queries::{
-    HistoryEntry, ShipmentSummary, ShipmentView, count_events_with_ids, count_outbox,
-    count_shipments, count_tracking_events, count_unmatched_events, find_by_order_number,
-    get_shipment, webhook_touch,
+    count_events_with_ids, count_outbox, count_shipments, count_tracking_events,
+    count_unmatched_events, find_by_order_number, get_shipment, webhook_touch,
 };
 /// The connection type the store's functions take (`&mut *tx`, `&mut *conn`).
 pub use sqlx::PgConnection;
 pub use store::{PooledConnection, Store, Transaction};
+/// The wire types the store writes and reads back, defined in `waybill-api` (re-exported so
+/// callers of the store need not name both crates).
+pub use waybill_api::events::{
+    DownstreamEvent, HistoryEntryV1, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1,
+};
+pub use waybill_api::shipments::{HistoryEntry, ShipmentSummary, ShipmentView};

@@ -10,7 +10,7 @@ use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 
 use crate::batch::{BatchReport, InboundBatch};
 use crate::error::StoreError;
-use crate::queries::{ShipmentSummary, ShipmentView};
+use waybill_api::shipments::{ShipmentSummary, ShipmentView};
 
 /// A transaction on a pooled connection. Pass `&mut *tx` to the store's functions, then
 /// `tx.commit()`; dropping it rolls back.

@@ -129,8 +129,30 @@ async fn the_fan_out_follows_tenant_carrier_status_and_enabled_and_is_idempotent
         fan_out(&db).await,
         fanout::FanOutReport {
             rows: 3,
-            deliveries: 0
+            deliveries: 0,
+            traceparents: Vec::new(),
         }
+    );
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_fan_out_names_the_traces_of_the_changes_it_fans_out() {
+    let db = database().await;
+    subscribe(&db, "default", &[], &[Status::Delivered]).await;
+    let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut batch = open_batch(vec![event("T1", 10, Status::Delivered, "SYD")]);
+    batch.items[0].traceparent = Some(traced.to_owned());
+    let mut unwanted = item(false, vec![event("T2", 10, Status::InTransit, "SYD")]);
+    unwanted.traceparent = Some(traced.replace("4bf9", "0000"));
+    batch.items.push(unwanted);
+    db.store().apply_batch(batch).await.unwrap();
+    let report = fan_out(&db).await;
+    assert_eq!(report.deliveries, 1);
+    assert_eq!(
+        report.traceparents,
+        [traced],
+        "only the change a subscription wanted"
     );
     db.drop_database().await.unwrap();
 }

@@ -1,9 +1,17 @@
 //! Distributed tracing: the OTLP exporter, and W3C `traceparent` propagation through HTTP
 //! headers and AMQP message headers, so one trace spans courier request → publish → merge →
 //! topic publish → HTTP delivery.
+//!
+//! Only real work is traced. A loop looks for work under [`untraced`] (its queries make no
+//! exported span) in a [`Pass`] whose span is exported only if the look found something, linked
+//! to the traces of the changes it moves; an idle worker exports nothing.
+
+mod sampler;
 
 use std::collections::HashMap;
+use std::future::Future;
 
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -47,6 +55,7 @@ pub fn provider_from_env(service_name: &'static str) -> Option<SdkTracerProvider
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
+            .with_sampler(sampler::from_env())
             .build(),
     )
 }
@@ -95,6 +104,49 @@ pub fn add_link(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// Runs `future` with trace export off: the spans it opens (the queries of a loop looking for
+/// work, a health check's ping) are neither exported nor propagated, whatever the filters and
+/// the sampler say. Spans it enters that were made outside keep their own context.
+pub fn untraced<F: Future>(future: F) -> WithContext<F> {
+    future.with_context(opentelemetry::Context::new().with_telemetry_suppressed())
+}
+
+/// One pass of a loop that looks for work (a relay round, a scheduler tick, a delivery claim).
+/// Its span is opened before the look, so that it starts when the pass does, but it is entered
+/// only when the look [`found`](Pass::found) work; a pass dropped without finding any is
+/// discarded unstarted, so an idle loop exports nothing. Look under [`untraced`].
+#[must_use = "a pass is discarded when dropped"]
+pub struct Pass {
+    span: Option<tracing::Span>,
+}
+
+impl Pass {
+    /// Opens a pass with its span (a root: `info_span!(parent: None, …)`), not entered.
+    pub fn open(span: tracing::Span) -> Pass {
+        Pass { span: Some(span) }
+    }
+
+    /// The pass found work: its span, linked to the traces of the changes it moves (their
+    /// `traceparent`s; one pass serves many traces, so it links rather than adopts), to run
+    /// the work in. The links are known before the span starts, so the sampler sees them.
+    pub fn found<'a>(mut self, moved: impl IntoIterator<Item = &'a str>) -> tracing::Span {
+        let span = self.span.take().unwrap_or_else(tracing::Span::none);
+        for traceparent in moved {
+            add_link(&span, traceparent);
+        }
+        span
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            // Never entered, so never started: a suppressed parent keeps it from ever being.
+            let _ = span.set_parent(opentelemetry::Context::new().with_telemetry_suppressed());
+        }
+    }
+}
+
 /// Whether `value` is a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
 pub fn is_valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
@@ -107,6 +159,9 @@ pub fn is_valid_traceparent(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+    use tracing::Instrument as _;
+
     use super::*;
 
     #[test]
@@ -116,6 +171,103 @@ mod tests {
         ));
         assert!(!is_valid_traceparent("00-xyz-00f067aa0ba902b7-01"));
         assert!(!is_valid_traceparent(""));
+    }
+
+    /// Runs `scenario` under a subscriber exporting, as a process does, through the traces
+    /// filter `filter`; returns what was exported.
+    async fn exported<F: Future<Output = ()>>(
+        filter: Option<&str>,
+        scenario: impl FnOnce() -> F,
+    ) -> Vec<SpanData> {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_filter(crate::traces_filter(filter));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let guard = tracing::subscriber::set_default(subscriber);
+        scenario().await;
+        drop(guard);
+        let _ = provider.force_flush();
+        exporter.get_finished_spans().unwrap_or_default()
+    }
+
+    fn names(spans: &[SpanData]) -> Vec<&str> {
+        let mut names: Vec<&str> = spans.iter().map(|span| span.name.as_ref()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    const CHANGE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[tokio::test]
+    async fn an_idle_pass_exports_nothing_and_a_busy_one_links_to_its_changes() {
+        let spans = exported(None, || async {
+            for found in [false, true] {
+                let pass = Pass::open(tracing::info_span!(parent: None, "pass", found));
+                untraced(async {
+                    let _query = tracing::info_span!("claim").entered();
+                    tracing::info!("looked");
+                })
+                .await;
+                if !found {
+                    continue;
+                }
+                let span = pass.found([CHANGE]);
+                async {
+                    let _write = tracing::info_span!("write").entered();
+                }
+                .instrument(span)
+                .await;
+            }
+        })
+        .await;
+        assert_eq!(names(&spans), ["pass", "write"]);
+        let pass = spans.iter().find(|span| span.name == "pass").expect("pass");
+        assert_eq!(pass.links.len(), 1);
+        assert_eq!(
+            pass.links[0].span_context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let write = spans
+            .iter()
+            .find(|span| span.name == "write")
+            .expect("write");
+        assert_eq!(write.parent_span_id, pass.span_context.span_id());
+    }
+
+    #[tokio::test]
+    async fn untraced_work_neither_exports_nor_propagates() {
+        let spans = exported(None, || async {
+            let seen = untraced(async {
+                let span = tracing::info_span!("health_check");
+                traceparent_of(&span)
+            })
+            .await;
+            assert_eq!(seen, None);
+        })
+        .await;
+        assert!(spans.is_empty(), "{:?}", names(&spans));
+    }
+
+    #[tokio::test]
+    async fn the_traces_filter_chooses_the_spans() {
+        let scenario = || async {
+            let _info = tracing::info_span!("ours").entered();
+            let _debug = tracing::debug_span!("detail").entered();
+            let _library = tracing::info_span!(target: "lapin::channel", "theirs").entered();
+        };
+        assert_eq!(names(&exported(None, scenario).await), ["ours"]);
+        assert_eq!(
+            names(&exported(Some("waybill=debug,lapin=info"), scenario).await),
+            ["detail", "ours", "theirs"]
+        );
+        assert_eq!(names(&exported(Some("  "), scenario).await), ["ours"]);
     }
 
     #[test]

@@ -2,19 +2,28 @@
 //!
 //! The shipments routes need an API key with `shipments:read` (see `docs/security.md`); the
 //! tenant is the key's, and only an `admin` key may name another with `?tenant=`. Health,
-//! readiness and metrics stay open.
+//! readiness and metrics stay open. Every refusal is `{"error", "message"}`
+//! (`waybill_http::HttpError`), the router's own 404 and 405 included.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::middleware::map_response;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use waybill_api::{ErrorBody, ShipmentList, ShipmentView};
 use waybill_core::{CarrierCode, TenantId, TrackingNumber};
+use waybill_http::HttpError;
+use waybill_http::auth::{Authorized, ShipmentsRead};
+use waybill_http::extract::{Path, Query};
+use waybill_http::openapi::ApiKeySecurity;
 
 use crate::Worker;
-use crate::auth::{Authorized, ShipmentsRead};
+
+/// Seconds a client is told to wait when the database is unavailable.
+const DATABASE_RETRY_AFTER_SECS: u32 = 5;
 
 /// The worker's routes.
 pub fn router(worker: Worker) -> Router {
@@ -27,44 +36,18 @@ pub fn router(worker: Worker) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", waybill_http::openapi::route(&openapi()))
+        .fallback(waybill_http::extract::not_found)
+        .layer(map_response(waybill_http::extract::json_errors))
         .with_state(worker)
 }
 
-/// The worker API's error: `{"error": code, "message": sentence}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
-            message: message.into(),
-        }
-    }
-
-    fn unavailable() -> ApiError {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message: "the database is unavailable; retry later".to_owned(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
-    }
+/// 503 while the database cannot answer.
+fn database_unavailable() -> HttpError {
+    HttpError::unavailable(
+        "the database is unavailable; retry later",
+        DATABASE_RETRY_AFTER_SECS,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,21 +62,12 @@ struct FindQuery {
 }
 
 /// The tenant a request reads: the key's own, or the one `?tenant=` names if the key may.
-fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<TenantId, ApiError> {
+fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<TenantId, HttpError> {
     let requested = raw
         .map(TenantId::parse)
         .transpose()
-        .map_err(|error| ApiError::bad_request(format!("tenant: {error}")))?;
-    auth.principal
-        .tenant_for(requested.as_ref())
-        .map_err(|denied| {
-            tracing::debug!(reason = denied.reason(), "API request refused");
-            ApiError {
-                status: StatusCode::FORBIDDEN,
-                code: "forbidden",
-                message: denied.message(),
-            }
-        })
+        .map_err(|error| HttpError::bad_request(format!("tenant: {error}")))?;
+    Ok(auth.tenant_for(requested.as_ref())?)
 }
 
 /// `GET /v1/shipments/{carrier}/{tracking_number}`: a shipment with its history, newest first.
@@ -108,12 +82,12 @@ fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<Tena
         ("tenant" = Option<String>, Query, description = "Another tenant (admin keys only)"),
     ),
     responses(
-        (status = 200, description = "The shipment", body = waybill_store::ShipmentView),
-        (status = 400, description = "Invalid carrier, tracking number or tenant", body = ErrorSchema),
-        (status = 401, description = "Missing or unknown API key", body = ErrorSchema),
-        (status = 403, description = "The key lacks `shipments:read`, or names another tenant", body = ErrorSchema),
-        (status = 404, description = "No such shipment in the key's tenant", body = ErrorSchema),
-        (status = 503, description = "Database unavailable", body = ErrorSchema),
+        (status = 200, description = "The shipment", body = ShipmentView),
+        (status = 400, description = "Invalid carrier, tracking number or tenant", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks `shipments:read`, or names another tenant", body = ErrorBody),
+        (status = 404, description = "No such shipment in the key's tenant", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -122,28 +96,26 @@ async fn get_shipment(
     State(worker): State<Worker>,
     Path((carrier, tracking_number)): Path<(String, String)>,
     Query(query): Query<TenantQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ShipmentView>, HttpError> {
     let tenant = tenant_of(&auth, query.tenant.as_deref())?;
     let carrier =
-        CarrierCode::parse(&carrier).map_err(|error| ApiError::bad_request(error.to_string()))?;
+        CarrierCode::parse(&carrier).map_err(|error| HttpError::bad_request(error.to_string()))?;
     let tracking_number = TrackingNumber::parse(&tracking_number)
-        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        .map_err(|error| HttpError::bad_request(error.to_string()))?;
     let found = worker
         .store()
         .get_shipment(&tenant, &carrier, &tracking_number)
         .await
         .map_err(|error| {
             tracing::warn!(error = %error, "shipment lookup failed");
-            ApiError::unavailable()
+            database_unavailable()
         })?;
-    Ok(match found {
-        Some(shipment) => Json(shipment).into_response(),
-        None => ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found",
-            message: format!("no shipment {carrier}/{tracking_number} is known"),
-        }
-        .into_response(),
+    found.map(Json).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no shipment {carrier}/{tracking_number} is known"),
+        )
     })
 }
 
@@ -159,10 +131,10 @@ async fn get_shipment(
     ),
     responses(
         (status = 200, description = "`{\"shipments\": [...]}`, possibly empty", body = ShipmentList),
-        (status = 400, description = "order_number missing", body = ErrorSchema),
-        (status = 401, description = "Missing or unknown API key", body = ErrorSchema),
-        (status = 403, description = "The key lacks `shipments:read`", body = ErrorSchema),
-        (status = 503, description = "Database unavailable", body = ErrorSchema),
+        (status = 400, description = "order_number missing", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks `shipments:read`", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -170,10 +142,10 @@ async fn find_shipments(
     auth: Authorized<ShipmentsRead>,
     State(worker): State<Worker>,
     Query(query): Query<FindQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ShipmentList>, HttpError> {
     let tenant = tenant_of(&auth, query.tenant.as_deref())?;
     let Some(order_number) = query.order_number.filter(|value| !value.trim().is_empty()) else {
-        return Err(ApiError::bad_request(
+        return Err(HttpError::bad_request(
             "the query parameter order_number is required",
         ));
     };
@@ -183,9 +155,9 @@ async fn find_shipments(
         .await
         .map_err(|error| {
             tracing::warn!(error = %error, "order lookup failed");
-            ApiError::unavailable()
+            database_unavailable()
         })?;
-    Ok(Json(json!({ "shipments": shipments })).into_response())
+    Ok(Json(ShipmentList { shipments }))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
@@ -195,7 +167,10 @@ async fn healthz() -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database and broker usable"), (status = 503, description = "Not ready")))]
 async fn readyz(State(worker): State<Worker>) -> impl IntoResponse {
-    let database = worker.store().ping().await.is_ok();
+    // Probed every few seconds by orchestrators: never a trace of its own.
+    let database = waybill_telemetry::trace::untraced(worker.store().ping())
+        .await
+        .is_ok();
     let broker = worker.consumers_up() > 0;
     let status = if database && broker {
         StatusCode::OK
@@ -221,40 +196,6 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-async fn openapi_json() -> impl IntoResponse {
-    Json(openapi())
-}
-
-/// Every error's body: `{"error": code, "message": sentence}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct ErrorSchema {
-    /// A stable machine-readable code, e.g. `not_found`.
-    error: String,
-    /// What was wrong, in a sentence.
-    message: String,
-}
-
-/// `GET /v1/shipments` answer.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct ShipmentList {
-    shipments: Vec<waybill_store::ShipmentSummary>,
-}
-
-struct ApiKeySecurity;
-
-impl utoipa::Modify for ApiKeySecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
-
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
@@ -263,7 +204,13 @@ impl utoipa::Modify for ApiKeySecurity {
         license(name = "Apache-2.0")
     ),
     paths(get_shipment, find_shipments, healthz, readyz, metrics),
-    components(schemas(ErrorSchema, ShipmentList, waybill_store::ShipmentView, waybill_store::HistoryEntry, waybill_store::ShipmentSummary)),
+    components(schemas(
+        ErrorBody,
+        ShipmentList,
+        ShipmentView,
+        waybill_api::HistoryEntry,
+        waybill_api::ShipmentSummary
+    )),
     modifiers(&ApiKeySecurity)
 )]
 struct WorkerApi;

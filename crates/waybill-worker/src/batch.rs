@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
 use waybill_bus::envelope::InboundEnvelope;
+use waybill_core::TrackingEvent;
+use waybill_core::storable;
 use waybill_store::{BatchReport, InboundBatch, InboundItem, Registration, Store, StoreError};
 
 /// What happened to a batch.
@@ -39,12 +42,16 @@ impl Batcher {
     /// does not convert the envelopes again.
     pub async fn apply_shared(&self, batch: Arc<InboundBatch>) -> BatchOutcome {
         let store = self.store.clone();
-        let task = tokio::spawn(async move {
-            let mut tx = store.begin().await?;
-            let report = waybill_store::apply_batch(&mut tx, &batch).await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok::<_, StoreError>(report)
-        });
+        let task = tokio::spawn(
+            async move {
+                let mut tx = store.begin().await?;
+                let report = waybill_store::apply_batch(&mut tx, &batch).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok::<_, StoreError>(report)
+            }
+            // The store's spans belong to the caller's (the batch's), not to a trace of their own.
+            .instrument(tracing::Span::current()),
+        );
         match task.await {
             Ok(Ok(report)) => BatchOutcome::Applied(report),
             Ok(Err(error)) if error.is_transient() => BatchOutcome::Transient(error),
@@ -68,7 +75,7 @@ pub fn to_store_batch<'a>(
                 tenant: webhook.tenant.clone(),
                 source: webhook.source.clone(),
                 require_registration: webhook.require_registration,
-                events: webhook.events.clone(),
+                events: with_nul_replaced(webhook.events.iter().cloned(), "envelope"),
                 received_at: webhook.received_at,
                 traceparent: webhook.traceparent.clone(),
             }),
@@ -77,10 +84,42 @@ pub fn to_store_batch<'a>(
                 source: registration.source.clone(),
                 carrier: registration.carrier.clone(),
                 tracking_number: registration.tracking_number.clone(),
-                order_number: registration.order_number.clone(),
-                metadata: registration.metadata.clone(),
+                order_number: registration
+                    .order_number
+                    .as_deref()
+                    .map(storable::text)
+                    .map(Into::into),
+                // Metadata whose keys would collide is left as it is: the ingress refuses it
+                // since the rule exists, so only a message queued before can carry it.
+                metadata: {
+                    let mut metadata = registration.metadata.clone();
+                    let _ = storable::replace_in_json(&mut metadata);
+                    metadata
+                },
             }),
         }
     }
     batch
+}
+
+/// The events with every U+0000 replaced (`waybill_core::storable`): the ingress does it
+/// before accepting a webhook, so this covers messages queued before the rule existed and poll
+/// answers, whose merge would otherwise fail on every attempt. Counted like the ingress counts.
+pub(crate) fn with_nul_replaced(
+    events: impl IntoIterator<Item = TrackingEvent>,
+    input: &'static str,
+) -> Vec<TrackingEvent> {
+    let mut replaced = 0;
+    let events = events
+        .into_iter()
+        .map(|mut event| {
+            replaced += event.replace_nul();
+            event
+        })
+        .collect();
+    if replaced > 0 {
+        metrics::counter!("waybill_nul_replaced_total", "input" => input)
+            .increment(replaced as u64);
+    }
+    events
 }

@@ -505,7 +505,6 @@ fn record(report: &waybill_store::BatchReport, started: Instant) {
         ("duplicate", report.duplicates),
         ("unmatched", report.unmatched),
     ] {
-        metrics::counter!("waybill_merge_events_total", "outcome" => outcome)
-            .increment(count as u64);
+        metrics::counter!("waybill_merge_events_total", "outcome" => outcome).increment(count);
     }
 }

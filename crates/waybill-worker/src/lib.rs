@@ -15,11 +15,13 @@ pub mod poll;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::Settings;
+use waybill_http::auth::KeyGate;
 use waybill_store::Store;
 
 pub use api::openapi;
@@ -37,7 +39,13 @@ struct Inner {
     topology: Topology,
     publisher: Publisher,
     consumers_up: std::sync::atomic::AtomicUsize,
-    keys: auth::KeyGate,
+    keys: KeyGate,
+}
+
+impl FromRef<Worker> for KeyGate {
+    fn from_ref(worker: &Worker) -> KeyGate {
+        worker.inner.keys.clone()
+    }
 }
 
 impl Worker {
@@ -57,7 +65,7 @@ impl Worker {
             topology.clone(),
         );
         config.channels = 1;
-        let keys = auth::KeyGate::start(&settings, &shutdown);
+        let keys = KeyGate::start(&settings, "waybill-worker-keys", &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;
         Ok(Worker {
             inner: Arc::new(Inner {
@@ -98,11 +106,10 @@ impl Worker {
         if let Some(console) = self.console()? {
             app = app.nest(waybill_console::BASE, console);
         }
-        let signal = shutdown.clone();
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { signal.cancelled().await });
-        let served = server.await;
         let grace = Duration::from_millis(self.inner.settings.worker.shutdown_grace_ms);
+        // The same accept loop as the ingress: a caller gets a bounded time to send its
+        // headers, and open connections a bounded time to finish after shutdown.
+        let served = waybill_http::serve::serve(listener, app, shutdown.clone(), grace).await;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(
                 "consumers did not stop within the grace period; unacked messages will be redelivered"
@@ -121,7 +128,7 @@ impl Worker {
         if !settings.console.enabled {
             return Ok(None);
         }
-        let auth::KeyGate::Keys(ring) = &self.inner.keys else {
+        let KeyGate::Keys(ring) = &self.inner.keys else {
             tracing::warn!(
                 "the console is not served: it signs in with API keys, and [auth] mode = \"none\""
             );
@@ -133,7 +140,8 @@ impl Worker {
             let worker = worker.clone();
             let ring = Arc::clone(&publish_ring);
             Box::pin(async move {
-                auth::publish_once(&worker, &ring)
+                // A change made in the console is always a new set: publish it as one.
+                auth::publish_once(&worker, &ring, &mut None)
                     .await
                     .map_err(|error| format!("{error:#}"))
             })

@@ -1,6 +1,9 @@
 //! End-to-end test harness: the suites live in `tests/`; this library holds what several of
 //! them need to stand in for downstream systems — a queue bound to one of Waybill's exchanges,
-//! and a local HTTP server for subscribers.
+//! and a local HTTP server for subscribers — and an OTLP/HTTP receiver ([`otlp`]) standing in
+//! for a trace collector.
+
+pub mod otlp;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use waybill_api::events::{HistoryEntryV1, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1};
 use waybill_core::TrackingEvent;
 
 use super::fold::ShipmentMerge;
@@ -21,9 +22,7 @@ use super::plan::Plan;
 use super::sql::{self, LockedShipment, ShipmentUpdate};
 use crate::batch::{BatchReport, ChangedShipment};
 use crate::error::StoreError;
-use crate::outbox::{
-    HistoryEntryV1, NewOutboxRow, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1,
-};
+use crate::outbox::NewOutboxRow;
 
 /// Updates the merged shipments and writes the outbox rows of those whose current event
 /// changed, recording them in the report.

@@ -14,7 +14,9 @@ use waybill_core::{EventKey, RawStatus, TrackingEvent};
 
 use super::plan::{LOCK_NAMESPACE, Plan, PlannedEvent};
 use crate::error::StoreError;
-use crate::outbox::{HistoryEntryV1, NewOutboxRow, StatusChangedV1};
+use waybill_api::events::{HistoryEntryV1, StatusChangedV1};
+
+use crate::outbox::NewOutboxRow;
 use crate::queries::{parse_event_id, parse_status};
 
 /// Takes the per-shipment advisory locks, in the order given (sorted by the caller). Held until
@@ -250,7 +252,7 @@ pub(super) async fn lock_load_create(
                 .collect::<Vec<_>>()
                 .join(", "),
             order = NEWEST_FIRST_EXACT.as_str(),
-            limit = crate::outbox::RECENT_HISTORY_LEN,
+            limit = waybill_api::events::RECENT_HISTORY_LEN,
         )
     });
 
@@ -476,7 +478,7 @@ pub(super) struct LockedShipment {
 /// A locked shipment's stored events before this batch, as far as the merge needs them.
 #[derive(Debug, Default)]
 pub(super) struct StoredEvents {
-    /// The newest [`RECENT_HISTORY_LEN`](crate::outbox::RECENT_HISTORY_LEN) stored events, in
+    /// The newest [`RECENT_HISTORY_LEN`](waybill_api::events::RECENT_HISTORY_LEN) stored events, in
     /// no particular order.
     pub recent: Vec<HistoryEntryV1>,
     /// The keys of every stored event, when loaded (only if some batch event is not newer than
@@ -752,7 +754,7 @@ pub(super) async fn load_details(
                   where e.shipment_id = k.shipment_id and e.event_id = k.current_id)
              ) d",
             order = NEWEST_FIRST_EXACT.as_str(),
-            limit = crate::outbox::RECENT_HISTORY_LEN,
+            limit = waybill_api::events::RECENT_HISTORY_LEN,
         )
     });
     let rows = sqlx::query(STATEMENT.as_str())

@@ -137,7 +137,9 @@ impl Dispatcher {
     }
 
     /// Claims as many due deliveries as there are free slots (within each subscription's
-    /// limit) and starts sending them; returns without waiting for the answers.
+    /// limit) and starts sending them; returns without waiting for the answers. A claim that
+    /// took deliveries is a `waybill.dispatch` span linked to their changes' traces (each
+    /// attempt is a `waybill.deliver` span in its change's trace); an empty one traces nothing.
     pub async fn dispatch_once(&self) -> Result<DispatchRound, StoreError> {
         let inner = &self.inner;
         let room = inner.permits.available_permits().min(MAX_CLAIM);
@@ -147,53 +149,77 @@ impl Dispatcher {
         let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(room as u32) else {
             return Ok(DispatchRound::default());
         };
-        let busy: Vec<(i64, u32)> = lock(&inner.in_flight)
-            .iter()
-            .map(|(id, n)| (*id, *n))
-            .collect();
-        let claimed = {
-            let mut conn = inner.store.acquire().await?;
-            fanout::claim_due_deliveries(
-                &mut conn,
-                inner.clock.now(),
-                inner.lease,
-                room as u32,
-                inner.per_subscription,
-                &busy,
-            )
-            .await?
-        };
+        let pass = trace::Pass::open(tracing::info_span!(
+            parent: None,
+            "waybill.dispatch",
+            waybill.deliveries = tracing::field::Empty
+        ));
+        let claimed = trace::untraced(self.claim(room)).await?;
         let round = DispatchRound {
             room,
             claimed: claimed.len(),
         };
-        for delivery in claimed {
-            let Some(permit) = permits.split(1) else {
-                // Never: the claim took at most `room` deliveries. Its lease brings it back.
-                break;
-            };
-            let guard = InFlight::start(inner, delivery.subscription_id, permit);
-            let dispatcher = self.clone();
-            let span = tracing::info_span!(
-                "waybill.deliver",
-                delivery.id = delivery.id,
-                subscription.id = delivery.subscription_id,
-                delivery.attempt = delivery.attempt,
-                http.response.status_code = tracing::field::Empty,
-            );
-            // The attempt continues the trace of the message that caused the change.
-            if let Some(parent) = &delivery.traceparent {
-                trace::set_parent(&span, parent);
-            }
-            inner.tasks.spawn(
-                async move {
-                    let _guard = guard;
-                    dispatcher.deliver(delivery).await;
-                }
-                .instrument(span),
-            );
+        if claimed.is_empty() {
+            return Ok(round);
         }
+        let span = pass.found(claimed.iter().filter_map(|d| d.traceparent.as_deref()));
+        span.record("waybill.deliveries", claimed.len());
+        span.in_scope(|| {
+            for delivery in claimed {
+                let Some(permit) = permits.split(1) else {
+                    // Never: the claim took at most `room` deliveries. Its lease brings it back.
+                    break;
+                };
+                self.start(delivery, permit);
+            }
+        });
         Ok(round)
+    }
+
+    /// Claims up to `room` due deliveries, leaving each subscription's requests in flight
+    /// within its limit.
+    async fn claim(&self, room: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let inner = &self.inner;
+        let busy: Vec<(i64, u32)> = lock(&inner.in_flight)
+            .iter()
+            .map(|(id, n)| (*id, *n))
+            .collect();
+        let mut conn = inner.store.acquire().await?;
+        fanout::claim_due_deliveries(
+            &mut conn,
+            inner.clock.now(),
+            inner.lease,
+            room as u32,
+            inner.per_subscription,
+            &busy,
+        )
+        .await
+    }
+
+    /// Starts one attempt of `delivery` on its own task, holding `permit` until it ends.
+    fn start(&self, delivery: ClaimedDelivery, permit: OwnedSemaphorePermit) {
+        let guard = InFlight::start(&self.inner, delivery.subscription_id, permit);
+        let dispatcher = self.clone();
+        let span = tracing::info_span!(
+            parent: None,
+            "waybill.deliver",
+            otel.kind = "client",
+            delivery.id = delivery.id,
+            subscription.id = delivery.subscription_id,
+            delivery.attempt = delivery.attempt,
+            http.response.status_code = tracing::field::Empty,
+        );
+        // The attempt continues the trace of the message that caused the change.
+        if let Some(parent) = &delivery.traceparent {
+            trace::set_parent(&span, parent);
+        }
+        self.inner.tasks.spawn(
+            async move {
+                let _guard = guard;
+                dispatcher.deliver(delivery).await;
+            }
+            .instrument(span),
+        );
     }
 
     /// Waits until no request is in flight (for tests and benchmarks).
@@ -436,11 +462,14 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Refreshes `waybill_subscriptions_disabled` (untraced: bookkeeping, not work).
     async fn refresh_disabled_gauge(&self) {
-        let Ok(mut conn) = self.inner.store.acquire().await else {
-            return;
-        };
-        let Ok(counts) = fanout::count_disabled_subscriptions(&mut conn).await else {
+        let counted = trace::untraced(async {
+            let mut conn = self.inner.store.acquire().await?;
+            fanout::count_disabled_subscriptions(&mut conn).await
+        })
+        .await;
+        let Ok(counts) = counted else {
             return;
         };
         for reason in ["manual", "gone", "failing"] {

@@ -93,95 +93,126 @@ impl Relay {
         }
     }
 
-    /// One publish round (see the module documentation).
+    /// One publish round (see the module documentation). A round that finds rows is a
+    /// `waybill.relay_publish` span linked to the traces of the changes it publishes; an idle
+    /// one traces nothing.
     pub async fn publish_once(&self) -> Result<PublishRound, StoreError> {
         let relay = self.clone();
-        let span = tracing::info_span!(
+        let pass = trace::Pass::open(tracing::info_span!(
+            parent: None,
             "waybill.relay_publish",
             messaging.batch.message_count = tracing::field::Empty
-        );
+        ));
         let work = async move {
-            let mut tx = relay.store.begin().await?;
-            let rows = fanout::claim_unpublished(&mut tx, relay.batch).await?;
+            let (tx, rows) = trace::untraced(async {
+                let mut tx = relay.store.begin().await?;
+                let rows = fanout::claim_unpublished(&mut tx, relay.batch).await?;
+                Ok::<_, StoreError>((tx, rows))
+            })
+            .await?;
             if rows.is_empty() {
                 tx.rollback().await?;
                 return Ok(PublishRound::default());
             }
-            tracing::Span::current().record("messaging.batch.message_count", rows.len());
-            // A change that came from a traced message is published in that message's trace
-            // (a `waybill.event_publish` span, open until the confirm); others carry the round's.
-            let round_traceparent = trace::current_traceparent();
-            let mut event_spans = Vec::new();
-            // Each change twice, pipelined: on waybill.events and on waybill.tenant-events.
-            let messages: Vec<OutboundMessage> = rows
-                .iter()
-                .flat_map(|row| {
-                    let own = row.traceparent.as_deref().and_then(|parent| {
-                        let span = tracing::info_span!(parent: None, "waybill.event_publish");
-                        trace::set_parent(&span, parent);
-                        let own = trace::traceparent_of(&span);
-                        event_spans.push(span);
-                        own
-                    });
-                    let traceparent = own.as_deref().or(round_traceparent.as_deref());
-                    let message = relay.message(row, traceparent);
-                    let for_tenant = relay.tenant_message(&message, row);
-                    [message, for_tenant]
-                })
-                .collect();
-            let results = relay.publisher.publish_many(messages).await;
-            drop(event_spans);
-            let mut round = PublishRound {
-                claimed: rows.len(),
-                ..PublishRound::default()
-            };
-            let mut confirmed = Vec::with_capacity(rows.len());
-            let now = Utc::now();
-            // A row is published when both of its messages were confirmed.
-            let mut results = results.into_iter();
-            for row in &rows {
-                let result = match (results.next(), results.next()) {
-                    (Some(Ok(())), Some(Ok(()))) => Ok(()),
-                    (Some(Err(error)), _) | (_, Some(Err(error))) => Err(error.to_string()),
-                    _ => Err("no confirm result for the message".to_owned()),
-                };
-                match result {
-                    Ok(()) => {
-                        confirmed.push(row.id);
-                        let lag = (now - row.created_at).to_std().unwrap_or_default();
-                        metrics::histogram!("waybill_outbox_publish_lag_seconds")
-                            .record(lag.as_secs_f64());
-                    }
-                    Err(error) => {
-                        round.failed += 1;
-                        round.first_error.get_or_insert(error);
-                    }
-                }
-            }
-            fanout::mark_published(&mut tx, &confirmed).await?;
-            tx.commit().await?;
-            round.published = confirmed.len();
-            metrics::counter!("waybill_outbox_published_total").increment(round.published as u64);
-            metrics::counter!("waybill_outbox_publish_failures_total")
-                .increment(round.failed as u64);
-            Ok::<_, StoreError>(round)
+            let span = pass.found(rows.iter().filter_map(|row| row.traceparent.as_deref()));
+            span.record("messaging.batch.message_count", rows.len());
+            relay.publish_rows(tx, rows).instrument(span).await
         };
-        tokio::spawn(work.instrument(span)).await?
+        tokio::spawn(work).await?
     }
 
-    /// One fan-out round (see the module documentation).
+    /// Publishes claimed `rows` with pipelined confirms, marks the confirmed ones published and
+    /// commits `tx`.
+    async fn publish_rows(
+        &self,
+        mut tx: waybill_store::Transaction,
+        rows: Vec<OutboxEntry>,
+    ) -> Result<PublishRound, StoreError> {
+        // A change that came from a traced message is published in that message's trace
+        // (a `waybill.event_publish` span, open until the confirm); others carry the round's.
+        let round_traceparent = trace::current_traceparent();
+        let mut event_spans = Vec::new();
+        // Each change twice, pipelined: on waybill.events and on waybill.tenant-events.
+        let messages: Vec<OutboundMessage> = rows
+            .iter()
+            .flat_map(|row| {
+                let own = row.traceparent.as_deref().and_then(|parent| {
+                    let span = tracing::info_span!(parent: None, "waybill.event_publish");
+                    trace::set_parent(&span, parent);
+                    let own = trace::traceparent_of(&span);
+                    event_spans.push(span);
+                    own
+                });
+                let traceparent = own.as_deref().or(round_traceparent.as_deref());
+                let message = self.message(row, traceparent);
+                let for_tenant = self.tenant_message(&message, row);
+                [message, for_tenant]
+            })
+            .collect();
+        let results = self.publisher.publish_many(messages).await;
+        drop(event_spans);
+        let mut round = PublishRound {
+            claimed: rows.len(),
+            ..PublishRound::default()
+        };
+        let mut confirmed = Vec::with_capacity(rows.len());
+        let now = Utc::now();
+        // A row is published when both of its messages were confirmed.
+        let mut results = results.into_iter();
+        for row in &rows {
+            let result = match (results.next(), results.next()) {
+                (Some(Ok(())), Some(Ok(()))) => Ok(()),
+                (Some(Err(error)), _) | (_, Some(Err(error))) => Err(error.to_string()),
+                _ => Err("no confirm result for the message".to_owned()),
+            };
+            match result {
+                Ok(()) => {
+                    confirmed.push(row.id);
+                    let lag = (now - row.created_at).to_std().unwrap_or_default();
+                    metrics::histogram!("waybill_outbox_publish_lag_seconds")
+                        .record(lag.as_secs_f64());
+                }
+                Err(error) => {
+                    round.failed += 1;
+                    round.first_error.get_or_insert(error);
+                }
+            }
+        }
+        fanout::mark_published(&mut tx, &confirmed).await?;
+        tx.commit().await?;
+        round.published = confirmed.len();
+        metrics::counter!("waybill_outbox_published_total").increment(round.published as u64);
+        metrics::counter!("waybill_outbox_publish_failures_total").increment(round.failed as u64);
+        Ok(round)
+    }
+
+    /// One fan-out round (see the module documentation). One statement claims and fans out, so
+    /// a round that fanned something out is a `waybill.relay_fan_out` span covering it, linked
+    /// to the traces of the changes; an idle one traces nothing.
     pub async fn fan_out_once(&self) -> Result<FanOutReport, StoreError> {
         let store = self.store.clone();
         let batch = self.batch;
         let due_at = Utc::now() + self.first_attempt_delay;
+        let pass = trace::Pass::open(tracing::info_span!(
+            parent: None,
+            "waybill.relay_fan_out",
+            waybill.outbox.rows = tracing::field::Empty,
+            waybill.deliveries.created = tracing::field::Empty,
+        ));
         let work = async move {
             let mut tx = store.begin().await?;
             let report = fanout::fan_out_pending(&mut tx, batch, due_at).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(report)
         };
-        let report =
-            tokio::spawn(work.instrument(tracing::info_span!("waybill.relay_fan_out"))).await??;
+        let report = tokio::spawn(trace::untraced(work)).await??;
+        if report.rows > 0 {
+            let span = pass.found(report.traceparents.iter().map(String::as_str));
+            span.record("waybill.outbox.rows", report.rows);
+            span.record("waybill.deliveries.created", report.deliveries);
+            // Started and ended now, from when the round began.
+            span.in_scope(|| {});
+        }
         if report.deliveries > 0 {
             metrics::counter!("waybill_deliveries_created_total").increment(report.deliveries);
             self.deliveries_created.notify_one();
@@ -269,15 +300,26 @@ const PRUNE_PAUSE: Duration = Duration::from_millis(100);
 
 impl Relay {
     /// One pruning statement: deletes outbox rows published and fanned out, and deliveries
-    /// delivered, before `before` (see [`fanout::prune`]).
+    /// delivered, before `before` (see [`fanout::prune`]). Traced only when it deleted something.
     pub async fn prune_once(&self, before: chrono::DateTime<Utc>) -> Result<Pruned, StoreError> {
         let store = self.store.clone();
+        let pass = trace::Pass::open(tracing::info_span!(
+            parent: None,
+            "waybill.relay_prune",
+            waybill.pruned.outbox = tracing::field::Empty,
+            waybill.pruned.deliveries = tracing::field::Empty,
+        ));
         let work = async move {
             let mut conn = store.acquire().await?;
             fanout::prune(&mut conn, before, PRUNE_BATCH).await
         };
-        let pruned =
-            tokio::spawn(work.instrument(tracing::info_span!("waybill.relay_prune"))).await??;
+        let pruned = tokio::spawn(trace::untraced(work)).await??;
+        if pruned.outbox + pruned.deliveries > 0 {
+            let span = pass.found(std::iter::empty());
+            span.record("waybill.pruned.outbox", pruned.outbox);
+            span.record("waybill.pruned.deliveries", pruned.deliveries);
+            span.in_scope(|| {});
+        }
         metrics::counter!("waybill_pruned_total", "table" => "outbox").increment(pruned.outbox);
         metrics::counter!("waybill_pruned_total", "table" => "deliveries")
             .increment(pruned.deliveries);

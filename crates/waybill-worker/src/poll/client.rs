@@ -85,8 +85,26 @@ impl CourierClient {
         })
     }
 
-    /// Sends one request and sorts the answer. Never fails: every failure is an answer.
+    /// Sends one request and sorts the answer. Never fails: every failure is an answer. A
+    /// `waybill.poll_request` span with the courier's status (never the URL or headers: they
+    /// may carry credentials), whose context the courier receives in `traceparent`.
+    #[tracing::instrument(
+        name = "waybill.poll_request",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            http.request.method = %request.method,
+            http.response.status_code = tracing::field::Empty,
+            waybill.poll.outcome = tracing::field::Empty,
+        )
+    )]
     pub async fn fetch(&self, request: &PollRequest) -> CourierAnswer {
+        let answer = self.send(request).await;
+        tracing::Span::current().record("waybill.poll.outcome", answer.label());
+        answer
+    }
+
+    async fn send(&self, request: &PollRequest) -> CourierAnswer {
         let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
             Ok(method) => method,
             Err(_) => return CourierAnswer::ClientError { status: 0 },
@@ -104,6 +122,7 @@ impl CourierClient {
             Err(error) => return failure(&error),
         };
         let status = response.status().as_u16();
+        tracing::Span::current().record("http.response.status_code", status);
         match status {
             200..=299 => {}
             404 => return CourierAnswer::NotFound,

@@ -379,6 +379,7 @@ async fn succeed(
     events: Vec<waybill_core::TrackingEvent>,
     now: DateTime<Utc>,
 ) {
+    let events = storable_poll_events(events, &source.settings.id);
     // The status after the merge decides the interval: the newest event's status is a good
     // forecast (the merge may keep an older current event, e.g. after a terminal one).
     let newest = events
@@ -401,18 +402,27 @@ async fn succeed(
         &mut rand::rng(),
     );
     let outcome = slot_outcome(job, PollState::Active, Some(next), 0, true);
-    let batch = (!events.is_empty()).then(|| InboundBatch {
+    if events.is_empty() {
+        write(worker, context, outcome, None).await;
+        return;
+    }
+    // As for a webhook: the merge is a span of the poll's trace, and the changes it writes
+    // continue from it (their topic publish and deliveries).
+    let merge = tracing::info_span!("waybill.merge", batch.events = events.len());
+    let batch = InboundBatch {
         items: vec![InboundItem {
             tenant: target.key.tenant.clone(),
             source: source.settings.id.clone(),
             require_registration: false,
             events,
             received_at: now,
-            traceparent: trace::current_traceparent(),
+            traceparent: trace::traceparent_of(&merge),
         }],
         registrations: Vec::new(),
-    });
-    write(worker, context, outcome, batch).await;
+    };
+    write(worker, context, outcome, Some(batch))
+        .instrument(merge)
+        .await;
 }
 
 /// Writes a slot's outcome, after merging `batch` in the same transaction when there is one. On
@@ -429,15 +439,18 @@ async fn write(
         let store = worker.inner.store.clone();
         let (outcome, batch) = (outcome.clone(), batch.clone());
         let now = context.clock.now();
-        let written = tokio::spawn(async move {
-            let mut tx = store.begin().await?;
-            if let Some(batch) = &batch {
-                waybill_store::apply_batch(&mut tx, batch).await?;
+        let written = tokio::spawn(
+            async move {
+                let mut tx = store.begin().await?;
+                if let Some(batch) = &batch {
+                    waybill_store::apply_batch(&mut tx, batch).await?;
+                }
+                polling::record_outcomes(&mut tx, now, &[outcome], false).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(())
             }
-            polling::record_outcomes(&mut tx, now, &[outcome], false).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        })
+            .instrument(tracing::Span::current()),
+        )
         .await;
         match written {
             Ok(Ok(())) => return,
@@ -488,4 +501,21 @@ fn refusal_label(refusal: Refusal) -> &'static str {
         Refusal::Paused(_) => "paused",
         Refusal::OverBudget(_) => "over_budget",
     }
+}
+
+/// A poll answer's events as they can be stored: U+0000 replaced, and an event PostgreSQL
+/// cannot hold at all (a time before 4714 BC, an order number over the limit) left out with a
+/// warning — it would fail the slot's merge on every poll.
+fn storable_poll_events(
+    events: Vec<waybill_core::TrackingEvent>,
+    source: &waybill_core::SourceId,
+) -> Vec<waybill_core::TrackingEvent> {
+    let kept = events.into_iter().filter(|event| match event.check_storable() {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(source = %source, error = %error, "a polled event cannot be stored; left out");
+            false
+        }
+    });
+    crate::batch::with_nul_replaced(kept, "poll")
 }

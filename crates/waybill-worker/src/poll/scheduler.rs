@@ -9,11 +9,13 @@ use chrono::{DateTime, Utc};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use waybill_bus::BusConnection;
 use waybill_bus::envelope::{PollEnvelope, PollJobV1};
 use waybill_core::{Origin, RawStatus, Status, TimeProvenance, TrackingEventDraft};
 use waybill_store::polling::{self, ClaimedShipment, PollState, SlotOutcome};
 use waybill_store::{InboundBatch, InboundItem, StoreError};
+use waybill_telemetry::trace;
 
 use super::rules::{Decision, decide};
 use super::{Clock, PollContext};
@@ -82,16 +84,51 @@ impl Scheduler {
         polling::stop_unpolled_sources(&mut conn, self.context.sources.ids()).await
     }
 
-    /// One round: adopt, claim, decide, publish, record.
-    #[tracing::instrument(name = "waybill.poll_schedule", skip_all)]
+    /// One round: adopt, claim, decide, publish, record. A tick that adopted or claimed
+    /// something is a `waybill.poll_schedule` span; each poll it schedules starts a trace of
+    /// its own (`waybill.poll_job`, open until the job's publish is confirmed), which the tick
+    /// links to and the poll continues. An idle tick traces nothing.
     pub async fn tick(&mut self) -> Result<TickReport, StoreError> {
         let started = Instant::now();
+        let now = self.context.clock.now();
+        let pass = trace::Pass::open(tracing::info_span!(
+            parent: None,
+            "waybill.poll_schedule",
+            waybill.poll.adopted = tracing::field::Empty,
+            waybill.poll.claimed = tracing::field::Empty,
+        ));
+        let mut report = TickReport::default();
+        let claims = trace::untraced(self.look(now, &mut report)).await?;
+        if report.adopted + report.adopted_off == 0 && claims.is_empty() {
+            return Ok(report);
+        }
+        let decided = self.decide_all(claims, now, &mut report);
+        let span = pass.found(
+            decided
+                .jobs
+                .iter()
+                .filter_map(|job| job.traceparent.as_deref()),
+        );
+        span.record("waybill.poll.adopted", report.adopted);
+        span.record("waybill.poll.claimed", report.claimed);
+        self.carry_out(decided, now, &mut report)
+            .instrument(span)
+            .await?;
+        if report.claimed > 0 {
+            self.finish(&report, started);
+        }
+        Ok(report)
+    }
+
+    /// Adopts new shipments and claims the slots due within this tick's budgets.
+    async fn look(
+        &mut self,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<Vec<ClaimedShipment>, StoreError> {
         let context = Arc::clone(&self.context);
         let settings = &context.settings;
-        let now = context.clock.now();
         let store = self.worker.inner.store.clone();
-        let mut report = TickReport::default();
-
         let adopted = {
             let mut conn = store.acquire().await?;
             polling::adopt_new_shipments(
@@ -110,20 +147,25 @@ impl Scheduler {
         let budgets = self.budgets().await;
         report.budget = budgets.iter().map(|(_, n)| u64::from(*n)).sum();
         if report.budget == 0 {
-            return Ok(report);
+            return Ok(Vec::new());
         }
         let claims = {
             let mut conn = store.acquire().await?;
             polling::claim_due(&mut conn, now, settings.lease_secs, &budgets).await?
         };
         report.claimed = claims.len();
-        if claims.is_empty() {
-            return Ok(report);
-        }
+        Ok(claims)
+    }
 
-        let mut jobs = Vec::new();
-        let mut expiries = Vec::new();
-        let mut outcomes = Vec::new();
+    /// Decides each claimed slot; every poll to make gets its job and its trace.
+    fn decide_all(
+        &mut self,
+        claims: Vec<ClaimedShipment>,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Decided {
+        let context = Arc::clone(&self.context);
+        let mut decided = Decided::default();
         for claim in claims {
             let intervals = context
                 .sources
@@ -134,81 +176,135 @@ impl Scheduler {
             metrics::counter!("waybill_poll_decisions_total", "decision" => decision_label(&decision))
                 .increment(1);
             match decision {
-                Decision::Poll => jobs.push(claim),
+                Decision::Poll => {
+                    let span = job_span(&claim);
+                    decided
+                        .jobs
+                        .push(job_of(&claim, trace::traceparent_of(&span)));
+                    decided.job_spans.push(span);
+                    decided.polled.push(claim);
+                }
                 Decision::AfterWebhook { next_poll_at } => {
                     report.after_webhook += 1;
-                    outcomes.push(outcome(&claim, PollState::Active, Some(next_poll_at)));
+                    let outcome = outcome(&claim, PollState::Active, Some(next_poll_at));
+                    decided.outcomes.push(outcome);
                 }
                 Decision::Stop => {
                     report.stopped += 1;
-                    outcomes.push(outcome(&claim, PollState::Done, None));
+                    decided
+                        .outcomes
+                        .push(outcome(&claim, PollState::Done, None));
                 }
                 Decision::Off => {
                     report.off += 1;
-                    outcomes.push(outcome(&claim, PollState::Off, None));
+                    decided.outcomes.push(outcome(&claim, PollState::Off, None));
                 }
-                Decision::Expire { at } => expiries.push((claim, at)),
+                Decision::Expire { at } => decided.expiries.push((claim, at)),
             }
         }
+        decided
+    }
 
-        if !expiries.is_empty() {
-            let items = expiries
-                .iter()
-                .map(|(claim, at)| expired_item(claim, *at, now, &context))
-                .collect();
-            let batch = InboundBatch {
-                items,
-                registrations: Vec::new(),
-            };
-            // On failure the claims keep their lease and are decided again later.
-            match store.apply_batch(batch).await {
-                Ok(_) => {
-                    report.expired = expiries.len();
-                    outcomes.extend(
-                        expiries
-                            .iter()
-                            .map(|(claim, _)| outcome(claim, PollState::Done, None)),
-                    );
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "cannot mark shipments expired; retried after the lease")
-                }
-            }
-        }
-
-        if !jobs.is_empty() {
-            let topology = &self.worker.inner.topology;
-            let messages = jobs
-                .iter()
-                .map(|claim| PollEnvelope::PollJobV1(job_of(claim)).to_message(topology))
-                .collect();
-            let results = self.worker.inner.publisher.publish_many(messages).await;
-            let mut failed = Vec::new();
-            for (claim, result) in jobs.iter().zip(results) {
-                match result {
-                    Ok(()) => report.published += 1,
-                    Err(_) => failed.push((claim.id, claim.slot)),
-                }
-            }
-            report.publish_failures = failed.len();
-            if !failed.is_empty() {
-                tracing::warn!(
-                    jobs = failed.len(),
-                    "poll jobs not confirmed by the broker; their slots are due again shortly"
+    /// Marks the expired, publishes the jobs and records the other slots' outcomes.
+    async fn carry_out(
+        &mut self,
+        mut decided: Decided,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let store = self.worker.inner.store.clone();
+        if !decided.expiries.is_empty() {
+            let expired = self.expire(&decided.expiries, now).await;
+            if expired {
+                report.expired = decided.expiries.len();
+                decided.outcomes.extend(
+                    decided
+                        .expiries
+                        .iter()
+                        .map(|(claim, _)| outcome(claim, PollState::Done, None)),
                 );
+            }
+        }
+        if !decided.jobs.is_empty() {
+            let failed = self.publish(&decided, report).await;
+            // The jobs are on the queue (or not): their spans end.
+            decided.job_spans.clear();
+            if !failed.is_empty() {
                 let mut conn = store.acquire().await?;
                 polling::release_claims(&mut conn, &failed, now + REPUBLISH_DELAY).await?;
             }
         }
-
-        if !outcomes.is_empty() {
+        if !decided.outcomes.is_empty() {
             let mut conn = store.acquire().await?;
-            polling::record_outcomes(&mut conn, now, &outcomes, true).await?;
+            polling::record_outcomes(&mut conn, now, &decided.outcomes, true).await?;
         }
+        Ok(())
+    }
+
+    /// Merges the System `Expired` events of `expiries`; false when that failed (the claims
+    /// keep their lease and are decided again later).
+    async fn expire(
+        &self,
+        expiries: &[(ClaimedShipment, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> bool {
+        // The changes are this tick's doing: they continue its trace.
+        let traceparent = trace::current_traceparent();
+        let items = expiries
+            .iter()
+            .map(|(claim, at)| expired_item(claim, *at, now, &self.context, traceparent.clone()))
+            .collect();
+        let batch = InboundBatch {
+            items,
+            registrations: Vec::new(),
+        };
+        match self.worker.inner.store.apply_batch(batch).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot mark shipments expired; retried after the lease");
+                false
+            }
+        }
+    }
+
+    /// Publishes the decided jobs with confirms; returns the slots whose job was not confirmed.
+    async fn publish(
+        &self,
+        decided: &Decided,
+        report: &mut TickReport,
+    ) -> Vec<(i64, DateTime<Utc>)> {
+        let topology = &self.worker.inner.topology;
+        let messages = decided
+            .jobs
+            .iter()
+            .map(|job| PollEnvelope::PollJobV1(job.clone()).to_message(topology))
+            .collect();
+        let results = self.worker.inner.publisher.publish_many(messages).await;
+        let mut failed = Vec::new();
+        for ((claim, span), result) in decided.polled.iter().zip(&decided.job_spans).zip(results) {
+            match result {
+                Ok(()) => report.published += 1,
+                Err(_) => {
+                    span.record("error.type", "not_confirmed");
+                    failed.push((claim.id, claim.slot));
+                }
+            }
+        }
+        report.publish_failures = failed.len();
+        if !failed.is_empty() {
+            tracing::warn!(
+                jobs = failed.len(),
+                "poll jobs not confirmed by the broker; their slots are due again shortly"
+            );
+        }
+        failed
+    }
+
+    /// Counts what a tick that claimed slots did.
+    fn finish(&self, report: &TickReport, started: Instant) {
         metrics::counter!("waybill_poll_jobs_published_total").increment(report.published as u64);
         metrics::histogram!("waybill_poll_schedule_seconds")
             .record(started.elapsed().as_secs_f64());
-        Ok(report)
     }
 
     /// Slots to claim per polled source this tick: about two ticks' worth of the source's rate
@@ -297,7 +393,34 @@ pub(crate) async fn run(mut scheduler: Scheduler, shutdown: CancellationToken) {
     }
 }
 
-fn job_of(claim: &ClaimedShipment) -> PollJobV1 {
+/// What one tick decided to do with its claims.
+#[derive(Default)]
+struct Decided {
+    /// The claims to poll, with their jobs and the jobs' spans (open until the publish).
+    polled: Vec<ClaimedShipment>,
+    jobs: Vec<PollJobV1>,
+    job_spans: Vec<tracing::Span>,
+    /// The claims of shipments silent for too long, with the time of their `Expired` event.
+    expiries: Vec<(ClaimedShipment, DateTime<Utc>)>,
+    /// The other claims' outcomes.
+    outcomes: Vec<SlotOutcome>,
+}
+
+/// The root span of one poll's trace: the scheduled job, until its publish is confirmed.
+fn job_span(claim: &ClaimedShipment) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "waybill.poll_job",
+        source = claim.source.as_str(),
+        carrier = claim.key.carrier.as_str(),
+        shipment.id = claim.id,
+        waybill.poll.slot = %claim.slot,
+        waybill.poll.attempt = claim.attempt,
+        error.type = tracing::field::Empty,
+    )
+}
+
+fn job_of(claim: &ClaimedShipment, traceparent: Option<String>) -> PollJobV1 {
     PollJobV1 {
         shipment_id: claim.id,
         tenant: claim.key.tenant.clone(),
@@ -306,7 +429,7 @@ fn job_of(claim: &ClaimedShipment) -> PollJobV1 {
         tracking_number: claim.key.tracking_number.clone(),
         slot: claim.slot,
         attempt: claim.attempt,
-        traceparent: None,
+        traceparent,
     }
 }
 
@@ -332,6 +455,7 @@ fn expired_item(
     at: DateTime<Utc>,
     now: DateTime<Utc>,
     context: &PollContext,
+    traceparent: Option<String>,
 ) -> InboundItem {
     let days = context.settings.expire_after_days;
     let event = TrackingEventDraft {
@@ -359,7 +483,7 @@ fn expired_item(
         require_registration: false,
         events: vec![event],
         received_at: now,
-        traceparent: None,
+        traceparent,
     }
 }
 

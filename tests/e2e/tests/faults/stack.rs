@@ -65,6 +65,8 @@ pub struct Stack {
     spawned: usize,
     /// Extra environment of the ingress (e.g. an `AMQP_URL` through a relay).
     ingress_env: Vec<(&'static str, String)>,
+    /// Extra environment of every process (e.g. where to export traces).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -145,6 +147,7 @@ format = "json"
             log_level: log_level.to_owned(),
             spawned: 0,
             ingress_env: Vec::new(),
+            env: Vec::new(),
         })
     }
 
@@ -178,16 +181,25 @@ format = "json"
             .env_remove("WAYBILL_INGRESS_ADDR")
             .env_remove("WAYBILL_WORKER_ADDR")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("OTEL_TRACES_SAMPLER")
+            .env_remove("OTEL_TRACES_SAMPLER_ARG")
+            .env_remove("OTEL_TRACES_FILTER")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        for (name, value) in extra_env {
+        for (name, value) in self.env.iter().chain(extra_env) {
             command.env(name, value);
         }
         command
             .spawn()
             .with_context(|| format!("starting {binary}"))
+    }
+
+    /// Sets an environment variable for every (re)start of every process.
+    pub fn set_env(&mut self, name: &'static str, value: String) {
+        self.env.push((name, value));
     }
 
     /// Sets an environment variable for every (re)start of the ingress.

@@ -25,6 +25,7 @@ pub fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
                 service_name: "waybill-e2e",
                 format: waybill_telemetry::LogFormat::Pretty,
                 default_filter: "warn,waybill=info".to_owned(),
+                traces_filter: None,
             },
             Some(provider.clone()),
         );
@@ -242,16 +243,24 @@ async fn a_poll_is_a_trace_that_reaches_the_courier() {
     for _ in 0..100 {
         let _ = provider.force_flush();
         spans = exporter.get_finished_spans().expect("finished spans");
-        if find(&spans, "waybill.poll", trace).is_some() {
+        if find(&spans, "waybill.poll", trace).is_some()
+            && find(&spans, "waybill.poll_job", trace).is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let poll = find(&spans, "waybill.poll", trace).expect("the poll span is the request's trace");
+    let request = find(&spans, "waybill.poll_request", trace)
+        .expect("the poll request's span is in the request's trace");
     assert_eq!(
-        poll.span_context.span_id(),
+        request.span_context.span_id(),
         span,
-        "the courier saw the poll span"
+        "the courier saw the poll request's span"
     );
+    let poll = find(&spans, "waybill.poll", trace).expect("the poll span is the request's trace");
+    assert_eq!(request.parent_span_id, poll.span_context.span_id());
+    let job =
+        find(&spans, "waybill.poll_job", trace).expect("the trace starts at the scheduler's job");
+    assert_eq!(poll.parent_span_id, job.span_context.span_id());
     app.shutdown().await;
 }
