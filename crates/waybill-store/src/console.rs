@@ -15,9 +15,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 
+use crate::ShipmentSummary;
 use crate::error::StoreError;
 use crate::fanout::DisabledReason;
-use crate::ShipmentSummary;
 use crate::queries::{parse_id, parse_status};
 
 /// Where counts stop: a count at the cap means "this many or more".
