@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up Waybill natively (PostgreSQL and RabbitMQ installed on this machine; started if they
 # are stopped), posts a signed sample webhook, creates an API key and shows the shipment the
-# webhook produced, read with that key.
+# webhook produced, read with that key; then prints the operator console's address and a key to
+# sign in with (docs/console.md).
 #
 #   scripts/quickstart.sh          # keeps ingress and worker running until Ctrl-C
 #   scripts/quickstart.sh --once   # shows the webhook flowing, then stops everything
@@ -91,5 +92,11 @@ echo
 echo "API key for this run (tenant default, shipments:read; shown only now):"
 echo "  export WAYBILL_API_KEY=$api_key"
 echo "  curl -H \"Authorization: Bearer \$WAYBILL_API_KEY\" $shipment"
+# The operator console (docs/console.md) signs in with an admin or read key.
+console_key=$("$bin/waybill" keys create --tenant default --scope admin --name "quickstart console" 2>/dev/null)
+echo
+echo "Operator console: $worker/console/"
+echo "  sign in with this admin key (shown only now): $console_key"
+echo "  another one: $bin/waybill keys create --scope admin --name me   (or --scope read, with --tenant)"
 echo "Waybill is running. Press Ctrl-C to stop."
 wait

@@ -35,6 +35,18 @@ fi
 # tools (installed under target/deploy-tools/ on first use; no Docker engine or cluster needed).
 bash scripts/check-deploy.sh
 
+# Debian's headless Chromium and its WebDriver, for the console's browser test; installed once.
+ensure_chromium() {
+  if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing chromium and chromium-driver for the console's browser test" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 cargo test --workspace "$@"
 
 # The suites that run the real binaries (docs/reliability.md): hostile callers, traces exported
@@ -46,5 +58,8 @@ if [ "$#" -eq 0 ]; then
   # Log injection against the binaries' own output, in both formats (docs/security.md).
   cargo test -p waybill-e2e --test hardening -- --ignored --nocapture
   cargo test -p waybill-e2e --test otlp_export -- --ignored --nocapture
+  # The operator console in headless Chromium (Debian's chromium and chromium-driver).
+  ensure_chromium
+  cargo test -p waybill-e2e --test console -- --ignored --nocapture
   cargo test -p waybill-e2e --test faults -- --ignored --nocapture --test-threads=1
 fi

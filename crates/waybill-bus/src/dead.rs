@@ -8,6 +8,8 @@
 //!   does not decode, a profile rejects it): it carries [`REASON_HEADER`] and the original
 //!   exchange, routing key and queue, and the worker acks the original afterwards.
 
+pub mod admin;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -16,15 +16,19 @@ use std::fmt;
 use std::time::Duration;
 
 use clap::Subcommand;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use waybill_bus::dead::{DeadLetters, DeadMessage};
-use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+use waybill_bus::dead::admin;
+pub use waybill_bus::dead::admin::{
+    DeadLetterDetail, DeadLetterSummary, ReplayReport, Selection, letter_id,
+};
+use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::Settings;
 
 /// How long `replay` waits for its publisher to connect.
 const PUBLISHER_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The connection name these commands show in `rabbitmqctl list_connections`.
+const CONNECTION_NAME: &str = "waybill-cli-deadletters";
 
 /// Dead-letter commands.
 #[derive(Debug, Clone, Subcommand)]
@@ -65,93 +69,14 @@ pub enum DeadLettersCommand {
     },
 }
 
-/// Which dead letters a command acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// Every dead letter in the queue when the command started.
-    All,
-    /// The dead letters with these ids.
-    Ids(Vec<String>),
-}
-
-impl Selection {
-    fn from_args(ids: Vec<String>, all: bool) -> anyhow::Result<Selection> {
-        match (all, ids.is_empty()) {
-            (true, _) => Ok(Selection::All),
-            (false, false) => Ok(Selection::Ids(ids)),
-            (false, true) => {
-                anyhow::bail!("name the dead letters by id (see `list`) or pass --all")
-            }
+/// The selection named by `ids` or `--all`.
+fn selection_from_args(ids: Vec<String>, all: bool) -> anyhow::Result<Selection> {
+    match (all, ids.is_empty()) {
+        (true, _) => Ok(Selection::All),
+        (false, false) => Ok(Selection::Ids(ids)),
+        (false, true) => {
+            anyhow::bail!("name the dead letters by id (see `list`) or pass --all")
         }
-    }
-
-    fn matches(&self, id: &str) -> bool {
-        match self {
-            Selection::All => true,
-            Selection::Ids(ids) => ids.iter().any(|wanted| wanted == id),
-        }
-    }
-}
-
-/// What `list` shows of a dead letter: never its body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetterSummary {
-    /// The id `show`, `replay` and `purge` take.
-    pub id: String,
-    /// Why it died (the worker's reason, or the broker's: `delivery_limit`, `rejected`, …).
-    pub reason: Option<String>,
-    /// Body size in bytes.
-    pub size: usize,
-    /// The queue it died in.
-    pub original_queue: Option<String>,
-    /// The exchange it was first published to.
-    pub original_exchange: Option<String>,
-    /// The routing key it was first published with.
-    pub original_routing_key: Option<String>,
-    /// How many times the broker dead-lettered it (absent when the worker did).
-    pub death_count: Option<i64>,
-}
-
-/// A dead letter in full, for `show`.
-#[derive(Debug, Clone)]
-pub struct DeadLetterDetail {
-    /// What `list` shows.
-    pub summary: DeadLetterSummary,
-    /// Its string headers (trace context, death bookkeeping; never secrets).
-    pub headers: Vec<(String, String)>,
-    /// The body (personal data: print only on request).
-    pub body: Vec<u8>,
-}
-
-/// What `replay` did.
-#[derive(Debug, Default)]
-pub struct ReplayReport {
-    /// Ids published back and removed from the dead-letter queue.
-    pub replayed: Vec<String>,
-    /// Ids that could not be replayed, with why; they stay in the dead-letter queue.
-    pub failed: Vec<(String, String)>,
-}
-
-/// The id of a dead letter: its `message_id`, or `sha256:<16 hex>` of its body.
-pub fn letter_id(message: &DeadMessage) -> String {
-    match &message.message_id {
-        Some(id) if !id.is_empty() => id.clone(),
-        _ => {
-            let digest = Sha256::digest(&message.body);
-            format!("sha256:{}", &hex::encode(digest)[..16])
-        }
-    }
-}
-
-fn summary_of(message: &DeadMessage) -> DeadLetterSummary {
-    DeadLetterSummary {
-        id: letter_id(message),
-        reason: message.reason.clone(),
-        size: message.body.len(),
-        original_queue: message.original_queue.clone(),
-        original_exchange: message.original_exchange.clone(),
-        original_routing_key: message.original_routing_key.clone(),
-        death_count: message.death_count,
     }
 }
 
@@ -197,7 +122,7 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> anyhow::Re
             }
         }
         DeadLettersCommand::Replay { ids, all } => {
-            let report = replay(settings, &Selection::from_args(ids, all)?).await?;
+            let report = replay(settings, &selection_from_args(ids, all)?).await?;
             for id in &report.replayed {
                 println!("replayed {id}");
             }
@@ -216,7 +141,7 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> anyhow::Re
             }
         }
         DeadLettersCommand::Purge { ids, all } => {
-            let removed = purge(settings, &Selection::from_args(ids, all)?).await?;
+            let removed = purge(settings, &selection_from_args(ids, all)?).await?;
             for id in &removed {
                 println!("purged {id}");
             }
@@ -230,74 +155,24 @@ fn topology(settings: &Settings) -> Topology {
     Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit)
 }
 
-/// Reads the dead-letter queue once through, handing each message to `visit`, which returns
-/// whether it consumed the message (removed or replayed it); every other one goes back to the
-/// queue when the handle closes. Stops after the messages that were there at the start, so that
-/// a message that dies again meanwhile is not visited twice.
-async fn scan<F>(settings: &Settings, connection_name: &str, mut visit: F) -> anyhow::Result<()>
-where
-    F: AsyncFnMut(&DeadLetters, &DeadMessage) -> anyhow::Result<bool>,
-{
-    let connection = BusConnection::connect(&settings.bus.url, connection_name).await?;
-    let letters = DeadLetters::open(&connection, &topology(settings)).await?;
-    let result = async {
-        let mut budget: Option<u64> = None;
-        let mut seen = 0u64;
-        while let Some(message) = letters.get().await? {
-            // `remaining` counts the messages still ready after this one.
-            let budget = *budget.get_or_insert(u64::from(message.remaining) + 1);
-            seen += 1;
-            let keep_going = visit(&letters, &message).await?;
-            if !keep_going || seen >= budget {
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    letters.close().await;
-    let _ = connection.close().await;
-    result
-}
-
 /// The first `limit` dead letters (never their bodies) and how many there are in all.
 pub async fn list(
     settings: &Settings,
     limit: usize,
 ) -> anyhow::Result<(Vec<DeadLetterSummary>, u64)> {
-    let mut letters = Vec::new();
-    let mut total = 0u64;
-    scan(settings, "waybill-cli-deadletters", async |_, message| {
-        if letters.is_empty() && total == 0 {
-            total = u64::from(message.remaining) + 1;
-        }
-        letters.push(summary_of(message));
-        Ok(letters.len() < limit)
-    })
-    .await?;
-    Ok((letters, total))
+    let topology = topology(settings);
+    Ok(
+        admin::list(&settings.bus.url, &topology, CONNECTION_NAME, limit, |_| {
+            true
+        })
+        .await?,
+    )
 }
 
 /// The dead letter with `id`, body included, if it is in the queue.
 pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<Option<DeadLetterDetail>> {
-    let mut found = None;
-    scan(settings, "waybill-cli-deadletters", async |_, message| {
-        if letter_id(message) != id {
-            return Ok(true);
-        }
-        found = Some(DeadLetterDetail {
-            summary: summary_of(message),
-            headers: message
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: message.body.clone(),
-        });
-        Ok(false)
-    })
-    .await?;
-    Ok(found)
+    let topology = topology(settings);
+    Ok(admin::show(&settings.bus.url, &topology, CONNECTION_NAME, id).await?)
 }
 
 /// Replays the selected dead letters through the normal path (see the module documentation).
@@ -305,7 +180,7 @@ pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Resul
     let topology = topology(settings);
     let stop = CancellationToken::new();
     let publisher = Publisher::start(
-        PublisherConfig::new(&settings.bus.url, "waybill-cli-replay", topology),
+        PublisherConfig::new(&settings.bus.url, "waybill-cli-replay", topology.clone()),
         stop.clone(),
     )
     .await?;
@@ -314,68 +189,23 @@ pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Resul
         publisher.close().await;
         anyhow::bail!("cannot publish to the broker (not connected, or publishing is blocked)");
     }
-    let mut report = ReplayReport::default();
-    let scanned = scan(
-        settings,
-        "waybill-cli-deadletters",
-        async |letters, message| {
-            let id = letter_id(message);
-            if !selection.matches(&id) {
-                return Ok(true);
-            }
-            match letters.replay(&publisher, message).await {
-                Ok(()) => report.replayed.push(id),
-                Err(error) => report.failed.push((id, error_chain(&error))),
-            }
-            Ok(true)
-        },
+    let report = admin::replay(
+        &settings.bus.url,
+        &topology,
+        CONNECTION_NAME,
+        &publisher,
+        selection,
     )
     .await;
     stop.cancel();
     publisher.close().await;
-    scanned?;
-    if let Selection::Ids(ids) = selection {
-        for id in ids {
-            let touched =
-                report.replayed.contains(id) || report.failed.iter().any(|(f, _)| f == id);
-            if !touched {
-                report
-                    .failed
-                    .push((id.clone(), "no dead letter with this id".to_owned()));
-            }
-        }
-    }
-    Ok(report)
+    Ok(report?)
 }
 
 /// Removes the selected dead letters for good; returns the ids removed.
 pub async fn purge(settings: &Settings, selection: &Selection) -> anyhow::Result<Vec<String>> {
-    let mut removed = Vec::new();
-    scan(
-        settings,
-        "waybill-cli-deadletters",
-        async |letters, message| {
-            let id = letter_id(message);
-            if selection.matches(&id) {
-                letters.remove(message.delivery_tag).await?;
-                removed.push(id);
-            }
-            Ok(true)
-        },
-    )
-    .await?;
-    Ok(removed)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    let topology = topology(settings);
+    Ok(admin::purge(&settings.bus.url, &topology, CONNECTION_NAME, selection).await?)
 }
 
 /// The `list` table.
@@ -418,12 +248,12 @@ mod tests {
 
     #[test]
     fn selection_needs_ids_or_all() {
-        assert!(Selection::from_args(Vec::new(), false).is_err());
+        assert!(selection_from_args(Vec::new(), false).is_err());
         assert_eq!(
-            Selection::from_args(Vec::new(), true).ok(),
+            selection_from_args(Vec::new(), true).ok(),
             Some(Selection::All)
         );
-        let some = Selection::from_args(vec!["a".into()], false).ok();
+        let some = selection_from_args(vec!["a".into()], false).ok();
         assert!(
             some.as_ref()
                 .is_some_and(|s| s.matches("a") && !s.matches("b"))

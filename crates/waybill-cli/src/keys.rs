@@ -10,10 +10,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use rand::Rng;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::keys::KeySnapshotV1;
@@ -21,8 +19,8 @@ use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::{AuthMode, Settings};
 use waybill_core::TenantId;
 use waybill_core::access::{ApiKey, KeyId, Scope};
-use waybill_store::keys::{insert_api_key, key_set_snapshot, list_api_keys, revoke_api_key};
-use waybill_store::{NewApiKey, Store, StoredApiKey};
+use waybill_store::keys::{create_api_key, key_set_snapshot, list_api_keys, revoke_api_key};
+use waybill_store::{Store, StoredApiKey};
 
 /// How long publishing the key set may take before the command gives up on it (the change is
 /// committed either way; the workers' periodic publish carries it).
@@ -167,25 +165,18 @@ pub async fn create(
     scopes: &[Scope],
     name: &str,
 ) -> anyhow::Result<CreatedKey> {
-    anyhow::ensure!(!scopes.is_empty(), "a key needs at least one scope");
-    let mut scopes = scopes.to_vec();
-    scopes.sort_unstable();
-    scopes.dedup();
-    let key = generate_key()?;
     let store = Store::connect(&settings.database.url, 1).await?;
-    let stored = {
+    let created = async {
         let mut connection = store.acquire().await?;
-        insert_api_key(
-            &mut connection,
-            &NewApiKey {
-                id: key.id(),
-                tenant,
-                name,
-                scopes: &scopes,
-                secret_sha256: &key.secret_sha256(),
-            },
-        )
-        .await?
+        create_api_key(&mut connection, tenant, scopes, name).await
+    }
+    .await;
+    let (key, stored) = match created {
+        Ok(created) => created,
+        Err(error) => {
+            store.close().await;
+            return Err(error.into());
+        }
     };
     let published = publish_from(&store, settings).await;
     store.close().await;
@@ -293,19 +284,6 @@ async fn try_publish(store: &Store, settings: &Settings) -> anyhow::Result<()> {
     result
 }
 
-/// A random key: a 12-character id of `a-z 0-9` and 32 random bytes as unpadded base64url.
-fn generate_key() -> anyhow::Result<ApiKey> {
-    const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    // ThreadRng is a CSPRNG seeded from the operating system.
-    let mut rng = rand::rng();
-    let id: String = (0..KeyId::LEN)
-        .map(|_| char::from(ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())]))
-        .collect();
-    let secret: [u8; 32] = rng.random();
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    Ok(ApiKey::from_parts(KeyId::parse(&id)?, secret)?)
-}
-
 fn report_publish(published: bool, settings: &Settings) {
     if published {
         eprintln!("the new key set was published; ingresses and workers apply it now");
@@ -345,20 +323,5 @@ fn print_table(keys: &[ListedKey]) {
             state,
             key.name
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_keys_are_well_formed_and_distinct() {
-        let first = generate_key().unwrap();
-        let second = generate_key().unwrap();
-        assert_ne!(first.id(), second.id());
-        let token = first.expose();
-        assert_eq!(token.len(), 4 + 12 + 1 + 43);
-        assert_eq!(ApiKey::parse(&token).unwrap(), first);
     }
 }

@@ -6,6 +6,7 @@
 //! so a process never starts half-configured.
 
 mod auth;
+mod console;
 mod fanout;
 mod polling;
 mod sources;
@@ -19,6 +20,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthMode, AuthSettings};
+pub use console::{ConsoleSettings, SecureCookie};
 pub use fanout::{FanoutSettings, Period};
 pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
 pub use sources::{PollMode, SourceSettings};
@@ -72,6 +74,9 @@ pub struct Settings {
     /// The outbox relay and HTTP webhook deliveries.
     #[serde(default)]
     pub fanout: FanoutSettings,
+    /// The operator console on the worker's listener.
+    #[serde(default)]
+    pub console: ConsoleSettings,
 }
 
 /// `[ingress]`
@@ -193,6 +198,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             polling: PollingSettings::default(),
             fanout: FanoutSettings::default(),
+            console: ConsoleSettings::default(),
         }
     }
 }
@@ -291,6 +297,7 @@ impl Settings {
         }
         auth::validate(&self.auth)?;
         fanout::validate(&self.fanout)?;
+        console::validate(&self.console)?;
         telemetry::validate(&self.telemetry)?;
         let profiles = self.profiles()?;
         polling::validate(&self.polling, &self.sources, &profiles)?;

@@ -32,18 +32,28 @@ pub enum Scope {
     /// tenant (`?tenant=`). For the installation's operators only.
     #[serde(rename = "admin")]
     Admin,
+    /// See everything of the key's tenant in the operator console, change nothing. Console
+    /// only: it does not open the platform API (that takes `shipments:read`).
+    #[serde(rename = "read")]
+    Read,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 3] = [Scope::ShipmentsWrite, Scope::ShipmentsRead, Scope::Admin];
+    pub const ALL: [Scope; 4] = [
+        Scope::ShipmentsWrite,
+        Scope::ShipmentsRead,
+        Scope::Admin,
+        Scope::Read,
+    ];
 
-    /// The scope's name: `shipments:write`, `shipments:read`, `admin`.
+    /// The scope's name: `shipments:write`, `shipments:read`, `admin`, `read`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::ShipmentsWrite => "shipments:write",
             Scope::ShipmentsRead => "shipments:read",
             Scope::Admin => "admin",
+            Scope::Read => "read",
         }
     }
 
@@ -72,7 +82,7 @@ pub enum KeyFormatError {
     #[error("a key id is 12 characters of a-z and 0-9, optionally prefixed with wbk_")]
     BadId,
     /// A scope nobody knows.
-    #[error("unknown scope `{0}` (known: shipments:write, shipments:read, admin)")]
+    #[error("unknown scope `{0}` (known: shipments:write, shipments:read, admin, read)")]
     UnknownScope(String),
 }
 
@@ -288,12 +298,19 @@ impl KeySet {
     /// absent or not visible ASCII).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, Denied> {
         let key = bearer_key(authorization)?;
-        let Some(record) = self.keys.get(key.id()) else {
-            return Err(Denied::UnknownKey(key.id().clone()));
+        self.recheck(key.id(), &key.secret_sha256())
+    }
+
+    /// Checks a key already authenticated once, by its id and the SHA-256 of its secret (what a
+    /// console session keeps instead of the key): the same answer [`KeySet::authenticate`]
+    /// would give the whole key now, so a session ends at its next request once the key is
+    /// revoked or gone.
+    pub fn recheck(&self, id: &KeyId, secret_sha256: &SecretHash) -> Result<Principal, Denied> {
+        let Some(record) = self.keys.get(id) else {
+            return Err(Denied::UnknownKey(id.clone()));
         };
-        // Hash and compare even for a revoked key, so that timing tells nothing apart.
-        let matches = record.secret_sha256.matches(&key.secret_sha256());
-        if !matches {
+        // Compare even for a revoked key, so that timing tells nothing apart.
+        if !record.secret_sha256.matches(secret_sha256) {
             return Err(Denied::WrongSecret(record.id.clone()));
         }
         if record.revoked {
@@ -578,6 +595,43 @@ mod tests {
             TenantId::default_tenant()
         );
         assert!(development.has(Scope::ShipmentsRead));
+    }
+
+    #[test]
+    fn a_recheck_follows_revocation_and_the_secret() {
+        let key = key();
+        let live = set(&[Scope::Read], false);
+        let principal = live.recheck(key.id(), &key.secret_sha256()).unwrap();
+        assert_eq!(principal.tenant().as_str(), "acme");
+        assert!(principal.has(Scope::Read));
+        assert!(!principal.has(Scope::Admin));
+        let other = SecretHash::from_slice(&[9; 32]).unwrap();
+        assert!(matches!(
+            live.recheck(key.id(), &other),
+            Err(Denied::WrongSecret(_))
+        ));
+        let revoked = set(&[Scope::Read], true);
+        assert!(matches!(
+            revoked.recheck(key.id(), &key.secret_sha256()),
+            Err(Denied::Revoked(_))
+        ));
+        assert!(matches!(
+            KeySet::default().recheck(key.id(), &key.secret_sha256()),
+            Err(Denied::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn read_is_console_only() {
+        let reader = set(&[Scope::Read], false)
+            .authenticate(Some(&bearer(&key().expose())))
+            .unwrap();
+        assert!(reader.has(Scope::Read));
+        assert_eq!(
+            reader.require(Scope::ShipmentsRead),
+            Err(Denied::MissingScope(Scope::ShipmentsRead))
+        );
+        assert_eq!(Scope::parse("read").unwrap(), Scope::Read);
     }
 
     #[test]

@@ -122,6 +122,14 @@ async fn handle(
         body: &body,
     };
     let verified = verify(state, source, request, target, received_at).await?;
+    // When each configured secret last verified a request: the console's rotation view (an old
+    // secret that stopped matching can be removed).
+    metrics::gauge!(
+        "waybill_webhook_secret_last_matched_seconds",
+        "source" => source_id.to_owned(),
+        "secret" => secret_label(verified.matched_secret())
+    )
+    .set(received_at.timestamp() as f64);
     let mut mapped = source
         .profile
         .map_webhook_isolated(&verified, received_at)
@@ -288,6 +296,16 @@ fn incoming_traceparent(headers: &HeaderMap) -> Option<&str> {
         .get(trace::TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .filter(|value| trace::is_valid_traceparent(value))
+}
+
+/// The `secret` label: the 1-based position of the configured secret that matched, or `none`
+/// for a profile that verifies nothing.
+fn secret_label(matched: Option<usize>) -> &'static str {
+    const POSITIONS: [&str; 9] = ["1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match matched {
+        None => "none",
+        Some(index) => POSITIONS.get(index).copied().unwrap_or("10+"),
+    }
 }
 
 fn truncate(value: &str, max: usize) -> String {

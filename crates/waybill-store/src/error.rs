@@ -26,6 +26,11 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// The caller asked for something the store refuses before touching the database (e.g. a
+    /// key without a scope).
+    #[error("{0}")]
+    Invalid(&'static str),
+
     /// The task that ran a batch transaction panicked or was cancelled by a runtime shutdown.
     #[error("the batch task did not complete")]
     Task(#[from] tokio::task::JoinError),
@@ -42,7 +47,7 @@ impl StoreError {
                 sqlx_error_is_transient(error)
             }
             StoreError::Migrate(_) => false,
-            StoreError::Corrupt { .. } => false,
+            StoreError::Corrupt { .. } | StoreError::Invalid(_) => false,
             // A cancelled task means the runtime is shutting down: the work was not done and
             // another worker can do it. A panic will panic again.
             StoreError::Task(error) => error.is_cancelled(),

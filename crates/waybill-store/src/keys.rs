@@ -1,11 +1,13 @@
 //! API keys (`api_keys`, migration 0004): create, list, revoke, and read the whole key set as
 //! one consistent snapshot for publishing. Only SHA-256 of a key's secret is ever written.
 
+use base64::Engine;
 use chrono::{DateTime, Utc};
+use rand::Rng;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use waybill_core::TenantId;
-use waybill_core::access::{KeyId, KeyRecord, Scope, SecretHash};
+use waybill_core::access::{ApiKey, KeyFormatError, KeyId, KeyRecord, Scope, SecretHash};
 
 use crate::error::StoreError;
 
@@ -70,6 +72,49 @@ pub struct KeySetSnapshot {
 }
 
 const COLUMNS: &str = "id, tenant, name, scopes, secret_sha256, created_at, revoked_at";
+
+/// Creates a key with a fresh random id and secret and stores its hash: what `waybill keys
+/// create` and the console's key page both do. Returns the whole key (show it once, then drop
+/// it) and what was stored. Scopes are sorted and deduplicated; at least one is required.
+pub async fn create_api_key(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    scopes: &[Scope],
+    name: &str,
+) -> Result<(ApiKey, StoredApiKey), StoreError> {
+    let mut scopes = scopes.to_vec();
+    scopes.sort_unstable();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return Err(StoreError::Invalid("a key needs at least one scope"));
+    }
+    let key = generate_key().map_err(|_| StoreError::Invalid("a generated key was malformed"))?;
+    let stored = insert_api_key(
+        conn,
+        &NewApiKey {
+            id: key.id(),
+            tenant,
+            name,
+            scopes: &scopes,
+            secret_sha256: &key.secret_sha256(),
+        },
+    )
+    .await?;
+    Ok((key, stored))
+}
+
+/// A random key: a 12-character id of `a-z 0-9` and 32 random bytes as unpadded base64url.
+fn generate_key() -> Result<ApiKey, KeyFormatError> {
+    const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    // ThreadRng is a CSPRNG seeded from the operating system.
+    let mut rng = rand::rng();
+    let id: String = (0..KeyId::LEN)
+        .map(|_| char::from(ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())]))
+        .collect();
+    let secret: [u8; 32] = rng.random();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    ApiKey::from_parts(KeyId::parse(&id)?, secret)
+}
 
 /// Stores a new key. Fails (a unique violation, not transient) if the id exists.
 #[tracing::instrument(skip_all, fields(key.id = %key.id, tenant = %key.tenant))]
@@ -183,4 +228,19 @@ fn stored_key(row: &PgRow) -> Result<StoredApiKey, StoreError> {
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_well_formed_and_distinct() {
+        let first = generate_key().unwrap();
+        let second = generate_key().unwrap();
+        assert_ne!(first.id(), second.id());
+        let token = first.expose();
+        assert_eq!(token.len(), 4 + 12 + 1 + 43);
+        assert_eq!(ApiKey::parse(&token).unwrap(), first);
+    }
 }

@@ -13,6 +13,7 @@
 
 mod batch;
 pub mod bench;
+pub mod console;
 mod error;
 pub mod fanout;
 pub mod keys;

@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rejected_events",
         include_str!("../migrations/0006_rejected_events.sql"),
     ),
+    (
+        7,
+        "console_read_scope",
+        include_str!("../migrations/0007_console_read_scope.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.

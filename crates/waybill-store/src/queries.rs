@@ -228,7 +228,7 @@ fn history_entry(row: &PgRow) -> Result<HistoryEntry, StoreError> {
     })
 }
 
-fn parse_id<T, E: std::fmt::Display>(
+pub(crate) fn parse_id<T, E: std::fmt::Display>(
     row: &PgRow,
     column: &'static str,
     parse: impl Fn(&str) -> Result<T, E>,

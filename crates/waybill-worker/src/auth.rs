@@ -51,8 +51,10 @@ pub(crate) async fn publish_key_sets(worker: Worker, shutdown: CancellationToken
     }
 }
 
-/// Reads and publishes the key set; `published` is the `(epoch, revision)` last published.
-async fn publish_once(
+/// Reads the key set, installs it in this worker's ring and publishes it (every refresh, and
+/// at once after the console changed a key); `published` is the `(epoch, revision)` last
+/// published.
+pub(crate) async fn publish_once(
     worker: &Worker,
     ring: &KeyRing,
     published: &mut Option<(String, i64)>,

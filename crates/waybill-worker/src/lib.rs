@@ -102,7 +102,10 @@ impl Worker {
         poll::spawn(&self, &tracker, shutdown.clone());
         fanout::spawn(&self, &tracker, shutdown.clone());
         tracker.close();
-        let app = api::router(self.clone());
+        let mut app = api::router(self.clone());
+        if let Some(console) = self.console()? {
+            app = app.nest(waybill_console::BASE, console);
+        }
         let grace = Duration::from_millis(self.inner.settings.worker.shutdown_grace_ms);
         // The same accept loop as the ingress: a caller gets a bounded time to send its
         // headers, and open connections a bounded time to finish after shutdown.
@@ -115,6 +118,43 @@ impl Worker {
         self.inner.publisher.close().await;
         served?;
         Ok(())
+    }
+
+    /// The operator console's routes, when `console.enabled` and API keys are on (sign-in is
+    /// with a key). Its key changes are published by [`auth::publish_once`], this worker's own
+    /// periodic publish run at once.
+    fn console(&self) -> anyhow::Result<Option<axum::Router>> {
+        let settings = &self.inner.settings;
+        if !settings.console.enabled {
+            return Ok(None);
+        }
+        let KeyGate::Keys(ring) = &self.inner.keys else {
+            tracing::warn!(
+                "the console is not served: it signs in with API keys, and [auth] mode = \"none\""
+            );
+            return Ok(None);
+        };
+        let worker = self.clone();
+        let publish_ring = Arc::clone(ring);
+        let publish_key_set: waybill_console::PublishKeySet = Arc::new(move || {
+            let worker = worker.clone();
+            let ring = Arc::clone(&publish_ring);
+            Box::pin(async move {
+                // A change made in the console is always a new set: publish it as one.
+                auth::publish_once(&worker, &ring, &mut None)
+                    .await
+                    .map_err(|error| format!("{error:#}"))
+            })
+        });
+        let router = waybill_console::router(waybill_console::ConsoleParts {
+            settings: settings.clone(),
+            store: self.inner.store.clone(),
+            keys: Arc::clone(ring),
+            publisher: self.inner.publisher.clone(),
+            topology: self.inner.topology.clone(),
+            publish_key_set,
+        })?;
+        Ok(Some(router))
     }
 
     pub(crate) fn consumers_up(&self) -> usize {

@@ -56,7 +56,7 @@ impl DisabledReason {
         }
     }
 
-    fn parse(raw: &str) -> Result<DisabledReason, StoreError> {
+    pub(crate) fn parse(raw: &str) -> Result<DisabledReason, StoreError> {
         match raw {
             "manual" => Ok(DisabledReason::Manual),
             "gone" => Ok(DisabledReason::Gone),
