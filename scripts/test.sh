@@ -42,8 +42,9 @@ cargo test --workspace "$@"
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
   cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
-  # Log injection against the binaries' own output, in both formats (docs/security.md), and
-  # Schemathesis against both served OpenAPI documents (a pinned PyPI release, installed into a
+  # Log injection against the binaries' own output, in both formats (docs/security.md), the
+  # CLI's stdout at RUST_LOG=trace (docs/cli.md), and Schemathesis against both served OpenAPI
+  # documents (a pinned PyPI release, installed into a
   # virtual environment under target/ when missing).
   schemathesis_version=4.32.5
   if ! target/schemathesis/bin/st --version 2>/dev/null | grep -qF "$schemathesis_version"; then

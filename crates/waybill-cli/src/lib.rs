@@ -7,4 +7,5 @@ pub mod deadletters;
 pub mod deliveries;
 pub mod keys;
 pub mod loadgen;
+pub mod output;
 pub mod subscriptions;

@@ -12,6 +12,7 @@
 //! WAYBILL_PROPERTY_CASES=5000 WAYBILL_PROPERTY_SEED=7 cargo test -p waybill-e2e --test hardening stored
 //! ```
 
+mod cli;
 mod contract;
 mod errors;
 mod logs;
