@@ -143,6 +143,7 @@ impl CarrierProfile {
         received_at: DateTime<Utc>,
     ) -> Result<Mapped, MapError> {
         let document = crate::json::parse(request.body())?;
+        self.mapping.check_root(&document)?;
         let context = MapContext {
             origin: Origin::Webhook,
             received_at,

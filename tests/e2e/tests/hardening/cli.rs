@@ -104,7 +104,9 @@ async fn every_subcommand_prints_only_its_result_on_stdout_whatever_rust_log_say
     assert!(migrate.status.success() && migrate.stdout.is_empty());
     let logged = String::from_utf8_lossy(&migrate.stderr);
     assert!(
-        logged.lines().any(|line| is_log_line(line) && line.contains(" DEBUG ")),
+        logged
+            .lines()
+            .any(|line| is_log_line(line) && line.contains(" DEBUG ")),
         "RUST_LOG=trace reached stderr:\n{logged}"
     );
     nothing_from(&stack, &["topology"]);
