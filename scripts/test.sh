@@ -55,7 +55,15 @@ cargo test --workspace "$@"
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
   cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
-  # Log injection against the binaries' own output, in both formats (docs/security.md).
+  # Log injection against the binaries' own output, in both formats (docs/security.md), the
+  # CLI's stdout at RUST_LOG=trace (docs/cli.md), and Schemathesis against both served OpenAPI
+  # documents (a pinned PyPI release, installed into a
+  # virtual environment under target/ when missing).
+  schemathesis_version=4.32.5
+  if ! target/schemathesis/bin/st --version 2>/dev/null | grep -qF "$schemathesis_version"; then
+    python3 -m venv target/schemathesis
+    target/schemathesis/bin/pip install --quiet "schemathesis==$schemathesis_version"
+  fi
   cargo test -p waybill-e2e --test hardening -- --ignored --nocapture
   cargo test -p waybill-e2e --test otlp_export -- --ignored --nocapture
   # The operator console in headless Chromium (Debian's chromium and chromium-driver).

@@ -9,8 +9,10 @@
 //!
 //! * [`error`] — the one error body, `{"error": code, "message": sentence}`.
 //! * [`events`] — the outbound `shipment.status_changed` event (version 1).
+//! * [`health`] — liveness and readiness answers.
 //! * [`shipments`] — the worker's shipments API answers.
 //! * [`ingress`] — the ingress's webhook and registration bodies.
+//! * [`params`] — the path, query and header parameters of both APIs.
 //! * [`patterns`] — the request constraints the OpenAPI documents state, equal to the domain's
 //!   parsers.
 
@@ -18,7 +20,9 @@
 
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod ingress;
+pub mod params;
 pub mod patterns;
 pub mod shipments;
 

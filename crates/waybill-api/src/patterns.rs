@@ -29,6 +29,10 @@ pub const SLUG: &str = concat!(
     "*$"
 );
 
+/// A source id exactly as configured (the form `waybill_core::SourceId` normalises to): 1 to
+/// 40 of `a-z 0-9 - _`. Webhook URLs name their source exactly.
+pub const SOURCE_ID: &str = "^[a-z0-9_-]{1,40}$";
+
 /// A tracking number as a client may send it: white space anywhere is dropped, ASCII letters
 /// are upper-cased; then 1 to 64 of ASCII letters, digits and `- _ . /`.
 pub const TRACKING_NUMBER: &str = concat!(
@@ -90,6 +94,13 @@ mod tests {
                 TrackingNumber::parse(&value).is_ok(),
                 "{:?}", value
             );
+        }
+
+        #[test]
+        fn the_source_id_pattern_is_the_normalised_form(value in interesting()) {
+            let normalised = waybill_core::SourceId::parse(&value)
+                .is_ok_and(|id| id.as_str() == value);
+            prop_assert_eq!(anchored_match(SOURCE_ID, &value), normalised, "{:?}", value);
         }
 
         #[test]

@@ -327,6 +327,32 @@ impl MappingSpec {
     }
 
     /// Maps one document, appending to `out`.
+    /// A webhook's document is an object, or an array when the events array is the document
+    /// itself (`array = "$"`): `null`, a number, a string or an array elsewhere is refused,
+    /// not accepted with zero events.
+    pub fn check_root(&self, document: &Value) -> Result<(), MapError> {
+        let root_array = self
+            .events
+            .array
+            .as_ref()
+            .and_then(|ArraySpec(levels)| levels.first())
+            .is_some_and(|path| path.to_string() == "$");
+        match document {
+            Value::Object(_) => Ok(()),
+            Value::Array(_) if root_array => Ok(()),
+            other => Err(wrong_type(
+                "document",
+                "$",
+                if root_array {
+                    "an object or an array"
+                } else {
+                    "an object"
+                },
+                other,
+            )),
+        }
+    }
+
     pub fn map_document(
         &self,
         document: &Value,

@@ -199,6 +199,7 @@ impl CarrierProfile {
         isolation: Isolation,
     ) -> Result<Mapped, MapError> {
         let document = self.mapping.body.parse(body)?;
+        self.mapping.check_root(&document)?;
         let context = MapContext {
             origin: Origin::Webhook,
             received_at,

@@ -379,13 +379,22 @@ fn too_many_events() {
 #[test]
 fn empty_and_odd_roots() {
     for body in ["null", "[]", "7", "\"text\"", "true"] {
-        // Nothing to map is not an error for a profile whose events are optional…
+        // A document that is not an object is refused, not accepted with zero events…
         let easypost = webhook(&profile("easypost"), body.as_bytes());
         assert!(
-            easypost.as_ref().is_ok_and(|m| m.events.is_empty()),
+            matches!(
+                easypost,
+                Err(MapError::WrongType {
+                    field: "document",
+                    ..
+                })
+            ),
             "{body}: {easypost:?}"
         );
     }
+    // …unless the profile's events array is the document itself: then `[]` holds no event.
+    assert!(webhook(&profile("waybill"), b"[]").is_ok_and(|m| m.events.is_empty()));
+    assert!(webhook(&profile("waybill"), b"null").is_err());
     // …but Starshipit's payload *is* the event, and it needs a status.
     let error = webhook(&profile("starshipit"), b"{}").unwrap_err();
     assert!(

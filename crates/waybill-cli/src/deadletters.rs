@@ -49,6 +49,9 @@ pub enum DeadLettersCommand {
         /// Also print the body. It carries personal data: use only when you must.
         #[arg(long)]
         body: bool,
+        /// Print JSON instead of lines (the body, with `--body`, as a UTF-8 string).
+        #[arg(long)]
+        json: bool,
     },
     /// Publish dead letters back to where they were first published (the normal path), then
     /// remove them from the dead-letter queue.
@@ -86,21 +89,27 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> anyhow::Re
         DeadLettersCommand::List { limit, json } => {
             let (letters, total) = list(settings, limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&letters)?);
+                crate::output::json(&letters)?;
             } else {
                 print!("{}", Table(&letters));
-                println!("{} of {total} dead letter(s) shown", letters.len());
             }
+            eprintln!("{} of {total} dead letter(s) shown", letters.len());
         }
-        DeadLettersCommand::Show { id, body } => {
+        DeadLettersCommand::Show { id, body, json } => {
             let Some(detail) = show(settings, &id).await? else {
                 anyhow::bail!("no dead letter with id {id}");
             };
+            if json {
+                return print_json(&detail, body);
+            }
             let s = &detail.summary;
             let or_unknown =
                 |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
             println!("id               {}", s.id);
-            println!("reason           {}", or_unknown(&s.reason));
+            println!(
+                "reason           {}",
+                crate::output::cell(&or_unknown(&s.reason))
+            );
             println!("size             {} bytes", s.size);
             println!("original queue   {}", or_unknown(&s.original_queue));
             println!(
@@ -112,24 +121,28 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> anyhow::Re
                 println!("deaths           {count}");
             }
             for (name, value) in &detail.headers {
-                println!("header           {name}: {value}");
+                println!(
+                    "header           {}: {}",
+                    crate::output::cell(name),
+                    crate::output::cell(value)
+                );
             }
             if body {
                 println!("── body ──");
                 println!("{}", String::from_utf8_lossy(&detail.body));
             } else {
-                println!("(body not shown: it carries personal data; add --body to print it)");
+                eprintln!("(body not shown: it carries personal data; add --body to print it)");
             }
         }
         DeadLettersCommand::Replay { ids, all } => {
             let report = replay(settings, &selection_from_args(ids, all)?).await?;
             for id in &report.replayed {
-                println!("replayed {id}");
+                println!("{id}");
             }
             for (id, why) in &report.failed {
                 eprintln!("not replayed {id}: {why}");
             }
-            println!(
+            eprintln!(
                 "{} replayed, {} failed",
                 report.replayed.len(),
                 report.failed.len()
@@ -143,12 +156,27 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> anyhow::Re
         DeadLettersCommand::Purge { ids, all } => {
             let removed = purge(settings, &selection_from_args(ids, all)?).await?;
             for id in &removed {
-                println!("purged {id}");
+                println!("{id}");
             }
-            println!("{} purged", removed.len());
+            eprintln!("{} purged", removed.len());
         }
     }
     Ok(())
+}
+
+/// `show --json`: the summary, the headers, and the body only when asked for.
+fn print_json(detail: &DeadLetterDetail, with_body: bool) -> anyhow::Result<()> {
+    let mut value = serde_json::to_value(&detail.summary)?;
+    value["headers"] = detail
+        .headers
+        .iter()
+        .map(|(name, text)| (name.clone(), serde_json::Value::String(text.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    if with_body {
+        value["body"] = String::from_utf8_lossy(&detail.body).into_owned().into();
+    }
+    crate::output::json(&value)
 }
 
 fn topology(settings: &Settings) -> Topology {
@@ -235,7 +263,7 @@ impl fmt::Display for Table<'_> {
                 letter
                     .death_count
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-                reason.replace('\n', " ")
+                crate::output::cell(&reason)
             )?;
         }
         Ok(())

@@ -163,7 +163,6 @@ async fn replay_on(store: &Store, target: &ReplayTarget) -> anyhow::Result<u64> 
 fn print_table(deliveries: &[DeliveryRecord]) {
     if deliveries.is_empty() {
         eprintln!("no dead deliveries");
-        return;
     }
     println!(
         "{:>8} {:>6}  {:<46} {:>8} {:>6}  {:<25} LAST ERROR",
@@ -180,7 +179,7 @@ fn print_table(deliveries: &[DeliveryRecord]) {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".to_owned()),
             d.dead_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
-            d.last_error.as_deref().unwrap_or_default()
+            crate::output::cell(d.last_error.as_deref().unwrap_or_default())
         );
     }
 }

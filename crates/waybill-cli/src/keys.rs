@@ -321,7 +321,7 @@ fn print_table(keys: &[ListedKey]) {
             join(&key.scopes),
             key.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
             state,
-            key.name
+            crate::output::cell(&key.name)
         );
     }
 }

@@ -5,6 +5,7 @@
 pub mod deadletters;
 pub mod deliveries;
 pub mod keys;
+pub mod output;
 pub mod profiles;
 pub mod rejected;
 pub mod subscriptions;

@@ -27,8 +27,13 @@ enum Command {
     /// Register and inspect shipments.
     #[command(subcommand)]
     Shipments(shipments::ShipmentsCommand),
-    /// Check the configuration and list the sources and carrier profiles it resolves to.
-    Config,
+    /// Check the configuration and list the sources and carrier profiles it resolves to
+    /// (never a secret).
+    Config {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect, replay or discard the dead-lettered messages of `waybill.dead` (bodies are
     /// shown only with `show --body`: they carry personal data).
     #[command(subcommand)]
@@ -89,7 +94,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Migrate => {
             let store = waybill_store::Store::connect(&settings.database.url, 1).await?;
             store.migrate().await?;
-            println!("migrations applied");
+            eprintln!("migrations applied");
         }
         Command::Topology => {
             let connection =
@@ -98,7 +103,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .with_delivery_limit(settings.bus.delivery_limit);
             topology.declare(&connection).await?;
             connection.close().await?;
-            println!("topology declared");
+            eprintln!("topology declared");
         }
         Command::Shipments(command) => shipments::run(command, &settings).await?,
         Command::Deadletters(command) => deadletters::run(command, &settings).await?,
@@ -111,24 +116,49 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 anyhow::bail!("profile checks failed");
             }
         }
-        Command::Config => {
-            let profiles = settings.profiles()?;
-            println!(
-                "profiles: {}",
-                profiles.names().collect::<Vec<_>>().join(", ")
-            );
-            for source in &settings.sources {
-                println!(
-                    "source {}: profile {}, tenant {}, {} secret(s), require_registration={}, mode={:?}",
-                    source.id,
-                    source.profile,
-                    source.tenant,
-                    source.secrets.len(),
-                    source.require_registration,
-                    source.mode
-                );
-            }
-        }
+        Command::Config { json } => print_config(&settings, json)?,
+    }
+    Ok(())
+}
+
+/// `waybill config`: the profiles and the sources they serve, as lines or JSON; secrets are
+/// counted, never shown.
+fn print_config(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let profiles = settings.profiles()?;
+    if json {
+        let sources: Vec<serde_json::Value> = settings
+            .sources
+            .iter()
+            .map(|source| {
+                serde_json::json!({
+                    "id": source.id.as_str(),
+                    "profile": source.profile,
+                    "tenant": source.tenant.as_str(),
+                    "secrets": source.secrets.len(),
+                    "require_registration": source.require_registration,
+                    "mode": source.mode,
+                })
+            })
+            .collect();
+        let profiles: Vec<&str> = profiles.names().collect();
+        return waybill_cli::output::json(
+            &serde_json::json!({ "profiles": profiles, "sources": sources }),
+        );
+    }
+    println!(
+        "profiles: {}",
+        profiles.names().collect::<Vec<_>>().join(", ")
+    );
+    for source in &settings.sources {
+        println!(
+            "source {}: profile {}, tenant {}, {} secret(s), require_registration={}, mode={:?}",
+            source.id,
+            source.profile,
+            source.tenant,
+            source.secrets.len(),
+            source.require_registration,
+            source.mode
+        );
     }
     Ok(())
 }

@@ -75,7 +75,7 @@ pub async fn run(command: ShipmentsCommand, settings: &Settings) -> anyhow::Resu
             let mut tx = store.begin().await?;
             let report = waybill_store::apply_batch(&mut tx, &batch).await?;
             tx.commit().await?;
-            println!(
+            eprintln!(
                 "registered {carrier}/{tracking_number}; {} parked event(s) applied",
                 report.new_current + report.history_only + report.outdated
             );

@@ -363,7 +363,6 @@ where
 fn print_table(subscriptions: &[ListedSubscription]) {
     if subscriptions.is_empty() {
         eprintln!("no subscriptions");
-        return;
     }
     println!(
         "{:>5}  {:<12} {:<18} {:<20} {:<24} URL",
@@ -391,7 +390,12 @@ fn print_table(subscriptions: &[ListedSubscription]) {
         };
         println!(
             "{:>5}  {:<12} {:<18} {:<20} {:<24} {}",
-            s.id, s.tenant, state, carriers, statuses, s.url
+            s.id,
+            s.tenant,
+            state,
+            carriers,
+            statuses,
+            crate::output::cell(&s.url)
         );
     }
 }

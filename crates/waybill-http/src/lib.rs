@@ -11,6 +11,7 @@
 //! * [`auth`] — API keys: the [`auth::KeyGate`] and the [`auth::Authorized`] extractor.
 //! * [`limits`] — a declared body length over the limit refused before reading.
 //! * [`openapi`] — serving a document and its bearer-key security scheme.
+//! * [`operations`] — `/healthz`, `/readyz` and `/metrics`, handled and documented once.
 //! * [`serve`] — the accept loop with a bound on reading headers and on shutdown.
 
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod openapi;
+pub mod operations;
 pub mod serve;
 
 pub use error::HttpError;

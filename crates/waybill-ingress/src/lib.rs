@@ -155,9 +155,9 @@ pub fn router(state: AppState) -> Router {
                 limits::registration_deadline,
             )),
         )
-        .route("/healthz", get(health::healthz))
+        .route("/healthz", get(waybill_http::operations::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(waybill_http::operations::metrics))
         .route("/openapi.json", waybill_http::openapi::route(&document))
         .fallback(waybill_http::extract::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -17,14 +17,16 @@ use waybill_http::openapi::ApiKeySecurity;
     paths(
         crate::webhooks::receive,
         crate::registration::register,
-        crate::health::healthz,
-        crate::health::readyz,
-        crate::health::metrics
+        waybill_http::operations::healthz,
+        waybill_http::operations::readiness,
+        waybill_http::operations::metrics
     ),
     components(schemas(
         waybill_api::Accepted,
         waybill_api::AcceptedStatus,
         waybill_api::ErrorBody,
+        waybill_api::health::Health,
+        waybill_api::health::Readiness,
         waybill_api::RegistrationBody,
         waybill_api::RegistrationRequest,
         waybill_api::Registered,

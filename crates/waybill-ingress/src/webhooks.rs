@@ -10,6 +10,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use tracing::Instrument;
+use waybill_api::params::WebhookPath;
 use waybill_api::{Accepted, AcceptedStatus, ErrorBody};
 use waybill_bus::envelope::{InboundEnvelope, RejectedEventV1, WebhookV1};
 use waybill_bus::{OutboundMessage, PublishError};
@@ -37,10 +38,7 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
     tag = "webhooks",
     summary = "Receive a courier's tracking webhook",
     description = "Verifies the signature over the raw body with the source's carrier profile, maps the payload to tracking events and answers 200 only after RabbitMQ confirmed the persistent message. The body is the courier's own format (see docs/carrier-profiles.md); the signature header depends on the profile.",
-    params(
-        ("source" = String, Path, description = "A configured source id"),
-        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue"),
-    ),
+    params(WebhookPath),
     request_body(content = Object, content_type = "application/json", description = "The courier's payload, verified byte for byte"),
     responses(
         (status = 200, description = "Queued durably", body = Accepted),

@@ -6,13 +6,13 @@
 //! (`waybill_http::HttpError`), the router's own 404 and 405 included.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::map_response;
-use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use waybill_api::health::{Health, Readiness};
+use waybill_api::params::{OrderQuery, ShipmentPath, TenantQuery};
 use waybill_api::{ErrorBody, ShipmentList, ShipmentView};
 use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 use waybill_http::HttpError;
@@ -33,9 +33,9 @@ pub fn router(worker: Worker) -> Router {
             get(get_shipment),
         )
         .route("/v1/shipments", get(find_shipments))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(waybill_http::operations::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(waybill_http::operations::metrics))
         .route("/openapi.json", waybill_http::openapi::route(&openapi()))
         .fallback(waybill_http::extract::not_found)
         .layer(map_response(waybill_http::extract::json_errors))
@@ -48,17 +48,6 @@ fn database_unavailable() -> HttpError {
         "the database is unavailable; retry later",
         DATABASE_RETRY_AFTER_SECS,
     )
-}
-
-#[derive(Debug, Deserialize)]
-struct TenantQuery {
-    tenant: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct FindQuery {
-    tenant: Option<String>,
-    order_number: Option<String>,
 }
 
 /// The tenant a request reads: the key's own, or the one `?tenant=` names if the key may.
@@ -76,11 +65,7 @@ fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<Tena
     path = "/v1/shipments/{carrier}/{tracking_number}",
     tag = "shipments",
     summary = "A shipment and its history",
-    params(
-        ("carrier" = String, Path, description = "Carrier code, e.g. `starshipit`"),
-        ("tracking_number" = String, Path, description = "Tracking number (normalised: spaces removed, upper case)"),
-        ("tenant" = Option<String>, Query, description = "Another tenant (admin keys only)"),
-    ),
+    params(ShipmentPath, TenantQuery),
     responses(
         (status = 200, description = "The shipment", body = ShipmentView),
         (status = 400, description = "Invalid carrier, tracking number or tenant", body = ErrorBody),
@@ -94,13 +79,13 @@ fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<Tena
 async fn get_shipment(
     auth: Authorized<ShipmentsRead>,
     State(worker): State<Worker>,
-    Path((carrier, tracking_number)): Path<(String, String)>,
+    Path(path): Path<ShipmentPath>,
     Query(query): Query<TenantQuery>,
 ) -> Result<Json<ShipmentView>, HttpError> {
     let tenant = tenant_of(&auth, query.tenant.as_deref())?;
-    let carrier =
-        CarrierCode::parse(&carrier).map_err(|error| HttpError::bad_request(error.to_string()))?;
-    let tracking_number = TrackingNumber::parse(&tracking_number)
+    let carrier = CarrierCode::parse(&path.carrier)
+        .map_err(|error| HttpError::bad_request(error.to_string()))?;
+    let tracking_number = TrackingNumber::parse(&path.tracking_number)
         .map_err(|error| HttpError::bad_request(error.to_string()))?;
     let found = worker
         .store()
@@ -125,10 +110,7 @@ async fn get_shipment(
     path = "/v1/shipments",
     tag = "shipments",
     summary = "Shipments by order number",
-    params(
-        ("order_number" = String, Query, description = "The merchant's order number"),
-        ("tenant" = Option<String>, Query, description = "Another tenant (admin keys only)"),
-    ),
+    params(OrderQuery),
     responses(
         (status = 200, description = "`{\"shipments\": [...]}`, possibly empty", body = ShipmentList),
         (status = 400, description = "order_number missing", body = ErrorBody),
@@ -141,7 +123,7 @@ async fn get_shipment(
 async fn find_shipments(
     auth: Authorized<ShipmentsRead>,
     State(worker): State<Worker>,
-    Query(query): Query<FindQuery>,
+    Query(query): Query<OrderQuery>,
 ) -> Result<Json<ShipmentList>, HttpError> {
     let tenant = tenant_of(&auth, query.tenant.as_deref())?;
     let Some(order_number) = query.order_number.filter(|value| !value.trim().is_empty()) else {
@@ -160,40 +142,14 @@ async fn find_shipments(
     Ok(Json(ShipmentList { shipments }))
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
-async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
-}
-
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database and broker usable"), (status = 503, description = "Not ready")))]
-async fn readyz(State(worker): State<Worker>) -> impl IntoResponse {
+/// `GET /readyz`: 200 when the database answers and a consumer is up, else 503.
+async fn readyz(State(worker): State<Worker>) -> Response {
     // Probed every few seconds by orchestrators: never a trace of its own.
     let database = waybill_telemetry::trace::untraced(worker.store().ping())
         .await
         .is_ok();
     let broker = worker.consumers_up() > 0;
-    let status = if database && broker {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    (
-        status,
-        Json(json!({
-            "status": if database && broker { "ready" } else { "not_ready" },
-            "database": word(database),
-            "broker": word(broker),
-        })),
-    )
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format (docs/metrics.md)", content_type = "text/plain")))]
-async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        waybill_telemetry::render_metrics(),
-    )
+    waybill_http::operations::readiness(Readiness::of(broker, Some(database)))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -203,9 +159,17 @@ async fn metrics() -> impl IntoResponse {
         description = "Shipments and their histories, per tenant; health and metrics.",
         license(name = "Apache-2.0")
     ),
-    paths(get_shipment, find_shipments, healthz, readyz, metrics),
+    paths(
+        get_shipment,
+        find_shipments,
+        waybill_http::operations::healthz,
+        waybill_http::operations::readiness,
+        waybill_http::operations::metrics
+    ),
     components(schemas(
         ErrorBody,
+        Health,
+        Readiness,
         ShipmentList,
         ShipmentView,
         waybill_api::HistoryEntry,

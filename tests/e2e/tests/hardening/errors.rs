@@ -79,6 +79,26 @@ async fn walk(app: &TestApp, reader: &str, writer: &str) {
                 .body("{nope"),
         ),
         (
+            refusal(
+                "ingress: signed webhook whose document is a number",
+                400,
+                "bad_request",
+            ),
+            http.post(&webhook)
+                .header("waybill-signature", sign_direct(b"3"))
+                .body("3"),
+        ),
+        (
+            refusal(
+                "ingress: signed webhook whose document is null",
+                400,
+                "bad_request",
+            ),
+            http.post(&webhook)
+                .header("waybill-signature", sign_direct(b"null"))
+                .body("null"),
+        ),
+        (
             refusal("ingress: registration without a key", 401, "unauthorized"),
             http.post(&register).json(&serde_json::json!({})),
         ),

@@ -1,11 +1,12 @@
 //! Log injection against the real binaries: request-derived values carrying LF, CR, ESC, NUL,
 //! a C1 control, a line separator and a bidi override — in the URL path, a header, a signed
 //! body whose refusal quotes it, a query string — at `RUST_LOG=debug`, with the ingress in both
-//! log formats and the worker in JSON. Every line the processes wrote must be one whole event
+//! log formats and the worker in JSON (the text format is the same code for both binaries, and
+//! `crates/waybill-telemetry/tests/log_lines.rs` checks it with every kind of field). Every line the processes wrote must be one whole event
 //! (a timestamped text line, or a JSON object) with no raw control character, and the injected
 //! values must be there, escaped (so the test saw the paths that log them).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
@@ -18,59 +19,38 @@ const INJECTED_PATH: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the binaries built (cargo build --bins); scripts/test.sh runs it"]
 async fn request_values_cannot_forge_or_colour_a_log_line_in_either_format() {
-    let mut stack = Stack::create("log-injection", 1, "debug")
-        .await
-        .expect("create the stack");
-    stack.set_ingress_env("WAYBILL_LOG_FORMAT", "pretty".to_owned());
-    stack.start_all().await.expect("start the stack");
-    let http = reqwest::Client::new();
-    inject(&http, &stack).await;
-    // The same again with the ingress writing JSON (the configuration file's format).
-    stack.kill_ingress().await;
-    stack.set_ingress_env("WAYBILL_LOG_FORMAT", "json".to_owned());
-    stack.start_ingress().await.expect("restart the ingress");
-    inject(&http, &stack).await;
-
-    let files = log_files(&stack);
     let mut pretty_lines = 0;
     let mut json_lines = 0;
     let mut injected_seen = 0;
-    for (path, text) in &files {
-        for line in text.lines() {
-            let raw: Vec<char> = line
-                .chars()
-                .filter(|&c| waybill_telemetry::escape::needs_escape(c))
-                .collect();
+    // The ingress in each format (the worker writes JSON, the configuration file's format);
+    // each installation is stopped with SIGTERM, so every process ends its last line.
+    for format in ["pretty", "json"] {
+        let mut stack = Stack::create(&format!("log-injection-{format}"), 1, "debug")
+            .await
+            .expect("create the stack");
+        stack.set_ingress_env("WAYBILL_LOG_FORMAT", format.to_owned());
+        stack.start_all().await.expect("start the stack");
+        inject(&reqwest::Client::new(), &stack).await;
+        let dir = stack.log_dir().to_owned();
+        stack.destroy().await;
+        for (path, text) in log_files(&dir) {
+            for line in text.lines() {
+                check_line(&path, line);
+                if line.starts_with('{') {
+                    json_lines += 1;
+                } else {
+                    pretty_lines += 1;
+                }
+                if line.contains("forged") {
+                    injected_seen += 1;
+                }
+            }
             assert!(
-                raw.is_empty(),
-                "{}: raw {raw:?} in {line:?}",
+                text.is_empty() || text.ends_with('\n'),
+                "{}",
                 path.display()
             );
-            if line.starts_with('{') {
-                serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|error| {
-                    panic!(
-                        "{}: a line is not a whole JSON event ({error}): {line}",
-                        path.display()
-                    )
-                });
-                json_lines += 1;
-            } else {
-                assert!(
-                    starts_with_timestamp(line),
-                    "{}: a line that is not an event (forged or split): {line:?}",
-                    path.display()
-                );
-                pretty_lines += 1;
-            }
-            if line.contains("forged") {
-                injected_seen += 1;
-            }
         }
-        assert!(
-            text.is_empty() || text.ends_with('\n'),
-            "{}",
-            path.display()
-        );
     }
     assert!(
         pretty_lines > 0 && json_lines > 0,
@@ -80,7 +60,34 @@ async fn request_values_cannot_forge_or_colour_a_log_line_in_either_format() {
         injected_seen >= 2,
         "the injected values reached the logs (escaped) in both formats: {injected_seen} lines"
     );
-    stack.destroy().await;
+}
+
+/// One whole event: a JSON object, or a line that starts with its timestamp; no raw control
+/// character either way.
+fn check_line(path: &Path, line: &str) {
+    let raw: Vec<char> = line
+        .chars()
+        .filter(|&c| waybill_telemetry::escape::needs_escape(c))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "{}: raw {raw:?} in {line:?}",
+        path.display()
+    );
+    if line.starts_with('{') {
+        if let Err(error) = serde_json::from_str::<serde_json::Value>(line) {
+            panic!(
+                "{}: a line is not a whole JSON event ({error}): {line}",
+                path.display()
+            );
+        }
+    } else {
+        assert!(
+            starts_with_timestamp(line),
+            "{}: a line that is not an event (forged or split): {line:?}",
+            path.display()
+        );
+    }
 }
 
 /// Sends the hostile requests: to the ingress (unknown source, a signed body whose refusal
@@ -151,8 +158,8 @@ fn starts_with_timestamp(line: &str) -> bool {
         && bytes[10] == b'T'
 }
 
-fn log_files(stack: &Stack) -> Vec<(PathBuf, String)> {
-    let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(stack.log_dir())
+fn log_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(dir)
         .expect("log directory")
         .flatten()
         .map(|entry| entry.path())

@@ -2,9 +2,9 @@
 //! ("200 means stored"), every refusal has one shape, limits answer at the earliest point, and
 //! request-derived values never reach a log line as markup.
 //!
-//! `stored` runs the ingress and worker in process (a plain `cargo test`); the suites that read
-//! the binaries' own log output or speak raw HTTP to them are `#[ignore]`d and run by
-//! `scripts/test.sh` after `cargo build --bins`:
+//! `stored`, `errors` and `served` run the ingress and worker in process (a plain `cargo test`);
+//! `logs` (the binaries' own log output) and `contract` (Schemathesis against the binaries) are
+//! `#[ignore]`d and run by `scripts/test.sh` after `cargo build --bins`:
 //!
 //! ```sh
 //! cargo test -p waybill-e2e --test hardening
@@ -12,8 +12,11 @@
 //! WAYBILL_PROPERTY_CASES=5000 WAYBILL_PROPERTY_SEED=7 cargo test -p waybill-e2e --test hardening stored
 //! ```
 
+mod cli;
+mod contract;
 mod errors;
 mod logs;
+mod served;
 mod stored;
 
 #[allow(dead_code)] // shared with the tenancy suite, which uses other parts of it
