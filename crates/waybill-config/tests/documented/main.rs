@@ -168,3 +168,61 @@ fn the_check_sees_a_missing_row() {
     assert!(missing.contains(&"[polling.intervals] interval_secs".to_owned()));
     assert!(missing.contains(&"[[sources]] secrets".to_owned()));
 }
+
+/// The top-level modules a crate declares in its `lib.rs` or `main.rs` (`mod x;`).
+fn modules_of(crate_dir: &std::path::Path) -> Vec<String> {
+    let mut modules = Vec::new();
+    for root in ["src/lib.rs", "src/main.rs"] {
+        let Ok(text) = std::fs::read_to_string(crate_dir.join(root)) else {
+            continue;
+        };
+        for line in text.lines() {
+            let line = line.trim_start();
+            let declaration = line
+                .strip_prefix("pub mod ")
+                .or_else(|| line.strip_prefix("pub(crate) mod "))
+                .or_else(|| line.strip_prefix("mod "));
+            if let Some(name) = declaration.and_then(|rest| rest.strip_suffix(';')) {
+                modules.push(name.to_owned());
+            }
+        }
+    }
+    modules
+}
+
+/// `ARCHITECTURE.md`'s code map names every crate (a `### \`crates/<name>\`` section) and, in
+/// that section, every top-level module of the crate.
+#[test]
+fn docs_match_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let mut missing = Vec::new();
+    let mut crates: Vec<_> = std::fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .map(|entry| entry.expect("a crate directory").path())
+        .collect();
+    crates.sort();
+    for crate_dir in crates {
+        let name = crate_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let heading = format!("### `crates/{name}`");
+        let Some(start) = map.find(&heading) else {
+            missing.push(format!("crate {name}"));
+            continue;
+        };
+        let section = &map[start + heading.len()..];
+        let section = &section[..section.find("\n#").unwrap_or(section.len())];
+        for module in modules_of(&crate_dir) {
+            if !section.contains(&format!("`{module}`")) {
+                missing.push(format!("{name}::{module}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing from ARCHITECTURE.md's code map: {missing:#?}"
+    );
+}

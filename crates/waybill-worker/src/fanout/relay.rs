@@ -10,7 +10,8 @@
 //!   one transaction. Independent of the broker, so a broker outage does not stop webhooks.
 //!
 //! Each round runs in a spawned task, so its transaction is never dropped half-way (shutdown
-//! waits for the round; see the sqlx note in `../shared/DEPENDENCIES.md`).
+//! waits for the round), as for the merge's transactions (ARCHITECTURE.md, "Transactions and
+//! cancellation").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Standard Webhooks signing (see `../shared/carriers/standard-webhooks-outbound.md`): the
+//! Standard Webhooks signing (the specification at <https://www.standardwebhooks.com>): the
 //! `whsec_` secret format and the `v1` HMAC-SHA256 signature over `"<id>.<timestamp>.<body>"`.
 //!
 //! Only signing lives here; receivers verify. Tests verify with an independent implementation
