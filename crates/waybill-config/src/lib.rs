@@ -127,7 +127,7 @@ pub struct BusSettings {
     pub delivery_limit: u32,
     /// Channels the ingress publishes on, round-robin (confirms are pipelined on each). One
     /// is cheapest per message: confirms and frames coalesce on a single channel, and the
-    /// broker spends less per message (measured in the README's Performance section);
+    /// broker spends less per message (measured in docs/performance.md);
     /// throughput scales with ingress replicas, each with its own connection.
     pub publisher_channels: usize,
 }

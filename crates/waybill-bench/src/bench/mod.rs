@@ -1,5 +1,5 @@
 //! `waybill-bench bench`: the machine's ceilings and Waybill's figures, side by side in one run.
-//! See the README's Performance section.
+//! See docs/performance.md.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
