@@ -14,6 +14,7 @@ use waybill_config::Settings;
 
 use crate::loadgen::{self, LoadgenArgs, parse_duration};
 
+mod console;
 mod cpu;
 
 use cpu::{CpuReading, PhaseCpu};
@@ -40,6 +41,11 @@ pub struct BenchArgs {
     /// Request rate of the soak run.
     #[arg(long, default_value_t = 1000.0)]
     pub soak_rate: f64,
+    /// Keep an operator console open on the worker during every phase: sign in with an admin
+    /// key and refresh the overview this often (e.g. `5s`, the page's own refresh), to compare
+    /// with a run without it (docs/console.md).
+    #[arg(long, value_parser = parse_duration)]
+    pub console: Option<Duration>,
     /// Print the results as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -254,7 +260,24 @@ async fn one_run(
     bin_dir: &std::path::Path,
 ) -> anyhow::Result<RunFigures> {
     let mut stack = Stack::create(base, bin_dir).await?;
+    let console = match args.console {
+        Some(every) => Some(
+            console::ConsoleWatcher::start(
+                &stack.settings.database.url,
+                stack.settings.worker.addr,
+                every,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let result = measure(args, &mut stack).await;
+    if let Some(console) = console {
+        let (refreshes, failures) = console.counts();
+        eprintln!(
+            "console: {refreshes} overview refreshes, {failures} failed (the worker is stopped during the ingress-only phase)"
+        );
+    }
     stack.destroy().await;
     result
 }
