@@ -36,7 +36,7 @@ pub(super) async fn write_results(
     if merges.is_empty() {
         return Ok(());
     }
-    let changed: Vec<&ShipmentMerge> = merges.iter().filter(|m| m.current_changed()).collect();
+    let changed: Vec<&ShipmentMerge<'_>> = merges.iter().filter(|m| m.current_changed()).collect();
     // The details of each changed shipment: (current event, newest events).
     let mut details: Vec<Option<(HistoryEntryV1, Vec<HistoryEntryV1>)>> = changed
         .iter()
@@ -105,7 +105,7 @@ pub(super) async fn write_results(
     for (merge, row) in changed.iter().zip(&outbox_rows) {
         announced.insert(merge.locked_index, &row.body);
     }
-    let updates: Vec<ShipmentUpdate> = merges
+    let updates: Vec<ShipmentUpdate<'_>> = merges
         .iter()
         .map(|merge| ShipmentUpdate {
             id: locked[merge.locked_index].id,
@@ -166,7 +166,7 @@ fn in_memory(
         New(&'e TrackingEvent),
     }
     type MergeOrder<'k> = (DateTime<Utc>, u8, &'k str);
-    let mut candidates: Vec<(MergeOrder, Entry)> =
+    let mut candidates: Vec<(MergeOrder<'_>, Entry<'_>)> =
         Vec::with_capacity(stored.recent.len() + merge.new_events.len());
     for entry in &stored.recent {
         let key = (

@@ -50,8 +50,8 @@ pub(crate) async fn run(worker: Worker, context: Arc<PollContext>, shutdown: Can
             Err(error) => tracing::warn!(error = %error, "cannot consume poll jobs; retrying"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
@@ -87,12 +87,12 @@ async fn consume(
     let acker = consumer.acker();
     loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             next = consumer.next() => next,
         };
         let Some(Ok(delivery)) = next else { break };
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_closed) => break,
