@@ -14,6 +14,10 @@ ensure_services
 # dependency tree offline.
 cargo fetch --locked
 
+# Formatting and lints first: the lint set is the `[workspace.lints]` table of Cargo.toml.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 export WAYBILL_TEST_DATABASE_URL="${WAYBILL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export WAYBILL_TEST_AMQP_URL="${WAYBILL_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 

@@ -357,9 +357,8 @@ fn decode<T: serde::de::DeserializeOwned>(
         )));
     }
     let probe: Probe = serde_json::from_slice(body).map_err(EnvelopeError::NotJson)?;
-    let message_type = match probe.message_type {
-        Some(serde_json::Value::String(message_type)) => message_type,
-        _ => return Err(EnvelopeError::MissingType),
+    let Some(serde_json::Value::String(message_type)) = probe.message_type else {
+        return Err(EnvelopeError::MissingType);
     };
     if !known.contains(&message_type.as_str()) {
         return Err(EnvelopeError::UnknownType {

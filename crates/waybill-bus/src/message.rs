@@ -42,24 +42,28 @@ impl OutboundMessage {
     /// Publishes without `mandatory`: if no queue is bound for the routing key, the broker
     /// drops the message and confirms it. Only for a copy of a message that is published
     /// mandatory elsewhere, such as the per-tenant copy of a change.
+    #[must_use]
     pub fn routing_optional(mut self) -> Self {
         self.mandatory = false;
         self
     }
 
     /// Sets the `message_id` property.
+    #[must_use]
     pub fn with_message_id(mut self, message_id: impl Into<String>) -> Self {
         self.message_id = Some(message_id.into());
         self
     }
 
     /// Adds a string header.
+    #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(name.into(), value.into());
         self
     }
 
     /// Adds a string header when there is a value (e.g. an optional `traceparent`).
+    #[must_use]
     pub fn with_optional_header(
         self,
         name: impl Into<String>,

@@ -83,12 +83,14 @@ impl Topology {
     }
 
     /// The same topology with another delivery limit (at least 1).
+    #[must_use]
     pub fn with_delivery_limit(mut self, delivery_limit: u32) -> Topology {
         self.delivery_limit = delivery_limit.max(1);
         self
     }
 
     /// The same topology with a cap on the inbound queues' ready messages.
+    #[must_use]
     pub fn with_inbound_max_length(mut self, max_length: Option<u32>) -> Topology {
         self.inbound_max_length = max_length;
         self

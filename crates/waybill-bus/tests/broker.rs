@@ -320,7 +320,7 @@ async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
     // No broker confirms within a microsecond: every publish hits the bound.
     let publisher = bus
         .publisher(&unique_name("timeout"), |config| {
-            config.confirm_timeout = Duration::from_micros(1)
+            config.confirm_timeout = Duration::from_micros(1);
         })
         .await?;
     let started = Instant::now();
@@ -735,7 +735,7 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
     // A visible gap before reconnecting, so that the failing window can be observed.
     let publisher = bus
         .publisher(&name, |config| {
-            config.reconnect_delay = Duration::from_secs(2)
+            config.reconnect_delay = Duration::from_secs(2);
         })
         .await?;
     publisher.publish(webhook(&bus.topology, "before")).await?;
@@ -803,7 +803,7 @@ async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Resu
         .exchange_declare(
             extra.as_str().into(),
             lapin::ExchangeKind::Fanout,
-            Default::default(),
+            lapin::options::ExchangeDeclareOptions::default(),
             FieldTable::default(),
         )
         .await?;
@@ -812,7 +812,7 @@ async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Resu
             bus.topology.polls_queue().as_str().into(),
             extra.as_str().into(),
             "".into(),
-            Default::default(),
+            lapin::options::QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
@@ -820,7 +820,10 @@ async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Resu
         .publish(OutboundMessage::new(extra.clone(), "", b"1".to_vec()))
         .await?;
     channel
-        .exchange_delete(extra.as_str().into(), Default::default())
+        .exchange_delete(
+            extra.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
         .await?;
     raw.close(200, "bye".into()).await?;
 
@@ -951,7 +954,7 @@ async fn publish_throughput() -> anyhow::Result<()> {
         let bus = TestBus::new("throughput").await?;
         let publisher = bus
             .publisher(&unique_name("throughput"), |config| {
-                config.channels = channels
+                config.channels = channels;
             })
             .await?;
         let started = Instant::now();

@@ -176,8 +176,7 @@ fn print_table(deliveries: &[DeliveryRecord]) {
             d.webhook_id,
             d.attempts,
             d.last_status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".to_owned()),
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
             d.dead_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
             crate::output::cell(d.last_error.as_deref().unwrap_or_default())
         );

@@ -349,7 +349,7 @@ fn dedup<T: Ord>(mut values: Vec<T>) -> Vec<T> {
 async fn with_store<T, F, Fut>(settings: &Settings, work: F) -> anyhow::Result<T>
 where
     F: FnOnce(waybill_store::PooledConnection) -> Fut,
-    Fut: std::future::Future<Output = Result<T, waybill_store::StoreError>>,
+    Fut: Future<Output = Result<T, waybill_store::StoreError>>,
 {
     let store = Store::connect(&settings.database.url, 1).await?;
     let outcome = match store.acquire().await {

@@ -146,6 +146,7 @@ impl Default for IntervalSettings {
 
 impl IntervalSettings {
     /// These intervals with a profile's overrides applied.
+    #[must_use]
     pub fn with_overrides(&self, overrides: Option<&IntervalOverrides>) -> IntervalSettings {
         let Some(o) = overrides else {
             return self.clone();

@@ -167,10 +167,10 @@ pub fn apply(state: &ShipmentState, events: &[EventKey]) -> MergeOutcome {
         })
         .collect();
 
-    let version = if current != previous {
-        state.version + 1
-    } else {
+    let version = if current == previous {
         state.version
+    } else {
+        state.version + 1
     };
     MergeOutcome {
         state: ShipmentState {

@@ -208,7 +208,7 @@ impl AuthRejection {
                 "API request refused"
             ),
             AuthRejection::Unavailable(why) => {
-                tracing::warn!(reason = %why, "API request refused: no trusted key set")
+                tracing::warn!(reason = %why, "API request refused: no trusted key set");
             }
         }
     }

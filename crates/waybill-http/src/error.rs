@@ -87,12 +87,14 @@ impl HttpError {
     }
 
     /// Adds `Retry-After: seconds`.
+    #[must_use]
     pub fn with_retry_after(mut self, seconds: u32) -> HttpError {
         self.retry_after = Some(seconds);
         self
     }
 
     /// Adds `WWW-Authenticate: Bearer realm="waybill"` (a 401 must say how to authenticate).
+    #[must_use]
     pub fn with_bearer_challenge(mut self) -> HttpError {
         self.bearer_challenge = true;
         self

@@ -127,9 +127,9 @@ async fn refresh_loop(
             MIN_REFRESH.saturating_sub(last_fetch.map_or(Duration::ZERO, |at| at.elapsed()))
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => last_fetch = None,
-            _ = keys.wake.notified() => {}
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => last_fetch = None,
+            () = keys.wake.notified() => {}
         }
     }
 }

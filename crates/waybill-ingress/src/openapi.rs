@@ -27,7 +27,7 @@ use waybill_http::openapi::ApiKeySecurity;
         waybill_api::ErrorBody,
         waybill_api::health::Health,
         waybill_api::health::Readiness,
-        waybill_api::RegistrationBody,
+        RegistrationBody,
         waybill_api::RegistrationRequest,
         waybill_api::Registered,
         waybill_api::RegisteredShipment

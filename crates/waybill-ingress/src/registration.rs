@@ -115,7 +115,7 @@ async fn handle(
             .transpose()
             .map_err(|error| at(format!("`tenant`: {error}")))?;
         let tenant = auth.tenant_for(requested_tenant.as_ref())?;
-        let envelope = resolve(state, request, tenant, received_at, &traceparent).map_err(
+        let envelope = resolve(state, request, tenant, received_at, traceparent.as_ref()).map_err(
             |error| match error {
                 ItemError::Invalid(reason) => at(reason),
                 ItemError::UnknownSource(id) => ApiError::UnknownSource(id),
@@ -221,7 +221,7 @@ fn resolve(
     request: RegistrationRequest,
     tenant: TenantId,
     received_at: chrono::DateTime<Utc>,
-    traceparent: &Option<String>,
+    traceparent: Option<&String>,
 ) -> Result<RegisterV1, ItemError> {
     let sources = &state.inner.sources;
     let source = match request.source.as_deref() {
@@ -287,7 +287,7 @@ fn resolve(
         order_number,
         metadata,
         received_at,
-        traceparent: traceparent.clone(),
+        traceparent: traceparent.cloned(),
     })
 }
 

@@ -91,6 +91,8 @@ pub async fn receive(
     result
 }
 
+/// Resolves the source, verifies the request, maps it, and publishes the events (and the
+/// events that could not be mapped, for replay) in one confirmed message.
 async fn handle(
     state: &AppState,
     source_id: &str,
@@ -128,19 +130,7 @@ async fn handle(
         "secret" => secret_label(verified.matched_secret())
     )
     .set(received_at.timestamp() as f64);
-    let mut mapped = source
-        .profile
-        .map_webhook_isolated(&verified, received_at)
-        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    crate::storable::events(&mut mapped.events)?;
-    if !mapped.unmapped_statuses.is_empty() {
-        metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
-            .increment(mapped.unmapped_statuses.len() as u64);
-    }
-    if mapped.ignored {
-        metrics::counter!("waybill_webhooks_ignored_total", "source" => source_id.to_owned())
-            .increment(1);
-    }
+    let mapped = map(source_id, source, &verified, received_at)?;
     let events = mapped.events.len();
     let rejected = rejected_events(&mapped);
     if events == 0 && rejected.is_empty() {
@@ -159,6 +149,53 @@ async fn handle(
     // without an exporter, the courier's own `traceparent` is passed through unchanged.
     let traceparent = trace::traceparent_of(&publish_span)
         .or_else(|| incoming_traceparent(headers).map(str::to_owned));
+    let envelope = envelope(source, received_at, mapped, rejected, &body, traceparent);
+    let id = envelope.id.as_str().to_owned();
+    publish(state, envelope).instrument(publish_span).await?;
+    Ok(Json(Accepted {
+        status: AcceptedStatus::Accepted,
+        id: Some(id),
+        events,
+        rejected: rejected_count,
+        ignored: false,
+    }))
+}
+
+/// Maps a verified request with the source's profile, one event at a time (an event that
+/// cannot be mapped is kept aside, never its siblings' loss), counting unmapped statuses and
+/// ignored requests.
+fn map(
+    source_id: &str,
+    source: &crate::ResolvedSource,
+    verified: &VerifiedRequest<'_>,
+    received_at: chrono::DateTime<Utc>,
+) -> Result<Mapped, ApiError> {
+    let mut mapped = source
+        .profile
+        .map_webhook_isolated(verified, received_at)
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    crate::storable::events(&mut mapped.events)?;
+    if !mapped.unmapped_statuses.is_empty() {
+        metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
+            .increment(mapped.unmapped_statuses.len() as u64);
+    }
+    if mapped.ignored {
+        metrics::counter!("waybill_webhooks_ignored_total", "source" => source_id.to_owned())
+            .increment(1);
+    }
+    Ok(mapped)
+}
+
+/// The message for the worker: the mapped events, the events that could not be mapped (with
+/// the profile that failed them), and the raw body they keep for replay.
+fn envelope(
+    source: &crate::ResolvedSource,
+    received_at: chrono::DateTime<Utc>,
+    mapped: Mapped,
+    rejected: Vec<RejectedEventV1>,
+    body: &[u8],
+    traceparent: Option<String>,
+) -> WebhookV1 {
     let mut envelope = WebhookV1::new(
         source.settings.id.clone(),
         source.settings.tenant.clone(),
@@ -168,36 +205,37 @@ async fn handle(
         mapped.events,
         // JSON and XML bodies are UTF-8 (they parsed); a form body need not be. Text, as the
         // storage rule has it: a rejected event keeps this body for its replay.
-        storable::text(&String::from_utf8_lossy(&body)).into_owned(),
-        traceparent.clone(),
+        storable::text(&String::from_utf8_lossy(body)).into_owned(),
+        traceparent,
     );
     if !rejected.is_empty() {
         envelope.rejected = rejected;
         envelope.profile = Some(source.profile.name.clone());
     }
+    envelope
+}
+
+/// Publishes the envelope, persistent and confirmed, within the publish timeout; a nack, a
+/// broker that is down or a timeout is a 503 with `Retry-After`.
+async fn publish(state: &AppState, envelope: WebhookV1) -> Result<(), ApiError> {
+    let inner = &state.inner;
     let id = envelope.id.as_str().to_owned();
+    let traceparent = envelope.traceparent.clone();
     let message = OutboundMessage::new(
         inner.topology.inbound_exchange(),
         Topology::WEBHOOK_ROUTING_KEY,
         InboundEnvelope::WebhookV1(envelope).encode(),
     )
-    .with_message_id(id.clone())
+    .with_message_id(id)
     .with_optional_header(trace::TRACEPARENT, traceparent);
 
     let publish_started = Instant::now();
-    let published = tokio::time::timeout(inner.publish_timeout, inner.publisher.publish(message))
-        .instrument(publish_span)
-        .await;
+    let published =
+        tokio::time::timeout(inner.publish_timeout, inner.publisher.publish(message)).await;
     metrics::histogram!("waybill_publish_confirm_seconds")
         .record(publish_started.elapsed().as_secs_f64());
     match published {
-        Ok(Ok(())) => Ok(Json(Accepted {
-            status: AcceptedStatus::Accepted,
-            id: Some(id),
-            events,
-            rejected: rejected_count,
-            ignored: false,
-        })),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => {
             metrics::counter!("waybill_publish_failures_total", "reason" => publish_failure_label(&error)).increment(1);
             Err(ApiError::Unavailable {

@@ -118,7 +118,6 @@ async fn write_batch(
 fn rand_u32() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
     nanos ^ std::process::id()
 }

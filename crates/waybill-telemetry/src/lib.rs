@@ -178,8 +178,10 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
             ])
-            .map(|builder| builder.build_recorder())
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            .map_or_else(
+                |_| PrometheusBuilder::new().build_recorder(),
+                |builder| builder.build_recorder(),
+            );
         let handle = recorder.handle();
         // A second recorder (e.g. in a test binary that also installed one) keeps the first;
         // this handle then renders an empty registry, which tests notice.

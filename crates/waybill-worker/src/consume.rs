@@ -193,7 +193,7 @@ type ByChannel<'a> = Vec<(&'a Arc<ChannelAcks>, Vec<(u64, Done)>)>;
 
 /// Marks every message of a batch done (`state`) on its channel.
 async fn finish_all(messages: &[Pending], state: Done) {
-    let mut by_channel: ByChannel = Vec::new();
+    let mut by_channel: ByChannel<'_> = Vec::new();
     for message in messages {
         match by_channel
             .iter_mut()
@@ -239,17 +239,14 @@ async fn run_consumer(
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
-async fn connect(
-    worker: &Worker,
-    index: usize,
-) -> Result<(BusConnection, Consumer), waybill_bus::BusError> {
+async fn connect(worker: &Worker, index: usize) -> Result<(BusConnection, Consumer), BusError> {
     let settings = &worker.inner.settings;
     let connection =
         BusConnection::connect(&settings.bus.url, &format!("waybill-worker-{index}")).await?;
@@ -274,8 +271,8 @@ async fn consume(
     let channel = Arc::new(ChannelAcks::new(consumer.acker()));
     loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = channel.broken.cancelled() => return,
+            () = shutdown.cancelled() => return,
+            () = channel.broken.cancelled() => return,
             next = consumer.next() => next,
         };
         // `Err`: the connection is lost; what we hold is unacked and will be redelivered.
@@ -325,7 +322,7 @@ async fn run_lane(
     loop {
         let first = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             next = inbox.recv() => next,
         };
         let Some(first) = first else { return };
@@ -412,8 +409,8 @@ async fn process(worker: &Worker, pending: Vec<Pending>, shutdown: &Cancellation
                 metrics::counter!("waybill_worker_batch_retries_total").increment(1);
                 tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "database unavailable; batch kept unacknowledged");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return false,
-                    _ = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

@@ -339,9 +339,9 @@ pub fn render_tree(trace: &[ReceivedSpan], known: &[ReceivedSpan]) -> String {
         }
     }
     roots.sort_by_key(|span| span.start_unix_nano);
-    children
-        .values_mut()
-        .for_each(|list| list.sort_by_key(|span| span.start_unix_nano));
+    for list in children.values_mut() {
+        list.sort_by_key(|span| span.start_unix_nano);
+    }
     let mut out = String::new();
     for root in roots {
         write_node(&mut out, root, 0, &children, &names);

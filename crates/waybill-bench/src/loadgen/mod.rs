@@ -148,7 +148,7 @@ pub async fn run(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Ledg
 pub async fn run_with(
     args: &LoadgenArgs,
     settings: &Settings,
-    after_sending: impl std::future::Future<Output = ()>,
+    after_sending: impl Future<Output = ()>,
 ) -> anyhow::Result<Ledger> {
     let targets = Arc::new(targets(args, settings)?);
     let ingress = args

@@ -10,6 +10,8 @@
 //! confirmed, to the exchange and routing key it was first published with — the normal path: the
 //! worker merges it idempotently — and only then removes it from the dead-letter queue.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -90,8 +92,11 @@ pub fn letter_id(message: &DeadMessage) -> String {
         Some(id) if !id.is_empty() => id.clone(),
         _ => {
             let digest = Sha256::digest(&message.body);
-            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-            format!("sha256:{hex}")
+            let mut id = String::from("sha256:");
+            for byte in &digest[..8] {
+                let _ = write!(id, "{byte:02x}");
+            }
+            id
         }
     }
 }

@@ -445,7 +445,7 @@ impl Driver {
             return;
         }
         let mut next_deadline: Option<Instant> = None;
-        for entry in self.tracked.iter_mut() {
+        for entry in &mut self.tracked {
             if entry.caller.responder.is_none() {
                 continue;
             }

@@ -41,14 +41,20 @@ async fn delete_everything(topology: &Topology) -> anyhow::Result<()> {
         let channel = raw.create_channel().await?;
         let name = format!("{}{queue}", topology.prefix);
         let _ = channel
-            .queue_delete(name.as_str().into(), Default::default())
+            .queue_delete(
+                name.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
             .await;
     }
     for exchange in EXTRA_EXCHANGES {
         let channel = raw.create_channel().await?;
         let name = format!("{}{exchange}", topology.prefix);
         let _ = channel
-            .exchange_delete(name.as_str().into(), Default::default())
+            .exchange_delete(
+                name.as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
             .await;
     }
     let _ = raw.close(200, "bye".into()).await;

@@ -57,7 +57,11 @@ pub fn kustomization(dir: &str) -> Vec<Yaml> {
     let manifest = &yaml(&format!("{dir}/kustomization.yaml"))[0];
     strings(&manifest["resources"])
         .iter()
-        .filter(|resource| resource.ends_with(".yaml"))
+        .filter(|resource| {
+            Path::new(resource)
+                .extension()
+                .is_some_and(|extension| extension == "yaml")
+        })
         .flat_map(|resource| yaml(&format!("{dir}/{resource}")))
         .collect()
 }

@@ -60,7 +60,7 @@ fn the_image_holds_every_program_the_deployments_run() {
                     .map(|source| source.rsplit('/').next().unwrap_or(source).to_owned()),
             ),
             Some(target) if target.starts_with("/usr/local/bin/") => {
-                in_image.extend(target.rsplit('/').next().map(str::to_owned))
+                in_image.extend(target.rsplit('/').next().map(str::to_owned));
             }
             _ => {}
         }

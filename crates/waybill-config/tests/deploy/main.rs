@@ -200,8 +200,7 @@ fn every_variable_the_configuration_reads_overrides_its_key() {
                 .map_err(|error| format!("{key}: {error}"))?;
             let text = value
                 .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{value:?}"));
+                .map_or_else(|| format!("{value:?}"), str::to_owned);
             assert!(
                 text.contains(sample(variable, &directory).trim_end_matches('.'))
                     || (*variable == "WAYBILL_LOG_FORMAT" && text.contains("json")),

@@ -104,7 +104,7 @@ pub async fn apply_batch(
     report.pulled_from_unmatched = pulled.len() as u64;
 
     // Each locked shipment's events: the batch's, then pulled ones not already in the batch.
-    let mut events_of: Vec<Vec<&PlannedEvent>> = locked
+    let mut events_of: Vec<Vec<&PlannedEvent<'_>>> = locked
         .iter()
         .map(|row| plan.shipments[row.plan_index].events.iter().collect())
         .collect();
@@ -121,7 +121,7 @@ pub async fn apply_batch(
         }
     }
 
-    let to_insert: Vec<(i64, &str, &PlannedEvent)> = locked
+    let to_insert: Vec<(i64, &str, &PlannedEvent<'_>)> = locked
         .iter()
         .zip(&events_of)
         .flat_map(|(row, events)| {
@@ -218,7 +218,7 @@ async fn park_unmatched(
     locked_of_plan: &[Option<usize>],
     report: &mut BatchReport,
 ) -> Result<(), StoreError> {
-    let parked: Vec<(&str, &PlannedEvent)> = plan
+    let parked: Vec<(&str, &PlannedEvent<'_>)> = plan
         .shipments
         .iter()
         .zip(locked_of_plan)

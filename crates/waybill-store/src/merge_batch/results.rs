@@ -36,9 +36,32 @@ pub(super) async fn write_results(
     if merges.is_empty() {
         return Ok(());
     }
-    let changed: Vec<&ShipmentMerge> = merges.iter().filter(|m| m.current_changed()).collect();
-    // The details of each changed shipment: (current event, newest events).
-    let mut details: Vec<Option<(HistoryEntryV1, Vec<HistoryEntryV1>)>> = changed
+    let changed: Vec<&ShipmentMerge<'_>> = merges.iter().filter(|m| m.current_changed()).collect();
+    let details = change_details(conn, locked, &changed).await?;
+    let outbox_rows: Vec<NewOutboxRow<'_>> = changed
+        .iter()
+        .zip(details)
+        .map(|(merge, details)| outbox_row(plan, &locked[merge.locked_index], merge, details))
+        .collect();
+    let updates = shipment_updates(locked, merges, &changed, &outbox_rows);
+    let written = sql::update_shipments(conn, &updates, &outbox_rows).await?;
+    if outbox_rows.is_empty() {
+        return Ok(());
+    }
+    record_changes(plan, locked, &changed, &outbox_rows, written, report)
+}
+
+/// A changed shipment's new current event and newest events.
+type ChangeDetails = (HistoryEntryV1, Vec<HistoryEntryV1>);
+
+/// The details of each changed shipment, from memory where they are all there, else read back
+/// (one statement for all the others).
+async fn change_details(
+    conn: &mut PgConnection,
+    locked: &[LockedShipment],
+    changed: &[&ShipmentMerge<'_>],
+) -> Result<Vec<ChangeDetails>, StoreError> {
+    let mut details: Vec<Option<ChangeDetails>> = changed
         .iter()
         .map(|merge| in_memory(&locked[merge.locked_index], merge))
         .collect();
@@ -58,54 +81,65 @@ pub(super) async fn write_results(
             details[i] = Some((current, loaded.recent(id)));
         }
     }
-    let details: Vec<(HistoryEntryV1, Vec<HistoryEntryV1>)> =
-        details.into_iter().flatten().collect();
+    Ok(details.into_iter().flatten().collect())
+}
 
-    let mut outbox_rows = Vec::with_capacity(changed.len());
-    for (merge, (current, recent)) in changed.iter().zip(details) {
-        let row = &locked[merge.locked_index];
-        let planned = &plan.shipments[row.plan_index];
-        let key = &planned.key;
-        // The change continues the trace of the message that brought its new current event.
-        let traceparent = planned
-            .events
-            .iter()
-            .find(|e| e.event.id.as_str() == merge.current_id())
-            .and_then(|e| e.traceparent);
-        outbox_rows.push(NewOutboxRow {
-            shipment_id: row.id,
-            traceparent,
-            body: StatusChangedV1 {
-                version: StatusChangedV1::VERSION,
-                event_id: current.event_id,
-                shipment: ShipmentRefV1 {
-                    tenant: key.tenant.clone(),
-                    carrier: key.carrier.clone(),
-                    tracking_number: key.tracking_number.clone(),
-                    order_number: row
-                        .order_number
-                        .clone()
-                        .or_else(|| merge.order_number.clone()),
-                },
-                previous_status: merge.previous.as_ref().map(|p| p.status),
-                new_status: current.status,
-                raw_status: current.raw_status,
-                sub_status: current.sub_status,
-                occurred_at: current.occurred_at,
-                location: current.location,
-                message: current.message,
-                shipment_version: merge.version,
-                recent_history: recent,
+/// The outbox row announcing a changed shipment's new current event.
+fn outbox_row<'p>(
+    plan: &Plan<'p>,
+    row: &LockedShipment,
+    merge: &ShipmentMerge<'_>,
+    (current, recent): ChangeDetails,
+) -> NewOutboxRow<'p> {
+    let planned = &plan.shipments[row.plan_index];
+    let key = &planned.key;
+    // The change continues the trace of the message that brought its new current event.
+    let traceparent = planned
+        .events
+        .iter()
+        .find(|e| e.event.id.as_str() == merge.current_id())
+        .and_then(|e| e.traceparent);
+    NewOutboxRow {
+        shipment_id: row.id,
+        traceparent,
+        body: StatusChangedV1 {
+            version: StatusChangedV1::VERSION,
+            event_id: current.event_id,
+            shipment: ShipmentRefV1 {
+                tenant: key.tenant.clone(),
+                carrier: key.carrier.clone(),
+                tracking_number: key.tracking_number.clone(),
+                order_number: row
+                    .order_number
+                    .clone()
+                    .or_else(|| merge.order_number.clone()),
             },
-        });
+            previous_status: merge.previous.as_ref().map(|p| p.status),
+            new_status: current.status,
+            raw_status: current.raw_status,
+            sub_status: current.sub_status,
+            occurred_at: current.occurred_at,
+            location: current.location,
+            message: current.message,
+            shipment_version: merge.version,
+            recent_history: recent,
+        },
     }
+}
 
-    // The new current event of a changed shipment is the one its outbox row announces.
+/// The row update of every merged shipment; a changed one's new current event is the one its
+/// outbox row announces.
+fn shipment_updates<'r>(
+    locked: &[LockedShipment],
+    merges: &'r [ShipmentMerge<'_>],
+    changed: &[&ShipmentMerge<'_>],
+    outbox_rows: &'r [NewOutboxRow<'_>],
+) -> Vec<ShipmentUpdate<'r>> {
     let mut announced: HashMap<usize, &StatusChangedV1> = HashMap::new();
-    for (merge, row) in changed.iter().zip(&outbox_rows) {
+    for (merge, row) in changed.iter().zip(outbox_rows) {
         announced.insert(merge.locked_index, &row.body);
     }
-    let updates: Vec<ShipmentUpdate> = merges
+    merges
         .iter()
         .map(|merge| ShipmentUpdate {
             id: locked[merge.locked_index].id,
@@ -115,16 +149,24 @@ pub(super) async fn write_results(
             order_number: merge.order_number.as_deref(),
             webhook_seen: merge.webhook_seen,
         })
-        .collect();
-    let written = sql::update_shipments(conn, &updates, &outbox_rows).await?;
-    if outbox_rows.is_empty() {
-        return Ok(());
-    }
+        .collect()
+}
+
+/// Records each change in the report, with the id of its outbox row (`written`: the
+/// statement's `(outbox id, shipment id)` pairs).
+fn record_changes(
+    plan: &Plan<'_>,
+    locked: &[LockedShipment],
+    changed: &[&ShipmentMerge<'_>],
+    outbox_rows: &[NewOutboxRow<'_>],
+    written: Vec<(i64, i64)>,
+    report: &mut BatchReport,
+) -> Result<(), StoreError> {
     let outbox_id_of: HashMap<i64, i64> = written
         .into_iter()
         .map(|(id, shipment_id)| (shipment_id, id))
         .collect();
-    for (merge, row) in changed.iter().zip(&outbox_rows) {
+    for (merge, row) in changed.iter().zip(outbox_rows) {
         let shipment = &locked[merge.locked_index];
         let outbox_id = outbox_id_of
             .get(&shipment.id)
@@ -166,7 +208,7 @@ fn in_memory(
         New(&'e TrackingEvent),
     }
     type MergeOrder<'k> = (DateTime<Utc>, u8, &'k str);
-    let mut candidates: Vec<(MergeOrder, Entry)> =
+    let mut candidates: Vec<(MergeOrder<'_>, Entry<'_>)> =
         Vec::with_capacity(stored.recent.len() + merge.new_events.len());
     for entry in &stored.recent {
         let key = (

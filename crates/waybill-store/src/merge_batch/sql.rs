@@ -158,129 +158,160 @@ pub(super) async fn lock_load_create(
     plan: &Plan<'_>,
     min_at: &[Option<DateTime<Utc>>],
 ) -> Result<LockLoad, StoreError> {
-    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
-        let recent_aggregates = RECENT_COLUMNS
-            .iter()
-            .map(|column| format!("array_agg(e.{column}) as r_{column}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let recent_columns = RECENT_COLUMNS
-            .iter()
-            .map(|column| format!("e.{column}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let recent_nulls = RECENT_COLUMNS
-            .iter()
-            .map(|column| {
-                let kind = if *column == "occurred_at" {
-                    "timestamptz"
-                } else {
-                    "text"
-                };
-                format!("null::{kind}[]")
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "with k as (
-                 select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[],
-                                      $6::text[], $7::timestamptz[])
-                     as k(tenant, carrier, tracking_number, plan_index, creates, source, min_at)
-             ),
-             locked as (
-                 select k.plan_index, k.min_at, s.id, s.version, s.current_event_id,
-                        s.current_event_at, s.status, s.last_event_at, s.order_number,
-                        (s.last_webhook_at is null
-                         or s.last_webhook_at < now() - interval '1 minute') as webhook_stale
-                 from k
-                 join shipments s on s.tenant = k.tenant
-                                 and s.carrier = k.carrier
-                                 and s.tracking_number = k.tracking_number
-                 order by s.tenant, s.carrier, s.tracking_number
-                 for no key update of s
-             ),
-             created as (
-                 insert into shipments (tenant, carrier, tracking_number, source)
-                 select k.tenant, k.carrier, k.tracking_number, k.source from k
-                 where k.creates
-                   and not exists (select from locked l where l.plan_index = k.plan_index)
-                 order by k.tenant, k.carrier, k.tracking_number
-                 on conflict (tenant, carrier, tracking_number) do nothing
-                 returning id, tenant, carrier, tracking_number
-             ),
-             pulled as (
-                 delete from unmatched_events u
-                 using created c
-                 where u.tenant = c.tenant and u.carrier = c.carrier
-                   and u.tracking_number = c.tracking_number
-                 returning c.id as shipment_id, u.event, u.source, u.received_at
-             )
-             select 0 as kind, l.plan_index, l.id, l.version, l.current_event_id,
-                    l.current_event_at, l.status, l.last_event_at, l.order_number,
-                    l.webhook_stale,
-                    l.min_at is not null as recent_loaded, {recent_select},
-                    coalesce(l.min_at <= l.last_event_at, false) as keys_loaded,
-                    h.h_ids, h.h_ats, h.h_statuses,
-                    null::jsonb as event, null::text as source, null::timestamptz as received_at
-             from locked l
-             cross join lateral (
-                 select {recent_aggregates}
-                 from (select {recent_columns} from tracking_events e
-                       where e.shipment_id = l.id and l.min_at is not null
-                       order by {order} limit {limit}) e
-             ) r
-             cross join lateral (
-                 select array_agg(e.event_id) as h_ids, array_agg(e.occurred_at) as h_ats,
-                        array_agg(e.status) as h_statuses
-                 from tracking_events e
-                 where e.shipment_id = l.id and l.min_at <= l.last_event_at
-             ) h
-             union all
-             select 1, k.plan_index, c.id, null, null, null, null, null, null, null,
-                    false, {recent_nulls}, false, null, null, null, null, null, null
-             from created c
-             join k on k.tenant = c.tenant and k.carrier = c.carrier
-                   and k.tracking_number = c.tracking_number
-             union all
-             select 2, null, p.shipment_id, null, null, null, null, null, null, null,
-                    false, {recent_nulls}, false, null, null, null, p.event, p.source,
-                    p.received_at
-             from pulled p",
-            recent_select = RECENT_COLUMNS
-                .iter()
-                .map(|column| format!("r.r_{column}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            order = NEWEST_FIRST_EXACT.as_str(),
-            limit = waybill_api::events::RECENT_HISTORY_LEN,
-        )
-    });
-
-    let mut tenants = Vec::with_capacity(plan.shipments.len());
-    let mut carriers = Vec::with_capacity(plan.shipments.len());
-    let mut numbers = Vec::with_capacity(plan.shipments.len());
-    let mut ordinals = Vec::with_capacity(plan.shipments.len());
-    let mut creates = Vec::with_capacity(plan.shipments.len());
-    let mut sources = Vec::with_capacity(plan.shipments.len());
-    for (index, shipment) in plan.shipments.iter().enumerate() {
-        tenants.push(shipment.key.tenant.as_str());
-        carriers.push(shipment.key.carrier.as_str());
-        numbers.push(shipment.key.tracking_number.as_str());
-        ordinals.push(index as i64);
-        creates.push(shipment.creates);
-        sources.push(shipment.source.as_ref().map(|s| s.as_str()));
-    }
-    let rows = sqlx::query(STATEMENT.as_str())
-        .bind(tenants)
-        .bind(carriers)
-        .bind(numbers)
-        .bind(ordinals)
-        .bind(creates)
-        .bind(sources)
+    let keys = PlanKeys::of(plan);
+    let rows = sqlx::query(LOCK_LOAD_CREATE.as_str())
+        .bind(keys.tenants)
+        .bind(keys.carriers)
+        .bind(keys.tracking_numbers)
+        .bind(keys.plan_indexes)
+        .bind(keys.creates)
+        .bind(keys.sources)
         .bind(min_at)
         .fetch_all(conn)
         .await?;
+    let mut result = decode_lock_load(&rows)?;
+    result.conflicted = conflicted(plan, &result.locked);
+    Ok(result)
+}
 
+/// The statement of [`lock_load_create`]; its rows are of three kinds: 0 a locked shipment
+/// with its state and newest events, 1 a created shipment, 2 an event pulled for one.
+static LOCK_LOAD_CREATE: LazyLock<String> = LazyLock::new(|| {
+    let recent_aggregates = RECENT_COLUMNS
+        .iter()
+        .map(|column| format!("array_agg(e.{column}) as r_{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let recent_columns = RECENT_COLUMNS
+        .iter()
+        .map(|column| format!("e.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let recent_nulls = RECENT_COLUMNS
+        .iter()
+        .map(|column| {
+            let kind = if *column == "occurred_at" {
+                "timestamptz"
+            } else {
+                "text"
+            };
+            format!("null::{kind}[]")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "with k as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[],
+                                  $6::text[], $7::timestamptz[])
+                 as k(tenant, carrier, tracking_number, plan_index, creates, source, min_at)
+         ),
+         locked as (
+             select k.plan_index, k.min_at, s.id, s.version, s.current_event_id,
+                    s.current_event_at, s.status, s.last_event_at, s.order_number,
+                    (s.last_webhook_at is null
+                     or s.last_webhook_at < now() - interval '1 minute') as webhook_stale
+             from k
+             join shipments s on s.tenant = k.tenant
+                             and s.carrier = k.carrier
+                             and s.tracking_number = k.tracking_number
+             order by s.tenant, s.carrier, s.tracking_number
+             for no key update of s
+         ),
+         created as (
+             insert into shipments (tenant, carrier, tracking_number, source)
+             select k.tenant, k.carrier, k.tracking_number, k.source from k
+             where k.creates
+               and not exists (select from locked l where l.plan_index = k.plan_index)
+             order by k.tenant, k.carrier, k.tracking_number
+             on conflict (tenant, carrier, tracking_number) do nothing
+             returning id, tenant, carrier, tracking_number
+         ),
+         pulled as (
+             delete from unmatched_events u
+             using created c
+             where u.tenant = c.tenant and u.carrier = c.carrier
+               and u.tracking_number = c.tracking_number
+             returning c.id as shipment_id, u.event, u.source, u.received_at
+         )
+         select 0 as kind, l.plan_index, l.id, l.version, l.current_event_id,
+                l.current_event_at, l.status, l.last_event_at, l.order_number,
+                l.webhook_stale,
+                l.min_at is not null as recent_loaded, {recent_select},
+                coalesce(l.min_at <= l.last_event_at, false) as keys_loaded,
+                h.h_ids, h.h_ats, h.h_statuses,
+                null::jsonb as event, null::text as source, null::timestamptz as received_at
+         from locked l
+         cross join lateral (
+             select {recent_aggregates}
+             from (select {recent_columns} from tracking_events e
+                   where e.shipment_id = l.id and l.min_at is not null
+                   order by {order} limit {limit}) e
+         ) r
+         cross join lateral (
+             select array_agg(e.event_id) as h_ids, array_agg(e.occurred_at) as h_ats,
+                    array_agg(e.status) as h_statuses
+             from tracking_events e
+             where e.shipment_id = l.id and l.min_at <= l.last_event_at
+         ) h
+         union all
+         select 1, k.plan_index, c.id, null, null, null, null, null, null, null,
+                false, {recent_nulls}, false, null, null, null, null, null, null
+         from created c
+         join k on k.tenant = c.tenant and k.carrier = c.carrier
+               and k.tracking_number = c.tracking_number
+         union all
+         select 2, null, p.shipment_id, null, null, null, null, null, null, null,
+                false, {recent_nulls}, false, null, null, null, p.event, p.source,
+                p.received_at
+         from pulled p",
+        recent_select = RECENT_COLUMNS
+            .iter()
+            .map(|column| format!("r.r_{column}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        order = NEWEST_FIRST_EXACT.as_str(),
+        limit = waybill_api::events::RECENT_HISTORY_LEN,
+    )
+});
+
+/// The plan's shipment keys as the parallel arrays [`lock_load_create`] binds.
+struct PlanKeys<'p> {
+    tenants: Vec<&'p str>,
+    carriers: Vec<&'p str>,
+    tracking_numbers: Vec<&'p str>,
+    plan_indexes: Vec<i64>,
+    creates: Vec<bool>,
+    sources: Vec<Option<&'p str>>,
+}
+
+impl<'p> PlanKeys<'p> {
+    fn of(plan: &'p Plan<'_>) -> PlanKeys<'p> {
+        let len = plan.shipments.len();
+        let mut keys = PlanKeys {
+            tenants: Vec::with_capacity(len),
+            carriers: Vec::with_capacity(len),
+            tracking_numbers: Vec::with_capacity(len),
+            plan_indexes: Vec::with_capacity(len),
+            creates: Vec::with_capacity(len),
+            sources: Vec::with_capacity(len),
+        };
+        for (index, shipment) in plan.shipments.iter().enumerate() {
+            keys.tenants.push(shipment.key.tenant.as_str());
+            keys.carriers.push(shipment.key.carrier.as_str());
+            keys.tracking_numbers
+                .push(shipment.key.tracking_number.as_str());
+            keys.plan_indexes.push(index as i64);
+            keys.creates.push(shipment.creates);
+            keys.sources
+                .push(shipment.source.as_ref().map(|s| s.as_str()));
+        }
+        keys
+    }
+}
+
+/// The rows of [`LOCK_LOAD_CREATE`] as locked and created shipments and pulled events (the
+/// `conflicted` list is left empty for the caller).
+fn decode_lock_load(rows: &[PgRow]) -> Result<LockLoad, StoreError> {
     let mut result = LockLoad {
         locked: Vec::with_capacity(rows.len()),
         created: HashSet::new(),
@@ -289,7 +320,7 @@ pub(super) async fn lock_load_create(
     };
     let mut plan_index_of: HashMap<i64, usize> = HashMap::new();
     let mut pulled_rows = Vec::new();
-    for row in &rows {
+    for row in rows {
         let kind: i32 = row.try_get("kind")?;
         match kind {
             0 => {
@@ -309,6 +340,7 @@ pub(super) async fn lock_load_create(
             _ => pulled_rows.push(row),
         }
     }
+    // A pulled event belongs to a shipment created by the same statement.
     for row in pulled_rows {
         let shipment_id: i64 = row.try_get("id")?;
         let plan_index = plan_index_of
@@ -317,18 +349,22 @@ pub(super) async fn lock_load_create(
             .ok_or_else(|| StoreError::corrupt("pulled event", "of a shipment not created"))?;
         result.pulled.push(pulled_from_row(row, plan_index)?);
     }
+    Ok(result)
+}
+
+/// The plan shipments to create that are neither locked nor created: some writer outside the
+/// advisory-lock protocol inserted them meanwhile.
+fn conflicted(plan: &Plan<'_>, locked: &[LockedShipment]) -> Vec<usize> {
     let mut present = vec![false; plan.shipments.len()];
-    for shipment in &result.locked {
+    for shipment in locked {
         present[shipment.plan_index] = true;
     }
-    result.conflicted = plan
-        .shipments
+    plan.shipments
         .iter()
         .enumerate()
         .filter(|(index, shipment)| shipment.creates && !present[*index])
         .map(|(index, _)| index)
-        .collect();
-    Ok(result)
+        .collect()
 }
 
 fn plan_index_from_row(row: &PgRow) -> Result<usize, StoreError> {

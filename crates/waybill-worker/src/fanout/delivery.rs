@@ -249,17 +249,17 @@ impl Dispatcher {
                 Ok(_) => {
                     failing = inner.interval;
                     tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = inner.wake.notified() => {}
-                        _ = tokio::time::sleep(inner.interval) => {}
+                        () = shutdown.cancelled() => break,
+                        () = inner.wake.notified() => {}
+                        () = tokio::time::sleep(inner.interval) => {}
                     }
                     tokio::time::sleep(CLAIM_GAP).await;
                 }
                 Err(error) => {
                     tracing::warn!(error = %error, "due deliveries could not be claimed");
                     tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(failing) => {}
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(failing) => {}
                     }
                     failing = (failing * 2).min(Duration::from_secs(5));
                 }

@@ -224,7 +224,7 @@ impl Relay {
     /// The same message on `waybill.tenant-events`, keyed `<tenant>.<carrier>.<status>`.
     fn tenant_message(&self, message: &OutboundMessage, row: &OutboxEntry) -> OutboundMessage {
         let mut for_tenant = message.clone().routing_optional();
-        for_tenant.exchange = self.tenant_exchange.clone();
+        for_tenant.exchange.clone_from(&self.tenant_exchange);
         for_tenant.routing_key =
             Topology::tenant_event_routing_key(&row.tenant, &row.carrier, row.new_status);
         for_tenant
@@ -357,8 +357,8 @@ async fn sleep_or_stop(wait: Duration, shutdown: &CancellationToken) {
         return;
     }
     tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(wait) => {}
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(wait) => {}
     }
 }
 

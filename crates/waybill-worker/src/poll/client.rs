@@ -105,9 +105,8 @@ impl CourierClient {
     }
 
     async fn send(&self, request: &PollRequest) -> CourierAnswer {
-        let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
-            Ok(method) => method,
-            Err(_) => return CourierAnswer::ClientError { status: 0 },
+        let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
+            return CourierAnswer::ClientError { status: 0 };
         };
         let mut builder = self.http.request(method, &request.url);
         for (name, value) in &request.headers {

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use waybill_bus::envelope::{PollEnvelope, PollJobV1};
 use waybill_bus::{Acker, BusConnection, Consumer, Delivery};
+use waybill_carriers::PollRequest;
 use waybill_store::polling::{self, PollState, PollTarget, SlotOutcome};
 use waybill_store::{InboundBatch, InboundItem, StoreError};
 use waybill_telemetry::trace;
@@ -50,8 +51,8 @@ pub(crate) async fn run(worker: Worker, context: Arc<PollContext>, shutdown: Can
             Err(error) => tracing::warn!(error = %error, "cannot consume poll jobs; retrying"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
@@ -87,12 +88,12 @@ async fn consume(
     let acker = consumer.acker();
     loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             next = consumer.next() => next,
         };
         let Some(Ok(delivery)) = next else { break };
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_closed) => break,
@@ -183,60 +184,28 @@ async fn process(worker: Worker, context: Arc<PollContext>, body: Vec<u8>) -> Ve
     poll(worker, context, job).instrument(span).await
 }
 
-/// Polls for one decoded job (see [`process`]).
+/// Polls for one decoded job (see [`process`]): starts the slot, takes room in the source's
+/// account, asks the courier, and records what the answer means for the slot.
 async fn poll(worker: Worker, context: Arc<PollContext>, job: PollJobV1) -> Verdict {
-    let store = &worker.inner.store;
-    let now = context.clock.now();
-    let target = {
-        let started = match store.acquire().await {
-            Ok(mut conn) => {
-                polling::begin_poll(&mut conn, job.shipment_id, job.slot, job.attempt, now).await
-            }
-            Err(error) => Err(error),
-        };
-        match started {
-            Ok(Some(target)) => target,
-            Ok(None) => {
-                metrics::counter!("waybill_poll_jobs_skipped_total").increment(1);
-                return Verdict::Ack;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot start a poll; the job is requeued");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return Verdict::Requeue;
-            }
-        }
+    let target = match start(&worker, &context, &job).await {
+        Ok(target) => target,
+        Err(verdict) => return verdict,
     };
-    let source = target
-        .source
-        .as_ref()
-        .and_then(|id| context.sources.get(id.as_str()))
-        .filter(|source| source.settings.tenant == target.key.tenant);
-    let Some(source) = source else {
-        let outcome = slot_outcome(&job, PollState::Off, None, target.poll_failures, false);
-        write(&worker, &context, outcome, None).await;
+    let slot = Slot {
+        worker: &worker,
+        context: &context,
+        job: &job,
+        target: &target,
+    };
+    let Some(source) = slot.source() else {
+        slot.switch_off().await;
         return Verdict::Ack;
     };
     let mut rng = StdRng::from_rng(&mut rand::rng());
 
     let max_wait = Duration::from_millis(context.settings.max_rate_wait_ms);
     if let Err(refusal) = source.account.acquire(max_wait).await {
-        let wait = match refusal {
-            Refusal::Paused(wait) | Refusal::OverBudget(wait) => wait,
-        };
-        metrics::counter!("waybill_poll_deferred_total", "reason" => refusal_label(refusal))
-            .increment(1);
-        // Not a failure: the slot moves to when the account has room, spread a little.
-        let spread = Duration::from_millis(rng.random_range(0..=1_000));
-        let next = context.clock.now() + chrono_duration(wait + spread);
-        let outcome = slot_outcome(
-            &job,
-            PollState::Active,
-            Some(next),
-            target.poll_failures,
-            false,
-        );
-        write(&worker, &context, outcome, None).await;
+        slot.defer(refusal, &mut rng).await;
         return Verdict::Ack;
     }
 
@@ -250,135 +219,255 @@ async fn poll(worker: Worker, context: Arc<PollContext>, job: PollJobV1) -> Verd
         Some(Ok(request)) => request,
         // Polled sources have a [poll] section (checked at start); kept total all the same.
         None => {
-            let outcome = slot_outcome(&job, PollState::Off, None, target.poll_failures, false);
-            write(&worker, &context, outcome, None).await;
+            slot.switch_off().await;
             return Verdict::Ack;
         }
         Some(Err(error)) => {
-            let outcome = slot_outcome(&job, PollState::Off, None, target.poll_failures, false);
-            write(&worker, &context, outcome, None).await;
+            slot.switch_off().await;
             return Verdict::DeadLetter(format!("cannot build the poll request: {error}"));
         }
     };
+    let answer = fetch(&context, source, &request).await;
+    let now = context.clock.now();
+    slot.record_answer(source, answer, now, &mut rng).await
+}
+
+/// Starts the job's slot in the schedule: its target, or the verdict when the job is stale
+/// (acknowledged) or the database cannot be reached (requeued).
+async fn start(
+    worker: &Worker,
+    context: &PollContext,
+    job: &PollJobV1,
+) -> Result<PollTarget, Verdict> {
+    let now = context.clock.now();
+    let started = match worker.inner.store.acquire().await {
+        Ok(mut conn) => {
+            polling::begin_poll(&mut conn, job.shipment_id, job.slot, job.attempt, now).await
+        }
+        Err(error) => Err(error),
+    };
+    match started {
+        Ok(Some(target)) => Ok(target),
+        Ok(None) => {
+            metrics::counter!("waybill_poll_jobs_skipped_total").increment(1);
+            Err(Verdict::Ack)
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot start a poll; the job is requeued");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(Verdict::Requeue)
+        }
+    }
+}
+
+/// Asks the courier, counting the request's duration and outcome per source.
+async fn fetch(
+    context: &PollContext,
+    source: &PolledSource,
+    request: &PollRequest,
+) -> CourierAnswer {
     let started = Instant::now();
-    let answer = context.client.fetch(&request).await;
+    let answer = context.client.fetch(request).await;
     let source_label = source.settings.id.as_str().to_owned();
     metrics::histogram!("waybill_poll_request_seconds", "source" => source_label.clone())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("waybill_polls_total", "source" => source_label, "outcome" => answer.label())
         .increment(1);
-    let now = context.clock.now();
-    let failed = |failures: u32, rng: &mut StdRng| {
-        let next = now + chrono_duration(backoff(failures, &context.rules, rng));
-        slot_outcome(&job, PollState::Active, Some(next), failures, true)
-    };
+    answer
+}
 
-    match answer {
-        CourierAnswer::Body(body) => {
-            match source
-                .profile
-                .map_poll_response(&body, &target.key.tracking_number, now)
-            {
-                Ok(mapped) => {
-                    healthy(source);
-                    if !mapped.unmapped_statuses.is_empty() {
-                        metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
-                            .increment(mapped.unmapped_statuses.len() as u64);
-                    }
-                    let events: Vec<_> = mapped
-                        .events
-                        .into_iter()
-                        .filter(|event| {
-                            event.carrier == target.key.carrier
-                                && event.tracking_number == target.key.tracking_number
-                        })
-                        .collect();
-                    succeed(&worker, &context, &job, &target, source, events, now).await;
-                    Verdict::Ack
-                }
-                Err(error) => {
-                    let failures = target.poll_failures + 1;
-                    write(&worker, &context, failed(failures, &mut rng), None).await;
-                    Verdict::DeadLetter(format!(
-                        "the poll response of source `{}` could not be mapped: {error}",
-                        source.settings.id
-                    ))
-                }
+/// A started poll: the job, its slot's target, and what recording its outcome needs.
+struct Slot<'a> {
+    worker: &'a Worker,
+    context: &'a PollContext,
+    job: &'a PollJobV1,
+    target: &'a PollTarget,
+}
+
+impl<'a> Slot<'a> {
+    /// The slot's source, while it is configured and belongs to the shipment's tenant.
+    fn source(&self) -> Option<&'a PolledSource> {
+        self.target
+            .source
+            .as_ref()
+            .and_then(|id| self.context.sources.get(id.as_str()))
+            .filter(|source| source.settings.tenant == self.target.key.tenant)
+    }
+
+    /// Writes the slot's outcome (no events).
+    async fn record(
+        &self,
+        state: PollState,
+        next_poll_at: Option<DateTime<Utc>>,
+        poll_failures: u32,
+        polled: bool,
+    ) {
+        let outcome = slot_outcome(self.job, state, next_poll_at, poll_failures, polled);
+        write(self.worker, self.context, outcome, None).await;
+    }
+
+    /// Stops polling the slot: its source is gone or cannot poll.
+    async fn switch_off(&self) {
+        self.record(PollState::Off, None, self.target.poll_failures, false)
+            .await;
+    }
+
+    /// Not a failure: the account has no room now, so the slot moves to when it has,
+    /// spread a little.
+    async fn defer(&self, refusal: Refusal, rng: &mut StdRng) {
+        let wait = match refusal {
+            Refusal::Paused(wait) | Refusal::OverBudget(wait) => wait,
+        };
+        metrics::counter!("waybill_poll_deferred_total", "reason" => refusal_label(refusal))
+            .increment(1);
+        let spread = Duration::from_millis(rng.random_range(0..=1_000));
+        let next = self.context.clock.now() + chrono_duration(wait + spread);
+        self.record(
+            PollState::Active,
+            Some(next),
+            self.target.poll_failures,
+            false,
+        )
+        .await;
+    }
+
+    /// One more failure in a row: the next poll after the backoff for that many.
+    async fn back_off(&self, now: DateTime<Utc>, rng: &mut StdRng) {
+        let failures = self.target.poll_failures + 1;
+        let next = now + chrono_duration(backoff(failures, &self.context.rules, rng));
+        self.record(PollState::Active, Some(next), failures, true)
+            .await;
+    }
+
+    /// Records what the courier's answer means for the slot.
+    async fn record_answer(
+        &self,
+        source: &PolledSource,
+        answer: CourierAnswer,
+        now: DateTime<Utc>,
+        rng: &mut StdRng,
+    ) -> Verdict {
+        match answer {
+            CourierAnswer::Body(body) => self.record_body(source, &body, now, rng).await,
+            CourierAnswer::NotFound => {
+                healthy(source);
+                succeed(self, source, Vec::new(), now).await;
+                Verdict::Ack
+            }
+            CourierAnswer::RateLimited { retry_after } => {
+                let wait = retry_after.unwrap_or(self.context.rules.default_retry_after);
+                source.account.pause(wait);
+                let next = now + chrono_duration(wait);
+                self.record(
+                    PollState::Active,
+                    Some(next),
+                    self.target.poll_failures,
+                    true,
+                )
+                .await;
+                Verdict::Ack
+            }
+            CourierAnswer::Unauthorized { status } => {
+                self.unauthorized(source, status, now).await;
+                Verdict::Ack
+            }
+            CourierAnswer::TooLarge => {
+                self.back_off(now, rng).await;
+                Verdict::DeadLetter(format!(
+                    "the poll response of source `{}` is larger than polling.max_response_bytes",
+                    source.settings.id
+                ))
+            }
+            CourierAnswer::ServerError { .. }
+            | CourierAnswer::ClientError { .. }
+            | CourierAnswer::Timeout
+            | CourierAnswer::Unreachable => {
+                self.back_off(now, rng).await;
+                Verdict::Ack
             }
         }
-        CourierAnswer::NotFound => {
-            healthy(source);
-            succeed(&worker, &context, &job, &target, source, Vec::new(), now).await;
-            Verdict::Ack
-        }
-        CourierAnswer::RateLimited { retry_after } => {
-            let wait = retry_after.unwrap_or(context.rules.default_retry_after);
-            source.account.pause(wait);
-            let next = now + chrono_duration(wait);
-            let outcome = slot_outcome(
-                &job,
-                PollState::Active,
-                Some(next),
-                target.poll_failures,
-                true,
-            );
-            write(&worker, &context, outcome, None).await;
-            Verdict::Ack
-        }
-        CourierAnswer::Unauthorized { status } => {
-            let pause = context.rules.unauthorized_backoff;
-            source.account.pause(pause);
-            if source.account.mark_unhealthy() {
-                metrics::gauge!("waybill_poll_source_unhealthy", "source" => source.settings.id.as_str().to_owned())
-                    .set(1.0);
-                tracing::warn!(
-                    source = %source.settings.id,
-                    http.status = status,
-                    pause_secs = pause.as_secs(),
-                    "the courier refused the source's credentials; polling through this account is paused"
-                );
+    }
+
+    /// A courier's answer with a body: its events for this shipment are merged, or the slot
+    /// backs off and the job is dead-lettered when the body cannot be mapped.
+    async fn record_body(
+        &self,
+        source: &PolledSource,
+        body: &[u8],
+        now: DateTime<Utc>,
+        rng: &mut StdRng,
+    ) -> Verdict {
+        let key = &self.target.key;
+        match source
+            .profile
+            .map_poll_response(body, &key.tracking_number, now)
+        {
+            Ok(mapped) => {
+                healthy(source);
+                if !mapped.unmapped_statuses.is_empty() {
+                    metrics::counter!("waybill_unmapped_status_total", "profile" => source.profile.name.clone())
+                        .increment(mapped.unmapped_statuses.len() as u64);
+                }
+                let events: Vec<_> = mapped
+                    .events
+                    .into_iter()
+                    .filter(|event| {
+                        event.carrier == key.carrier && event.tracking_number == key.tracking_number
+                    })
+                    .collect();
+                succeed(self, source, events, now).await;
+                Verdict::Ack
             }
-            let next = now + chrono_duration(pause);
-            let outcome = slot_outcome(
-                &job,
-                PollState::Active,
-                Some(next),
-                target.poll_failures + 1,
-                true,
+            Err(error) => {
+                self.back_off(now, rng).await;
+                Verdict::DeadLetter(format!(
+                    "the poll response of source `{}` could not be mapped: {error}",
+                    source.settings.id
+                ))
+            }
+        }
+    }
+
+    /// The courier refused the source's credentials: the account pauses, and the slot counts
+    /// a failure and waits out the pause.
+    async fn unauthorized(&self, source: &PolledSource, status: u16, now: DateTime<Utc>) {
+        let pause = self.context.rules.unauthorized_backoff;
+        source.account.pause(pause);
+        if source.account.mark_unhealthy() {
+            metrics::gauge!("waybill_poll_source_unhealthy", "source" => source.settings.id.as_str().to_owned())
+                .set(1.0);
+            tracing::warn!(
+                source = %source.settings.id,
+                http.status = status,
+                pause_secs = pause.as_secs(),
+                "the courier refused the source's credentials; polling through this account is paused"
             );
-            write(&worker, &context, outcome, None).await;
-            Verdict::Ack
         }
-        CourierAnswer::TooLarge => {
-            let failures = target.poll_failures + 1;
-            write(&worker, &context, failed(failures, &mut rng), None).await;
-            Verdict::DeadLetter(format!(
-                "the poll response of source `{}` is larger than polling.max_response_bytes",
-                source.settings.id
-            ))
-        }
-        CourierAnswer::ServerError { .. }
-        | CourierAnswer::ClientError { .. }
-        | CourierAnswer::Timeout
-        | CourierAnswer::Unreachable => {
-            let failures = target.poll_failures + 1;
-            write(&worker, &context, failed(failures, &mut rng), None).await;
-            Verdict::Ack
-        }
+        let next = now + chrono_duration(pause);
+        self.record(
+            PollState::Active,
+            Some(next),
+            self.target.poll_failures + 1,
+            true,
+        )
+        .await;
     }
 }
 
 /// A successful poll: merges `events` (if any) and writes the next regular slot, in one
 /// transaction.
 async fn succeed(
-    worker: &Worker,
-    context: &PollContext,
-    job: &PollJobV1,
-    target: &PollTarget,
+    slot: &Slot<'_>,
     source: &PolledSource,
     events: Vec<waybill_core::TrackingEvent>,
     now: DateTime<Utc>,
 ) {
+    let Slot {
+        worker,
+        context,
+        job,
+        target,
+    } = *slot;
     let events = storable_poll_events(events, &source.settings.id);
     // The status after the merge decides the interval: the newest event's status is a good
     // forecast (the merge may keep an older current event, e.g. after a terminal one).

@@ -371,7 +371,7 @@ pub(crate) async fn run(mut scheduler: Scheduler, shutdown: CancellationToken) {
             tracing::info!(
                 shipments = switched,
                 "polling switched off for sources no longer polled"
-            )
+            );
         }
         Err(error) => tracing::warn!(error = %error, "cannot switch off unpolled sources"),
     }
@@ -387,8 +387,8 @@ pub(crate) async fn run(mut scheduler: Scheduler, shutdown: CancellationToken) {
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

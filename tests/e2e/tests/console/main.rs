@@ -69,11 +69,10 @@ struct Keys {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs `cargo build --bins` and Chromium; run by scripts/test.sh"]
 async fn the_console_in_a_browser() {
-    let outcome = tokio::time::timeout(Duration::from_secs(300), scenario()).await;
-    match outcome {
-        Ok(result) => result.expect("the console scenario"),
-        Err(_) => panic!("the console scenario did not finish within 5 minutes"),
-    }
+    tokio::time::timeout(Duration::from_secs(300), scenario())
+        .await
+        .expect("the console scenario did not finish within 5 minutes")
+        .expect("the console scenario");
 }
 
 async fn scenario() -> anyhow::Result<()> {
@@ -625,7 +624,7 @@ async fn read_only(
                 "return document.querySelectorAll('main button, main input[type=checkbox]').length",
             )
             .await?;
-        let allowed = if page == "/console/shipments" { 1 } else { 0 };
+        let allowed = i64::from(page == "/console/shipments");
         assert_eq!(
             buttons.as_i64(),
             Some(allowed),
@@ -671,7 +670,7 @@ async fn wait_for_text(browser: &Browser, path: &str, needle: &str) -> anyhow::R
 async fn wait_until<T, F, Fut>(probe: F) -> Option<T>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = Option<T>>,
 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {

@@ -112,7 +112,7 @@ async fn two_tenants_tracking_the_same_parcel_are_notified_apart() {
         .iter()
         .map(|m| m.headers["x-waybill-tenant"].as_str())
         .collect();
-    tenants.sort();
+    tenants.sort_unstable();
     assert_eq!(
         tenants,
         ["default", "globex"],

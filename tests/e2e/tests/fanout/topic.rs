@@ -47,7 +47,7 @@ async fn a_change_reaches_a_bound_queue_and_a_subscriber_exactly_once_per_event(
         .collect();
     assert_eq!(by_id.len(), 2, "message ids are distinct");
     let mut routing_keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
-    routing_keys.sort();
+    routing_keys.sort_unstable();
     assert_eq!(routing_keys, ["acme.delivered", "acme.in_transit"]);
     for message in &messages {
         assert!(message.persistent, "published persistent");

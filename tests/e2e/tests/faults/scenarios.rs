@@ -568,7 +568,7 @@ async fn inject(
     outcome.recovery = outcome.record(recovered, "recovery probe");
     if matches!(fault, Fault::BrokerRestart | Fault::BrokerConnectionsClosed) {
         // Workers came back on new channels with their prefetch.
-        let prefetch = stack.settings.worker.prefetch as u32;
+        let prefetch = u32::from(stack.settings.worker.prefetch);
         let expected = fault.workers() * stack.settings.worker.consumers.max(1);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut prefetches = Vec::new();

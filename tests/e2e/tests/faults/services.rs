@@ -144,11 +144,10 @@ impl Services {
             .await?;
         Ok(listed
             .lines()
-            .filter_map(|line| {
+            .find_map(|line| {
                 let mut fields = line.split_whitespace();
                 (fields.next()? == queue).then(|| fields.next()?.parse().ok())?
             })
-            .next()
             .unwrap_or(0))
     }
 

@@ -130,8 +130,7 @@ async fn wait_until_known(stack: &Stack, key: &str) {
             .bearer_auth(key)
             .send()
             .await
-            .map(|response| response.status().as_u16())
-            .unwrap_or(0);
+            .map_or(0, |response| response.status().as_u16());
         if status == 200 {
             return;
         }

@@ -123,7 +123,11 @@ impl Templates {
             let mut bodies = Vec::new();
             for entry in std::fs::read_dir(&dir).expect("fixtures").flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("poll-") || !name.ends_with(".json") {
+                if name.starts_with("poll-")
+                    || !std::path::Path::new(&name)
+                        .extension()
+                        .is_some_and(|extension| extension.eq_ignore_ascii_case("json"))
+                {
                     continue;
                 }
                 let text = std::fs::read(entry.path()).expect("fixture");

@@ -52,8 +52,10 @@ pub fn source(id: &str) -> (&'static str, &'static str) {
         _ => SECRETS
             .iter()
             .find(|(source, _, _)| *source == id)
-            .map(|(_, profile, secret)| (*profile, *secret))
-            .unwrap_or_else(|| panic!("no source {id}")),
+            .map_or_else(
+                || panic!("no source {id}"),
+                |(_, profile, secret)| (*profile, *secret),
+            ),
     }
 }
 

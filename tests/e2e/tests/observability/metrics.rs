@@ -20,8 +20,7 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                     .iter()
                     .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")))
         })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .next()
+        .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0)
 }
 

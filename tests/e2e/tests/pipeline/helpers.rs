@@ -247,11 +247,10 @@ impl TestApp {
                 if done(&shipment) {
                     return shipment;
                 }
-                if Instant::now() > deadline {
-                    panic!(
-                        "shipment {carrier}/{tracking_number} never reached the expected state: {shipment}"
-                    );
-                }
+                assert!(
+                    Instant::now() <= deadline,
+                    "shipment {carrier}/{tracking_number} never reached the expected state: {shipment}"
+                );
             } else if Instant::now() > deadline {
                 panic!("shipment {carrier}/{tracking_number} never appeared");
             }
