@@ -55,3 +55,53 @@ fn check_explains_contradictions_with_line_and_column() {
         "{explained}"
     );
 }
+
+/// Every built-in profile has golden cases, run through the real `waybill profiles test`: at
+/// least two per profile, at least one verifying a signature when the profile checks one, and
+/// all of them pass.
+#[test]
+fn every_builtin_has_golden_cases_that_pass_through_the_binary() {
+    let dir = builtins();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["profiles", "test"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+
+    let registry = waybill_carriers::ProfileRegistry::builtin();
+    let names: Vec<&str> = registry.names().collect();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in names {
+        let cases = dir.join(name);
+        let files: Vec<String> = std::fs::read_dir(&cases)
+            .unwrap_or_else(|error| panic!("built-in `{name}` has no golden dir: {error}"))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let expected: Vec<&String> = files
+            .iter()
+            .filter(|file| file.ends_with(".expected.json"))
+            .collect();
+        assert!(expected.len() >= 2, "`{name}` has {expected:?}");
+        for file in &expected {
+            let sample = file.replace(".expected.json", ".json");
+            assert!(files.contains(&sample), "`{name}`: {file} without {sample}");
+            let line = format!("ok   {}", cases.join(&sample).display());
+            assert!(stdout.contains(&line), "`{name}`: {line} not in\n{stdout}");
+        }
+        let profile = registry.get(name).unwrap();
+        if profile.verification_scheme() != "none" {
+            assert!(
+                files.iter().any(|file| file.ends_with(".headers")),
+                "`{name}` verifies signatures ({}) but has no signed case",
+                profile.verification_scheme()
+            );
+        }
+    }
+}
