@@ -298,7 +298,9 @@ pub(crate) enum TimeError {
 
 const NUMBERS_NOT_ACCEPTED: &str =
     "a number, but unix time is not among the profile's `time.formats`";
-const EXPECTED: &str = "expected one of the profile's `time.formats` (RFC 3339 with offset, naive date-time, date, unix time)";
+/// Names no format list: the profile's own may be narrower than all formats (Waybill's own
+/// format accepts RFC 3339 only), and the message must not promise what it refuses.
+const EXPECTED: &str = "it matches none of the profile's `time.formats`";
 
 impl TimeSpec {
     /// A spec accepting only `formats`, zone UTC.
