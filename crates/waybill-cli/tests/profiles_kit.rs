@@ -105,3 +105,74 @@ fn every_builtin_has_golden_cases_that_pass_through_the_binary() {
         }
     }
 }
+
+/// A golden case of a public-key profile: the keys are the case directory's `public-keys` file
+/// (here a JWKS); a signature that does not match fails the case.
+#[test]
+fn golden_cases_verify_public_key_signatures() {
+    let keys =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../waybill-carriers/tests/fixtures/keys");
+    let dir = std::env::temp_dir().join(format!("waybill-kit-rsa-{}", std::process::id()));
+    let cases = dir.join("acme");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::write(
+        dir.join("acme.toml"),
+        r#"format_version = 2
+name = "acme"
+[verify]
+algorithm = "rsa_sha256"
+signed = "{timestamp}.{body}"
+timestamp = "X-Timestamp"
+key_id = "X-Key-Id"
+signature = "X-Signature"
+encoding = "base64"
+[mapping.events]
+current = "$"
+[mapping.fields]
+tracking_number = "$/tracking_number"
+status = "$/status"
+time = "$/time"
+[mapping.status]
+canonical_names = true
+"#,
+    )
+    .unwrap();
+    std::fs::copy(keys.join("jwks.json"), cases.join("public-keys")).unwrap();
+    std::fs::write(
+        cases.join("signed.json"),
+        r#"{"tracking_number":"RS123","status":"Delivered","time":"2026-11-27T10:00:00Z"}"#,
+    )
+    .unwrap();
+    let signature = std::fs::read_to_string(keys.join("rsa.sig.b64")).unwrap();
+    let headers = format!(
+        "X-Timestamp: 1795823940\nX-Key-Id: rsa-2026\nX-Signature: {}\n",
+        signature.trim()
+    );
+    std::fs::write(cases.join("signed.headers"), &headers).unwrap();
+
+    let written = test_dir(&dir, true).unwrap();
+    assert_eq!(
+        (written.passed, written.failed),
+        (1, 0),
+        "{:?}",
+        written.lines
+    );
+    let expected = std::fs::read_to_string(cases.join("signed.expected.json")).unwrap();
+    assert!(expected.contains("\"status\": \"Delivered\""), "{expected}");
+    assert_eq!(test_dir(&dir, false).unwrap().failed, 0);
+
+    // Another key id: no key has it, the case fails with the reason.
+    std::fs::write(
+        cases.join("signed.headers"),
+        headers.replace("rsa-2026", "ec-2026"),
+    )
+    .unwrap();
+    let report = test_dir(&dir, false).unwrap();
+    assert_eq!(report.failed, 1, "{:?}", report.lines);
+    assert!(
+        report.lines[0].contains("verification failed"),
+        "{:?}",
+        report.lines
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
