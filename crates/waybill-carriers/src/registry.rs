@@ -10,7 +10,7 @@ use crate::error::ProfileError;
 use crate::profile::CarrierProfile;
 
 /// The built-in profiles: (name, TOML text). Embedded so a binary needs no files to start.
-const BUILTIN: [(&str, &str); 7] = [
+const BUILTIN: [(&str, &str); 9] = [
     ("starshipit", include_str!("../profiles/starshipit.toml")),
     ("clickpost", include_str!("../profiles/clickpost.toml")),
     ("aftership", include_str!("../profiles/aftership.toml")),
@@ -21,6 +21,8 @@ const BUILTIN: [(&str, &str); 7] = [
         "track123-app",
         include_str!("../profiles/track123-app.toml"),
     ),
+    ("17track", include_str!("../profiles/17track.toml")),
+    ("ship24", include_str!("../profiles/ship24.toml")),
 ];
 
 /// Profiles by name. Cheap to clone the profiles out of (`Arc`).
@@ -31,7 +33,7 @@ pub struct ProfileRegistry {
 
 impl ProfileRegistry {
     /// The built-in profiles: starshipit, clickpost, aftership, easypost, waybill, sendcloud,
-    /// track123-app.
+    /// track123-app, 17track, ship24.
     ///
     /// # Panics
     /// Never in a released build: every built-in is parsed by the test suite

@@ -140,25 +140,38 @@ impl CustomFormat {
 
 impl<'de> Deserialize<'de> for TimeFormat {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Name(String),
-            Custom { strftime: String },
-        }
-        match Written::deserialize(deserializer)? {
-            Written::Name(name) => match name.as_str() {
+        const EXPECTED: &str =
+            "expected `rfc3339`, `naive`, `date`, `unix` or { strftime = \"…\" }";
+        // Read as a plain value first, so that every mistake gets a specific message (an
+        // untagged enum would only say that nothing matched).
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(name) => match name.as_str() {
                 "rfc3339" => Ok(TimeFormat::Rfc3339),
                 "naive" => Ok(TimeFormat::Naive),
                 "date" => Ok(TimeFormat::Date),
                 "unix" => Ok(TimeFormat::Unix),
                 other => Err(serde::de::Error::custom(format!(
-                    "unknown time format `{other}`: expected `rfc3339`, `naive`, `date`, `unix` or {{ strftime = \"…\" }}"
+                    "unknown time format `{other}`: {EXPECTED}"
                 ))),
             },
-            Written::Custom { strftime } => CustomFormat::parse(&strftime)
-                .map(TimeFormat::Custom)
-                .map_err(serde::de::Error::custom),
+            serde_json::Value::Object(table) => {
+                if let Some(unknown) = table.keys().find(|key| *key != "strftime") {
+                    return Err(serde::de::Error::custom(format!(
+                        "unknown key `{unknown}` in a time format: {EXPECTED}"
+                    )));
+                }
+                match table.get("strftime") {
+                    Some(serde_json::Value::String(pattern)) => CustomFormat::parse(pattern)
+                        .map(TimeFormat::Custom)
+                        .map_err(serde::de::Error::custom),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "a custom time format needs `strftime` as a string: {EXPECTED}"
+                    ))),
+                }
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "a time format is a name or a table: {EXPECTED}"
+            ))),
         }
     }
 }
@@ -285,7 +298,9 @@ pub(crate) enum TimeError {
 
 const NUMBERS_NOT_ACCEPTED: &str =
     "a number, but unix time is not among the profile's `time.formats`";
-const EXPECTED: &str = "expected one of the profile's `time.formats` (RFC 3339 with offset, naive date-time, date, unix time)";
+/// Names no format list: the profile's own may be narrower than all formats (Waybill's own
+/// format accepts RFC 3339 only), and the message must not promise what it refuses.
+const EXPECTED: &str = "it matches none of the profile's `time.formats`";
 
 impl TimeSpec {
     /// A spec accepting only `formats`, zone UTC.

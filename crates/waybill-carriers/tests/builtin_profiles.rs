@@ -1,5 +1,5 @@
-//! Every built-in profile against every sample in shared/carriers (copied verbatim into
-//! tests/fixtures), through sign → verify → map, table-driven.
+//! Every built-in profile against the platforms' documented samples (copied verbatim into
+//! tests/fixtures, see its README.md), through sign → verify → map, table-driven.
 
 mod common;
 
@@ -197,10 +197,12 @@ fn builtin_profiles_load() {
     assert_eq!(
         names,
         [
+            "17track",
             "aftership",
             "clickpost",
             "easypost",
             "sendcloud",
+            "ship24",
             "starshipit",
             "track123-app",
             "waybill"
@@ -417,7 +419,7 @@ fn unknown_statuses_become_unknown_and_are_reported() {
     assert_eq!(mapped.unmapped_statuses, ["101"]);
 
     // EasyPost's own `unknown` is a mapped status (to Unknown), not an unmapped one.
-    let body = br#"{"id":"evt_2","result":{"tracking_code":"Z1","carrier":"UPS","status":"unknown","updated_at":"2024-08-02T19:26:51Z","tracking_details":[]}}"#;
+    let body = br#"{"id":"evt_2","result":{"object":"Tracker","tracking_code":"Z1","carrier":"UPS","status":"unknown","updated_at":"2024-08-02T19:26:51Z","tracking_details":[]}}"#;
     let mapped = webhook(&profile("easypost"), body).unwrap();
     assert_eq!(mapped.events[0].status, Unknown);
     assert!(mapped.unmapped_statuses.is_empty());
@@ -433,14 +435,24 @@ fn starshipit_status_names_match_any_case() {
 
 #[test]
 fn a_payload_without_events_is_accepted_empty() {
-    // EasyPost sends other Event types too (e.g. batch.created); they carry no tracker.
-    let mapped = webhook(
-        &profile("easypost"),
-        br#"{"description":"batch.created","id":"evt_9"}"#,
-    )
-    .unwrap();
+    // An empty batch of Waybill's own format: nothing to store, nothing wrong, not filtered.
+    let mapped = webhook(&profile("waybill"), b"[]").unwrap();
     assert!(mapped.events.is_empty());
-    assert_eq!(mapped.provider_event_id.as_deref(), Some("evt_9"));
+    assert!(!mapped.ignored);
+}
+
+#[test]
+fn easypost_ignores_events_that_are_not_about_a_tracker() {
+    // EasyPost sends other Event types on the same URL (e.g. batch.created): a 200 with zero
+    // events, counted as ignored, like a body without any result.
+    for body in [
+        br#"{"description":"batch.created","id":"evt_9","result":{"object":"Batch"}}"#.as_slice(),
+        br#"{"description":"tracker.updated"}"#,
+    ] {
+        let mapped = webhook(&profile("easypost"), body).unwrap();
+        assert!(mapped.events.is_empty());
+        assert!(mapped.ignored, "{}", String::from_utf8_lossy(body));
+    }
 }
 
 #[test]

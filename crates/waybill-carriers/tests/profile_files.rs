@@ -137,11 +137,13 @@ fn a_directory_adds_profiles_and_overrides_builtins() {
     assert_eq!(
         names,
         [
+            "17track",
             "aftership",
             "clickpost",
             "easypost",
             "kea-parcel",
             "sendcloud",
+            "ship24",
             "starshipit",
             "track123-app",
             "waybill"

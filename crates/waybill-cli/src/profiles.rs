@@ -334,6 +334,7 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 && !name.ends_with(".headers")
                 && !name.starts_with('.')
                 && name != "secrets"
+                && name != "public-keys"
                 && name != "README.md"
         })
         .collect();
@@ -342,7 +343,8 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// One case: verify when `CASE.headers` exists (with the directory's `secrets` file, one per
-/// line), map, compare with (or write) `CASE.expected.json`.
+/// line, and its `public-keys` file, PEM, JWK or JWKS, for public-key algorithms), map,
+/// compare with (or write) `CASE.expected.json`.
 fn run_case(
     profile: &CarrierProfile,
     sample: &Path,
@@ -361,21 +363,34 @@ fn run_case(
             .collect();
         let headers = header_map(&lines)?;
         let secrets_file = sample.with_file_name("secrets");
-        let secrets: Vec<String> = std::fs::read_to_string(&secrets_file)
-            .with_context(|| {
-                format!(
-                    "{} needs {}",
-                    headers_file.display(),
-                    secrets_file.display()
-                )
-            })?
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let keys_file = sample.with_file_name("public-keys");
+        if !secrets_file.exists() && !keys_file.exists() {
+            anyhow::bail!(
+                "{} needs {} or {}",
+                headers_file.display(),
+                secrets_file.display(),
+                keys_file.display()
+            );
+        }
+        let secrets: Vec<String> = if secrets_file.exists() {
+            std::fs::read_to_string(&secrets_file)?
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let keys = if keys_file.exists() {
+            KeySet::from_config(&[std::fs::read_to_string(&keys_file)?])
+                .with_context(|| format!("{} holds no usable key", keys_file.display()))?
+        } else {
+            KeySet::default()
+        };
         let credentials = Credentials {
             secrets: &secrets,
+            public_keys: Some(&keys),
             ..Credentials::default()
         };
         // Signed samples carry their own time; verify at the signature's time, map at receipt.

@@ -55,3 +55,124 @@ fn check_explains_contradictions_with_line_and_column() {
         "{explained}"
     );
 }
+
+/// Every built-in profile has golden cases, run through the real `waybill profiles test`: at
+/// least two per profile, at least one verifying a signature when the profile checks one, and
+/// all of them pass.
+#[test]
+fn every_builtin_has_golden_cases_that_pass_through_the_binary() {
+    let dir = builtins();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["profiles", "test"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+
+    let registry = waybill_carriers::ProfileRegistry::builtin();
+    let names: Vec<&str> = registry.names().collect();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in names {
+        let cases = dir.join(name);
+        let files: Vec<String> = std::fs::read_dir(&cases)
+            .unwrap_or_else(|error| panic!("built-in `{name}` has no golden dir: {error}"))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let expected: Vec<&String> = files
+            .iter()
+            .filter(|file| file.ends_with(".expected.json"))
+            .collect();
+        assert!(expected.len() >= 2, "`{name}` has {expected:?}");
+        for file in &expected {
+            let sample = file.replace(".expected.json", ".json");
+            assert!(files.contains(&sample), "`{name}`: {file} without {sample}");
+            let line = format!("ok   {}", cases.join(&sample).display());
+            assert!(stdout.contains(&line), "`{name}`: {line} not in\n{stdout}");
+        }
+        let profile = registry.get(name).unwrap();
+        if profile.verification_scheme() != "none" {
+            assert!(
+                files.iter().any(|file| file.ends_with(".headers")),
+                "`{name}` verifies signatures ({}) but has no signed case",
+                profile.verification_scheme()
+            );
+        }
+    }
+}
+
+/// A golden case of a public-key profile: the keys are the case directory's `public-keys` file
+/// (here a JWKS); a signature that does not match fails the case.
+#[test]
+fn golden_cases_verify_public_key_signatures() {
+    let keys =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../waybill-carriers/tests/fixtures/keys");
+    let dir = std::env::temp_dir().join(format!("waybill-kit-rsa-{}", std::process::id()));
+    let cases = dir.join("acme");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::write(
+        dir.join("acme.toml"),
+        r#"format_version = 2
+name = "acme"
+[verify]
+algorithm = "rsa_sha256"
+signed = "{timestamp}.{body}"
+timestamp = "X-Timestamp"
+key_id = "X-Key-Id"
+signature = "X-Signature"
+encoding = "base64"
+[mapping.events]
+current = "$"
+[mapping.fields]
+tracking_number = "$/tracking_number"
+status = "$/status"
+time = "$/time"
+[mapping.status]
+canonical_names = true
+"#,
+    )
+    .unwrap();
+    std::fs::copy(keys.join("jwks.json"), cases.join("public-keys")).unwrap();
+    std::fs::write(
+        cases.join("signed.json"),
+        r#"{"tracking_number":"RS123","status":"Delivered","time":"2026-11-27T10:00:00Z"}"#,
+    )
+    .unwrap();
+    let signature = std::fs::read_to_string(keys.join("rsa.sig.b64")).unwrap();
+    let headers = format!(
+        "X-Timestamp: 1795823940\nX-Key-Id: rsa-2026\nX-Signature: {}\n",
+        signature.trim()
+    );
+    std::fs::write(cases.join("signed.headers"), &headers).unwrap();
+
+    let written = test_dir(&dir, true).unwrap();
+    assert_eq!(
+        (written.passed, written.failed),
+        (1, 0),
+        "{:?}",
+        written.lines
+    );
+    let expected = std::fs::read_to_string(cases.join("signed.expected.json")).unwrap();
+    assert!(expected.contains("\"status\": \"Delivered\""), "{expected}");
+    assert_eq!(test_dir(&dir, false).unwrap().failed, 0);
+
+    // Another key id: no key has it, the case fails with the reason.
+    std::fs::write(
+        cases.join("signed.headers"),
+        headers.replace("rsa-2026", "ec-2026"),
+    )
+    .unwrap();
+    let report = test_dir(&dir, false).unwrap();
+    assert_eq!(report.failed, 1, "{:?}", report.lines);
+    assert!(
+        report.lines[0].contains("verification failed"),
+        "{:?}",
+        report.lines
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,8 +13,8 @@ use crate::ConfigError;
 pub struct SourceSettings {
     /// The `{source}` path segment.
     pub id: SourceId,
-    /// A built-in profile name (`starshipit`, `clickpost`, `aftership`, `easypost`, `waybill`)
-    /// or the name of a profile in `profiles_dir`.
+    /// A built-in profile name (`starshipit`, `easypost`, `17track`, … see
+    /// `docs/carrier-profiles.md`) or the name of a profile in `profiles_dir`.
     pub profile: String,
     /// Webhook secrets; any of them verifies a request (list several to rotate).
     #[serde(default)]
