@@ -144,8 +144,8 @@ impl<'de> Deserialize<'de> for TimeFormat {
             "expected `rfc3339`, `naive`, `date`, `unix` or { strftime = \"…\" }";
         // Read as a plain value first, so that every mistake gets a specific message (an
         // untagged enum would only say that nothing matched).
-        match serde_json::Value::deserialize(deserializer)? {
-            serde_json::Value::String(name) => match name.as_str() {
+        match Value::deserialize(deserializer)? {
+            Value::String(name) => match name.as_str() {
                 "rfc3339" => Ok(TimeFormat::Rfc3339),
                 "naive" => Ok(TimeFormat::Naive),
                 "date" => Ok(TimeFormat::Date),
@@ -154,14 +154,14 @@ impl<'de> Deserialize<'de> for TimeFormat {
                     "unknown time format `{other}`: {EXPECTED}"
                 ))),
             },
-            serde_json::Value::Object(table) => {
+            Value::Object(table) => {
                 if let Some(unknown) = table.keys().find(|key| *key != "strftime") {
                     return Err(serde::de::Error::custom(format!(
                         "unknown key `{unknown}` in a time format: {EXPECTED}"
                     )));
                 }
                 match table.get("strftime") {
-                    Some(serde_json::Value::String(pattern)) => CustomFormat::parse(pattern)
+                    Some(Value::String(pattern)) => CustomFormat::parse(pattern)
                         .map(TimeFormat::Custom)
                         .map_err(serde::de::Error::custom),
                     _ => Err(serde::de::Error::custom(format!(

@@ -73,7 +73,7 @@ fn examples(page: &str) -> BTreeMap<String, Example> {
                         let (name, value) = line.split_once(':').unwrap();
                         (name.trim().to_owned(), value.trim().to_owned())
                     })
-                    .collect()
+                    .collect();
             }
             other => panic!("{name}: unknown part `{other}`"),
         }

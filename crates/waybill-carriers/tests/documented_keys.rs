@@ -94,10 +94,7 @@ fn probes() -> Vec<(&'static str, String)> {
 /// The keys an error message offers: every back-quoted word after "expected", or the words of
 /// a `{ a | b, c }` list.
 fn offered_keys(message: &str) -> Vec<String> {
-    let after = message
-        .split_once("expected")
-        .map(|(_, rest)| rest)
-        .unwrap_or("");
+    let after = message.split_once("expected").map_or("", |(_, rest)| rest);
     let quoted: Vec<String> = after
         .split('`')
         .skip(1)
