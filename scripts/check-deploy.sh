@@ -98,7 +98,7 @@ check_dashboard_queries() {
 }
 
 check "shellcheck: deploy scripts" "$tools/shellcheck" -x scripts/check-deploy.sh \
-  scripts/deploy-tools.sh deploy/compose/*.sh
+  scripts/deploy-tools.sh scripts/rabbitmq-cluster.sh deploy/compose/*.sh
 check "hadolint: deploy/Dockerfile" "$tools/hadolint" --config deploy/hadolint.yaml deploy/Dockerfile
 check "Compose Specification schema: docker-compose.yml, deploy/compose/observability.yml" \
   "$tools/check-jsonschema" --schemafile deploy/schemas/compose-spec.json \
