@@ -332,6 +332,7 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             path.is_file()
                 && !name.ends_with(".expected.json")
                 && !name.ends_with(".headers")
+                && !name.ends_with(".url")
                 && !name.starts_with('.')
                 && name != "secrets"
                 && name != "public-keys"
@@ -343,8 +344,9 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// One case: verify when `CASE.headers` exists (with the directory's `secrets` file, one per
-/// line, and its `public-keys` file, PEM, JWK or JWKS, for public-key algorithms), map,
-/// compare with (or write) `CASE.expected.json`.
+/// line, its `public-keys` file, PEM, JWK or JWKS, for public-key algorithms, and `CASE.url`,
+/// the request target, for schemes that sign the URL or carry the signature in the query),
+/// map, compare with (or write) `CASE.expected.json`.
 fn run_case(
     profile: &CarrierProfile,
     sample: &Path,
@@ -388,10 +390,17 @@ fn run_case(
         } else {
             KeySet::default()
         };
+        let url_file = stem.with_extension("url");
+        let url = if url_file.exists() {
+            Some(std::fs::read_to_string(&url_file)?.trim().to_owned())
+        } else {
+            None
+        };
         let credentials = Credentials {
             secrets: &secrets,
             public_keys: Some(&keys),
-            ..Credentials::default()
+            jwks: None,
+            url: url.as_deref(),
         };
         // Signed samples carry their own time; verify at the signature's time, map at receipt.
         let signed_at = headers
