@@ -231,3 +231,41 @@ canonical_names = true
     assert_eq!(report.failed, 1, "{:?}", report.lines);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `waybill profiles map NAME` finds the built-in even where a directory of that name exists
+/// (the golden cases' own directory), and output cut short by its reader is not a panic.
+#[test]
+fn map_by_name_beside_a_directory_and_a_closed_pipe() {
+    use std::process::{Command, Stdio};
+    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .current_dir(builtins())
+        .args([
+            "profiles",
+            "map",
+            "17track",
+            "17track/tracking-stopped.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["ignored"], true);
+
+    // The reader goes away before the output is written (`… | head -0`).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["profiles", "test"])
+        .arg(builtins())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let finished = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(finished.status.success(), "{stderr}");
+}
