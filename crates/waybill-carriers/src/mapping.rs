@@ -151,14 +151,16 @@ impl<'de> Deserialize<'de> for ArraySpec {
                     "a path like \"$/events\" or a list of levels like [\"$/legs\", \"@/events\"]",
                 )
             }
+            // Levels may use `*` segments: `$/data/*/trackinfo` reads the `trackinfo` array
+            // of every member of `data` (an origin and a destination carrier's lists).
             fn visit_str<E: de::Error>(self, text: &str) -> Result<ArraySpec, E> {
-                check_levels(vec![JsonPath::parse(text, false).map_err(E::custom)?])
+                check_levels(vec![JsonPath::parse(text, true).map_err(E::custom)?])
                     .map_err(E::custom)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArraySpec, A::Error> {
                 let mut levels = Vec::new();
-                while let Some(path) = seq.next_element::<JsonPath>()? {
-                    levels.push(path);
+                while let Some(text) = seq.next_element::<String>()? {
+                    levels.push(JsonPath::parse(&text, true).map_err(de::Error::custom)?);
                 }
                 check_levels(levels).map_err(de::Error::custom)
             }
@@ -520,52 +522,48 @@ impl MappingSpec {
             let mut next = Vec::new();
             for parent in &current {
                 // Inner levels are `@` paths (checked at load): relative to the parent element.
-                let resolved = if depth == 0 {
-                    level.resolve(Scopes::document(document))
-                } else {
-                    parent
-                        .value
-                        .pointer(level.pointer())
-                        .map(|value| (value, format!("{}{}", parent.path, level.pointer())))
-                };
+                // Without `*` a level matches at most one value; with it, every match in turn.
+                let matches = level.resolve_all_from(parent.value, &parent.path);
                 let mut ancestors = Vec::with_capacity(parent.ancestors.len() + 1);
                 if depth > 0 {
                     ancestors.push((parent.value, parent.path.clone()));
                     ancestors.extend(parent.ancestors.iter().cloned());
                 }
-                let items: Vec<(&'v Value, String)> = match resolved {
-                    None | Some((Value::Null, _)) => continue,
-                    Some((Value::Array(items), concrete)) => items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, item)| (item, format!("{concrete}/{i}")))
-                        .collect(),
-                    Some((object @ Value::Object(_), concrete)) if self.single_object() => {
-                        vec![(object, concrete)]
-                    }
-                    Some((other, concrete)) => {
-                        return Err(MapError::WrongType {
-                            field: "events array",
-                            path: concrete,
-                            expected: if self.single_object() {
-                                "an array or an object"
-                            } else {
-                                "an array"
-                            },
-                            found: type_name(other),
+                for (resolved, concrete) in matches {
+                    let items: Vec<(&'v Value, String)> = match resolved {
+                        Value::Null => continue,
+                        Value::Array(items) => items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, item)| (item, format!("{concrete}/{i}")))
+                            .collect(),
+                        object @ Value::Object(_) if self.single_object() => {
+                            vec![(object, concrete)]
+                        }
+                        other => {
+                            return Err(MapError::WrongType {
+                                field: "events array",
+                                path: concrete,
+                                expected: if self.single_object() {
+                                    "an array or an object"
+                                } else {
+                                    "an array"
+                                },
+                                found: type_name(other),
+                            });
+                        }
+                    };
+                    if already + next.len() + items.len() > self.max_events {
+                        return Err(MapError::TooManyEvents {
+                            max: self.max_events,
                         });
                     }
-                };
-                if already + next.len() + items.len() > self.max_events {
-                    return Err(MapError::TooManyEvents {
-                        max: self.max_events,
-                    });
+                    next.extend(items.into_iter().map(|(value, path)| Element {
+                        value,
+                        path,
+                        ancestors: ancestors.clone(),
+                    }));
                 }
-                next.extend(items.into_iter().map(|(value, path)| Element {
-                    value,
-                    path,
-                    ancestors: ancestors.clone(),
-                }));
             }
             current = next;
         }

@@ -9,7 +9,8 @@
 //!   nested arrays (`^` is the element of the enclosing array, `^^` the one above it, …);
 //! * `$` or `@` alone: the document or element itself.
 //!
-//! Poll response item paths may also use `*` as a whole segment to mean "every member".
+//! Poll response item paths and event array levels may also use `*` as a whole segment to mean
+//! "every member".
 
 use std::fmt;
 
@@ -64,7 +65,8 @@ impl<'v> Scopes<'v> {
 pub(crate) const MAX_ANCESTORS: usize = 8;
 
 impl JsonPath {
-    /// Parses `$/a/b` or `@/a/b`. `allow_wildcard` permits `*` segments (poll items only).
+    /// Parses `$/a/b` or `@/a/b`. `allow_wildcard` permits `*` segments (poll items and event
+    /// array levels only).
     pub fn parse(text: &str, allow_wildcard: bool) -> Result<JsonPath, String> {
         let carets = text.bytes().take_while(|b| *b == b'^').count();
         let (scope, pointer) = match text.chars().next() {
@@ -96,7 +98,7 @@ impl JsonPath {
         }
         if !allow_wildcard && pointer.split('/').any(|segment| segment == "*") {
             return Err(format!(
-                "path `{text}`: `*` is only allowed in poll response item paths"
+                "path `{text}`: `*` is only allowed in poll response item paths and `mapping.events.array`"
             ));
         }
         Ok(JsonPath {
@@ -140,17 +142,36 @@ impl JsonPath {
     /// members (in document order for arrays, key order for objects). Non-wildcard paths
     /// match at most one value. Scope is ignored: item paths are always document paths.
     pub fn resolve_all<'v>(&self, root: &'v Value) -> Vec<&'v Value> {
-        let mut current = vec![root];
+        self.resolve_all_from(root, "$")
+            .into_iter()
+            .map(|(value, _)| value)
+            .collect()
+    }
+
+    /// [`JsonPath::resolve_all`] from `root`, whose concrete path is `base`, with the concrete
+    /// path of each match (`$/data/origin_info/trackinfo`), for error messages.
+    pub fn resolve_all_from<'v>(&self, root: &'v Value, base: &str) -> Vec<(&'v Value, String)> {
+        let mut current = vec![(root, base.to_owned())];
         if self.pointer.is_empty() {
             return current;
         }
         for segment in self.pointer[1..].split('/') {
             let mut next = Vec::new();
-            for value in current {
+            for (value, path) in current {
                 if segment == "*" {
                     match value {
-                        Value::Array(items) => next.extend(items.iter()),
-                        Value::Object(members) => next.extend(members.values()),
+                        Value::Array(items) => next.extend(
+                            items
+                                .iter()
+                                .enumerate()
+                                .map(|(index, item)| (item, format!("{path}/{index}"))),
+                        ),
+                        Value::Object(members) => {
+                            next.extend(members.iter().map(|(key, member)| {
+                                let escaped = key.replace('~', "~0").replace('/', "~1");
+                                (member, format!("{path}/{escaped}"))
+                            }))
+                        }
                         _ => {}
                     }
                 } else {
@@ -162,7 +183,7 @@ impl JsonPath {
                         }
                         _ => None,
                     };
-                    next.extend(child);
+                    next.extend(child.map(|child| (child, format!("{path}/{segment}"))));
                 }
             }
             current = next;
@@ -315,5 +336,37 @@ mod tests {
         );
         let path = JsonPath::parse("$/nothing/*", true).unwrap();
         assert!(path.resolve_all(&document).is_empty());
+    }
+
+    #[test]
+    fn wildcard_matches_carry_their_concrete_paths() {
+        let document = json!({"data": {
+            "origin_info": {"trackinfo": [1]},
+            "destination_info": {"trackinfo": [2]},
+            "id": 5,
+            "a/b": {"trackinfo": []}
+        }});
+        let path = JsonPath::parse("$/data/*/trackinfo", true).unwrap();
+        let mut matches: Vec<(String, Value)> = path
+            .resolve_all_from(&document, "$")
+            .into_iter()
+            .map(|(value, concrete)| (concrete, value.clone()))
+            .collect();
+        matches.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            matches,
+            [
+                ("$/data/a~1b/trackinfo".to_owned(), json!([])),
+                ("$/data/destination_info/trackinfo".to_owned(), json!([2])),
+                ("$/data/origin_info/trackinfo".to_owned(), json!([1])),
+            ]
+        );
+        // From an element: the element's concrete path is the base.
+        let path = JsonPath::parse("@/trackinfo/*", true).unwrap();
+        let element = &document["data"]["origin_info"];
+        assert_eq!(
+            path.resolve_all_from(element, "$/data/origin_info"),
+            [(&json!(1), "$/data/origin_info/trackinfo/0".to_owned())]
+        );
     }
 }

@@ -156,7 +156,9 @@ fn every_worked_example_maps_to_the_events_the_page_shows() {
     let names: Vec<&str> = examples.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["digest", "filters", "form", "nested", "rsa", "times", "xml"],
+        [
+            "digest", "filters", "form", "nested", "rsa", "times", "wildcard", "xml"
+        ],
         "one example per feature"
     );
     let (jwks, _) = KeySet::from_jwks(common::fixture("keys/jwks.json").as_slice()).unwrap();

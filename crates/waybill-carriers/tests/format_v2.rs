@@ -483,6 +483,53 @@ location = ["@/place", "^/hub"]
 }
 
 #[test]
+fn a_wildcard_level_reads_lists_side_by_side() {
+    let profile = profile(&format!(
+        r#"{NONE}
+[mapping.events]
+array = ["$/data/*/trackinfo"]
+[mapping.fields]
+tracking_number = "$/data/number"
+status = "@/code"
+time = "@/at"
+"#
+    ));
+    let mapped = map(
+        &profile,
+        r#"{"data":{"number":"W1","id":7,"origin_info":{"trackinfo":[{"code":"PU","at":"2026-11-20T10:00:00Z"}]},"destination_info":{"trackinfo":[{"code":"DL","at":"2026-11-22T10:00:00Z"}]},"extra":{"trackinfo":null}}}"#,
+    )
+    .unwrap();
+    let mut summary = summary(&mapped);
+    summary.sort();
+    assert_eq!(
+        summary,
+        [
+            "W1 Unknown DL 2026-11-22T10:00:00+00:00 -",
+            "W1 Unknown PU 2026-11-20T10:00:00+00:00 -",
+        ]
+    );
+    // A match that is not a list is the same 400 as without `*`, naming the concrete path.
+    let error = map(
+        &profile,
+        r#"{"data":{"number":"W1","origin_info":{"trackinfo":"none"}}}"#,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("$/data/origin_info/trackinfo"),
+        "{error}"
+    );
+    // `*` stays refused in field paths: one field is one value.
+    let text = format!(
+        "{NONE}[mapping.events]\ncurrent = \"$\"\n[mapping.fields]\ntracking_number = \"$/a/*\"\nstatus = \"@/s\"\n"
+    );
+    let refused = CarrierProfile::from_toml("test.toml", &text).unwrap_err();
+    assert!(
+        refused.to_string().contains("`*` is only allowed"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn filters_ignore_payloads_and_skip_events() {
     let profile = profile(&format!(
         r#"{NONE}

@@ -76,24 +76,46 @@ pub const GOLDEN_RECEIVED_AT: &str = "2030-01-01T00:00:00Z";
 /// Runs a `profiles` command. Returns false when something failed (the caller exits non-zero).
 pub fn run(command: ProfilesCommand) -> anyhow::Result<bool> {
     match command {
-        ProfilesCommand::Check { files, json } => Ok(check(&files, json)),
+        ProfilesCommand::Check { files, json } => {
+            let mut lines = Vec::new();
+            let all_ok = check(&files, json, &mut lines);
+            write_stdout(&lines)?;
+            Ok(all_ok)
+        }
         ProfilesCommand::Map(args) => {
             let output = map(&args)?;
-            println!("{}", serde_json::to_string_pretty(&output)?);
+            write_stdout(&[serde_json::to_string_pretty(&output)?])?;
             Ok(true)
         }
         ProfilesCommand::Test { dir, update } => {
             let report = test_dir(&dir, update)?;
-            for line in &report.lines {
-                println!("{line}");
-            }
-            println!("{} passed, {} failed", report.passed, report.failed);
+            let mut lines = report.lines.clone();
+            lines.push(format!(
+                "{} passed, {} failed",
+                report.passed, report.failed
+            ));
+            write_stdout(&lines)?;
             Ok(report.failed == 0)
         }
     }
 }
 
-fn check(files: &[PathBuf], json: bool) -> bool {
+/// Writes lines to stdout. A reader that went away (`waybill profiles test … | head`) is not an
+/// error: the output was wanted only so far (`println!` would panic there).
+fn write_stdout(lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = lines
+        .iter()
+        .try_for_each(|line| writeln!(stdout, "{line}"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn check(files: &[PathBuf], json: bool, lines: &mut Vec<String>) -> bool {
     let mut all_ok = true;
     for file in files {
         let outcome = std::fs::read_to_string(file)
@@ -104,21 +126,21 @@ fn check(files: &[PathBuf], json: bool) -> bool {
             });
         all_ok &= outcome.is_ok();
         match (outcome, json) {
-            (Ok(profile), false) => println!(
+            (Ok(profile), false) => lines.push(format!(
                 "{}: ok (profile `{}`, format {}, verification {})",
                 file.display(),
                 profile.name,
                 profile.format_version(),
                 profile.verification_scheme()
-            ),
-            (Err(reason), false) => println!("{}: {reason}", file.display()),
-            (Ok(profile), true) => println!(
-                "{}",
+            )),
+            (Err(reason), false) => lines.push(format!("{}: {reason}", file.display())),
+            (Ok(profile), true) => lines.push(
                 json!({"file": file.display().to_string(), "ok": true, "profile": profile.name})
+                    .to_string(),
             ),
-            (Err(reason), true) => println!(
-                "{}",
+            (Err(reason), true) => lines.push(
                 json!({"file": file.display().to_string(), "ok": false, "error": reason})
+                    .to_string(),
             ),
         }
     }
@@ -178,7 +200,7 @@ fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
 
 fn load_profile(name_or_file: &str) -> anyhow::Result<CarrierProfile> {
     let path = Path::new(name_or_file);
-    if path.exists() {
+    if path.is_file() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         return CarrierProfile::from_toml(name_or_file, &text)
@@ -332,6 +354,7 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             path.is_file()
                 && !name.ends_with(".expected.json")
                 && !name.ends_with(".headers")
+                && !name.ends_with(".url")
                 && !name.starts_with('.')
                 && name != "secrets"
                 && name != "public-keys"
@@ -343,8 +366,9 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// One case: verify when `CASE.headers` exists (with the directory's `secrets` file, one per
-/// line, and its `public-keys` file, PEM, JWK or JWKS, for public-key algorithms), map,
-/// compare with (or write) `CASE.expected.json`.
+/// line, its `public-keys` file, PEM, JWK or JWKS, for public-key algorithms, and `CASE.url`,
+/// the request target, for schemes that sign the URL or carry the signature in the query),
+/// map, compare with (or write) `CASE.expected.json`.
 fn run_case(
     profile: &CarrierProfile,
     sample: &Path,
@@ -388,10 +412,17 @@ fn run_case(
         } else {
             KeySet::default()
         };
+        let url_file = stem.with_extension("url");
+        let url = if url_file.exists() {
+            Some(std::fs::read_to_string(&url_file)?.trim().to_owned())
+        } else {
+            None
+        };
         let credentials = Credentials {
             secrets: &secrets,
             public_keys: Some(&keys),
-            ..Credentials::default()
+            jwks: None,
+            url: url.as_deref(),
         };
         // Signed samples carry their own time; verify at the signature's time, map at receipt.
         let signed_at = headers

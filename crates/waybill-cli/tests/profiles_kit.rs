@@ -176,3 +176,96 @@ canonical_names = true
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A golden case of a profile that carries its signature in the query: `CASE.url` is the request
+/// target the sample was sent to.
+#[test]
+fn golden_cases_verify_signatures_in_the_url() {
+    let dir = std::env::temp_dir().join(format!("waybill-kit-url-{}", std::process::id()));
+    let cases = dir.join("querysig");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::write(
+        dir.join("querysig.toml"),
+        r#"format_version = 2
+name = "querysig"
+[verify]
+algorithm = "sha256"
+signed = "{body}/{secret}"
+signature = { query = "sig" }
+encoding = "hex"
+[mapping.events]
+current = "$"
+[mapping.fields]
+tracking_number = "$/n"
+status = "$/s"
+time = "$/t"
+[mapping.status]
+canonical_names = true
+"#,
+    )
+    .unwrap();
+    std::fs::write(cases.join("secrets"), "k\n").unwrap();
+    let body = r#"{"n":"Q1","s":"Delivered","t":"2026-11-27T10:00:00Z"}"#;
+    std::fs::write(cases.join("signed.json"), body).unwrap();
+    // hex(SHA-256(body + "/" + "k")), computed independently with Python's hashlib.
+    let digest = "f564d3f15afc9c05d58dab5f92a83391123f103711398a3465a2d33f318ca4c5";
+    // A `.headers` file makes the case a signed one, even when the signature is in the URL.
+    std::fs::write(cases.join("signed.headers"), "X-Request-Id: abc\n").unwrap();
+    std::fs::write(
+        cases.join("signed.url"),
+        format!("/v1/webhooks/q?sig={digest}\n"),
+    )
+    .unwrap();
+    let written = test_dir(&dir, true).unwrap();
+    assert_eq!(
+        (written.passed, written.failed),
+        (1, 0),
+        "{:?}",
+        written.lines
+    );
+    assert_eq!(test_dir(&dir, false).unwrap().failed, 0);
+
+    // The same case sent to a URL without the signature fails.
+    std::fs::write(cases.join("signed.url"), "/v1/webhooks/q\n").unwrap();
+    let report = test_dir(&dir, false).unwrap();
+    assert_eq!(report.failed, 1, "{:?}", report.lines);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `waybill profiles map NAME` finds the built-in even where a directory of that name exists
+/// (the golden cases' own directory), and output cut short by its reader is not a panic.
+#[test]
+fn map_by_name_beside_a_directory_and_a_closed_pipe() {
+    use std::process::{Command, Stdio};
+    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .current_dir(builtins())
+        .args([
+            "profiles",
+            "map",
+            "17track",
+            "17track/tracking-stopped.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["ignored"], true);
+
+    // The reader goes away before the output is written (`… | head -0`).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["profiles", "test"])
+        .arg(builtins())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let finished = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(finished.status.success(), "{stderr}");
+}
