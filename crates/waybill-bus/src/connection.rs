@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
@@ -45,14 +46,51 @@ pub struct QueueStats {
 
 impl BusConnection {
     /// Connects to `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`) under the connection
-    /// name `name`, within [`DEFAULT_CONNECT_TIMEOUT`].
+    /// name `name`, within [`DEFAULT_CONNECT_TIMEOUT`]. `url` may list several nodes of a
+    /// cluster separated by commas (see [`split_urls`]): the first that answers is used.
     pub async fn connect(url: &str, name: &str) -> Result<BusConnection, BusError> {
         Self::connect_with_timeout(url, name, DEFAULT_CONNECT_TIMEOUT).await
     }
 
-    /// Like [`BusConnection::connect`] with an explicit bound on connecting.
+    /// Like [`BusConnection::connect`] with an explicit bound on connecting (to each node).
+    ///
+    /// With several URLs, each call starts one further along the list than the last call of
+    /// this process did, so a reconnection after a node went away tries another node first and
+    /// a process's connections spread over the cluster; a node that refuses or times out is
+    /// skipped, and only when none answers is the last node's error returned.
     #[tracing::instrument(skip_all, fields(connection.name = %name))]
     pub async fn connect_with_timeout(
+        url: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<BusConnection, BusError> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let urls = split_urls(url);
+        let start = if urls.len() > 1 {
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
+        let mut last_error = None;
+        for offset in 0..urls.len() {
+            let url = urls[(start + offset) % urls.len()];
+            match Self::connect_one(url, name, timeout).await {
+                Ok(connection) => return Ok(connection),
+                Err(error @ BusError::InvalidUrl { .. }) => return Err(error),
+                Err(error) => {
+                    if urls.len() > 1 {
+                        tracing::warn!(node = %node_of(url), %error, "broker node did not answer; trying the next");
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(BusError::InvalidUrl {
+            reason: "no AMQP URL given".into(),
+        }))
+    }
+
+    async fn connect_one(
         url: &str,
         name: &str,
         timeout: Duration,
@@ -76,7 +114,7 @@ impl BusConnection {
         .map_err(|source| BusError::Connect {
             source: source.into(),
         })?;
-        tracing::debug!("connected to the broker");
+        tracing::debug!(node = %node_of(url), "connected to the broker");
         Ok(BusConnection {
             inner: Arc::new(connection),
             name: name.into(),
@@ -189,5 +227,72 @@ impl fmt::Debug for BusConnection {
 pub(crate) async fn close_channel(channel: &lapin::Channel) {
     if channel.status().connected() {
         let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "done".into())).await;
+    }
+}
+
+/// The URLs of a comma-separated list of broker nodes (`amqp://a:5672/%2f,amqp://b:5672/%2f`).
+/// A comma starts a new URL only when `amqp://` or `amqps://` follows it (spaces allowed), so a
+/// comma inside a password or query stays part of its URL. Never empty: a value without such a
+/// comma is one URL.
+pub fn split_urls(list: &str) -> Vec<&str> {
+    let mut urls = Vec::new();
+    let mut start = 0;
+    for (index, _) in list.match_indices(',') {
+        let rest = list[index + 1..].trim_start();
+        if rest.starts_with("amqp://") || rest.starts_with("amqps://") {
+            urls.push(list[start..index].trim());
+            start = index + 1;
+        }
+    }
+    urls.push(list[start..].trim());
+    urls
+}
+
+/// Checks that every URL of a list (see [`split_urls`]) is a valid AMQP URI.
+pub fn validate_urls(list: &str) -> Result<(), BusError> {
+    for url in split_urls(list) {
+        url.parse::<AMQPUri>()
+            .map_err(|reason| BusError::InvalidUrl { reason })?;
+    }
+    Ok(())
+}
+
+/// `host:port` of a URL, for logs (never the credentials).
+fn node_of(url: &str) -> String {
+    match url.parse::<AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => "an unparseable URL".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod url_list_tests {
+    use super::*;
+
+    #[test]
+    fn split_urls_splits_only_before_another_url() {
+        assert_eq!(
+            split_urls("amqp://u:p@a:5672/%2f, amqps://u:p@b:5671/%2f,amqp://c/%2f"),
+            [
+                "amqp://u:p@a:5672/%2f",
+                "amqps://u:p@b:5671/%2f",
+                "amqp://c/%2f"
+            ]
+        );
+        // A comma in a password or a query does not start a URL.
+        assert_eq!(
+            split_urls("amqp://u:p,w@a/%2f?heartbeat=5,amqp://b/%2f"),
+            ["amqp://u:p,w@a/%2f?heartbeat=5", "amqp://b/%2f"]
+        );
+        assert_eq!(split_urls(" amqp://a/%2f "), ["amqp://a/%2f"]);
+    }
+
+    #[test]
+    fn node_of_never_shows_credentials() {
+        assert_eq!(
+            node_of("amqp://guest:secret@10.0.0.7:5681/%2f"),
+            "10.0.0.7:5681"
+        );
+        assert!(!node_of("amqp://guest:secret@h/%2f").contains("secret"));
     }
 }

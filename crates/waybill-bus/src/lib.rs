@@ -50,7 +50,8 @@ mod publisher;
 mod topology;
 
 pub use connection::{
-    BusConnection, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECONDS, QueueStats,
+    BusConnection, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECONDS, QueueStats, split_urls,
+    validate_urls,
 };
 pub use consumer::{Acker, Consumer, Delivery};
 pub use error::{AmqpError, BusError, PublishError};

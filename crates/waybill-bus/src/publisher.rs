@@ -178,10 +178,7 @@ impl Publisher {
         config: PublisherConfig,
         shutdown: CancellationToken,
     ) -> Result<Publisher, BusError> {
-        config
-            .url
-            .parse::<lapin::uri::AMQPUri>()
-            .map_err(|reason| BusError::InvalidUrl { reason })?;
+        crate::connection::validate_urls(&config.url)?;
         if config.channels == 0 {
             return Err(BusError::InvalidName {
                 what: "publisher configuration",

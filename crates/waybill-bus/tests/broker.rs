@@ -315,6 +315,55 @@ async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_nodes_connects_to_the_one_that_answers() -> anyhow::Result<()> {
+    // A cluster address list whose first node is down (nothing listens on port 1).
+    let list = format!("amqp://guest:guest@127.0.0.1:1/%2f,{}", url());
+    // Successive connections start at successive nodes: each still ends on the live one.
+    for attempt in 0..3 {
+        let connection = BusConnection::connect(&list, "waybill-bus-test-list").await?;
+        assert!(connection.is_open(), "attempt {attempt}");
+        connection.close().await?;
+    }
+    // The publisher reconnects through the same list, and its publishes are confirmed.
+    let bus = TestBus::new("node-list").await?;
+    let publisher = bus
+        .publisher(&unique_name("node-list"), |config| {
+            config.url.clone_from(&list);
+        })
+        .await?;
+    publisher
+        .publish(webhook(&bus.topology, r#"{"n":1}"#))
+        .await?;
+    let queue = bus.topology.webhooks_queue();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            bus.ready_messages(&queue).await.ok() == Some(1)
+        })
+        .await,
+        "the message published through the list is in the queue"
+    );
+    publisher.close().await;
+
+    // Every node down: the last node's connection error, promptly.
+    let started = Instant::now();
+    let error = BusConnection::connect(
+        "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
+        "waybill-bus-test-list",
+    )
+    .await
+    .expect_err("no node answers");
+    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A list with one malformed URL is a configuration error, not a connection attempt.
+    let invalid = format!("{},amqp://guest:guest@127.0.0.1:notaport/%2f", url());
+    assert!(matches!(
+        waybill_bus::validate_urls(&invalid),
+        Err(BusError::InvalidUrl { .. })
+    ));
+    bus.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
     let bus = TestBus::new("timeout").await?;
     // No broker confirms within a microsecond: every publish hits the bound.

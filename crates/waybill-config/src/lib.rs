@@ -35,6 +35,7 @@ pub const CONFIG_FILE_VARIABLE: &str = "WAYBILL_CONFIG";
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("AMQP_URL", "bus.url"),
+    ("AMQP_URLS", "bus.urls"),
     ("WAYBILL_INGRESS_ADDR", "ingress.addr"),
     ("WAYBILL_WORKER_ADDR", "worker.addr"),
     ("WAYBILL_LOG_FORMAT", "log.format"),
@@ -119,8 +120,12 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusSettings {
-    /// AMQP URL. Env: `AMQP_URL`.
+    /// AMQP URL. Env: `AMQP_URL`. With `urls` set, the comma-separated list of those instead:
+    /// every AMQP connection takes the first node that answers (see `waybill_bus::split_urls`).
     pub url: String,
+    /// The nodes of a RabbitMQ cluster, any of which will do. Env: `AMQP_URLS`, comma-separated.
+    #[serde(default, deserialize_with = "url_list")]
+    pub urls: Vec<String>,
     /// A prefix for every exchange and queue name (empty in production; tests use one each).
     pub prefix: String,
     /// Deliveries of one message before it is dead-lettered to `waybill.dead`.
@@ -130,6 +135,35 @@ pub struct BusSettings {
     /// broker spends less per message (measured in docs/performance.md);
     /// throughput scales with ingress replicas, each with its own connection.
     pub publisher_channels: usize,
+}
+
+impl BusSettings {
+    /// With `urls` set, `url` becomes their comma-separated list, which every AMQP connection
+    /// of the process reads.
+    fn use_urls(&mut self) {
+        if !self.urls.is_empty() {
+            self.url = self.urls.join(",");
+        }
+    }
+}
+
+/// `bus.urls`: a list, or (from `AMQP_URLS`) one comma-separated string.
+fn url_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let urls = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(list) => list.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(urls) => urls,
+    };
+    Ok(urls
+        .into_iter()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect())
 }
 
 /// `[database]`
@@ -181,6 +215,7 @@ impl Default for Settings {
             },
             bus: BusSettings {
                 url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+                urls: Vec::new(),
                 prefix: String::new(),
                 delivery_limit: 10,
                 publisher_channels: 1,
@@ -247,6 +282,7 @@ impl Settings {
             }
         }
         let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.bus.use_urls();
         if with_env && let Some(filter) = telemetry::traces_filter_from_env() {
             settings.telemetry.traces_filter = Some(filter);
         }
@@ -256,10 +292,11 @@ impl Settings {
 
     /// Parses a TOML document on top of the defaults, without reading the environment.
     pub fn from_toml_str(toml: &str) -> Result<Settings, ConfigError> {
-        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+        let mut settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::string(toml))
             .extract()
             .map_err(Box::new)?;
+        settings.bus.use_urls();
         settings.validate()?;
         Ok(settings)
     }
@@ -284,6 +321,20 @@ impl Settings {
             return Err(rule(
                 "worker.prefetch",
                 "must be at least worker.batch_size, or a batch can never fill",
+            ));
+        }
+        if let Some(position) = self
+            .bus
+            .urls
+            .iter()
+            .position(|url| !(url.starts_with("amqp://") || url.starts_with("amqps://")))
+        {
+            return Err(rule(
+                "bus.urls",
+                &format!(
+                    "entry {} is not an amqp:// or amqps:// URL (separate URLs with commas; write a comma inside a password as %2C)",
+                    position + 1
+                ),
             ));
         }
         if self.bus.publisher_channels == 0 {

@@ -46,3 +46,34 @@ fn a_missing_file_is_an_error() {
     let err = Settings::load_from(Some(Path::new("does/not/exist.toml")), false).unwrap_err();
     assert!(err.to_string().contains("does/not/exist.toml"));
 }
+
+#[test]
+fn bus_urls_list_the_nodes_every_connection_may_use() {
+    let settings = Settings::from_toml_str(
+        r#"
+        [bus]
+        urls = ["amqp://u:p@10.0.0.1:5672/%2f", "amqps://u:p@10.0.0.2:5671/%2f"]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        settings.bus.url,
+        "amqp://u:p@10.0.0.1:5672/%2f,amqps://u:p@10.0.0.2:5671/%2f"
+    );
+    // The environment's form: one comma-separated string, spaces and empty entries ignored.
+    let settings =
+        Settings::from_toml_str("[bus]\nurls = \"amqp://a/%2f, amqp://b/%2f,\"").unwrap();
+    assert_eq!(settings.bus.urls, ["amqp://a/%2f", "amqp://b/%2f"]);
+    assert_eq!(settings.bus.url, "amqp://a/%2f,amqp://b/%2f");
+    // Without urls, url is used as it is.
+    let settings = Settings::from_toml_str("[bus]\nurl = \"amqp://only/%2f\"").unwrap();
+    assert_eq!(settings.bus.url, "amqp://only/%2f");
+}
+
+#[test]
+fn a_bus_urls_entry_that_is_not_an_amqp_url_is_refused_without_echoing_it() {
+    let error = error_of("[bus]\nurls = [\"amqp://a/%2f\", \"10.0.0.2:5672 secret\"]");
+    assert!(error.contains("bus.urls"), "{error}");
+    assert!(error.contains("entry 2"), "{error}");
+    assert!(!error.contains("secret"), "{error}");
+}

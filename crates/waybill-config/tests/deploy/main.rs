@@ -180,6 +180,9 @@ fn every_variable_the_configuration_reads_overrides_its_key() {
     let sample = |variable: &str, directory: &str| match variable {
         "DATABASE_URL" => "postgres://sample@db:5432/sample".to_owned(),
         "AMQP_URL" => "amqp://sample@broker:5672/%2f".to_owned(),
+        // Wins over AMQP_URL when both are set; its first node is AMQP_URL's here, so the check
+        // below finds that value in `bus.url` as well.
+        "AMQP_URLS" => "amqp://sample@broker:5672/%2f,amqp://sample@broker-2:5672/%2f".to_owned(),
         "WAYBILL_INGRESS_ADDR" => "127.0.0.1:18080".to_owned(),
         "WAYBILL_WORKER_ADDR" => "127.0.0.1:18081".to_owned(),
         "WAYBILL_LOG_FORMAT" => "json".to_owned(),
@@ -198,9 +201,19 @@ fn every_variable_the_configuration_reads_overrides_its_key() {
             let value = loaded
                 .find_value(key)
                 .map_err(|error| format!("{key}: {error}"))?;
+            // A list (`bus.urls`) reads as its items joined by commas, as its variable is written.
+            let list = value.as_array().map(|items| {
+                items
+                    .iter()
+                    .filter_map(figment::value::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
             let text = value
                 .as_str()
-                .map_or_else(|| format!("{value:?}"), str::to_owned);
+                .map(str::to_owned)
+                .or(list)
+                .unwrap_or_else(|| format!("{value:?}"));
             assert!(
                 text.contains(sample(variable, &directory).trim_end_matches('.'))
                     || (*variable == "WAYBILL_LOG_FORMAT" && text.contains("json")),
