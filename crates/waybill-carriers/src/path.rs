@@ -170,7 +170,7 @@ impl JsonPath {
                             next.extend(members.iter().map(|(key, member)| {
                                 let escaped = key.replace('~', "~0").replace('/', "~1");
                                 (member, format!("{path}/{escaped}"))
-                            }))
+                            }));
                         }
                         _ => {}
                     }

@@ -342,6 +342,10 @@ pub fn test_dir(dir: &Path, update: bool) -> anyhow::Result<TestReport> {
     Ok(report)
 }
 
+/// What a case's other files end with (spelt exactly so: the kit writes and documents them in
+/// lower case): its expected output, its headers, its request target.
+const CASE_COMPANIONS: [&str; 3] = [".expected.json", ".headers", ".url"];
+
 /// The sample payloads of a case directory: every file but expected outputs and companions.
 fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if !dir.is_dir() {
@@ -352,9 +356,7 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .filter(|path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             path.is_file()
-                && !name.ends_with(".expected.json")
-                && !name.ends_with(".headers")
-                && !name.ends_with(".url")
+                && !CASE_COMPANIONS.iter().any(|suffix| name.ends_with(suffix))
                 && !name.starts_with('.')
                 && name != "secrets"
                 && name != "public-keys"
