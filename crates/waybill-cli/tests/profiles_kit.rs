@@ -2,7 +2,7 @@
 //! `crates/waybill-carriers/profiles` passes `waybill profiles test`, and a case whose expected
 //! output is wrong fails with the path of the difference.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use waybill_cli::profiles::{explain, test_dir};
 
@@ -106,17 +106,37 @@ fn every_builtin_has_golden_cases_that_pass_through_the_binary() {
     }
 }
 
+/// A profiles directory of its own under the system's temporary directory holding `NAME.toml`
+/// with `profile`, and the (empty) case directory `NAME/`.
+fn kit_dir(tag: &str, name: &str, profile: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("waybill-kit-{tag}-{}", std::process::id()));
+    let cases = dir.join(name);
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), profile).unwrap();
+    (dir, cases)
+}
+
+/// `--update` writes the one case's expected output and it passes; a run without it passes too.
+fn writes_and_passes_its_one_case(dir: &Path) {
+    let written = test_dir(dir, true).unwrap();
+    assert_eq!(
+        (written.passed, written.failed),
+        (1, 0),
+        "{:?}",
+        written.lines
+    );
+    assert_eq!(test_dir(dir, false).unwrap().failed, 0);
+}
+
 /// A golden case of a public-key profile: the keys are the case directory's `public-keys` file
 /// (here a JWKS); a signature that does not match fails the case.
 #[test]
 fn golden_cases_verify_public_key_signatures() {
     let keys =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../waybill-carriers/tests/fixtures/keys");
-    let dir = std::env::temp_dir().join(format!("waybill-kit-rsa-{}", std::process::id()));
-    let cases = dir.join("acme");
-    std::fs::create_dir_all(&cases).unwrap();
-    std::fs::write(
-        dir.join("acme.toml"),
+    let (dir, cases) = kit_dir(
+        "rsa",
+        "acme",
         r#"format_version = 2
 name = "acme"
 [verify]
@@ -135,8 +155,7 @@ time = "$/time"
 [mapping.status]
 canonical_names = true
 "#,
-    )
-    .unwrap();
+    );
     std::fs::copy(keys.join("jwks.json"), cases.join("public-keys")).unwrap();
     std::fs::write(
         cases.join("signed.json"),
@@ -150,16 +169,9 @@ canonical_names = true
     );
     std::fs::write(cases.join("signed.headers"), &headers).unwrap();
 
-    let written = test_dir(&dir, true).unwrap();
-    assert_eq!(
-        (written.passed, written.failed),
-        (1, 0),
-        "{:?}",
-        written.lines
-    );
+    writes_and_passes_its_one_case(&dir);
     let expected = std::fs::read_to_string(cases.join("signed.expected.json")).unwrap();
     assert!(expected.contains("\"status\": \"Delivered\""), "{expected}");
-    assert_eq!(test_dir(&dir, false).unwrap().failed, 0);
 
     // Another key id: no key has it, the case fails with the reason.
     std::fs::write(
@@ -181,11 +193,9 @@ canonical_names = true
 /// target the sample was sent to.
 #[test]
 fn golden_cases_verify_signatures_in_the_url() {
-    let dir = std::env::temp_dir().join(format!("waybill-kit-url-{}", std::process::id()));
-    let cases = dir.join("querysig");
-    std::fs::create_dir_all(&cases).unwrap();
-    std::fs::write(
-        dir.join("querysig.toml"),
+    let (dir, cases) = kit_dir(
+        "url",
+        "querysig",
         r#"format_version = 2
 name = "querysig"
 [verify]
@@ -202,8 +212,7 @@ time = "$/t"
 [mapping.status]
 canonical_names = true
 "#,
-    )
-    .unwrap();
+    );
     std::fs::write(cases.join("secrets"), "k\n").unwrap();
     let body = r#"{"n":"Q1","s":"Delivered","t":"2026-11-27T10:00:00Z"}"#;
     std::fs::write(cases.join("signed.json"), body).unwrap();
@@ -216,14 +225,7 @@ canonical_names = true
         format!("/v1/webhooks/q?sig={digest}\n"),
     )
     .unwrap();
-    let written = test_dir(&dir, true).unwrap();
-    assert_eq!(
-        (written.passed, written.failed),
-        (1, 0),
-        "{:?}",
-        written.lines
-    );
-    assert_eq!(test_dir(&dir, false).unwrap().failed, 0);
+    writes_and_passes_its_one_case(&dir);
 
     // The same case sent to a URL without the signature fails.
     std::fs::write(cases.join("signed.url"), "/v1/webhooks/q\n").unwrap();
