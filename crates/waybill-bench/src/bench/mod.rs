@@ -259,14 +259,35 @@ async fn one_run(
     result
 }
 
+/// One run's figures, phase by phase: the broker's and the database's ceilings, the ingress at
+/// full speed with the worker draining the backlog after it, the ingress at half rates, and
+/// 1,000 webhooks/s end to end.
 async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigures> {
     let settings = stack.settings.clone();
     let mut figures = RunFigures {
         envelope_bytes: typical_envelope_len(&settings)?,
         ..RunFigures::default()
     };
+    broker_ceiling(stack, &settings, &mut figures).await?;
+    database_ceiling(stack, &settings, &mut figures).await?;
+    stack.start_ingress().await?;
+    let rss_start = stack.rss();
+    full_speed_then_drain(args, stack, &settings, &mut figures).await?;
+    let rss_after_full = stack.rss();
+    half_rates(args, &settings, &mut figures).await?;
+    steady_end_to_end(args, &settings, &mut figures).await?;
+    let rss_end = stack.rss();
+    figures.ingress_rss_kib = (rss_start.0, rss_end.0);
+    figures.worker_rss_kib = (rss_after_full.1, rss_end.1);
+    Ok(figures)
+}
 
-    // 1. The broker ceiling.
+/// Phase 1, the broker ceiling: raw confirmed publishes of a typical envelope's size.
+async fn broker_ceiling(
+    stack: &Stack,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
     const RAW_MESSAGES: usize = 30_000;
     let connection =
         waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench-raw").await?;
@@ -287,14 +308,21 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         RAW_MESSAGES as f64,
     ));
     connection.close().await?;
+    Ok(())
+}
 
-    // 2. The database ceiling, at the worker's batch size and concurrency.
+/// Phase 2, the database ceiling, at the worker's batch size and concurrency.
+async fn database_ceiling(
+    stack: &Stack,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
+    const RAW_BATCHES: usize = 40;
     let store = waybill_store::Store::connect(
         &settings.database.url,
         settings.worker.consumers.max(1) as u32 + 1,
     )
     .await?;
-    const RAW_BATCHES: usize = 40;
     let before = stack.cpu();
     figures.raw_upsert_per_sec = waybill_store::bench::raw_batched_upsert(
         &store,
@@ -310,12 +338,18 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         (settings.worker.batch_size * RAW_BATCHES) as f64,
     ));
     store.close().await;
+    Ok(())
+}
 
-    // 3. The ingress alone at full speed; the worker starts when sending stops and drains the
-    //    backlog, which measures its merge rate.
-    stack.start_ingress().await?;
-    let rss_start = stack.rss();
-    let full = loadgen_args(args, &settings);
+/// Phase 3, the ingress alone at full speed; the worker starts when sending stops and drains
+/// the backlog, which measures its merge rate.
+async fn full_speed_then_drain(
+    args: &BenchArgs,
+    stack: &mut Stack,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
+    let full = loadgen_args(args, settings);
     let sending_started = stack.cpu();
     let mut sending_ended = None;
     let mut draining_started = None;
@@ -326,7 +360,7 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         }
         draining_started = Some(stack.cpu());
     };
-    let ledger = loadgen::run_with(&full, &settings, worker_start).await?;
+    let ledger = loadgen::run_with(&full, settings, worker_start).await?;
     let draining_ended = stack.cpu();
     figures.ingress_accepted_per_sec = ledger.requests.accepted_per_sec;
     figures.ingress_p99_ms_full = ledger.requests.ack_latency_ms.p99;
@@ -351,15 +385,21 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
             ));
         }
     }
-    let rss_after_full = stack.rss();
+    Ok(())
+}
 
-    // 4. Half the raw publish rate, then half the ingress's own full-speed rate (its latency
-    //    when it is not saturated); the worker running.
+/// Phase 4, half the raw publish rate, then half the ingress's own full-speed rate (its
+/// latency when it is not saturated); the worker running.
+async fn half_rates(
+    args: &BenchArgs,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
     let half_rate = async |rate: f64| {
-        let mut load = loadgen_args(args, &settings);
+        let mut load = loadgen_args(args, settings);
         load.rate = rate;
         load.concurrency = args.concurrency.max(128);
-        let ledger = loadgen::run(&load, &settings).await?;
+        let ledger = loadgen::run(&load, settings).await?;
         let lost = ledger.drain.as_ref().map_or(0, |drain| drain.lost);
         anyhow::Ok((ledger.requests, lost))
     };
@@ -371,21 +411,25 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     figures.ingress_p99_ms_half_own = requests.ack_latency_ms.p99;
     figures.half_own_achieved = requests.accepted_per_sec;
     figures.lost += lost;
+    Ok(())
+}
 
-    // 5. 1,000 webhooks/s end to end.
-    let mut steady = loadgen_args(args, &settings);
+/// Phase 5, 1,000 webhooks/s end to end.
+async fn steady_end_to_end(
+    args: &BenchArgs,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
+    let mut steady = loadgen_args(args, settings);
     steady.rate = 1000.0;
     steady.concurrency = 32;
-    let ledger = loadgen::run(&steady, &settings).await?;
+    let ledger = loadgen::run(&steady, settings).await?;
     if let Some(drain) = &ledger.drain {
         figures.e2e_p50_ms_1k = drain.end_to_end_latency_ms.p50;
         figures.e2e_p99_ms_1k = drain.end_to_end_latency_ms.p99;
         figures.lost += drain.lost;
     }
-    let rss_end = stack.rss();
-    figures.ingress_rss_kib = (rss_start.0, rss_end.0);
-    figures.worker_rss_kib = (rss_after_full.1, rss_end.1);
-    Ok(figures)
+    Ok(())
 }
 
 async fn run_soak(
