@@ -11,7 +11,7 @@ use waybill_bus::dead::admin::{self, DeadLetterSummary, Selection};
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 /// How many dead letters a page lists.
 const PAGE_SIZE: usize = 100;
@@ -64,7 +64,7 @@ fn listing(
     notice: Option<&str>,
 ) -> Markup {
     let now = Utc::now();
-    view::page(
+    shell::page(
         viewer,
         "/deadletters",
         "Dead letters",
@@ -145,7 +145,7 @@ pub(crate) async fn show(
         .iter()
         .filter(|(name, _)| !is_secret(name))
         .collect();
-    Ok(view::page(
+    Ok(shell::page(
         &viewer,
         "/deadletters",
         "Dead letter",
@@ -229,7 +229,7 @@ pub(crate) async fn purge(
         ));
     }
     if form.get("confirm") != Some("yes") {
-        return Ok(view::page(
+        return Ok(shell::page(
             &form.viewer,
             "/deadletters",
             "Purge dead letters?",

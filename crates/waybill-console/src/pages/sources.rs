@@ -13,7 +13,7 @@ use super::visible_sources;
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
 use crate::metrics::{Snapshot, scrape};
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 const MATCHED: &str = "waybill_webhook_secret_last_matched_seconds";
 const RECEIVED: &str = "waybill_webhooks_received_total";
@@ -25,7 +25,7 @@ const MAX_SAMPLE_BYTES: usize = 256 * 1024;
 pub(crate) async fn list(State(console): State<Console>, viewer: Viewer) -> Markup {
     let figures = figures(&console).await;
     let sources = visible_sources(&console, &viewer);
-    view::page(
+    shell::page(
         &viewer,
         "/sources",
         "Sources",
@@ -152,7 +152,7 @@ fn source_page(
 ) -> Markup {
     let profile = console.profiles().get(&source.profile);
     let title = format!("Source {}", source.id);
-    view::page(
+    shell::page(
         viewer,
         "/sources",
         &title,
