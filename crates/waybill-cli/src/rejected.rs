@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
 use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::{SourceId, TenantId};
 use waybill_store::rejected::{self, RejectedEvent, RejectedFilter};
@@ -60,7 +61,7 @@ const PUBLISHER_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs a `rejected` command.
 pub async fn run(command: RejectedCommand, settings: &Settings) -> anyhow::Result<()> {
-    let store = waybill_store::Store::connect(&settings.database.url, 1).await?;
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
     let mut conn = store.acquire().await?;
     match command {
         RejectedCommand::List {
@@ -231,7 +232,11 @@ pub async fn replay(
         Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
     let stop = CancellationToken::new();
     let publisher = Publisher::start(
-        PublisherConfig::new(&settings.bus.url, "waybill-cli-rejected", topology.clone()),
+        PublisherConfig::new(
+            settings.bus.url.expose_secret(),
+            "waybill-cli-rejected",
+            topology.clone(),
+        ),
         stop.clone(),
     )
     .await?;

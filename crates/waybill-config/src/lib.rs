@@ -9,6 +9,7 @@ mod auth;
 mod console;
 mod fanout;
 mod polling;
+mod secret;
 mod sources;
 mod telemetry;
 
@@ -23,6 +24,7 @@ pub use auth::{AuthMode, AuthSettings};
 pub use console::{ConsoleSettings, SecureCookie};
 pub use fanout::{FanoutSettings, Period};
 pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
+pub use secret::{ExposeSecret, SecretString, expose_list, expose_map};
 pub use sources::{PollMode, SourceSettings};
 pub use telemetry::{TRACES_FILTER_ENV, TelemetrySettings};
 
@@ -119,8 +121,9 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusSettings {
-    /// AMQP URL. Env: `AMQP_URL`.
-    pub url: String,
+    /// AMQP URL (its password is a secret). Env: `AMQP_URL`.
+    #[serde(serialize_with = "secret::serialize")]
+    pub url: SecretString,
     /// A prefix for every exchange and queue name (empty in production; tests use one each).
     pub prefix: String,
     /// Deliveries of one message before it is dead-lettered to `waybill.dead`.
@@ -136,8 +139,9 @@ pub struct BusSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// PostgreSQL URL. Env: `DATABASE_URL`.
-    pub url: String,
+    /// PostgreSQL URL (its password is a secret). Env: `DATABASE_URL`.
+    #[serde(serialize_with = "secret::serialize")]
+    pub url: SecretString,
     /// Connection pool size per worker process.
     pub max_connections: u32,
 }
@@ -180,13 +184,13 @@ impl Default for Settings {
                 shutdown_grace_ms: 20_000,
             },
             bus: BusSettings {
-                url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
                 prefix: String::new(),
                 delivery_limit: 10,
                 publisher_channels: 1,
             },
             database: DatabaseSettings {
-                url: "postgres://postgres@127.0.0.1:5432/waybill".to_owned(),
+                url: "postgres://postgres@127.0.0.1:5432/waybill".into(),
                 max_connections: 8,
             },
             profiles_dir: None,

@@ -17,6 +17,7 @@ use crate::loadgen::{self, LoadgenArgs, parse_duration};
 mod cpu;
 
 use cpu::{CpuReading, PhaseCpu};
+use waybill_config::ExposeSecret;
 
 /// `waybill-bench bench` arguments.
 #[derive(Debug, Clone, Args)]
@@ -123,15 +124,16 @@ impl Stack {
     async fn create(base: &Settings, bin_dir: &std::path::Path) -> anyhow::Result<Stack> {
         let tag = format!("{:08x}", rand::random::<u32>());
         // A fresh, migrated database beside the configured one, dropped at the end.
-        let admin_url = admin_url(&base.database.url)?;
+        let admin_url = admin_url(base.database.url.expose_secret())?;
         let database = waybill_store::testing::TestDatabase::create(&admin_url).await?;
         let mut settings = base.clone();
-        settings.database.url = database.url().to_owned();
+        settings.database.url = database.url().into();
         settings.bus.prefix = format!("bench{tag}.");
         settings.ingress.addr = free_port()?;
         settings.worker.addr = free_port()?;
         let connection =
-            waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench").await?;
+            waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench")
+                .await?;
         topology(&settings).declare(&connection).await?;
         connection.close().await?;
         Ok(Stack {
@@ -147,8 +149,8 @@ impl Stack {
         let path = self.bin_dir.join(binary);
         let settings = &self.settings;
         Command::new(&path)
-            .env("DATABASE_URL", &settings.database.url)
-            .env("AMQP_URL", &settings.bus.url)
+            .env("DATABASE_URL", settings.database.url.expose_secret())
+            .env("AMQP_URL", settings.bus.url.expose_secret())
             .env("WAYBILL_BUS_PREFIX", &settings.bus.prefix)
             .env("WAYBILL_INGRESS_ADDR", settings.ingress.addr.to_string())
             .env("WAYBILL_WORKER_ADDR", settings.worker.addr.to_string())
@@ -192,8 +194,11 @@ impl Stack {
         {
             stop(child).await;
         }
-        if let Ok(connection) =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-bench").await
+        if let Ok(connection) = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-bench",
+        )
+        .await
         {
             let _ = topology(&self.settings).delete(&connection).await;
             let _ = connection.close().await;
@@ -290,7 +295,8 @@ async fn broker_ceiling(
 ) -> anyhow::Result<()> {
     const RAW_MESSAGES: usize = 30_000;
     let connection =
-        waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench-raw").await?;
+        waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench-raw")
+            .await?;
     let before = stack.cpu();
     figures.raw_publish_per_sec = waybill_bus::bench::raw_confirmed_publish(
         &connection,
@@ -319,7 +325,7 @@ async fn database_ceiling(
 ) -> anyhow::Result<()> {
     const RAW_BATCHES: usize = 40;
     let store = waybill_store::Store::connect(
-        &settings.database.url,
+        settings.database.url.expose_secret(),
         settings.worker.consumers.max(1) as u32 + 1,
     )
     .await?;

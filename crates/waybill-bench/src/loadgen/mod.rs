@@ -19,6 +19,7 @@ use waybill_core::EventId;
 
 pub use ledger::{DrainLedger, Ledger, Percentiles, RequestLedger};
 use plan::{Intent, Mix, Plan, Planned, Target};
+use waybill_config::ExposeSecret;
 
 /// `waybill-bench loadgen` arguments.
 #[derive(Debug, Clone, Args)]
@@ -348,7 +349,7 @@ fn targets(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Vec<Target
         targets.push(Target {
             source: source.id.to_string(),
             profile,
-            secret: secret.clone(),
+            secret: secret.expose_secret().to_owned(),
         });
     }
     if targets.is_empty() {
@@ -530,7 +531,7 @@ async fn drain(
     total: &TaskResult,
     timeout: Duration,
 ) -> anyhow::Result<DrainLedger> {
-    let store = waybill_store::Store::connect(&settings.database.url, 2).await?;
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 2).await?;
     let ids: Vec<EventId> = total.first_sent.keys().cloned().collect();
     let started = Instant::now();
     let drain_started_at = Utc::now();

@@ -8,6 +8,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 use waybill_bus::dead::admin::{self, DeadLetterSummary, Selection};
+use waybill_config::ExposeSecret;
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
@@ -43,7 +44,7 @@ async fn letters(
     let scope = viewer.tenant_scope();
     let parts = console.parts();
     admin::list(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         PAGE_SIZE,
@@ -122,7 +123,7 @@ pub(crate) async fn show(
 ) -> Result<Markup, PageError> {
     let parts = console.parts();
     let found = admin::show(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         &query.id,
@@ -198,7 +199,7 @@ pub(crate) async fn replay(
     }
     let parts = console.parts();
     let report = admin::replay(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         &parts.publisher,
@@ -248,7 +249,7 @@ pub(crate) async fn purge(
     }
     let parts = console.parts();
     let removed = admin::purge(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         &Selection::Ids(ids),

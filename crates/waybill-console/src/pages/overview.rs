@@ -10,6 +10,7 @@ use axum::extract::State;
 use chrono::Utc;
 use maud::{Markup, html};
 use waybill_bus::BusConnection;
+use waybill_config::ExposeSecret;
 use waybill_store::console::{COUNT_CAP, SubscriptionHealth};
 
 use super::subscriptions::{state_badge, success_rate};
@@ -115,7 +116,7 @@ async fn snapshot(console: &Console) -> Snapshot {
         topology.polls_queue(),
         topology.dead_queue(),
     ];
-    let url = &console.settings().bus.url;
+    let url = console.settings().bus.url.expose_secret();
     let timeout = std::time::Duration::from_secs(2);
     match BusConnection::connect_with_timeout(url, "waybill-console", timeout).await {
         Ok(connection) => {

@@ -121,7 +121,8 @@ fn map_sample(
         .ok_or_else(|| format!("the profile {} is not loaded", source.profile))?;
     let now = Utc::now();
     let mut headers = axum::http::HeaderMap::new();
-    if let Some(secret) = source.secrets.first()
+    let secrets = waybill_config::expose_list(&source.secrets);
+    if let Some(secret) = secrets.first()
         && let Some((name, value)) = profile.sign(sample, secret, now)
         && let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::from_bytes(name.as_bytes()),
@@ -135,7 +136,7 @@ fn map_sample(
         body: sample,
     };
     let verified = profile
-        .verify(request, &source.secrets, now)
+        .verify(request, &secrets, now)
         .map_err(|error| format!("verification: {error}"))?;
     profile
         .map_webhook(&verified, now)
