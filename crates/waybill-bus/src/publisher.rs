@@ -13,9 +13,9 @@
 //! * **Bounded.** Every await has a bound: a publish never takes longer than the confirm timeout.
 
 mod driver;
+mod state;
 mod supervisor;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,86 +24,22 @@ use std::time::Duration;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{BusConnection, DEFAULT_CONNECT_TIMEOUT, OPERATION_TIMEOUT, close_channel};
+use crate::connection::{OPERATION_TIMEOUT, close_channel};
 use crate::error::{AmqpError, BusError, PublishError, short_string};
 use crate::headers::{PUBLISH_ID_HEADER, to_field_table};
 use crate::message::OutboundMessage;
-use crate::topology::Topology;
 use driver::Request;
-
-/// How often the supervisor checks that the connection and every channel are still open
-/// (connection errors are also reported at once through lapin's event stream).
-const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+pub use state::PublisherConfig;
+use state::{Breaker, HEALTH_CHECK_INTERVAL, Link, Shared};
 
 /// Extra time a caller waits for the tracker's answer beyond its deadline (the tracker answers
 /// `Timeout` at the deadline itself; this only absorbs scheduling delay).
 const ANSWER_MARGIN: Duration = Duration::from_millis(250);
-
-/// How a [`Publisher`] connects and behaves.
-#[derive(Clone)]
-pub struct PublisherConfig {
-    /// The AMQP URL (may hold credentials; never logged).
-    pub url: String,
-    /// The connection name shown by `rabbitmqctl list_connections`.
-    pub connection_name: String,
-    /// The topology, re-declared on every (re)connection.
-    pub topology: Topology,
-    /// Channels in the pool, used round-robin (at least 1; default 4).
-    pub channels: usize,
-    /// How long a publish may wait for its confirm before failing with `Timeout` (default 5 s).
-    pub confirm_timeout: Duration,
-    /// Publishes in flight (sent, not yet confirmed) across the pool before new ones wait
-    /// (within their own timeout) for room (default 4096).
-    pub max_in_flight: usize,
-    /// Bound on connecting (default 10 s).
-    pub connect_timeout: Duration,
-    /// Delay before the first reconnection attempt; doubled after each failure (default 100 ms).
-    pub reconnect_delay: Duration,
-    /// Cap of the reconnection delay (default 5 s).
-    pub max_reconnect_delay: Duration,
-}
-
-impl PublisherConfig {
-    /// The defaults for a URL, a connection name and a topology.
-    pub fn new(
-        url: impl Into<String>,
-        connection_name: impl Into<String>,
-        topology: Topology,
-    ) -> Self {
-        PublisherConfig {
-            url: url.into(),
-            connection_name: connection_name.into(),
-            topology,
-            channels: 4,
-            confirm_timeout: Duration::from_secs(5),
-            max_in_flight: 4096,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            reconnect_delay: Duration::from_millis(100),
-            max_reconnect_delay: Duration::from_secs(5),
-        }
-    }
-}
-
-impl fmt::Debug for PublisherConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublisherConfig")
-            .field("url", &"<redacted>")
-            .field("connection_name", &self.connection_name)
-            .field("topology", &self.topology)
-            .field("channels", &self.channels)
-            .field("confirm_timeout", &self.confirm_timeout)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("reconnect_delay", &self.reconnect_delay)
-            .field("max_reconnect_delay", &self.max_reconnect_delay)
-            .finish()
-    }
-}
 
 /// The shared publisher. Cheap to clone; every clone publishes through the same connection and
 /// channel pool. The connection is closed by [`Publisher::close`] or when the last clone is
@@ -113,55 +49,6 @@ pub struct Publisher {
     shared: Arc<Shared>,
     /// Cancels the supervisor when the last clone goes.
     _last_clone: Arc<DropGuard>,
-}
-
-struct Shared {
-    config: PublisherConfig,
-    /// The current connection and pool; `None` while (re)connecting or closed.
-    link: watch::Sender<Option<Arc<Link>>>,
-    next_channel: AtomicUsize,
-    next_publish_id: AtomicI64,
-    in_flight: Arc<Semaphore>,
-    breaker: Breaker,
-    closing: AtomicBool,
-    /// Tears everything down: cancelled by `close` or by the last clone's drop.
-    stop: CancellationToken,
-    tasks: TaskTracker,
-}
-
-/// One connection with its channel pool.
-struct Link {
-    generation: u64,
-    connection: BusConnection,
-    channels: Vec<PoolChannel>,
-    /// Exchanges known to exist on this connection (declared or checked).
-    known_exchanges: Mutex<HashSet<String>>,
-}
-
-struct PoolChannel {
-    channel: lapin::Channel,
-    /// To the channel's driver task, which sends each publish and answers with its outcome.
-    requests: mpsc::UnboundedSender<Request>,
-}
-
-/// How publishers and trackers tell the supervisor that the current link is broken.
-#[derive(Clone)]
-struct Breaker {
-    notify: Arc<Notify>,
-    /// The newest link generation reported broken.
-    broken_generation: Arc<AtomicU64>,
-}
-
-impl Breaker {
-    fn trip(&self, generation: u64) {
-        self.broken_generation
-            .fetch_max(generation, Ordering::SeqCst);
-        self.notify.notify_one();
-    }
-
-    fn is_tripped(&self, generation: u64) -> bool {
-        self.broken_generation.load(Ordering::SeqCst) >= generation
-    }
 }
 
 impl Publisher {

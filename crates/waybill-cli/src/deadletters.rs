@@ -22,6 +22,7 @@ pub use waybill_bus::dead::admin::{
     DeadLetterDetail, DeadLetterSummary, ReplayReport, Selection, letter_id,
 };
 use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 
 /// How long `replay` waits for its publisher to connect.
@@ -189,18 +190,26 @@ pub async fn list(
     limit: usize,
 ) -> anyhow::Result<(Vec<DeadLetterSummary>, u64)> {
     let topology = topology(settings);
-    Ok(
-        admin::list(&settings.bus.url, &topology, CONNECTION_NAME, limit, |_| {
-            true
-        })
-        .await?,
+    Ok(admin::list(
+        settings.bus.url.expose_secret(),
+        &topology,
+        CONNECTION_NAME,
+        limit,
+        |_| true,
     )
+    .await?)
 }
 
 /// The dead letter with `id`, body included, if it is in the queue.
 pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<Option<DeadLetterDetail>> {
     let topology = topology(settings);
-    Ok(admin::show(&settings.bus.url, &topology, CONNECTION_NAME, id).await?)
+    Ok(admin::show(
+        settings.bus.url.expose_secret(),
+        &topology,
+        CONNECTION_NAME,
+        id,
+    )
+    .await?)
 }
 
 /// Replays the selected dead letters through the normal path (see the module documentation).
@@ -208,7 +217,11 @@ pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Resul
     let topology = topology(settings);
     let stop = CancellationToken::new();
     let publisher = Publisher::start(
-        PublisherConfig::new(&settings.bus.url, "waybill-cli-replay", topology.clone()),
+        PublisherConfig::new(
+            settings.bus.url.expose_secret(),
+            "waybill-cli-replay",
+            topology.clone(),
+        ),
         stop.clone(),
     )
     .await?;
@@ -218,7 +231,7 @@ pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Resul
         anyhow::bail!("cannot publish to the broker (not connected, or publishing is blocked)");
     }
     let report = admin::replay(
-        &settings.bus.url,
+        settings.bus.url.expose_secret(),
         &topology,
         CONNECTION_NAME,
         &publisher,
@@ -233,7 +246,13 @@ pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Resul
 /// Removes the selected dead letters for good; returns the ids removed.
 pub async fn purge(settings: &Settings, selection: &Selection) -> anyhow::Result<Vec<String>> {
     let topology = topology(settings);
-    Ok(admin::purge(&settings.bus.url, &topology, CONNECTION_NAME, selection).await?)
+    Ok(admin::purge(
+        settings.bus.url.expose_secret(),
+        &topology,
+        CONNECTION_NAME,
+        selection,
+    )
+    .await?)
 }
 
 /// The `list` table.

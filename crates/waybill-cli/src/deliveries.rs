@@ -8,6 +8,7 @@
 use anyhow::Context;
 use chrono::Utc;
 use clap::Subcommand;
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::TenantId;
 use waybill_store::Store;
@@ -99,7 +100,7 @@ pub async fn dead(
     tenant: Option<&TenantId>,
     limit: u32,
 ) -> anyhow::Result<Vec<DeliveryRecord>> {
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let listed = match store.acquire().await {
         Ok(mut connection) => {
             fanout::list_dead(
@@ -121,7 +122,7 @@ pub async fn dead(
 /// Sends dead deliveries back to pending; returns how many. Warns (stderr) about those whose
 /// subscription is disabled: they wait until it is enabled.
 pub async fn replay(settings: &Settings, target: &ReplayTarget) -> anyhow::Result<u64> {
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let outcome = replay_on(&store, target).await;
     store.close().await;
     outcome

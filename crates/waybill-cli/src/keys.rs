@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::keys::KeySnapshotV1;
 use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_config::ExposeSecret;
 use waybill_config::{AuthMode, Settings};
 use waybill_core::TenantId;
 use waybill_core::access::{ApiKey, KeyId, Scope};
@@ -165,7 +166,7 @@ pub async fn create(
     scopes: &[Scope],
     name: &str,
 ) -> anyhow::Result<CreatedKey> {
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let created = async {
         let mut connection = store.acquire().await?;
         create_api_key(&mut connection, tenant, scopes, name).await
@@ -199,7 +200,7 @@ pub async fn list(
             .unwrap_or(raw)
             .to_owned()
     });
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let keys = {
         let mut connection = store.acquire().await?;
         list_api_keys(&mut connection, tenant, prefix.as_deref()).await?
@@ -221,7 +222,7 @@ pub async fn list(
 /// Revokes a key and publishes the new key set (best effort). Returns the key and whether the
 /// publish reached the broker.
 pub async fn revoke(settings: &Settings, id: &KeyId) -> anyhow::Result<(StoredApiKey, bool)> {
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let revoked = {
         let mut connection = store.acquire().await?;
         revoke_api_key(&mut connection, id).await?
@@ -237,7 +238,7 @@ pub async fn revoke(settings: &Settings, id: &KeyId) -> anyhow::Result<(StoredAp
 
 /// Publishes the current key set. `false` when it could not reach the broker.
 pub async fn publish(settings: &Settings) -> anyhow::Result<bool> {
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let published = publish_from(&store, settings).await;
     store.close().await;
     Ok(published)
@@ -268,7 +269,11 @@ async fn try_publish(store: &Store, settings: &Settings) -> anyhow::Result<()> {
     let topology =
         Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
     let stop = CancellationToken::new();
-    let mut config = PublisherConfig::new(&settings.bus.url, "waybill-cli-keys", topology.clone());
+    let mut config = PublisherConfig::new(
+        settings.bus.url.expose_secret(),
+        "waybill-cli-keys",
+        topology.clone(),
+    );
     config.channels = 1;
     let publisher = Publisher::start(config, stop.clone()).await?;
     let result = if publisher.wait_ready(PUBLISH_TIMEOUT).await {

@@ -4,6 +4,7 @@ mod shipments;
 
 use clap::{Parser, Subcommand};
 use waybill_cli::{deadletters, deliveries, keys, profiles, rejected, subscriptions};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 
 /// Waybill's admin command line.
@@ -92,13 +93,17 @@ async fn main() {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Migrate => {
-            let store = waybill_store::Store::connect(&settings.database.url, 1).await?;
+            let store =
+                waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
             store.migrate().await?;
             eprintln!("migrations applied");
         }
         Command::Topology => {
-            let connection =
-                waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-cli").await?;
+            let connection = waybill_bus::BusConnection::connect(
+                settings.bus.url.expose_secret(),
+                "waybill-cli",
+            )
+            .await?;
             let topology = waybill_bus::Topology::new(&settings.bus.prefix)
                 .with_delivery_limit(settings.bus.delivery_limit);
             topology.declare(&connection).await?;

@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
 use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::{SourceId, TenantId};
 use waybill_store::rejected::{self, RejectedEvent, RejectedFilter};
@@ -60,7 +61,7 @@ const PUBLISHER_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs a `rejected` command.
 pub async fn run(command: RejectedCommand, settings: &Settings) -> anyhow::Result<()> {
-    let store = waybill_store::Store::connect(&settings.database.url, 1).await?;
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
     let mut conn = store.acquire().await?;
     match command {
         RejectedCommand::List {
@@ -75,86 +76,16 @@ pub async fn run(command: RejectedCommand, settings: &Settings) -> anyhow::Resul
                 limit,
             };
             let rows = rejected::list(&mut conn, &filter).await?;
-            if json {
-                let rows: Vec<_> = rows.iter().map(|row| summary(row, false)).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                for row in &rows {
-                    println!(
-                        "{:>8}  {}  {:<16} {:<20} {:<24} {}{}",
-                        row.id,
-                        row.stored.received_at.format("%Y-%m-%d %H:%M:%S"),
-                        row.stored.source,
-                        row.stored.tracking_number.as_deref().unwrap_or("-"),
-                        row.stored.kind,
-                        row.stored.path,
-                        if row.replayed_at.is_some() {
-                            "  (replayed)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                println!("{} rejected event(s) shown", rows.len());
-            }
+            print_list(&rows, json)?;
         }
         RejectedCommand::Show { id, element, json } => {
             let row = rejected::get(&mut conn, id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no rejected event {id}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary(&row, element))?);
-            } else {
-                let s = &row.stored;
-                println!("id               {}", row.id);
-                println!(
-                    "source           {} (profile {}, tenant {})",
-                    s.source, s.profile, s.tenant
-                );
-                println!("received         {}", s.received_at.to_rfc3339());
-                println!(
-                    "tracking number  {}",
-                    s.tracking_number.as_deref().unwrap_or("-")
-                );
-                println!("path             {}", s.path);
-                println!("reason           {} ({})", s.reason, s.kind);
-                match row.replayed_at {
-                    Some(at) => println!("replayed         {}", at.to_rfc3339()),
-                    None => println!("replayed         no"),
-                }
-                if element {
-                    println!(
-                        "── element ──\n{}",
-                        serde_json::to_string_pretty(&s.element)?
-                    );
-                } else {
-                    println!(
-                        "(element not shown: it carries personal data; add --element to print it)"
-                    );
-                }
-            }
+            print_one(&row, element, json)?;
         }
         RejectedCommand::Replay { ids, source } => {
-            let rows = match source {
-                Some(source) => {
-                    let filter = RejectedFilter {
-                        source: Some(source),
-                        include_replayed: false,
-                        limit: i64::MAX,
-                    };
-                    rejected::list(&mut conn, &filter).await?
-                }
-                None => {
-                    let mut rows = Vec::new();
-                    for id in ids {
-                        match rejected::get(&mut conn, id).await? {
-                            Some(row) => rows.push(row),
-                            None => eprintln!("not replayed {id}: no such rejected event"),
-                        }
-                    }
-                    rows
-                }
-            };
+            let rows = replay_selection(&mut conn, ids, source).await?;
             let report = replay(settings, &mut conn, &rows).await?;
             println!(
                 "{} replayed, {} still rejected, {} failed",
@@ -166,6 +97,92 @@ pub async fn run(command: RejectedCommand, settings: &Settings) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// `list`: one line per rejected event, or a JSON array.
+fn print_list(rows: &[RejectedEvent], json: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<_> = rows.iter().map(|row| summary(row, false)).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for row in rows {
+        println!(
+            "{:>8}  {}  {:<16} {:<20} {:<24} {}{}",
+            row.id,
+            row.stored.received_at.format("%Y-%m-%d %H:%M:%S"),
+            row.stored.source,
+            row.stored.tracking_number.as_deref().unwrap_or("-"),
+            row.stored.kind,
+            row.stored.path,
+            if row.replayed_at.is_some() {
+                "  (replayed)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("{} rejected event(s) shown", rows.len());
+    Ok(())
+}
+
+/// `show`: one rejected event, its raw element only when asked for.
+fn print_one(row: &RejectedEvent, element: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary(row, element))?);
+        return Ok(());
+    }
+    let s = &row.stored;
+    println!("id               {}", row.id);
+    println!(
+        "source           {} (profile {}, tenant {})",
+        s.source, s.profile, s.tenant
+    );
+    println!("received         {}", s.received_at.to_rfc3339());
+    println!(
+        "tracking number  {}",
+        s.tracking_number.as_deref().unwrap_or("-")
+    );
+    println!("path             {}", s.path);
+    println!("reason           {} ({})", s.reason, s.kind);
+    match row.replayed_at {
+        Some(at) => println!("replayed         {}", at.to_rfc3339()),
+        None => println!("replayed         no"),
+    }
+    if element {
+        println!(
+            "── element ──\n{}",
+            serde_json::to_string_pretty(&s.element)?
+        );
+    } else {
+        println!("(element not shown: it carries personal data; add --element to print it)");
+    }
+    Ok(())
+}
+
+/// `replay`'s rows: every pending one of `source`, or the given ids (an unknown id is reported
+/// and skipped).
+async fn replay_selection(
+    conn: &mut waybill_store::PgConnection,
+    ids: Vec<i64>,
+    source: Option<String>,
+) -> anyhow::Result<Vec<RejectedEvent>> {
+    if let Some(source) = source {
+        let filter = RejectedFilter {
+            source: Some(source),
+            include_replayed: false,
+            limit: i64::MAX,
+        };
+        return Ok(rejected::list(conn, &filter).await?);
+    }
+    let mut rows = Vec::new();
+    for id in ids {
+        match rejected::get(conn, id).await? {
+            Some(row) => rows.push(row),
+            None => eprintln!("not replayed {id}: no such rejected event"),
+        }
+    }
+    Ok(rows)
 }
 
 fn summary(row: &RejectedEvent, element: bool) -> serde_json::Value {
@@ -215,7 +232,11 @@ pub async fn replay(
         Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
     let stop = CancellationToken::new();
     let publisher = Publisher::start(
-        PublisherConfig::new(&settings.bus.url, "waybill-cli-rejected", topology.clone()),
+        PublisherConfig::new(
+            settings.bus.url.expose_secret(),
+            "waybill-cli-rejected",
+            topology.clone(),
+        ),
         stop.clone(),
     )
     .await?;

@@ -1,6 +1,7 @@
 //! `waybill shipments register|show`.
 
 use clap::Subcommand;
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::{CarrierCode, SourceId, TenantId, TrackingNumber};
 use waybill_store::{InboundBatch, Registration, Store};
@@ -42,7 +43,7 @@ pub enum ShipmentsCommand {
 
 /// Runs a shipments command.
 pub async fn run(command: ShipmentsCommand, settings: &Settings) -> anyhow::Result<()> {
-    let store = Store::connect(&settings.database.url, 2).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 2).await?;
     match command {
         ShipmentsCommand::Register {
             carrier,

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use reqwest::Url;
 use serde::Serialize;
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::{CarrierCode, Status, TenantId};
 use waybill_store::Store;
@@ -240,7 +241,7 @@ pub async fn add(
         .map(|s| s.parse::<Status>().with_context(|| "--status".to_owned()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let secret = secret_or_generated(request.secret.as_deref())?;
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let stored = {
         let mut connection = store.acquire().await?;
         fanout::insert_subscription(
@@ -265,7 +266,7 @@ pub async fn list(
     settings: &Settings,
     tenant: Option<&TenantId>,
 ) -> anyhow::Result<Vec<ListedSubscription>> {
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let listed = {
         let mut connection = store.acquire().await?;
         fanout::list_subscriptions(&mut connection, tenant).await
@@ -351,7 +352,7 @@ where
     F: FnOnce(waybill_store::PooledConnection) -> Fut,
     Fut: Future<Output = Result<T, waybill_store::StoreError>>,
 {
-    let store = Store::connect(&settings.database.url, 1).await?;
+    let store = Store::connect(settings.database.url.expose_secret(), 1).await?;
     let outcome = match store.acquire().await {
         Ok(connection) => work(connection).await,
         Err(error) => Err(error),

@@ -9,6 +9,7 @@ mod auth;
 mod console;
 mod fanout;
 mod polling;
+mod secret;
 mod sources;
 mod telemetry;
 
@@ -23,6 +24,7 @@ pub use auth::{AuthMode, AuthSettings};
 pub use console::{ConsoleSettings, SecureCookie};
 pub use fanout::{FanoutSettings, Period};
 pub use polling::{IntervalOverrides, IntervalSettings, PollingSettings, SourcePollSettings};
+pub use secret::{ExposeSecret, SecretString, expose_list, expose_map};
 pub use sources::{PollMode, SourceSettings};
 pub use telemetry::{TRACES_FILTER_ENV, TelemetrySettings};
 
@@ -120,12 +122,19 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusSettings {
-    /// AMQP URL. Env: `AMQP_URL`. With `urls` set, the comma-separated list of those instead:
-    /// every AMQP connection takes the first node that answers (see `waybill_bus::split_urls`).
-    pub url: String,
-    /// The nodes of a RabbitMQ cluster, any of which will do. Env: `AMQP_URLS`, comma-separated.
-    #[serde(default, deserialize_with = "url_list")]
-    pub urls: Vec<String>,
+    /// AMQP URL (its password is a secret). Env: `AMQP_URL`. With `urls` set, the
+    /// comma-separated list of those instead: every AMQP connection takes the first node that
+    /// answers (see `waybill_bus::split_urls`).
+    #[serde(serialize_with = "secret::serialize")]
+    pub url: SecretString,
+    /// The nodes of a RabbitMQ cluster, any of which will do (secrets too). Env: `AMQP_URLS`,
+    /// comma-separated.
+    #[serde(
+        default,
+        deserialize_with = "url_list",
+        serialize_with = "secret::serialize_list"
+    )]
+    pub urls: Vec<SecretString>,
     /// A prefix for every exchange and queue name (empty in production; tests use one each).
     pub prefix: String,
     /// Deliveries of one message before it is dead-lettered to `waybill.dead`.
@@ -142,13 +151,15 @@ impl BusSettings {
     /// of the process reads.
     fn use_urls(&mut self) {
         if !self.urls.is_empty() {
-            self.url = self.urls.join(",");
+            self.url = expose_list(&self.urls).join(",").into();
         }
     }
 }
 
 /// `bus.urls`: a list, or (from `AMQP_URLS`) one comma-separated string.
-fn url_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+fn url_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SecretString>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -163,6 +174,7 @@ fn url_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Str
         .into_iter()
         .map(|url| url.trim().to_owned())
         .filter(|url| !url.is_empty())
+        .map(SecretString::from)
         .collect())
 }
 
@@ -170,8 +182,9 @@ fn url_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Str
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// PostgreSQL URL. Env: `DATABASE_URL`.
-    pub url: String,
+    /// PostgreSQL URL (its password is a secret). Env: `DATABASE_URL`.
+    #[serde(serialize_with = "secret::serialize")]
+    pub url: SecretString,
     /// Connection pool size per worker process.
     pub max_connections: u32,
 }
@@ -214,14 +227,14 @@ impl Default for Settings {
                 shutdown_grace_ms: 20_000,
             },
             bus: BusSettings {
-                url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
                 urls: Vec::new(),
                 prefix: String::new(),
                 delivery_limit: 10,
                 publisher_channels: 1,
             },
             database: DatabaseSettings {
-                url: "postgres://postgres@127.0.0.1:5432/waybill".to_owned(),
+                url: "postgres://postgres@127.0.0.1:5432/waybill".into(),
                 max_connections: 8,
             },
             profiles_dir: None,
@@ -323,12 +336,10 @@ impl Settings {
                 "must be at least worker.batch_size, or a batch can never fill",
             ));
         }
-        if let Some(position) = self
-            .bus
-            .urls
-            .iter()
-            .position(|url| !(url.starts_with("amqp://") || url.starts_with("amqps://")))
-        {
+        if let Some(position) = self.bus.urls.iter().position(|url| {
+            let url = url.expose_secret();
+            !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        }) {
             return Err(rule(
                 "bus.urls",
                 &format!(

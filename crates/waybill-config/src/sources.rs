@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use waybill_core::{SourceId, TenantId};
 
 use crate::ConfigError;
+use crate::secret::{ExposeSecret, SecretString};
 
 /// One inbound source: `POST /v1/webhooks/{id}` verified and mapped by `profile`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,8 +18,8 @@ pub struct SourceSettings {
     /// `docs/carrier-profiles.md`) or the name of a profile in `profiles_dir`.
     pub profile: String,
     /// Webhook secrets; any of them verifies a request (list several to rotate).
-    #[serde(default)]
-    pub secrets: Vec<String>,
+    #[serde(default, serialize_with = "crate::secret::serialize_list")]
+    pub secrets: Vec<SecretString>,
     /// Public keys for profiles that verify signatures with RSA, ECDSA P-256 or Ed25519: each
     /// a PEM public key (optionally after a line `kid: <key id>`), a JWK object or a JWKS
     /// document, as text.
@@ -42,8 +43,8 @@ pub struct SourceSettings {
     #[serde(default)]
     pub mode: PollMode,
     /// Credentials for the carrier's tracking API (names used by the profile's poll templates).
-    #[serde(default)]
-    pub credentials: BTreeMap<String, String>,
+    #[serde(default, serialize_with = "crate::secret::serialize_map")]
+    pub credentials: BTreeMap<String, SecretString>,
     /// Overrides the profile's tracking-API base URL.
     #[serde(default)]
     pub poll_base_url: Option<String>,
@@ -120,7 +121,11 @@ pub(crate) fn validate(
                 reason: "must be at least 1 second".to_owned(),
             });
         }
-        if source.secrets.iter().any(String::is_empty) {
+        if source
+            .secrets
+            .iter()
+            .any(|secret| secret.expose_secret().is_empty())
+        {
             return Err(ConfigError::Rule {
                 key: format!("sources[{index}].secrets"),
                 reason: "a secret is empty".to_owned(),

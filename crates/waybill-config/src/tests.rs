@@ -5,7 +5,52 @@ fn defaults_are_valid() {
     let settings = Settings::from_toml_str("").unwrap();
     assert_eq!(settings.ingress.addr.port(), 8080);
     assert_eq!(settings.worker.addr.port(), 8081);
-    assert!(settings.bus.url.starts_with("amqp://"));
+    assert!(settings.bus.url.expose_secret().starts_with("amqp://"));
+}
+
+#[test]
+fn debug_output_never_shows_a_secret() {
+    let settings = Settings::from_toml_str(
+        r#"
+        [bus]
+        url = "amqp://waybill:broker-password-7f3a@rabbit:5672/%2f"
+        [database]
+        url = "postgres://waybill:database-password-91c2@db:5432/waybill"
+        [[sources]]
+        id = "starshipit"
+        profile = "starshipit"
+        secrets = ["webhook-secret-old-52be", "webhook-secret-new-0d44"]
+        credentials = { api_key = "tracking-api-key-c08e" }
+        "#,
+    )
+    .unwrap();
+    let debug = format!("{settings:?}");
+    let pretty = format!("{settings:#?}");
+    for secret in [
+        "broker-password-7f3a",
+        "database-password-91c2",
+        "webhook-secret-old-52be",
+        "webhook-secret-new-0d44",
+        "tracking-api-key-c08e",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+        assert!(!pretty.contains(secret), "{secret} in {pretty}");
+    }
+    assert!(debug.contains("REDACTED"), "{debug}");
+    // Still usable where they are needed, and still loaded over the defaults.
+    assert_eq!(
+        settings.database.url.expose_secret(),
+        "postgres://waybill:database-password-91c2@db:5432/waybill"
+    );
+    let source = settings.source("starshipit").unwrap();
+    assert_eq!(
+        expose_list(&source.secrets),
+        ["webhook-secret-old-52be", "webhook-secret-new-0d44"]
+    );
+    assert_eq!(
+        expose_map(&source.credentials)["api_key"],
+        "tracking-api-key-c08e"
+    );
 }
 
 #[test]
@@ -57,17 +102,23 @@ fn bus_urls_list_the_nodes_every_connection_may_use() {
     )
     .unwrap();
     assert_eq!(
-        settings.bus.url,
+        settings.bus.url.expose_secret(),
         "amqp://u:p@10.0.0.1:5672/%2f,amqps://u:p@10.0.0.2:5671/%2f"
     );
     // The environment's form: one comma-separated string, spaces and empty entries ignored.
     let settings =
         Settings::from_toml_str("[bus]\nurls = \"amqp://a/%2f, amqp://b/%2f,\"").unwrap();
-    assert_eq!(settings.bus.urls, ["amqp://a/%2f", "amqp://b/%2f"]);
-    assert_eq!(settings.bus.url, "amqp://a/%2f,amqp://b/%2f");
+    assert_eq!(
+        expose_list(&settings.bus.urls),
+        ["amqp://a/%2f", "amqp://b/%2f"]
+    );
+    assert_eq!(
+        settings.bus.url.expose_secret(),
+        "amqp://a/%2f,amqp://b/%2f"
+    );
     // Without urls, url is used as it is.
     let settings = Settings::from_toml_str("[bus]\nurl = \"amqp://only/%2f\"").unwrap();
-    assert_eq!(settings.bus.url, "amqp://only/%2f");
+    assert_eq!(settings.bus.url.expose_secret(), "amqp://only/%2f");
 }
 
 #[test]

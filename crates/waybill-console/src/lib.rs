@@ -25,6 +25,7 @@ mod error;
 mod metrics;
 mod pages;
 mod session;
+mod shell;
 mod view;
 
 use std::future::Future;

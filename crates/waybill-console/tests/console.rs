@@ -12,6 +12,7 @@ use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
 use tokio_util::sync::CancellationToken;
 use waybill_bus::keys::{KeyRing, KeySnapshotV1};
 use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::access::{ApiKey, Scope};
 use waybill_core::{
@@ -83,7 +84,7 @@ async fn spawn() -> App {
     );
     let settings = Settings::from_toml_str(&toml).unwrap();
     let topology = topology(&settings);
-    let connection = BusConnection::connect(&settings.bus.url, "console-test-setup")
+    let connection = BusConnection::connect(settings.bus.url.expose_secret(), "console-test-setup")
         .await
         .unwrap();
     topology.declare(&connection).await.unwrap();
@@ -98,7 +99,11 @@ async fn spawn() -> App {
 
     let stop = CancellationToken::new();
     let publisher = Publisher::start(
-        PublisherConfig::new(&settings.bus.url, "console-test", topology.clone()),
+        PublisherConfig::new(
+            settings.bus.url.expose_secret(),
+            "console-test",
+            topology.clone(),
+        ),
         stop.clone(),
     )
     .await
@@ -195,8 +200,11 @@ impl App {
 
     async fn destroy(mut self) {
         self.stop.cancel();
-        if let Ok(connection) =
-            BusConnection::connect(&self.settings.bus.url, "console-test-cleanup").await
+        if let Ok(connection) = BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "console-test-cleanup",
+        )
+        .await
         {
             let _ = topology(&self.settings).delete(&connection).await;
             let _ = connection.close().await;

@@ -28,6 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 use waybill_bus::keys::{KeyRing, KeySubscriberConfig, KeysUnavailable, spawn_key_subscriber};
+use waybill_config::ExposeSecret;
 use waybill_config::{AuthMode, Settings};
 use waybill_core::TenantId;
 use waybill_core::access::{Denied, Principal, Scope};
@@ -67,7 +68,8 @@ impl KeyGate {
         )));
         let topology = waybill_bus::Topology::new(&settings.bus.prefix)
             .with_delivery_limit(settings.bus.delivery_limit);
-        let config = KeySubscriberConfig::new(&settings.bus.url, connection_name, topology);
+        let config =
+            KeySubscriberConfig::new(settings.bus.url.expose_secret(), connection_name, topology);
         spawn_key_subscriber(config, Arc::clone(&ring), shutdown.clone());
         KeyGate::Keys(ring)
     }

@@ -264,9 +264,10 @@ async fn verify<'a>(
 ) -> Result<VerifiedRequest<'a>, ApiError> {
     let inner = &state.inner;
     let source_id = source.settings.id.as_str();
+    let secrets = waybill_config::expose_list(&source.settings.secrets);
     let attempt = |jwks: Option<&waybill_carriers::KeySet>| {
         let credentials = Credentials {
-            secrets: &source.settings.secrets,
+            secrets: &secrets,
             public_keys: Some(&source.public_keys),
             jwks,
             url: Some(target),

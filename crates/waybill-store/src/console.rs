@@ -16,9 +16,9 @@ use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 
 use crate::ShipmentSummary;
+use crate::decode::{count, parse_id, parse_status};
 use crate::error::StoreError;
 use crate::fanout::DisabledReason;
-use crate::queries::{parse_id, parse_status};
 
 /// Where counts stop: a count at the cap means "this many or more".
 pub const COUNT_CAP: u64 = 10_000;
@@ -269,8 +269,8 @@ pub async fn poll_backlog(
         .map(|row| {
             Ok((
                 row.try_get("id")?,
-                crate::fanout::count(row, "due")?,
-                crate::fanout::count(row, "active")?,
+                count(row, "due")?,
+                count(row, "active")?,
             ))
         })
         .collect()
@@ -291,7 +291,7 @@ pub async fn parked_events(
     .bind(COUNT_CAP as i64)
     .fetch_one(conn)
     .await?;
-    crate::fanout::count(&row, "n")
+    count(&row, "n")
 }
 
 /// Subscriptions (one tenant's, or all) with their health, by id.
@@ -396,11 +396,11 @@ fn health_from(row: &PgRow) -> Result<SubscriptionHealth, StoreError> {
         disabled_reason: reason,
         disabled_at: row.try_get("disabled_at")?,
         failing_since: row.try_get("failing_since")?,
-        recent_delivered: crate::fanout::count(row, "delivered")?,
-        recent_dead: crate::fanout::count(row, "recent_dead")?,
-        recent_total: crate::fanout::count(row, "total")?,
-        pending: crate::fanout::count(row, "pending")?,
-        dead: crate::fanout::count(row, "dead")?,
+        recent_delivered: count(row, "delivered")?,
+        recent_dead: count(row, "recent_dead")?,
+        recent_total: count(row, "total")?,
+        pending: count(row, "pending")?,
+        dead: count(row, "dead")?,
         last_attempt_at: row.try_get("last_attempt_at")?,
     })
 }

@@ -26,8 +26,9 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, EventId, Status, TenantId};
 
+use crate::decode::{count, parse_event_id, parse_status};
 use crate::error::StoreError;
-use crate::queries::{parse_event_id, parse_status};
+use crate::fragments::matches_clause;
 use waybill_api::events::DownstreamEvent;
 
 pub use deliveries::{
@@ -289,24 +290,6 @@ pub async fn relay_backlog(conn: &mut PgConnection) -> Result<(u64, u64), StoreE
     Ok((count(&row, "unpublished")?, count(&row, "not_fanned_out")?))
 }
 
-/// The condition under which subscription `s` wants a change of `tenant`, `carrier` and
-/// `status` written at `created_at`: enabled, same tenant, its filters match, and it existed
-/// when the change was written (a new subscription does not receive a backlog of old changes).
-/// The fan-out claims by it, and the merge writes a change no subscription wants by it already
-/// fanned out.
-pub(crate) fn matches_clause(
-    tenant: &str,
-    carrier: &str,
-    status: &str,
-    created_at: &str,
-) -> String {
-    format!(
-        "s.enabled and s.tenant = {tenant} and s.created_at <= {created_at}
-         and (cardinality(s.carriers) = 0 or {carrier} = any(s.carriers))
-         and (cardinality(s.statuses) = 0 or {status} = any(s.statuses))"
-    )
-}
-
 fn outbox_entry(row: &PgRow) -> Result<OutboxEntry, StoreError> {
     let tenant: String = row.try_get("tenant")?;
     let carrier: String = row.try_get("carrier")?;
@@ -325,11 +308,6 @@ fn outbox_entry(row: &PgRow) -> Result<OutboxEntry, StoreError> {
         created_at: row.try_get("created_at")?,
         traceparent: row.try_get("traceparent")?,
     })
-}
-
-pub(crate) fn count(row: &PgRow, column: &str) -> Result<u64, StoreError> {
-    let value: i64 = row.try_get(column)?;
-    Ok(u64::try_from(value).unwrap_or(0))
 }
 
 #[cfg(test)]

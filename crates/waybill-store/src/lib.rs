@@ -14,8 +14,10 @@
 mod batch;
 pub mod bench;
 pub mod console;
+mod decode;
 mod error;
 pub mod fanout;
+mod fragments;
 pub mod keys;
 pub mod ledger;
 mod merge_batch;

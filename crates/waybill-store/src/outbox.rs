@@ -55,7 +55,8 @@ pub(crate) fn insert_statement(first: usize) -> String {
                                     order_number, previous_status, new_status, raw_status,
                                     sub_status, occurred_at, version, payload, traceparent)
          returning id, shipment_id",
-        matches = crate::fanout::matches_clause("o.tenant", "o.carrier", "o.new_status", "now()"),
+        matches =
+            crate::fragments::matches_clause("o.tenant", "o.carrier", "o.new_status", "now()"),
         arrays = arrays.join(", ")
     )
 }

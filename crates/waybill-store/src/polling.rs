@@ -28,8 +28,8 @@ use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, SourceId, Status, TenantId, TrackingNumber};
 
 use crate::batch::ShipmentKey;
+use crate::decode::parse_status;
 use crate::error::StoreError;
-use crate::queries::parse_status;
 
 /// Where a shipment's polling is (the `poll_state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,11 +6,12 @@ use std::sync::LazyLock;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use waybill_api::{HistoryEntry, ShipmentSummary, ShipmentView};
-use waybill_core::{CarrierCode, EventId, Origin, RawStatus, Status, TenantId, TrackingNumber};
+use waybill_core::{CarrierCode, EventId, RawStatus, TenantId, TrackingNumber};
 
 use crate::batch::ShipmentKey;
+use crate::decode::{parse_event_id, parse_id, parse_origin, parse_status};
 use crate::error::StoreError;
-use crate::merge_batch::status_rank_sql;
+use crate::fragments::status_rank_sql;
 
 /// `ORDER BY` for newest-first history over `tracking_events e`: the reverse of
 /// [`waybill_core::EventKey`]'s order.
@@ -226,29 +227,4 @@ fn history_entry(row: &PgRow) -> Result<HistoryEntry, StoreError> {
         courier: row.try_get("e_courier")?,
         received_at: row.try_get("e_received_at")?,
     })
-}
-
-pub(crate) fn parse_id<T, E: std::fmt::Display>(
-    row: &PgRow,
-    column: &'static str,
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> Result<T, StoreError> {
-    parse(&row.try_get::<String, _>(column)?).map_err(|e| StoreError::corrupt(column, e))
-}
-
-pub(crate) fn parse_status(raw: &str) -> Result<Status, StoreError> {
-    raw.parse().map_err(|e| StoreError::corrupt("status", e))
-}
-
-pub(crate) fn parse_event_id(raw: &str) -> Result<EventId, StoreError> {
-    EventId::parse(raw).map_err(|e| StoreError::corrupt("event id", e))
-}
-
-pub(crate) fn parse_origin(raw: &str) -> Result<Origin, StoreError> {
-    match raw {
-        "webhook" => Ok(Origin::Webhook),
-        "poll" => Ok(Origin::Poll),
-        "system" => Ok(Origin::System),
-        other => Err(StoreError::corrupt("origin", other)),
-    }
 }

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use waybill_bus::envelope::InboundEnvelope;
 use waybill_bus::{Acker, BusConnection, BusError, Consumer, Delivery};
+use waybill_config::ExposeSecret;
 use waybill_telemetry::trace;
 
 use crate::Worker;
@@ -248,8 +249,11 @@ async fn run_consumer(
 
 async fn connect(worker: &Worker, index: usize) -> Result<(BusConnection, Consumer), BusError> {
     let settings = &worker.inner.settings;
-    let connection =
-        BusConnection::connect(&settings.bus.url, &format!("waybill-worker-{index}")).await?;
+    let connection = BusConnection::connect(
+        settings.bus.url.expose_secret(),
+        &format!("waybill-worker-{index}"),
+    )
+    .await?;
     worker.inner.topology.declare_or_reuse(&connection).await?;
     let consumer = Consumer::start(
         &connection,

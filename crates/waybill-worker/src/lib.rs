@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_http::auth::KeyGate;
 use waybill_store::Store;
@@ -52,15 +53,18 @@ impl Worker {
     /// Connects to Postgres (migrating first when `worker.migrate_on_start`) and starts the
     /// publisher used for dead-lettering and, later, fan-out.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Worker> {
-        let store =
-            Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let store = Store::connect(
+            settings.database.url.expose_secret(),
+            settings.database.max_connections,
+        )
+        .await?;
         if settings.worker.migrate_on_start {
             store.migrate().await?;
         }
         let topology =
             Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
         let mut config = PublisherConfig::new(
-            &settings.bus.url,
+            settings.bus.url.expose_secret(),
             "waybill-worker-publisher",
             topology.clone(),
         );

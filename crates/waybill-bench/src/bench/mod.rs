@@ -18,6 +18,7 @@ mod console;
 mod cpu;
 
 use cpu::{CpuReading, PhaseCpu};
+use waybill_config::ExposeSecret;
 
 /// `waybill-bench bench` arguments.
 #[derive(Debug, Clone, Args)]
@@ -129,15 +130,16 @@ impl Stack {
     async fn create(base: &Settings, bin_dir: &std::path::Path) -> anyhow::Result<Stack> {
         let tag = format!("{:08x}", rand::random::<u32>());
         // A fresh, migrated database beside the configured one, dropped at the end.
-        let admin_url = admin_url(&base.database.url)?;
+        let admin_url = admin_url(base.database.url.expose_secret())?;
         let database = waybill_store::testing::TestDatabase::create(&admin_url).await?;
         let mut settings = base.clone();
-        settings.database.url = database.url().to_owned();
+        settings.database.url = database.url().into();
         settings.bus.prefix = format!("bench{tag}.");
         settings.ingress.addr = free_port()?;
         settings.worker.addr = free_port()?;
         let connection =
-            waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench").await?;
+            waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench")
+                .await?;
         topology(&settings).declare(&connection).await?;
         connection.close().await?;
         Ok(Stack {
@@ -153,8 +155,8 @@ impl Stack {
         let path = self.bin_dir.join(binary);
         let settings = &self.settings;
         Command::new(&path)
-            .env("DATABASE_URL", &settings.database.url)
-            .env("AMQP_URL", &settings.bus.url)
+            .env("DATABASE_URL", settings.database.url.expose_secret())
+            .env("AMQP_URL", settings.bus.url.expose_secret())
             .env("WAYBILL_BUS_PREFIX", &settings.bus.prefix)
             .env("WAYBILL_INGRESS_ADDR", settings.ingress.addr.to_string())
             .env("WAYBILL_WORKER_ADDR", settings.worker.addr.to_string())
@@ -198,8 +200,11 @@ impl Stack {
         {
             stop(child).await;
         }
-        if let Ok(connection) =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-bench").await
+        if let Ok(connection) = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-bench",
+        )
+        .await
         {
             let _ = topology(&self.settings).delete(&connection).await;
             let _ = connection.close().await;
@@ -263,7 +268,7 @@ async fn one_run(
     let console = match args.console {
         Some(every) => Some(
             console::ConsoleWatcher::start(
-                &stack.settings.database.url,
+                stack.settings.database.url.expose_secret(),
                 stack.settings.worker.addr,
                 every,
             )
@@ -282,17 +287,39 @@ async fn one_run(
     result
 }
 
+/// One run's figures, phase by phase: the broker's and the database's ceilings, the ingress at
+/// full speed with the worker draining the backlog after it, the ingress at half rates, and
+/// 1,000 webhooks/s end to end.
 async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigures> {
     let settings = stack.settings.clone();
     let mut figures = RunFigures {
         envelope_bytes: typical_envelope_len(&settings)?,
         ..RunFigures::default()
     };
+    broker_ceiling(stack, &settings, &mut figures).await?;
+    database_ceiling(stack, &settings, &mut figures).await?;
+    stack.start_ingress().await?;
+    let rss_start = stack.rss();
+    full_speed_then_drain(args, stack, &settings, &mut figures).await?;
+    let rss_after_full = stack.rss();
+    half_rates(args, &settings, &mut figures).await?;
+    steady_end_to_end(args, &settings, &mut figures).await?;
+    let rss_end = stack.rss();
+    figures.ingress_rss_kib = (rss_start.0, rss_end.0);
+    figures.worker_rss_kib = (rss_after_full.1, rss_end.1);
+    Ok(figures)
+}
 
-    // 1. The broker ceiling.
+/// Phase 1, the broker ceiling: raw confirmed publishes of a typical envelope's size.
+async fn broker_ceiling(
+    stack: &Stack,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
     const RAW_MESSAGES: usize = 30_000;
     let connection =
-        waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-bench-raw").await?;
+        waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench-raw")
+            .await?;
     let before = stack.cpu();
     figures.raw_publish_per_sec = waybill_bus::bench::raw_confirmed_publish(
         &connection,
@@ -310,14 +337,21 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         RAW_MESSAGES as f64,
     ));
     connection.close().await?;
+    Ok(())
+}
 
-    // 2. The database ceiling, at the worker's batch size and concurrency.
+/// Phase 2, the database ceiling, at the worker's batch size and concurrency.
+async fn database_ceiling(
+    stack: &Stack,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
+    const RAW_BATCHES: usize = 40;
     let store = waybill_store::Store::connect(
-        &settings.database.url,
+        settings.database.url.expose_secret(),
         settings.worker.consumers.max(1) as u32 + 1,
     )
     .await?;
-    const RAW_BATCHES: usize = 40;
     let before = stack.cpu();
     figures.raw_upsert_per_sec = waybill_store::bench::raw_batched_upsert(
         &store,
@@ -333,12 +367,18 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         (settings.worker.batch_size * RAW_BATCHES) as f64,
     ));
     store.close().await;
+    Ok(())
+}
 
-    // 3. The ingress alone at full speed; the worker starts when sending stops and drains the
-    //    backlog, which measures its merge rate.
-    stack.start_ingress().await?;
-    let rss_start = stack.rss();
-    let full = loadgen_args(args, &settings);
+/// Phase 3, the ingress alone at full speed; the worker starts when sending stops and drains
+/// the backlog, which measures its merge rate.
+async fn full_speed_then_drain(
+    args: &BenchArgs,
+    stack: &mut Stack,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
+    let full = loadgen_args(args, settings);
     let sending_started = stack.cpu();
     let mut sending_ended = None;
     let mut draining_started = None;
@@ -349,7 +389,7 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         }
         draining_started = Some(stack.cpu());
     };
-    let ledger = loadgen::run_with(&full, &settings, worker_start).await?;
+    let ledger = loadgen::run_with(&full, settings, worker_start).await?;
     let draining_ended = stack.cpu();
     figures.ingress_accepted_per_sec = ledger.requests.accepted_per_sec;
     figures.ingress_p99_ms_full = ledger.requests.ack_latency_ms.p99;
@@ -374,15 +414,21 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
             ));
         }
     }
-    let rss_after_full = stack.rss();
+    Ok(())
+}
 
-    // 4. Half the raw publish rate, then half the ingress's own full-speed rate (its latency
-    //    when it is not saturated); the worker running.
+/// Phase 4, half the raw publish rate, then half the ingress's own full-speed rate (its
+/// latency when it is not saturated); the worker running.
+async fn half_rates(
+    args: &BenchArgs,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
     let half_rate = async |rate: f64| {
-        let mut load = loadgen_args(args, &settings);
+        let mut load = loadgen_args(args, settings);
         load.rate = rate;
         load.concurrency = args.concurrency.max(128);
-        let ledger = loadgen::run(&load, &settings).await?;
+        let ledger = loadgen::run(&load, settings).await?;
         let lost = ledger.drain.as_ref().map_or(0, |drain| drain.lost);
         anyhow::Ok((ledger.requests, lost))
     };
@@ -394,21 +440,25 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     figures.ingress_p99_ms_half_own = requests.ack_latency_ms.p99;
     figures.half_own_achieved = requests.accepted_per_sec;
     figures.lost += lost;
+    Ok(())
+}
 
-    // 5. 1,000 webhooks/s end to end.
-    let mut steady = loadgen_args(args, &settings);
+/// Phase 5, 1,000 webhooks/s end to end.
+async fn steady_end_to_end(
+    args: &BenchArgs,
+    settings: &Settings,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
+    let mut steady = loadgen_args(args, settings);
     steady.rate = 1000.0;
     steady.concurrency = 32;
-    let ledger = loadgen::run(&steady, &settings).await?;
+    let ledger = loadgen::run(&steady, settings).await?;
     if let Some(drain) = &ledger.drain {
         figures.e2e_p50_ms_1k = drain.end_to_end_latency_ms.p50;
         figures.e2e_p99_ms_1k = drain.end_to_end_latency_ms.p99;
         figures.lost += drain.lost;
     }
-    let rss_end = stack.rss();
-    figures.ingress_rss_kib = (rss_start.0, rss_end.0);
-    figures.worker_rss_kib = (rss_after_full.1, rss_end.1);
-    Ok(figures)
+    Ok(())
 }
 
 async fn run_soak(

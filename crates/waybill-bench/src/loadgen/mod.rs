@@ -19,6 +19,7 @@ use waybill_core::EventId;
 
 pub use ledger::{DrainLedger, Ledger, Percentiles, RequestLedger};
 use plan::{Intent, Mix, Plan, Planned, Target};
+use waybill_config::ExposeSecret;
 
 /// `waybill-bench loadgen` arguments.
 #[derive(Debug, Clone, Args)]
@@ -166,21 +167,7 @@ pub async fn run_with(
         .build()?;
     let merge_before = scrape_merge_outcomes(&http, &worker).await;
 
-    let progress = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = match args.count {
-            Some(count) => ProgressBar::new(count),
-            None => ProgressBar::new(args.duration.as_secs().max(1)),
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    };
+    let progress = progress_bar(args);
     let start = Instant::now();
     let context = Arc::new(Context {
         http: http.clone(),
@@ -200,25 +187,79 @@ pub async fn run_with(
         progress: progress.clone(),
         accepted: AtomicU64::new(0),
     });
-    let ticker = {
-        let context = context.clone();
-        let by_time = args.count.is_none();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let elapsed = context.start.elapsed().as_secs_f64().max(0.001);
-                let accepted = context.accepted.load(Ordering::Relaxed);
-                if by_time {
-                    context.progress.set_position(elapsed as u64);
-                }
-                context.progress.set_message(format!(
-                    "accepted {accepted} ({:.0}/s)",
-                    accepted as f64 / elapsed
-                ));
-            }
-        })
-    };
+    let ticker = spawn_ticker(context.clone(), args.count.is_none());
+    let mut total = send_all(args, &context, &targets, &run_id).await?;
+    ticker.abort();
+    progress.finish_and_clear();
+    let sending = start.elapsed();
+    total.ledger.duration_secs = sending.as_secs_f64();
+    total.ledger.accepted_per_sec = total.ledger.accepted as f64 / sending.as_secs_f64().max(0.001);
+    total.ledger.ack_latency_ms = total
+        .latency
+        .as_ref()
+        .map(Percentiles::of)
+        .unwrap_or_default();
 
+    after_sending.await;
+    first_sent_of_events(&mut total, &targets);
+    let drain = if args.no_drain {
+        None
+    } else {
+        let mut drain = drain(settings, &total, args.drain_timeout).await?;
+        if let (Some(before), Some(after)) =
+            (merge_before, scrape_merge_outcomes(&http, &worker).await)
+        {
+            drain.merge_outcomes = Some(outcomes_since(&before, &after));
+        }
+        Some(drain)
+    };
+    Ok(Ledger {
+        requests: total.ledger,
+        drain,
+    })
+}
+
+/// The progress bar: by request count, or by seconds for a timed run; hidden with `--quiet`.
+fn progress_bar(args: &LoadgenArgs) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = match args.count {
+        Some(count) => ProgressBar::new(count),
+        None => ProgressBar::new(args.duration.as_secs().max(1)),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Updates the progress bar's rate four times a second (and its position, for a timed run).
+fn spawn_ticker(context: Arc<Context>, by_time: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let elapsed = context.start.elapsed().as_secs_f64().max(0.001);
+            let accepted = context.accepted.load(Ordering::Relaxed);
+            if by_time {
+                context.progress.set_position(elapsed as u64);
+            }
+            context.progress.set_message(format!(
+                "accepted {accepted} ({:.0}/s)",
+                accepted as f64 / elapsed
+            ));
+        }
+    })
+}
+
+/// Runs the `--concurrency` senders to the end and adds up what they saw.
+async fn send_all(
+    args: &LoadgenArgs,
+    context: &Arc<Context>,
+    targets: &Arc<Vec<Target>>,
+    run_id: &str,
+) -> anyhow::Result<TaskResult> {
     let mix = Mix {
         duplicates: args.duplicates,
         out_of_order: args.out_of_order,
@@ -229,7 +270,7 @@ pub async fn run_with(
         let plan = Plan::new(
             targets.clone(),
             mix,
-            &run_id,
+            run_id,
             task,
             args.concurrency.max(1),
             args.shipments_in_flight,
@@ -245,19 +286,12 @@ pub async fn run_with(
         let result = task.await?;
         merge_into(&mut total, result);
     }
-    ticker.abort();
-    progress.finish_and_clear();
-    let sending = start.elapsed();
-    total.ledger.duration_secs = sending.as_secs_f64();
-    total.ledger.accepted_per_sec = total.ledger.accepted as f64 / sending.as_secs_f64().max(0.001);
-    total.ledger.ack_latency_ms = total
-        .latency
-        .as_ref()
-        .map(Percentiles::of)
-        .unwrap_or_default();
+    Ok(total)
+}
 
-    after_sending.await;
-    // Which event ids the accepted requests carried: mapped now, outside the timed phase.
+/// Which event ids the accepted requests carried, each with when it was first sent: mapped
+/// after the timed phase, so the mapping does not slow the sending.
+fn first_sent_of_events(total: &mut TaskResult, targets: &[Target]) {
     for (target, body, sent_at) in std::mem::take(&mut total.accepted_bodies) {
         for id in plan::event_ids_of(&targets[target], &body) {
             total
@@ -267,31 +301,22 @@ pub async fn run_with(
                 .or_insert(sent_at);
         }
     }
-    let drain = if args.no_drain {
-        None
-    } else {
-        let mut drain = drain(settings, &total, args.drain_timeout).await?;
-        if let (Some(before), Some(after)) =
-            (merge_before, scrape_merge_outcomes(&http, &worker).await)
-        {
-            drain.merge_outcomes = Some(
-                after
-                    .iter()
-                    .map(|(outcome, count)| {
-                        (
-                            outcome.clone(),
-                            count.saturating_sub(*before.get(outcome).unwrap_or(&0)),
-                        )
-                    })
-                    .collect(),
-            );
-        }
-        Some(drain)
-    };
-    Ok(Ledger {
-        requests: total.ledger,
-        drain,
-    })
+}
+
+/// The worker's merge outcome counters' growth between two scrapes.
+fn outcomes_since(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(outcome, count)| {
+            (
+                outcome.clone(),
+                count.saturating_sub(*before.get(outcome).unwrap_or(&0)),
+            )
+        })
+        .collect()
 }
 
 fn targets(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Vec<Target>> {
@@ -324,7 +349,7 @@ fn targets(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Vec<Target
         targets.push(Target {
             source: source.id.to_string(),
             profile,
-            secret: secret.clone(),
+            secret: secret.expose_secret().to_owned(),
         });
     }
     if targets.is_empty() {
@@ -506,7 +531,7 @@ async fn drain(
     total: &TaskResult,
     timeout: Duration,
 ) -> anyhow::Result<DrainLedger> {
-    let store = waybill_store::Store::connect(&settings.database.url, 2).await?;
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 2).await?;
     let ids: Vec<EventId> = total.first_sent.keys().cloned().collect();
     let started = Instant::now();
     let drain_started_at = Utc::now();

@@ -13,8 +13,8 @@ use waybill_core::EventId;
 
 use super::payloads::{LIFE, Scan, render};
 
-/// A source the generator posts to.
-#[derive(Debug, Clone)]
+/// A source the generator posts to (no `Debug`: it holds a secret).
+#[derive(Clone)]
 pub struct Target {
     /// The source id (`/v1/webhooks/{id}`).
     pub source: String,

@@ -9,7 +9,8 @@ use lapin::options::ConfirmSelectOptions;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{HEALTH_CHECK_INTERVAL, Link, PoolChannel, Shared, driver};
+use super::driver;
+use super::state::{HEALTH_CHECK_INTERVAL, Link, PoolChannel, Shared};
 use crate::connection::{BusConnection, OPERATION_TIMEOUT};
 use crate::error::{BusError, bounded, chain};
 use crate::topology::OnMismatch;

@@ -8,10 +8,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 use waybill_bus::dead::admin::{self, DeadLetterSummary, Selection};
+use waybill_config::ExposeSecret;
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 /// How many dead letters a page lists.
 const PAGE_SIZE: usize = 100;
@@ -43,7 +44,7 @@ async fn letters(
     let scope = viewer.tenant_scope();
     let parts = console.parts();
     admin::list(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         PAGE_SIZE,
@@ -64,7 +65,7 @@ fn listing(
     notice: Option<&str>,
 ) -> Markup {
     let now = Utc::now();
-    view::page(
+    shell::page(
         viewer,
         "/deadletters",
         "Dead letters",
@@ -122,7 +123,7 @@ pub(crate) async fn show(
 ) -> Result<Markup, PageError> {
     let parts = console.parts();
     let found = admin::show(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         &query.id,
@@ -145,7 +146,7 @@ pub(crate) async fn show(
         .iter()
         .filter(|(name, _)| !is_secret(name))
         .collect();
-    Ok(view::page(
+    Ok(shell::page(
         &viewer,
         "/deadletters",
         "Dead letter",
@@ -198,7 +199,7 @@ pub(crate) async fn replay(
     }
     let parts = console.parts();
     let report = admin::replay(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         &parts.publisher,
@@ -229,7 +230,7 @@ pub(crate) async fn purge(
         ));
     }
     if form.get("confirm") != Some("yes") {
-        return Ok(view::page(
+        return Ok(shell::page(
             &form.viewer,
             "/deadletters",
             "Purge dead letters?",
@@ -248,7 +249,7 @@ pub(crate) async fn purge(
     }
     let parts = console.parts();
     let removed = admin::purge(
-        &console.settings().bus.url,
+        console.settings().bus.url.expose_secret(),
         &parts.topology,
         CONNECTION_NAME,
         &Selection::Ids(ids),

@@ -10,7 +10,7 @@ use waybill_core::access::{KeyId, Scope};
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 /// `GET /console/keys`.
 pub(crate) async fn list(
@@ -41,7 +41,7 @@ async fn keys_page(
         .await
         .map_err(|e| PageError::database(&e))?;
     drop(connection);
-    Ok(view::page(
+    Ok(shell::page(
         viewer,
         "/keys",
         "API keys",

@@ -10,13 +10,15 @@ use axum::extract::State;
 use chrono::Utc;
 use maud::{Markup, html};
 use waybill_bus::BusConnection;
+use waybill_config::ExposeSecret;
 use waybill_store::console::{COUNT_CAP, SubscriptionHealth};
 
+use super::subscriptions::{state_badge, success_rate};
 use super::visible_sources;
 use crate::auth::Viewer;
 use crate::error::PageError;
 use crate::metrics::{Snapshot, increase, quantile, scrape};
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 const RECEIVED: &str = "waybill_webhooks_received_total";
 const LAG: &str = "waybill_message_age_seconds";
@@ -30,7 +32,7 @@ pub(crate) async fn page(
 ) -> Result<Markup, PageError> {
     let live = live_content(&console, &viewer).await?;
     let every = console.settings().console.refresh_secs;
-    Ok(view::page(
+    Ok(shell::page(
         &viewer,
         "/overview",
         "Overview",
@@ -114,7 +116,7 @@ async fn snapshot(console: &Console) -> Snapshot {
         topology.polls_queue(),
         topology.dead_queue(),
     ];
-    let url = &console.settings().bus.url;
+    let url = console.settings().bus.url.expose_secret();
     let timeout = std::time::Duration::from_secs(2);
     match BusConnection::connect_with_timeout(url, "waybill-console", timeout).await {
         Ok(connection) => {
@@ -372,7 +374,7 @@ fn delivery_table(subscriptions: &[SubscriptionHealth]) -> Markup {
                 @for s in subscriptions {
                     tr {
                         td class="break" { a href={(BASE) "/subscriptions/" (s.id)} { "#" (s.id) } " " (s.url) }
-                        td { (super::subscriptions::state_badge(s)) }
+                        td { (state_badge(s)) }
                         td class="num" { (success_rate(s)) }
                         td class="num" { (view::capped(s.pending, COUNT_CAP)) }
                         td class="num" { (view::capped(s.dead, COUNT_CAP)) }
@@ -380,18 +382,6 @@ fn delivery_table(subscriptions: &[SubscriptionHealth]) -> Markup {
                 }
             }
         },
-    )
-}
-
-/// Delivered share of the finished recent deliveries.
-pub(crate) fn success_rate(s: &SubscriptionHealth) -> String {
-    let finished = s.recent_delivered + s.recent_dead;
-    if finished == 0 {
-        return "—".to_owned();
-    }
-    format!(
-        "{:.1} %",
-        100.0 * s.recent_delivered as f64 / finished as f64
     )
 }
 

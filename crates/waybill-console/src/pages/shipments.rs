@@ -12,7 +12,7 @@ use waybill_store::{HistoryEntry, ShipmentSummary, ShipmentView};
 
 use crate::auth::Viewer;
 use crate::error::PageError;
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 /// The search form's fields.
 #[derive(Debug, Default, Deserialize)]
@@ -64,7 +64,7 @@ pub(crate) async fn search(
     } else {
         Vec::new()
     };
-    Ok(view::page(
+    Ok(shell::page(
         &viewer,
         "/shipments",
         "Shipments",
@@ -148,7 +148,7 @@ pub(crate) async fn timeline(
             .await
             .map_err(|e| PageError::database(&e))?;
     let title = format!("Shipment {number}");
-    Ok(view::page(
+    Ok(shell::page(
         &viewer,
         "/shipments",
         &title,

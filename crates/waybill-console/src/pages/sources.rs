@@ -13,7 +13,7 @@ use super::visible_sources;
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
 use crate::metrics::{Snapshot, scrape};
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 const MATCHED: &str = "waybill_webhook_secret_last_matched_seconds";
 const RECEIVED: &str = "waybill_webhooks_received_total";
@@ -25,7 +25,7 @@ const MAX_SAMPLE_BYTES: usize = 256 * 1024;
 pub(crate) async fn list(State(console): State<Console>, viewer: Viewer) -> Markup {
     let figures = figures(&console).await;
     let sources = visible_sources(&console, &viewer);
-    view::page(
+    shell::page(
         &viewer,
         "/sources",
         "Sources",
@@ -121,7 +121,8 @@ fn map_sample(
         .ok_or_else(|| format!("the profile {} is not loaded", source.profile))?;
     let now = Utc::now();
     let mut headers = axum::http::HeaderMap::new();
-    if let Some(secret) = source.secrets.first()
+    let secrets = waybill_config::expose_list(&source.secrets);
+    if let Some(secret) = secrets.first()
         && let Some((name, value)) = profile.sign(sample, secret, now)
         && let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::from_bytes(name.as_bytes()),
@@ -135,7 +136,7 @@ fn map_sample(
         body: sample,
     };
     let verified = profile
-        .verify(request, &source.secrets, now)
+        .verify(request, &secrets, now)
         .map_err(|error| format!("verification: {error}"))?;
     profile
         .map_webhook(&verified, now)
@@ -152,7 +153,7 @@ fn source_page(
 ) -> Markup {
     let profile = console.profiles().get(&source.profile);
     let title = format!("Source {}", source.id);
-    view::page(
+    shell::page(
         viewer,
         "/sources",
         &title,

@@ -8,10 +8,9 @@ use maud::{Markup, html};
 use waybill_store::console::{COUNT_CAP, DeliverySummary, SubscriptionHealth};
 use waybill_store::fanout::DisabledReason;
 
-use super::overview::success_rate;
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
-use crate::{BASE, Console, view};
+use crate::{BASE, Console, shell, view};
 
 /// `GET /console/subscriptions`.
 pub(crate) async fn list(
@@ -36,7 +35,7 @@ async fn list_page(
         waybill_store::console::subscription_health(&mut connection, tenant.as_ref())
             .await
             .map_err(|e| PageError::database(&e))?;
-    Ok(view::page(
+    Ok(shell::page(
         viewer,
         "/subscriptions",
         "Subscriptions",
@@ -92,6 +91,18 @@ pub(crate) fn state_badge(s: &SubscriptionHealth) -> Markup {
     }
 }
 
+/// Delivered share of the finished recent deliveries.
+pub(crate) fn success_rate(s: &SubscriptionHealth) -> String {
+    let finished = s.recent_delivered + s.recent_dead;
+    if finished == 0 {
+        return "—".to_owned();
+    }
+    format!(
+        "{:.1} %",
+        100.0 * s.recent_delivered as f64 / finished as f64
+    )
+}
+
 fn reason_text(reason: Option<DisabledReason>) -> &'static str {
     match reason {
         Some(DisabledReason::Manual) => "by an operator",
@@ -134,7 +145,7 @@ async fn show_page(
         .await
         .map_err(|e| PageError::database(&e))?;
     let title = format!("Subscription #{id}");
-    Ok(view::page(
+    Ok(shell::page(
         viewer,
         "/subscriptions",
         &title,

@@ -17,6 +17,7 @@ use sqlx::{PgConnection, Row};
 use waybill_core::TenantId;
 
 use super::subscriptions::SecretText;
+use crate::decode::count;
 use crate::error::StoreError;
 
 /// Where a delivery is (the `status` column).
@@ -245,7 +246,7 @@ pub async fn record_delivered(
     .bind(i32::from(status))
     .fetch_one(conn)
     .await?;
-    Ok(super::count(&row, "recorded")? > 0)
+    Ok(count(&row, "recorded")? > 0)
 }
 
 /// Records a failed `attempt`: pending again at `next_attempt_at`, or dead when that is `None`.
@@ -344,8 +345,8 @@ pub async fn record_gone(
     .fetch_one(conn)
     .await?;
     Ok(FailureRecorded {
-        recorded: super::count(&row, "recorded")? > 0,
-        subscription_disabled: super::count(&row, "disabled")? > 0,
+        recorded: count(&row, "recorded")? > 0,
+        subscription_disabled: count(&row, "disabled")? > 0,
     })
 }
 
@@ -455,7 +456,7 @@ pub async fn count_deliveries(
         .bind(status.as_str())
         .fetch_one(conn)
         .await?;
-    super::count(&row, "n")
+    count(&row, "n")
 }
 
 fn record_from(row: &PgRow) -> Result<DeliveryRecord, StoreError> {

@@ -9,8 +9,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, Status, TenantId};
 
+use crate::decode::parse_status;
 use crate::error::StoreError;
-use crate::queries::parse_status;
 
 /// A signing secret as stored (`whsec_<base64>`). Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -270,10 +270,10 @@ pub async fn delete_subscription(
     .bind(id)
     .fetch_one(conn)
     .await?;
-    if super::count(&row, "subscriptions")? == 0 {
+    if crate::decode::count(&row, "subscriptions")? == 0 {
         return Ok(None);
     }
-    Ok(Some(super::count(&row, "deliveries")?))
+    Ok(Some(crate::decode::count(&row, "deliveries")?))
 }
 
 /// Disabled subscriptions by reason (for the `waybill_subscriptions_disabled` gauge).
@@ -289,7 +289,10 @@ pub async fn count_disabled_subscriptions(
     rows.iter()
         .map(|row| {
             let reason: String = row.try_get("disabled_reason")?;
-            Ok((DisabledReason::parse(&reason)?, super::count(row, "n")?))
+            Ok((
+                DisabledReason::parse(&reason)?,
+                crate::decode::count(row, "n")?,
+            ))
         })
         .collect()
 }

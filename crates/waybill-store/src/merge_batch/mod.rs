@@ -40,7 +40,6 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use waybill_core::Status;
 
 use self::plan::{Plan, PlannedEvent};
 use self::sql::{LockedShipment, PulledEvent};
@@ -235,19 +234,4 @@ async fn park_unmatched(
         sql::park_events(conn, &parked).await?;
     }
     Ok(())
-}
-
-/// The SQL `CASE` giving [`Status::rank`] of a `status` column, generated from the domain so the
-/// database orders ties exactly as the merge does.
-pub(crate) fn status_rank_sql(column: &str) -> String {
-    let mut sql = format!("case {column}");
-    for status in Status::ALL {
-        sql.push_str(&format!(
-            " when '{}' then {}",
-            status.as_str(),
-            status.rank()
-        ));
-    }
-    sql.push_str(" end");
-    sql
 }

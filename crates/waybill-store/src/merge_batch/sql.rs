@@ -16,8 +16,8 @@ use super::plan::{LOCK_NAMESPACE, Plan, PlannedEvent};
 use crate::error::StoreError;
 use waybill_api::events::{HistoryEntryV1, StatusChangedV1};
 
+use crate::decode::{parse_event_id, parse_origin, parse_status};
 use crate::outbox::NewOutboxRow;
-use crate::queries::{parse_event_id, parse_status};
 
 /// Takes the per-shipment advisory locks, in the order given (sorted by the caller). Held until
 /// the transaction ends. They serialise batches that touch the same shipment *including* one
@@ -110,7 +110,7 @@ pub(super) async fn register_shipments(
 static NEWEST_FIRST_EXACT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "e.occurred_at desc, {} desc, e.event_id collate \"C\" desc",
-        super::status_rank_sql("e.status")
+        crate::fragments::status_rank_sql("e.status")
     )
 });
 
@@ -444,7 +444,7 @@ fn stored_from_row(row: &PgRow) -> Result<StoredEvents, StoreError> {
                 occurred_at: times.next().ok_or_else(short)?,
                 location: locations.next().ok_or_else(short)?,
                 message: messages.next().ok_or_else(short)?,
-                origin: crate::queries::parse_origin(&origins.next().ok_or_else(short)?)?,
+                origin: parse_origin(&origins.next().ok_or_else(short)?)?,
             });
         }
     }
@@ -814,7 +814,7 @@ pub(super) async fn load_details(
                     occurred_at: row.try_get("occurred_at")?,
                     location: row.try_get("location")?,
                     message: row.try_get("message")?,
-                    origin: crate::queries::parse_origin(&row.try_get::<String, _>("origin")?)?,
+                    origin: parse_origin(&row.try_get::<String, _>("origin")?)?,
                 },
             })
         })

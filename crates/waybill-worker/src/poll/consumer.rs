@@ -16,6 +16,7 @@ use tracing::Instrument;
 use waybill_bus::envelope::{PollEnvelope, PollJobV1};
 use waybill_bus::{Acker, BusConnection, Consumer, Delivery};
 use waybill_carriers::PollRequest;
+use waybill_config::ExposeSecret;
 use waybill_store::polling::{self, PollState, PollTarget, SlotOutcome};
 use waybill_store::{InboundBatch, InboundItem, StoreError};
 use waybill_telemetry::trace;
@@ -62,8 +63,11 @@ async fn connect(
     worker: &Worker,
     context: &PollContext,
 ) -> Result<(BusConnection, Consumer), waybill_bus::BusError> {
-    let connection =
-        BusConnection::connect(&worker.inner.settings.bus.url, "waybill-worker-poller").await?;
+    let connection = BusConnection::connect(
+        worker.inner.settings.bus.url.expose_secret(),
+        "waybill-worker-poller",
+    )
+    .await?;
     worker.inner.topology.declare_or_reuse(&connection).await?;
     let prefetch =
         u16::try_from(context.settings.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
@@ -213,7 +217,7 @@ async fn poll(worker: Worker, context: Arc<PollContext>, job: PollJobV1) -> Verd
         spec.build_request(
             source.settings.poll_base_url.as_deref(),
             &target.key.tracking_number,
-            &source.settings.credentials,
+            &waybill_config::expose_map(&source.settings.credentials),
         )
     }) {
         Some(Ok(request)) => request,

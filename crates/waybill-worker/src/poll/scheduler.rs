@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use waybill_bus::BusConnection;
 use waybill_bus::envelope::{PollEnvelope, PollJobV1};
+use waybill_config::ExposeSecret;
 use waybill_core::{Origin, RawStatus, Status, TimeProvenance, TrackingEventDraft};
 use waybill_store::polling::{self, ClaimedShipment, PollState, SlotOutcome};
 use waybill_store::{InboundBatch, InboundItem, StoreError};
@@ -334,7 +335,7 @@ impl Scheduler {
         let max = self.context.settings.max_queued_jobs;
         if self.queue.as_ref().is_none_or(|conn| !conn.is_open()) {
             self.queue = BusConnection::connect_with_timeout(
-                &self.worker.inner.settings.bus.url,
+                self.worker.inner.settings.bus.url.expose_secret(),
                 "waybill-poll-scheduler",
                 Duration::from_secs(2),
             )

@@ -60,9 +60,11 @@ impl PollSources {
                 }
                 continue;
             };
-            if let Err(error) =
-                spec.build_request(source.poll_base_url.as_deref(), &probe, &source.credentials)
-            {
+            if let Err(error) = spec.build_request(
+                source.poll_base_url.as_deref(),
+                &probe,
+                &waybill_config::expose_map(&source.credentials),
+            ) {
                 tracing::warn!(source = %source.id, error = %error, "source cannot be polled (fix its credentials or poll_base_url); its shipments are tracked by webhooks only");
                 continue;
             }
@@ -145,7 +147,7 @@ fn account_key(source: &SourceSettings, profile: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     profile.hash(&mut hasher);
     source.poll_base_url.hash(&mut hasher);
-    source.credentials.hash(&mut hasher);
+    waybill_config::expose_map(&source.credentials).hash(&mut hasher);
     hasher.finish()
 }
 

@@ -43,6 +43,7 @@ use waybill_store::fanout::{DisabledReason, NewSubscription, SecretText};
 use browser::{Browser, Driver, screenshots_dir};
 use polling::{Answer, FakeCourier, STARSHIPIT_SECRET, starshipit_poll, tracking_number_in};
 use stack::Stack;
+use waybill_config::ExposeSecret;
 
 /// The shipment that arrives by webhook (starshipit and the direct source) and by poll.
 const TRACKED: &str = "CONSOLE0001";
@@ -321,7 +322,11 @@ async fn bury_a_letter(stack: &Stack) -> anyhow::Result<()> {
     .with_header(ORIGINAL_ROUTING_KEY_HEADER, Topology::WEBHOOK_ROUTING_KEY);
     let stop = tokio_util::sync::CancellationToken::new();
     let publisher = Publisher::start(
-        PublisherConfig::new(&stack.settings.bus.url, "console-test-dead", topology),
+        PublisherConfig::new(
+            stack.settings.bus.url.expose_secret(),
+            "console-test-dead",
+            topology,
+        ),
         stop.clone(),
     )
     .await?;

@@ -14,6 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_store::fanout::{self, DeliveryRecord};
 use waybill_store::testing::TestDatabase;
@@ -114,10 +115,12 @@ impl FanoutApp {
             fanout = fanout_section(fanout_toml),
         );
         let settings = Settings::from_toml_str(&toml).expect("test configuration is valid");
-        let connection =
-            waybill_bus::BusConnection::connect(&settings.bus.url, "fanout-test-setup")
-                .await
-                .expect("broker reachable");
+        let connection = waybill_bus::BusConnection::connect(
+            settings.bus.url.expose_secret(),
+            "fanout-test-setup",
+        )
+        .await
+        .expect("broker reachable");
         waybill_bus::Topology::new(&settings.bus.prefix)
             .with_delivery_limit(settings.bus.delivery_limit)
             .declare(&connection)
@@ -282,8 +285,11 @@ impl FanoutApp {
         }
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.ingress_task).await;
-        if let Ok(connection) =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "fanout-test-cleanup").await
+        if let Ok(connection) = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "fanout-test-cleanup",
+        )
+        .await
         {
             let _ = waybill_bus::Topology::new(&self.settings.bus.prefix)
                 .delete(&connection)
@@ -510,9 +516,10 @@ pub type EventMessage = waybill_e2e::TappedMessage;
 impl EventsQueue {
     async fn bind(settings: &Settings, exchange: &str, binding: &str) -> EventsQueue {
         let queue = format!("{}downstream.{}", settings.bus.prefix, random_suffix());
-        let tap = waybill_e2e::Tap::bind(&settings.bus.url, exchange, &queue, binding)
-            .await
-            .expect("bind the downstream queue");
+        let tap =
+            waybill_e2e::Tap::bind(settings.bus.url.expose_secret(), exchange, &queue, binding)
+                .await
+                .expect("bind the downstream queue");
         EventsQueue(tap)
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_store::Store;
 use waybill_store::fanout::{self, NewSubscription, SecretText};
@@ -161,7 +162,8 @@ impl Downstream {
 
         let exchange = waybill_bus::Topology::new(&settings.bus.prefix).events_exchange();
         let queue = format!("{}downstream-tap", settings.bus.prefix);
-        let tap = waybill_e2e::Tap::bind(&settings.bus.url, &exchange, &queue, "#").await?;
+        let tap = waybill_e2e::Tap::bind(settings.bus.url.expose_secret(), &exchange, &queue, "#")
+            .await?;
         Ok(Downstream { flaky, steady, tap })
     }
 

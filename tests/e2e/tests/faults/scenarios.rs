@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use waybill_bench::loadgen::{self, Ledger, LoadgenArgs};
+use waybill_config::ExposeSecret;
 
 use crate::blackhole::Blackhole;
 use crate::downstream::{self, Downstream, DownstreamLedger};
@@ -240,7 +241,7 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
         fault,
         Fault::BrokerUnreachable | Fault::BrokerConnectionSilent
     ) {
-        let relay = match crate::stack::amqp_addr(&stack.settings.bus.url) {
+        let relay = match crate::stack::amqp_addr(stack.settings.bus.url.expose_secret()) {
             Ok(upstream) => Blackhole::start(upstream).await,
             Err(error) => Err(error),
         };
@@ -248,7 +249,7 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
             Ok(relay) => {
                 stack.set_ingress_env(
                     "AMQP_URL",
-                    crate::stack::amqp_url_via(&stack.settings.bus.url, relay.addr),
+                    crate::stack::amqp_url_via(stack.settings.bus.url.expose_secret(), relay.addr),
                 );
                 Some(relay)
             }

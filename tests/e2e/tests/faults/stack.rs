@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_store::testing::TestDatabase;
 
@@ -131,8 +132,11 @@ format = "json"
         toml.push_str(extra_toml);
         std::fs::write(dir.join("waybill.toml"), &toml)?;
         let settings = Settings::from_toml_str(&toml)?;
-        let connection =
-            waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-faults-setup").await?;
+        let connection = waybill_bus::BusConnection::connect(
+            settings.bus.url.expose_secret(),
+            "waybill-faults-setup",
+        )
+        .await?;
         topology(&settings).declare(&connection).await?;
         let _ = connection.close().await;
         Ok(Stack {
@@ -160,7 +164,7 @@ format = "json"
     }
 
     pub fn database_url(&self) -> String {
-        self.settings.database.url.clone()
+        self.settings.database.url.expose_secret().to_owned()
     }
 
     pub fn webhooks_queue(&self) -> String {
@@ -279,9 +283,11 @@ format = "json"
         for child in children {
             terminate(child).await;
         }
-        if let Ok(connection) =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-faults-cleanup")
-                .await
+        if let Ok(connection) = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-faults-cleanup",
+        )
+        .await
         {
             let _ = topology(&self.settings).delete(&connection).await;
             let _ = connection.close().await;

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use sqlx::Row;
 use waybill_carriers::{CarrierProfile, Mapped, UnverifiedRequest};
+use waybill_config::ExposeSecret;
 use waybill_core::{TrackingEvent, TrackingNumber, storable};
 
 use crate::helpers::{TestApp, fixtures_dir, sign, spawn_app};
@@ -545,10 +546,12 @@ async fn stored_rows(pool: &sqlx::PgPool, sent: &Sent) -> Rows {
 
 async fn dead_letters(app: &TestApp) -> u32 {
     let topology = waybill_bus::Topology::new(&app.settings.bus.prefix);
-    let connection =
-        waybill_bus::BusConnection::connect(&app.settings.bus.url, "waybill-test-dead")
-            .await
-            .expect("broker");
+    let connection = waybill_bus::BusConnection::connect(
+        app.settings.bus.url.expose_secret(),
+        "waybill-test-dead",
+    )
+    .await
+    .expect("broker");
     let stats = connection
         .queue_stats(&topology.dead_queue())
         .await

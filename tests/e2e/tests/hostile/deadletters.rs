@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use waybill_cli::deadletters::{self, Selection};
+use waybill_config::ExposeSecret;
 
 use crate::logs::publish_raw;
 use crate::stack::{Stack, bin_dir};
@@ -172,10 +173,12 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_cli_lists_shows_replays
 async fn park_as_failed(stack: &Stack, reason: &str) {
     let topology = waybill_bus::Topology::new(&stack.settings.bus.prefix)
         .with_delivery_limit(stack.settings.bus.delivery_limit);
-    let connection =
-        waybill_bus::BusConnection::connect(&stack.settings.bus.url, "waybill-hostile-park")
-            .await
-            .expect("broker");
+    let connection = waybill_bus::BusConnection::connect(
+        stack.settings.bus.url.expose_secret(),
+        "waybill-hostile-park",
+    )
+    .await
+    .expect("broker");
     let mut consumer = waybill_bus::Consumer::start(&connection, &topology.webhooks_queue(), 1, "")
         .await
         .expect("consumer");
@@ -187,7 +190,7 @@ async fn park_as_failed(stack: &Stack, reason: &str) {
     let stop = CancellationToken::new();
     let publisher = waybill_bus::Publisher::start(
         waybill_bus::PublisherConfig::new(
-            &stack.settings.bus.url,
+            stack.settings.bus.url.expose_secret(),
             "waybill-hostile-park",
             topology.clone(),
         ),

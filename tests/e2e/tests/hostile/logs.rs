@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use waybill_config::ExposeSecret;
 
 use crate::stack::{SECRETS, Stack};
 use crate::{hostile_stack, signature, unique};
@@ -203,7 +204,7 @@ pub async fn publish_raw(stack: &Stack, body: &[u8]) {
     let stop = CancellationToken::new();
     let publisher = waybill_bus::Publisher::start(
         waybill_bus::PublisherConfig::new(
-            &stack.settings.bus.url,
+            stack.settings.bus.url.expose_secret(),
             "waybill-hostile",
             topology.clone(),
         ),
@@ -229,10 +230,12 @@ pub async fn publish_raw(stack: &Stack, body: &[u8]) {
 /// Waits until the dead-letter queue holds something.
 async fn wait_dead_lettered(stack: &Stack) {
     let queue = waybill_bus::Topology::new(&stack.settings.bus.prefix).dead_queue();
-    let connection =
-        waybill_bus::BusConnection::connect(&stack.settings.bus.url, "waybill-hostile-check")
-            .await
-            .expect("broker");
+    let connection = waybill_bus::BusConnection::connect(
+        stack.settings.bus.url.expose_secret(),
+        "waybill-hostile-check",
+    )
+    .await
+    .expect("broker");
     let deadline = Instant::now() + Duration::from_secs(20);
     while connection
         .queue_stats(&queue)

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use waybill_config::ExposeSecret;
 
 use crate::helpers::*;
 
@@ -188,7 +189,7 @@ impl EventsTap {
         let settings = &app.settings;
         let exchange = waybill_bus::Topology::new(&settings.bus.prefix).events_exchange();
         let queue = format!("{}trace-tap", settings.bus.prefix);
-        let tap = waybill_e2e::Tap::bind(&settings.bus.url, &exchange, &queue, "#")
+        let tap = waybill_e2e::Tap::bind(settings.bus.url.expose_secret(), &exchange, &queue, "#")
             .await
             .expect("bind the tap");
         EventsTap(tap)

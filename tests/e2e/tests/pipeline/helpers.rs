@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_store::testing::TestDatabase;
 
@@ -127,9 +128,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let mut tasks = Vec::new();
 
     // The topology exists before anything publishes, as `waybill topology` does in production.
-    let connection = waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-test-setup")
-        .await
-        .expect("broker reachable");
+    let connection =
+        waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-test-setup")
+            .await
+            .expect("broker reachable");
     waybill_bus::Topology::new(&settings.bus.prefix)
         .with_delivery_limit(settings.bus.delivery_limit)
         .declare(&connection)
@@ -139,7 +141,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 
     let mut ingress_settings = settings.clone();
     if let Some(url) = &options.ingress_amqp_url {
-        ingress_settings.bus.url = url.clone();
+        ingress_settings.bus.url = url.clone().into();
     }
     let state = waybill_ingress::AppState::build(&ingress_settings, shutdown.clone())
         .await
@@ -262,10 +264,12 @@ impl TestApp {
     /// has applied everything published so far.
     pub async fn drain(&self) {
         let queue = waybill_bus::Topology::new(&self.settings.bus.prefix).webhooks_queue();
-        let connection =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-drain")
-                .await
-                .expect("broker reachable");
+        let connection = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-test-drain",
+        )
+        .await
+        .expect("broker reachable");
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut settled = 0;
         while settled < 3 {
@@ -287,10 +291,12 @@ impl TestApp {
     /// Messages ready in the webhooks queue.
     pub async fn queued(&self) -> u32 {
         let queue = waybill_bus::Topology::new(&self.settings.bus.prefix).webhooks_queue();
-        let connection =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-depth")
-                .await
-                .expect("broker reachable");
+        let connection = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-test-depth",
+        )
+        .await
+        .expect("broker reachable");
         let depth = connection.queue_stats(&queue).await.expect("queue depth");
         let _ = connection.close().await;
         depth.messages
@@ -302,9 +308,11 @@ impl TestApp {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        if let Ok(connection) =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-cleanup")
-                .await
+        if let Ok(connection) = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-test-cleanup",
+        )
+        .await
         {
             let _ = waybill_bus::Topology::new(&self.settings.bus.prefix)
                 .delete(&connection)

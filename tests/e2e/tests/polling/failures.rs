@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use waybill_config::ExposeSecret;
 
 use crate::helpers::*;
 
@@ -172,9 +173,10 @@ async fn refused_credentials_pause_the_account_and_bad_answers_are_dead_lettered
         (app.queue_depth(&dead_queue).await >= 1).then_some(())
     })
     .await;
-    let connection = waybill_bus::BusConnection::connect(&app.settings.bus.url, "test-dead")
-        .await
-        .unwrap();
+    let connection =
+        waybill_bus::BusConnection::connect(app.settings.bus.url.expose_secret(), "test-dead")
+            .await
+            .unwrap();
     let dead = waybill_bus::dead::DeadLetters::open(&connection, &app.topology())
         .await
         .unwrap();

@@ -14,6 +14,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_store::testing::TestDatabase;
 
@@ -203,9 +204,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
-    let connection = waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-test-setup")
-        .await
-        .expect("broker reachable");
+    let connection =
+        waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-test-setup")
+            .await
+            .expect("broker reachable");
     waybill_bus::Topology::new(&settings.bus.prefix)
         .with_delivery_limit(settings.bus.delivery_limit)
         .declare(&connection)
@@ -388,10 +390,12 @@ impl TestApp {
 
     /// Messages ready in a queue of this app's topology.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let connection =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-depth")
-                .await
-                .expect("broker reachable");
+        let connection = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-test-depth",
+        )
+        .await
+        .expect("broker reachable");
         let depth = connection.queue_stats(queue).await.expect("queue depth");
         let _ = connection.close().await;
         depth.messages
@@ -408,9 +412,11 @@ impl TestApp {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         }
-        if let Ok(connection) =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-cleanup")
-                .await
+        if let Ok(connection) = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-test-cleanup",
+        )
+        .await
         {
             let _ = topology.delete(&connection).await;
             let _ = connection.close().await;

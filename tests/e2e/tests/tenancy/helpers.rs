@@ -10,6 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::TenantId;
 use waybill_core::access::Scope;
@@ -90,9 +91,10 @@ pub async fn spawn_app() -> TestApp {
     let mut tasks = Vec::new();
 
     // The topology exists before anything publishes, as `waybill topology` does in production.
-    let connection = waybill_bus::BusConnection::connect(&settings.bus.url, "waybill-test-setup")
-        .await
-        .expect("broker reachable");
+    let connection =
+        waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-test-setup")
+            .await
+            .expect("broker reachable");
     waybill_bus::Topology::new(&settings.bus.prefix)
         .with_delivery_limit(settings.bus.delivery_limit)
         .declare(&connection)
@@ -210,9 +212,11 @@ impl TestApp {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        if let Ok(connection) =
-            waybill_bus::BusConnection::connect(&self.settings.bus.url, "waybill-test-cleanup")
-                .await
+        if let Ok(connection) = waybill_bus::BusConnection::connect(
+            self.settings.bus.url.expose_secret(),
+            "waybill-test-cleanup",
+        )
+        .await
         {
             let _ = waybill_bus::Topology::new(&self.settings.bus.prefix)
                 .delete(&connection)

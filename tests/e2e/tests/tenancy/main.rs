@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use helpers::{REFRESH_SECS, TestApp, captured_logs, direct_event, spawn_app};
 use serde_json::Value;
 use waybill_bus::keys::{KeyRing, KeySubscriberConfig, spawn_key_subscriber};
+use waybill_config::ExposeSecret;
 use waybill_core::access::{KeyId, Scope};
 
 /// The bound docs/security.md promises for a revocation: one refresh interval plus one publish.
@@ -286,7 +287,11 @@ async fn a_revoked_key_stops_working_within_the_documented_bound() {
     let topology = waybill_bus::Topology::new(&app.settings.bus.prefix)
         .with_delivery_limit(app.settings.bus.delivery_limit);
     spawn_key_subscriber(
-        KeySubscriberConfig::new(&app.settings.bus.url, "waybill-test-ingress-keys", topology),
+        KeySubscriberConfig::new(
+            app.settings.bus.url.expose_secret(),
+            "waybill-test-ingress-keys",
+            topology,
+        ),
         Arc::clone(&ring),
         stop.clone(),
     );
@@ -461,7 +466,7 @@ async fn keys_never_appear_in_logs_the_database_or_the_broker() {
 /// The body of the snapshot kept in `waybill.keys.latest` (read, then returned).
 async fn kept_snapshot(app: &TestApp) -> String {
     let connection = lapin::Connection::connect(
-        &app.settings.bus.url,
+        app.settings.bus.url.expose_secret(),
         lapin::ConnectionProperties::default(),
     )
     .await
