@@ -363,107 +363,42 @@ impl Verification {
         let Some(header) = self.header() else {
             return Ok(verified(None));
         };
-        let missing = || VerifyError::MissingSignature {
-            header: header.as_str().to_owned(),
-        };
-        let malformed = |reason| VerifyError::MalformedSignature {
-            header: header.as_str().to_owned(),
-            reason,
-        };
-        let bad = || VerifyError::BadSignature {
-            header: header.as_str().to_owned(),
-        };
-
-        let mut values = request.headers.get_all(header).iter().peekable();
-        if values.peek().is_none() {
-            return Err(missing());
-        }
-        if secrets.is_empty() {
-            return Err(VerifyError::NoSecretsConfigured);
-        }
-        let values: Vec<&str> = values
-            .map(|value| {
-                value
-                    .to_str()
-                    .map_err(|_| malformed("it is not visible ASCII"))
-            })
-            .collect::<Result<_, _>>()?;
-
-        match self {
+        let errors = HeaderErrors(header);
+        let values = signature_values(&request, header, secrets, errors)?;
+        let matched = match self {
             Verification::HmacSha256 {
                 encoding,
                 prefix,
                 normalization,
                 ..
-            } => {
-                let mut signatures = Vec::new();
-                for value in values {
-                    let value = value.trim();
-                    let encoded = match prefix {
-                        Some(prefix) => {
-                            strip_prefix_ignore_case(value, prefix).ok_or_else(|| {
-                                malformed("it does not start with the expected prefix")
-                            })?
-                        }
-                        None => value,
-                    };
-                    signatures.push(decode(encoded, *encoding).ok_or_else(|| {
-                        malformed("it is not a SHA-256 digest in the expected encoding")
-                    })?);
-                }
-                let keys = keys(secrets, *normalization);
-                matching_secret(&keys, &signatures, &[request.body])
-                    .map(|index| verified(Some(index)))
-                    .ok_or_else(bad)
-            }
+            } => check_hmac(
+                &values,
+                prefix.as_deref(),
+                *encoding,
+                &keys(secrets, *normalization),
+                request.body,
+                errors,
+            )?,
             Verification::Timestamped {
                 encoding,
                 tolerance_seconds,
                 normalization,
                 ..
-            } => {
-                let mut timestamp = None;
-                let mut signatures = Vec::new();
-                for value in values {
-                    let parsed = parse_timestamped(value, *encoding).map_err(malformed)?;
-                    if timestamp.is_some_and(|t| t != parsed.0) {
-                        return Err(malformed("repeated headers carry different timestamps"));
-                    }
-                    timestamp = Some(parsed.0);
-                    signatures.extend(parsed.1);
-                }
-                let Some((seconds, seconds_text)) = timestamp.map(|t| (t, t.to_string())) else {
-                    return Err(missing());
-                };
-                let keys = keys(secrets, *normalization);
-                let payload = [seconds_text.as_bytes(), b".", request.body];
-                let index = matching_secret(&keys, &signatures, &payload).ok_or_else(bad)?;
-                // Checked after the signature, so a forgery is reported as a forgery; a genuine
-                // but old signature is a replay.
-                let age = now.timestamp().abs_diff(seconds);
-                if age > *tolerance_seconds {
-                    return Err(VerifyError::TimestampOutsideTolerance {
-                        header: header.as_str().to_owned(),
-                        tolerance_seconds: *tolerance_seconds,
-                    });
-                }
-                Ok(verified(Some(index)))
-            }
+            } => check_timestamped(
+                &values,
+                *encoding,
+                *tolerance_seconds,
+                &keys(secrets, *normalization),
+                request.body,
+                now,
+                errors,
+            )?,
             Verification::StaticToken { normalization, .. } => {
-                // Compare digests, not strings: constant-time even when the lengths differ.
-                let keys = keys(secrets, *normalization);
-                for value in values {
-                    let received = Sha256::digest(value.trim().as_bytes());
-                    for (index, key) in keys.iter().enumerate() {
-                        if bool::from(Sha256::digest(key).ct_eq(&received)) {
-                            return Ok(verified(Some(index)));
-                        }
-                    }
-                }
-                Err(bad())
+                check_token(&values, &keys(secrets, *normalization), errors)?
             }
-            Verification::None | Verification::Composed(_) => Ok(verified(None)),
-        }
+            Verification::None | Verification::Composed(_) => return Ok(verified(None)),
+        };
+        Ok(verified(Some(matched)))
     }
 
     /// The header and value a sender holding `secret` would attach to `body` at `now`;
@@ -503,6 +438,133 @@ impl Verification {
         };
         Some((header, value))
     }
+}
+
+/// The errors of a named scheme, each naming its header (never the received value).
+#[derive(Clone, Copy)]
+struct HeaderErrors<'h>(&'h HeaderName);
+
+impl HeaderErrors<'_> {
+    fn missing(self) -> VerifyError {
+        VerifyError::MissingSignature {
+            header: self.0.as_str().to_owned(),
+        }
+    }
+
+    fn malformed(self, reason: &'static str) -> VerifyError {
+        VerifyError::MalformedSignature {
+            header: self.0.as_str().to_owned(),
+            reason,
+        }
+    }
+
+    fn bad(self) -> VerifyError {
+        VerifyError::BadSignature {
+            header: self.0.as_str().to_owned(),
+        }
+    }
+}
+
+/// Every value of the signature header (a repeated header is allowed: any value may pass).
+fn signature_values<'r>(
+    request: &UnverifiedRequest<'r>,
+    header: &HeaderName,
+    secrets: &[String],
+    errors: HeaderErrors<'_>,
+) -> Result<Vec<&'r str>, VerifyError> {
+    let mut values = request.headers.get_all(header).iter().peekable();
+    if values.peek().is_none() {
+        return Err(errors.missing());
+    }
+    if secrets.is_empty() {
+        return Err(VerifyError::NoSecretsConfigured);
+    }
+    values
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| errors.malformed("it is not visible ASCII"))
+        })
+        .collect()
+}
+
+/// `hmac_sha256`: the index of the secret whose HMAC of the body one of the values carries.
+fn check_hmac(
+    values: &[&str],
+    prefix: Option<&str>,
+    encoding: Encoding,
+    keys: &[Vec<u8>],
+    body: &[u8],
+    errors: HeaderErrors<'_>,
+) -> Result<usize, VerifyError> {
+    let mut signatures = Vec::new();
+    for value in values {
+        let value = value.trim();
+        let encoded = match prefix {
+            Some(prefix) => strip_prefix_ignore_case(value, prefix)
+                .ok_or_else(|| errors.malformed("it does not start with the expected prefix"))?,
+            None => value,
+        };
+        signatures.push(decode(encoded, encoding).ok_or_else(|| {
+            errors.malformed("it is not a SHA-256 digest in the expected encoding")
+        })?);
+    }
+    matching_secret(keys, &signatures, &[body]).ok_or_else(|| errors.bad())
+}
+
+/// `timestamped`: the signature over `"{t}.{body}"` first, then the timestamp's age, so a
+/// forgery is reported as a forgery and a genuine but old signature as a replay.
+fn check_timestamped(
+    values: &[&str],
+    encoding: Encoding,
+    tolerance_seconds: u64,
+    keys: &[Vec<u8>],
+    body: &[u8],
+    now: DateTime<Utc>,
+    errors: HeaderErrors<'_>,
+) -> Result<usize, VerifyError> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for value in values {
+        let parsed =
+            parse_timestamped(value, encoding).map_err(|reason| errors.malformed(reason))?;
+        if timestamp.is_some_and(|t| t != parsed.0) {
+            return Err(errors.malformed("repeated headers carry different timestamps"));
+        }
+        timestamp = Some(parsed.0);
+        signatures.extend(parsed.1);
+    }
+    let Some(seconds) = timestamp else {
+        return Err(errors.missing());
+    };
+    let seconds_text = seconds.to_string();
+    let payload = [seconds_text.as_bytes(), b".", body];
+    let index = matching_secret(keys, &signatures, &payload).ok_or_else(|| errors.bad())?;
+    if now.timestamp().abs_diff(seconds) > tolerance_seconds {
+        return Err(VerifyError::TimestampOutsideTolerance {
+            header: errors.0.as_str().to_owned(),
+            tolerance_seconds,
+        });
+    }
+    Ok(index)
+}
+
+/// `static_token`: the index of the secret one of the values equals. Digests are compared, not
+/// strings: constant-time even when the lengths differ.
+fn check_token(
+    values: &[&str],
+    keys: &[Vec<u8>],
+    errors: HeaderErrors<'_>,
+) -> Result<usize, VerifyError> {
+    for value in values {
+        let received = Sha256::digest(value.trim().as_bytes());
+        for (index, key) in keys.iter().enumerate() {
+            if bool::from(Sha256::digest(key).ct_eq(&received)) {
+                return Ok(index);
+            }
+        }
+    }
+    Err(errors.bad())
 }
 
 fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
