@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -142,13 +143,22 @@ impl From<KeyId> for String {
     }
 }
 
-/// A whole API key, secret included. Its `Debug` shows the id only; the secret leaves this type
-/// only through [`ApiKey::expose`] (to show it once at creation) and as its hash.
-#[derive(Clone, PartialEq, Eq)]
+/// A whole API key, secret included. Its `Debug` shows the id only; the secret, held in a
+/// redacting [`SecretString`] (wiped when dropped), leaves this type only through
+/// [`ApiKey::expose`] (to show it once at creation) and as its hash.
+#[derive(Clone)]
 pub struct ApiKey {
     id: KeyId,
-    secret: String,
+    secret: SecretString,
 }
+
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &ApiKey) -> bool {
+        self.id == other.id && self.secret.expose_secret() == other.secret.expose_secret()
+    }
+}
+
+impl Eq for ApiKey {}
 
 impl ApiKey {
     /// Length of the secret part: 32 bytes in unpadded base64url.
@@ -174,7 +184,10 @@ impl ApiKey {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if well_formed {
-            Ok(ApiKey { id, secret })
+            Ok(ApiKey {
+                id,
+                secret: secret.into(),
+            })
         } else {
             Err(KeyFormatError::Malformed)
         }
@@ -187,12 +200,12 @@ impl ApiKey {
 
     /// SHA-256 of the secret: what is stored and distributed instead of the key.
     pub fn secret_sha256(&self) -> SecretHash {
-        SecretHash(Sha256::digest(self.secret.as_bytes()).into())
+        SecretHash(Sha256::digest(self.secret.expose_secret().as_bytes()).into())
     }
 
     /// The whole key as the client sends it. Call it only to hand the key to its owner once.
     pub fn expose(&self) -> String {
-        format!("{KEY_PREFIX}{}_{}", self.id, self.secret)
+        format!("{KEY_PREFIX}{}_{}", self.id, self.secret.expose_secret())
     }
 }
 

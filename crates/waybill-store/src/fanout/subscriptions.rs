@@ -5,6 +5,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, Status, TenantId};
@@ -12,21 +13,30 @@ use waybill_core::{CarrierCode, Status, TenantId};
 use crate::decode::parse_status;
 use crate::error::StoreError;
 
-/// A signing secret as stored (`whsec_<base64>`). Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretText(String);
+/// A signing secret as stored (`whsec_<base64>`), held in a redacting [`SecretString`] (wiped
+/// when dropped). Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct SecretText(SecretString);
 
 impl SecretText {
     /// Wraps a secret.
     pub fn new(secret: impl Into<String>) -> SecretText {
-        SecretText(secret.into())
+        SecretText(SecretString::from(secret.into()))
     }
 
     /// The secret itself, for signing or for showing once to its owner.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for SecretText {
+    fn eq(&self, other: &SecretText) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for SecretText {}
 
 impl fmt::Debug for SecretText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -317,10 +327,10 @@ fn subscription_from(row: &PgRow) -> Result<Subscription, StoreError> {
             .iter()
             .map(|s| parse_status(s))
             .collect::<Result<_, _>>()?,
-        secret: SecretText(row.try_get("secret")?),
+        secret: SecretText::new(row.try_get::<String, _>("secret")?),
         previous_secret: row
             .try_get::<Option<String>, _>("previous_secret")?
-            .map(SecretText),
+            .map(SecretText::new),
         previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
         enabled: row.try_get("enabled")?,
         disabled_reason: reason.as_deref().map(DisabledReason::parse).transpose()?,
@@ -329,4 +339,20 @@ fn subscription_from(row: &PgRow) -> Result<Subscription, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_text_never_shows_its_secret_in_debug() {
+        let secret = "whsec_c2VjcmV0LXRoYXQtbXVzdC1ub3QtbGVhaw==";
+        let text = SecretText::new(secret);
+        assert!(!format!("{text:?}").contains("c2VjcmV0"));
+        assert!(!format!("{:?}", Some(text.clone())).contains("c2VjcmV0"));
+        assert_eq!(text.expose(), secret);
+        assert_eq!(text, SecretText::new(secret));
+        assert_ne!(text, SecretText::new("whsec_b3RoZXI="));
+    }
 }
