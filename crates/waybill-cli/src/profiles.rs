@@ -380,102 +380,117 @@ fn run_case(
     let body = std::fs::read(sample)?;
     let stem = sample.with_extension("");
     let headers_file = stem.with_extension("headers");
-    let expected_file = stem.with_extension("expected.json");
-    let mut output = if headers_file.exists() {
-        let lines: Vec<String> = std::fs::read_to_string(&headers_file)?
+    if headers_file.exists() {
+        verify_case(profile, sample, &stem, &body, received_at)?;
+    }
+    let output = outcome_json(profile.map_stored_body(&body, received_at));
+    compare_or_write(&stem.with_extension("expected.json"), &output, update)
+}
+
+/// Verifies a signed case (`STEM.headers`) with the directory's secrets or public keys and the
+/// case's URL (`STEM.url`).
+fn verify_case(
+    profile: &CarrierProfile,
+    sample: &Path,
+    stem: &Path,
+    body: &[u8],
+    received_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let headers_file = stem.with_extension("headers");
+    let lines: Vec<String> = std::fs::read_to_string(&headers_file)?
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let headers = header_map(&lines)?;
+    let secrets_file = sample.with_file_name("secrets");
+    let keys_file = sample.with_file_name("public-keys");
+    if !secrets_file.exists() && !keys_file.exists() {
+        anyhow::bail!(
+            "{} needs {} or {}",
+            headers_file.display(),
+            secrets_file.display(),
+            keys_file.display()
+        );
+    }
+    let secrets: Vec<String> = if secrets_file.exists() {
+        std::fs::read_to_string(&secrets_file)?
             .lines()
-            .filter(|line| !line.trim().is_empty())
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
             .map(str::to_owned)
-            .collect();
-        let headers = header_map(&lines)?;
-        let secrets_file = sample.with_file_name("secrets");
-        let keys_file = sample.with_file_name("public-keys");
-        if !secrets_file.exists() && !keys_file.exists() {
-            anyhow::bail!(
-                "{} needs {} or {}",
-                headers_file.display(),
-                secrets_file.display(),
-                keys_file.display()
-            );
-        }
-        let secrets: Vec<String> = if secrets_file.exists() {
-            std::fs::read_to_string(&secrets_file)?
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty())
-                .map(str::to_owned)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let keys = if keys_file.exists() {
-            KeySet::from_config(&[std::fs::read_to_string(&keys_file)?])
-                .with_context(|| format!("{} holds no usable key", keys_file.display()))?
-        } else {
-            KeySet::default()
-        };
-        let url_file = stem.with_extension("url");
-        let url = if url_file.exists() {
-            Some(std::fs::read_to_string(&url_file)?.trim().to_owned())
-        } else {
-            None
-        };
-        let credentials = Credentials {
-            secrets: &secrets,
-            public_keys: Some(&keys),
-            jwks: None,
-            url: url.as_deref(),
-        };
-        // Signed samples carry their own time; verify at the signature's time, map at receipt.
-        let signed_at = headers
-            .iter()
-            .filter_map(|(_, value)| value.to_str().ok()?.parse::<i64>().ok())
-            // Milliseconds when the magnitude says so (as in the profile language's `auto`).
-            .map(|value| {
-                if value >= 100_000_000_000 {
-                    value / 1000
-                } else {
-                    value
-                }
-            })
-            .find_map(|seconds| DateTime::from_timestamp(seconds, 0))
-            .unwrap_or(received_at);
-        profile
-            .verify_with(
-                UnverifiedRequest {
-                    headers: &headers,
-                    body: &body,
-                },
-                &credentials,
-                signed_at,
-            )
-            .map_err(|error| anyhow::anyhow!("verification failed: {error}"))?;
-        let mapped = profile.map_stored_body(&body, received_at);
-        outcome_json(mapped)
+            .collect()
     } else {
-        outcome_json(profile.map_stored_body(&body, received_at))
+        Vec::new()
     };
+    let keys = if keys_file.exists() {
+        KeySet::from_config(&[std::fs::read_to_string(&keys_file)?])
+            .with_context(|| format!("{} holds no usable key", keys_file.display()))?
+    } else {
+        KeySet::default()
+    };
+    let url_file = stem.with_extension("url");
+    let url = if url_file.exists() {
+        Some(std::fs::read_to_string(&url_file)?.trim().to_owned())
+    } else {
+        None
+    };
+    let credentials = Credentials {
+        secrets: &secrets,
+        public_keys: Some(&keys),
+        jwks: None,
+        url: url.as_deref(),
+    };
+    profile
+        .verify_with(
+            UnverifiedRequest {
+                headers: &headers,
+                body,
+            },
+            &credentials,
+            signed_at(&headers, received_at),
+        )
+        .map_err(|error| anyhow::anyhow!("verification failed: {error}"))?;
+    Ok(())
+}
+
+/// Signed samples carry their own time: a case is verified at the first header value that reads
+/// as a unix time (milliseconds when the magnitude says so, as in the profile language's
+/// `auto`), and mapped at receipt.
+fn signed_at(headers: &HeaderMap, received_at: DateTime<Utc>) -> DateTime<Utc> {
+    headers
+        .iter()
+        .filter_map(|(_, value)| value.to_str().ok()?.parse::<i64>().ok())
+        .map(|value| {
+            if value >= 100_000_000_000 {
+                value / 1000
+            } else {
+                value
+            }
+        })
+        .find_map(|seconds| DateTime::from_timestamp(seconds, 0))
+        .unwrap_or(received_at)
+}
+
+/// With `update`, writes the case's expected output; otherwise compares with it.
+fn compare_or_write(expected_file: &Path, output: &Value, update: bool) -> anyhow::Result<()> {
     if update {
-        output = serde_json::to_value(&output)?;
-        std::fs::write(
-            &expected_file,
-            serde_json::to_string_pretty(&output)? + "\n",
-        )?;
+        std::fs::write(expected_file, serde_json::to_string_pretty(output)? + "\n")?;
         return Ok(());
     }
     let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(&expected_file).with_context(|| {
+        serde_json::from_str(&std::fs::read_to_string(expected_file).with_context(|| {
             format!(
                 "no {} (run with --update to write it)",
                 expected_file.display()
             )
         })?)
         .with_context(|| format!("{} is not JSON", expected_file.display()))?;
-    if expected != output {
+    if &expected != output {
         anyhow::bail!(
             "output differs from {} at {}",
             expected_file.display(),
-            first_difference(&expected, &output, "$")
+            first_difference(&expected, output, "$")
         );
     }
     Ok(())
