@@ -8,8 +8,8 @@ use waybill_core::{
 };
 
 use crate::error::MapError;
-use crate::fields::{FieldSpec, Found, scalar_text};
-use crate::mapping::{FieldsSpec, MapContext, Mapped, MappingSpec, wrong_type};
+use crate::fields::{FieldSpec, Found, optional_text, text_and_path};
+use crate::mapping::{FieldsSpec, MapContext, Mapped, MappingSpec};
 use crate::path::Scopes;
 use crate::time::{TimeError, Zone};
 
@@ -207,30 +207,6 @@ fn carrier(
     }
 }
 
-pub(crate) fn text_and_path(
-    found: Found<'_>,
-    field: &'static str,
-) -> Result<(String, String), MapError> {
-    match found {
-        Found::Json(value, path) => match scalar_text(value) {
-            Some(text) => Ok((text, path)),
-            None => Err(wrong_type(field, &path, "a string or a number", value)),
-        },
-        Found::Text(text, path) => Ok((text, path)),
-    }
-}
-
 fn required_text(found: Found<'_>, field: &'static str) -> Result<String, MapError> {
     text_and_path(found, field).map(|(text, _)| text.trim().to_owned())
-}
-
-pub(crate) fn optional_text(
-    spec: &FieldSpec,
-    scopes: Scopes<'_>,
-    field: &'static str,
-) -> Result<Option<String>, MapError> {
-    match spec.find(scopes, true) {
-        Some(found) => text_and_path(found, field).map(|(text, _)| Some(text.trim().to_owned())),
-        None => Ok(None),
-    }
 }

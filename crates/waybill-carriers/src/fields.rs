@@ -21,6 +21,8 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use crate::error::MapError;
+use crate::json::{scalar_text, wrong_type};
 use crate::path::{JsonPath, Scopes};
 use crate::transform::{Case, Pattern, Transforms};
 
@@ -136,15 +138,6 @@ impl Source {
                 Some(Found::Text(parts.join(separator), path))
             }
         }
-    }
-}
-
-/// The text of a string or number; `None` for other types.
-pub(crate) fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
     }
 }
 
@@ -285,6 +278,30 @@ fn plain_source<E: de::Error>(table: SourceTable) -> Result<Source, E> {
         _ => Err(de::Error::custom(
             "a field table has exactly one of `path`, `fixed` or a non-empty `join` (with an optional `separator`), and optional transforms `capture`, `replace`, `split`/`pick`, `case`",
         )),
+    }
+}
+
+pub(crate) fn text_and_path(
+    found: Found<'_>,
+    field: &'static str,
+) -> Result<(String, String), MapError> {
+    match found {
+        Found::Json(value, path) => match scalar_text(value) {
+            Some(text) => Ok((text, path)),
+            None => Err(wrong_type(field, &path, "a string or a number", value)),
+        },
+        Found::Text(text, path) => Ok((text, path)),
+    }
+}
+
+pub(crate) fn optional_text(
+    spec: &FieldSpec,
+    scopes: Scopes<'_>,
+    field: &'static str,
+) -> Result<Option<String>, MapError> {
+    match spec.find(scopes, true) {
+        Some(found) => text_and_path(found, field).map(|(text, _)| Some(text.trim().to_owned())),
+        None => Ok(None),
     }
 }
 

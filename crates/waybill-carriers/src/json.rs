@@ -183,6 +183,29 @@ pub fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// The text of a string or number; `None` for other types.
+pub(crate) fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+pub(crate) fn wrong_type(
+    field: &'static str,
+    path: &str,
+    expected: &'static str,
+    found: &Value,
+) -> MapError {
+    MapError::WrongType {
+        field,
+        path: path.to_owned(),
+        expected,
+        found: type_name(found),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,8 @@ use waybill_core::{Origin, TrackingEvent, TrackingNumber};
 
 use crate::body::BodySpec;
 use crate::error::MapError;
-use crate::fields::FieldSpec;
-use crate::json::type_name;
+use crate::fields::{FieldSpec, optional_text, text_and_path};
+use crate::json::{type_name, wrong_type};
 use crate::path::{DocumentPath, Frame, JsonPath, Scope, Scopes};
 use crate::status_map::StatusSpec;
 use crate::time::TimeSpec;
@@ -425,7 +425,7 @@ impl MappingSpec {
             && let Some(spec) = &self.fields.provider_event_id
         {
             out.provider_event_id =
-                crate::event::optional_text(spec, Scopes::document(document), "provider event id")?;
+                optional_text(spec, Scopes::document(document), "provider event id")?;
         }
         Ok(())
     }
@@ -490,7 +490,7 @@ impl MappingSpec {
         let tracking_number = fields
             .tracking_number
             .find(scopes, false)
-            .and_then(|found| crate::event::text_and_path(found, "tracking number").ok())
+            .and_then(|found| text_and_path(found, "tracking number").ok())
             .and_then(|(text, _)| TrackingNumber::parse(&text).ok())
             .map(|number| number.as_str().to_owned());
         out.rejected.push(RejectedEvent {
@@ -574,19 +574,5 @@ impl MappingSpec {
     /// always for XML (where one child element is an object and several are an array).
     fn single_object(&self) -> bool {
         self.events.single_object || self.body.format == crate::body::BodyFormat::Xml
-    }
-}
-
-pub(crate) fn wrong_type(
-    field: &'static str,
-    path: &str,
-    expected: &'static str,
-    found: &Value,
-) -> MapError {
-    MapError::WrongType {
-        field,
-        path: path.to_owned(),
-        expected,
-        found: type_name(found),
     }
 }

@@ -12,10 +12,11 @@ use crate::error::{MapError, ProfileError, VerifyError};
 use crate::fields::{FieldSpec, Source};
 use crate::mapping::{Isolation, MapContext, Mapped, MappingSpec};
 use crate::poll::PollSpec;
+use crate::scheme::DEFAULT_TOLERANCE_SECONDS;
 use crate::scheme::SignatureEncoding;
 use crate::verify::{
-    Credentials, DEFAULT_TOLERANCE_SECONDS, Encoding, SchemeName, UnverifiedRequest, Verification,
-    VerifiedRequest, VerifySpec, VerifyTable,
+    Credentials, Encoding, SchemeName, UnverifiedRequest, Verification, VerifiedRequest,
+    VerifySpec, VerifyTable,
 };
 
 /// The profile file format written when a file names none.

@@ -10,11 +10,11 @@ use rsa::signature::Verifier as _;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::VerifyError;
 use crate::keys::{KeyMaterial, KeySet};
 use crate::template::{Part, SignedTemplate, TemplateValues};
-use crate::verify::{DEFAULT_TOLERANCE_SECONDS, SecretNormalization, normalize};
 
 /// The signature algorithms of a composed scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -766,5 +766,27 @@ fn decode(text: &str, encoding: SignatureEncoding) -> Option<Vec<u8>> {
             hex::decode(text).ok()
         }
         SignatureEncoding::Any => base64_any(text),
+    }
+}
+
+/// The default replay window of `timestamped`: Stripe's and Standard Webhooks' 5 minutes.
+pub(crate) const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
+
+/// What is done to a secret before it is used as an HMAC key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SecretNormalization {
+    /// The secret's UTF-8 bytes as configured.
+    #[default]
+    None,
+    /// Unicode NFKD first (EasyPost's client libraries do this).
+    Nfkd,
+}
+
+/// A secret after the profile's normalization.
+pub(crate) fn normalize(secret: &str, normalization: SecretNormalization) -> String {
+    match normalization {
+        SecretNormalization::None => secret.to_owned(),
+        SecretNormalization::Nfkd => secret.nfkd().collect(),
     }
 }

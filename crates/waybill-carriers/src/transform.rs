@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::fields::scalar_text;
+use crate::json::scalar_text;
 use crate::path::{JsonPath, Scopes};
 
 /// The largest compiled pattern accepted (bytes of program); a profile is not a place for more.

@@ -9,12 +9,12 @@ use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use unicode_normalization::UnicodeNormalization;
 
 use crate::error::VerifyError;
 use crate::keys::KeySet;
 use crate::scheme::{
-    Algorithm, Request, Scheme, SchemeTable, SignatureEncoding, TimestampUnit, ValueSource,
+    Algorithm, Request, Scheme, SchemeTable, SecretNormalization, SignatureEncoding, TimestampUnit,
+    ValueSource, normalize,
 };
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -208,17 +208,6 @@ pub(crate) enum Encoding {
     Any,
 }
 
-/// What is done to a secret before it is used as an HMAC key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum SecretNormalization {
-    /// The secret's UTF-8 bytes as configured.
-    #[default]
-    None,
-    /// Unicode NFKD first (EasyPost's client libraries do this).
-    Nfkd,
-}
-
 /// A checked verification scheme.
 #[derive(Debug, Clone)]
 pub(crate) enum Verification {
@@ -246,9 +235,6 @@ pub(crate) enum Verification {
     /// Composed schemes; any of them may pass.
     Composed(Vec<Scheme>),
 }
-
-/// The default replay window of `timestamped`: Stripe's and Standard Webhooks' 5 minutes.
-pub(crate) const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 
 impl Verification {
     /// The header carrying the signature or token, if the scheme has one.
@@ -575,14 +561,6 @@ fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str>
 
 fn key(secret: &str, normalization: SecretNormalization) -> Vec<u8> {
     normalize(secret, normalization).into_bytes()
-}
-
-/// A secret after the profile's normalization.
-pub(crate) fn normalize(secret: &str, normalization: SecretNormalization) -> String {
-    match normalization {
-        SecretNormalization::None => secret.to_owned(),
-        SecretNormalization::Nfkd => secret.nfkd().collect(),
-    }
 }
 
 fn keys(secrets: &[String], normalization: SecretNormalization) -> Vec<Vec<u8>> {
