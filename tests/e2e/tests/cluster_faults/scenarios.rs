@@ -173,7 +173,7 @@ async fn inject(
             one_node_down(stack, cluster, profile, follower, &mut outcome).await?;
         }
         ClusterFault::NoQuorum => {
-            no_quorum(stack, cluster, profile, leader, ingress_node, &mut outcome).await?
+            no_quorum(stack, cluster, profile, leader, ingress_node, &mut outcome).await?;
         }
     }
     outcome.check(stack.worker_alive(0), "the worker exited");
@@ -221,10 +221,10 @@ async fn no_quorum(
     ingress_node: usize,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let second = if ingress_node != leader {
-        ingress_node
-    } else {
+    let second = if ingress_node == leader {
         NODES.into_iter().find(|n| *n != leader).unwrap_or(1)
+    } else {
+        ingress_node
     };
     cluster.stop_node(leader).await?;
     cluster.stop_node(second).await?;
