@@ -9,7 +9,7 @@ use waybill_bench::loadgen;
 use crate::cluster::{Cluster, NODES};
 use crate::effects;
 use crate::ledger::{Outcome, Profile, Row, load_args};
-use crate::probes::{post_probe, unavailable_answers};
+use crate::probes::{http, post_probe, unavailable_answers};
 use crate::stack::Stack;
 
 /// The connection name of the ingress's publisher.
@@ -270,6 +270,36 @@ async fn no_quorum(
     ));
     let recovered = effects::probe(stack, back, RECOVERY_BOUND).await;
     outcome.recovery = outcome.record(recovered, "recovery probe after a majority was back");
+    outcome.notes.push(format!(
+        "publish failures by reason: {}",
+        publish_failures(stack).await
+    ));
     cluster.start_node(second).await?;
     Ok(())
+}
+
+/// The ingress's `waybill_publish_failures_total`, as `reason=count` pairs.
+async fn publish_failures(stack: &Stack) -> String {
+    let text = match http()
+        .get(format!("{}/metrics", stack.ingress_url()))
+        .send()
+        .await
+    {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => return format!("no metrics: {error}"),
+    };
+    let pairs: Vec<String> = text
+        .lines()
+        .filter(|line| line.starts_with("waybill_publish_failures_total{"))
+        .filter_map(|line| {
+            let reason = line.split("reason=\"").nth(1)?.split('"').next()?;
+            let count = line.rsplit(' ').next()?;
+            Some(format!("{reason}={count}"))
+        })
+        .collect();
+    if pairs.is_empty() {
+        "none".to_owned()
+    } else {
+        pairs.join(", ")
+    }
 }
