@@ -5,6 +5,7 @@
 #   scripts/rabbitmq-cluster.sh start     # three nodes, clustered; prints their AMQP URLs
 #   scripts/rabbitmq-cluster.sh status    # each node's state and the cluster's members
 #   scripts/rabbitmq-cluster.sh quorum QUEUE  # the quorum queue's members: "node role" lines
+#   scripts/rabbitmq-cluster.sh connections   # client connections: "node connection-name" lines
 #   scripts/rabbitmq-cluster.sh stop-node N | start-node N   # a fault: node N (1-3) down, up
 #   scripts/rabbitmq-cluster.sh stop      # stops all three and removes their data
 #
@@ -100,15 +101,16 @@ join() {
   done
 }
 
+# Waits until node $1 (default 1) sees at least $2 (default 3) running members.
 wait_members() {
-  local deadline=$((SECONDS + timeout)) running
+  local n="${1:-1}" want="${2:-3}" deadline=$((SECONDS + timeout)) running
   while [ "$SECONDS" -lt "$deadline" ]; do
-    running=$(ctl 1 cluster_status --formatter json 2>/dev/null |
+    running=$(ctl "$n" cluster_status --formatter json 2>/dev/null |
       python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("running_nodes", [])))' 2>/dev/null || echo 0)
-    [ "$running" = 3 ] && return 0
+    [ "$running" -ge "$want" ] && return 0
     sleep 1
   done
-  echo "error: the cluster did not reach three running nodes within ${timeout}s" >&2
+  echo "error: $(node_name "$n") did not see $want running nodes within ${timeout}s" >&2
   return 1
 }
 
@@ -139,17 +141,40 @@ case "${1:-}" in
     done
     echo "error: no running node knows the quorum queue $queue" >&2; exit 1
     ;;
+  connections)
+    # A connection's node is the one whose AMQP port it reached; its name is the one the
+    # client gave (Waybill names each: waybill-ingress, waybill-worker-0, ...).
+    for n in "${nodes[@]}"; do
+      out=$(ctl "$n" list_connections -q port client_properties --formatter json 2>/dev/null) || continue
+      printf '%s' "$out" | python3 -c '
+import json, sys
+def name_of(props):
+    if isinstance(props, dict):
+        return props.get("connection_name", "")
+    for entry in props or []:
+        if isinstance(entry, list) and entry and entry[0] == "connection_name":
+            return entry[-1]
+    return ""
+for connection in json.load(sys.stdin):
+    print("waybill%d@localhost" % (connection["port"] - 5680), name_of(connection.get("client_properties")) or "-")
+'
+      exit 0
+    done
+    echo "error: no node of the cluster is running" >&2; exit 1
+    ;;
   stop-node)
     n="${2:?node number 1-3}"; ctl "$n" stop >/dev/null
     ;;
   start-node)
-    n="${2:?node number 1-3}"; start_node "$n"; wait_members
+    # Back in the cluster: it sees itself and at least one other running node (the others
+    # may be stopped on purpose).
+    n="${2:?node number 1-3}"; start_node "$n"; wait_members "$n" 2
     ;;
   stop)
     for n in "${nodes[@]}"; do ctl "$n" stop >/dev/null 2>&1 || true; done
     rm -rf "$dir"
     ;;
   *)
-    sed -n '2,15p' "$0" >&2; exit 2
+    sed -n '2,16p' "$0" >&2; exit 2
     ;;
 esac

@@ -54,8 +54,8 @@ ensure_chromium() {
 cargo test --workspace "$@"
 
 # The suites that run the real binaries (docs/reliability.md): hostile callers, traces exported
-# to an OTLP receiver, then the fault suite, which restarts, blocks and cuts off the RabbitMQ and
-# PostgreSQL above and so runs alone and last. Skipped when arguments narrow the run.
+# to an OTLP receiver, the cluster fault suite, then the fault suite, which restarts, blocks and
+# cuts off the RabbitMQ and PostgreSQL above and so runs alone and last. Skipped when arguments narrow the run.
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
   cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
@@ -73,5 +73,12 @@ if [ "$#" -eq 0 ]; then
   # The operator console in headless Chromium (Debian's chromium and chromium-driver).
   ensure_chromium
   cargo test -p waybill-e2e --test console -- --ignored --nocapture
+  # The cluster fault suite: three extra RabbitMQ nodes beside the local broker (which it only
+  # uses), stopped and removed at the end; it needs the RabbitMQ server package.
+  if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    cargo test -p waybill-e2e --test cluster_faults -- --ignored --nocapture
+  else
+    echo "rabbitmq-server is not installed: skipping the cluster fault suite" >&2
+  fi
   cargo test -p waybill-e2e --test faults -- --ignored --nocapture --test-threads=1
 fi

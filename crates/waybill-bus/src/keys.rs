@@ -332,7 +332,10 @@ async fn subscribe(
     let connection = BusConnection::connect(&config.url, &config.connection_name).await?;
     config.topology.declare_or_reuse(&connection).await?;
     let queue = declare_own_queue(&connection, &config.topology).await?;
-    read_kept_snapshot(&connection, &config.topology, ring).await?;
+    // The kept snapshot only spares a wait; while its queue's node is down, go on without it.
+    if let Err(error) = read_kept_snapshot(&connection, &config.topology, ring).await {
+        tracing::warn!(error = %error, "cannot read the kept key set; waiting for the next one");
+    }
     let mut consumer = Consumer::start(&connection, &queue, 16, "").await?;
     let acker = consumer.acker();
     *delay = config.reconnect_delay;

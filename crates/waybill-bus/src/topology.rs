@@ -207,11 +207,18 @@ impl Topology {
         for (name, kind, arguments) in self.exchanges() {
             declarer.exchange(&name, kind, arguments).await?;
         }
+        // The kept key-set snapshot is a convenience (a classic queue on one node): while its
+        // node is down the rest of the topology must still serve, so it may be unavailable.
+        let optional = self.keys_latest_queue();
         for (name, arguments) in self.queues() {
-            declarer.queue(&name, arguments).await?;
+            let declared = declarer.queue(&name, arguments).await;
+            declarer
+                .allow_unavailable(declared, name == optional)
+                .await?;
         }
         for (queue, exchange, routing_key) in self.bindings() {
-            declarer.bind(&queue, &exchange, routing_key).await?;
+            let bound = declarer.bind(&queue, &exchange, routing_key).await;
+            declarer.allow_unavailable(bound, queue == optional).await?;
         }
         close_channel(&declarer.channel).await;
         tracing::debug!("topology declared");
@@ -523,6 +530,28 @@ impl Declarer<'_> {
             format!("binding {exchange} -[{routing_key}]-> {queue}")
         })
         .await
+    }
+
+    /// With `optional`, a queue whose node is down (404 NOT_FOUND, "home node … is down or
+    /// inaccessible") is passed over with a warning; anything else stays an error.
+    async fn allow_unavailable(
+        &mut self,
+        result: Result<(), BusError>,
+        optional: bool,
+    ) -> Result<(), BusError> {
+        match result {
+            Err(BusError::Declare { entity, source }) if optional && source.is_not_found() => {
+                tracing::warn!(
+                    entity = %entity,
+                    error = %source,
+                    "an optional queue is unavailable (its node is down?); carrying on without it"
+                );
+                // The broker closed the channel with the 404; carry on on a new one.
+                self.channel = self.conn.open_channel().await?;
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     async fn check(

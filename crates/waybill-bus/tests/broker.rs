@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use common::{TestBus, close_connections_named, eventually, unique_name, url};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -244,6 +245,84 @@ async fn a_publish_to_a_full_reject_publish_queue_is_nacked() -> anyhow::Result<
     );
     println!("publishes past x-max-length 1 on a quorum queue: {outcomes:?}");
     assert!(publisher.is_ready(), "a nack does not break the publisher");
+
+    channel
+        .queue_delete(tiny.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    raw.close(200, "bye".into()).await?;
+    publisher.close().await;
+    bus.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result<()> {
+    let bus = TestBus::new("all-nacked").await?;
+    // A full reject-publish queue nacks every publish, as a quorum queue that lost its majority
+    // while the channel was new does for good.
+    let tiny = format!("{}tiny", bus.topology.prefix);
+    let raw = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
+    let channel = raw.create_channel().await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            tiny.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await?;
+    let confirm_timeout = Duration::from_millis(300);
+    let publisher = bus
+        .publisher(&unique_name("all-nacked"), |config| {
+            config.channels = 1;
+            config.confirm_timeout = confirm_timeout;
+            // A visible gap before reconnecting, so that the reconnection can be observed.
+            config.reconnect_delay = Duration::from_secs(2);
+        })
+        .await?;
+
+    let mut first_nack = None;
+    let mut nacks = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while publisher.is_ready() && Instant::now() < deadline {
+        let body = nacks.to_string().into_bytes();
+        match publisher
+            .publish(OutboundMessage::new("", tiny.clone(), body))
+            .await
+        {
+            Ok(()) => {}
+            Err(PublishError::Nacked) => {
+                first_nack.get_or_insert_with(Instant::now);
+                nacks += 1;
+            }
+            Err(_) if !publisher.is_ready() => break,
+            Err(error) => anyhow::bail!("a publish failed otherwise: {error:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first_nack = first_nack.context("the full queue nacked nothing")?;
+    assert!(
+        !publisher.is_ready(),
+        "after {nacks} nacks in a row over {:?} the publisher still uses its channel",
+        first_nack.elapsed()
+    );
+    assert!(
+        first_nack.elapsed() >= confirm_timeout * 2,
+        "given up after {:?} of nacks, before twice the confirm timeout",
+        first_nack.elapsed()
+    );
+    assert!(publisher.wait_ready(WAIT).await, "reconnected");
 
     channel
         .queue_delete(tiny.as_str().into(), QueueDeleteOptions::default())

@@ -168,6 +168,7 @@ pub(crate) async fn drive(
         next_deadline: None,
         channel_failed: false,
         resolved_unanswered: 0,
+        nacked_since: None,
     };
     let mut incoming_open = true;
     loop {
@@ -222,6 +223,17 @@ pub(crate) async fn drive(
     }
 }
 
+/// What a pass of answers did to the channel's run of nacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NackRun {
+    /// No ack and no nack.
+    Unchanged,
+    /// Nacks and no ack.
+    Nacked,
+    /// At least one ack.
+    Broken,
+}
+
 /// Resolves when a confirm was woken since the last check.
 async fn confirms_woken(confirm_wake: &ConfirmWake) {
     poll_fn(|cx| {
@@ -258,6 +270,8 @@ struct Driver {
     channel_failed: bool,
     /// Entries resolved and not yet answered (held by their barrier).
     resolved_unanswered: usize,
+    /// When the channel's unbroken run of nacks began (cleared by any ack).
+    nacked_since: Option<Instant>,
 }
 
 impl Driver {
@@ -383,11 +397,38 @@ impl Driver {
         found
     }
 
+    /// Whether every publish on this channel has been nacked for twice the confirm timeout.
+    /// A broker nacks a whole channel's publishes for good in some states (a quorum queue that
+    /// lost its majority while the channel was new keeps rejecting it after the majority is
+    /// back), so such a channel is given up like a failed one: the publisher reconnects, maybe
+    /// to another node. A queue that refuses publishes because it is full costs a reconnection
+    /// per such period, no more.
+    fn nacked_too_long(&mut self, run: NackRun) -> bool {
+        let now = Instant::now();
+        match run {
+            NackRun::Unchanged => {}
+            NackRun::Broken => self.nacked_since = None,
+            NackRun::Nacked => {
+                let since = *self.nacked_since.get_or_insert(now);
+                if now.duration_since(since) >= self.confirm_timeout * 2 {
+                    tracing::warn!(
+                        seconds = now.duration_since(since).as_secs(),
+                        "every publish on a channel was nacked for twice the confirm timeout; reconnecting"
+                    );
+                    self.nacked_since = None;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Step 3: answers every caller whose confirm resolved and whose barrier is passed (no
     /// publish started before its observation is still being sent), and forgets those entries.
     fn answer_resolved(&mut self) {
         let oldest_still_sending = self.started.keys().next().copied();
         let mut channel_failed = false;
+        let mut nack_run = NackRun::Unchanged;
         let mut answered = 0;
         let mut next_deadline: Option<Instant> = None;
         self.tracked.retain_mut(|entry| {
@@ -416,8 +457,16 @@ impl Driver {
                     reply_code: returned.reply_code,
                     reply_text: returned.reply_text,
                 }),
-                (Some(Resolution::Ack), None) => Ok(()),
-                (Some(Resolution::Nack), None) => Err(PublishError::Nacked),
+                (Some(Resolution::Ack), None) => {
+                    nack_run = NackRun::Broken;
+                    Ok(())
+                }
+                (Some(Resolution::Nack), None) => {
+                    if nack_run == NackRun::Unchanged {
+                        nack_run = NackRun::Nacked;
+                    }
+                    Err(PublishError::Nacked)
+                }
                 (Some(Resolution::NotRequested) | None, None) => {
                     channel_failed = true;
                     Err(PublishError::unavailable(
@@ -433,7 +482,7 @@ impl Driver {
             false
         });
         self.resolved_unanswered -= answered;
-        self.channel_failed |= channel_failed;
+        self.channel_failed |= channel_failed || self.nacked_too_long(nack_run);
         self.next_deadline = next_deadline;
     }
 

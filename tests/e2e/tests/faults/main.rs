@@ -18,6 +18,8 @@
 mod blackhole;
 mod downstream;
 mod effects;
+mod ledger;
+mod probes;
 mod scenarios;
 mod services;
 #[allow(dead_code)] // shared with the hostile suite, which uses more of it
@@ -25,7 +27,8 @@ mod stack;
 
 use std::time::Instant;
 
-use scenarios::{Fault, Profile, Row, Table};
+use ledger::{Profile, Row, Table};
+use scenarios::Fault;
 use services::Services;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,53 +1,18 @@
 //! The faults: each runs load through a fresh stack, injects its fault mid-run, heals it,
 //! measures recovery, settles, and reconciles the books.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use waybill_bench::loadgen::{self, Ledger, LoadgenArgs};
+use waybill_bench::loadgen;
 use waybill_config::ExposeSecret;
 
 use crate::blackhole::Blackhole;
-use crate::downstream::{self, Downstream, DownstreamLedger};
-use crate::effects::{self, Effects};
+use crate::downstream::{self, Downstream};
+use crate::effects;
+use crate::ledger::{Outcome, Profile, Row, load_args};
+use crate::probes::{accepted_now, http, signed_probe, unavailable_answer, unavailable_answers};
 use crate::services::Services;
 use crate::stack::{SECRETS, Stack, is_ready};
-
-/// How long and how hard each fault runs.
-#[derive(Debug, Clone, Copy)]
-pub struct Profile {
-    /// Length of the sending phase.
-    pub load: Duration,
-    /// Requests per second.
-    pub rate: f64,
-    /// When, into the sending phase, the fault is injected.
-    pub warmup: Duration,
-    /// How long an outage lasts.
-    pub hold: Duration,
-}
-
-impl Profile {
-    /// The CI form: a few seconds per fault.
-    pub fn reduced() -> Profile {
-        Profile {
-            load: Duration::from_secs(8),
-            rate: 150.0,
-            warmup: Duration::from_millis(2500),
-            hold: Duration::from_secs(3),
-        }
-    }
-
-    /// `WAYBILL_FAULTS_FULL=1`: a minute of load per fault, 15 s outages.
-    pub fn full() -> Profile {
-        Profile {
-            load: Duration::from_secs(60),
-            rate: 400.0,
-            warmup: Duration::from_secs(20),
-            hold: Duration::from_secs(15),
-        }
-    }
-}
 
 /// Every fault the suite injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,99 +80,6 @@ impl Fault {
             Fault::WorkerKillOne | Fault::WorkerKillBoth => 2,
             _ => 1,
         }
-    }
-}
-
-/// One line of the table.
-#[derive(Debug, Default)]
-pub struct Row {
-    pub fault: String,
-    pub ledger: Option<Ledger>,
-    pub effects: Option<Effects>,
-    /// The downstream books (the downstream fault only).
-    pub downstream: Option<DownstreamLedger>,
-    pub recovery: Option<Duration>,
-    /// `503`s the ingress answered (from its metrics; an ingress killed mid-run loses its own
-    /// count, so the kill fault counts what it had answered before the kill).
-    pub unavailable: Option<u64>,
-    pub notes: Vec<String>,
-    /// Checks that did not hold (the suite fails when any row has one).
-    pub failures: Vec<String>,
-}
-
-impl Row {
-    pub fn requests(&self) -> u64 {
-        self.ledger.as_ref().map_or(0, |l| l.requests.sent)
-    }
-
-    pub fn lost(&self) -> Option<u64> {
-        self.ledger.as_ref()?.drain.as_ref().map(|d| d.lost)
-    }
-
-    /// Verifies the books: nothing lost, nothing doubled, no answer against its intent.
-    fn reconcile(&mut self) {
-        match &self.ledger {
-            None => self.failures.push("no ledger".to_owned()),
-            Some(ledger) => {
-                let r = &ledger.requests;
-                if r.unexpected > 0 {
-                    self.failures.push(format!(
-                        "{} answers contradicted their intent",
-                        r.unexpected
-                    ));
-                }
-                if r.server_errors + r.transport_errors > 0 {
-                    self.failures.push(format!(
-                        "{} requests still failed after every retry ({} 5xx, {} transport)",
-                        r.server_errors + r.transport_errors,
-                        r.server_errors,
-                        r.transport_errors
-                    ));
-                }
-                match &ledger.drain {
-                    None => self.failures.push("no Postgres accounting".to_owned()),
-                    Some(drain) if drain.expected_events == 0 => self
-                        .failures
-                        .push("nothing was accepted: the run proves nothing".to_owned()),
-                    Some(drain) if drain.lost > 0 => self.failures.push(format!(
-                        "{} accepted events are not in Postgres",
-                        drain.lost
-                    )),
-                    Some(_) => {}
-                }
-            }
-        }
-        match &self.effects {
-            None => self.failures.push("no effects check".to_owned()),
-            Some(effects) if effects.duplicated() > 0 => self
-                .failures
-                .push(format!("duplicated effects: {effects:?}")),
-            Some(_) => {}
-        }
-    }
-}
-
-/// The loadgen run for a stack: steady rate, duplicates and out-of-order scans mixed in, a few
-/// invalid requests, and couriers that retry for as long as any outage here lasts.
-fn load_args(stack: &Stack, profile: &Profile) -> LoadgenArgs {
-    LoadgenArgs {
-        ingress: Some(stack.ingress_url()),
-        worker: Some(stack.worker_url(0)),
-        sources: Vec::new(),
-        rate: profile.rate,
-        concurrency: 24,
-        duration: profile.load,
-        count: None,
-        duplicates: 0.1,
-        out_of_order: 0.3,
-        invalid: 0.02,
-        shipments_in_flight: 10,
-        retries: 300,
-        max_retry_delay: Duration::from_secs(1),
-        drain_timeout: Duration::from_secs(30),
-        no_drain: false,
-        json: false,
-        quiet: true,
     }
 }
 
@@ -351,34 +223,6 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     }
     stack.destroy().await;
     row
-}
-
-/// What injecting a fault observed.
-#[derive(Debug, Default)]
-struct Outcome {
-    recovery: Option<Duration>,
-    /// `503`s answered by an ingress that was then killed.
-    unavailable_before_restart: u64,
-    notes: Vec<String>,
-    failures: Vec<String>,
-}
-
-impl Outcome {
-    fn check(&mut self, holds: bool, what: impl Into<String>) {
-        if !holds {
-            self.failures.push(what.into());
-        }
-    }
-
-    fn record<T>(&mut self, result: anyhow::Result<T>, doing: &str) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.failures.push(format!("{doing}: {error:#}"));
-                None
-            }
-        }
-    }
 }
 
 /// How long a probe may take to get through after a fault is healed.
@@ -679,173 +523,5 @@ impl HalfSentRequest {
             Ok(_) => None,
             Err(_elapsed) => Some("nothing, and the connection stayed open".to_owned()),
         }
-    }
-}
-
-/// The `503`s the ingress has answered so far (`waybill_webhooks_received_total` with outcome
-/// `unavailable`, over every source).
-async fn unavailable_answers(stack: &Stack) -> Option<u64> {
-    let text = http()
-        .get(format!("{}/metrics", stack.ingress_url()))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let total = text
-        .lines()
-        .filter(|line| {
-            line.starts_with("waybill_webhooks_received_total{")
-                && line.contains("outcome=\"unavailable\"")
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    Some(total as u64)
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
-}
-
-/// A signature header: name and value.
-type Signature = Option<(String, String)>;
-
-/// A fresh, valid, signed webhook body for the `direct` source.
-fn signed_probe(stack: &Stack) -> anyhow::Result<(Vec<u8>, Signature)> {
-    let (_, profile_name, secret) = SECRETS[4];
-    let profiles = stack.settings.profiles()?;
-    let profile = profiles
-        .get(profile_name)
-        .ok_or_else(|| anyhow::anyhow!("no waybill profile"))?;
-    let body = serde_json::to_vec(&serde_json::json!({
-        "carrier": "probe",
-        "tracking_number": format!("CHECK{:010}", rand::random::<u32>()),
-        "status": "InTransit",
-        "raw_status": "InTransit",
-        "occurred_at": Utc::now().to_rfc3339(),
-        "location": "Check Depot",
-    }))?;
-    let signature = profile.sign(&body, secret, Utc::now());
-    Ok((body, signature))
-}
-
-async fn post_probe(stack: &Stack) -> anyhow::Result<reqwest::Response> {
-    Ok(probe_request(stack)?.send().await?)
-}
-
-/// A signed probe, ready to send (building a client and signing are not part of any timing).
-fn probe_request(stack: &Stack) -> anyhow::Result<reqwest::RequestBuilder> {
-    let (body, signature) = signed_probe(stack)?;
-    let mut request = http()
-        .post(format!(
-            "{}/v1/webhooks/{}",
-            stack.ingress_url(),
-            SECRETS[4].0
-        ))
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some((name, value)) = signature {
-        request = request.header(name, value);
-    }
-    Ok(request)
-}
-
-/// Whether the ingress accepts a webhook right now.
-async fn accepted_now(stack: &Stack) -> bool {
-    match post_probe(stack).await {
-        Ok(response) => {
-            effects::count_probe_answer(response.status().as_u16());
-            response.status().is_success()
-        }
-        Err(_) => false,
-    }
-}
-
-/// Sends one webhook that cannot be confirmed now; `Ok(latency)` when it was answered 503 with
-/// `Retry-After` within the publish timeout (plus a second), else what happened instead.
-async fn unavailable_answer(stack: &Stack) -> Result<Duration, String> {
-    let bound =
-        Duration::from_millis(stack.settings.ingress.publish_timeout_ms) + Duration::from_secs(1);
-    let request = probe_request(stack).map_err(|error| format!("no request: {error:#}"))?;
-    let started = Instant::now();
-    match request.send().await {
-        Ok(response) => {
-            let took = started.elapsed();
-            let status = response.status().as_u16();
-            effects::count_probe_answer(status);
-            let retry_after = response.headers().contains_key("retry-after");
-            if status == 503 && retry_after && took <= bound {
-                Ok(took)
-            } else {
-                Err(format!(
-                    "{status} (Retry-After: {retry_after}) after {} ms",
-                    took.as_millis()
-                ))
-            }
-        }
-        Err(error) => Err(format!("no answer: {error:#}")),
-    }
-}
-
-/// The table.
-pub struct Table<'a>(pub &'a [Row]);
-
-impl fmt::Display for Table<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "| fault | requests | accepted | retried | attempts | 503s | connection errors | lost | duplicated effects | recovery | notes |"
-        )?;
-        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
-        for row in self.0 {
-            let (accepted, retried, attempts) = row.ledger.as_ref().map_or((0, 0, 0), |l| {
-                (l.requests.accepted, l.requests.retried, l.requests.attempts)
-            });
-            // Every attempt beyond the first was a retry after a 5xx or a connection error.
-            let retries = attempts.saturating_sub(row.requests());
-            let (unavailable, connection_errors) = match row.unavailable {
-                Some(n) if row.ledger.is_some() => {
-                    (n.to_string(), retries.saturating_sub(n).to_string())
-                }
-                _ => ("?".to_owned(), "?".to_owned()),
-            };
-            let lost = row.lost().map_or_else(|| "?".to_owned(), |n| n.to_string());
-            let duplicated = row.effects.map_or_else(
-                || "?".to_owned(),
-                |e| {
-                    let downstream = row.downstream.map_or(0, |d| d.duplicated());
-                    (e.duplicated() as u64 + downstream).to_string()
-                },
-            );
-            let recovery = row
-                .recovery
-                .map_or_else(|| "?".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
-            let mut notes = row.notes.clone();
-            notes.extend(
-                row.failures
-                    .iter()
-                    .map(|failure| format!("FAILED: {failure}")),
-            );
-            writeln!(
-                f,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                row.fault,
-                row.requests(),
-                accepted,
-                retried,
-                attempts,
-                unavailable,
-                connection_errors,
-                lost,
-                duplicated,
-                recovery,
-                notes.join("; ")
-            )?;
-        }
-        Ok(())
     }
 }

@@ -2,8 +2,8 @@
 //! a unique queue prefix: one ingress and N workers, each of which can be killed and restarted.
 //!
 //! The binaries are the ones `cargo build --bins` put beside this test binary's directory
-//! (`target/debug/waybill-ingress`, `target/debug/waybill-worker`); `scripts/test.sh` builds them
-//! before it runs this suite.
+//! (`target/debug/waybill-ingress`, `target/debug/waybill-worker`), or those in
+//! `WAYBILL_E2E_BIN_DIR` when it is set; `scripts/test.sh` builds them before it runs this suite.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -36,8 +36,18 @@ pub fn amqp_url() -> String {
 }
 
 /// Where `cargo build` put the workspace's binaries: the profile directory above this test
-/// binary's `deps/`.
+/// binary's `deps/`, unless `WAYBILL_E2E_BIN_DIR` names another directory.
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("WAYBILL_E2E_BIN_DIR").filter(|dir| !dir.is_empty()) {
+        let dir = PathBuf::from(dir);
+        if dir.join("waybill-ingress").is_file() && dir.join("waybill-worker").is_file() {
+            return Ok(dir);
+        }
+        bail!(
+            "WAYBILL_E2E_BIN_DIR={} holds no waybill-ingress and waybill-worker",
+            dir.display()
+        );
+    }
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1) {
         if dir.join("waybill-ingress").is_file() && dir.join("waybill-worker").is_file() {
@@ -84,7 +94,24 @@ impl Stack {
         log_level: &str,
         extra_toml: &str,
     ) -> anyhow::Result<Stack> {
+        Stack::create_on(label, workers, log_level, extra_toml, &[amqp_url()]).await
+    }
+
+    /// Like [`Stack::create_with`], on the broker nodes `amqp_urls` (`bus.urls` when there are
+    /// several: the nodes of a cluster).
+    pub async fn create_on(
+        label: &str,
+        workers: usize,
+        log_level: &str,
+        extra_toml: &str,
+        amqp_urls: &[String],
+    ) -> anyhow::Result<Stack> {
         let bins = bin_dir()?;
+        let bus_urls = match amqp_urls {
+            [] => bail!("no AMQP URL"),
+            [url] => format!("url = {url:?}"),
+            [first, ..] => format!("url = {first:?}\nurls = {amqp_urls:?}"),
+        };
         let tag = format!("{:08x}", rand::random::<u32>());
         let dir = std::env::temp_dir().join(format!("waybill-faults-{tag}-{label}"));
         std::fs::create_dir_all(&dir)?;
@@ -98,7 +125,7 @@ impl Stack {
         let mut toml = format!(
             r#"
 [bus]
-url = "{amqp}"
+{bus_urls}
 prefix = "faults{tag}."
 delivery_limit = 10
 publisher_channels = 2
@@ -121,7 +148,6 @@ shutdown_grace_ms = 5000
 [log]
 format = "json"
 "#,
-            amqp = amqp_url(),
             db = db.url(),
         );
         for (id, profile, secret) in SECRETS {
@@ -181,6 +207,7 @@ format = "json"
             .env("RUST_LOG", &self.log_level)
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
+            .env_remove("AMQP_URLS")
             .env_remove("WAYBILL_BUS_PREFIX")
             .env_remove("WAYBILL_INGRESS_ADDR")
             .env_remove("WAYBILL_WORKER_ADDR")
