@@ -18,6 +18,13 @@ cargo fetch --locked
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# No unused dependencies: cargo-machete, a pinned crates.io release, installed under target/ once.
+machete_version=0.9.2
+if ! target/cargo-tools/bin/cargo-machete --version 2>/dev/null | grep -qF "$machete_version"; then
+  cargo install --quiet --locked --root target/cargo-tools cargo-machete --version "$machete_version"
+fi
+target/cargo-tools/bin/cargo-machete
+
 export WAYBILL_TEST_DATABASE_URL="${WAYBILL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export WAYBILL_TEST_AMQP_URL="${WAYBILL_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
