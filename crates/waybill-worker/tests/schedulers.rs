@@ -185,11 +185,7 @@ async fn read_all(connection: &BusConnection, queue: &str) -> Vec<PollJobV1> {
             .unwrap();
         let PollEnvelope::PollJobV1(job) = PollEnvelope::decode(&delivery.body).unwrap();
         jobs.push(job);
-        consumer
-            .acker()
-            .ack(delivery.delivery_tag)
-            .await
-            .unwrap();
+        consumer.acker().ack(delivery.delivery_tag).await.unwrap();
     }
     consumer.cancel().await;
     jobs

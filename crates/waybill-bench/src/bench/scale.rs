@@ -75,11 +75,7 @@ pub async fn run(args: &ScaleArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut drains = Vec::new();
     for run in 0..args.runs.max(1) {
         for &workers in &args.workers {
-            eprintln!(
-                "run {}/{}: {workers} worker(s)…",
-                run + 1,
-                args.runs.max(1)
-            );
+            eprintln!("run {}/{}: {workers} worker(s)…", run + 1, args.runs.max(1));
             drains.push(one_drain(args, settings, &bin_dir, workers).await?);
         }
     }
@@ -264,7 +260,10 @@ impl std::fmt::Display for Table {
             f,
             "| workers | events | events/s | × 1 worker | µs CPU/event: workers | RabbitMQ | Postgres | load generator | other | all | machine idle | stored = sent |"
         )?;
-        writeln!(f, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+        writeln!(
+            f,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        )?;
         let one = self
             .rows
             .first()
