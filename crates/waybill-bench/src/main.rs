@@ -24,6 +24,10 @@ enum Command {
     /// message, request and event costs every process (starts its own ingress and worker on a
     /// fresh database and queue prefix).
     Bench(bench::BenchArgs),
+    /// Drain the same backlog with 1, 2, 4… worker processes (on a RabbitMQ cluster given by
+    /// `bus.urls`): events/s and CPU per event for each (starts its own ingress and workers on a
+    /// fresh database and queue prefix per count).
+    Scale(bench::scale::ScaleArgs),
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Bench(args) => bench::run(&args, &settings).await?,
+        Command::Scale(args) => bench::scale::run(&args, &settings).await?,
         Command::Loadgen(args) => {
             let ledger = loadgen::run(&args, &settings).await?;
             if args.json {

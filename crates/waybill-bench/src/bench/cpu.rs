@@ -36,10 +36,15 @@ pub struct CpuReading {
 impl CpuReading {
     /// Reads the counters now; `ingress` and `worker` are the children's process ids.
     pub fn now(ingress: Option<u32>, worker: Option<u32>) -> CpuReading {
+        CpuReading::with_workers(ingress, worker.as_slice())
+    }
+
+    /// [`CpuReading::now`] with several worker processes, whose time is added up as `worker`.
+    pub fn with_workers(ingress: Option<u32>, workers: &[u32]) -> CpuReading {
         let mut reading = CpuReading {
             bench: process_seconds(std::process::id(), false),
             ingress: ingress.map_or(0.0, |pid| process_seconds(pid, false)),
-            worker: worker.map_or(0.0, |pid| process_seconds(pid, false)),
+            worker: workers.iter().map(|pid| process_seconds(*pid, false)).sum(),
             ..CpuReading::default()
         };
         for (pid, name) in processes() {

@@ -16,6 +16,7 @@ use crate::loadgen::{self, LoadgenArgs, parse_duration};
 
 mod console;
 mod cpu;
+pub mod scale;
 
 use cpu::{CpuReading, PhaseCpu};
 use waybill_config::ExposeSecret;
@@ -91,13 +92,7 @@ pub struct RunFigures {
 
 /// Runs the benchmark.
 pub async fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(PathBuf::from)
-            .ok_or_else(|| anyhow::anyhow!("cannot tell where this binary is; pass --bin-dir"))?,
-    };
+    let bin_dir = bin_dir(args.bin_dir.as_ref())?;
     if let Some(soak) = args.soak {
         return run_soak(args, settings, &bin_dir, soak).await;
     }
@@ -115,6 +110,17 @@ pub async fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
         anyhow::bail!("{} accepted events were never stored", report.lost);
     }
     Ok(())
+}
+
+/// Where the `waybill-ingress` and `waybill-worker` binaries are: `given`, or beside this one.
+fn bin_dir(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(dir) => Ok(dir.clone()),
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow::anyhow!("cannot tell where this binary is; pass --bin-dir")),
+    }
 }
 
 /// A fresh database, queue prefix and pair of processes for one run.
@@ -152,6 +158,12 @@ impl Stack {
     }
 
     fn spawn(&self, binary: &str) -> anyhow::Result<Child> {
+        self.spawn_at(binary, self.settings.worker.addr)
+    }
+
+    /// Starts `binary` with this stack's settings, a worker listening on `worker_addr` (each of
+    /// several workers needs its own).
+    fn spawn_at(&self, binary: &str, worker_addr: std::net::SocketAddr) -> anyhow::Result<Child> {
         let path = self.bin_dir.join(binary);
         let settings = &self.settings;
         Command::new(&path)
@@ -159,7 +171,7 @@ impl Stack {
             .env("AMQP_URL", settings.bus.url.expose_secret())
             .env("WAYBILL_BUS_PREFIX", &settings.bus.prefix)
             .env("WAYBILL_INGRESS_ADDR", settings.ingress.addr.to_string())
-            .env("WAYBILL_WORKER_ADDR", settings.worker.addr.to_string())
+            .env("WAYBILL_WORKER_ADDR", worker_addr.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -238,13 +250,19 @@ async fn stop(mut child: Child) {
 }
 
 fn loadgen_args(args: &BenchArgs, settings: &Settings) -> LoadgenArgs {
+    load_at_full_speed(args.concurrency, args.duration, settings)
+}
+
+/// The bench's load: as fast as `concurrency` connections go for `duration`, no duplicates or
+/// invalid requests, a fifth of the shipments' scans out of order.
+fn load_at_full_speed(concurrency: usize, duration: Duration, settings: &Settings) -> LoadgenArgs {
     LoadgenArgs {
         ingress: Some(format!("http://{}", settings.ingress.addr)),
         worker: Some(format!("http://{}", settings.worker.addr)),
         sources: Vec::new(),
         rate: 0.0,
-        concurrency: args.concurrency,
-        duration: args.duration,
+        concurrency,
+        duration,
         count: None,
         duplicates: 0.0,
         out_of_order: 0.2,

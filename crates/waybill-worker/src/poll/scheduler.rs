@@ -364,7 +364,8 @@ impl Scheduler {
 
 /// Runs the scheduler until shutdown: a tick every `polling.tick_ms`, or at once again when the
 /// last tick used its whole budget (a backlog drains at the budget's pace, not the tick's).
-pub(crate) async fn run(mut scheduler: Scheduler, shutdown: CancellationToken) {
+/// Public so that tests can run several schedulers exactly as worker replicas run them.
+pub async fn run(mut scheduler: Scheduler, shutdown: CancellationToken) {
     let tick = Duration::from_millis(scheduler.context.settings.tick_ms);
     match scheduler.prepare().await {
         Ok(0) => {}

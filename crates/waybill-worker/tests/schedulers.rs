@@ -1,0 +1,192 @@
+//! Several poll schedulers at once, as several worker replicas run them: three scheduler loops,
+//! each with its own worker (its own store pool and publisher connection, and its own
+//! connection for the queue depth), against one database holding a few thousand due shipments.
+//! What they publish to `waybill.polls` must be one job per due shipment, for the slot the
+//! database recorded: no shipment claimed twice, none left out.
+//!
+//! Needs Postgres (`WAYBILL_TEST_DATABASE_URL`) and RabbitMQ (`WAYBILL_TEST_AMQP_URL`, default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`); uses its own database and queue prefix.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use waybill_bus::envelope::{PollEnvelope, PollJobV1};
+use waybill_bus::{BusConnection, Consumer, Topology};
+use waybill_config::Settings;
+use waybill_core::{CarrierCode, SourceId, TenantId, TrackingNumber};
+use waybill_store::ShipmentKey;
+use waybill_store::polling::{PollState, poll_schedule, seed_due_shipments};
+use waybill_store::testing::TestDatabase;
+use waybill_worker::Worker;
+use waybill_worker::poll::{Scheduler, SystemClock, run_scheduler};
+
+const SHIPMENTS: u32 = 3_000;
+const SCHEDULERS: usize = 3;
+const PREFIX: &str = "SCHED";
+/// A tick's budget is two ticks of the source's rate: 500/s × 0.1 s × 2 = 100 slots, so each
+/// scheduler claims many times and the three interleave.
+const TICK_MS: u64 = 100;
+
+fn amqp_url() -> String {
+    std::env::var("WAYBILL_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+fn settings(database_url: &str, prefix: &str) -> Settings {
+    Settings::from_toml_str(&format!(
+        r#"
+        auth = {{ mode = "none" }}
+        [bus]
+        url = "{amqp}"
+        prefix = "{prefix}"
+        [database]
+        url = "{database_url}"
+        max_connections = 4
+        [[sources]]
+        id = "polled"
+        profile = "starshipit"
+        credentials = {{ api_key = "k", subscription_key = "s" }}
+        poll_base_url = "http://127.0.0.1:9"
+        [polling]
+        enabled = true
+        tick_ms = {TICK_MS}
+        claim_batch = 100
+        [polling.sources.polled]
+        rate_limit_per_second = 500
+        "#,
+        amqp = amqp_url(),
+    ))
+    .expect("the test's settings are valid")
+}
+
+fn tracking_number(n: u32) -> TrackingNumber {
+    TrackingNumber::parse(&format!("{PREFIX}{n:09}")).expect("a valid tracking number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_schedulers_publish_every_due_shipment_once_for_its_slot() {
+    let db = TestDatabase::create(&TestDatabase::admin_url())
+        .await
+        .expect("create a test database (is Postgres running? see WAYBILL_TEST_DATABASE_URL)");
+    let prefix = format!("sched{:08x}.", rand::random::<u32>());
+    let settings = settings(db.url(), &prefix);
+    let connection = BusConnection::connect(&amqp_url(), "waybill-test-schedulers")
+        .await
+        .expect("connect to RabbitMQ (see WAYBILL_TEST_AMQP_URL)");
+    let topology = Topology::new(&prefix);
+    topology.declare(&connection).await.unwrap();
+    let tenant = TenantId::default_tenant();
+    let carrier = CarrierCode::parse("starshipit").unwrap();
+    {
+        let mut conn = db.store().acquire().await.unwrap();
+        let seeded = seed_due_shipments(
+            &mut conn,
+            &tenant,
+            &carrier,
+            &SourceId::parse("polled").unwrap(),
+            PREFIX,
+            SHIPMENTS,
+            Utc::now() - chrono::Duration::minutes(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(seeded, u64::from(SHIPMENTS));
+    }
+
+    let shutdown = CancellationToken::new();
+    let mut loops = Vec::new();
+    for _ in 0..SCHEDULERS {
+        let worker = Worker::build(settings.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        let scheduler = Scheduler::new(&worker, Arc::new(SystemClock)).unwrap();
+        loops.push(tokio::spawn(run_scheduler(scheduler, shutdown.clone())));
+    }
+    let polls = topology.polls_queue();
+    wait_for_depth(&connection, &polls, SHIPMENTS).await;
+    // A few more ticks each, so that a second claim of anything would have been published.
+    tokio::time::sleep(Duration::from_millis(5 * TICK_MS)).await;
+    shutdown.cancel();
+    for running in loops {
+        running.await.unwrap();
+    }
+
+    let jobs = read_all(&connection, &polls).await;
+    let mut by_number: BTreeMap<String, Vec<PollJobV1>> = BTreeMap::new();
+    for job in jobs {
+        by_number
+            .entry(job.tracking_number.as_str().to_owned())
+            .or_default()
+            .push(job);
+    }
+    let twice: Vec<&String> = by_number
+        .iter()
+        .filter(|(_, jobs)| jobs.len() > 1)
+        .map(|(number, _)| number)
+        .collect();
+    assert!(twice.is_empty(), "claimed and published twice: {twice:?}");
+    let mut conn = db.store().acquire().await.unwrap();
+    for n in 1..=SHIPMENTS {
+        let number = tracking_number(n);
+        let jobs = by_number
+            .get(number.as_str())
+            .unwrap_or_else(|| panic!("{} was never published", number.as_str()));
+        let key = ShipmentKey {
+            tenant: tenant.clone(),
+            carrier: carrier.clone(),
+            tracking_number: number,
+        };
+        let schedule = poll_schedule(&mut conn, &key).await.unwrap().unwrap();
+        assert_eq!(schedule.state, Some(PollState::Active));
+        assert_eq!(
+            schedule.slot,
+            Some(jobs[0].slot),
+            "the job is for the slot the claim recorded"
+        );
+        assert_eq!(jobs[0].attempt, 0, "a first claim of the slot");
+    }
+    assert_eq!(by_number.len(), SHIPMENTS as usize);
+    drop(conn);
+
+    topology.delete(&connection).await.unwrap();
+    connection.close().await.unwrap();
+    db.drop_database().await.unwrap();
+}
+
+/// Waits until `queue` holds at least `count` messages (bounded: the test fails, not hangs).
+async fn wait_for_depth(connection: &BusConnection, queue: &str, count: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let depth = connection.queue_stats(queue).await.unwrap().messages;
+        if depth >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {depth} of {count} poll jobs published within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every job on `queue` (nothing else consumes it), decoded.
+async fn read_all(connection: &BusConnection, queue: &str) -> Vec<PollJobV1> {
+    let depth = connection.queue_stats(queue).await.unwrap().messages;
+    let mut consumer = Consumer::start(connection, queue, 1_000, "").await.unwrap();
+    let mut jobs = Vec::new();
+    while jobs.len() < depth as usize {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("a queued job is delivered")
+            .expect("the consumer is open")
+            .unwrap();
+        let PollEnvelope::PollJobV1(job) = PollEnvelope::decode(&delivery.body).unwrap();
+        jobs.push(job);
+        consumer.acker().ack(delivery.delivery_tag).await.unwrap();
+    }
+    consumer.cancel().await;
+    jobs
+}
