@@ -58,6 +58,18 @@ async fn letters(
     .map_err(|e| PageError::broker(&e))
 }
 
+/// The dead letters an admin's form selects (`id` repeated): at least one.
+fn selected(form: &CheckedForm) -> Result<Vec<String>, PageError> {
+    form.viewer.require_admin()?;
+    let ids = form.all("id");
+    if ids.is_empty() {
+        return Err(PageError::BadRequest(
+            "select at least one dead letter".into(),
+        ));
+    }
+    Ok(ids)
+}
+
 fn listing(
     viewer: &Viewer,
     letters: &[DeadLetterSummary],
@@ -128,8 +140,7 @@ pub(crate) async fn show(
         CONNECTION_NAME,
         &query.id,
     )
-    .await
-    .map_err(|e| PageError::broker(&e))?;
+    .await?;
     let scope = viewer.tenant_scope();
     let detail = found
         .filter(|d| {
@@ -190,13 +201,7 @@ pub(crate) async fn replay(
     State(console): State<Console>,
     form: CheckedForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
-    let ids = form.all("id");
-    if ids.is_empty() {
-        return Err(PageError::BadRequest(
-            "select at least one dead letter".into(),
-        ));
-    }
+    let ids = selected(&form)?;
     let parts = console.parts();
     let report = admin::replay(
         console.settings().bus.url.expose_secret(),
@@ -205,8 +210,7 @@ pub(crate) async fn replay(
         &parts.publisher,
         &Selection::Ids(ids),
     )
-    .await
-    .map_err(|e| PageError::broker(&e))?;
+    .await?;
     tracing::info!(key.id = %form.viewer.session.key_id, replayed = report.replayed.len(), failed = report.failed.len(), "console: dead letters replayed");
     let mut text = format!("{} replayed.", report.replayed.len());
     for (id, why) in &report.failed {
@@ -222,13 +226,7 @@ pub(crate) async fn purge(
     State(console): State<Console>,
     form: CheckedForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
-    let ids = form.all("id");
-    if ids.is_empty() {
-        return Err(PageError::BadRequest(
-            "select at least one dead letter".into(),
-        ));
-    }
+    let ids = selected(&form)?;
     if form.get("confirm") != Some("yes") {
         return Ok(shell::page(
             &form.viewer,
@@ -254,8 +252,7 @@ pub(crate) async fn purge(
         CONNECTION_NAME,
         &Selection::Ids(ids),
     )
-    .await
-    .map_err(|e| PageError::broker(&e))?;
+    .await?;
     tracing::info!(key.id = %form.viewer.session.key_id, purged = removed.len(), "console: dead letters purged");
     let (letters, total) = letters(&console, &form.viewer).await?;
     Ok(listing(
