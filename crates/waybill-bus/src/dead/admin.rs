@@ -249,7 +249,7 @@ pub async fn replay(
             }
             match scan.letters.replay(publisher, &message).await {
                 Ok(()) => report.replayed.push(id),
-                Err(error) => report.failed.push((id, error_chain(&error))),
+                Err(error) => report.failed.push((id, crate::error::chain(&error))),
             }
         }
         Ok::<(), BusError>(())
@@ -294,18 +294,6 @@ pub async fn purge(
     scan.close().await;
     result?;
     Ok(removed)
-}
-
-/// An error and its sources, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
