@@ -13,20 +13,16 @@
 //! it idempotently — and only then removes it from the dead-letter queue.
 
 use std::fmt;
-use std::time::Duration;
 
 use clap::Subcommand;
-use tokio_util::sync::CancellationToken;
 use waybill_bus::dead::admin;
 pub use waybill_bus::dead::admin::{
     DeadLetterDetail, DeadLetterSummary, ReplayReport, Selection, letter_id,
 };
-use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 
-/// How long `replay` waits for its publisher to connect.
-const PUBLISHER_READY_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::broker::{CommandPublisher, topology};
 
 /// The connection name these commands show in `rabbitmqctl list_connections`.
 const CONNECTION_NAME: &str = "waybill-cli-deadletters";
@@ -180,10 +176,6 @@ fn print_json(detail: &DeadLetterDetail, with_body: bool) -> anyhow::Result<()> 
     crate::output::json(&value)
 }
 
-fn topology(settings: &Settings) -> Topology {
-    Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit)
-}
-
 /// The first `limit` dead letters (never their bodies) and how many there are in all.
 pub async fn list(
     settings: &Settings,
@@ -215,30 +207,15 @@ pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<Option<DeadLe
 /// Replays the selected dead letters through the normal path (see the module documentation).
 pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Result<ReplayReport> {
     let topology = topology(settings);
-    let stop = CancellationToken::new();
-    let publisher = Publisher::start(
-        PublisherConfig::new(
-            settings.bus.url.expose_secret(),
-            "waybill-cli-replay",
-            topology.clone(),
-        ),
-        stop.clone(),
-    )
-    .await?;
-    if !publisher.wait_ready(PUBLISHER_READY_TIMEOUT).await {
-        stop.cancel();
-        publisher.close().await;
-        anyhow::bail!("cannot publish to the broker (not connected, or publishing is blocked)");
-    }
+    let publisher = CommandPublisher::start(settings, &topology, "waybill-cli-replay").await?;
     let report = admin::replay(
         settings.bus.url.expose_secret(),
         &topology,
         CONNECTION_NAME,
-        &publisher,
+        publisher.publisher(),
         selection,
     )
     .await;
-    stop.cancel();
     publisher.close().await;
     Ok(report?)
 }
