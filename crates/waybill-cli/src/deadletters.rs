@@ -15,7 +15,8 @@
 use std::fmt;
 
 use clap::Subcommand;
-use waybill_bus::dead::admin;
+use waybill_bus::Topology;
+use waybill_bus::dead::admin::DeadLetterQueue;
 pub use waybill_bus::dead::admin::{
     DeadLetterDetail, DeadLetterSummary, ReplayReport, Selection, letter_id,
 };
@@ -182,40 +183,22 @@ pub async fn list(
     limit: usize,
 ) -> anyhow::Result<(Vec<DeadLetterSummary>, u64)> {
     let topology = topology(settings);
-    Ok(admin::list(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        limit,
-        |_| true,
-    )
-    .await?)
+    Ok(queue(settings, &topology).list(limit, |_| true).await?)
 }
 
 /// The dead letter with `id`, body included, if it is in the queue.
 pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<Option<DeadLetterDetail>> {
     let topology = topology(settings);
-    Ok(admin::show(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        id,
-    )
-    .await?)
+    Ok(queue(settings, &topology).show(id).await?)
 }
 
 /// Replays the selected dead letters through the normal path (see the module documentation).
 pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Result<ReplayReport> {
     let topology = topology(settings);
     let publisher = CommandPublisher::start(settings, &topology, "waybill-cli-replay").await?;
-    let report = admin::replay(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        publisher.publisher(),
-        selection,
-    )
-    .await;
+    let report = queue(settings, &topology)
+        .replay(publisher.publisher(), selection)
+        .await;
     publisher.close().await;
     Ok(report?)
 }
@@ -223,13 +206,16 @@ pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Resul
 /// Removes the selected dead letters for good; returns the ids removed.
 pub async fn purge(settings: &Settings, selection: &Selection) -> anyhow::Result<Vec<String>> {
     let topology = topology(settings);
-    Ok(admin::purge(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        selection,
-    )
-    .await?)
+    Ok(queue(settings, &topology).purge(selection).await?)
+}
+
+/// The configured dead-letter queue, reached as [`CONNECTION_NAME`].
+fn queue<'a>(settings: &'a Settings, topology: &'a Topology) -> DeadLetterQueue<'a> {
+    DeadLetterQueue {
+        url: settings.bus.url.expose_secret(),
+        topology,
+        connection_name: CONNECTION_NAME,
+    }
 }
 
 /// The `list` table.
