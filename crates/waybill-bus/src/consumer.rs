@@ -238,10 +238,30 @@ pub struct Acker {
 impl Acker {
     /// Acknowledges one delivery: it is done and leaves the queue.
     pub async fn ack(&self, delivery_tag: u64) -> Result<(), BusError> {
-        let options = BasicAckOptions {
-            // Only this delivery.
-            multiple: false,
-        };
+        self.ack_with(delivery_tag, false).await
+    }
+
+    /// Acknowledges every outstanding delivery up to and including `up_to` in one frame (after
+    /// a batch committed).
+    pub async fn ack_multiple(&self, up_to: u64) -> Result<(), BusError> {
+        self.ack_with(up_to, true).await
+    }
+
+    /// Negatively acknowledges one delivery: `requeue` puts it back (its delivery count rises
+    /// and it is dead-lettered past the limit); otherwise it is dead-lettered now.
+    pub async fn nack(&self, delivery_tag: u64, requeue: bool) -> Result<(), BusError> {
+        self.nack_with(delivery_tag, false, requeue).await
+    }
+
+    /// Negatively acknowledges every outstanding delivery up to and including `up_to`.
+    pub async fn nack_multiple(&self, up_to: u64, requeue: bool) -> Result<(), BusError> {
+        self.nack_with(up_to, true, requeue).await
+    }
+
+    /// `basic.ack` of `delivery_tag`, and with `multiple` of every outstanding delivery with a
+    /// tag below it.
+    async fn ack_with(&self, delivery_tag: u64, multiple: bool) -> Result<(), BusError> {
+        let options = BasicAckOptions { multiple };
         self.run(
             "ack",
             delivery_tag,
@@ -250,44 +270,21 @@ impl Acker {
         .await
     }
 
-    /// Acknowledges every outstanding delivery up to and including `up_to` in one frame (after
-    /// a batch committed).
-    pub async fn ack_multiple(&self, up_to: u64) -> Result<(), BusError> {
-        let options = BasicAckOptions {
-            // Everything outstanding with a tag <= up_to.
-            multiple: true,
-        };
-        self.run("ack", up_to, self.channel.basic_ack(up_to, options))
-            .await
-    }
-
-    /// Negatively acknowledges one delivery: `requeue` puts it back (its delivery count rises
-    /// and it is dead-lettered past the limit); otherwise it is dead-lettered now.
-    pub async fn nack(&self, delivery_tag: u64, requeue: bool) -> Result<(), BusError> {
-        let options = BasicNackOptions {
-            // Only this delivery.
-            multiple: false,
-            // Back to the queue, or to the dead-letter exchange.
-            requeue,
-        };
+    /// `basic.nack` of `delivery_tag` (and with `multiple` of every outstanding delivery with a
+    /// tag below it): back to the queue with `requeue`, or to the dead-letter exchange.
+    async fn nack_with(
+        &self,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), BusError> {
+        let options = BasicNackOptions { multiple, requeue };
         self.run(
             "nack",
             delivery_tag,
             self.channel.basic_nack(delivery_tag, options),
         )
         .await
-    }
-
-    /// Negatively acknowledges every outstanding delivery up to and including `up_to`.
-    pub async fn nack_multiple(&self, up_to: u64, requeue: bool) -> Result<(), BusError> {
-        let options = BasicNackOptions {
-            // Everything outstanding with a tag <= up_to.
-            multiple: true,
-            // Back to the queue, or to the dead-letter exchange.
-            requeue,
-        };
-        self.run("nack", up_to, self.channel.basic_nack(up_to, options))
-            .await
     }
 
     /// Rejects one delivery without requeueing: the broker dead-letters it at once.

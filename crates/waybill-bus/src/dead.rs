@@ -129,17 +129,8 @@ impl DeadLetters {
             // Only this message.
             multiple: false,
         };
-        bounded(
-            "removing a dead letter",
-            OPERATION_TIMEOUT,
-            self.channel.basic_ack(delivery_tag, options),
-        )
-        .await?
-        .map_err(|source| BusError::Acknowledge {
-            operation: "ack",
-            delivery_tag,
-            source: source.into(),
-        })
+        let ack = self.channel.basic_ack(delivery_tag, options);
+        acknowledge("removing a dead letter", "ack", delivery_tag, ack).await
     }
 
     /// Puts a dead message back on the dead-letter queue now (instead of at close).
@@ -150,17 +141,8 @@ impl DeadLetters {
             // Back onto the dead-letter queue (it has no dead-letter exchange of its own).
             requeue: true,
         };
-        bounded(
-            "releasing a dead letter",
-            OPERATION_TIMEOUT,
-            self.channel.basic_nack(delivery_tag, options),
-        )
-        .await?
-        .map_err(|source| BusError::Acknowledge {
-            operation: "nack",
-            delivery_tag,
-            source: source.into(),
-        })
+        let nack = self.channel.basic_nack(delivery_tag, options);
+        acknowledge("releasing a dead letter", "nack", delivery_tag, nack).await
     }
 
     /// Publishes a dead message back to where it was first published (same body, `message_id`
@@ -262,6 +244,22 @@ pub async fn publish_dead(
     publisher
         .publish(dead_letter_message(topology, queue, delivery, reason))
         .await
+}
+
+/// An acknowledgement of a dead letter, bounded by [`OPERATION_TIMEOUT`].
+async fn acknowledge(
+    what: &'static str,
+    operation: &'static str,
+    delivery_tag: u64,
+    acknowledgement: impl Future<Output = Result<(), lapin::Error>>,
+) -> Result<(), BusError> {
+    bounded(what, OPERATION_TIMEOUT, acknowledgement)
+        .await?
+        .map_err(|source| BusError::Acknowledge {
+            operation,
+            delivery_tag,
+            source: source.into(),
+        })
 }
 
 fn dead_message(delivery: lapin::message::Delivery, remaining: u32) -> DeadMessage {

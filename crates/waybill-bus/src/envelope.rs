@@ -10,8 +10,6 @@
 //! A body that is not one of these (not JSON, no `type`, an unknown `type`, invalid fields) is an
 //! [`EnvelopeError`]: permanent, so the worker dead-letters it instead of retrying.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use waybill_core::{CarrierCode, SourceId, TenantId, TrackingEvent, TrackingNumber};
@@ -54,24 +52,7 @@ impl EnvelopeId {
     }
 }
 
-impl fmt::Display for EnvelopeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for EnvelopeId {
-    type Error = InvalidEnvelopeId;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        EnvelopeId::parse(&value)
-    }
-}
-
-impl From<EnvelopeId> for String {
-    fn from(value: EnvelopeId) -> Self {
-        value.0
-    }
-}
+waybill_core::string_conversions!(EnvelopeId, InvalidEnvelopeId);
 
 /// Why a message body is not an envelope Waybill can read. Always permanent.
 #[derive(Debug, thiserror::Error)]

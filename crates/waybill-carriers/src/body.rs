@@ -95,19 +95,23 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<Value, MapError> {
     utf8(body)?;
     let mut object = Map::new();
     for (key, value) in form_urlencoded::parse(body) {
-        let value = Value::String(value.into_owned());
-        match object.get_mut(key.as_ref()) {
-            None => {
-                object.insert(key.into_owned(), value);
-            }
-            Some(Value::Array(values)) => values.push(value),
-            Some(first) => {
-                let first = first.take();
-                object.insert(key.into_owned(), Value::Array(vec![first, value]));
-            }
-        }
+        insert_repeated(&mut object, &key, Value::String(value.into_owned()));
     }
     Ok(Value::Object(object))
+}
+
+/// Inserts `value` under `name`; a name that repeats holds an array of its values, in order.
+fn insert_repeated(object: &mut Map<String, Value>, name: &str, value: Value) {
+    match object.get_mut(name) {
+        None => {
+            object.insert(name.to_owned(), value);
+        }
+        Some(Value::Array(values)) => values.push(value),
+        Some(first) => {
+            let first = first.take();
+            object.insert(name.to_owned(), Value::Array(vec![first, value]));
+        }
+    }
 }
 
 /// Parses an XML body; see the module documentation.
@@ -166,17 +170,7 @@ fn element_value(node: roxmltree::Node<'_, '_>, depth: usize) -> Result<Value, M
     }
     for child in children {
         let value = element_value(child, depth + 1)?;
-        let name = child.tag_name().name();
-        match object.get_mut(name) {
-            None => {
-                object.insert(name.to_owned(), value);
-            }
-            Some(Value::Array(values)) => values.push(value),
-            Some(first) => {
-                let first = first.take();
-                object.insert(name.to_owned(), Value::Array(vec![first, value]));
-            }
-        }
+        insert_repeated(&mut object, child.tag_name().name(), value);
     }
     if !own_text.is_empty() {
         object.insert("#text".to_owned(), Value::String(own_text.to_owned()));

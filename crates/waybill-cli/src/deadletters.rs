@@ -13,20 +13,17 @@
 //! it idempotently — and only then removes it from the dead-letter queue.
 
 use std::fmt;
-use std::time::Duration;
 
 use clap::Subcommand;
-use tokio_util::sync::CancellationToken;
-use waybill_bus::dead::admin;
+use waybill_bus::Topology;
+use waybill_bus::dead::admin::DeadLetterQueue;
 pub use waybill_bus::dead::admin::{
     DeadLetterDetail, DeadLetterSummary, ReplayReport, Selection, letter_id,
 };
-use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 
-/// How long `replay` waits for its publisher to connect.
-const PUBLISHER_READY_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::broker::{CommandPublisher, topology};
 
 /// The connection name these commands show in `rabbitmqctl list_connections`.
 const CONNECTION_NAME: &str = "waybill-cli-deadletters";
@@ -180,65 +177,28 @@ fn print_json(detail: &DeadLetterDetail, with_body: bool) -> anyhow::Result<()> 
     crate::output::json(&value)
 }
 
-fn topology(settings: &Settings) -> Topology {
-    Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit)
-}
-
 /// The first `limit` dead letters (never their bodies) and how many there are in all.
 pub async fn list(
     settings: &Settings,
     limit: usize,
 ) -> anyhow::Result<(Vec<DeadLetterSummary>, u64)> {
     let topology = topology(settings);
-    Ok(admin::list(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        limit,
-        |_| true,
-    )
-    .await?)
+    Ok(queue(settings, &topology).list(limit, |_| true).await?)
 }
 
 /// The dead letter with `id`, body included, if it is in the queue.
 pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<Option<DeadLetterDetail>> {
     let topology = topology(settings);
-    Ok(admin::show(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        id,
-    )
-    .await?)
+    Ok(queue(settings, &topology).show(id).await?)
 }
 
 /// Replays the selected dead letters through the normal path (see the module documentation).
 pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Result<ReplayReport> {
     let topology = topology(settings);
-    let stop = CancellationToken::new();
-    let publisher = Publisher::start(
-        PublisherConfig::new(
-            settings.bus.url.expose_secret(),
-            "waybill-cli-replay",
-            topology.clone(),
-        ),
-        stop.clone(),
-    )
-    .await?;
-    if !publisher.wait_ready(PUBLISHER_READY_TIMEOUT).await {
-        stop.cancel();
-        publisher.close().await;
-        anyhow::bail!("cannot publish to the broker (not connected, or publishing is blocked)");
-    }
-    let report = admin::replay(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        &publisher,
-        selection,
-    )
-    .await;
-    stop.cancel();
+    let publisher = CommandPublisher::start(settings, &topology, "waybill-cli-replay").await?;
+    let report = queue(settings, &topology)
+        .replay(publisher.publisher(), selection)
+        .await;
     publisher.close().await;
     Ok(report?)
 }
@@ -246,13 +206,16 @@ pub async fn replay(settings: &Settings, selection: &Selection) -> anyhow::Resul
 /// Removes the selected dead letters for good; returns the ids removed.
 pub async fn purge(settings: &Settings, selection: &Selection) -> anyhow::Result<Vec<String>> {
     let topology = topology(settings);
-    Ok(admin::purge(
-        settings.bus.url.expose_secret(),
-        &topology,
-        CONNECTION_NAME,
-        selection,
-    )
-    .await?)
+    Ok(queue(settings, &topology).purge(selection).await?)
+}
+
+/// The configured dead-letter queue, reached as [`CONNECTION_NAME`].
+fn queue<'a>(settings: &'a Settings, topology: &'a Topology) -> DeadLetterQueue<'a> {
+    DeadLetterQueue {
+        url: settings.bus.url.expose_secret(),
+        topology,
+        connection_name: CONNECTION_NAME,
+    }
 }
 
 /// The `list` table.

@@ -5,7 +5,6 @@
 //! worker sends it within `fanout.delivery_interval_ms` (once its subscription is enabled).
 //! Bodies are never printed: they carry personal data.
 
-use anyhow::Context;
 use chrono::Utc;
 use clap::Subcommand;
 use waybill_config::ExposeSecret;
@@ -61,11 +60,7 @@ pub async fn run(command: DeliveriesCommand, settings: &Settings) -> anyhow::Res
             limit,
             json,
         } => {
-            let tenant = tenant
-                .as_deref()
-                .map(TenantId::parse)
-                .transpose()
-                .context("--tenant")?;
+            let tenant = crate::args::tenant_filter(tenant.as_deref())?;
             let dead = dead(settings, subscription, tenant.as_ref(), limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&dead)?);

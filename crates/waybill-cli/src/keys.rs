@@ -15,7 +15,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::keys::KeySnapshotV1;
-use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_bus::{Publisher, PublisherConfig};
 use waybill_config::ExposeSecret;
 use waybill_config::{AuthMode, Settings};
 use waybill_core::TenantId;
@@ -124,11 +124,7 @@ pub async fn run(command: KeysCommand, settings: &Settings) -> anyhow::Result<()
             prefix,
             json,
         } => {
-            let tenant = tenant
-                .as_deref()
-                .map(TenantId::parse)
-                .transpose()
-                .context("--tenant")?;
+            let tenant = crate::args::tenant_filter(tenant.as_deref())?;
             let keys = list(settings, tenant.as_ref(), prefix.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
@@ -266,8 +262,7 @@ async fn try_publish(store: &Store, settings: &Settings) -> anyhow::Result<()> {
         snapshot.generated_at,
         snapshot.keys.iter().map(StoredApiKey::to_record),
     );
-    let topology =
-        Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
+    let topology = crate::broker::topology(settings);
     let stop = CancellationToken::new();
     let mut config = PublisherConfig::new(
         settings.bus.url.expose_secret(),

@@ -2,6 +2,8 @@
 //! dead letters), so that the end-to-end tests can drive them in-process. `main.rs` parses
 //! arguments and calls these. The load tools are in `waybill-bench`.
 
+mod args;
+mod broker;
 pub mod deadletters;
 pub mod deliveries;
 pub mod keys;
@@ -9,3 +11,5 @@ pub mod output;
 pub mod profiles;
 pub mod rejected;
 pub mod subscriptions;
+
+pub use broker::topology;

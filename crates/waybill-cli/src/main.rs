@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use waybill_cli::{deadletters, deliveries, keys, profiles, rejected, subscriptions};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
+use waybill_telemetry::TelemetryConfig;
 
 /// Waybill's admin command line.
 #[derive(Debug, Parser)]
@@ -71,19 +72,11 @@ async fn main() {
             }
         }
     }
-    let settings = match Settings::load() {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("waybill: {error}");
-            std::process::exit(2);
-        }
-    };
-    let _telemetry = waybill_telemetry::init(&waybill_telemetry::TelemetryConfig {
-        service_name: "waybill-cli",
-        format: waybill_telemetry::LogFormat::Pretty,
-        default_filter: "warn".to_owned(),
-        traces_filter: settings.telemetry.traces_filter.clone(),
-    });
+    let settings = Settings::load_or_exit("waybill");
+    let _telemetry = waybill_telemetry::init(&TelemetryConfig::command_line(
+        "waybill-cli",
+        settings.telemetry.traces_filter.clone(),
+    ));
     if let Err(error) = run(cli.command, settings).await {
         eprintln!("waybill: {error:#}");
         std::process::exit(1);
@@ -104,8 +97,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "waybill-cli",
             )
             .await?;
-            let topology = waybill_bus::Topology::new(&settings.bus.prefix)
-                .with_delivery_limit(settings.bus.delivery_limit);
+            let topology = waybill_cli::topology(&settings);
             topology.declare(&connection).await?;
             connection.close().await?;
             eprintln!("topology declared");

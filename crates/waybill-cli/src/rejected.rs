@@ -4,19 +4,17 @@
 //! events to the inbound queue like the ingress would: siblings already stored are duplicates
 //! and change nothing; the element that failed is marked replayed once it maps.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use chrono::Utc;
 use clap::Subcommand;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use waybill_bus::envelope::{InboundEnvelope, WebhookV1};
-use waybill_bus::{Publisher, PublisherConfig, Topology};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::{SourceId, TenantId};
 use waybill_store::rejected::{self, RejectedEvent, RejectedFilter};
+
+use crate::broker::{CommandPublisher, topology};
 
 /// `waybill rejected …`.
 #[derive(Debug, Subcommand)]
@@ -56,8 +54,6 @@ pub enum RejectedCommand {
         source: Option<String>,
     },
 }
-
-const PUBLISHER_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs a `rejected` command.
 pub async fn run(command: RejectedCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -228,23 +224,8 @@ pub async fn replay(
         return Ok(report);
     }
     let profiles = settings.profiles()?;
-    let topology =
-        Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
-    let stop = CancellationToken::new();
-    let publisher = Publisher::start(
-        PublisherConfig::new(
-            settings.bus.url.expose_secret(),
-            "waybill-cli-rejected",
-            topology.clone(),
-        ),
-        stop.clone(),
-    )
-    .await?;
-    if !publisher.wait_ready(PUBLISHER_READY_TIMEOUT).await {
-        stop.cancel();
-        publisher.close().await;
-        anyhow::bail!("cannot publish to the broker (not connected, or publishing is blocked)");
-    }
+    let topology = topology(settings);
+    let publisher = CommandPublisher::start(settings, &topology, "waybill-cli-rejected").await?;
     for row in rows {
         let s = &row.stored;
         let outcome = async {
@@ -272,6 +253,7 @@ pub async fn replay(
                     None,
                 ));
                 publisher
+                    .publisher()
                     .publish(envelope.to_message(&topology))
                     .await
                     .context("the broker did not confirm the replay")?;
@@ -295,7 +277,6 @@ pub async fn replay(
             }
         }
     }
-    stop.cancel();
     publisher.close().await;
     Ok(report)
 }

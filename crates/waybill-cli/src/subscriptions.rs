@@ -182,11 +182,7 @@ pub async fn run(command: SubscriptionsCommand, settings: &Settings) -> anyhow::
             }
         }
         SubscriptionsCommand::List { tenant, json } => {
-            let tenant = tenant
-                .as_deref()
-                .map(TenantId::parse)
-                .transpose()
-                .context("--tenant")?;
+            let tenant = crate::args::tenant_filter(tenant.as_deref())?;
             let listed = list(settings, tenant.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&listed)?);

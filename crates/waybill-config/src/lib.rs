@@ -280,6 +280,18 @@ impl Settings {
         Settings::load_from(file.as_deref(), true)
     }
 
+    /// [`Settings::load`] for a program's start: a configuration that does not load is printed
+    /// to stderr after `program: ` and the process exits with status 2.
+    pub fn load_or_exit(program: &str) -> Settings {
+        match Settings::load() {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("{program}: {error}");
+                std::process::exit(2);
+            }
+        }
+    }
+
     /// Loads defaults ← `file` ← (if `with_env`) environment, and validates.
     pub fn load_from(file: Option<&Path>, with_env: bool) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));

@@ -36,6 +36,18 @@ impl PageError {
     }
 }
 
+impl From<waybill_store::StoreError> for PageError {
+    fn from(error: waybill_store::StoreError) -> PageError {
+        PageError::database(&error)
+    }
+}
+
+impl From<waybill_bus::BusError> for PageError {
+    fn from(error: waybill_bus::BusError) -> PageError {
+        PageError::broker(&error)
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, sentence) = match &self {

@@ -124,24 +124,7 @@ impl KeyId {
     }
 }
 
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for KeyId {
-    type Error = KeyFormatError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        KeyId::parse(&value)
-    }
-}
-
-impl From<KeyId> for String {
-    fn from(value: KeyId) -> Self {
-        value.0
-    }
-}
+crate::string_conversions!(KeyId, KeyFormatError);
 
 /// A whole API key, secret included. Its `Debug` shows the id only; the secret, held in a
 /// redacting [`SecretString`] (wiped when dropped), leaves this type only through

@@ -1,8 +1,6 @@
 //! The deterministic event id: the idempotency key of a scan. **A storage contract** — changing
 //! the recipe makes every stored event look new, so it is versioned by its domain prefix.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -90,24 +88,7 @@ fn normalise_location(location: &str) -> String {
         .join(" ")
 }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for EventId {
-    type Error = InvalidEventId;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        EventId::parse(&value)
-    }
-}
-
-impl From<EventId> for String {
-    fn from(value: EventId) -> Self {
-        value.0
-    }
-}
+crate::string_conversions!(EventId, InvalidEventId);
 
 #[cfg(test)]
 mod tests {

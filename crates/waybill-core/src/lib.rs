@@ -5,6 +5,33 @@
 //! database, broker or HTTP crate. Everything here is a value or a function of values, so every
 //! rule can be tested exhaustively and property-tested.
 
+/// Implements `Display`, `TryFrom<String>` (through `$name::parse(&str)`, failing with `$error`)
+/// and `From<$name> for String` for a newtype `$name(String)` holding its text, so it
+/// (de)serialises with `#[serde(try_from = "String", into = "String")]`.
+#[macro_export]
+macro_rules! string_conversions {
+    ($name:ident, $error:ty) => {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl ::std::convert::TryFrom<String> for $name {
+            type Error = $error;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                $name::parse(&value)
+            }
+        }
+
+        impl ::std::convert::From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+    };
+}
+
 pub mod access;
 mod event;
 mod event_id;

@@ -12,6 +12,7 @@
 //! * [`limits`] — a declared body length over the limit refused before reading.
 //! * [`openapi`] — serving a document and its bearer-key security scheme.
 //! * [`operations`] — `/healthz`, `/readyz` and `/metrics`, handled and documented once.
+//! * [`process`] — a server process's start: configuration and telemetry.
 //! * [`serve`] — the accept loop with a bound on reading headers and on shutdown.
 
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod extract;
 pub mod limits;
 pub mod openapi;
 pub mod operations;
+pub mod process;
 pub mod serve;
 
 pub use error::HttpError;

@@ -24,9 +24,8 @@ use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_bus::{Publisher, Topology};
 use waybill_carriers::CarrierProfile;
-use waybill_config::ExposeSecret;
 use waybill_config::{Settings, SourceSettings};
 use waybill_http::auth::KeyGate;
 use waybill_http::limits::{BodyLimit, declared_length};
@@ -94,13 +93,8 @@ impl AppState {
                 },
             );
         }
-        let topology =
-            Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
-        let mut config = PublisherConfig::new(
-            settings.bus.url.expose_secret(),
-            "waybill-ingress",
-            topology.clone(),
-        );
+        let (topology, mut config) =
+            waybill_http::process::publisher_config(settings, "waybill-ingress");
         config.channels = settings.bus.publisher_channels;
         config.confirm_timeout = Duration::from_millis(settings.ingress.publish_timeout_ms);
         let keys = KeyGate::start(settings, "waybill-ingress-keys", &shutdown);

@@ -115,25 +115,21 @@ pub(crate) async fn deadline(
     request: Request,
     next: Next,
 ) -> Response {
-    let limit = state.inner.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_elapsed) => {
-            // Label by source only when the source exists: request paths are not a closed set.
-            let source = if state.inner.sources.contains_key(&source) {
-                source
-            } else {
-                "unknown".to_owned()
-            };
-            metrics::counter!(
-                "waybill_webhooks_received_total",
-                "source" => source,
-                "outcome" => "request_timeout"
-            )
-            .increment(1);
-            ApiError::RequestTimeout(limit).into_response()
-        }
-    }
+    within_deadline(&state, request, next, || {
+        // Label by source only when the source exists: request paths are not a closed set.
+        let source = if state.inner.sources.contains_key(&source) {
+            source
+        } else {
+            "unknown".to_owned()
+        };
+        metrics::counter!(
+            "waybill_webhooks_received_total",
+            "source" => source,
+            "outcome" => "request_timeout"
+        )
+        .increment(1);
+    })
+    .await
 }
 
 /// Middleware on `POST /v1/shipments`: the same deadline as a webhook's, for the same reason
@@ -144,15 +140,29 @@ pub(crate) async fn registration_deadline(
     request: Request,
     next: Next,
 ) -> Response {
+    within_deadline(&state, request, next, || {
+        metrics::counter!(
+            "waybill_registrations_received_total",
+            "outcome" => "request_timeout"
+        )
+        .increment(1);
+    })
+    .await
+}
+
+/// The response of `next`, or `408` (after `count_timeout`) when it takes longer than the
+/// configured request timeout.
+async fn within_deadline(
+    state: &AppState,
+    request: Request,
+    next: Next,
+    count_timeout: impl FnOnce(),
+) -> Response {
     let limit = state.inner.request_timeout;
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_elapsed) => {
-            metrics::counter!(
-                "waybill_registrations_received_total",
-                "outcome" => "request_timeout"
-            )
-            .increment(1);
+            count_timeout();
             ApiError::RequestTimeout(limit).into_response()
         }
     }

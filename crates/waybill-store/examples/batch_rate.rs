@@ -11,6 +11,8 @@
 //! Nothing is asserted; numbers are events merged per second (each event is one
 //! `tracking_events` row plus its share of shipment upserts/updates and outbox rows).
 
+mod common;
+
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
@@ -69,26 +71,14 @@ async fn run(store: &Store, batches: Vec<InboundBatch>, writers: usize) -> anyho
         .iter()
         .map(|b| b.items.iter().map(|i| i.events.len()).sum::<usize>())
         .sum();
-    let mut queues: Vec<Vec<InboundBatch>> = vec![Vec::new(); writers];
-    for (index, batch) in batches.into_iter().enumerate() {
-        queues[index % writers].push(batch);
-    }
     let started = Instant::now();
-    let tasks: Vec<_> = queues
-        .into_iter()
-        .map(|queue| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for batch in queue {
-                    store.apply_batch(batch).await?;
-                }
-                Ok::<_, waybill_store::StoreError>(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
+    common::on_writers(store, batches, writers, |store, queue| async move {
+        for batch in queue {
+            store.apply_batch(batch).await?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 

@@ -20,6 +20,8 @@
 //! `waybill bench` reports can be watched without the rest of the stack. The machine's other
 //! load moves both figures: compare ratios, and repeat.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::time::{Duration as StdDuration, Instant};
 
@@ -149,48 +151,27 @@ async fn apply_all(
     writers: usize,
 ) -> anyhow::Result<(f64, f64, f64, BatchReport)> {
     let events: usize = batches.iter().map(|b| b.items.len()).sum();
-    let mut queues: Vec<Vec<InboundBatch>> = vec![Vec::new(); writers];
-    for (index, batch) in batches.into_iter().enumerate() {
-        queues[index % writers].push(batch);
-    }
     let started = Instant::now();
-    let tasks: Vec<_> = queues
-        .into_iter()
-        .map(|queue| {
-            let store = store.clone();
-            // Spawned, so no transaction is ever held by a future that could be dropped.
-            tokio::spawn(async move {
-                let mut total = BatchReport::default();
-                let mut times = Vec::new();
-                for batch in queue {
-                    let mut tx = store.begin().await?;
-                    let applying = Instant::now();
-                    let report = waybill_store::apply_batch(&mut tx, &batch).await?;
-                    let committing = Instant::now();
-                    tx.commit().await?;
-                    times.push((committing - applying, committing.elapsed()));
-                    total.new_current += report.new_current;
-                    total.history_only += report.history_only;
-                    total.outdated += report.outdated;
-                    total.duplicates += report.duplicates;
-                    total.shipments_created += report.shipments_created;
-                    total.shipments_touched += report.shipments_touched;
-                }
-                Ok::<_, waybill_store::StoreError>((total, times))
-            })
-        })
-        .collect();
+    let results = common::on_writers(store, batches, writers, |store, queue| async move {
+        let mut total = BatchReport::default();
+        let mut times = Vec::new();
+        for batch in queue {
+            let mut tx = store.begin().await?;
+            let applying = Instant::now();
+            let report = waybill_store::apply_batch(&mut tx, &batch).await?;
+            let committing = Instant::now();
+            tx.commit().await?;
+            times.push((committing - applying, committing.elapsed()));
+            add_counts(&mut total, &report);
+        }
+        Ok((total, times))
+    })
+    .await?;
     let mut total = BatchReport::default();
     let mut times = Vec::new();
-    for task in tasks {
-        let (report, task_times) = task.await??;
+    for (report, task_times) in results {
         times.extend(task_times);
-        total.new_current += report.new_current;
-        total.history_only += report.history_only;
-        total.outdated += report.outdated;
-        total.duplicates += report.duplicates;
-        total.shipments_created += report.shipments_created;
-        total.shipments_touched += report.shipments_touched;
+        add_counts(&mut total, &report);
     }
     let rate = events as f64 / started.elapsed().as_secs_f64();
     let median = |mut values: Vec<StdDuration>| {
@@ -202,6 +183,16 @@ async fn apply_all(
     let apply = median(times.iter().map(|t| t.0).collect());
     let commit = median(times.iter().map(|t| t.1).collect());
     Ok((rate, apply, commit, total))
+}
+
+/// Adds the counts of `report` to `total`.
+fn add_counts(total: &mut BatchReport, report: &BatchReport) {
+    total.new_current += report.new_current;
+    total.history_only += report.history_only;
+    total.outdated += report.outdated;
+    total.duplicates += report.duplicates;
+    total.shipments_created += report.shipments_created;
+    total.shipments_touched += report.shipments_touched;
 }
 
 /// Batches per lane (by shipment key), interleaved lane by lane so that the writers' turns

@@ -18,6 +18,20 @@ pub struct ShipmentKey {
     pub tracking_number: TrackingNumber,
 }
 
+/// The tenants, carriers and tracking numbers of `keys` as three parallel arrays, for statements
+/// that `unnest` them.
+pub(crate) fn key_columns<'a>(
+    keys: impl IntoIterator<Item = &'a ShipmentKey>,
+) -> (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for key in keys {
+        columns.0.push(key.tenant.as_str());
+        columns.1.push(key.carrier.as_str());
+        columns.2.push(key.tracking_number.as_str());
+    }
+    columns
+}
+
 /// Everything one consumed batch of queue messages asks the store to do, applied in one
 /// transaction by [`apply_batch`](crate::apply_batch).
 #[derive(Debug, Clone, Default)]

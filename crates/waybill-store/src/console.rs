@@ -16,9 +16,10 @@ use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 
 use crate::ShipmentSummary;
-use crate::decode::{count, parse_id, parse_status};
+use crate::decode::{count, parse_id, shipment_summary};
 use crate::error::StoreError;
 use crate::fanout::DisabledReason;
+use crate::fanout::deliveries::{COLUMNS, DeliveryRecord, record_from};
 
 /// Where counts stop: a count at the cap means "this many or more".
 pub const COUNT_CAP: u64 = 10_000;
@@ -94,44 +95,11 @@ pub struct SubscriptionHealth {
 /// How many of a subscription's newest deliveries its success rate covers.
 pub const RECENT_WINDOW: i64 = 200;
 
-/// A delivery as the console lists it: its attempts and outcome, never its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliverySummary {
-    /// Its id.
-    pub id: i64,
-    /// Its subscription.
-    pub subscription_id: i64,
-    /// The tenant.
-    pub tenant: String,
-    /// The `webhook-id`.
-    pub webhook_id: String,
-    /// `pending`, `delivered` or `dead`.
-    pub status: String,
-    /// Attempts started.
-    pub attempts: i32,
-    /// The next attempt (pending only).
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// The last attempt.
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    /// The HTTP status of the last answer.
-    pub last_status: Option<i32>,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
-    /// Times replayed.
-    pub replays: i32,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it was delivered.
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// When it was given up.
-    pub dead_at: Option<DateTime<Utc>>,
-}
-
-const SUMMARY_COLUMNS: &str = "s.tenant, s.carrier, s.tracking_number, s.order_number,
+const SHIPMENT_COLUMNS: &str = "s.tenant, s.carrier, s.tracking_number, s.order_number,
      s.registered, s.status, s.raw_status, s.sub_status, s.last_event_at, s.version";
 
 /// The distinct `(tenant, carrier)` pairs of `shipments`, walked through `shipments_key` one
-/// index probe each. `{TENANT}` is replaced by the tenant condition of the variant.
+/// index probe each. `{FIRST}` and `{NEXT}` are replaced by the conditions of the variant.
 const PAIRS: &str = "with recursive pairs(tenant, carrier) as (
          (select tenant, carrier from shipments where {FIRST}
           order by tenant, carrier limit 1)
@@ -160,7 +128,7 @@ pub async fn search_shipments(
     static BY_NUMBER: LazyLock<[String; 2]> = LazyLock::new(|| {
         [false, true].map(|one_tenant| {
             format!(
-                "{} select {SUMMARY_COLUMNS} from (select * from pairs limit 10000) p
+                "{} select {SHIPMENT_COLUMNS} from (select * from pairs limit 10000) p
                  join shipments s on s.tenant = p.tenant and s.carrier = p.carrier
                                  and s.tracking_number = $3
                  where ($2::text is null or p.carrier = $2)
@@ -187,7 +155,7 @@ pub async fn search_shipments(
     static BROWSE: LazyLock<[String; 2]> = LazyLock::new(|| {
         [false, true].map(|one_tenant| {
             format!(
-                "{} select {SUMMARY_COLUMNS} from (select * from pairs limit 10000) p
+                "{} select {SHIPMENT_COLUMNS} from (select * from pairs limit 10000) p
                  cross join lateral (
                      select * from shipments s
                      where s.tenant = p.tenant and s.carrier = p.carrier
@@ -212,7 +180,7 @@ pub async fn search_shipments(
         .bind(i64::from(search.limit.clamp(1, 500)))
         .fetch_all(conn)
         .await?;
-    rows.iter().map(summary_from).collect()
+    rows.iter().map(shipment_summary).collect()
 }
 
 /// A shipment's polling state; `None` if the tenant has no such shipment.
@@ -328,60 +296,23 @@ pub async fn subscription_health(
     rows.iter().map(health_from).collect()
 }
 
-/// A subscription's newest deliveries (by the change they carry), at most `limit`, without
-/// their bodies.
+/// A subscription's newest deliveries (by the change they carry), at most `limit`, read
+/// without their bodies ([`DeliveryRecord::body`] is empty): the console never shows them.
 #[tracing::instrument(skip_all, fields(subscription.id = subscription_id))]
 pub async fn recent_deliveries(
     conn: &mut PgConnection,
     subscription_id: i64,
     limit: u32,
-) -> Result<Vec<DeliverySummary>, StoreError> {
-    let rows = sqlx::query(
-        "select id, subscription_id, tenant, webhook_id, status, attempts, next_attempt_at,
-                last_attempt_at, last_status, last_error, replays, created_at, delivered_at,
-                dead_at
-         from deliveries where subscription_id = $1
-         order by outbox_id desc limit $2",
-    )
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "select {COLUMNS}, ''::bytea as body from deliveries where subscription_id = $1
+         order by outbox_id desc limit $2"
+    ))
     .bind(subscription_id)
     .bind(i64::from(limit.clamp(1, 500)))
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DeliverySummary {
-                id: row.try_get("id")?,
-                subscription_id: row.try_get("subscription_id")?,
-                tenant: row.try_get("tenant")?,
-                webhook_id: row.try_get("webhook_id")?,
-                status: row.try_get("status")?,
-                attempts: row.try_get("attempts")?,
-                next_attempt_at: row.try_get("next_attempt_at")?,
-                last_attempt_at: row.try_get("last_attempt_at")?,
-                last_status: row.try_get("last_status")?,
-                last_error: row.try_get("last_error")?,
-                replays: row.try_get("replays")?,
-                created_at: row.try_get("created_at")?,
-                delivered_at: row.try_get("delivered_at")?,
-                dead_at: row.try_get("dead_at")?,
-            })
-        })
-        .collect()
-}
-
-fn summary_from(row: &PgRow) -> Result<ShipmentSummary, StoreError> {
-    Ok(ShipmentSummary {
-        tenant: parse_id(row, "tenant", TenantId::parse)?,
-        carrier: parse_id(row, "carrier", CarrierCode::parse)?,
-        tracking_number: parse_id(row, "tracking_number", TrackingNumber::parse)?,
-        order_number: row.try_get("order_number")?,
-        registered: row.try_get("registered")?,
-        status: parse_status(&row.try_get::<String, _>("status")?)?,
-        raw_status: row.try_get("raw_status")?,
-        sub_status: row.try_get("sub_status")?,
-        last_event_at: row.try_get("last_event_at")?,
-        version: row.try_get("version")?,
-    })
+    rows.iter().map(record_from).collect()
 }
 
 fn health_from(row: &PgRow) -> Result<SubscriptionHealth, StoreError> {

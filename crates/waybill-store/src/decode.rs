@@ -3,7 +3,8 @@
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
-use waybill_core::{EventId, Origin, Status};
+use waybill_api::ShipmentSummary;
+use waybill_core::{CarrierCode, EventId, Origin, Status, TenantId, TrackingNumber};
 
 use crate::error::StoreError;
 
@@ -40,4 +41,20 @@ pub(crate) fn parse_origin(raw: &str) -> Result<Origin, StoreError> {
 pub(crate) fn count(row: &PgRow, column: &str) -> Result<u64, StoreError> {
     let value: i64 = row.try_get(column)?;
     Ok(u64::try_from(value).unwrap_or(0))
+}
+
+/// A shipment without history, from the columns of the same names.
+pub(crate) fn shipment_summary(row: &PgRow) -> Result<ShipmentSummary, StoreError> {
+    Ok(ShipmentSummary {
+        tenant: parse_id(row, "tenant", TenantId::parse)?,
+        carrier: parse_id(row, "carrier", CarrierCode::parse)?,
+        tracking_number: parse_id(row, "tracking_number", TrackingNumber::parse)?,
+        order_number: row.try_get("order_number")?,
+        registered: row.try_get("registered")?,
+        status: parse_status(&row.try_get::<String, _>("status")?)?,
+        raw_status: row.try_get("raw_status")?,
+        sub_status: row.try_get("sub_status")?,
+        last_event_at: row.try_get("last_event_at")?,
+        version: row.try_get("version")?,
+    })
 }

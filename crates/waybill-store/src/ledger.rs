@@ -2,7 +2,7 @@
 //! and when they were written.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres};
 use waybill_core::EventId;
 
 use crate::StoreError;
@@ -14,21 +14,7 @@ pub async fn stored_at_of(
     conn: &mut PgConnection,
     ids: &[EventId],
 ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    let ids: Vec<&str> = ids.iter().map(EventId::as_str).collect();
-    let rows = sqlx::query(
-        // A join on the unnested ids (a hash join), not `= any($1)`, which tests every row
-        // against the whole array.
-        "select e.event_id, min(e.stored_at) as stored_at
-           from tracking_events e
-           join (select distinct unnest($1::text[]) as id) ids on ids.id = e.event_id
-          group by e.event_id",
-    )
-    .bind(&ids)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| Ok((row.try_get("event_id")?, row.try_get("stored_at")?)))
-        .collect()
+    per_event_id(conn, ids, "min(e.stored_at)").await
 }
 
 /// How many rows each event id has (more than one only when several tenants track the same
@@ -38,17 +24,29 @@ pub async fn copies_of(
     conn: &mut PgConnection,
     ids: &[EventId],
 ) -> Result<Vec<(String, i64)>, StoreError> {
+    per_event_id(conn, ids, "count(*)").await
+}
+
+/// One aggregate of `tracking_events e` per stored id of `ids`.
+async fn per_event_id<T>(
+    conn: &mut PgConnection,
+    ids: &[EventId],
+    aggregate: &'static str,
+) -> Result<Vec<(String, T)>, StoreError>
+where
+    T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+{
     let ids: Vec<&str> = ids.iter().map(EventId::as_str).collect();
-    let rows = sqlx::query(
-        "select e.event_id, count(*) as copies
+    // A join on the unnested ids (a hash join), not `= any($1)`, which tests every row against
+    // the whole array.
+    let statement = format!(
+        "select e.event_id, {aggregate} as value
            from tracking_events e
            join (select distinct unnest($1::text[]) as id) ids on ids.id = e.event_id
-          group by e.event_id",
-    )
-    .bind(&ids)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| Ok((row.try_get("event_id")?, row.try_get("copies")?)))
-        .collect()
+          group by e.event_id"
+    );
+    Ok(sqlx::query_as(&statement)
+        .bind(&ids)
+        .fetch_all(conn)
+        .await?)
 }

@@ -8,8 +8,8 @@ use sqlx::{PgConnection, Row};
 use waybill_api::{HistoryEntry, ShipmentSummary, ShipmentView};
 use waybill_core::{CarrierCode, EventId, RawStatus, TenantId, TrackingNumber};
 
-use crate::batch::ShipmentKey;
-use crate::decode::{parse_event_id, parse_id, parse_origin, parse_status};
+use crate::batch::{ShipmentKey, key_columns};
+use crate::decode::{parse_event_id, parse_id, parse_origin, parse_status, shipment_summary};
 use crate::error::StoreError;
 use crate::fragments::status_rank_sql;
 
@@ -118,22 +118,7 @@ pub async fn find_by_order_number(
     .bind(order_number)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ShipmentSummary {
-                tenant: parse_id(row, "tenant", TenantId::parse)?,
-                carrier: parse_id(row, "carrier", CarrierCode::parse)?,
-                tracking_number: parse_id(row, "tracking_number", TrackingNumber::parse)?,
-                order_number: row.try_get("order_number")?,
-                registered: row.try_get("registered")?,
-                status: parse_status(&row.try_get::<String, _>("status")?)?,
-                raw_status: row.try_get("raw_status")?,
-                sub_status: row.try_get("sub_status")?,
-                last_event_at: row.try_get("last_event_at")?,
-                version: row.try_get("version")?,
-            })
-        })
-        .collect()
+    rows.iter().map(shipment_summary).collect()
 }
 
 /// Records that a webhook mentioned these shipments (`last_webhook_at = now()`), so the poll
@@ -148,9 +133,7 @@ pub async fn webhook_touch(
     let mut keys: Vec<&ShipmentKey> = keys.iter().collect();
     keys.sort_unstable();
     keys.dedup();
-    let tenants: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
-    let carriers: Vec<&str> = keys.iter().map(|k| k.carrier.as_str()).collect();
-    let numbers: Vec<&str> = keys.iter().map(|k| k.tracking_number.as_str()).collect();
+    let (tenants, carriers, numbers) = key_columns(keys.iter().copied());
     let done = sqlx::query(
         "with locked as (
              select s.id from shipments s

@@ -60,6 +60,22 @@ pub struct TelemetryConfig {
     pub traces_filter: Option<String>,
 }
 
+impl TelemetryConfig {
+    /// A command-line tool's telemetry: human-readable logs of warnings and errors (unless
+    /// `RUST_LOG` says otherwise), spans exported as `traces_filter` says.
+    pub fn command_line(
+        service_name: &'static str,
+        traces_filter: Option<String>,
+    ) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name,
+            format: LogFormat::Pretty,
+            default_filter: "warn".to_owned(),
+            traces_filter,
+        }
+    }
+}
+
 /// Keeps telemetry alive; dropping it flushes what is buffered (spans not yet exported).
 #[must_use = "dropping the guard stops telemetry export"]
 pub struct TelemetryGuard {

@@ -19,7 +19,7 @@ use axum::extract::FromRef;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use waybill_bus::{Publisher, PublisherConfig, Topology};
+use waybill_bus::{Publisher, Topology};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_http::auth::KeyGate;
@@ -61,13 +61,8 @@ impl Worker {
         if settings.worker.migrate_on_start {
             store.migrate().await?;
         }
-        let topology =
-            Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit);
-        let mut config = PublisherConfig::new(
-            settings.bus.url.expose_secret(),
-            "waybill-worker-publisher",
-            topology.clone(),
-        );
+        let (topology, mut config) =
+            waybill_http::process::publisher_config(&settings, "waybill-worker-publisher");
         config.channels = 1;
         let keys = KeyGate::start(&settings, "waybill-worker-keys", &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;

@@ -171,141 +171,128 @@ impl Scan {
     }
 }
 
-/// The first `limit` dead letters that `keep` accepts (never their bodies), and how many there
-/// are in the queue in all.
-pub async fn list(
-    url: &str,
-    topology: &Topology,
-    connection_name: &str,
-    limit: usize,
-    keep: impl Fn(&DeadLetterSummary) -> bool,
-) -> Result<(Vec<DeadLetterSummary>, u64), BusError> {
-    let mut scan = Scan::open(url, topology, connection_name).await?;
-    let mut letters = Vec::new();
-    let mut total = None;
-    let result = async {
-        while letters.len() < limit
-            && let Some(message) = scan.next().await?
-        {
-            total.get_or_insert(u64::from(message.remaining) + 1);
-            let summary = summary_of(&message);
-            if keep(&summary) {
-                letters.push(summary);
-            }
-        }
-        Ok::<(), BusError>(())
-    }
-    .await;
-    scan.close().await;
-    result?;
-    Ok((letters, total.unwrap_or(0)))
+/// The dead-letter queue of a broker and topology, reached on connections named
+/// `connection_name` (one per operation, closed after it).
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetterQueue<'a> {
+    /// The broker's AMQP URL.
+    pub url: &'a str,
+    /// The topology whose dead-letter queue is meant.
+    pub topology: &'a Topology,
+    /// The name the connections show in `rabbitmqctl list_connections`.
+    pub connection_name: &'a str,
 }
 
-/// The dead letter with `id`, body included, if it is in the queue.
-pub async fn show(
-    url: &str,
-    topology: &Topology,
-    connection_name: &str,
-    id: &str,
-) -> Result<Option<DeadLetterDetail>, BusError> {
-    let mut scan = Scan::open(url, topology, connection_name).await?;
-    let result = async {
-        while let Some(message) = scan.next().await? {
-            if letter_id(&message) == id {
-                return Ok(Some(DeadLetterDetail {
-                    summary: summary_of(&message),
-                    headers: message
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    body: message.body.clone(),
-                }));
+impl DeadLetterQueue<'_> {
+    /// The first `limit` dead letters that `keep` accepts (never their bodies), and how many
+    /// there are in the queue in all.
+    pub async fn list(
+        &self,
+        limit: usize,
+        keep: impl Fn(&DeadLetterSummary) -> bool,
+    ) -> Result<(Vec<DeadLetterSummary>, u64), BusError> {
+        self.scan(async |scan: &mut Scan| {
+            let mut letters = Vec::new();
+            let mut total = None;
+            while letters.len() < limit
+                && let Some(message) = scan.next().await?
+            {
+                total.get_or_insert(u64::from(message.remaining) + 1);
+                let summary = summary_of(&message);
+                if keep(&summary) {
+                    letters.push(summary);
+                }
             }
-        }
-        Ok(None)
+            Ok((letters, total.unwrap_or(0)))
+        })
+        .await
     }
-    .await;
-    scan.close().await;
-    result
-}
 
-/// Replays the selected dead letters through `publisher` (see the module documentation). An id
-/// of the selection that is not in the queue is reported as failed.
-pub async fn replay(
-    url: &str,
-    topology: &Topology,
-    connection_name: &str,
-    publisher: &Publisher,
-    selection: &Selection,
-) -> Result<ReplayReport, BusError> {
-    let mut scan = Scan::open(url, topology, connection_name).await?;
-    let mut report = ReplayReport::default();
-    let result = async {
-        while let Some(message) = scan.next().await? {
-            let id = letter_id(&message);
-            if !selection.matches(&id) {
-                continue;
+    /// The dead letter with `id`, body included, if it is in the queue.
+    pub async fn show(&self, id: &str) -> Result<Option<DeadLetterDetail>, BusError> {
+        self.scan(async |scan: &mut Scan| {
+            while let Some(message) = scan.next().await? {
+                if letter_id(&message) == id {
+                    return Ok(Some(DeadLetterDetail {
+                        summary: summary_of(&message),
+                        headers: message
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        body: message.body.clone(),
+                    }));
+                }
             }
-            match scan.letters.replay(publisher, &message).await {
-                Ok(()) => report.replayed.push(id),
-                Err(error) => report.failed.push((id, error_chain(&error))),
-            }
-        }
-        Ok::<(), BusError>(())
+            Ok(None)
+        })
+        .await
     }
-    .await;
-    scan.close().await;
-    result?;
-    if let Selection::Ids(ids) = selection {
-        for id in ids {
-            let touched =
-                report.replayed.contains(id) || report.failed.iter().any(|(f, _)| f == id);
-            if !touched {
-                report
-                    .failed
-                    .push((id.clone(), "no dead letter with this id".to_owned()));
-            }
-        }
-    }
-    Ok(report)
-}
 
-/// Removes the selected dead letters for good; returns the ids removed.
-pub async fn purge(
-    url: &str,
-    topology: &Topology,
-    connection_name: &str,
-    selection: &Selection,
-) -> Result<Vec<String>, BusError> {
-    let mut scan = Scan::open(url, topology, connection_name).await?;
-    let mut removed = Vec::new();
-    let result = async {
-        while let Some(message) = scan.next().await? {
-            let id = letter_id(&message);
-            if selection.matches(&id) {
-                scan.letters.remove(message.delivery_tag).await?;
-                removed.push(id);
+    /// Replays the selected dead letters through `publisher` (see the module documentation).
+    /// An id of the selection that is not in the queue is reported as failed.
+    pub async fn replay(
+        &self,
+        publisher: &Publisher,
+        selection: &Selection,
+    ) -> Result<ReplayReport, BusError> {
+        let mut report = self
+            .scan(async |scan: &mut Scan| {
+                let mut report = ReplayReport::default();
+                while let Some(message) = scan.next().await? {
+                    let id = letter_id(&message);
+                    if !selection.matches(&id) {
+                        continue;
+                    }
+                    match scan.letters.replay(publisher, &message).await {
+                        Ok(()) => report.replayed.push(id),
+                        Err(error) => report.failed.push((id, crate::error::chain(&error))),
+                    }
+                }
+                Ok(report)
+            })
+            .await?;
+        if let Selection::Ids(ids) = selection {
+            for id in ids {
+                let touched =
+                    report.replayed.contains(id) || report.failed.iter().any(|(f, _)| f == id);
+                if !touched {
+                    report
+                        .failed
+                        .push((id.clone(), "no dead letter with this id".to_owned()));
+                }
             }
         }
-        Ok::<(), BusError>(())
+        Ok(report)
     }
-    .await;
-    scan.close().await;
-    result?;
-    Ok(removed)
-}
 
-/// An error and its sources, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    /// Removes the selected dead letters for good; returns the ids removed.
+    pub async fn purge(&self, selection: &Selection) -> Result<Vec<String>, BusError> {
+        self.scan(async |scan: &mut Scan| {
+            let mut removed = Vec::new();
+            while let Some(message) = scan.next().await? {
+                let id = letter_id(&message);
+                if selection.matches(&id) {
+                    scan.letters.remove(message.delivery_tag).await?;
+                    removed.push(id);
+                }
+            }
+            Ok(removed)
+        })
+        .await
     }
-    text
+
+    /// Runs `work` on one pass over the queue, then closes the pass (whatever `work` returned),
+    /// which puts back every message `work` did not remove or replay.
+    async fn scan<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Scan) -> Result<T, BusError>,
+    ) -> Result<T, BusError> {
+        let mut scan = Scan::open(self.url, self.topology, self.connection_name).await?;
+        let result = work(&mut scan).await;
+        scan.close().await;
+        result
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use chrono::Utc;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
-use waybill_bus::dead::admin::{self, DeadLetterSummary, Selection};
+use waybill_bus::dead::admin::{DeadLetterQueue, DeadLetterSummary, Selection};
 use waybill_config::ExposeSecret;
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
@@ -42,20 +42,33 @@ async fn letters(
     viewer: &Viewer,
 ) -> Result<(Vec<DeadLetterSummary>, u64), PageError> {
     let scope = viewer.tenant_scope();
-    let parts = console.parts();
-    admin::list(
-        console.settings().bus.url.expose_secret(),
-        &parts.topology,
-        CONNECTION_NAME,
-        PAGE_SIZE,
-        |letter| {
-            scope
-                .as_ref()
-                .is_none_or(|tenant| letter.tenant.as_deref() == Some(tenant.as_str()))
-        },
-    )
-    .await
-    .map_err(|e| PageError::broker(&e))
+    let in_scope = |letter: &DeadLetterSummary| {
+        scope
+            .as_ref()
+            .is_none_or(|tenant| letter.tenant.as_deref() == Some(tenant.as_str()))
+    };
+    Ok(queue(console).list(PAGE_SIZE, in_scope).await?)
+}
+
+/// The dead-letter queue, reached as [`CONNECTION_NAME`].
+fn queue(console: &Console) -> DeadLetterQueue<'_> {
+    DeadLetterQueue {
+        url: console.settings().bus.url.expose_secret(),
+        topology: &console.parts().topology,
+        connection_name: CONNECTION_NAME,
+    }
+}
+
+/// The dead letters an admin's form selects (`id` repeated): at least one.
+fn selected(form: &CheckedForm) -> Result<Vec<String>, PageError> {
+    form.viewer.require_admin()?;
+    let ids = form.all("id");
+    if ids.is_empty() {
+        return Err(PageError::BadRequest(
+            "select at least one dead letter".into(),
+        ));
+    }
+    Ok(ids)
 }
 
 fn listing(
@@ -121,15 +134,7 @@ pub(crate) async fn show(
     viewer: Viewer,
     Query(query): Query<ShowQuery>,
 ) -> Result<Markup, PageError> {
-    let parts = console.parts();
-    let found = admin::show(
-        console.settings().bus.url.expose_secret(),
-        &parts.topology,
-        CONNECTION_NAME,
-        &query.id,
-    )
-    .await
-    .map_err(|e| PageError::broker(&e))?;
+    let found = queue(&console).show(&query.id).await?;
     let scope = viewer.tenant_scope();
     let detail = found
         .filter(|d| {
@@ -190,23 +195,10 @@ pub(crate) async fn replay(
     State(console): State<Console>,
     form: CheckedForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
-    let ids = form.all("id");
-    if ids.is_empty() {
-        return Err(PageError::BadRequest(
-            "select at least one dead letter".into(),
-        ));
-    }
-    let parts = console.parts();
-    let report = admin::replay(
-        console.settings().bus.url.expose_secret(),
-        &parts.topology,
-        CONNECTION_NAME,
-        &parts.publisher,
-        &Selection::Ids(ids),
-    )
-    .await
-    .map_err(|e| PageError::broker(&e))?;
+    let ids = selected(&form)?;
+    let report = queue(&console)
+        .replay(&console.parts().publisher, &Selection::Ids(ids))
+        .await?;
     tracing::info!(key.id = %form.viewer.session.key_id, replayed = report.replayed.len(), failed = report.failed.len(), "console: dead letters replayed");
     let mut text = format!("{} replayed.", report.replayed.len());
     for (id, why) in &report.failed {
@@ -222,13 +214,7 @@ pub(crate) async fn purge(
     State(console): State<Console>,
     form: CheckedForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
-    let ids = form.all("id");
-    if ids.is_empty() {
-        return Err(PageError::BadRequest(
-            "select at least one dead letter".into(),
-        ));
-    }
+    let ids = selected(&form)?;
     if form.get("confirm") != Some("yes") {
         return Ok(shell::page(
             &form.viewer,
@@ -247,15 +233,7 @@ pub(crate) async fn purge(
             },
         ));
     }
-    let parts = console.parts();
-    let removed = admin::purge(
-        console.settings().bus.url.expose_secret(),
-        &parts.topology,
-        CONNECTION_NAME,
-        &Selection::Ids(ids),
-    )
-    .await
-    .map_err(|e| PageError::broker(&e))?;
+    let removed = queue(&console).purge(&Selection::Ids(ids)).await?;
     tracing::info!(key.id = %form.viewer.session.key_id, purged = removed.len(), "console: dead letters purged");
     let (letters, total) = letters(&console, &form.viewer).await?;
     Ok(listing(

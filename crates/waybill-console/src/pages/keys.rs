@@ -32,14 +32,8 @@ async fn keys_page(
     outcome: Option<Outcome>,
 ) -> Result<Markup, PageError> {
     let tenant = viewer.tenant_scope();
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
-    let keys = waybill_store::keys::list_api_keys(&mut connection, tenant.as_ref(), None)
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
+    let keys = waybill_store::keys::list_api_keys(&mut connection, tenant.as_ref(), None).await?;
     drop(connection);
     Ok(shell::page(
         viewer,
@@ -145,15 +139,9 @@ pub(crate) async fn create(
         .chars()
         .take(200)
         .collect();
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
     let (key, stored) =
-        waybill_store::keys::create_api_key(&mut connection, &tenant, &scopes, &name)
-            .await
-            .map_err(|e| PageError::database(&e))?;
+        waybill_store::keys::create_api_key(&mut connection, &tenant, &scopes, &name).await?;
     drop(connection);
     tracing::info!(key.id = %form.viewer.session.key_id, created = %stored.id, tenant = %tenant, "console: API key created");
     let published = publish(&console).await;
@@ -172,14 +160,9 @@ pub(crate) async fn revoke(
 ) -> Result<Markup, PageError> {
     form.viewer.require_admin()?;
     let id = KeyId::parse(&id).map_err(|_| PageError::NotFound("no such key"))?;
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
     waybill_store::keys::revoke_api_key(&mut connection, &id)
-        .await
-        .map_err(|e| PageError::database(&e))?
+        .await?
         .ok_or(PageError::NotFound("no such key"))?;
     drop(connection);
     tracing::info!(key.id = %form.viewer.session.key_id, revoked = %id, "console: API key revoked");

@@ -141,30 +141,16 @@ async fn backlogs(console: &Console, viewer: &Viewer) -> Result<Backlogs, PageEr
         .map(|source| source.id.as_str())
         .collect();
     let tenant = viewer.tenant_scope();
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
-    let polls = waybill_store::console::poll_backlog(&mut connection, &sources)
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
+    let polls = waybill_store::console::poll_backlog(&mut connection, &sources).await?;
     let outbox = if viewer.can_act() {
-        Some(
-            waybill_store::fanout::relay_backlog(&mut connection)
-                .await
-                .map_err(|e| PageError::database(&e))?,
-        )
+        Some(waybill_store::fanout::relay_backlog(&mut connection).await?)
     } else {
         None
     };
-    let parked = waybill_store::console::parked_events(&mut connection, tenant.as_ref())
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let parked = waybill_store::console::parked_events(&mut connection, tenant.as_ref()).await?;
     let subscriptions =
-        waybill_store::console::subscription_health(&mut connection, tenant.as_ref())
-            .await
-            .map_err(|e| PageError::database(&e))?;
+        waybill_store::console::subscription_health(&mut connection, tenant.as_ref()).await?;
     Ok(Backlogs {
         polls,
         outbox,

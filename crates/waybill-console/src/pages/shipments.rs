@@ -46,11 +46,7 @@ pub(crate) async fn search(
     let tenant = viewer.tenant_scope();
     let searched = number.is_some() || order.is_some() || carrier.is_some();
     let found = if searched {
-        let mut connection = console
-            .store()
-            .acquire()
-            .await
-            .map_err(|e| PageError::database(&e))?;
+        let mut connection = console.store().acquire().await?;
         let search = ShipmentSearch {
             tenant: tenant.as_ref(),
             tracking_number: number.as_ref(),
@@ -58,9 +54,7 @@ pub(crate) async fn search(
             carrier: carrier.as_ref(),
             limit: 50,
         };
-        waybill_store::console::search_shipments(&mut connection, &search)
-            .await
-            .map_err(|e| PageError::database(&e))?
+        waybill_store::console::search_shipments(&mut connection, &search).await?
     } else {
         Vec::new()
     };
@@ -134,19 +128,13 @@ pub(crate) async fn timeline(
     }
     let carrier = CarrierCode::parse(&carrier).map_err(|_| not_found())?;
     let number = TrackingNumber::parse(&number).map_err(|_| not_found())?;
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
     let shipment = waybill_store::get_shipment(&mut connection, &tenant, &carrier, &number)
-        .await
-        .map_err(|e| PageError::database(&e))?
+        .await?
         .ok_or_else(not_found)?;
     let schedule =
         waybill_store::console::shipment_schedule(&mut connection, &tenant, &carrier, &number)
-            .await
-            .map_err(|e| PageError::database(&e))?;
+            .await?;
     let title = format!("Shipment {number}");
     Ok(shell::page(
         &viewer,

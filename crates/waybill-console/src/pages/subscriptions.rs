@@ -5,8 +5,9 @@
 use axum::extract::{Path, State};
 use chrono::Utc;
 use maud::{Markup, html};
-use waybill_store::console::{COUNT_CAP, DeliverySummary, SubscriptionHealth};
+use waybill_store::console::{COUNT_CAP, SubscriptionHealth};
 use waybill_store::fanout::DisabledReason;
+use waybill_store::fanout::{DeliveryRecord, DeliveryStatus};
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
@@ -26,15 +27,9 @@ async fn list_page(
     notice: Option<&str>,
 ) -> Result<Markup, PageError> {
     let tenant = viewer.tenant_scope();
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
     let subscriptions =
-        waybill_store::console::subscription_health(&mut connection, tenant.as_ref())
-            .await
-            .map_err(|e| PageError::database(&e))?;
+        waybill_store::console::subscription_health(&mut connection, tenant.as_ref()).await?;
     Ok(shell::page(
         viewer,
         "/subscriptions",
@@ -129,21 +124,14 @@ async fn show_page(
 ) -> Result<Markup, PageError> {
     let not_found = PageError::NotFound("no such subscription for this key");
     let tenant = viewer.tenant_scope();
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
     let subscription =
         waybill_store::console::subscription_health(&mut connection, tenant.as_ref())
-            .await
-            .map_err(|e| PageError::database(&e))?
+            .await?
             .into_iter()
             .find(|s| s.id == id)
             .ok_or(not_found)?;
-    let deliveries = waybill_store::console::recent_deliveries(&mut connection, id, 50)
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let deliveries = waybill_store::console::recent_deliveries(&mut connection, id, 50).await?;
     let title = format!("Subscription #{id}");
     Ok(shell::page(
         viewer,
@@ -166,7 +154,7 @@ async fn show_page(
     ))
 }
 
-fn deliveries_table(viewer: &Viewer, deliveries: &[DeliverySummary]) -> Markup {
+fn deliveries_table(viewer: &Viewer, deliveries: &[DeliveryRecord]) -> Markup {
     if deliveries.is_empty() {
         return html! { p class="muted" { "No deliveries yet." } };
     }
@@ -183,7 +171,7 @@ fn deliveries_table(viewer: &Viewer, deliveries: &[DeliverySummary]) -> Markup {
                 @for d in deliveries {
                     tr {
                         td { "#" (d.id) br; code class="break" { (d.webhook_id) } }
-                        td { (d.status) @if d.replays > 0 { br; span class="muted" { "replayed " (d.replays) "×" } } }
+                        td { (d.status.as_str()) @if d.replays > 0 { br; span class="muted" { "replayed " (d.replays) "×" } } }
                         td class="num" { (d.attempts) }
                         td class="break" {
                             @if let Some(status) = d.last_status { "HTTP " (status) }
@@ -194,7 +182,7 @@ fn deliveries_table(viewer: &Viewer, deliveries: &[DeliverySummary]) -> Markup {
                         td { (view::time(d.delivered_at.or(d.dead_at))) }
                         td { (view::time(d.next_attempt_at)) }
                         @if viewer.can_act() {
-                            td { @if d.status == "dead" {
+                            td { @if d.status == DeliveryStatus::Dead {
                                 form method="post" action={(BASE) "/deliveries/" (d.id) "/replay"} class="inline" {
                                     (csrf_field(viewer))
                                     button type="submit" aria-label={"Replay delivery " (d.id)} { "Replay" }
@@ -215,14 +203,9 @@ pub(crate) async fn enable(
     form: CheckedForm,
 ) -> Result<Markup, PageError> {
     form.viewer.require_admin()?;
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
     let enabled = waybill_store::fanout::enable_subscription(&mut connection, id, Utc::now())
-        .await
-        .map_err(|e| PageError::database(&e))?
+        .await?
         .ok_or(PageError::NotFound("no such subscription"))?;
     drop(connection);
     tracing::info!(key.id = %form.viewer.session.key_id, subscription.id = enabled.id, "console: subscription re-enabled");
@@ -237,18 +220,11 @@ pub(crate) async fn replay_delivery(
     form: CheckedForm,
 ) -> Result<Markup, PageError> {
     form.viewer.require_admin()?;
-    let mut connection = console
-        .store()
-        .acquire()
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let mut connection = console.store().acquire().await?;
     let delivery = waybill_store::fanout::get_delivery(&mut connection, id)
-        .await
-        .map_err(|e| PageError::database(&e))?
+        .await?
         .ok_or(PageError::NotFound("no such delivery"))?;
-    let replayed = waybill_store::fanout::replay_dead(&mut connection, &[id], Utc::now())
-        .await
-        .map_err(|e| PageError::database(&e))?;
+    let replayed = waybill_store::fanout::replay_dead(&mut connection, &[id], Utc::now()).await?;
     drop(connection);
     tracing::info!(key.id = %form.viewer.session.key_id, delivery.id = id, "console: delivery replayed");
     let text = if replayed.is_empty() {

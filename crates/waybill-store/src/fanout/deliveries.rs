@@ -137,9 +137,10 @@ pub struct DeadFilter<'a> {
     pub limit: u32,
 }
 
-const COLUMNS: &str = "id, subscription_id, tenant, outbox_id, webhook_id, status, attempts,
-     next_attempt_at, last_attempt_at, last_status, last_error, replays, created_at,
-     delivered_at, dead_at, body";
+/// The columns [`record_from`] reads, but for `body`.
+pub(crate) const COLUMNS: &str = "id, subscription_id, tenant, outbox_id, webhook_id, status,
+     attempts, next_attempt_at, last_attempt_at, last_status, last_error, replays, created_at,
+     delivered_at, dead_at";
 
 /// Claims up to `room` due deliveries (`next_attempt_at <= now`, pending, subscription
 /// enabled), at most `per_subscription` minus `busy`'s in-flight count per subscription. Each
@@ -357,7 +358,7 @@ pub async fn list_dead(
     filter: &DeadFilter<'_>,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
     let rows = sqlx::query(&format!(
-        "select {COLUMNS} from deliveries
+        "select {COLUMNS}, body from deliveries
          where status = 'dead'
            and ($1::int8 is null or subscription_id = $1)
            and ($2::text is null or tenant = $2)
@@ -379,7 +380,7 @@ pub async fn list_deliveries(
     subscription_id: i64,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
     let rows = sqlx::query(&format!(
-        "select {COLUMNS} from deliveries where subscription_id = $1 order by id"
+        "select {COLUMNS}, body from deliveries where subscription_id = $1 order by id"
     ))
     .bind(subscription_id)
     .fetch_all(conn)
@@ -393,10 +394,12 @@ pub async fn get_delivery(
     conn: &mut PgConnection,
     id: i64,
 ) -> Result<Option<DeliveryRecord>, StoreError> {
-    let row = sqlx::query(&format!("select {COLUMNS} from deliveries where id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "select {COLUMNS}, body from deliveries where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(record_from).transpose()
 }
 
@@ -459,7 +462,7 @@ pub async fn count_deliveries(
     count(&row, "n")
 }
 
-fn record_from(row: &PgRow) -> Result<DeliveryRecord, StoreError> {
+pub(crate) fn record_from(row: &PgRow) -> Result<DeliveryRecord, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(DeliveryRecord {
         id: row.try_get("id")?,

@@ -7,12 +7,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, Row};
 use waybill_core::{EventKey, RawStatus, TrackingEvent};
 
 use super::plan::{LOCK_NAMESPACE, Plan, PlannedEvent};
+use crate::batch::key_columns;
 use crate::error::StoreError;
 use waybill_api::events::{HistoryEntryV1, StatusChangedV1};
 
@@ -542,6 +544,24 @@ impl LockedShipment {
     }
 }
 
+/// Binds the keys of the given plan shipments as `$1` to `$4` of `query`, for
+/// `unnest($1::text[], $2::text[], $3::text[], $4::int8[]) as k(tenant, carrier, tracking_number,
+/// plan_index)`.
+fn bind_plan_keys<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    plan: &'q Plan<'_>,
+    plan_indexes: &[usize],
+) -> Query<'q, Postgres, PgArguments> {
+    let (tenants, carriers, numbers) =
+        key_columns(plan_indexes.iter().map(|&index| &plan.shipments[index].key));
+    let ordinals: Vec<i64> = plan_indexes.iter().map(|&index| index as i64).collect();
+    query
+        .bind(tenants)
+        .bind(carriers)
+        .bind(numbers)
+        .bind(ordinals)
+}
+
 /// Locks the given plan shipments that exist (in key order) and loads what the merge needs.
 /// `for no key update` is the lock the later `update` takes anyway (it never changes `id`), so
 /// there is no upgrade, and inserts of rows referencing the shipment are not blocked. Shipments of the batch that do not exist are simply absent.
@@ -550,12 +570,8 @@ pub(super) async fn lock_shipments(
     plan: &Plan<'_>,
     plan_indexes: &[usize],
 ) -> Result<Vec<LockedShipment>, StoreError> {
-    let keys = plan_indexes.iter().map(|&index| &plan.shipments[index].key);
-    let tenants: Vec<&str> = keys.clone().map(|k| k.tenant.as_str()).collect();
-    let carriers: Vec<&str> = keys.clone().map(|k| k.carrier.as_str()).collect();
-    let numbers: Vec<&str> = keys.map(|k| k.tracking_number.as_str()).collect();
-    let ordinals: Vec<i64> = plan_indexes.iter().map(|&index| index as i64).collect();
-    let rows = sqlx::query(
+    let rows = bind_plan_keys(
+        sqlx::query(
         "select k.plan_index, s.id, s.version, s.current_event_id, s.current_event_at, s.status,
                 s.last_event_at, s.order_number,
                 (s.last_webhook_at is null
@@ -567,11 +583,10 @@ pub(super) async fn lock_shipments(
                          and s.tracking_number = k.tracking_number
          order by s.tenant, s.carrier, s.tracking_number
          for no key update of s",
+        ),
+        plan,
+        plan_indexes,
     )
-    .bind(tenants)
-    .bind(carriers)
-    .bind(numbers)
-    .bind(ordinals)
     .fetch_all(conn)
     .await?;
     rows.iter().map(locked_from_row).collect()
@@ -629,23 +644,18 @@ pub(super) async fn pull_parked(
     plan: &Plan<'_>,
     plan_indexes: &[usize],
 ) -> Result<Vec<PulledEvent>, StoreError> {
-    let keys = plan_indexes.iter().map(|&i| &plan.shipments[i].key);
-    let tenants: Vec<&str> = keys.clone().map(|k| k.tenant.as_str()).collect();
-    let carriers: Vec<&str> = keys.clone().map(|k| k.carrier.as_str()).collect();
-    let numbers: Vec<&str> = keys.map(|k| k.tracking_number.as_str()).collect();
-    let ordinals: Vec<i64> = plan_indexes.iter().map(|&i| i as i64).collect();
-    let rows = sqlx::query(
-        "delete from unmatched_events u
+    let rows = bind_plan_keys(
+        sqlx::query(
+            "delete from unmatched_events u
          using unnest($1::text[], $2::text[], $3::text[], $4::int8[])
              as k(tenant, carrier, tracking_number, plan_index)
          where u.tenant = k.tenant and u.carrier = k.carrier
            and u.tracking_number = k.tracking_number
          returning k.plan_index, u.event, u.source, u.received_at",
+        ),
+        plan,
+        plan_indexes,
     )
-    .bind(tenants)
-    .bind(carriers)
-    .bind(numbers)
-    .bind(ordinals)
     .fetch_all(conn)
     .await?;
     rows.iter()

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use waybill_config::FanoutSettings;
 use waybill_store::fanout::{self, ClaimedDelivery};
-use waybill_store::{Store, StoreError};
+use waybill_store::{PgConnection, Store, StoreError};
 use waybill_telemetry::trace;
 
 use super::policy::{RetryPolicy, Verdict};
@@ -372,7 +372,6 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let disable_after = Some(inner.disable_after);
         let mut conn = inner.store.acquire().await?;
         let (outcome, recorded) = match verdict {
             Verdict::Delivered { status } => {
@@ -408,45 +407,24 @@ impl Dispatcher {
                     Some(_) => error.clone(),
                     None => format!("{error}; no attempts left"),
                 };
-                let recorded = fanout::record_failure(
-                    &mut conn,
-                    delivery.id,
-                    delivery.attempt,
-                    now,
-                    *status,
-                    &error,
+                let failure = Failure {
+                    status: *status,
+                    error: &error,
                     next,
-                    disable_after,
-                )
-                .await?;
-                if recorded.subscription_disabled {
-                    disabled(delivery.subscription_id, "failing");
-                }
-                if next.is_none() && recorded.recorded {
-                    tracing::warn!(error = %error, "a delivery is dead after its last attempt");
-                }
-                let outcome = if next.is_some() { "retry" } else { "dead" };
-                (outcome, recorded.recorded)
+                    when_dead: "a delivery is dead after its last attempt",
+                };
+                self.record_failure(&mut conn, delivery, now, &failure)
+                    .await?
             }
             Verdict::GiveUp { error } => {
-                let recorded = fanout::record_failure(
-                    &mut conn,
-                    delivery.id,
-                    delivery.attempt,
-                    now,
-                    None,
+                let failure = Failure {
+                    status: None,
                     error,
-                    None,
-                    disable_after,
-                )
-                .await?;
-                if recorded.subscription_disabled {
-                    disabled(delivery.subscription_id, "failing");
-                }
-                if recorded.recorded {
-                    tracing::warn!(error = %error, "a delivery is dead: it cannot be sent");
-                }
-                ("dead", recorded.recorded)
+                    next: None,
+                    when_dead: "a delivery is dead: it cannot be sent",
+                };
+                self.record_failure(&mut conn, delivery, now, &failure)
+                    .await?
             }
         };
         if recorded {
@@ -460,6 +438,40 @@ impl Dispatcher {
             tracing::debug!("the delivery's lease ran out before its outcome; not recorded");
         }
         Ok(())
+    }
+
+    /// Writes a failed attempt of `delivery`. Returns the outcome's label (`retry`, or `dead`
+    /// without a next attempt) and whether the write happened (the claim was still current).
+    async fn record_failure(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &ClaimedDelivery,
+        now: chrono::DateTime<chrono::Utc>,
+        failure: &Failure<'_>,
+    ) -> Result<(&'static str, bool), StoreError> {
+        let recorded = fanout::record_failure(
+            conn,
+            delivery.id,
+            delivery.attempt,
+            now,
+            failure.status,
+            failure.error,
+            failure.next,
+            Some(self.inner.disable_after),
+        )
+        .await?;
+        if recorded.subscription_disabled {
+            disabled(delivery.subscription_id, "failing");
+        }
+        if failure.next.is_none() && recorded.recorded {
+            tracing::warn!(error = %failure.error, "{}", failure.when_dead);
+        }
+        let outcome = if failure.next.is_some() {
+            "retry"
+        } else {
+            "dead"
+        };
+        Ok((outcome, recorded.recorded))
     }
 
     /// Refreshes `waybill_subscriptions_disabled` (untraced: bookkeeping, not work).
@@ -517,6 +529,18 @@ impl Drop for InFlight {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A failed attempt, as [`fanout::record_failure`] writes it.
+struct Failure<'a> {
+    /// The HTTP status, if there was an answer.
+    status: Option<u16>,
+    /// Why it failed.
+    error: &'a str,
+    /// The next attempt; `None`: the delivery is dead.
+    next: Option<chrono::DateTime<chrono::Utc>>,
+    /// What is logged when the delivery is dead.
+    when_dead: &'static str,
 }
 
 fn disabled(subscription_id: i64, reason: &'static str) {
