@@ -15,35 +15,23 @@ pub const DIRECT_SECRET: &str = "test-direct-secret";
 /// `[[sources]]` for each built-in courier profile, `direct` (Waybill's own format) and
 /// `registered-only` (the same, registration required).
 pub fn couriers_toml() -> String {
-    format!(
-        r#"
-        [[sources]]
-        id = "starshipit"
-        profile = "starshipit"
-        secrets = ["{STARSHIPIT_SECRET}"]
-        [[sources]]
-        id = "clickpost"
-        profile = "clickpost"
-        secrets = ["{CLICKPOST_KEY}"]
-        [[sources]]
-        id = "aftership"
-        profile = "aftership"
-        secrets = ["{AFTERSHIP_SECRET}"]
-        [[sources]]
-        id = "easypost"
-        profile = "easypost"
-        secrets = ["{EASYPOST_SECRET}"]
-        [[sources]]
-        id = "direct"
-        profile = "waybill"
-        secrets = ["{DIRECT_SECRET}"]
-        [[sources]]
-        id = "registered-only"
-        profile = "waybill"
-        secrets = ["{DIRECT_SECRET}"]
-        require_registration = true
-        "#
-    )
+    let sources = [
+        ("starshipit", "starshipit", STARSHIPIT_SECRET),
+        ("clickpost", "clickpost", CLICKPOST_KEY),
+        ("aftership", "aftership", AFTERSHIP_SECRET),
+        ("easypost", "easypost", EASYPOST_SECRET),
+        ("direct", "waybill", DIRECT_SECRET),
+    ];
+    let mut toml = String::new();
+    for (id, profile, secret) in sources {
+        toml.push_str(&format!(
+            "[[sources]]\nid = \"{id}\"\nprofile = \"{profile}\"\nsecrets = [\"{secret}\"]\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "[[sources]]\nid = \"registered-only\"\nprofile = \"waybill\"\nsecrets = [\"{DIRECT_SECRET}\"]\nrequire_registration = true\n"
+    ));
+    toml
 }
 
 /// `[[sources]]` for a source in Waybill's own format, of `tenant`, signed with

@@ -13,18 +13,8 @@ async fn a_500_then_a_200_is_delivered_on_retry_with_the_same_webhook_id_and_byt
     let app = spawn("").await;
     let receiver = Receiver::start(vec![Reply::Status(500)]).await;
     let (id, secret) = app.subscribe(&receiver.url("/hook"), &[], &[]).await;
-    app.post_event(
-        "direct",
-        &event("acme", "RETRY1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
-    eventually(Duration::from_secs(20), "the delivery", || async {
-        app.deliveries(id)
-            .await
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
-    })
-    .await;
+    post_acme(&app, "RETRY1", "InTransit", "2026-11-20T10:00:00Z").await;
+    first_delivery_reaches(&app, id, DeliveryStatus::Delivered).await;
     let requests = receiver.received();
     assert_eq!(requests.len(), 2);
     assert_eq!(
@@ -58,18 +48,8 @@ async fn timeouts_are_retried() {
     let (id, _) = app
         .subscribe(&receiver.url("/slow-then-fast"), &[], &[])
         .await;
-    app.post_event(
-        "direct",
-        &event("acme", "TIMEOUT1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
-    eventually(Duration::from_secs(20), "the delivery", || async {
-        app.deliveries(id)
-            .await
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
-    })
-    .await;
+    post_acme(&app, "TIMEOUT1", "InTransit", "2026-11-20T10:00:00Z").await;
+    first_delivery_reaches(&app, id, DeliveryStatus::Delivered).await;
     let requests = receiver.received();
     assert_eq!(requests.len(), 2, "the timed-out attempt and the retry");
     assert_eq!(
@@ -85,17 +65,8 @@ async fn a_410_disables_the_subscription_until_it_is_enabled() {
     let app = spawn("").await;
     let receiver = Receiver::start(vec![Reply::Status(410)]).await;
     let (id, _) = app.subscribe(&receiver.url("/gone"), &[], &[]).await;
-    app.post_event(
-        "direct",
-        &event("acme", "GONE1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
-    eventually(
-        Duration::from_secs(20),
-        "the subscription disabled",
-        || async { !app.listed(id).await.enabled },
-    )
-    .await;
+    post_acme(&app, "GONE1", "InTransit", "2026-11-20T10:00:00Z").await;
+    disabled(&app, id).await;
     let listed = app.listed(id).await;
     assert_eq!(listed.disabled_reason, Some(DisabledReason::Gone));
     let deliveries = app.deliveries(id).await;
@@ -112,11 +83,7 @@ async fn a_410_disables_the_subscription_until_it_is_enabled() {
     );
 
     // While disabled, later changes are not owed to it.
-    app.post_event(
-        "direct",
-        &event("acme", "GONE2", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "GONE2", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(
         Duration::from_secs(20),
         "the second change merged",
@@ -132,11 +99,7 @@ async fn a_410_disables_the_subscription_until_it_is_enabled() {
     waybill_cli::subscriptions::enable(&app.settings, id)
         .await
         .unwrap();
-    app.post_event(
-        "direct",
-        &event("acme", "GONE3", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "GONE3", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(
         Duration::from_secs(20),
         "a delivery after enabling",
@@ -160,11 +123,7 @@ max_retry_after = "1s""#,
     .await;
     let receiver = Receiver::start(vec![Reply::RetryAfter(429, "3600")]).await;
     let (id, _) = app.subscribe(&receiver.url("/busy"), &[], &[]).await;
-    app.post_event(
-        "direct",
-        &event("acme", "BUSY1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "BUSY1", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(Duration::from_secs(20), "the delivery", || async {
         receiver.count() == 2
     })
@@ -191,17 +150,8 @@ disable_after = "700ms""#,
     .await;
     let receiver = Receiver::start_with_default(vec![], Reply::Status(503)).await;
     let (id, _) = app.subscribe(&receiver.url("/down"), &[], &[]).await;
-    app.post_event(
-        "direct",
-        &event("acme", "DOWN1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
-    eventually(
-        Duration::from_secs(20),
-        "the subscription disabled",
-        || async { !app.listed(id).await.enabled },
-    )
-    .await;
+    post_acme(&app, "DOWN1", "InTransit", "2026-11-20T10:00:00Z").await;
+    disabled(&app, id).await;
     let listed = app.listed(id).await;
     assert_eq!(listed.disabled_reason, Some(DisabledReason::Failing));
     assert!(listed.failing_since.is_some());
@@ -241,11 +191,7 @@ async fn a_rotated_secret_signs_alongside_the_new_one() {
         .unwrap();
     assert_ne!(old, new);
     assert!(rotated.previous_secret_expires_at.is_some());
-    app.post_event(
-        "direct",
-        &event("acme", "ROT1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "ROT1", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(Duration::from_secs(20), "the delivery", || async {
         receiver.count() == 1
     })

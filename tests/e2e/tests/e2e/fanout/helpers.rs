@@ -2,6 +2,10 @@
 //! allowed), built by `waybill_e2e::TestApp::builder`; its receivers are
 //! `waybill_e2e::Receiver`s and its downstream queues `waybill_e2e::Tap`s.
 
+use std::time::Duration;
+
+use waybill_store::fanout::DeliveryStatus;
+
 pub use waybill_e2e::sources::{direct_source, event};
 pub use waybill_e2e::{Receiver, Reply, TestApp, eventually};
 
@@ -34,4 +38,35 @@ fn builder(fanout_toml: &str) -> waybill_e2e::AppBuilder {
         .config(&format!("[fanout]\n{fanout_toml}"))
         .config(&direct_source("direct", "default"))
         .config(&direct_source("globex", "globex"))
+}
+
+/// Posts a scan of carrier `acme` to the `direct` source (default tenant), expecting 200.
+pub async fn post_acme(app: &TestApp, tracking_number: &str, status: &str, occurred_at: &str) {
+    app.post_event(
+        "direct",
+        &event("acme", tracking_number, status, occurred_at),
+    )
+    .await;
+}
+
+/// Waits until the first delivery of `subscription` has `status`.
+pub async fn first_delivery_reaches(app: &TestApp, subscription: i64, status: DeliveryStatus) {
+    let what = format!("the first delivery of {subscription} is {status:?}");
+    eventually(Duration::from_secs(20), &what, async || {
+        app.deliveries(subscription)
+            .await
+            .first()
+            .is_some_and(|d| d.status == status)
+    })
+    .await;
+}
+
+/// Waits until `subscription` is disabled.
+pub async fn disabled(app: &TestApp, subscription: i64) {
+    eventually(
+        Duration::from_secs(20),
+        "the subscription disabled",
+        async || !app.listed(subscription).await.enabled,
+    )
+    .await;
 }

@@ -109,11 +109,7 @@ async fn a_pending_retry_survives_a_worker_restart() {
     let receiver = Receiver::start(vec![Reply::Status(500)]).await;
     let (id, _) = app.subscribe(&receiver.url("/restart"), &[], &[]).await;
     let first = app.start_worker(|_| {}).await;
-    app.post_event(
-        "direct",
-        &event("acme", "RESTART1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "RESTART1", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(
         Duration::from_secs(20),
         "the first attempt recorded",
@@ -151,18 +147,8 @@ async fn a_dead_delivery_is_replayed_with_the_same_webhook_id_and_bytes() {
     let app = spawn(r#"retry_schedule = ["0ms", "100ms"]"#).await;
     let receiver = Receiver::start_with_default(vec![], Reply::Status(500)).await;
     let (id, secret) = app.subscribe(&receiver.url("/dead"), &[], &[]).await;
-    app.post_event(
-        "direct",
-        &event("acme", "DEAD1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
-    eventually(Duration::from_secs(20), "the delivery dead", || async {
-        app.deliveries(id)
-            .await
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Dead)
-    })
-    .await;
+    post_acme(&app, "DEAD1", "InTransit", "2026-11-20T10:00:00Z").await;
+    first_delivery_reaches(&app, id, DeliveryStatus::Dead).await;
     assert_eq!(receiver.count(), 2, "both attempts of the schedule");
 
     let dead = waybill_cli::deliveries::dead(&app.settings, Some(id), None, 10)
@@ -215,11 +201,7 @@ async fn a_worker_prunes_what_is_done_with_once_older_than_the_retention() {
     let (delivered_to, _) = app.subscribe(&answering.url("/ok"), &[], &[]).await;
     let (dead_at, _) = app.subscribe(&gone.url("/gone"), &[], &[]).await;
     let first = app.start_worker(|_| {}).await;
-    app.post_event(
-        "direct",
-        &event("acme", "OLD1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "OLD1", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(
         Duration::from_secs(20),
         "one delivery delivered, one dead",

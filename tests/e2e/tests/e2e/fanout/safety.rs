@@ -23,21 +23,13 @@ async fn a_filter_excludes_what_it_should() {
         .subscribe_tenant(&receiver.url("/globex"), "globex", &[], &[])
         .await;
 
-    app.post_event(
-        "direct",
-        &event("acme", "F1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "F1", "InTransit", "2026-11-20T10:00:00Z").await;
     app.post_event(
         "direct",
         &event("dhl", "F2", "Delivered", "2026-11-20T10:00:00Z"),
     )
     .await;
-    app.post_event(
-        "direct",
-        &event("acme", "F3", "Delivered", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "F3", "Delivered", "2026-11-20T10:00:00Z").await;
     app.post_event(
         "globex",
         &event("acme", "F4", "Delivered", "2026-11-20T10:00:00Z"),
@@ -190,11 +182,7 @@ async fn private_destinations_are_refused_unless_allow_listed() {
         .subscribe(&format!("http://localhost:{port}/hook"), &[], &[])
         .await;
     let (allowed, _) = app.subscribe(&receiver.url("/hook"), &[], &[]).await;
-    app.post_event(
-        "direct",
-        &event("acme", "SSRF1", "InTransit", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_acme(&app, "SSRF1", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(
         Duration::from_secs(20),
         "both deliveries settled",

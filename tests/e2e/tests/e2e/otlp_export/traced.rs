@@ -296,21 +296,14 @@ impl Recorder {
 /// The Starshipit fixture's answer for the tracking number in `uri`, with personal data in
 /// every location and message.
 fn poll_answer(uri: &Uri) -> Vec<u8> {
-    let tracking_number = uri
-        .query()
-        .and_then(|query| {
-            query
-                .split('&')
-                .find_map(|p| p.strip_prefix("tracking_number="))
-        })
-        .unwrap_or_default();
+    let tracking_number = waybill_e2e::sources::tracking_number_in(&uri.to_string());
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../crates/waybill-carriers/tests/fixtures/starshipit/poll-track.json"
     );
     let fixture = std::fs::read_to_string(path).expect("the starshipit poll fixture");
     fixture
-        .replace("T01234567890", tracking_number)
+        .replace("T01234567890", &tracking_number)
         .replace("SYDNEY", CANARIES[1])
         .replace("MELBOURNE", CANARIES[1])
         .replace(

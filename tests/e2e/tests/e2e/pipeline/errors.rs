@@ -17,11 +17,7 @@ async fn error_of(response: reqwest::Response) -> (u16, Value) {
 #[tokio::test]
 async fn bad_signature_is_401_and_nothing_is_published() {
     // No worker: whatever the ingress published stays in the queue where we can count it.
-    let app = spawn_app_with(AppOptions {
-        workers: 0,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app().workers(0).start().await;
     let body = fixture("starshipit", "support-article.json");
     let (status, error) = error_of(
         app.post_webhook(
@@ -58,11 +54,7 @@ async fn bad_signature_is_401_and_nothing_is_published() {
 
 #[tokio::test]
 async fn malformed_unknown_and_oversized_requests_get_clear_errors() {
-    let app = spawn_app_with(AppOptions {
-        workers: 0,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app().workers(0).start().await;
     for body in [
         &b"{\"order_number\": "[..],
         b"not json",
@@ -88,12 +80,11 @@ async fn malformed_unknown_and_oversized_requests_get_clear_errors() {
 
 #[tokio::test]
 async fn an_unreachable_broker_is_503_with_retry_after() {
-    let app = spawn_app_with(AppOptions {
-        workers: 0,
-        ingress_amqp_url: Some("amqp://guest:guest@127.0.0.1:1/%2f".to_owned()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app()
+        .workers(0)
+        .ingress_amqp_url("amqp://guest:guest@127.0.0.1:1/%2f")
+        .start()
+        .await;
     let body = fixture("starshipit", "support-article.json");
     let response = app.post_signed("starshipit", &body).await;
     assert!(response.headers().contains_key("retry-after"));

@@ -19,35 +19,6 @@ pub fn app() -> AppBuilder {
     TestApp::builder().couriers().config(PIPELINE)
 }
 
-/// Options for [`spawn_app_with`].
-#[derive(Debug, Clone)]
-pub struct AppOptions {
-    /// Worker processes to run (0: ingress only, nothing consumes).
-    pub workers: usize,
-    /// Overrides the AMQP URL of the ingress (e.g. a closed port).
-    pub ingress_amqp_url: Option<String>,
-    /// Extra TOML merged over the configuration.
-    pub extra_toml: String,
-}
-
-impl Default for AppOptions {
-    fn default() -> Self {
-        AppOptions {
-            workers: 1,
-            ingress_amqp_url: None,
-            extra_toml: String::new(),
-        }
-    }
-}
-
 pub async fn spawn_app() -> TestApp {
     app().start().await
-}
-
-pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let mut builder = app().workers(options.workers).config(&options.extra_toml);
-    if let Some(url) = &options.ingress_amqp_url {
-        builder = builder.ingress_amqp_url(url);
-    }
-    builder.start().await
 }

@@ -4,11 +4,7 @@ use super::helpers::*;
 
 #[tokio::test]
 async fn two_workers_racing_reach_the_same_state_as_one() {
-    let app = spawn_app_with(AppOptions {
-        workers: 2,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app().workers(2).start().await;
     // 30 shipments × 6 scans, posted in a scrambled order, each scan twice.
     let statuses = [
         "InfoReceived",

@@ -21,7 +21,7 @@ mod scenarios;
 
 use std::time::{Duration, Instant};
 
-use crate::faults::ledger::{Profile, Row, Table};
+use crate::faults::ledger::{Profile, Row, flag, names, report};
 use nodes::Cluster;
 use scenarios::ClusterFault;
 use waybill_e2e::stack;
@@ -50,15 +50,9 @@ fn full() -> Profile {
 #[ignore = "starts a three-node RabbitMQ cluster beside the machine's broker: run by scripts/test.sh"]
 async fn every_cluster_fault_keeps_the_books_balanced() {
     let _alone = crate::alone().await;
-    let full_form =
-        std::env::var("WAYBILL_CLUSTER_FAULTS_FULL").is_ok_and(|v| !v.is_empty() && v != "0");
+    let full_form = flag("WAYBILL_CLUSTER_FAULTS_FULL");
     let profile = if full_form { full() } else { reduced() };
-    let only: Vec<String> = std::env::var("WAYBILL_CLUSTER_FAULTS_ONLY")
-        .unwrap_or_default()
-        .split(',')
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .collect();
+    let only = names("WAYBILL_CLUSTER_FAULTS_ONLY");
     let faults: Vec<ClusterFault> = ClusterFault::ALL
         .into_iter()
         .filter(|fault| only.is_empty() || only.iter().any(|name| name == fault.name()))
@@ -104,23 +98,10 @@ async fn every_cluster_fault_keeps_the_books_balanced() {
     }
     drop(cluster);
 
-    let table = Table(&rows).to_string();
-    println!("\n{table}");
-    println!("suite took {:.0} s", started.elapsed().as_secs_f64());
-    let out = std::env::temp_dir().join("waybill-cluster-faults-table.md");
-    let _ = std::fs::write(&out, &table);
-
-    let failed: Vec<String> = rows
-        .iter()
-        .flat_map(|row| {
-            row.failures
-                .iter()
-                .map(move |f| format!("{}: {f}", row.fault))
-        })
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "the cluster fault suite found:\n{}",
-        failed.join("\n")
+    report(
+        &rows,
+        started,
+        "waybill-cluster-faults-table.md",
+        "the cluster fault suite",
     );
 }

@@ -5,12 +5,11 @@
 //! [`Cluster::start`] returns a guard that stops and removes the three nodes when dropped — also
 //! when a check panicked. The machine's own broker is never touched.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::process::Command;
 
 /// How long one script command may take (its own waits are bounded by 90 s each).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
@@ -151,25 +150,9 @@ fn node_number(node: &str) -> Option<usize> {
 }
 
 /// Runs the script, bounded in time; its stdout, or an error with its stderr.
-async fn run(script: &PathBuf, args: &[&str]) -> anyhow::Result<String> {
-    let command = Command::new(script).args(args).kill_on_drop(true).output();
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, command)
-        .await
-        .with_context(|| {
-            format!(
-                "`rabbitmq-cluster.sh {}` did not finish in time",
-                args.join(" ")
-            )
-        })?
-        .context("cannot run scripts/rabbitmq-cluster.sh")?;
-    if !output.status.success() {
-        bail!(
-            "`rabbitmq-cluster.sh {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+async fn run(script: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let script = script.to_str().context("a script path in UTF-8")?;
+    crate::faults::services::output_within(script, args, COMMAND_TIMEOUT).await
 }
 
 #[cfg(test)]

@@ -107,28 +107,8 @@ pub async fn run(fault: ClusterFault, cluster: &Cluster, profile: &Profile) -> R
         row.failures
             .push(format!("cannot bring the nodes back: {error:#}"));
     }
-    match effects::check(&stack.database_url()).await {
-        Ok(effects) => {
-            row.notes.push(format!(
-                "{} events in {} shipments",
-                effects.events, effects.shipments
-            ));
-            row.effects = Some(effects);
-        }
-        Err(error) => row
-            .failures
-            .push(format!("effects check failed: {error:#}")),
-    }
-    row.reconcile();
-    let keep_logs = std::env::var_os("WAYBILL_FAULTS_KEEP_LOGS").is_some();
-    if row.failures.is_empty() && !keep_logs {
-        let _ = std::fs::remove_dir_all(stack.log_dir());
-    } else {
-        row.notes
-            .push(format!("logs in {}", stack.log_dir().display()));
-    }
-    stack.destroy().await;
-    row
+    row.check_effects(&stack).await;
+    row.close(stack).await
 }
 
 async fn inject(

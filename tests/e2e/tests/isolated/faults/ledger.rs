@@ -64,6 +64,38 @@ pub struct Row {
 }
 
 impl Row {
+    /// Checks the stack's database for lost and duplicated effects (retrying while Postgres
+    /// comes back), noting what it found.
+    pub async fn check_effects(&mut self, stack: &Stack) {
+        match super::effects::check(&stack.database_url()).await {
+            Ok(effects) => {
+                self.notes.push(format!(
+                    "{} events in {} shipments",
+                    effects.events, effects.shipments
+                ));
+                self.effects = Some(effects);
+            }
+            Err(error) => self
+                .failures
+                .push(format!("effects check failed: {error:#}")),
+        }
+    }
+
+    /// Balances the books, keeps the logs of a failed fault (or all with
+    /// `WAYBILL_FAULTS_KEEP_LOGS`), and removes the stack.
+    pub async fn close(mut self, stack: Stack) -> Row {
+        self.reconcile();
+        let keep_logs = std::env::var_os("WAYBILL_FAULTS_KEEP_LOGS").is_some();
+        if self.failures.is_empty() && !keep_logs {
+            let _ = std::fs::remove_dir_all(stack.log_dir());
+        } else {
+            self.notes
+                .push(format!("logs in {}", stack.log_dir().display()));
+        }
+        stack.destroy().await;
+        self
+    }
+
     pub fn requests(&self) -> u64 {
         self.ledger.as_ref().map_or(0, |l| l.requests.sent)
     }
@@ -224,4 +256,38 @@ impl fmt::Display for Table<'_> {
         }
         Ok(())
     }
+}
+
+/// Prints the suite's table (and writes it to `table_file` in the temporary directory), then
+/// fails naming every fault's failures, if any.
+pub fn report(rows: &[Row], started: std::time::Instant, table_file: &str, suite: &str) {
+    let table = Table(rows).to_string();
+    println!("\n{table}");
+    println!("suite took {:.0} s", started.elapsed().as_secs_f64());
+    let _ = std::fs::write(std::env::temp_dir().join(table_file), &table);
+
+    let failed: Vec<String> = rows
+        .iter()
+        .flat_map(|row| {
+            row.failures
+                .iter()
+                .map(move |f| format!("{}: {f}", row.fault))
+        })
+        .collect();
+    assert!(failed.is_empty(), "{suite} found:\n{}", failed.join("\n"));
+}
+
+/// Whether the environment variable `name` is set to something other than empty or `0`.
+pub fn flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The comma-separated names in the environment variable `name` (none when unset).
+pub fn names(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
 }

@@ -21,13 +21,13 @@ pub mod effects;
 pub mod ledger;
 pub mod probes;
 mod scenarios;
-mod services;
+pub mod services;
 
 use std::time::Instant;
 
 use waybill_e2e::stack;
 
-use ledger::{Profile, Row, Table};
+use ledger::{Profile, Row, report};
 use scenarios::Fault;
 use services::Services;
 
@@ -35,18 +35,13 @@ use services::Services;
 #[ignore = "restarts the shared RabbitMQ and PostgreSQL: runs alone, after the other tests (scripts/test.sh)"]
 async fn every_fault_keeps_the_books_balanced() {
     let _alone = crate::alone().await;
-    let full = std::env::var("WAYBILL_FAULTS_FULL").is_ok_and(|v| !v.is_empty() && v != "0");
+    let full = ledger::flag("WAYBILL_FAULTS_FULL");
     let profile = if full {
         Profile::full()
     } else {
         Profile::reduced()
     };
-    let only: Vec<String> = std::env::var("WAYBILL_FAULTS_ONLY")
-        .unwrap_or_default()
-        .split(',')
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .collect();
+    let only = ledger::names("WAYBILL_FAULTS_ONLY");
     let faults: Vec<Fault> = Fault::ALL
         .into_iter()
         .filter(|fault| only.is_empty() || only.iter().any(|name| name == fault.name()))
@@ -95,23 +90,5 @@ async fn every_fault_keeps_the_books_balanced() {
         rows.push(row);
     }
 
-    let table = Table(&rows).to_string();
-    println!("\n{table}");
-    println!("suite took {:.0} s", started.elapsed().as_secs_f64());
-    let out = std::env::temp_dir().join("waybill-faults-table.md");
-    let _ = std::fs::write(&out, &table);
-
-    let failed: Vec<String> = rows
-        .iter()
-        .flat_map(|row| {
-            row.failures
-                .iter()
-                .map(move |f| format!("{}: {f}", row.fault))
-        })
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "the fault suite found:\n{}",
-        failed.join("\n")
-    );
+    report(&rows, started, "waybill-faults-table.md", "the fault suite");
 }

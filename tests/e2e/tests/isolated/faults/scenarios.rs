@@ -192,18 +192,7 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
             .failures
             .push(format!("injecting the fault failed: {error:#}")),
     }
-    match effects::check(&stack.database_url()).await {
-        Ok(effects) => {
-            row.notes.push(format!(
-                "{} events in {} shipments",
-                effects.events, effects.shipments
-            ));
-            row.effects = Some(effects);
-        }
-        Err(error) => row
-            .failures
-            .push(format!("effects check failed: {error:#}")),
-    }
+    row.check_effects(&stack).await;
     if let Some(downstream) = &downstream {
         match downstream.reconcile(&stack.database_url()).await {
             Ok(ledger) => {
@@ -216,16 +205,7 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
                 .push(format!("downstream reconciliation failed: {error:#}")),
         }
     }
-    row.reconcile();
-    let keep_logs = std::env::var_os("WAYBILL_FAULTS_KEEP_LOGS").is_some();
-    if row.failures.is_empty() && !keep_logs {
-        let _ = std::fs::remove_dir_all(stack.log_dir());
-    } else {
-        row.notes
-            .push(format!("logs in {}", stack.log_dir().display()));
-    }
-    stack.destroy().await;
-    row
+    row.close(stack).await
 }
 
 /// How long a probe may take to get through after a fault is healed.

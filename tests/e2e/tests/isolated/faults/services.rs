@@ -240,8 +240,17 @@ fn database_port(url: &str) -> u16 {
 
 /// Runs a command, bounded in time; its stdout, or an error with its stderr.
 async fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    output_within(program, args, COMMAND_TIMEOUT).await
+}
+
+/// Runs a command, bounded by `timeout`; its stdout, or an error with its stderr.
+pub async fn output_within(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let run = Command::new(program).args(args).kill_on_drop(true).output();
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, run)
+    let output = tokio::time::timeout(timeout, run)
         .await
         .with_context(|| format!("`{program} {}` did not finish in time", args.join(" ")))?
         .with_context(|| format!("cannot run `{program}`"))?;
