@@ -16,7 +16,7 @@
 #
 # What no tool knows (config keys and variables against the real config struct, compose and
 # Kubernetes starting the same binaries, metric names against the code) is the Rust test
-# crates/waybill-config/tests/deploy/, run by `cargo test`.
+# crates/waybill-config/tests/it/deploy/, run by `cargo test`.
 #
 #   scripts/check-deploy.sh      # exit 0: every check passed; otherwise each failure is shown
 set -euo pipefail

@@ -65,7 +65,7 @@ cargo test --workspace "$@"
 # cuts off the RabbitMQ and PostgreSQL above and so runs alone and last. Skipped when arguments narrow the run.
 if [ "$#" -eq 0 ]; then
   cargo build --workspace --bins
-  cargo test -p waybill-e2e --test hostile -- --ignored --nocapture
+  cargo test -p waybill-e2e --test e2e -- --ignored --nocapture hostile::
   # Log injection against the binaries' own output, in both formats (docs/security.md), the
   # CLI's stdout at RUST_LOG=trace (docs/cli.md), and Schemathesis against both served OpenAPI
   # documents (a pinned PyPI release, installed into a
@@ -75,17 +75,17 @@ if [ "$#" -eq 0 ]; then
     python3 -m venv target/schemathesis
     target/schemathesis/bin/pip install --quiet "schemathesis==$schemathesis_version"
   fi
-  cargo test -p waybill-e2e --test hardening -- --ignored --nocapture
-  cargo test -p waybill-e2e --test otlp_export -- --ignored --nocapture
+  cargo test -p waybill-e2e --test e2e -- --ignored --nocapture hardening::
+  cargo test -p waybill-e2e --test e2e -- --ignored --nocapture otlp_export::
   # The operator console in headless Chromium (Debian's chromium and chromium-driver).
   ensure_chromium
-  cargo test -p waybill-e2e --test console -- --ignored --nocapture
+  cargo test -p waybill-e2e --test e2e -- --ignored --nocapture console::
   # The cluster fault suite: three extra RabbitMQ nodes beside the local broker (which it only
   # uses), stopped and removed at the end; it needs the RabbitMQ server package.
   if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
-    cargo test -p waybill-e2e --test cluster_faults -- --ignored --nocapture
+    cargo test -p waybill-e2e --test isolated -- --ignored --nocapture cluster::
   else
     echo "rabbitmq-server is not installed: skipping the cluster fault suite" >&2
   fi
-  cargo test -p waybill-e2e --test faults -- --ignored --nocapture --test-threads=1
+  cargo test -p waybill-e2e --test isolated -- --ignored --nocapture --test-threads=1 faults::
 fi

@@ -33,7 +33,7 @@ pub const CONFIG_FILE_VARIABLE: &str = "WAYBILL_CONFIG";
 
 /// The environment variables the configuration reads, each with the key it overrides (they win
 /// over the file). Deployment files may set only these, [`CONFIG_FILE_VARIABLE`] and the
-/// telemetry's standard variables; `crates/waybill-config/tests/deploy` holds them to that.
+/// telemetry's standard variables; `crates/waybill-config/tests/it/deploy` holds them to that.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("AMQP_URL", "bus.url"),

@@ -22,6 +22,7 @@ use waybill_core::{
 use waybill_store::fanout::{DisabledReason, NewSubscription, SecretText};
 use waybill_store::testing::TestDatabase;
 use waybill_store::{InboundBatch, InboundItem, Store};
+use waybill_testkit::env::amqp_url;
 
 const HOSTILE_LOCATION: &str = "<script>document.title='owned'</script>";
 const HOSTILE_MESSAGE: &str = "\"><img src=x onerror=alert(1)>";
@@ -35,11 +36,6 @@ struct App {
     acme_reader: ApiKey,
     api_only: ApiKey,
     stop: CancellationToken,
-}
-
-fn amqp_url() -> String {
-    std::env::var("WAYBILL_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 fn topology(settings: &Settings) -> Topology {

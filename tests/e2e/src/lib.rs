@@ -1,138 +1,22 @@
-//! End-to-end test harness: the suites live in `tests/`; this library holds what several of
-//! them need to stand in for downstream systems — a queue bound to one of Waybill's exchanges,
-//! and a local HTTP server for subscribers — and an OTLP/HTTP receiver ([`otlp`]) standing in
-//! for a trace collector.
+//! The end-to-end test kit: Waybill's services started in any combination on a fresh database
+//! and queue prefix, and the stand-ins around them. The suites live in `tests/`.
+//!
+//! - [`TestApp`] ([`app`]): the ingress and workers in this test process, built by
+//!   [`TestApp::builder`]; a scheduler the test ticks on its own clock;
+//! - [`stack`]: the real binaries as child processes, which a test can kill and restart;
+//! - [`sources`]: the standard sources, their secrets and signatures, fixtures and bodies;
+//! - [`logs`]: every log line of the test process, to prove what never appears;
+//! - [`otlp`]: an OTLP/HTTP receiver standing in for a trace collector;
+//! - and the leaf kit every crate's tests share ([`waybill_testkit`]): [`eventually`], the
+//!   local services' URLs, HTTP stand-ins for couriers and subscribers, a tapped queue.
 
+pub mod app;
+pub mod logs;
 pub mod otlp;
+pub mod sources;
+pub mod stack;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-
-use anyhow::Context;
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-
-/// An exclusive, auto-deleted queue bound to an exchange, read with `basic.get`: a downstream
-/// consumer as the tests see it. Deleted by the broker when it is dropped or closed.
-pub struct Tap {
-    connection: lapin::Connection,
-    channel: lapin::Channel,
-    queue: String,
-}
-
-/// A message taken from a [`Tap`].
-#[derive(Debug, Clone)]
-pub struct TappedMessage {
-    pub routing_key: String,
-    /// The `message_id` property (empty when absent).
-    pub message_id: String,
-    pub persistent: bool,
-    /// The string headers (`traceparent`, `x-waybill-tenant`, …).
-    pub headers: BTreeMap<String, String>,
-    pub body: Vec<u8>,
-}
-
-impl TappedMessage {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
-
-impl Tap {
-    /// Declares `queue` (exclusive) on the broker at `amqp_url` and binds it to `exchange`
-    /// with `binding`.
-    pub async fn bind(
-        amqp_url: &str,
-        exchange: &str,
-        queue: &str,
-        binding: &str,
-    ) -> anyhow::Result<Tap> {
-        let connection =
-            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
-                .await
-                .context("connecting the tap")?;
-        let channel = connection.create_channel().await?;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .context("declaring the tap queue")?;
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                binding.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .context("binding the tap queue")?;
-        Ok(Tap {
-            connection,
-            channel,
-            queue: queue.to_owned(),
-        })
-    }
-
-    /// Takes every message waiting (acknowledged).
-    pub async fn drain(&self) -> anyhow::Result<Vec<TappedMessage>> {
-        let mut messages = Vec::new();
-        while let Some(got) = self
-            .channel
-            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .context("basic.get from the tap")?
-        {
-            let delivery = got.delivery;
-            let properties = &delivery.properties;
-            let headers = properties
-                .headers()
-                .as_ref()
-                .map(|table| {
-                    table
-                        .inner()
-                        .iter()
-                        .filter_map(|(name, value)| match value {
-                            AMQPValue::LongString(text) => Some((
-                                name.to_string(),
-                                String::from_utf8_lossy(text.as_bytes()).into_owned(),
-                            )),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            messages.push(TappedMessage {
-                routing_key: delivery.routing_key.to_string(),
-                message_id: properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.to_string())
-                    .unwrap_or_default(),
-                persistent: *properties.delivery_mode() == Some(2),
-                headers,
-                body: delivery.data,
-            });
-        }
-        Ok(messages)
-    }
-
-    pub async fn close(self) {
-        let _ = self.connection.close(200, "bye".into()).await;
-    }
-}
-
-/// Serves `router` on a fresh port of 127.0.0.1 until the process ends; returns its address.
-pub async fn serve(router: axum::Router) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(addr)
-}
+pub use app::{AppBuilder, TestApp};
+pub use waybill_testkit::amqp::{Tap, TappedMessage};
+pub use waybill_testkit::http::{Answer, FakeCourier, Received, Receiver, Reply, serve};
+pub use waybill_testkit::{Settled, amqp, env, eventually, eventually_or, http, sign};

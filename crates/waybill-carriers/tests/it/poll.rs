@@ -1,0 +1,339 @@
+//! Polling: the request each built-in builds, and poll responses mapped by the same engine as
+//! webhooks, so that a scan seen both ways has one event id.
+
+use std::collections::BTreeMap;
+
+use crate::common::{Expect, Prov, check, fixture, profile, received_at, webhook};
+use waybill_carriers::{MapError, Mapped};
+use waybill_core::{EventId, Origin, Status::*, TrackingNumber};
+
+fn credentials(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn tn(text: &str) -> TrackingNumber {
+    TrackingNumber::parse(text).unwrap()
+}
+
+fn poll(name: &str, file: &str, number: &str) -> Mapped {
+    profile(name)
+        .map_poll_response(&fixture(file), &tn(number), received_at())
+        .unwrap()
+}
+
+fn ids(mapped: &Mapped) -> Vec<EventId> {
+    mapped.events.iter().map(|e| e.id.clone()).collect()
+}
+
+#[test]
+fn starshipit_request() {
+    let request = profile("starshipit")
+        .poll()
+        .unwrap()
+        .build_request(
+            None,
+            &tn("T01234567890"),
+            &credentials(&[("api_key", "k1"), ("subscription_key", "s1")]),
+        )
+        .unwrap();
+    assert_eq!(request.method, "GET");
+    assert_eq!(
+        request.url,
+        "https://api.starshipit.com/api/track?tracking_number=T01234567890"
+    );
+    assert_eq!(
+        request.headers,
+        [
+            ("Ocp-Apim-Subscription-Key".to_owned(), "s1".to_owned()),
+            ("StarShipIT-Api-Key".to_owned(), "k1".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn aftership_request_against_a_local_server() {
+    let spec = profile("aftership");
+    let spec = spec.poll().unwrap();
+    let request = spec
+        .build_request(
+            Some("http://127.0.0.1:8080/"),
+            &tn("9361289676091361892011"),
+            &credentials(&[("api_key", "as-key")]),
+        )
+        .unwrap();
+    assert_eq!(
+        request.url,
+        "http://127.0.0.1:8080/tracking/2024-10/trackings?tracking_numbers=9361289676091361892011"
+    );
+    assert_eq!(
+        request.headers,
+        [("as-api-key".to_owned(), "as-key".to_owned())]
+    );
+    assert_eq!(spec.default_base_url(), Some("https://api.aftership.com"));
+    assert!(spec.rate_limit_per_second().is_some());
+    assert_eq!(spec.credential_names(), [("api_key".to_owned(), true)]);
+}
+
+#[test]
+fn easypost_request_uses_basic_auth() {
+    let request = profile("easypost")
+        .poll()
+        .unwrap()
+        .build_request(
+            None,
+            &tn("EZ1000000001"),
+            &credentials(&[("api_key", "EZAK123")]),
+        )
+        .unwrap();
+    assert_eq!(
+        request.url,
+        "https://api.easypost.com/v2/trackers?tracking_codes=EZ1000000001"
+    );
+    // base64("EZAK123:") — API key as user name, empty password.
+    assert_eq!(
+        request.headers,
+        [("Authorization".to_owned(), "Basic RVpBSzEyMzo=".to_owned())]
+    );
+}
+
+#[test]
+fn clickpost_request_encodes_credentials_and_optional_cp_id() {
+    let spec = profile("clickpost");
+    let spec = spec.poll().unwrap();
+    let with = spec
+        .build_request(
+            None,
+            &tn("P0109276342"),
+            &credentials(&[("username", "shop"), ("api_key", "a&b"), ("cp_id", "14")]),
+        )
+        .unwrap();
+    assert_eq!(
+        with.url,
+        "https://www.clickpost.in/api/v2/track-order/?username=shop&key=a%26b&waybill=P0109276342&cp_id=14"
+    );
+    let without = spec
+        .build_request(
+            None,
+            &tn("P0109276342"),
+            &credentials(&[("username", "shop"), ("api_key", "k")]),
+        )
+        .unwrap();
+    assert!(without.url.ends_with("&cp_id="), "{}", without.url);
+    // The key is in the query string: Debug must not show it.
+    let debug = format!("{with:?}");
+    assert!(
+        !debug.contains("a%26b") && debug.contains("/api/v2/track-order/"),
+        "{debug}"
+    );
+    assert_eq!(
+        spec.credential_names(),
+        [
+            ("api_key".into(), true),
+            ("cp_id".into(), false),
+            ("username".into(), true)
+        ]
+    );
+}
+
+#[test]
+fn request_building_errors() {
+    let spec = profile("aftership");
+    let spec = spec.poll().unwrap();
+    let number = tn("X1");
+    assert_eq!(
+        spec.build_request(None, &number, &BTreeMap::new()),
+        Err(MapError::MissingCredential {
+            name: "api_key".into()
+        })
+    );
+    assert_eq!(
+        spec.build_request(Some("ftp://x"), &number, &credentials(&[("api_key", "k")])),
+        Err(MapError::InvalidBaseUrl)
+    );
+    assert_eq!(
+        spec.build_request(
+            None,
+            &number,
+            &credentials(&[("api_key", "k\r\nX-Evil: 1")])
+        ),
+        Err(MapError::InvalidCredential {
+            name: "api_key".into()
+        })
+    );
+}
+
+#[test]
+fn aftership_poll_and_webhook_agree_on_event_ids() {
+    let hook = webhook(
+        &profile("aftership"),
+        &fixture("aftership/webhook-2026-07.json"),
+    )
+    .unwrap();
+    let polled = poll(
+        "aftership",
+        "aftership/poll-get-tracking.json",
+        "0000000000000000",
+    );
+    assert_eq!(ids(&polled), ids(&hook));
+    assert!(polled.events.iter().all(|e| e.origin == Origin::Poll));
+    assert_eq!(
+        polled.provider_event_id, None,
+        "a poll is no webhook delivery"
+    );
+}
+
+#[test]
+fn easypost_poll_and_webhook_agree_on_event_ids() {
+    let hook = webhook(&profile("easypost"), &fixture("easypost/event-body.json")).unwrap();
+    let polled = poll("easypost", "easypost/poll-trackers.json", "1");
+    assert_eq!(polled.events.len(), 7);
+    assert_eq!(ids(&polled), ids(&hook));
+    assert_eq!(polled.provider_event_id, None);
+}
+
+#[test]
+fn clickpost_poll_contains_the_webhooked_scan() {
+    let hook = webhook(
+        &profile("clickpost"),
+        &fixture("clickpost/all-status-out-for-delivery.json"),
+    )
+    .unwrap();
+    let polled = poll(
+        "clickpost",
+        "clickpost/poll-track-order.json",
+        "P0109276342",
+    );
+    check(
+        "clickpost poll",
+        &polled,
+        &Expect {
+            events: &[
+                (
+                    "P0109276342",
+                    InTransit,
+                    "5",
+                    "2017-08-01T16:40:00Z",
+                    Prov::Assumed("Asia/Kolkata"),
+                ),
+                (
+                    "P0109276342",
+                    OutForDelivery,
+                    "6",
+                    "2017-08-02T13:23:02Z",
+                    Prov::Explicit,
+                ),
+            ],
+            provider_event_id: None,
+            unmapped: &[],
+        },
+    );
+    assert_eq!(polled.events[1].id, hook.events[0].id);
+}
+
+#[test]
+fn starshipit_poll_has_history_plus_the_webhooked_status() {
+    let hook = webhook(
+        &profile("starshipit"),
+        &fixture("starshipit/captured-real.json"),
+    )
+    .unwrap();
+    let polled = poll("starshipit", "starshipit/poll-track.json", "T01234567890");
+    check(
+        "starshipit poll",
+        &polled,
+        &Expect {
+            events: &[
+                (
+                    "T01234567890",
+                    InTransit,
+                    "Dispatched",
+                    "2026-06-10T12:30:00Z",
+                    Prov::Assumed("UTC"),
+                ),
+                (
+                    "T01234567890",
+                    InTransit,
+                    "InTransit",
+                    "2026-06-11T04:43:42Z",
+                    Prov::Assumed("UTC"),
+                ),
+                (
+                    "T01234567890",
+                    InTransit,
+                    "InTransit",
+                    "2026-06-11T04:43:42.1543701Z",
+                    Prov::Explicit,
+                ),
+            ],
+            provider_event_id: None,
+            unmapped: &[],
+        },
+    );
+    assert_eq!(polled.events[2].id, hook.events[0].id);
+    assert_eq!(polled.events[0].location.as_deref(), Some("SYDNEY"));
+    assert_eq!(
+        polled.events[0].message.as_deref(),
+        Some("Shipment picked up")
+    );
+}
+
+#[test]
+fn items_about_another_number_are_skipped() {
+    let polled = poll(
+        "aftership",
+        "aftership/poll-get-tracking.json",
+        "SOMETHINGELSE",
+    );
+    assert!(polled.events.is_empty());
+    // ClickPost scans carry no waybill: they belong to whatever was polled.
+    let polled = poll("clickpost", "clickpost/poll-track-order.json", "ANY123");
+    assert_eq!(polled.events.len(), 2);
+    assert!(
+        polled
+            .events
+            .iter()
+            .all(|e| e.tracking_number.as_str() == "ANY123")
+    );
+}
+
+#[test]
+fn empty_and_invalid_poll_responses() {
+    let aftership = profile("aftership");
+    let number = tn("X1");
+    let empty = aftership
+        .map_poll_response(br#"{"data":{"trackings":[]}}"#, &number, received_at())
+        .unwrap();
+    assert!(empty.events.is_empty());
+    let invalid = aftership.map_poll_response(b"<html>502</html>", &number, received_at());
+    assert!(
+        matches!(invalid, Err(MapError::InvalidJson { .. })),
+        "{invalid:?}"
+    );
+    let clickpost = profile("clickpost");
+    let not_valid = br#"{"result":{"X1":{"valid":false,"scans":[]}}}"#;
+    assert!(
+        clickpost
+            .map_poll_response(not_valid, &number, received_at())
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+#[test]
+fn waybill_has_no_poll_but_maps_a_poll_body_like_a_webhook() {
+    let waybill = profile("waybill");
+    assert!(waybill.poll().is_none());
+    let mapped = waybill
+        .map_poll_response(
+            &fixture("waybill/single.json"),
+            &tn("ACME000123"),
+            received_at(),
+        )
+        .unwrap();
+    assert_eq!(mapped.events.len(), 1);
+    assert_eq!(mapped.events[0].origin, Origin::Poll);
+}

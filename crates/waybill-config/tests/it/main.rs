@@ -1,0 +1,6 @@
+//! The configuration crate's integration tests, one test binary: the deployment files against
+//! the real configuration struct ([`deploy`]), and the documentation against the code
+//! ([`documented`]).
+
+mod deploy;
+mod documented;

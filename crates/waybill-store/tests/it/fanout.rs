@@ -1,0 +1,672 @@
+//! Fan-out in Postgres: the relay's two outbox cursors, the idempotent fan-out into deliveries
+//! with its filters, the dispatcher's claim (per-subscription limits, leases, stale outcomes)
+//! and the outcome writes that disable subscriptions, and replaying dead deliveries.
+
+use std::time::Duration;
+
+use crate::common::*;
+use chrono::{DateTime, SubsecRound, Utc};
+use waybill_core::{CarrierCode, Status, TenantId};
+use waybill_store::fanout::{
+    self, DeadFilter, DeliveryStatus, DisabledReason, NewSubscription, SecretText,
+};
+use waybill_store::testing::TestDatabase;
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+async fn subscribe(db: &TestDatabase, tenant: &str, carriers: &[&str], statuses: &[Status]) -> i64 {
+    let mut conn = db.store().acquire().await.unwrap();
+    let tenant = TenantId::parse(tenant).unwrap();
+    let carriers: Vec<CarrierCode> = carriers
+        .iter()
+        .map(|c| CarrierCode::parse(c).unwrap())
+        .collect();
+    fanout::insert_subscription(
+        &mut conn,
+        &NewSubscription {
+            tenant: &tenant,
+            url: "https://receiver.example/hooks",
+            description: "test",
+            carriers: &carriers,
+            statuses,
+            secret: &SecretText::new(SECRET),
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+async fn fan_out(db: &TestDatabase) -> fanout::FanOutReport {
+    let mut tx = db.store().begin().await.unwrap();
+    let report = fanout::fan_out_pending(&mut tx, 100, Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    report
+}
+
+async fn deliveries(db: &TestDatabase, subscription: i64) -> Vec<fanout::DeliveryRecord> {
+    let mut conn = db.store().acquire().await.unwrap();
+    fanout::list_deliveries(&mut conn, subscription)
+        .await
+        .unwrap()
+}
+
+/// Three `ups` shipments: two in transit, one delivered.
+async fn three_changes(db: &TestDatabase) {
+    db.store()
+        .apply_batch(open_batch(vec![
+            event("A1", 10, Status::InTransit, "SYD"),
+            event("A2", 10, Status::InTransit, "SYD"),
+            event("A3", 10, Status::Delivered, "SYD"),
+        ]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_fan_out_follows_tenant_carrier_status_and_enabled_and_is_idempotent() {
+    let db = database().await;
+    let all = subscribe(&db, "default", &[], &[]).await;
+    let ups = subscribe(&db, "default", &["ups"], &[]).await;
+    let dhl = subscribe(&db, "default", &["dhl"], &[]).await;
+    let delivered = subscribe(&db, "default", &[], &[Status::Delivered]).await;
+    let other_tenant = subscribe(&db, "globex", &[], &[]).await;
+    let disabled = subscribe(&db, "default", &[], &[]).await;
+    {
+        let mut conn = db.store().acquire().await.unwrap();
+        fanout::disable_subscription(&mut conn, disabled, DisabledReason::Manual, Utc::now())
+            .await
+            .unwrap();
+    }
+    three_changes(&db).await;
+    let too_late = subscribe(&db, "default", &[], &[]).await;
+
+    let report = fan_out(&db).await;
+    assert_eq!(report.rows, 3);
+    assert_eq!(report.deliveries, 3 + 3 + 1);
+    assert_eq!(deliveries(&db, all).await.len(), 3);
+    assert_eq!(deliveries(&db, ups).await.len(), 3);
+    assert_eq!(deliveries(&db, dhl).await.len(), 0);
+    assert_eq!(deliveries(&db, delivered).await.len(), 1);
+    assert_eq!(deliveries(&db, other_tenant).await.len(), 0);
+    assert_eq!(deliveries(&db, disabled).await.len(), 0);
+    assert_eq!(
+        deliveries(&db, too_late).await.len(),
+        0,
+        "a subscription gets the changes written after it was created"
+    );
+
+    // The same change has the same id and bytes in every subscription, and they are the
+    // relay's wire form of the outbox row.
+    let mut tx = db.store().begin().await.unwrap();
+    let outbox = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    tx.rollback().await.unwrap();
+    let delivered_row = &deliveries(&db, delivered).await[0];
+    let source = outbox
+        .iter()
+        .find(|entry| entry.id == delivered_row.outbox_id)
+        .unwrap();
+    assert_eq!(delivered_row.webhook_id, source.message_id());
+    assert_eq!(delivered_row.body, source.body());
+    assert!(
+        deliveries(&db, all)
+            .await
+            .iter()
+            .any(|d| d.webhook_id == delivered_row.webhook_id && d.body == delivered_row.body)
+    );
+
+    // Nothing left; and fanning the same rows out again creates nothing new.
+    assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
+    sqlx::query("update outbox set fanned_out_at = null")
+        .execute(db.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        fan_out(&db).await,
+        fanout::FanOutReport {
+            rows: 3,
+            deliveries: 0,
+            traceparents: Vec::new(),
+        }
+    );
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_fan_out_names_the_traces_of_the_changes_it_fans_out() {
+    let db = database().await;
+    subscribe(&db, "default", &[], &[Status::Delivered]).await;
+    let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut batch = open_batch(vec![event("T1", 10, Status::Delivered, "SYD")]);
+    batch.items[0].traceparent = Some(traced.to_owned());
+    let mut unwanted = item(false, vec![event("T2", 10, Status::InTransit, "SYD")]);
+    unwanted.traceparent = Some(traced.replace("4bf9", "0000"));
+    batch.items.push(unwanted);
+    db.store().apply_batch(batch).await.unwrap();
+    let report = fan_out(&db).await;
+    assert_eq!(report.deliveries, 1);
+    assert_eq!(
+        report.traceparents,
+        [traced],
+        "only the change a subscription wanted"
+    );
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn changes_no_subscription_wants_are_written_fanned_out() {
+    let db = database().await;
+    // A subscription of another tenant, and a disabled one of this tenant: neither counts.
+    subscribe(&db, "globex", &[], &[]).await;
+    let disabled = subscribe(&db, "default", &[], &[]).await;
+    let mut conn = db.store().acquire().await.unwrap();
+    fanout::disable_subscription(&mut conn, disabled, DisabledReason::Manual, Utc::now())
+        .await
+        .unwrap();
+    drop(conn);
+    three_changes(&db).await;
+    let mut conn = db.store().acquire().await.unwrap();
+    assert_eq!(
+        fanout::relay_backlog(&mut conn).await.unwrap(),
+        (3, 0),
+        "to publish, but nothing to fan out"
+    );
+    drop(conn);
+    assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
+
+    // Nor does a subscription whose filters the changes do not match.
+    subscribe(&db, "default", &["dhl"], &[]).await;
+    db.store()
+        .apply_batch(open_batch(vec![event("A2", 20, Status::Delivered, "SYD")]))
+        .await
+        .unwrap();
+    assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
+
+    // Once the tenant has a subscription that wants them, its new changes wait for the fan-out.
+    let sub = subscribe(&db, "default", &[], &[]).await;
+    db.store()
+        .apply_batch(open_batch(vec![event("A1", 20, Status::Delivered, "SYD")]))
+        .await
+        .unwrap();
+    let report = fan_out(&db).await;
+    assert_eq!((report.rows, report.deliveries), (1, 1));
+    assert_eq!(deliveries(&db, sub).await.len(), 1);
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marked() {
+    let db = database().await;
+    three_changes(&db).await;
+    let mut first = db.store().begin().await.unwrap();
+    let mut second = db.store().begin().await.unwrap();
+    let a = fanout::claim_unpublished(&mut first, 2).await.unwrap();
+    let b = fanout::claim_unpublished(&mut second, 2).await.unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(b.len(), 1, "rows another relay holds are skipped");
+    assert!(a.iter().all(|x| b.iter().all(|y| x.id != y.id)));
+    assert!(a[0].id < a[1].id, "oldest first");
+
+    // The first relay's broker confirmed one of its two; the second crashed (rolled back).
+    fanout::mark_published(&mut first, &[a[0].id])
+        .await
+        .unwrap();
+    first.commit().await.unwrap();
+    second.rollback().await.unwrap();
+
+    let mut conn = db.store().acquire().await.unwrap();
+    assert_eq!(fanout::relay_backlog(&mut conn).await.unwrap().0, 2);
+    drop(conn);
+    let mut tx = db.store().begin().await.unwrap();
+    let again = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let ids: Vec<i64> = again.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![a[1].id, b[0].id]);
+    tx.rollback().await.unwrap();
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
+    let db = database().await;
+    subscribe(&db, "default", &[], &[]).await;
+    three_changes(&db).await;
+    fan_out(&db).await;
+    let mut tx = db.store().begin().await.unwrap();
+    let rows = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let published: Vec<i64> = rows.iter().map(|e| e.id).collect();
+    fanout::mark_published(&mut tx, &published).await.unwrap();
+    tx.commit().await.unwrap();
+    // A fourth change, fanned out but never published (the broker was down for a week).
+    db.store()
+        .apply_batch(open_batch(vec![event("A4", 10, Status::InTransit, "SYD")]))
+        .await
+        .unwrap();
+    fan_out(&db).await;
+
+    let mut conn = db.store().acquire().await.unwrap();
+    let ids = |table: &'static str| {
+        sqlx::query_scalar::<_, i64>(match table {
+            "outbox" => "select id from outbox order by id",
+            _ => "select id from deliveries order by id",
+        })
+    };
+    let outbox = ids("outbox").fetch_all(&mut *conn).await.unwrap();
+    let deliveries = ids("deliveries").fetch_all(&mut *conn).await.unwrap();
+    assert_eq!((outbox.len(), deliveries.len()), (4, 4));
+    // Outbox: the first two done with 8 days ago, the third just now, the fourth fanned out
+    // 8 days ago and still unpublished.
+    sqlx::query(
+        "update outbox set published_at = published_at - interval '8 days',
+                           fanned_out_at = fanned_out_at - interval '8 days'
+         where id = any($1)",
+    )
+    .bind(&outbox[..2])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update outbox set fanned_out_at = fanned_out_at - interval '8 days' where id = $1",
+    )
+    .bind(outbox[3])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // Deliveries: delivered 8 days ago, delivered just now, dead 8 days ago, pending for 8 days.
+    for (id, change) in [
+        (
+            deliveries[0],
+            "status = 'delivered', next_attempt_at = null, delivered_at = now() - interval '8 days'",
+        ),
+        (
+            deliveries[1],
+            "status = 'delivered', next_attempt_at = null, delivered_at = now()",
+        ),
+        (
+            deliveries[2],
+            "status = 'dead', next_attempt_at = null, dead_at = now() - interval '8 days'",
+        ),
+        (deliveries[3], "created_at = now() - interval '8 days'"),
+    ] {
+        sqlx::query(&format!("update deliveries set {change} where id = $1"))
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+
+    let week_ago = Utc::now() - chrono::Duration::days(7);
+    // At most `limit` of each, oldest first.
+    let first = fanout::prune(&mut conn, week_ago, 1).await.unwrap();
+    assert_eq!((first.outbox, first.deliveries), (1, 1));
+    assert_eq!(
+        ids("outbox").fetch_all(&mut *conn).await.unwrap()[0],
+        outbox[1]
+    );
+    let rest = fanout::prune(&mut conn, week_ago, 100).await.unwrap();
+    assert_eq!((rest.outbox, rest.deliveries), (1, 0));
+    let again = fanout::prune(&mut conn, week_ago, 100).await.unwrap();
+    assert_eq!(
+        again,
+        fanout::Pruned::default(),
+        "nothing else is old and done with"
+    );
+
+    assert_eq!(
+        ids("outbox").fetch_all(&mut *conn).await.unwrap(),
+        vec![outbox[2], outbox[3]],
+        "the recent row and the unpublished one stay"
+    );
+    assert_eq!(
+        ids("deliveries").fetch_all(&mut *conn).await.unwrap(),
+        deliveries[1..].to_vec(),
+        "recent, dead and pending deliveries stay"
+    );
+    // The fourth change can still be published after the prune.
+    drop(conn);
+    let mut tx = db.store().begin().await.unwrap();
+    let pending = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![outbox[3]]
+    );
+    tx.rollback().await.unwrap();
+    db.drop_database().await.unwrap();
+}
+
+async fn claim(
+    db: &TestDatabase,
+    now: DateTime<Utc>,
+    room: u32,
+    per_subscription: u32,
+    busy: &[(i64, u32)],
+) -> Vec<fanout::ClaimedDelivery> {
+    let mut conn = db.store().acquire().await.unwrap();
+    fanout::claim_due_deliveries(
+        &mut conn,
+        now,
+        Duration::from_secs(60),
+        room,
+        per_subscription,
+        busy,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn claims_respect_room_per_subscription_limits_leases_and_stale_outcomes() {
+    let db = database().await;
+    let busy_sub = subscribe(&db, "default", &[], &[]).await;
+    let quiet_sub = subscribe(&db, "default", &[], &[]).await;
+    three_changes(&db).await;
+    fan_out(&db).await;
+    let now = Utc::now() + chrono::Duration::seconds(1);
+
+    // Two per subscription, one already in flight for `busy_sub`: 1 + 2.
+    let claimed = claim(&db, now, 10, 2, &[(busy_sub, 1)]).await;
+    assert_eq!(
+        claimed
+            .iter()
+            .filter(|c| c.subscription_id == busy_sub)
+            .count(),
+        1
+    );
+    assert_eq!(
+        claimed
+            .iter()
+            .filter(|c| c.subscription_id == quiet_sub)
+            .count(),
+        2
+    );
+    assert!(claimed.iter().all(|c| c.attempt == 1));
+    assert_eq!(claimed[0].secret.expose(), SECRET);
+    assert!(claimed[0].previous_secret.is_none());
+
+    // Leased: the same three are not due again until the lease runs out.
+    let rest = claim(&db, now, 10, 10, &[]).await;
+    assert_eq!(rest.len(), 3);
+    assert!(rest.iter().all(|r| claimed.iter().all(|c| c.id != r.id)));
+    assert!(claim(&db, now, 10, 10, &[]).await.is_empty());
+    let after_lease = claim(&db, now + chrono::Duration::seconds(61), 10, 10, &[]).await;
+    assert_eq!(after_lease.len(), 6);
+    assert!(after_lease.iter().all(|c| c.attempt == 2));
+
+    // The first claim's outcome is stale now; the second's counts.
+    let mut conn = db.store().acquire().await.unwrap();
+    let first = &claimed[0];
+    assert!(
+        !fanout::record_delivered(&mut conn, first.id, first.attempt, now, 200)
+            .await
+            .unwrap()
+    );
+    assert!(
+        fanout::record_delivered(&mut conn, first.id, 2, now, 204)
+            .await
+            .unwrap()
+    );
+    let record = fanout::list_deliveries(&mut conn, first.subscription_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == first.id)
+        .unwrap();
+    assert_eq!(record.status, DeliveryStatus::Delivered);
+    assert_eq!(record.last_status, Some(204));
+    assert_eq!(record.next_attempt_at, None);
+    drop(conn);
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
+    let db = database().await;
+    let sub = subscribe(&db, "default", &[], &[]).await;
+    let gone = subscribe(&db, "default", &[], &[]).await;
+    three_changes(&db).await;
+    fan_out(&db).await;
+    let t0 = Utc::now().trunc_subsecs(6) + chrono::Duration::seconds(1);
+    let mut conn = db.store().acquire().await.unwrap();
+    let hour = Some(Duration::from_secs(3600));
+
+    let claimed = claim(&db, t0, 10, 10, &[]).await;
+    let mine: Vec<_> = claimed
+        .iter()
+        .filter(|c| c.subscription_id == sub)
+        .collect();
+
+    // 410: dead and disabled; its other deliveries wait.
+    let to_gone = claimed.iter().find(|c| c.subscription_id == gone).unwrap();
+    let recorded = fanout::record_gone(&mut conn, to_gone.id, 1, t0)
+        .await
+        .unwrap();
+    assert!(recorded.recorded && recorded.subscription_disabled);
+    let subscription = fanout::get_subscription(&mut conn, gone)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(subscription.disabled_reason, Some(DisabledReason::Gone));
+
+    // A retry: still pending, due later; the subscription starts failing.
+    let later = t0 + chrono::Duration::seconds(5);
+    let retry = fanout::record_failure(
+        &mut conn,
+        mine[0].id,
+        1,
+        t0,
+        Some(500),
+        "HTTP 500",
+        Some(later),
+        hour,
+    )
+    .await
+    .unwrap();
+    assert!(retry.recorded && !retry.subscription_disabled);
+    let subscription = fanout::get_subscription(&mut conn, sub)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(subscription.failing_since, Some(t0));
+    // Exhausted: dead. Still within the hour: enabled.
+    let dead = fanout::record_failure(
+        &mut conn,
+        mine[1].id,
+        1,
+        t0 + chrono::Duration::minutes(30),
+        None,
+        "timed out",
+        None,
+        hour,
+    )
+    .await
+    .unwrap();
+    assert!(dead.recorded && !dead.subscription_disabled);
+    // A success in between resets the failure clock.
+    assert!(
+        fanout::record_delivered(&mut conn, mine[2].id, 1, t0, 200)
+            .await
+            .unwrap()
+    );
+    let subscription = fanout::get_subscription(&mut conn, sub)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(subscription.failing_since, None);
+
+    // The retried one fails again two hours later, then again past the hour since that: disabled.
+    let again = claim(&db, later, 10, 10, &[]).await;
+    let retried = again.iter().find(|c| c.id == mine[0].id).unwrap();
+    assert_eq!(retried.attempt, 2);
+    let t1 = t0 + chrono::Duration::hours(2);
+    fanout::record_failure(
+        &mut conn,
+        retried.id,
+        2,
+        t1,
+        None,
+        "HTTP 503",
+        Some(t1),
+        hour,
+    )
+    .await
+    .unwrap();
+    let retried = claim(&db, t1, 10, 10, &[]).await;
+    assert_eq!(retried.len(), 1, "the gone subscription's deliveries wait");
+    let t2 = t1 + chrono::Duration::minutes(61);
+    let disabled = fanout::record_failure(
+        &mut conn,
+        retried[0].id,
+        3,
+        t2,
+        Some(503),
+        "HTTP 503",
+        Some(t2),
+        hour,
+    )
+    .await
+    .unwrap();
+    assert!(disabled.recorded && disabled.subscription_disabled);
+    let subscription = fanout::get_subscription(&mut conn, sub)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!subscription.enabled);
+    assert_eq!(subscription.disabled_reason, Some(DisabledReason::Failing));
+    assert!(
+        claim(&db, t2 + chrono::Duration::days(1), 10, 10, &[])
+            .await
+            .iter()
+            .all(|c| c.subscription_id != sub),
+        "a disabled subscription's deliveries wait"
+    );
+
+    let counts = fanout::count_disabled_subscriptions(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 2);
+
+    // Dead deliveries are listed and replayed with a fresh schedule, same id and bytes.
+    let dead = fanout::list_dead(
+        &mut conn,
+        &DeadFilter {
+            subscription_id: Some(sub),
+            tenant: None,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("timed out"));
+    let before = dead[0].clone();
+    let replayed = fanout::replay_dead(&mut conn, &[before.id, mine[2].id], t2)
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed,
+        vec![before.id],
+        "only dead deliveries are replayed"
+    );
+    let after = fanout::list_deliveries(&mut conn, sub)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == before.id)
+        .unwrap();
+    assert_eq!(after.status, DeliveryStatus::Pending);
+    assert_eq!(after.attempts, 0);
+    assert_eq!(after.replays, 1);
+    assert_eq!(
+        (after.webhook_id, after.body),
+        (before.webhook_id, before.body)
+    );
+    assert_eq!(
+        fanout::replay_all_dead(&mut conn, gone, t2).await.unwrap(),
+        1
+    );
+
+    // Enabling forgets the failures and makes the pending deliveries due at once; removing
+    // takes the deliveries along.
+    let enabled_at = t2 - chrono::Duration::minutes(1);
+    let enabled = fanout::enable_subscription(&mut conn, sub, enabled_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        enabled.enabled && enabled.disabled_reason.is_none() && enabled.failing_since.is_none()
+    );
+    let pending: Vec<_> = fanout::list_deliveries(&mut conn, sub)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .collect();
+    assert_eq!(pending.len(), 2);
+    assert!(
+        pending
+            .iter()
+            .all(|d| d.next_attempt_at == Some(enabled_at))
+    );
+    assert_eq!(
+        fanout::delete_subscription(&mut conn, sub).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(
+        fanout::delete_subscription(&mut conn, sub).await.unwrap(),
+        None
+    );
+    drop(conn);
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_signed_with_until_its_window_closes() {
+    let db = database().await;
+    let sub = subscribe(&db, "default", &[], &[]).await;
+    three_changes(&db).await;
+    fan_out(&db).await;
+    let now = Utc::now() + chrono::Duration::seconds(1);
+    let newer = SecretText::new("whsec_bmV3ZXItc2VjcmV0LW5ld2VyLXNlY3JldA==");
+    let mut conn = db.store().acquire().await.unwrap();
+    let rotated = fanout::rotate_secret(&mut conn, sub, &newer, now + chrono::Duration::hours(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.secret, newer);
+    assert_eq!(rotated.previous_secret, Some(SecretText::new(SECRET)));
+    assert!(
+        !format!("{rotated:?}").contains("whsec_"),
+        "secrets never print"
+    );
+    drop(conn);
+    let within = claim(&db, now, 1, 10, &[]).await;
+    assert_eq!(within[0].secret, newer);
+    assert_eq!(within[0].previous_secret, Some(SecretText::new(SECRET)));
+    let after = claim(&db, now + chrono::Duration::hours(2), 1, 10, &[]).await;
+    assert_eq!(after[0].previous_secret, None);
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_subscriptions_are_refused_by_the_schema() {
+    let db = database().await;
+    let pool = db.store().pool();
+    for (url, statuses, secret) in [
+        ("ftp://x", "{}", SECRET),
+        ("https://x", "{Teleported}", SECRET),
+        ("https://x", "{}", "plain"),
+    ] {
+        let refused = sqlx::query(
+            "insert into subscriptions (tenant, url, statuses, secret) values ('default', $1, $2::text[], $3)",
+        )
+        .bind(url)
+        .bind(statuses)
+        .bind(secret)
+        .execute(pool)
+        .await;
+        assert!(refused.is_err(), "{url} {statuses} {secret} accepted");
+    }
+    let _ = ups();
+    db.drop_database().await.unwrap();
+}

@@ -1,0 +1,12 @@
+//! The store's integration tests against a real PostgreSQL, one test binary; each test creates
+//! (and drops) its own database.
+
+mod common;
+
+mod api_keys;
+mod apply_batch;
+mod concurrency;
+mod equivalence;
+mod fanout;
+mod polling;
+mod rejected;

@@ -1,0 +1,10 @@
+//! End-to-end tests of the webhook pipeline on the real services: HTTP → ingress → RabbitMQ →
+//! worker → Postgres → shipments API. One test binary; each test spawns its own app with its
+//! own database and queue-name prefix.
+
+pub(crate) mod helpers;
+
+mod errors;
+mod flow;
+mod registration;
+mod replicas;
