@@ -2,7 +2,7 @@
 //! running ingress and balances the books in Postgres, and the benchmark (`bench`), which puts
 //! the machine's ceilings and Waybill's figures side by side. They live apart from the `waybill`
 //! admin CLI so the production image carries operator commands only; the fault suite
-//! (`tests/e2e/tests/faults`) drives `loadgen` in-process through this library.
+//! (`tests/e2e/tests/isolated/faults`) drives `loadgen` in-process through this library.
 
 pub mod bench;
 pub mod loadgen;
