@@ -18,6 +18,11 @@
 //! The suites that need the process to themselves (observability, the fault suites) are the
 //! `isolated` binary.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads as one scenario, from its set-up to its last assertion"
+)]
+
 mod console;
 mod fanout;
 mod hardening;

@@ -17,6 +17,11 @@
 //! cargo build --bins && cargo test -p waybill-e2e --test isolated -- --ignored --nocapture --test-threads=1 faults::
 //! ```
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads as one scenario, from its set-up to its last assertion"
+)]
+
 mod cluster;
 mod faults;
 mod observability;
