@@ -21,10 +21,9 @@ mod scenarios;
 
 use std::time::{Duration, Instant};
 
-use crate::faults::ledger::{Profile, Row, flag, names, report};
+use crate::faults::ledger::{Profile, flag, report, run_each, select};
 use nodes::Cluster;
 use scenarios::ClusterFault;
-use waybill_e2e::stack;
 
 /// The CI form: ten seconds of load per fault, outages of a few seconds.
 fn reduced() -> Profile {
@@ -52,18 +51,11 @@ async fn every_cluster_fault_keeps_the_books_balanced() {
     let _alone = crate::alone().await;
     let full_form = flag("WAYBILL_CLUSTER_FAULTS_FULL");
     let profile = if full_form { full() } else { reduced() };
-    let only = names("WAYBILL_CLUSTER_FAULTS_ONLY");
-    let faults: Vec<ClusterFault> = ClusterFault::ALL
-        .into_iter()
-        .filter(|fault| only.is_empty() || only.iter().any(|name| name == fault.name()))
-        .collect();
-    assert!(
-        !faults.is_empty(),
-        "WAYBILL_CLUSTER_FAULTS_ONLY={only:?} names no fault"
+    let faults = select(
+        ClusterFault::ALL,
+        ClusterFault::name,
+        "WAYBILL_CLUSTER_FAULTS_ONLY",
     );
-    if let Err(error) = stack::bin_dir() {
-        panic!("{error:#}");
-    }
 
     let started = Instant::now();
     // Stopped and removed when this goes out of scope, also on a panic.
@@ -80,22 +72,10 @@ async fn every_cluster_fault_keeps_the_books_balanced() {
         profile.hold.as_secs(),
     );
 
-    let mut rows: Vec<Row> = Vec::new();
-    for fault in faults {
-        let began = Instant::now();
-        let row = scenarios::run(fault, &cluster, &profile).await;
-        eprintln!(
-            "{}: {} in {:.0} s",
-            fault.name(),
-            if row.failures.is_empty() {
-                "ok"
-            } else {
-                "FAILED"
-            },
-            began.elapsed().as_secs_f64()
-        );
-        rows.push(row);
-    }
+    let rows = run_each(faults, ClusterFault::name, |fault| {
+        scenarios::run(fault, &cluster, &profile)
+    })
+    .await;
     drop(cluster);
 
     report(

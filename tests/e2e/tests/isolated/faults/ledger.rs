@@ -3,13 +3,13 @@
 //! and the table itself.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use waybill_bench::loadgen::{Ledger, LoadgenArgs};
 
 use super::downstream::DownstreamLedger;
 use super::effects::Effects;
-use waybill_e2e::stack::Stack;
+use waybill_e2e::stack::{self, Stack};
 
 /// How long and how hard each fault runs.
 #[derive(Debug, Clone, Copy)]
@@ -260,7 +260,7 @@ impl fmt::Display for Table<'_> {
 
 /// Prints the suite's table (and writes it to `table_file` in the temporary directory), then
 /// fails naming every fault's failures, if any.
-pub fn report(rows: &[Row], started: std::time::Instant, table_file: &str, suite: &str) {
+pub fn report(rows: &[Row], started: Instant, table_file: &str, suite: &str) {
     let table = Table(rows).to_string();
     println!("\n{table}");
     println!("suite took {:.0} s", started.elapsed().as_secs_f64());
@@ -275,6 +275,50 @@ pub fn report(rows: &[Row], started: std::time::Instant, table_file: &str, suite
         })
         .collect();
     assert!(failed.is_empty(), "{suite} found:\n{}", failed.join("\n"));
+}
+
+/// The faults of `all` that the environment variable `variable` names (all when it is unset),
+/// failing when it names none or when the binaries the stacks run are missing.
+pub fn select<F: Copy>(
+    all: impl IntoIterator<Item = F>,
+    name: impl Fn(F) -> &'static str,
+    variable: &str,
+) -> Vec<F> {
+    let only = names(variable);
+    let faults: Vec<F> = all
+        .into_iter()
+        .filter(|&fault| only.is_empty() || only.iter().any(|n| n == name(fault)))
+        .collect();
+    assert!(!faults.is_empty(), "{variable}={only:?} names no fault");
+    if let Err(error) = stack::bin_dir() {
+        panic!("{error:#}");
+    }
+    faults
+}
+
+/// Runs the faults one after the other, saying how long each took and whether it failed.
+pub async fn run_each<F: Copy, R: Future<Output = Row>>(
+    faults: Vec<F>,
+    name: impl Fn(F) -> &'static str,
+    mut run: impl FnMut(F) -> R,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    for fault in faults {
+        let began = Instant::now();
+        let row = run(fault).await;
+        eprintln!(
+            "{}: {} in {:.0} s",
+            name(fault),
+            if row.failures.is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            began.elapsed().as_secs_f64()
+        );
+        rows.push(row);
+    }
+    rows
 }
 
 /// Whether the environment variable `name` is set to something other than empty or `0`.

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use waybill_e2e::stack;
 
-use ledger::{Profile, Row, report};
+use ledger::{Profile, report};
 use scenarios::Fault;
 use services::Services;
 
@@ -41,18 +41,7 @@ async fn every_fault_keeps_the_books_balanced() {
     } else {
         Profile::reduced()
     };
-    let only = ledger::names("WAYBILL_FAULTS_ONLY");
-    let faults: Vec<Fault> = Fault::ALL
-        .into_iter()
-        .filter(|fault| only.is_empty() || only.iter().any(|name| name == fault.name()))
-        .collect();
-    assert!(
-        !faults.is_empty(),
-        "WAYBILL_FAULTS_ONLY={only:?} names no fault"
-    );
-    if let Err(error) = stack::bin_dir() {
-        panic!("{error:#}");
-    }
+    let faults = ledger::select(Fault::ALL, Fault::name, "WAYBILL_FAULTS_ONLY");
 
     let services = Services::discover(&stack::admin_database_url())
         .await
@@ -73,22 +62,10 @@ async fn every_fault_keeps_the_books_balanced() {
     );
 
     let started = Instant::now();
-    let mut rows: Vec<Row> = Vec::new();
-    for fault in faults {
-        let began = Instant::now();
-        let row = scenarios::run(fault, &services, &profile).await;
-        eprintln!(
-            "{}: {} in {:.0} s",
-            fault.name(),
-            if row.failures.is_empty() {
-                "ok"
-            } else {
-                "FAILED"
-            },
-            began.elapsed().as_secs_f64()
-        );
-        rows.push(row);
-    }
+    let rows = ledger::run_each(faults, Fault::name, |fault| {
+        scenarios::run(fault, &services, &profile)
+    })
+    .await;
 
     report(&rows, started, "waybill-faults-table.md", "the fault suite");
 }
