@@ -4,12 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use waybill_bench::loadgen;
-
 use super::nodes::{Cluster, NODES};
 use crate::faults::effects;
-use crate::faults::ledger::{Outcome, Profile, Row, load_args};
-use crate::faults::probes::{http, post_probe, unavailable_answers};
+use crate::faults::ledger::{Outcome, Profile, Row};
+use crate::faults::probes::{http, post_probe};
 use waybill_e2e::stack::Stack;
 
 /// The connection name of the ingress's publisher.
@@ -54,54 +52,19 @@ impl ClusterFault {
 
 /// Runs one fault end to end. Never panics: what went wrong is in the row's failures.
 pub async fn run(fault: ClusterFault, cluster: &Cluster, profile: &Profile) -> Row {
-    let mut row = Row {
-        fault: fault.name().to_owned(),
-        ..Row::default()
-    };
+    let mut row = Row::new(fault.name());
     let urls = Cluster::urls();
     let stack = Stack::create_on(fault.name(), 1, "info,lapin=error", "", &urls);
-    let mut stack = match stack.await {
-        Ok(stack) => stack,
-        Err(error) => {
-            row.failures
-                .push(format!("cannot create the stack: {error:#}"));
-            return row;
-        }
-    };
-    if let Err(error) = stack.start_all().await {
-        row.failures
-            .push(format!("cannot start the stack: {error:#}"));
-        row.notes
-            .push(format!("logs in {}", stack.log_dir().display()));
-        stack.destroy().await;
+    let Some(stack) = row.created(stack.await) else {
         return row;
-    }
-    let settings = stack.settings.clone();
-    let args = load_args(&stack, profile);
-    let (ledger, injected) = tokio::join!(
-        loadgen::run(&args, &settings),
-        inject(fault, &mut stack, cluster, profile)
-    );
-    match ledger {
-        Ok(ledger) => row.ledger = Some(ledger),
-        Err(error) => row.failures.push(format!("loadgen failed: {error:#}")),
-    }
-    match injected {
-        Ok(outcome) => {
-            row.recovery = outcome.recovery;
-            // Less the 503s the suite's own probes got: the column is the couriers'.
-            row.unavailable = unavailable_answers(&stack).await.map(|now| {
-                now.saturating_sub(
-                    effects::PROBE_UNAVAILABLE.swap(0, std::sync::atomic::Ordering::Relaxed),
-                )
-            });
-            row.notes.extend(outcome.notes);
-            row.failures.extend(outcome.failures);
-        }
-        Err(error) => row
-            .failures
-            .push(format!("injecting the fault failed: {error:#}")),
-    }
+    };
+    let Some(mut stack) = row.started(stack).await else {
+        return row;
+    };
+    row.load_while(&mut stack, profile, async |stack| {
+        inject(fault, stack, cluster, profile).await
+    })
+    .await;
     // Whatever happened, the next fault starts on three nodes.
     if let Err(error) = cluster.start_stopped().await {
         row.failures

@@ -9,6 +9,7 @@ use waybill_bench::loadgen::{Ledger, LoadgenArgs};
 
 use super::downstream::DownstreamLedger;
 use super::effects::Effects;
+use super::probes::unavailable_answers;
 use waybill_e2e::stack::{self, Stack};
 
 /// How long and how hard each fault runs.
@@ -64,6 +65,87 @@ pub struct Row {
 }
 
 impl Row {
+    /// The row of the fault `name`, with nothing measured yet.
+    pub fn new(name: &str) -> Row {
+        Row {
+            fault: name.to_owned(),
+            ..Row::default()
+        }
+    }
+
+    /// The stack, when it could be created (else that is a failure).
+    pub fn created(&mut self, created: anyhow::Result<Stack>) -> Option<Stack> {
+        match created {
+            Ok(stack) => Some(stack),
+            Err(error) => {
+                self.failures
+                    .push(format!("cannot create the stack: {error:#}"));
+                None
+            }
+        }
+    }
+
+    /// Starts every process of the stack; when that fails, it is a failure, the logs are noted
+    /// and the stack is removed.
+    pub async fn started(&mut self, mut stack: Stack) -> Option<Stack> {
+        if let Err(error) = stack.start_all().await {
+            self.failures
+                .push(format!("cannot start the stack: {error:#}"));
+            self.notes
+                .push(format!("logs in {}", stack.log_dir().display()));
+            stack.destroy().await;
+            return None;
+        }
+        Some(stack)
+    }
+
+    /// Runs the suite's load through the stack while `inject` breaks something, then takes in
+    /// what both reported.
+    pub async fn load_while(
+        &mut self,
+        stack: &mut Stack,
+        profile: &Profile,
+        inject: impl AsyncFnOnce(&mut Stack) -> anyhow::Result<Outcome>,
+    ) {
+        let settings = stack.settings.clone();
+        let args = load_args(stack, profile);
+        let (ledger, injected) =
+            tokio::join!(waybill_bench::loadgen::run(&args, &settings), inject(stack));
+        self.settle(stack, ledger, injected).await;
+    }
+
+    /// Takes in what the load and the injection of the fault reported: the ledger, the
+    /// recovery, the `503`s, the notes and the failures.
+    async fn settle(
+        &mut self,
+        stack: &Stack,
+        ledger: anyhow::Result<Ledger>,
+        injected: anyhow::Result<Outcome>,
+    ) {
+        match ledger {
+            Ok(ledger) => self.ledger = Some(ledger),
+            Err(error) => self.failures.push(format!("loadgen failed: {error:#}")),
+        }
+        match injected {
+            Ok(outcome) => {
+                self.recovery = outcome.recovery;
+                let now = unavailable_answers(stack).await;
+                // Less the 503s the suite's own probes got: the column is the couriers'.
+                self.unavailable = now.map(|now| {
+                    (now + outcome.unavailable_before_restart).saturating_sub(
+                        super::effects::PROBE_UNAVAILABLE
+                            .swap(0, std::sync::atomic::Ordering::Relaxed),
+                    )
+                });
+                self.notes.extend(outcome.notes);
+                self.failures.extend(outcome.failures);
+            }
+            Err(error) => self
+                .failures
+                .push(format!("injecting the fault failed: {error:#}")),
+        }
+    }
+
     /// Checks the stack's database for lost and duplicated effects (retrying while Postgres
     /// comes back), noting what it found.
     pub async fn check_effects(&mut self, stack: &Stack) {
@@ -149,7 +231,7 @@ impl Row {
 
 /// The loadgen run for a stack: steady rate, duplicates and out-of-order scans mixed in, a few
 /// invalid requests, and couriers that retry for as long as any outage here lasts.
-pub fn load_args(stack: &Stack, profile: &Profile) -> LoadgenArgs {
+fn load_args(stack: &Stack, profile: &Profile) -> LoadgenArgs {
     LoadgenArgs {
         ingress: Some(stack.ingress_url()),
         worker: Some(stack.worker_url(0)),

@@ -3,13 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use waybill_bench::loadgen;
 use waybill_config::ExposeSecret;
 
 use super::blackhole::Blackhole;
 use super::downstream::{self, Downstream};
 use super::effects;
-use super::ledger::{Outcome, Profile, Row, load_args};
+use super::ledger::{Outcome, Profile, Row};
 use super::probes::{accepted_now, http, signed_probe, unavailable_answer, unavailable_answers};
 use super::services::Services;
 use waybill_e2e::stack::{SECRETS, Stack, is_ready};
@@ -85,10 +84,7 @@ impl Fault {
 
 /// Runs one fault end to end. Never panics: what went wrong is in the row's failures.
 pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
-    let mut row = Row {
-        fault: fault.name().to_owned(),
-        ..Row::default()
-    };
+    let mut row = Row::new(fault.name());
     let extra_toml = if fault == Fault::DownstreamReceiver {
         downstream::FANOUT_TOML
     } else {
@@ -100,13 +96,8 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
         "info,lapin=error",
         extra_toml,
     );
-    let mut stack = match stack.await {
-        Ok(stack) => stack,
-        Err(error) => {
-            row.failures
-                .push(format!("cannot create the stack: {error:#}"));
-            return row;
-        }
+    let Some(mut stack) = row.created(stack.await) else {
+        return row;
     };
     // For the partition, the ingress reaches the broker through a relay that can be frozen.
     let blackhole = if matches!(
@@ -150,48 +141,21 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     } else {
         None
     };
-    if let Err(error) = stack.start_all().await {
-        row.failures
-            .push(format!("cannot start the stack: {error:#}"));
-        row.notes
-            .push(format!("logs in {}", stack.log_dir().display()));
-        stack.destroy().await;
+    let Some(mut stack) = row.started(stack).await else {
         return row;
-    }
-    let settings = stack.settings.clone();
-    let args = load_args(&stack, profile);
-    let (ledger, injected) = tokio::join!(
-        loadgen::run(&args, &settings),
+    };
+    row.load_while(&mut stack, profile, async |stack| {
         inject(
             fault,
-            &mut stack,
+            stack,
             services,
             profile,
             blackhole.as_ref(),
-            downstream.as_ref()
+            downstream.as_ref(),
         )
-    );
-    match ledger {
-        Ok(ledger) => row.ledger = Some(ledger),
-        Err(error) => row.failures.push(format!("loadgen failed: {error:#}")),
-    }
-    match injected {
-        Ok(outcome) => {
-            row.recovery = outcome.recovery;
-            let now = unavailable_answers(&stack).await;
-            // Less the 503s the suite's own probes got: the column is the couriers'.
-            row.unavailable = now.map(|now| {
-                (now + outcome.unavailable_before_restart).saturating_sub(
-                    effects::PROBE_UNAVAILABLE.swap(0, std::sync::atomic::Ordering::Relaxed),
-                )
-            });
-            row.notes.extend(outcome.notes);
-            row.failures.extend(outcome.failures);
-        }
-        Err(error) => row
-            .failures
-            .push(format!("injecting the fault failed: {error:#}")),
-    }
+        .await
+    })
+    .await;
     row.check_effects(&stack).await;
     if let Some(downstream) = &downstream {
         match downstream.reconcile(&stack.database_url()).await {
