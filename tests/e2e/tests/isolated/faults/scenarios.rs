@@ -172,6 +172,22 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
     row.close(stack).await
 }
 
+/// Asks the ingress for a 503 within the publish timeout: `note` says how many milliseconds it
+/// took, or it is a failure naming what the ingress answered `when` (the fault is on).
+async fn expect_unavailable(
+    stack: &Stack,
+    outcome: &mut Outcome,
+    when: &str,
+    note: impl FnOnce(u128) -> String,
+) {
+    match unavailable_answer(stack).await {
+        Ok(took) => outcome.notes.push(note(took.as_millis())),
+        Err(answer) => outcome.failures.push(format!(
+            "{when} the ingress answered {answer}, not a 503 within the publish timeout"
+        )),
+    }
+}
+
 /// How long a probe may take to get through after a fault is healed.
 const RECOVERY_BOUND: Duration = Duration::from_secs(90);
 
@@ -218,12 +234,13 @@ async fn inject(
             {
                 // The alarm takes a moment to be raised and reach the connections.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                match unavailable_answer(stack).await {
-                    Ok(took) => outcome.notes.push(format!("503 while blocked in {} ms", took.as_millis())),
-                    Err(answer) => outcome.failures.push(format!(
-                        "while the broker blocked publishing the ingress answered {answer}, not a 503 within the publish timeout"
-                    )),
-                }
+                expect_unavailable(
+                    stack,
+                    &mut outcome,
+                    "while the broker blocked publishing",
+                    |ms| format!("503 while blocked in {ms} ms"),
+                )
+                .await;
                 tokio::time::sleep(profile.hold.saturating_sub(Duration::from_millis(1500))).await;
             }
             let cleared = services.clear_memory_alarm().await;
@@ -234,15 +251,10 @@ async fn inject(
             let relay = blackhole.ok_or_else(|| anyhow::anyhow!("no relay to freeze"))?;
             relay.partition();
             let began = Instant::now();
-            match unavailable_answer(stack).await {
-                Ok(took) => outcome.notes.push(format!(
-                    "503 after {} ms with no confirm coming",
-                    took.as_millis()
-                )),
-                Err(answer) => outcome.failures.push(format!(
-                    "with the broker unreachable the ingress answered {answer}, not a 503 within the publish timeout"
-                )),
-            }
+            expect_unavailable(stack, &mut outcome, "with the broker unreachable", |ms| {
+                format!("503 after {ms} ms with no confirm coming")
+            })
+            .await;
             tokio::time::sleep(profile.hold.saturating_sub(began.elapsed())).await;
             relay.heal();
             Instant::now()
@@ -253,12 +265,10 @@ async fn inject(
             outcome
                 .notes
                 .push(format!("{stranded} connection(s) silenced"));
-            match unavailable_answer(stack).await {
-                Ok(took) => outcome.notes.push(format!("503 after {} ms", took.as_millis())),
-                Err(answer) => outcome.failures.push(format!(
-                    "with its connection silent the ingress answered {answer}, not a 503 within the publish timeout"
-                )),
-            }
+            expect_unavailable(stack, &mut outcome, "with its connection silent", |ms| {
+                format!("503 after {ms} ms")
+            })
+            .await;
             // Nothing to heal: the ingress must notice by itself. Recovery counts from here.
             Instant::now()
         }

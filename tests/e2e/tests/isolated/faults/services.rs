@@ -113,14 +113,29 @@ impl Services {
 
     /// The prefetch of every consumer on `queue`.
     pub async fn consumer_prefetches(&self, queue: &str) -> anyhow::Result<Vec<u32>> {
+        self.listed_for(queue, "list_consumers", "queue_name", "prefetch_count")
+            .await
+    }
+
+    /// Unacknowledged deliveries outstanding on `queue`.
+    pub async fn unacked(&self, queue: &str) -> anyhow::Result<u64> {
         let listed = self
-            .rabbitmqctl(&[
-                "list_consumers",
-                "-q",
-                "--no-table-headers",
-                "queue_name",
-                "prefetch_count",
-            ])
+            .listed_for(queue, "list_queues", "name", "messages_unacknowledged")
+            .await?;
+        Ok(listed.first().copied().unwrap_or(0))
+    }
+
+    /// `rabbitmqctl <list> <key> <value>`: the values (those that parse) of the rows whose key
+    /// is `queue`.
+    async fn listed_for<T: std::str::FromStr>(
+        &self,
+        queue: &str,
+        list: &str,
+        key: &str,
+        value: &str,
+    ) -> anyhow::Result<Vec<T>> {
+        let listed = self
+            .rabbitmqctl(&[list, "-q", "--no-table-headers", key, value])
             .await?;
         Ok(listed
             .lines()
@@ -129,26 +144,6 @@ impl Services {
                 (fields.next()? == queue).then(|| fields.next()?.parse().ok())?
             })
             .collect())
-    }
-
-    /// Unacknowledged deliveries outstanding on `queue`.
-    pub async fn unacked(&self, queue: &str) -> anyhow::Result<u64> {
-        let listed = self
-            .rabbitmqctl(&[
-                "list_queues",
-                "-q",
-                "--no-table-headers",
-                "name",
-                "messages_unacknowledged",
-            ])
-            .await?;
-        Ok(listed
-            .lines()
-            .find_map(|line| {
-                let mut fields = line.split_whitespace();
-                (fields.next()? == queue).then(|| fields.next()?.parse().ok())?
-            })
-            .unwrap_or(0))
     }
 
     fn pg_ctl_args<'a>(&'a self, action: &'a str) -> [&'a str; 4] {
