@@ -55,7 +55,7 @@ pub async fn run(fault: ClusterFault, cluster: &Cluster, profile: &Profile) -> R
     let mut row = Row::new(fault.name());
     let urls = Cluster::urls();
     let stack = Stack::create_on(fault.name(), 1, "info,lapin=error", "", &urls);
-    let Some(stack) = row.created(stack.await) else {
+    let Some(stack) = row.record(stack.await, "cannot create the stack") else {
         return row;
     };
     let Some(mut stack) = row.started(stack).await else {

@@ -73,13 +73,12 @@ impl Row {
         }
     }
 
-    /// The stack, when it could be created (else that is a failure).
-    pub fn created(&mut self, created: anyhow::Result<Stack>) -> Option<Stack> {
-        match created {
-            Ok(stack) => Some(stack),
+    /// The value, or `None` and a failure saying what could not be done.
+    pub fn record<T>(&mut self, result: anyhow::Result<T>, cannot: &str) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
             Err(error) => {
-                self.failures
-                    .push(format!("cannot create the stack: {error:#}"));
+                self.failures.push(format!("{cannot}: {error:#}"));
                 None
             }
         }

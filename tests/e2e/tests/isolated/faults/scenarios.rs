@@ -96,7 +96,7 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
         "info,lapin=error",
         extra_toml,
     );
-    let Some(mut stack) = row.created(stack.await) else {
+    let Some(mut stack) = row.record(stack.await, "cannot create the stack") else {
         return row;
     };
     // For the partition, the ingress reaches the broker through a relay that can be frozen.
@@ -108,36 +108,24 @@ pub async fn run(fault: Fault, services: &Services, profile: &Profile) -> Row {
             Ok(upstream) => Blackhole::start(upstream).await,
             Err(error) => Err(error),
         };
-        match relay {
-            Ok(relay) => {
-                stack.set_ingress_env(
-                    "AMQP_URL",
-                    waybill_e2e::stack::amqp_url_via(
-                        stack.settings.bus.url.expose_secret(),
-                        relay.addr,
-                    ),
-                );
-                Some(relay)
-            }
-            Err(error) => {
-                row.failures
-                    .push(format!("cannot start the relay: {error:#}"));
-                None
-            }
+        let relay = row.record(relay, "cannot start the relay");
+        if let Some(relay) = &relay {
+            stack.set_ingress_env(
+                "AMQP_URL",
+                waybill_e2e::stack::amqp_url_via(
+                    stack.settings.bus.url.expose_secret(),
+                    relay.addr,
+                ),
+            );
         }
+        relay
     } else {
         None
     };
     // Subscribed and bound before the workers start: every change of the run is owed to them.
     let downstream = if fault == Fault::DownstreamReceiver {
-        match Downstream::start(&stack.settings, &stack.database_url()).await {
-            Ok(downstream) => Some(downstream),
-            Err(error) => {
-                row.failures
-                    .push(format!("cannot start the downstream receivers: {error:#}"));
-                None
-            }
-        }
+        let started = Downstream::start(&stack.settings, &stack.database_url()).await;
+        row.record(started, "cannot start the downstream receivers")
     } else {
         None
     };
