@@ -24,6 +24,51 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Each counter the traffic below moves: its name, the labels of its sample (`key=value`,
+/// comma-separated), and by how much it moves.
+const MOVES: [(&str, &str, f64); 11] = [
+    (
+        "waybill_webhooks_received_total",
+        "source=direct,outcome=accepted",
+        10.0,
+    ),
+    (
+        "waybill_webhooks_received_total",
+        "source=direct,outcome=unauthorized",
+        1.0,
+    ),
+    (
+        "waybill_webhooks_received_total",
+        "source=unknown,outcome=unknown_source",
+        1.0,
+    ),
+    ("waybill_merge_events_total", "outcome=new_current", 4.0),
+    ("waybill_merge_events_total", "outcome=outdated", 3.0),
+    ("waybill_merge_events_total", "outcome=duplicate", 3.0),
+    ("waybill_unmapped_status_total", "profile=waybill", 1.0),
+    ("waybill_outbox_published_total", "", 4.0),
+    ("waybill_deliveries_created_total", "", 4.0),
+    (
+        "waybill_webhook_attempts_total",
+        "outcome=retry,attempt=1",
+        4.0,
+    ),
+    (
+        "waybill_webhook_attempts_total",
+        "outcome=delivered,attempt=2",
+        4.0,
+    ),
+];
+
+/// The sample of a `MOVES` counter in `text`.
+fn moved(text: &str, name: &str, labels: &str) -> f64 {
+    let labels: Vec<(&str, &str)> = labels
+        .split(',')
+        .filter_map(|label| label.split_once('='))
+        .collect();
+    sample(text, name, &labels)
+}
+
 async fn scrape(app: &TestApp, base: &str) -> String {
     app.http
         .get(format!("{base}/metrics"))
@@ -47,52 +92,10 @@ async fn counters_move_by_what_the_traffic_did() {
     let receiver = fail_first_receiver().await;
     super::subscribe(&app, &receiver).await;
     let before = scrape(&app, &app.ingress).await;
-    let fanout_before = |name: &str, labels: &[(&str, &str)]| sample(&before, name, labels);
-    let published_before = fanout_before("waybill_outbox_published_total", &[]);
-    let created_before = fanout_before("waybill_deliveries_created_total", &[]);
-    let retried_before = fanout_before(
-        "waybill_webhook_attempts_total",
-        &[("outcome", "retry"), ("attempt", "1")],
-    );
-    let delivered_before = fanout_before(
-        "waybill_webhook_attempts_total",
-        &[("outcome", "delivered"), ("attempt", "2")],
-    );
-    let accepted_before = sample(
-        &before,
-        "waybill_webhooks_received_total",
-        &[("source", "direct"), ("outcome", "accepted")],
-    );
-    let unauthorized_before = sample(
-        &before,
-        "waybill_webhooks_received_total",
-        &[("source", "direct"), ("outcome", "unauthorized")],
-    );
-    let unknown_before = sample(
-        &before,
-        "waybill_webhooks_received_total",
-        &[("source", "unknown"), ("outcome", "unknown_source")],
-    );
-    let new_before = sample(
-        &before,
-        "waybill_merge_events_total",
-        &[("outcome", "new_current")],
-    );
-    let duplicate_before = sample(
-        &before,
-        "waybill_merge_events_total",
-        &[("outcome", "duplicate")],
-    );
-    let outdated_before = sample(
-        &before,
-        "waybill_merge_events_total",
-        &[("outcome", "outdated")],
-    );
-    let unmapped_before = sample(
-        &before,
-        "waybill_unmapped_status_total",
-        &[("profile", "waybill")],
-    );
+    let before: Vec<f64> = MOVES
+        .iter()
+        .map(|(name, labels, _)| moved(&before, name, labels))
+        .collect();
 
     // Three shipments, each: a newer scan, then an older one (outdated), then the newer again
     // (a duplicate that reaches the worker: same bytes, new signature, new envelope).
@@ -152,88 +155,13 @@ async fn counters_move_by_what_the_traffic_did() {
     .await;
 
     let after = scrape(&app, app.worker()).await;
-    let delta =
-        |name: &str, labels: &[(&str, &str)], before: f64| sample(&after, name, labels) - before;
-    assert_eq!(
-        delta(
-            "waybill_webhooks_received_total",
-            &[("source", "direct"), ("outcome", "accepted")],
-            accepted_before
-        ),
-        10.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_webhooks_received_total",
-            &[("source", "direct"), ("outcome", "unauthorized")],
-            unauthorized_before
-        ),
-        1.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_webhooks_received_total",
-            &[("source", "unknown"), ("outcome", "unknown_source")],
-            unknown_before
-        ),
-        1.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_merge_events_total",
-            &[("outcome", "new_current")],
-            new_before
-        ),
-        4.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_merge_events_total",
-            &[("outcome", "outdated")],
-            outdated_before
-        ),
-        3.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_merge_events_total",
-            &[("outcome", "duplicate")],
-            duplicate_before
-        ),
-        3.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_unmapped_status_total",
-            &[("profile", "waybill")],
-            unmapped_before
-        ),
-        1.0
-    );
-    assert_eq!(
-        delta("waybill_outbox_published_total", &[], published_before),
-        4.0
-    );
-    assert_eq!(
-        delta("waybill_deliveries_created_total", &[], created_before),
-        4.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_webhook_attempts_total",
-            &[("outcome", "retry"), ("attempt", "1")],
-            retried_before
-        ),
-        4.0
-    );
-    assert_eq!(
-        delta(
-            "waybill_webhook_attempts_total",
-            &[("outcome", "delivered"), ("attempt", "2")],
-            delivered_before
-        ),
-        4.0
-    );
+    for ((name, labels, by), before) in MOVES.iter().zip(before) {
+        assert_eq!(
+            moved(&after, name, labels) - before,
+            *by,
+            "{name} {{{labels}}}"
+        );
+    }
     assert!(
         after.contains("waybill_webhook_ack_seconds_bucket"),
         "ack latency histogram exported"
