@@ -39,10 +39,27 @@ fn find<'a>(spans: &'a [SpanData], name: &str, trace: TraceId) -> Option<&'a Spa
         .find(|span| span.name == name && span.span_context.trace_id() == trace)
 }
 
+/// The finished spans once those named `awaited` in `trace` are in, or whatever has arrived when
+/// `bound` passes (the checks that follow say what is missing).
+async fn spans_within(bound: Duration, trace: TraceId, awaited: &[&str]) -> Vec<SpanData> {
+    let (exporter, provider) = exporter();
+    let mut spans = Vec::new();
+    eventually_or(bound, async || {
+        let _ = provider.force_flush();
+        spans = exporter.get_finished_spans().expect("finished spans");
+        awaited
+            .iter()
+            .all(|name| find(&spans, name, trace).is_some())
+    })
+    .await;
+    spans
+}
+
 #[tokio::test]
 async fn one_webhook_is_one_trace_from_courier_to_downstream() {
     let _serial = super::exclusive().await;
-    let (exporter, provider) = exporter();
+    // Installed before anything runs, so that every span is recorded.
+    exporter();
     let app = TestApp::builder()
         .couriers()
         .config("[fanout]\nallowed_hosts = [\"127.0.0.1\"]\nrelay_interval_ms = 20\ndelivery_interval_ms = 50\n")
@@ -67,15 +84,11 @@ async fn one_webhook_is_one_trace_from_courier_to_downstream() {
     app.wait_for_shipment("acme", "TRACE1", |_| true).await;
 
     let trace = TraceId::from_hex(courier_trace).expect("trace id");
-    // Whatever has arrived within 10 s; the checks below say what is missing.
-    let mut spans = Vec::new();
-    eventually_or(Duration::from_secs(10), async || {
-        let _ = provider.force_flush();
-        spans = exporter.get_finished_spans().expect("finished spans");
-        find(&spans, "waybill.merge", trace).is_some()
-            && find(&spans, "waybill.event_publish", trace).is_some()
-            && find(&spans, "waybill.deliver", trace).is_some()
-    })
+    let spans = spans_within(
+        Duration::from_secs(10),
+        trace,
+        &["waybill.merge", "waybill.event_publish", "waybill.deliver"],
+    )
     .await;
     let request = find(&spans, "waybill.webhook", trace)
         .expect("the ingress span joined the courier's trace");
@@ -149,7 +162,8 @@ async fn one_webhook_is_one_trace_from_courier_to_downstream() {
 #[tokio::test]
 async fn a_poll_is_a_trace_that_reaches_the_courier() {
     let _serial = super::exclusive().await;
-    let (exporter, provider) = exporter();
+    // Installed before anything runs, so that every span is recorded.
+    exporter();
     let courier = waybill_e2e::FakeCourier::start(|uri, _| {
         waybill_e2e::Answer::ok(starshipit_poll(&tracking_number_in(uri)))
     })
@@ -176,14 +190,11 @@ async fn a_poll_is_a_trace_that_reaches_the_courier() {
         TraceId::from_hex(parts.next().expect("trace id")).expect("hex trace id"),
         SpanId::from_hex(parts.next().expect("span id")).expect("hex span id"),
     );
-    // Whatever has arrived within 5 s; the checks below say what is missing.
-    let mut spans = Vec::new();
-    eventually_or(Duration::from_secs(5), async || {
-        let _ = provider.force_flush();
-        spans = exporter.get_finished_spans().expect("finished spans");
-        find(&spans, "waybill.poll", trace).is_some()
-            && find(&spans, "waybill.poll_job", trace).is_some()
-    })
+    let spans = spans_within(
+        Duration::from_secs(5),
+        trace,
+        &["waybill.poll", "waybill.poll_job"],
+    )
     .await;
     let request = find(&spans, "waybill.poll_request", trace)
         .expect("the poll request's span is in the request's trace");
