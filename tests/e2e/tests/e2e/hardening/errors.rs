@@ -38,7 +38,7 @@ async fn walk(app: &TestApp, reader: &str, writer: &str) {
     let (ingress, worker) = (app.ingress.as_str(), app.worker());
     let webhook = format!("{ingress}/v1/webhooks/acme-direct");
     let register = format!("{ingress}/v1/shipments");
-    let cases: Vec<(Refusal, reqwest::RequestBuilder)> = vec![
+    let mut cases: Vec<(Refusal, reqwest::RequestBuilder)> = vec![
         (
             refusal("ingress: unknown route", 404, "not_found"),
             http.get(format!("{ingress}/v2/nothing")),
@@ -148,55 +148,66 @@ async fn walk(app: &TestApp, reader: &str, writer: &str) {
             refusal("worker: unknown method", 405, "method_not_allowed"),
             http.post(format!("{worker}/v1/shipments/acme-post/X1")),
         ),
+    ];
+    let read = |path: &str, key: &str| http.get(format!("{worker}{path}")).bearer_auth(key);
+    let shipments = "/v1/shipments?order_number=1";
+    cases.extend([
         (
             refusal("worker: no key", 401, "unauthorized"),
-            http.get(format!("{worker}/v1/shipments?order_number=1")),
+            http.get(format!("{worker}{shipments}")),
         ),
         (
             refusal("worker: a key without the scope", 403, "forbidden"),
-            http.get(format!("{worker}/v1/shipments?order_number=1"))
-                .bearer_auth(writer),
+            read(shipments, writer),
+        ),
+    ]);
+    // With the read key: (what, status, code, path).
+    for (what, status, error, path) in [
+        (
+            "worker: %FF in a path segment",
+            400,
+            "bad_request",
+            "/v1/shipments/%FF/X1",
         ),
         (
-            refusal("worker: %FF in a path segment", 400, "bad_request"),
-            http.get(format!("{worker}/v1/shipments/%FF/X1"))
-                .bearer_auth(reader),
+            "worker: a query parameter given twice",
+            400,
+            "bad_request",
+            "/v1/shipments?order_number=1&order_number=2",
         ),
         (
-            refusal("worker: a query parameter given twice", 400, "bad_request"),
-            http.get(format!(
-                "{worker}/v1/shipments?order_number=1&order_number=2"
-            ))
-            .bearer_auth(reader),
+            "worker: a missing query parameter",
+            400,
+            "bad_request",
+            "/v1/shipments",
         ),
         (
-            refusal("worker: a missing query parameter", 400, "bad_request"),
-            http.get(format!("{worker}/v1/shipments"))
-                .bearer_auth(reader),
+            "worker: an invalid carrier",
+            400,
+            "bad_request",
+            "/v1/shipments/no%20such!/X1",
         ),
         (
-            refusal("worker: an invalid carrier", 400, "bad_request"),
-            http.get(format!("{worker}/v1/shipments/no%20such!/X1"))
-                .bearer_auth(reader),
+            "worker: an invalid tenant",
+            400,
+            "bad_request",
+            "/v1/shipments?order_number=1&tenant=%21",
         ),
         (
-            refusal("worker: an invalid tenant", 400, "bad_request"),
-            http.get(format!("{worker}/v1/shipments?order_number=1&tenant=%21"))
-                .bearer_auth(reader),
+            "worker: another tenant without admin",
+            403,
+            "forbidden",
+            "/v1/shipments?order_number=1&tenant=globex",
         ),
         (
-            refusal("worker: another tenant without admin", 403, "forbidden"),
-            http.get(format!(
-                "{worker}/v1/shipments?order_number=1&tenant=globex"
-            ))
-            .bearer_auth(reader),
+            "worker: an unknown shipment",
+            404,
+            "not_found",
+            "/v1/shipments/acme-post/NOSUCH1",
         ),
-        (
-            refusal("worker: an unknown shipment", 404, "not_found"),
-            http.get(format!("{worker}/v1/shipments/acme-post/NOSUCH1"))
-                .bearer_auth(reader),
-        ),
-    ];
+    ] {
+        cases.push((refusal(what, status, error), read(path, reader)));
+    }
     for (refusal, request) in cases {
         expect(&refusal, request.send().await.expect("server reachable")).await;
     }
