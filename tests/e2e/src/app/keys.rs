@@ -18,6 +18,21 @@ impl TestApp {
         created.key.expose()
     }
 
+    /// Creates a key for each `(tenant, scope)`, then waits until the worker knows them all.
+    pub async fn create_known_keys<const N: usize>(
+        &self,
+        wanted: [(&str, Scope); N],
+    ) -> [String; N] {
+        let mut keys = Vec::with_capacity(N);
+        for (tenant, scope) in wanted {
+            keys.push(self.create_key(tenant, &[scope]).await);
+        }
+        for key in &keys {
+            self.wait_until_known(key).await;
+        }
+        keys.try_into().expect("one key for each")
+    }
+
     /// `GET {worker}{path}` with the key as a bearer token, if any.
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
         let authorization = key.map(|key| format!("Bearer {key}"));

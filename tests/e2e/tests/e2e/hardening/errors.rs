@@ -9,9 +9,8 @@ use std::time::Duration;
 use reqwest::Response;
 use reqwest::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use waybill_core::access::Scope;
 
-use crate::tenancy::helpers::{TestApp, sign_direct, spawn_app};
+use crate::tenancy::helpers::{ACME_READ, ACME_WRITE, TestApp, sign_direct, spawn_app_with_keys};
 
 /// One refusal to provoke: what to send, and the status and code it must get.
 struct Refusal {
@@ -22,10 +21,7 @@ struct Refusal {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_of_both_servers_is_json_with_its_status_and_code() {
-    let app = spawn_app().await;
-    let reader = app.create_key("acme", &[Scope::ShipmentsRead]).await;
-    let writer = app.create_key("acme", &[Scope::ShipmentsWrite]).await;
-    app.wait_until_known(&reader).await;
+    let (app, [reader, writer]) = spawn_app_with_keys([ACME_READ, ACME_WRITE]).await;
     // The slow body takes the request deadline to be refused: run it beside the rest.
     let (slow, ()) = tokio::join!(trickled_body(&app), walk(&app, &reader, &writer));
     let deadline = "ingress: a body that trickles past the request deadline";

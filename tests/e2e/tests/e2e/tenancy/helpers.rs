@@ -2,6 +2,7 @@
 //! two tenants' sources, and every log line of the test process captured
 //! (`waybill_e2e::logs`) so tests can prove what never appears in it.
 
+use waybill_core::access::Scope;
 pub use waybill_e2e::TestApp;
 pub use waybill_e2e::logs::captured as captured_logs;
 use waybill_e2e::sources::{DIRECT_SECRET, direct_source};
@@ -22,6 +23,20 @@ pub async fn spawn_app() -> TestApp {
         .config(&direct_source("globex-direct", "globex"))
         .start()
         .await
+}
+
+/// The keys the tests ask for: a tenant and a scope.
+pub const ACME_READ: (&str, Scope) = ("acme", Scope::ShipmentsRead);
+pub const ACME_WRITE: (&str, Scope) = ("acme", Scope::ShipmentsWrite);
+pub const GLOBEX_READ: (&str, Scope) = ("globex", Scope::ShipmentsRead);
+
+/// The app, and a key for each `(tenant, scope)` that its worker already knows.
+pub async fn spawn_app_with_keys<const N: usize>(
+    keys: [(&str, Scope); N],
+) -> (TestApp, [String; N]) {
+    let app = spawn_app().await;
+    let keys = app.create_known_keys(keys).await;
+    (app, keys)
 }
 
 /// `Waybill-Signature: t=…,v1=…` for a body, with the sources' secret.

@@ -7,7 +7,10 @@ pub(crate) mod helpers;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use helpers::{REFRESH_SECS, TestApp, captured_logs, direct_event, spawn_app};
+use helpers::{
+    ACME_READ, ACME_WRITE, GLOBEX_READ, REFRESH_SECS, TestApp, captured_logs, direct_event,
+    spawn_app, spawn_app_with_keys,
+};
 use serde_json::Value;
 use waybill_bus::keys::{KeyRing, KeySubscriberConfig, spawn_key_subscriber};
 use waybill_config::ExposeSecret;
@@ -161,11 +164,7 @@ async fn every_platform_endpoint_answers_the_401_403_matrix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_tracking_the_same_parcel_see_only_their_own() {
-    let app = spawn_app().await;
-    let acme = app.create_key("acme", &[Scope::ShipmentsRead]).await;
-    let globex = app.create_key("globex", &[Scope::ShipmentsRead]).await;
-    app.wait_until_known(&acme).await;
-    app.wait_until_known(&globex).await;
+    let (app, [acme, globex]) = spawn_app_with_keys([ACME_READ, GLOBEX_READ]).await;
 
     // The same scan of the same parcel reaches both merchants (their own orders); globex also
     // gets a later one.
@@ -216,19 +215,13 @@ async fn two_tenants_tracking_the_same_parcel_see_only_their_own() {
     assert!(!acme_view.to_string().contains("Melbourne"));
 
     // By order number: each sees its own order, nobody else's.
-    let own: Value = app
-        .get("/v1/shipments?order_number=A-100", Some(&acme))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let acme_by_order = async |order: &str| -> Value {
+        let path = format!("/v1/shipments?order_number={order}");
+        app.get(&path, Some(&acme)).await.json().await.unwrap()
+    };
+    let own = acme_by_order("A-100").await;
     assert_eq!(own["shipments"].as_array().unwrap().len(), 1);
-    let other: Value = app
-        .get("/v1/shipments?order_number=G-200", Some(&acme))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let other = acme_by_order("G-200").await;
     assert_eq!(other["shipments"], serde_json::json!([]));
     let response = app.get(&format!("{path}?tenant=globex"), Some(&acme)).await;
     assert_eq!(response.status().as_u16(), 403);
@@ -273,11 +266,7 @@ async fn wait_for_status(app: &TestApp, path: &str, key: &str, status: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_working_within_the_documented_bound() {
-    let app = spawn_app().await;
-    let by_cli = app.create_key("acme", &[Scope::ShipmentsRead]).await;
-    let by_sql = app.create_key("acme", &[Scope::ShipmentsRead]).await;
-    app.wait_until_known(&by_cli).await;
-    app.wait_until_known(&by_sql).await;
+    let (app, [by_cli, by_sql]) = spawn_app_with_keys([ACME_READ, ACME_READ]).await;
 
     // A stand-in for another ingress: the same subscriber and ring the ingress runs.
     let ring = Arc::new(KeyRing::new(Duration::from_secs(REFRESH_SECS * 3)));
@@ -356,11 +345,8 @@ async fn time_until_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_appear_in_logs_the_database_or_the_broker() {
-    let app = spawn_app().await;
-    let reader = app.create_key("acme", &[Scope::ShipmentsRead]).await;
-    let writer = app.create_key("acme", &[Scope::ShipmentsWrite]).await;
-    let revoked = app.create_key("acme", &[Scope::ShipmentsRead]).await;
-    app.wait_until_known(&reader).await;
+    let (app, [reader, writer, revoked]) =
+        spawn_app_with_keys([ACME_READ, ACME_WRITE, ACME_READ]).await;
     waybill_cli::keys::revoke(&app.settings, &id_of(&revoked))
         .await
         .expect("revoke");
