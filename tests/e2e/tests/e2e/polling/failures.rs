@@ -21,11 +21,7 @@ async fn a_429_is_honoured_for_its_retry_after_and_is_not_a_failure() {
         }
     })
     .await;
-    let app = spawn_app_with(AppOptions {
-        workers: 1,
-        extra_toml: starshipit_source("ssi", &courier.url, "poll_only") + &polling_toml(""),
-    })
-    .await;
+    let app = spawn_ssi_app(1, &courier, "poll_only", "").await;
     let tn = "RL0000000001";
     app.register_ok(&json!({"source": "ssi", "tracking_number": tn}))
         .await;

@@ -15,13 +15,8 @@ fn events(shipment: &serde_json::Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_shipment_without_webhooks_is_polled_and_updated() {
-    let courier =
-        FakeCourier::start(|uri, _| Answer::ok(starshipit_poll(&tracking_number_in(uri)))).await;
-    let app = spawn_app_with(AppOptions {
-        workers: 1,
-        extra_toml: starshipit_source("ssi", &courier.url, "poll_only") + &polling_toml(""),
-    })
-    .await;
+    let courier = starshipit_courier().await;
+    let app = spawn_ssi_app(1, &courier, "poll_only", "").await;
 
     let response = app
         .register(&json!({"source": "ssi", "tracking_number": TN, "order_number": "12345678"}))
@@ -66,19 +61,11 @@ async fn a_registered_shipment_without_webhooks_is_polled_and_updated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_then_poll_of_the_same_scan_stores_one_event() {
-    let courier =
-        FakeCourier::start(|uri, _| Answer::ok(starshipit_poll(&tracking_number_in(uri)))).await;
+    let courier = starshipit_courier().await;
     // Polls every 2 s, so the poll after the webhook comes quickly.
-    let app = spawn_app_with(AppOptions {
-        workers: 1,
-        extra_toml: starshipit_source("ssi", &courier.url, "hybrid")
-            + &polling_toml(
-                "[polling.intervals]\ninterval_secs = 2\nbefore_first_scan_interval_secs = 2",
-            ),
-    })
-    .await;
-    let webhook = fixture("starshipit", "captured-real.json");
-    assert_eq!(app.post_starshipit("ssi", &webhook).await.status(), 200);
+    let every_2_s = "[polling.intervals]\ninterval_secs = 2\nbefore_first_scan_interval_secs = 2";
+    let app = spawn_ssi_app(1, &courier, "hybrid", every_2_s).await;
+    post_captured_webhook(&app).await;
     let shipment = app
         .wait_for_shipment_within("starshipit", TN, Duration::from_secs(10), |s| {
             events(s) == 1
@@ -111,13 +98,8 @@ async fn webhook_then_poll_of_the_same_scan_stores_one_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_then_webhook_of_the_same_scan_stores_one_event() {
-    let courier =
-        FakeCourier::start(|uri, _| Answer::ok(starshipit_poll(&tracking_number_in(uri)))).await;
-    let app = spawn_app_with(AppOptions {
-        workers: 1,
-        extra_toml: starshipit_source("ssi", &courier.url, "hybrid") + &polling_toml(""),
-    })
-    .await;
+    let courier = starshipit_courier().await;
+    let app = spawn_ssi_app(1, &courier, "hybrid", "").await;
     app.register_ok(&json!({"carrier": "starshipit", "tracking_number": TN}))
         .await;
     let polled = app
@@ -130,8 +112,7 @@ async fn poll_then_webhook_of_the_same_scan_stores_one_event() {
         Some("ssi")
     );
 
-    let webhook = fixture("starshipit", "captured-real.json");
-    assert_eq!(app.post_starshipit("ssi", &webhook).await.status(), 200);
+    post_captured_webhook(&app).await;
     // The webhook is merged (it refreshes last_webhook_at) but adds no event and no version.
     eventually(
         Duration::from_secs(10),

@@ -24,6 +24,33 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
 }
 
+/// A courier whose tracking API answers every poll with a Starshipit history of the tracking
+/// number asked for.
+pub async fn starshipit_courier() -> FakeCourier {
+    FakeCourier::start(|uri, _| Answer::ok(starshipit_poll(&tracking_number_in(uri)))).await
+}
+
+/// The app with `workers` workers and one Starshipit source, `ssi`, in `mode`, whose tracking API
+/// is `courier`; `polling` is merged into the `[polling]` settings.
+pub async fn spawn_ssi_app(
+    workers: usize,
+    courier: &FakeCourier,
+    mode: &str,
+    polling: &str,
+) -> TestApp {
+    spawn_app_with(AppOptions {
+        workers,
+        extra_toml: starshipit_source("ssi", &courier.url, mode) + &polling_toml(polling),
+    })
+    .await
+}
+
+/// Posts the captured real Starshipit webhook to the source `ssi`, which must accept it.
+pub async fn post_captured_webhook(app: &TestApp) {
+    let webhook = fixture("starshipit", "captured-real.json");
+    assert_eq!(app.post_starshipit("ssi", &webhook).await.status(), 200);
+}
+
 /// Counts requests per tracking number.
 pub fn per_tracking_number(seen: &[Received]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();

@@ -104,8 +104,7 @@ async fn registering_twice_is_harmless_and_applies_parked_events() {
     })
     .await;
     // A webhook for a shipment nobody registered yet is parked.
-    let webhook = fixture("starshipit", "captured-real.json");
-    assert_eq!(app.post_starshipit("ssi", &webhook).await.status(), 200);
+    post_captured_webhook(&app).await;
     eventually(
         Duration::from_secs(10),
         "the expected poll outcome",

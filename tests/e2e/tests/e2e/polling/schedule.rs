@@ -12,14 +12,9 @@ use super::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_workers_never_poll_the_same_slot_twice() {
-    let courier =
-        FakeCourier::start(|uri, _| Answer::ok(starshipit_poll(&tracking_number_in(uri)))).await;
-    let app = spawn_app_with(AppOptions {
-        workers: 3,
-        extra_toml: starshipit_source("ssi", &courier.url, "poll_only")
-            + &polling_toml("[polling.sources.ssi]\nrate_limit_per_second = 1000"),
-    })
-    .await;
+    let courier = starshipit_courier().await;
+    let unthrottled = "[polling.sources.ssi]\nrate_limit_per_second = 1000";
+    let app = spawn_ssi_app(3, &courier, "poll_only", unthrottled).await;
     let shipments: Vec<String> = (0..300).map(|n| format!("REPL{n:08}")).collect();
     for chunk in shipments.chunks(100) {
         let body: Vec<_> = chunk
