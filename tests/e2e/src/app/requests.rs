@@ -169,6 +169,22 @@ impl TestApp {
             .expect("shipment exists")
     }
 
+    /// Waits up to `within` until the poll schedule of a shipment of the default tenant is
+    /// as `wanted` says, and returns it.
+    pub async fn wait_for_schedule(
+        &self,
+        carrier: &str,
+        tracking_number: &str,
+        within: Duration,
+        wanted: impl Fn(&waybill_store::polling::PollSchedule) -> bool,
+    ) -> waybill_store::polling::PollSchedule {
+        eventually(within, "the expected poll outcome", async || {
+            let schedule = self.schedule(carrier, tracking_number).await;
+            wanted(&schedule).then_some(schedule)
+        })
+        .await
+    }
+
     /// The poll schedule of a shipment of the default tenant, if it exists.
     pub async fn maybe_schedule(
         &self,

@@ -32,15 +32,11 @@ async fn a_429_is_honoured_for_its_retry_after_and_is_not_a_failure() {
     )
     .await;
     // Rescheduled for the Retry-After, without counting a failure.
-    let schedule = eventually(
-        Duration::from_secs(5),
-        "the expected poll outcome",
-        async || {
-            let schedule = app.schedule("starshipit", tn).await;
-            schedule.slot.is_none().then_some(schedule)
-        },
-    )
-    .await;
+    let schedule = app
+        .wait_for_schedule("starshipit", tn, Duration::from_secs(5), |schedule| {
+            schedule.slot.is_none()
+        })
+        .await;
     assert_eq!(schedule.poll_failures, 0);
     app.wait_for_shipment_within("starshipit", tn, Duration::from_secs(20), |s| {
         s["status"] == "InTransit"
@@ -55,16 +51,9 @@ async fn a_429_is_honoured_for_its_retry_after_and_is_not_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_courier_that_is_down_is_retried_with_backoff_while_others_keep_flowing() {
-    let healthy =
-        FakeCourier::start(|uri, _| Answer::ok(starshipit_poll(&tracking_number_in(uri)))).await;
+    let healthy = starshipit_courier().await;
     let down = FakeCourier::start(|_, _| Answer::status(503)).await;
-    let app = spawn_app_with(AppOptions {
-        workers: 1,
-        extra_toml: starshipit_source("up", &healthy.url, "poll_only")
-            + &starshipit_source("down", &down.url, "poll_only")
-            + &polling_toml(""),
-    })
-    .await;
+    let app = spawn_poll_only_app(&[("up", &healthy), ("down", &down)]).await;
     let mut registrations = vec![json!({"source": "down", "tracking_number": "DOWN00000001"})];
     for n in 0..5 {
         registrations.push(json!({"source": "up", "tracking_number": format!("UP000000000{n}")}));
@@ -81,15 +70,14 @@ async fn a_courier_that_is_down_is_retried_with_backoff_while_others_keep_flowin
         .await;
     }
     // Back-off of 1 s, 2 s, 4 s (each between half and all of it): a few attempts, not a storm.
-    let schedule = eventually(
-        Duration::from_secs(20),
-        "the expected poll outcome",
-        async || {
-            let schedule = app.schedule("starshipit", "DOWN00000001").await;
-            (schedule.poll_failures >= 3).then_some(schedule)
-        },
-    )
-    .await;
+    let schedule = app
+        .wait_for_schedule(
+            "starshipit",
+            "DOWN00000001",
+            Duration::from_secs(20),
+            |schedule| schedule.poll_failures >= 3,
+        )
+        .await;
     let attempts = down.requests();
     assert!(
         (3..=5).contains(&attempts.len()),
@@ -106,15 +94,14 @@ async fn a_courier_that_is_down_is_retried_with_backoff_while_others_keep_flowin
         s["status"] == "InTransit"
     })
     .await;
-    let schedule = eventually(
-        Duration::from_secs(5),
-        "the expected poll outcome",
-        async || {
-            let schedule = app.schedule("starshipit", "DOWN00000001").await;
-            (schedule.poll_failures == 0).then_some(schedule)
-        },
-    )
-    .await;
+    let schedule = app
+        .wait_for_schedule(
+            "starshipit",
+            "DOWN00000001",
+            Duration::from_secs(5),
+            |schedule| schedule.poll_failures == 0,
+        )
+        .await;
     assert!(schedule.next_poll_at.is_some());
     app.shutdown().await;
 }
@@ -123,13 +110,7 @@ async fn a_courier_that_is_down_is_retried_with_backoff_while_others_keep_flowin
 async fn refused_credentials_pause_the_account_and_bad_answers_are_dead_lettered() {
     let refusing = FakeCourier::start(|_, _| Answer::status(401)).await;
     let garbled = FakeCourier::start(|_, _| Answer::ok(b"<html>maintenance</html>".to_vec())).await;
-    let app = spawn_app_with(AppOptions {
-        workers: 1,
-        extra_toml: starshipit_source("refusing", &refusing.url, "poll_only")
-            + &starshipit_source("garbled", &garbled.url, "poll_only")
-            + &polling_toml(""),
-    })
-    .await;
+    let app = spawn_poll_only_app(&[("refusing", &refusing), ("garbled", &garbled)]).await;
     let mut registrations = Vec::new();
     for n in 0..3 {
         registrations

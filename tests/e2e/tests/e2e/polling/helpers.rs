@@ -45,6 +45,19 @@ pub async fn spawn_ssi_app(
     .await
 }
 
+/// The app with one worker and a poll-only Starshipit source for each `(id, courier)`.
+pub async fn spawn_poll_only_app(sources: &[(&str, &FakeCourier)]) -> TestApp {
+    let mut extra_toml = String::new();
+    for (id, courier) in sources {
+        extra_toml += &starshipit_source(id, &courier.url, "poll_only");
+    }
+    spawn_app_with(AppOptions {
+        workers: 1,
+        extra_toml: extra_toml + &polling_toml(""),
+    })
+    .await
+}
+
 /// Posts the captured real Starshipit webhook to the source `ssi`, which must accept it.
 pub async fn post_captured_webhook(app: &TestApp) {
     let webhook = fixture("starshipit", "captured-real.json");

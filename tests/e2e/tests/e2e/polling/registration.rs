@@ -147,15 +147,14 @@ async fn registering_twice_is_harmless_and_applies_parked_events() {
         .unwrap();
     assert_eq!(shipments, 1);
     // Polling starts once, whatever the number of registrations (a 404 is not a failure).
-    let schedule = eventually(
-        Duration::from_secs(15),
-        "the expected poll outcome",
-        async || {
-            let schedule = app.schedule("starshipit", "T01234567890").await;
-            (schedule.slot.is_none() && schedule.next_poll_at.is_some()).then_some(schedule)
-        },
-    )
-    .await;
+    let schedule = app
+        .wait_for_schedule(
+            "starshipit",
+            "T01234567890",
+            Duration::from_secs(15),
+            |schedule| schedule.slot.is_none() && schedule.next_poll_at.is_some(),
+        )
+        .await;
     assert_eq!(schedule.poll_failures, 0);
     assert!(courier.requests().len() <= 1);
     app.shutdown().await;
