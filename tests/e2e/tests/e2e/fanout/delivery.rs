@@ -100,12 +100,7 @@ async fn a_410_disables_the_subscription_until_it_is_enabled() {
         .await
         .unwrap();
     post_acme(&app, "GONE3", "InTransit", "2026-11-20T10:00:00Z").await;
-    eventually(
-        Duration::from_secs(20),
-        "a delivery after enabling",
-        || async { receiver.count() == 2 },
-    )
-    .await;
+    received(&receiver, 2).await;
     assert_eq!(
         receiver.received()[1].json()["shipment"]["tracking_number"],
         "GONE3"
@@ -124,10 +119,7 @@ max_retry_after = "1s""#,
     let receiver = Receiver::start(vec![Reply::RetryAfter(429, "3600")]).await;
     let (id, _) = app.subscribe(&receiver.url("/busy"), &[], &[]).await;
     post_acme(&app, "BUSY1", "InTransit", "2026-11-20T10:00:00Z").await;
-    eventually(Duration::from_secs(20), "the delivery", || async {
-        receiver.count() == 2
-    })
-    .await;
+    received(&receiver, 2).await;
     let requests = receiver.received();
     let gap = requests[1].at - requests[0].at;
     assert!(
@@ -192,10 +184,7 @@ async fn a_rotated_secret_signs_alongside_the_new_one() {
     assert_ne!(old, new);
     assert!(rotated.previous_secret_expires_at.is_some());
     post_acme(&app, "ROT1", "InTransit", "2026-11-20T10:00:00Z").await;
-    eventually(Duration::from_secs(20), "the delivery", || async {
-        receiver.count() == 1
-    })
-    .await;
+    received(&receiver, 1).await;
     let request = &receiver.received()[0];
     assert_eq!(request.header("webhook-signature").split(' ').count(), 2);
     request.verify(&new).expect("the new secret verifies");
@@ -218,33 +207,17 @@ request_timeout_ms = 10000"#,
     app.subscribe(&slow.url("/slow"), &[], &[]).await;
     app.subscribe(&fast.url("/fast"), &[], &[]).await;
     for n in 0..6 {
-        app.post_event(
-            "direct",
-            &event(
-                "acme",
-                &format!("SLOW{n}"),
-                "InTransit",
-                "2026-11-20T10:00:00Z",
-            ),
-        )
-        .await;
+        let tracking_number = format!("SLOW{n}");
+        post_acme(&app, &tracking_number, "InTransit", "2026-11-20T10:00:00Z").await;
     }
-    eventually(
-        Duration::from_secs(3),
-        "every change at the fast receiver",
-        || async { fast.count() == 6 },
-    )
-    .await;
+    // Every change at the fast receiver.
+    received_within(&fast, 6, Duration::from_secs(3)).await;
     assert!(
         slow.count() <= 2,
         "the slow one has at most its two slots busy"
     );
-    eventually(
-        Duration::from_secs(30),
-        "every change at the slow receiver",
-        || async { slow.count() == 6 },
-    )
-    .await;
+    // Every change at the slow receiver.
+    received_within(&slow, 6, Duration::from_secs(30)).await;
     assert_eq!(slow.max_in_flight(), 2, "per-subscription concurrency");
     app.shutdown().await;
 }

@@ -42,11 +42,33 @@ fn builder(fanout_toml: &str) -> waybill_e2e::AppBuilder {
 
 /// Posts a scan of carrier `acme` to the `direct` source (default tenant), expecting 200.
 pub async fn post_acme(app: &TestApp, tracking_number: &str, status: &str, occurred_at: &str) {
+    post_direct(app, "acme", tracking_number, status, occurred_at).await;
+}
+
+/// Posts a scan of `carrier` to the `direct` source (default tenant), expecting 200.
+pub async fn post_direct(
+    app: &TestApp,
+    carrier: &str,
+    tracking_number: &str,
+    status: &str,
+    occurred_at: &str,
+) {
     app.post_event(
         "direct",
-        &event("acme", tracking_number, status, occurred_at),
+        &event(carrier, tracking_number, status, occurred_at),
     )
     .await;
+}
+
+/// Waits until `receiver` has had `requests` requests, within the suite's 20 s.
+pub async fn received(receiver: &Receiver, requests: usize) {
+    received_within(receiver, requests, Duration::from_secs(20)).await;
+}
+
+/// Waits up to `within` until `receiver` has had `requests` requests.
+pub async fn received_within(receiver: &Receiver, requests: usize, within: Duration) {
+    let what = format!("{requests} requests at {}", receiver.url(""));
+    eventually(within, &what, || async { receiver.count() == requests }).await;
 }
 
 /// Waits until the first delivery of `subscription` has `status`.

@@ -26,16 +26,8 @@ async fn a_worker_stopped_between_commit_and_publish_leaves_it_to_the_next_relay
         })
         .await;
     for n in 0..5 {
-        app.post_event(
-            "direct",
-            &event(
-                "acme",
-                &format!("CRASH{n}"),
-                "InTransit",
-                "2026-11-20T10:00:00Z",
-            ),
-        )
-        .await;
+        let tracking_number = format!("CRASH{n}");
+        post_acme(&app, &tracking_number, "InTransit", "2026-11-20T10:00:00Z").await;
     }
     eventually(
         Duration::from_secs(20),
@@ -61,10 +53,7 @@ async fn a_worker_stopped_between_commit_and_publish_leaves_it_to_the_next_relay
     // The next worker publishes and delivers them.
     app.start_worker(|_| {}).await;
     let mut messages = queue.collect(5, Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(20), "five deliveries", || async {
-        receiver.count() == 5
-    })
-    .await;
+    received(&receiver, 5).await;
     assert_eq!(messages.len(), 5);
 
     // A relay that crashed after the broker's confirms but before its commit leaves its rows

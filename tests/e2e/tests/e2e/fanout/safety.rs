@@ -24,11 +24,7 @@ async fn a_filter_excludes_what_it_should() {
         .await;
 
     post_acme(&app, "F1", "InTransit", "2026-11-20T10:00:00Z").await;
-    app.post_event(
-        "direct",
-        &event("dhl", "F2", "Delivered", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_direct(&app, "dhl", "F2", "Delivered", "2026-11-20T10:00:00Z").await;
     post_acme(&app, "F3", "Delivered", "2026-11-20T10:00:00Z").await;
     app.post_event(
         "globex",
@@ -39,10 +35,7 @@ async fn a_filter_excludes_what_it_should() {
         app.outbox_rows().await == 4
     })
     .await;
-    eventually(Duration::from_secs(20), "every delivery made", || async {
-        receiver.count() == 3 + 2 + 2 + 1 + 1
-    })
-    .await;
+    received(&receiver, 3 + 2 + 2 + 1 + 1).await;
     // Time must pass to show that nothing beyond the filters arrives.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.count(), 9, "nothing beyond the filters");
@@ -134,10 +127,7 @@ async fn two_tenants_tracking_the_same_parcel_are_notified_apart() {
         "a status binding excludes what it should"
     );
 
-    eventually(Duration::from_secs(20), "both deliveries made", || async {
-        receiver.count() == 2
-    })
-    .await;
+    received(&receiver, 2).await;
     for tenant in ["default", "globex"] {
         let got = receiver.received_on(&format!("/{tenant}"));
         assert_eq!(

@@ -110,11 +110,7 @@ async fn downstream_queues_bind_to_what_they_care_about() {
     let delivered_anywhere = app.bind_events("*.delivered").await;
     let acme_only = app.bind_events("acme.#").await;
     post_acme(&app, "BIND1", "InTransit", "2026-11-20T10:00:00Z").await;
-    app.post_event(
-        "direct",
-        &event("dhl", "BIND2", "Delivered", "2026-11-20T10:00:00Z"),
-    )
-    .await;
+    post_direct(&app, "dhl", "BIND2", "Delivered", "2026-11-20T10:00:00Z").await;
     post_acme(&app, "BIND3", "OutForDelivery", "2026-11-20T10:00:00Z").await;
     let delivered = delivered_anywhere.collect(1, Duration::from_secs(20)).await;
     let acme = acme_only.collect(2, Duration::from_secs(20)).await;
