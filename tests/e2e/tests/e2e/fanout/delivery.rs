@@ -11,8 +11,7 @@ use super::helpers::*;
 #[tokio::test]
 async fn a_500_then_a_200_is_delivered_on_retry_with_the_same_webhook_id_and_bytes() {
     let app = spawn("").await;
-    let receiver = Receiver::start(vec![Reply::Status(500)]).await;
-    let (id, secret) = app.subscribe(&receiver.url("/hook"), &[], &[]).await;
+    let (receiver, id, secret) = subscribed(&app, vec![Reply::Status(500)], "/hook").await;
     post_acme(&app, "RETRY1", "InTransit", "2026-11-20T10:00:00Z").await;
     first_delivery_reaches(&app, id, DeliveryStatus::Delivered).await;
     let requests = receiver.received();
@@ -63,8 +62,7 @@ async fn timeouts_are_retried() {
 #[tokio::test]
 async fn a_410_disables_the_subscription_until_it_is_enabled() {
     let app = spawn("").await;
-    let receiver = Receiver::start(vec![Reply::Status(410)]).await;
-    let (id, _) = app.subscribe(&receiver.url("/gone"), &[], &[]).await;
+    let (receiver, id, _) = subscribed(&app, vec![Reply::Status(410)], "/gone").await;
     post_acme(&app, "GONE1", "InTransit", "2026-11-20T10:00:00Z").await;
     disabled(&app, id).await;
     let listed = app.listed(id).await;
@@ -116,8 +114,7 @@ async fn retry_after_postpones_the_next_attempt_within_its_bound() {
 max_retry_after = "1s""#,
     )
     .await;
-    let receiver = Receiver::start(vec![Reply::RetryAfter(429, "3600")]).await;
-    let (id, _) = app.subscribe(&receiver.url("/busy"), &[], &[]).await;
+    let (receiver, id, _) = subscribed(&app, vec![Reply::RetryAfter(429, "3600")], "/busy").await;
     post_acme(&app, "BUSY1", "InTransit", "2026-11-20T10:00:00Z").await;
     received(&receiver, 2).await;
     let requests = receiver.received();
@@ -176,8 +173,7 @@ disable_after = "700ms""#,
 #[tokio::test]
 async fn a_rotated_secret_signs_alongside_the_new_one() {
     let app = spawn("").await;
-    let receiver = Receiver::start(vec![]).await;
-    let (id, old) = app.subscribe(&receiver.url("/rotating"), &[], &[]).await;
+    let (receiver, id, old) = subscribed(&app, vec![], "/rotating").await;
     let (rotated, new) = waybill_cli::subscriptions::rotate_secret(&app.settings, id, None)
         .await
         .unwrap();

@@ -40,6 +40,14 @@ fn builder(fanout_toml: &str) -> waybill_e2e::AppBuilder {
         .config(&direct_source("globex", "globex"))
 }
 
+/// A receiver answering `script` in turn (then 200), subscribed at `path` to every change of
+/// the default tenant; with the subscription's id and secret.
+pub async fn subscribed(app: &TestApp, script: Vec<Reply>, path: &str) -> (Receiver, i64, String) {
+    let receiver = Receiver::start(script).await;
+    let (id, secret) = app.subscribe(&receiver.url(path), &[], &[]).await;
+    (receiver, id, secret)
+}
+
 /// Posts a scan of carrier `acme` to the `direct` source (default tenant), expecting 200.
 pub async fn post_acme(app: &TestApp, tracking_number: &str, status: &str, occurred_at: &str) {
     post_direct(app, "acme", tracking_number, status, occurred_at).await;

@@ -13,8 +13,7 @@ use super::helpers::*;
 #[tokio::test]
 async fn a_worker_stopped_between_commit_and_publish_leaves_it_to_the_next_relay() {
     let mut app = spawn_without_workers("").await;
-    let receiver = Receiver::start(vec![]).await;
-    let (subscription, _) = app.subscribe(&receiver.url("/hook"), &[], &[]).await;
+    let (receiver, subscription, _) = subscribed(&app, vec![], "/hook").await;
     let queue = app.bind_events("#").await;
 
     // A worker that merges but never relays: the state a crash right after the merge's commit
@@ -95,8 +94,7 @@ async fn a_worker_stopped_between_commit_and_publish_leaves_it_to_the_next_relay
 #[tokio::test]
 async fn a_pending_retry_survives_a_worker_restart() {
     let mut app = spawn_without_workers(r#"retry_schedule = ["0ms", "1500ms"]"#).await;
-    let receiver = Receiver::start(vec![Reply::Status(500)]).await;
-    let (id, _) = app.subscribe(&receiver.url("/restart"), &[], &[]).await;
+    let (receiver, id, _) = subscribed(&app, vec![Reply::Status(500)], "/restart").await;
     let first = app.start_worker(|_| {}).await;
     post_acme(&app, "RESTART1", "InTransit", "2026-11-20T10:00:00Z").await;
     eventually(

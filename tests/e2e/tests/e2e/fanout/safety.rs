@@ -10,8 +10,7 @@ use super::helpers::*;
 #[tokio::test]
 async fn a_filter_excludes_what_it_should() {
     let app = spawn("").await;
-    let receiver = Receiver::start(vec![]).await;
-    let (everything, _) = app.subscribe(&receiver.url("/all"), &[], &[]).await;
+    let (receiver, everything, _) = subscribed(&app, vec![], "/all").await;
     let (acme, _) = app.subscribe(&receiver.url("/acme"), &["acme"], &[]).await;
     let (delivered, _) = app
         .subscribe(&receiver.url("/delivered"), &[], &["delivered"])

@@ -9,8 +9,7 @@ use super::helpers::*;
 #[tokio::test]
 async fn a_change_reaches_a_bound_queue_and_a_subscriber_exactly_once_per_event() {
     let app = spawn("").await;
-    let receiver = Receiver::start(vec![]).await;
-    let (_id, secret) = app.subscribe(&receiver.url("/hooks/all"), &[], &[]).await;
+    let (receiver, _id, secret) = subscribed(&app, vec![], "/hooks/all").await;
     let queue = app.bind_events("#").await;
 
     let in_transit = event("acme", "FAN001", "InTransit", "2026-11-20T10:00:00+11:00");
