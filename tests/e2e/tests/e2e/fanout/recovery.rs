@@ -183,21 +183,13 @@ async fn a_dead_delivery_is_replayed_with_the_same_webhook_id_and_bytes() {
 #[tokio::test]
 async fn a_worker_prunes_what_is_done_with_once_older_than_the_retention() {
     let mut app = spawn_without_workers("").await;
-    let answering = Receiver::start(vec![]).await;
-    let gone = Receiver::start(vec![Reply::Status(410)]).await;
-    let (delivered_to, _) = app.subscribe(&answering.url("/ok"), &[], &[]).await;
-    let (dead_at, _) = app.subscribe(&gone.url("/gone"), &[], &[]).await;
+    let (_answering, delivered_to, _) = subscribed(&app, vec![], "/ok").await;
+    let (_gone, dead_at, _) = subscribed(&app, vec![Reply::Status(410)], "/gone").await;
     let first = app.start_worker(|_| {}).await;
     post_acme(&app, "OLD1", "InTransit", "2026-11-20T10:00:00Z").await;
-    eventually(
-        Duration::from_secs(20),
-        "one delivery delivered, one dead",
-        || async {
-            status_of(&app, delivered_to).await == Some(DeliveryStatus::Delivered)
-                && status_of(&app, dead_at).await == Some(DeliveryStatus::Dead)
-        },
-    )
-    .await;
+    // One delivery delivered, one dead (both for good).
+    first_delivery_reaches(&app, delivered_to, DeliveryStatus::Delivered).await;
+    first_delivery_reaches(&app, dead_at, DeliveryStatus::Dead).await;
     eventually(Duration::from_secs(20), "the change published", || async {
         let mut conn = app.db.store().acquire().await.unwrap();
         waybill_store::fanout::relay_backlog(&mut conn)
