@@ -180,60 +180,19 @@ async fn slow_callers_are_cut_off_and_do_not_hold_up_others() {
     let http = reqwest::Client::new();
     let addr = stack.ingress_addr;
     // Slow headers: a byte a second, never finishing the header block.
-    let slow_headers = tokio::spawn(async move {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let started = Instant::now();
-        stream
-            .write_all(b"POST /v1/webhooks/direct HTTP/1.1\r\nhost: x\r\nx-slow: ")
-            .await
-            .expect("write");
-        let mut buffer = [0u8; 256];
-        loop {
-            tokio::select! {
-                read = stream.read(&mut buffer) => {
-                    let answer = match read {
-                        Ok(n) if n > 0 => String::from_utf8_lossy(&buffer[..n]).lines().next().unwrap_or_default().to_owned(),
-                        _ => "closed".to_owned(),
-                    };
-                    return (answer, started.elapsed());
-                }
-                () = tokio::time::sleep(Duration::from_secs(1)) => {
-                    if stream.write_all(b"a").await.is_err() || started.elapsed() > Duration::from_secs(40) {
-                        return ("closed while writing".to_owned(), started.elapsed());
-                    }
-                }
-            }
-        }
-    });
+    let slow_headers = tokio::spawn(trickle(
+        addr,
+        b"POST /v1/webhooks/direct HTTP/1.1\r\nhost: x\r\nx-slow: ".to_vec(),
+        b"a",
+    ));
     // Slow body: full headers, then ten bytes a second of a 2 kB body.
     let body = direct_event(&format!("SB{}", unique()), "InTransit", "Slow Depot");
     let signed = signature(&stack, "direct", &body).expect("signs");
-    let slow_body = tokio::spawn(async move {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let started = Instant::now();
-        let head = format!(
-            "POST /v1/webhooks/direct HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{}: {}\r\ncontent-length: {}\r\n\r\n",
-            signed.0, signed.1, 2048
-        );
-        stream.write_all(head.as_bytes()).await.expect("write");
-        let mut buffer = [0u8; 512];
-        loop {
-            tokio::select! {
-                read = stream.read(&mut buffer) => {
-                    let answer = match read {
-                        Ok(n) if n > 0 => String::from_utf8_lossy(&buffer[..n]).lines().next().unwrap_or_default().to_owned(),
-                        _ => "closed".to_owned(),
-                    };
-                    return (answer, started.elapsed());
-                }
-                () = tokio::time::sleep(Duration::from_secs(1)) => {
-                    if stream.write_all(b"          ").await.is_err() || started.elapsed() > Duration::from_secs(40) {
-                        return ("closed while writing".to_owned(), started.elapsed());
-                    }
-                }
-            }
-        }
-    });
+    let head = format!(
+        "POST /v1/webhooks/direct HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{}: {}\r\ncontent-length: {}\r\n\r\n",
+        signed.0, signed.1, 2048
+    );
+    let slow_body = tokio::spawn(trickle(addr, head.into_bytes(), b"          "));
     // Others are served meanwhile.
     for _ in 0..20 {
         let body = direct_event(&format!("OK{}", unique()), "InTransit", "Depot");
@@ -272,4 +231,33 @@ async fn slow_callers_are_cut_off_and_do_not_hold_up_others() {
     );
     let _ = std::fs::remove_dir_all(stack.log_dir());
     stack.destroy().await;
+}
+
+/// Connects, sends `head`, then `drip` once a second until the server answers or closes (or 40 s
+/// pass): the first line of the answer (or how it ended), and when.
+async fn trickle(
+    addr: std::net::SocketAddr,
+    head: Vec<u8>,
+    drip: &'static [u8],
+) -> (String, Duration) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let started = Instant::now();
+    stream.write_all(&head).await.expect("write");
+    let mut buffer = [0u8; 512];
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buffer) => {
+                let answer = match read {
+                    Ok(n) if n > 0 => String::from_utf8_lossy(&buffer[..n]).lines().next().unwrap_or_default().to_owned(),
+                    _ => "closed".to_owned(),
+                };
+                return (answer, started.elapsed());
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if stream.write_all(drip).await.is_err() || started.elapsed() > Duration::from_secs(40) {
+                    return ("closed while writing".to_owned(), started.elapsed());
+                }
+            }
+        }
+    }
 }
