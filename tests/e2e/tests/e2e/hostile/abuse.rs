@@ -134,12 +134,8 @@ async fn a_courier_over_its_rate_limit_gets_429_and_its_neighbour_is_untouched()
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     for _ in 0..50 {
-        let body = direct_event(&format!("QT{}", unique()), "InTransit", "Quiet Depot");
-        let sent = Instant::now();
-        let response = post(&http, &stack, "quiet", &body, true)
-            .await
-            .expect("answer");
-        slowest = slowest.max(sent.elapsed());
+        let (response, took) = post_timed(&http, &stack, "quiet", "QT", "Quiet Depot").await;
+        slowest = slowest.max(took);
         assert_eq!(
             response.status(),
             200,
@@ -195,13 +191,9 @@ async fn slow_callers_are_cut_off_and_do_not_hold_up_others() {
     let slow_body = tokio::spawn(trickle(addr, head.into_bytes(), b"          "));
     // Others are served meanwhile.
     for _ in 0..20 {
-        let body = direct_event(&format!("OK{}", unique()), "InTransit", "Depot");
-        let sent = Instant::now();
-        let response = post(&http, &stack, "direct", &body, true)
-            .await
-            .expect("answer");
+        let (response, took) = post_timed(&http, &stack, "direct", "OK", "Depot").await;
         assert_eq!(response.status(), 200);
-        assert!(sent.elapsed() < Duration::from_secs(2));
+        assert!(took < Duration::from_secs(2));
         // Spread over the slow callers' lifetime on purpose.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -231,6 +223,23 @@ async fn slow_callers_are_cut_off_and_do_not_hold_up_others() {
     );
     let _ = std::fs::remove_dir_all(stack.log_dir());
     stack.destroy().await;
+}
+
+/// Posts a signed scan of a new tracking number (`prefix` and a unique number) at `depot` to
+/// `source`: the answer, and how long it took.
+async fn post_timed(
+    http: &reqwest::Client,
+    stack: &Stack,
+    source: &str,
+    prefix: &str,
+    depot: &str,
+) -> (reqwest::Response, Duration) {
+    let body = direct_event(&format!("{prefix}{}", unique()), "InTransit", depot);
+    let sent = Instant::now();
+    let response = post(http, stack, source, &body, true)
+        .await
+        .expect("answer");
+    (response, sent.elapsed())
 }
 
 /// Connects, sends `head`, then `drip` once a second until the server answers or closes (or 40 s
