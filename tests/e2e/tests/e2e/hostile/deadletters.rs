@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use waybill_cli::deadletters::{self, Selection};
 use waybill_config::ExposeSecret;
 
 use super::logs::publish_raw;
-use super::{direct_event, post, unique};
+use super::{direct_event, post, ready_publisher, topology, unique};
 use waybill_e2e::eventually;
 use waybill_e2e::stack::{Stack, bin_dir};
 
@@ -71,24 +70,15 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_cli_lists_shows_replays
 
     let letters = wait_letters(&stack, 2).await;
     let queue = stack.webhooks_queue();
-    let valid = letters
-        .iter()
-        .find(|l| {
-            l.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("simulated"))
-        })
-        .expect("the parked message")
-        .clone();
-    let undecodable = letters
-        .iter()
-        .find(|l| {
-            l.reason
-                .as_deref()
-                .is_some_and(|r| r.contains("undecodable"))
-        })
-        .unwrap_or_else(|| panic!("the worker's dead letter with its reason: {letters:?}"))
-        .clone();
+    let with_reason = |wanted: fn(&str) -> bool| {
+        letters
+            .iter()
+            .find(|l| l.reason.as_deref().is_some_and(wanted))
+            .cloned()
+    };
+    let valid = with_reason(|r| r.starts_with("simulated")).expect("the parked message");
+    let undecodable = with_reason(|r| r.contains("undecodable"))
+        .unwrap_or_else(|| panic!("the worker's dead letter with its reason: {letters:?}"));
     assert_eq!(undecodable.size, poison.len());
     for letter in [&valid, &undecodable] {
         assert_eq!(
@@ -164,8 +154,7 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_cli_lists_shows_replays
 /// Takes the one message waiting in the webhooks queue and dead-letters it with `reason`,
 /// exactly as the worker does (`waybill_bus::dead::publish_dead`).
 async fn park_as_failed(stack: &Stack, reason: &str) {
-    let topology = waybill_bus::Topology::new(&stack.settings.bus.prefix)
-        .with_delivery_limit(stack.settings.bus.delivery_limit);
+    let topology = topology(stack);
     let connection = waybill_bus::BusConnection::connect(
         stack.settings.bus.url.expose_secret(),
         "waybill-hostile-park",
@@ -180,18 +169,7 @@ async fn park_as_failed(stack: &Stack, reason: &str) {
         .expect("a message within 10 s")
         .expect("a delivery")
         .expect("no error");
-    let stop = CancellationToken::new();
-    let publisher = waybill_bus::Publisher::start(
-        waybill_bus::PublisherConfig::new(
-            stack.settings.bus.url.expose_secret(),
-            "waybill-hostile-park",
-            topology.clone(),
-        ),
-        stop.clone(),
-    )
-    .await
-    .expect("publisher");
-    assert!(publisher.wait_ready(Duration::from_secs(10)).await);
+    let (publisher, stop) = ready_publisher(stack, &topology, "waybill-hostile-park").await;
     waybill_bus::dead::publish_dead(
         &publisher,
         &topology,

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use waybill_config::ExposeSecret;
 
-use super::{hostile_stack, signature, unique};
+use super::{hostile_stack, ready_publisher, signature, topology, unique};
 use waybill_e2e::eventually;
 use waybill_e2e::stack::{SECRETS, Stack};
 
@@ -200,23 +199,8 @@ async fn send(
 
 /// Publishes `body` as-is to the stack's inbound exchange (as a broken producer would).
 pub async fn publish_raw(stack: &Stack, body: &[u8]) {
-    let topology = waybill_bus::Topology::new(&stack.settings.bus.prefix)
-        .with_delivery_limit(stack.settings.bus.delivery_limit);
-    let stop = CancellationToken::new();
-    let publisher = waybill_bus::Publisher::start(
-        waybill_bus::PublisherConfig::new(
-            stack.settings.bus.url.expose_secret(),
-            "waybill-hostile",
-            topology.clone(),
-        ),
-        stop.clone(),
-    )
-    .await
-    .expect("publisher");
-    assert!(
-        publisher.wait_ready(Duration::from_secs(10)).await,
-        "publisher ready"
-    );
+    let topology = topology(stack);
+    let (publisher, stop) = ready_publisher(stack, &topology, "waybill-hostile").await;
     let message = waybill_bus::OutboundMessage::new(
         topology.inbound_exchange(),
         waybill_bus::Topology::WEBHOOK_ROUTING_KEY,

@@ -16,7 +16,11 @@ mod deadletters;
 mod fuzz;
 mod logs;
 
+use std::time::Duration;
+
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use waybill_config::ExposeSecret;
 
 use waybill_e2e::stack::{SECRETS, Stack};
 
@@ -108,4 +112,35 @@ pub async fn hostile_stack(label: &str, log_level: &str) -> Stack {
         .expect("create the stack");
     stack.start_all().await.expect("start the stack");
     stack
+}
+
+/// The stack's queue topology.
+pub fn topology(stack: &Stack) -> waybill_bus::Topology {
+    waybill_bus::Topology::new(&stack.settings.bus.prefix)
+        .with_delivery_limit(stack.settings.bus.delivery_limit)
+}
+
+/// A publisher on the stack's broker, named `name`, ready to publish; cancel the token and close
+/// it when done.
+pub async fn ready_publisher(
+    stack: &Stack,
+    topology: &waybill_bus::Topology,
+    name: &str,
+) -> (waybill_bus::Publisher, CancellationToken) {
+    let stop = CancellationToken::new();
+    let publisher = waybill_bus::Publisher::start(
+        waybill_bus::PublisherConfig::new(
+            stack.settings.bus.url.expose_secret(),
+            name,
+            topology.clone(),
+        ),
+        stop.clone(),
+    )
+    .await
+    .expect("publisher");
+    assert!(
+        publisher.wait_ready(Duration::from_secs(10)).await,
+        "publisher ready"
+    );
+    (publisher, stop)
 }
