@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use waybill_config::ExposeSecret;
 
-use super::{hostile_stack, ready_publisher, signature, topology, unique};
+use super::{bus_connection, hostile_stack, ready_publisher, signature, topology, unique};
 use waybill_e2e::eventually;
 use waybill_e2e::stack::{SECRETS, Stack};
 
@@ -215,12 +214,7 @@ pub async fn publish_raw(stack: &Stack, body: &[u8]) {
 /// Waits until the dead-letter queue holds something.
 async fn wait_dead_lettered(stack: &Stack) {
     let queue = waybill_bus::Topology::new(&stack.settings.bus.prefix).dead_queue();
-    let connection = waybill_bus::BusConnection::connect(
-        stack.settings.bus.url.expose_secret(),
-        "waybill-hostile-check",
-    )
-    .await
-    .expect("broker");
+    let connection = bus_connection(stack, "waybill-hostile-check").await;
     eventually(
         Duration::from_secs(20),
         "the poison message is dead-lettered",

@@ -120,6 +120,13 @@ pub fn topology(stack: &Stack) -> waybill_bus::Topology {
         .with_delivery_limit(stack.settings.bus.delivery_limit)
 }
 
+/// A connection to the stack's broker, named `name`.
+pub async fn bus_connection(stack: &Stack, name: &str) -> waybill_bus::BusConnection {
+    waybill_bus::BusConnection::connect(stack.settings.bus.url.expose_secret(), name)
+        .await
+        .expect("broker")
+}
+
 /// A publisher on the stack's broker, named `name`, ready to publish; cancel the token and close
 /// it when done.
 pub async fn ready_publisher(
