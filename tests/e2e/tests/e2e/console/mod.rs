@@ -129,16 +129,16 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     subscriptions(&admin, &store, &receiver, subscription, &shots).await?;
     keys_and_revocation(&admin, &driver, &base, &keys, &shots).await?;
     read_only(&driver, &base, &keys, subscription, &store).await?;
-    let refused = admin
-        .post_status(
-            &format!("/console/subscriptions/{subscription}/enable"),
-            false,
-        )
-        .await?;
+    let refused = admin.post_status(&enable_path(subscription), false).await?;
     assert_eq!(refused, 403, "a POST without the CSRF token is refused");
     admin.close().await;
     store.close().await;
     Ok(())
+}
+
+/// The console's form action that enables `subscription`.
+fn enable_path(subscription: i64) -> String {
+    format!("/console/subscriptions/{subscription}/enable")
 }
 
 async fn keys(stack: &Stack) -> anyhow::Result<Keys> {
@@ -236,7 +236,6 @@ fn direct_event(tracking_number: &str, location: &str, message: &str) -> Vec<u8>
 /// event for the same shipment carrying script in its location and message.
 async fn post_webhooks(stack: &Stack) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let profiles = stack.settings.profiles()?;
     let starshipit = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/webhooks/starshipit.json"),
     )?
@@ -256,18 +255,7 @@ async fn post_webhooks(stack: &Stack) -> anyhow::Result<()> {
         ),
     ];
     for (source, profile, secret, body) in posts {
-        let (name, value) = profiles
-            .get(profile)
-            .context("profile")?
-            .sign(&body, secret, Utc::now())
-            .context("signature")?;
-        let response = http
-            .post(format!("{}/v1/webhooks/{source}", stack.ingress_url()))
-            .header("content-type", "application/json")
-            .header(name, value)
-            .body(body)
-            .send()
-            .await?;
+        let response = post_signed(&http, stack, (source, profile), secret, body).await?;
         anyhow::ensure!(response.status() == 200, "{source}: {}", response.status());
     }
     Ok(())
@@ -379,24 +367,12 @@ async fn post_direct(
     body: Vec<u8>,
     forged: bool,
 ) -> anyhow::Result<()> {
-    let profiles = stack.settings.profiles()?;
     let secret = if forged {
         "not-the-secret"
     } else {
         "faults-direct-secret-9e21"
     };
-    let (name, value) = profiles
-        .get("waybill")
-        .context("profile")?
-        .sign(&body, secret, Utc::now())
-        .context("signature")?;
-    let response = http
-        .post(format!("{}/v1/webhooks/direct", stack.ingress_url()))
-        .header("content-type", "application/json")
-        .header(name, value)
-        .body(body)
-        .send()
-        .await?;
+    let response = post_signed(http, stack, ("direct", "waybill"), secret, body).await?;
     let expected = if forged { 401 } else { 200 };
     anyhow::ensure!(
         response.status() == expected,
@@ -404,6 +380,31 @@ async fn post_direct(
         response.status()
     );
     Ok(())
+}
+
+/// Posts `body` to the source `source` signed with `secret` the way its `profile` signs.
+async fn post_signed(
+    http: &reqwest::Client,
+    stack: &Stack,
+    (source, profile): (&str, &str),
+    secret: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<reqwest::Response> {
+    let (name, value) = stack
+        .settings
+        .profiles()?
+        .get(profile)
+        .context("profile")?
+        .sign(&body, secret, Utc::now())
+        .context("signature")?;
+    let response = http
+        .post(format!("{}/v1/webhooks/{source}", stack.ingress_url()))
+        .header("content-type", "application/json")
+        .header(name, value)
+        .body(body)
+        .send()
+        .await?;
+    Ok(response)
 }
 
 /// Reloads the overview until the row `row` of the card headed `card` shows `since_start`.
@@ -630,12 +631,7 @@ async fn read_only(
         );
     }
     reader.visit("/console/subscriptions").await?;
-    let status = reader
-        .post_status(
-            &format!("/console/subscriptions/{subscription}/enable"),
-            true,
-        )
-        .await?;
+    let status = reader.post_status(&enable_path(subscription), true).await?;
     assert_eq!(status, 403, "a read key's POST is refused");
     let mut connection = store.acquire().await?;
     let still = waybill_store::fanout::get_subscription(&mut connection, subscription).await?;
