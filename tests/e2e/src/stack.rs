@@ -185,6 +185,11 @@ format = "json"
         self.settings.database.url.expose_secret().to_owned()
     }
 
+    /// The stack's queues and exchanges.
+    pub fn topology(&self) -> waybill_bus::Topology {
+        topology(&self.settings)
+    }
+
     pub fn webhooks_queue(&self) -> String {
         topology(&self.settings).webhooks_queue()
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use waybill_cli::deadletters::{self, Selection};
 
 use super::logs::publish_raw;
-use super::{bus_connection, direct_event, post, ready_publisher, topology, unique};
+use super::{bus_connection, direct_event, post, ready_publisher, unique};
 use waybill_e2e::eventually;
 use waybill_e2e::stack::{Stack, bin_dir};
 
@@ -153,7 +153,7 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_cli_lists_shows_replays
 /// Takes the one message waiting in the webhooks queue and dead-letters it with `reason`,
 /// exactly as the worker does (`waybill_bus::dead::publish_dead`).
 async fn park_as_failed(stack: &Stack, reason: &str) {
-    let topology = topology(stack);
+    let topology = stack.topology();
     let connection = bus_connection(stack, "waybill-hostile-park").await;
     let mut consumer = waybill_bus::Consumer::start(&connection, &topology.webhooks_queue(), 1, "")
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{bus_connection, hostile_stack, ready_publisher, signature, topology, unique};
+use super::{bus_connection, hostile_stack, ready_publisher, signature, unique};
 use waybill_e2e::eventually;
 use waybill_e2e::stack::{SECRETS, Stack};
 
@@ -198,7 +198,7 @@ async fn send(
 
 /// Publishes `body` as-is to the stack's inbound exchange (as a broken producer would).
 pub async fn publish_raw(stack: &Stack, body: &[u8]) {
-    let topology = topology(stack);
+    let topology = stack.topology();
     let (publisher, stop) = ready_publisher(stack, &topology, "waybill-hostile").await;
     let message = waybill_bus::OutboundMessage::new(
         topology.inbound_exchange(),
@@ -213,7 +213,7 @@ pub async fn publish_raw(stack: &Stack, body: &[u8]) {
 
 /// Waits until the dead-letter queue holds something.
 async fn wait_dead_lettered(stack: &Stack) {
-    let queue = waybill_bus::Topology::new(&stack.settings.bus.prefix).dead_queue();
+    let queue = stack.topology().dead_queue();
     let connection = bus_connection(stack, "waybill-hostile-check").await;
     eventually(
         Duration::from_secs(20),

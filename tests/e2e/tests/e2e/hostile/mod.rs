@@ -114,12 +114,6 @@ pub async fn hostile_stack(label: &str, log_level: &str) -> Stack {
     stack
 }
 
-/// The stack's queue topology.
-pub fn topology(stack: &Stack) -> waybill_bus::Topology {
-    waybill_bus::Topology::new(&stack.settings.bus.prefix)
-        .with_delivery_limit(stack.settings.bus.delivery_limit)
-}
-
 /// A connection to the stack's broker, named `name`.
 pub async fn bus_connection(stack: &Stack, name: &str) -> waybill_bus::BusConnection {
     waybill_bus::BusConnection::connect(stack.settings.bus.url.expose_secret(), name)
