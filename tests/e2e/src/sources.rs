@@ -106,14 +106,26 @@ pub fn direct_event(
 
 /// `[[sources]]` for a starshipit account polled at `url`, in `mode`.
 pub fn starshipit_source(id: &str, url: &str, mode: &str) -> String {
+    starshipit_source_with(id, url, mode, STARSHIPIT_SECRET, ("ssi-key", "ssi-sub"))
+}
+
+/// [`starshipit_source`] with its own webhook secret and API credentials (the API key and the
+/// subscription key).
+pub fn starshipit_source_with(
+    id: &str,
+    url: &str,
+    mode: &str,
+    secret: &str,
+    (api_key, subscription_key): (&str, &str),
+) -> String {
     format!(
         r#"
         [[sources]]
         id = "{id}"
         profile = "starshipit"
-        secrets = ["{STARSHIPIT_SECRET}"]
+        secrets = ["{secret}"]
         mode = "{mode}"
-        credentials = {{ api_key = "ssi-key", subscription_key = "ssi-sub" }}
+        credentials = {{ api_key = "{api_key}", subscription_key = "{subscription_key}" }}
         poll_base_url = "{url}"
         "#
     )

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 use waybill_e2e::otlp::{OtlpReceiver, ReceivedSpan};
+use waybill_e2e::sources::starshipit_source_with;
 
 use waybill_e2e::stack::{SECRETS, Stack};
 
@@ -190,14 +191,13 @@ allowed_hosts = ["127.0.0.1"]
 jitter = 0.0
 expire_after_days = 36500
 request_timeout_ms = 2000
-[[sources]]
-id = "courier"
-profile = "starshipit"
-secrets = ["otlp-courier-webhook-secret-4c1a"]
-mode = "poll_only"
-credentials = {{ api_key = "{POLL_API_KEY}", subscription_key = "{POLL_SUBSCRIPTION_KEY}" }}
-poll_base_url = "{courier_url}"
 "#
+    ) + &starshipit_source_with(
+        "courier",
+        courier_url,
+        "poll_only",
+        "otlp-courier-webhook-secret-4c1a",
+        (POLL_API_KEY, POLL_SUBSCRIPTION_KEY),
     )
 }
 
