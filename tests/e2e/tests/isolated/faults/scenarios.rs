@@ -189,7 +189,7 @@ async fn inject(
 ) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::default();
     tokio::time::sleep(profile.warmup).await;
-    let healed = match fault {
+    match fault {
         Fault::BrokerRestart => {
             let stopped = services.stop_broker().await;
             if outcome.record(stopped, "rabbitmqctl stop_app").is_some() {
@@ -207,12 +207,10 @@ async fn inject(
             }
             let started = services.start_broker().await;
             outcome.record(started, "rabbitmqctl start_app");
-            Instant::now()
         }
         Fault::BrokerConnectionsClosed => {
             let closed = services.close_all_connections().await;
             outcome.record(closed, "rabbitmqctl close_all_connections");
-            Instant::now()
         }
         Fault::BrokerMemoryAlarm => {
             let raised = services.raise_memory_alarm().await;
@@ -233,7 +231,6 @@ async fn inject(
             }
             let cleared = services.clear_memory_alarm().await;
             outcome.record(cleared, "restoring the memory watermark");
-            Instant::now()
         }
         Fault::BrokerUnreachable => {
             let relay = blackhole.ok_or_else(|| anyhow::anyhow!("no relay to freeze"))?;
@@ -245,7 +242,6 @@ async fn inject(
             .await;
             tokio::time::sleep(profile.hold.saturating_sub(began.elapsed())).await;
             relay.heal();
-            Instant::now()
         }
         Fault::BrokerConnectionSilent => {
             let relay = blackhole.ok_or_else(|| anyhow::anyhow!("no relay"))?;
@@ -258,7 +254,6 @@ async fn inject(
             })
             .await;
             // Nothing to heal: the ingress must notice by itself. Recovery counts from here.
-            Instant::now()
         }
         Fault::PostgresRestart => {
             let stopped = services.stop_postgres().await;
@@ -287,7 +282,6 @@ async fn inject(
             }
             let started = services.start_postgres().await;
             outcome.record(started, "pg_ctlcluster start");
-            Instant::now()
         }
         Fault::PostgresTerminateBackends => {
             let database = stack
@@ -307,14 +301,12 @@ async fn inject(
             outcome
                 .notes
                 .push(format!("{terminated} worker sessions terminated"));
-            Instant::now()
         }
         Fault::WorkerKillOne => {
             let unacked = kill_mid_batch(stack, services, &[1]).await;
             if let Some(unacked) = outcome.record(unacked, "killing a worker mid-batch") {
                 outcome.notes.push(format!("killed with {unacked} unacked"));
             }
-            Instant::now()
         }
         Fault::WorkerKillBoth => {
             let unacked = kill_mid_batch(stack, services, &[0, 1]).await;
@@ -326,7 +318,6 @@ async fn inject(
                 let started = stack.start_worker(index).await;
                 outcome.record(started, "restarting a worker");
             }
-            Instant::now()
         }
         Fault::IngressKill => {
             // A request caught half-sent when the ingress dies gets a connection error.
@@ -345,15 +336,15 @@ async fn inject(
             tokio::time::sleep(profile.hold.min(Duration::from_secs(2))).await;
             let started = stack.start_ingress().await;
             outcome.record(started, "restarting the ingress");
-            Instant::now()
         }
         Fault::DownstreamReceiver => {
             let downstream = downstream.ok_or_else(|| anyhow::anyhow!("no receivers"))?;
             let failures = downstream.inject(profile.hold).await;
             outcome.failures.extend(failures);
-            Instant::now()
         }
-    };
+    }
+    // Every fault is healed (or left to heal itself) by now: recovery counts from here.
+    let healed = Instant::now();
     let recovered = effects::probe(stack, healed, RECOVERY_BOUND).await;
     outcome.recovery = outcome.record(recovered, "recovery probe");
     if matches!(fault, Fault::BrokerRestart | Fault::BrokerConnectionsClosed) {
