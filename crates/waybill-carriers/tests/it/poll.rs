@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{Expect, Prov, check, fixture, profile, received_at, webhook};
+use crate::common::{Expect, Prov, check, fixture, profile, received_at, sample};
 use waybill_carriers::{MapError, Mapped};
 use waybill_core::{EventId, Origin, Status::*, TrackingNumber};
 
@@ -167,11 +167,7 @@ fn request_building_errors() {
 
 #[test]
 fn aftership_poll_and_webhook_agree_on_event_ids() {
-    let hook = webhook(
-        &profile("aftership"),
-        &fixture("aftership/webhook-2026-07.json"),
-    )
-    .unwrap();
+    let hook = sample("aftership", "aftership/webhook-2026-07.json");
     let polled = poll(
         "aftership",
         "aftership/poll-get-tracking.json",
@@ -187,7 +183,7 @@ fn aftership_poll_and_webhook_agree_on_event_ids() {
 
 #[test]
 fn easypost_poll_and_webhook_agree_on_event_ids() {
-    let hook = webhook(&profile("easypost"), &fixture("easypost/event-body.json")).unwrap();
+    let hook = sample("easypost", "easypost/event-body.json");
     let polled = poll("easypost", "easypost/poll-trackers.json", "1");
     assert_eq!(polled.events.len(), 7);
     assert_eq!(ids(&polled), ids(&hook));
@@ -196,11 +192,7 @@ fn easypost_poll_and_webhook_agree_on_event_ids() {
 
 #[test]
 fn clickpost_poll_contains_the_webhooked_scan() {
-    let hook = webhook(
-        &profile("clickpost"),
-        &fixture("clickpost/all-status-out-for-delivery.json"),
-    )
-    .unwrap();
+    let hook = sample("clickpost", "clickpost/all-status-out-for-delivery.json");
     let polled = poll(
         "clickpost",
         "clickpost/poll-track-order.json",
@@ -209,68 +201,56 @@ fn clickpost_poll_contains_the_webhooked_scan() {
     check(
         "clickpost poll",
         &polled,
-        &Expect {
-            events: &[
-                (
-                    "P0109276342",
-                    InTransit,
-                    "5",
-                    "2017-08-01T16:40:00Z",
-                    Prov::Assumed("Asia/Kolkata"),
-                ),
-                (
-                    "P0109276342",
-                    OutForDelivery,
-                    "6",
-                    "2017-08-02T13:23:02Z",
-                    Prov::Explicit,
-                ),
-            ],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        &Expect::events(&[
+            (
+                "P0109276342",
+                InTransit,
+                "5",
+                "2017-08-01T16:40:00Z",
+                Prov::Assumed("Asia/Kolkata"),
+            ),
+            (
+                "P0109276342",
+                OutForDelivery,
+                "6",
+                "2017-08-02T13:23:02Z",
+                Prov::Explicit,
+            ),
+        ]),
     );
     assert_eq!(polled.events[1].id, hook.events[0].id);
 }
 
 #[test]
 fn starshipit_poll_has_history_plus_the_webhooked_status() {
-    let hook = webhook(
-        &profile("starshipit"),
-        &fixture("starshipit/captured-real.json"),
-    )
-    .unwrap();
+    let hook = sample("starshipit", "starshipit/captured-real.json");
     let polled = poll("starshipit", "starshipit/poll-track.json", "T01234567890");
     check(
         "starshipit poll",
         &polled,
-        &Expect {
-            events: &[
-                (
-                    "T01234567890",
-                    InTransit,
-                    "Dispatched",
-                    "2026-06-10T12:30:00Z",
-                    Prov::Assumed("UTC"),
-                ),
-                (
-                    "T01234567890",
-                    InTransit,
-                    "InTransit",
-                    "2026-06-11T04:43:42Z",
-                    Prov::Assumed("UTC"),
-                ),
-                (
-                    "T01234567890",
-                    InTransit,
-                    "InTransit",
-                    "2026-06-11T04:43:42.1543701Z",
-                    Prov::Explicit,
-                ),
-            ],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        &Expect::events(&[
+            (
+                "T01234567890",
+                InTransit,
+                "Dispatched",
+                "2026-06-10T12:30:00Z",
+                Prov::Assumed("UTC"),
+            ),
+            (
+                "T01234567890",
+                InTransit,
+                "InTransit",
+                "2026-06-11T04:43:42Z",
+                Prov::Assumed("UTC"),
+            ),
+            (
+                "T01234567890",
+                InTransit,
+                "InTransit",
+                "2026-06-11T04:43:42.1543701Z",
+                Prov::Explicit,
+            ),
+        ]),
     );
     assert_eq!(polled.events[2].id, hook.events[0].id);
     assert_eq!(polled.events[0].location.as_deref(), Some("SYDNEY"));
