@@ -1,7 +1,9 @@
 //! Every built-in profile against the platforms' documented samples (copied verbatim into
 //! tests/fixtures, see its README.md), through sign → verify → map, table-driven.
 
-use crate::common::{Ev, Expect, Prov, check, fixture, is_missing, profile, sample, webhook};
+use crate::common::{
+    BUILTIN_NAMES, Ev, Expect, Prov, check, fixture, is_missing, profile, sample, webhook,
+};
 use waybill_carriers::ProfileRegistry;
 use waybill_core::{Origin, Status::*};
 
@@ -165,20 +167,7 @@ const EASYPOST_EVENTS: [Ev; 7] = [
 fn builtin_profiles_load() {
     let registry = ProfileRegistry::builtin();
     let names: Vec<&str> = registry.names().collect();
-    assert_eq!(
-        names,
-        [
-            "17track",
-            "aftership",
-            "clickpost",
-            "easypost",
-            "sendcloud",
-            "ship24",
-            "starshipit",
-            "track123-app",
-            "waybill"
-        ]
-    );
+    assert_eq!(names, BUILTIN_NAMES);
     for name in names {
         let profile = registry.get(name).unwrap();
         assert_eq!(profile.name, name);

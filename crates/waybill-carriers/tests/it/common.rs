@@ -28,6 +28,19 @@ pub fn fixture(relative: &str) -> Vec<u8> {
     std::fs::read(fixture_path(relative)).unwrap_or_else(|e| panic!("fixture {relative}: {e}"))
 }
 
+/// The built-in profiles' names, in the registry's order.
+pub const BUILTIN_NAMES: [&str; 9] = [
+    "17track",
+    "aftership",
+    "clickpost",
+    "easypost",
+    "sendcloud",
+    "ship24",
+    "starshipit",
+    "track123-app",
+    "waybill",
+];
+
 pub fn profile(name: &str) -> std::sync::Arc<CarrierProfile> {
     ProfileRegistry::builtin()
         .get(name)

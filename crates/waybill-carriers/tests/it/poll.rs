@@ -166,28 +166,38 @@ fn request_building_errors() {
 }
 
 #[test]
-fn aftership_poll_and_webhook_agree_on_event_ids() {
-    let hook = sample("aftership", "aftership/webhook-2026-07.json");
-    let polled = poll(
-        "aftership",
-        "aftership/poll-get-tracking.json",
-        "0000000000000000",
-    );
-    assert_eq!(ids(&polled), ids(&hook));
-    assert!(polled.events.iter().all(|e| e.origin == Origin::Poll));
-    assert_eq!(
-        polled.provider_event_id, None,
-        "a poll is no webhook delivery"
-    );
-}
-
-#[test]
-fn easypost_poll_and_webhook_agree_on_event_ids() {
-    let hook = sample("easypost", "easypost/event-body.json");
-    let polled = poll("easypost", "easypost/poll-trackers.json", "1");
-    assert_eq!(polled.events.len(), 7);
-    assert_eq!(ids(&polled), ids(&hook));
-    assert_eq!(polled.provider_event_id, None);
+fn polls_and_webhooks_agree_on_event_ids() {
+    // (profile, webhook sample, poll response, polled number, events)
+    let cases = [
+        (
+            "aftership",
+            "aftership/webhook-2026-07.json",
+            "aftership/poll-get-tracking.json",
+            "0000000000000000",
+            1,
+        ),
+        (
+            "easypost",
+            "easypost/event-body.json",
+            "easypost/poll-trackers.json",
+            "1",
+            7,
+        ),
+    ];
+    for (name, hook_file, poll_file, number, events) in cases {
+        let hook = sample(name, hook_file);
+        let polled = poll(name, poll_file, number);
+        assert_eq!(polled.events.len(), events, "{name}");
+        assert_eq!(ids(&polled), ids(&hook), "{name}");
+        assert!(
+            polled.events.iter().all(|e| e.origin == Origin::Poll),
+            "{name}"
+        );
+        assert_eq!(
+            polled.provider_event_id, None,
+            "{name}: a poll is no webhook delivery"
+        );
+    }
 }
 
 #[test]
