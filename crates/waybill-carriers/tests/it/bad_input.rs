@@ -31,22 +31,27 @@ fn expect_for(
     needle: &str,
     secret: &str,
 ) {
-    let error = result.expect_err(&format!("{case}: an error"));
-    assert!(is(&error), "{case}: unexpected variant: {error:?}");
+    let at = if case.is_empty() {
+        String::new()
+    } else {
+        format!("{case}: ")
+    };
+    let error = result.expect_err(&format!("{at}an error"));
+    assert!(is(&error), "{at}unexpected variant: {error:?}");
     let text = error.to_string();
     assert!(
         text.contains(needle),
-        "{case}: `{text}` should mention `{needle}`"
+        "{at}`{text}` should mention `{needle}`"
     );
     assert!(
         secret.is_empty() || !text.contains(secret),
-        "{case}: `{text}` leaks `{secret}`"
+        "{at}`{text}` leaks `{secret}`"
     );
     assert!(
         !text.contains(". ") && !text.ends_with('.'),
-        "{case}: one sentence without a full stop: {text}"
+        "{at}one sentence without a full stop: {text}"
     );
-    assert_eq!(error.http_status(), 400, "{case}");
+    assert_eq!(error.http_status(), 400, "{at}HTTP status");
 }
 
 #[test]
