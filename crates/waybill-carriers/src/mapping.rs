@@ -201,11 +201,12 @@ pub(crate) enum CurrentWhen {
     Always,
 }
 
-/// The `[mapping.fields]` table.
+/// The fields of an event, where each is found. `[mapping.fields]` ([`FieldsSpec`]) needs a
+/// tracking number; `[mapping.current_fields]` ([`CurrentFields`]) may leave it out.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FieldsSpec {
-    pub tracking_number: FieldSpec,
+pub(crate) struct EventFields<Tracking> {
+    pub tracking_number: Tracking,
     /// Defaults to the profile's name as a fixed carrier code.
     #[serde(default)]
     pub carrier: Option<FieldSpec>,
@@ -237,38 +238,13 @@ pub(crate) struct FieldsSpec {
     pub courier: Option<FieldSpec>,
 }
 
+/// The `[mapping.fields]` table.
+pub(crate) type FieldsSpec = EventFields<FieldSpec>;
+
 /// The `[mapping.current_fields]` table (format 2): the event-level fields of the current event.
 /// Shipment-level fields (tracking number, carrier, order number, courier, provider event id)
 /// come from `[mapping.fields]` unless given here; event-level ones never do.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CurrentFields {
-    #[serde(default)]
-    pub tracking_number: Option<FieldSpec>,
-    #[serde(default)]
-    pub carrier: Option<FieldSpec>,
-    pub status: FieldSpec,
-    #[serde(default)]
-    pub raw_code: Option<FieldSpec>,
-    #[serde(default)]
-    pub status_description: Option<FieldSpec>,
-    #[serde(default)]
-    pub sub_status: Option<FieldSpec>,
-    #[serde(default)]
-    pub time: Option<FieldSpec>,
-    #[serde(default)]
-    pub zone: Option<FieldSpec>,
-    #[serde(default)]
-    pub location: Option<FieldSpec>,
-    #[serde(default)]
-    pub message: Option<FieldSpec>,
-    #[serde(default)]
-    pub order_number: Option<FieldSpec>,
-    #[serde(default)]
-    pub provider_event_id: Option<FieldSpec>,
-    #[serde(default)]
-    pub courier: Option<FieldSpec>,
-}
+pub(crate) type CurrentFields = EventFields<Option<FieldSpec>>;
 
 impl CurrentFields {
     /// The complete field set of the current event.

@@ -139,7 +139,11 @@ impl CarrierProfile {
         secrets: &[String],
         now: DateTime<Utc>,
     ) -> Result<VerifiedRequest<'a>, VerifyError> {
-        self.verification.verify(request, secrets, now)
+        let credentials = Credentials {
+            secrets,
+            ..Credentials::default()
+        };
+        self.verify_with(request, &credentials, now)
     }
 
     /// Proves a request comes from the carrier with every kind of credential: shared secrets,
@@ -153,7 +157,8 @@ impl CarrierProfile {
         credentials: &Credentials<'_>,
         now: DateTime<Utc>,
     ) -> Result<VerifiedRequest<'a>, VerifyError> {
-        self.verification.verify_with(request, credentials, now)
+        let matched_secret = self.verification.check(&request, credentials, now)?;
+        Ok(VerifiedRequest::new(request, matched_secret))
     }
 
     /// Maps a verified webhook body to events (origin [`Origin::Webhook`]). Events without a

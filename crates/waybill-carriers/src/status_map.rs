@@ -208,28 +208,23 @@ mod tests {
 
     #[test]
     fn exact_then_case_then_canonical() {
-        assert_eq!(
-            spec(false, false).lookup("Dispatched"),
-            Some(Status::InTransit)
-        );
-        assert_eq!(
-            spec(false, false).lookup(" 6 "),
-            Some(Status::OutForDelivery)
-        );
-        assert_eq!(spec(false, false).lookup("DISPATCHED"), None);
-        assert_eq!(
-            spec(true, false).lookup("DISPATCHED"),
-            Some(Status::InTransit)
-        );
-        assert_eq!(spec(true, false).lookup("delivered"), None);
-        assert_eq!(
-            spec(true, true).lookup("delivered"),
-            Some(Status::Delivered)
-        );
-        assert_eq!(
-            spec(true, true).lookup("out_for_delivery"),
-            Some(Status::OutForDelivery)
-        );
+        // (case-insensitive, canonical names accepted, raw status, lookup)
+        let cases = [
+            (false, false, "Dispatched", Some(Status::InTransit)),
+            (false, false, " 6 ", Some(Status::OutForDelivery)),
+            (false, false, "DISPATCHED", None),
+            (true, false, "DISPATCHED", Some(Status::InTransit)),
+            (true, false, "delivered", None),
+            (true, true, "delivered", Some(Status::Delivered)),
+            (true, true, "out_for_delivery", Some(Status::OutForDelivery)),
+        ];
+        for (case_insensitive, canonical, raw, want) in cases {
+            assert_eq!(
+                spec(case_insensitive, canonical).lookup(raw),
+                want,
+                "{raw:?} (case-insensitive {case_insensitive}, canonical {canonical})"
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,16 @@ pub struct VerifiedRequest<'a> {
 }
 
 impl<'a> VerifiedRequest<'a> {
+    /// `request`, once proven; `matched_secret` is the index of the secret that matched, `None`
+    /// when no secret was involved.
+    pub(crate) fn new(request: UnverifiedRequest<'a>, matched_secret: Option<usize>) -> Self {
+        VerifiedRequest {
+            headers: request.headers,
+            body: request.body,
+            matched_secret,
+        }
+    }
+
     /// The request headers.
     pub fn headers(&self) -> &'a HeaderMap {
         self.headers
@@ -262,15 +272,16 @@ impl Verification {
         }
     }
 
-    /// Checks a request with every credential kind; see [`crate::CarrierProfile::verify_with`].
-    pub fn verify_with<'a>(
+    /// Checks a request with every credential kind and says which secret matched, if any; see
+    /// [`crate::CarrierProfile::verify_with`].
+    pub fn check(
         &self,
-        request: UnverifiedRequest<'a>,
+        request: &UnverifiedRequest<'_>,
         credentials: &Credentials<'_>,
         now: DateTime<Utc>,
-    ) -> Result<VerifiedRequest<'a>, VerifyError> {
+    ) -> Result<Option<usize>, VerifyError> {
         let Verification::Composed(schemes) = self else {
-            return self.verify(request, credentials.secrets, now);
+            return self.check_named(request, credentials.secrets, now);
         };
         let key_sets: Vec<&KeySet> = [credentials.public_keys, credentials.jwks]
             .into_iter()
@@ -287,13 +298,7 @@ impl Verification {
         let mut first_error: Option<VerifyError> = None;
         for scheme in schemes {
             match scheme.verify(&checked) {
-                Ok(matched_secret) => {
-                    return Ok(VerifiedRequest {
-                        headers: request.headers,
-                        body: request.body,
-                        matched_secret,
-                    });
-                }
+                Ok(matched_secret) => return Ok(matched_secret),
                 // A scheme whose signature is absent says least: the request may simply use
                 // another of the accepted schemes. Any other error is the one to report.
                 Err(error) => match (&first_error, &error) {
@@ -327,30 +332,18 @@ impl Verification {
         }
     }
 
-    /// Checks a request; see [`crate::CarrierProfile::verify`].
-    pub fn verify<'a>(
+    /// Checks a request against a named scheme of format 1 (shared secrets only).
+    fn check_named(
         &self,
-        request: UnverifiedRequest<'a>,
+        request: &UnverifiedRequest<'_>,
         secrets: &[String],
         now: DateTime<Utc>,
-    ) -> Result<VerifiedRequest<'a>, VerifyError> {
-        let verified = |matched_secret| VerifiedRequest {
-            headers: request.headers,
-            body: request.body,
-            matched_secret,
-        };
-        if let Verification::Composed(_) = self {
-            let credentials = Credentials {
-                secrets,
-                ..Credentials::default()
-            };
-            return self.verify_with(request, &credentials, now);
-        }
+    ) -> Result<Option<usize>, VerifyError> {
         let Some(header) = self.header() else {
-            return Ok(verified(None));
+            return Ok(None);
         };
         let errors = HeaderErrors(header);
-        let values = signature_values(&request, header, secrets, errors)?;
+        let values = signature_values(request, header, secrets, errors)?;
         let matched = match self {
             Verification::HmacSha256 {
                 encoding,
@@ -382,9 +375,9 @@ impl Verification {
             Verification::StaticToken { normalization, .. } => {
                 check_token(&values, &keys(secrets, *normalization), errors)?
             }
-            Verification::None | Verification::Composed(_) => return Ok(verified(None)),
+            Verification::None | Verification::Composed(_) => return Ok(None),
         };
-        Ok(verified(Some(matched)))
+        Ok(Some(matched))
     }
 
     /// The header and value a sender holding `secret` would attach to `body` at `now`;

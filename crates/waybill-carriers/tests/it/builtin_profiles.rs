@@ -1,104 +1,79 @@
 //! Every built-in profile against the platforms' documented samples (copied verbatim into
 //! tests/fixtures, see its README.md), through sign → verify → map, table-driven.
 
-use crate::common::{Ev, Expect, Prov, check, fixture, profile, webhook};
-use waybill_carriers::{MapError, ProfileRegistry};
+use crate::common::{
+    BUILTIN_NAMES, Ev, Expect, Prov, check, fixture, is_missing, profile, sample, webhook,
+};
+use waybill_carriers::ProfileRegistry;
 use waybill_core::{Origin, Status::*};
 
 const ASSUMED_IST: Prov = Prov::Assumed("Asia/Kolkata");
+
+/// The same ClickPost delivery scan, sent bare and in its `payload` envelope.
+const CLICKPOST_DELIVERED: Expect = Expect::events(&[(
+    "420714276075",
+    Delivered,
+    "8",
+    "2018-08-06T15:00:32.002Z",
+    Prov::Explicit,
+)]);
 
 /// (profile, fixture, expectation)
 const TABLE: &[(&str, &str, Expect)] = &[
     (
         "starshipit",
         "starshipit/support-article.json",
-        Expect {
-            events: &[(
-                "QQQ001737901000931501",
-                InTransit,
-                "Dispatched",
-                "2018-08-09T02:56:07.3453198Z",
-                Prov::Explicit,
-            )],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        Expect::events(&[(
+            "QQQ001737901000931501",
+            InTransit,
+            "Dispatched",
+            "2018-08-09T02:56:07.3453198Z",
+            Prov::Explicit,
+        )]),
     ),
     (
         "starshipit",
         "starshipit/captured-real.json",
-        Expect {
-            events: &[(
-                "T01234567890",
-                InTransit,
-                "InTransit",
-                "2026-06-11T04:43:42.1543701Z",
-                Prov::Explicit,
-            )],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        Expect::events(&[(
+            "T01234567890",
+            InTransit,
+            "InTransit",
+            "2026-06-11T04:43:42.1543701Z",
+            Prov::Explicit,
+        )]),
     ),
     (
         "clickpost",
         "clickpost/all-status-out-for-delivery.json",
-        Expect {
-            events: &[(
-                "P0109276342",
-                OutForDelivery,
-                "6",
-                "2017-08-02T13:23:02Z",
-                Prov::Explicit,
-            )],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        Expect::events(&[(
+            "P0109276342",
+            OutForDelivery,
+            "6",
+            "2017-08-02T13:23:02Z",
+            Prov::Explicit,
+        )]),
     ),
     (
         "clickpost",
         "clickpost/failed-delivery-ndr.json",
-        Expect {
-            // "2016-07-12T17:12:36.710" has no zone: IST, so 11:42:36.710 UTC.
-            events: &[(
-                "XYZABC",
-                AttemptFail,
-                "9",
-                "2016-07-12T11:42:36.710Z",
-                ASSUMED_IST,
-            )],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        // "2016-07-12T17:12:36.710" has no zone: IST, so 11:42:36.710 UTC.
+        Expect::events(&[(
+            "XYZABC",
+            AttemptFail,
+            "9",
+            "2016-07-12T11:42:36.710Z",
+            ASSUMED_IST,
+        )]),
     ),
     (
         "clickpost",
         "clickpost/selected-event-delivered.json",
-        Expect {
-            events: &[(
-                "420714276075",
-                Delivered,
-                "8",
-                "2018-08-06T15:00:32.002Z",
-                Prov::Explicit,
-            )],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        CLICKPOST_DELIVERED,
     ),
     (
         "clickpost",
         "clickpost/wrapped-payload.json",
-        Expect {
-            events: &[(
-                "420714276075",
-                Delivered,
-                "8",
-                "2018-08-06T15:00:32.002Z",
-                Prov::Explicit,
-            )],
-            provider_event_id: None,
-            unmapped: &[],
-        },
+        CLICKPOST_DELIVERED,
     ),
     (
         "aftership",
@@ -192,20 +167,7 @@ const EASYPOST_EVENTS: [Ev; 7] = [
 fn builtin_profiles_load() {
     let registry = ProfileRegistry::builtin();
     let names: Vec<&str> = registry.names().collect();
-    assert_eq!(
-        names,
-        [
-            "17track",
-            "aftership",
-            "clickpost",
-            "easypost",
-            "sendcloud",
-            "ship24",
-            "starshipit",
-            "track123-app",
-            "waybill"
-        ]
-    );
+    assert_eq!(names, BUILTIN_NAMES);
     for name in names {
         let profile = registry.get(name).unwrap();
         assert_eq!(profile.name, name);
@@ -216,8 +178,7 @@ fn builtin_profiles_load() {
 #[test]
 fn every_sample_maps_as_expected() {
     for (name, file, expect) in TABLE {
-        let mapped =
-            webhook(&profile(name), &fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mapped = sample(name, file);
         check(file, &mapped, expect);
         for event in &mapped.events {
             assert_eq!(event.origin, Origin::Webhook, "{file}");
@@ -282,7 +243,7 @@ fn the_carrier_is_the_platform_and_the_courier_is_kept() {
         ("waybill", "waybill/single.json", "acme-express", None),
     ];
     for (name, file, carrier, courier) in cases {
-        let mapped = webhook(&profile(name), &fixture(file)).unwrap();
+        let mapped = sample(name, file);
         for event in &mapped.events {
             assert_eq!(event.carrier.as_str(), carrier, "{file}");
             assert_eq!(event.courier.as_deref(), courier, "{file}");
@@ -292,22 +253,14 @@ fn the_carrier_is_the_platform_and_the_courier_is_kept() {
 
 #[test]
 fn details_of_each_format() {
-    let starshipit = webhook(
-        &profile("starshipit"),
-        &fixture("starshipit/support-article.json"),
-    )
-    .unwrap();
+    let starshipit = sample("starshipit", "starshipit/support-article.json");
     assert_eq!(
         starshipit.events[0].order_number.as_deref(),
         Some("5567476")
     );
     assert_eq!(starshipit.events[0].location, None);
 
-    let ofd = webhook(
-        &profile("clickpost"),
-        &fixture("clickpost/all-status-out-for-delivery.json"),
-    )
-    .unwrap();
+    let ofd = sample("clickpost", "clickpost/all-status-out-for-delivery.json");
     let event = &ofd.events[0];
     assert_eq!(event.location.as_deref(), Some("VASAI, MUMBAI"));
     assert_eq!(event.message.as_deref(), Some("Out For Delivery"));
@@ -317,21 +270,13 @@ fn details_of_each_format() {
     );
     assert_eq!(ofd.events.len(), 1, "latest_status is not a second event");
 
-    let ndr = webhook(
-        &profile("clickpost"),
-        &fixture("clickpost/failed-delivery-ndr.json"),
-    )
-    .unwrap();
+    let ndr = sample("clickpost", "clickpost/failed-delivery-ndr.json");
     assert_eq!(
         ndr.events[0].sub_status.as_deref(),
         Some("Customer Unavailable")
     );
 
-    let aftership = webhook(
-        &profile("aftership"),
-        &fixture("aftership/webhook-2026-07.json"),
-    )
-    .unwrap();
+    let aftership = sample("aftership", "aftership/webhook-2026-07.json");
     let event = &aftership.events[0];
     assert_eq!(event.sub_status.as_deref(), Some("InTransit_001"));
     assert_eq!(
@@ -344,7 +289,7 @@ fn details_of_each_format() {
         Some("94dadd60-ed26-46d0-aa52-3ced925a50ff")
     );
 
-    let easypost = webhook(&profile("easypost"), &fixture("easypost/event-body.json")).unwrap();
+    let easypost = sample("easypost", "easypost/event-body.json");
     let locations: Vec<Option<&str>> = easypost
         .events
         .iter()
@@ -361,7 +306,7 @@ fn details_of_each_format() {
         Some("Picked up")
     );
 
-    let single = webhook(&profile("waybill"), &fixture("waybill/single.json")).unwrap();
+    let single = sample("waybill", "waybill/single.json");
     assert_eq!(single.events[0].order_number.as_deref(), Some("SO-1001"));
     assert_eq!(single.events[0].message.as_deref(), Some("With driver"));
 }
@@ -395,16 +340,7 @@ fn the_truncated_legacy_aftership_sample_is_a_clear_400() {
         &fixture("aftership/legacy-truncated.json"),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            MapError::MissingField {
-                field: "status",
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert!(is_missing(&error, "status"), "{error}");
     assert_eq!(error.to_string(), "the status is missing (looked at @/tag)");
 }
 

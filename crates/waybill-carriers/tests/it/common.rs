@@ -28,6 +28,19 @@ pub fn fixture(relative: &str) -> Vec<u8> {
     std::fs::read(fixture_path(relative)).unwrap_or_else(|e| panic!("fixture {relative}: {e}"))
 }
 
+/// The built-in profiles' names, in the registry's order.
+pub const BUILTIN_NAMES: [&str; 9] = [
+    "17track",
+    "aftership",
+    "clickpost",
+    "easypost",
+    "sendcloud",
+    "ship24",
+    "starshipit",
+    "track123-app",
+    "waybill",
+];
+
 pub fn profile(name: &str) -> std::sync::Arc<CarrierProfile> {
     ProfileRegistry::builtin()
         .get(name)
@@ -73,8 +86,13 @@ pub fn webhook(profile: &CarrierProfile, body: &[u8]) -> Result<Mapped, MapError
             &[SECRET.to_owned()],
             now,
         )
-        .expect("a correctly signed fixture verifies");
+        .expect("a body signed with the right secret verifies, whatever it contains");
     profile.map_webhook(&verified, now)
+}
+
+/// A documented sample (a fixture file) sent to a built-in profile as a webhook, mapped.
+pub fn sample(profile_name: &str, file: &str) -> Mapped {
+    webhook(&profile(profile_name), &fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 /// How an expected event's time was derived (`TimeProvenance` without allocations).
@@ -103,6 +121,17 @@ pub struct Expect {
     pub events: &'static [Ev],
     pub provider_event_id: Option<&'static str>,
     pub unmapped: &'static [&'static str],
+}
+
+impl Expect {
+    /// Just these events: no provider event id, and every status mapped.
+    pub const fn events(events: &'static [Ev]) -> Expect {
+        Expect {
+            events,
+            provider_event_id: None,
+            unmapped: &[],
+        }
+    }
 }
 
 /// Asserts a mapping result against a table row.
@@ -144,4 +173,9 @@ pub fn check(label: &str, mapped: &Mapped, expect: &Expect) {
         .map(String::as_str)
         .collect();
     assert_eq!(unmapped, expect.unmapped, "{label}: unmapped statuses");
+}
+
+/// Whether `error` is a missing `field` (e.g. `"status"`, `"tracking number"`).
+pub fn is_missing(error: &MapError, field: &str) -> bool {
+    matches!(error, MapError::MissingField { field: missing, .. } if *missing == field)
 }

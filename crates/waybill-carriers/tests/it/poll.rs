@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{Expect, Prov, check, fixture, profile, received_at, webhook};
-use waybill_carriers::{MapError, Mapped};
+use crate::common::{Expect, Prov, check, fixture, profile, received_at, sample};
+use waybill_carriers::{MapError, Mapped, PollRequest};
 use waybill_core::{EventId, Origin, Status::*, TrackingNumber};
 
 fn credentials(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -24,21 +24,28 @@ fn poll(name: &str, file: &str, number: &str) -> Mapped {
         .unwrap()
 }
 
+/// The request the poll spec of profile `name` builds for `number` (at the default base URL
+/// unless `base` is given).
+fn request(name: &str, base: Option<&str>, number: &str, pairs: &[(&str, &str)]) -> PollRequest {
+    profile(name)
+        .poll()
+        .unwrap()
+        .build_request(base, &tn(number), &credentials(pairs))
+        .unwrap()
+}
+
 fn ids(mapped: &Mapped) -> Vec<EventId> {
     mapped.events.iter().map(|e| e.id.clone()).collect()
 }
 
 #[test]
 fn starshipit_request() {
-    let request = profile("starshipit")
-        .poll()
-        .unwrap()
-        .build_request(
-            None,
-            &tn("T01234567890"),
-            &credentials(&[("api_key", "k1"), ("subscription_key", "s1")]),
-        )
-        .unwrap();
+    let request = request(
+        "starshipit",
+        None,
+        "T01234567890",
+        &[("api_key", "k1"), ("subscription_key", "s1")],
+    );
     assert_eq!(request.method, "GET");
     assert_eq!(
         request.url,
@@ -55,15 +62,12 @@ fn starshipit_request() {
 
 #[test]
 fn aftership_request_against_a_local_server() {
-    let spec = profile("aftership");
-    let spec = spec.poll().unwrap();
-    let request = spec
-        .build_request(
-            Some("http://127.0.0.1:8080/"),
-            &tn("9361289676091361892011"),
-            &credentials(&[("api_key", "as-key")]),
-        )
-        .unwrap();
+    let request = request(
+        "aftership",
+        Some("http://127.0.0.1:8080/"),
+        "9361289676091361892011",
+        &[("api_key", "as-key")],
+    );
     assert_eq!(
         request.url,
         "http://127.0.0.1:8080/tracking/2024-10/trackings?tracking_numbers=9361289676091361892011"
@@ -72,6 +76,8 @@ fn aftership_request_against_a_local_server() {
         request.headers,
         [("as-api-key".to_owned(), "as-key".to_owned())]
     );
+    let spec = profile("aftership");
+    let spec = spec.poll().unwrap();
     assert_eq!(spec.default_base_url(), Some("https://api.aftership.com"));
     assert!(spec.rate_limit_per_second().is_some());
     assert_eq!(spec.credential_names(), [("api_key".to_owned(), true)]);
@@ -79,15 +85,7 @@ fn aftership_request_against_a_local_server() {
 
 #[test]
 fn easypost_request_uses_basic_auth() {
-    let request = profile("easypost")
-        .poll()
-        .unwrap()
-        .build_request(
-            None,
-            &tn("EZ1000000001"),
-            &credentials(&[("api_key", "EZAK123")]),
-        )
-        .unwrap();
+    let request = request("easypost", None, "EZ1000000001", &[("api_key", "EZAK123")]);
     assert_eq!(
         request.url,
         "https://api.easypost.com/v2/trackers?tracking_codes=EZ1000000001"
@@ -101,26 +99,22 @@ fn easypost_request_uses_basic_auth() {
 
 #[test]
 fn clickpost_request_encodes_credentials_and_optional_cp_id() {
-    let spec = profile("clickpost");
-    let spec = spec.poll().unwrap();
-    let with = spec
-        .build_request(
-            None,
-            &tn("P0109276342"),
-            &credentials(&[("username", "shop"), ("api_key", "a&b"), ("cp_id", "14")]),
-        )
-        .unwrap();
+    let with = request(
+        "clickpost",
+        None,
+        "P0109276342",
+        &[("username", "shop"), ("api_key", "a&b"), ("cp_id", "14")],
+    );
     assert_eq!(
         with.url,
         "https://www.clickpost.in/api/v2/track-order/?username=shop&key=a%26b&waybill=P0109276342&cp_id=14"
     );
-    let without = spec
-        .build_request(
-            None,
-            &tn("P0109276342"),
-            &credentials(&[("username", "shop"), ("api_key", "k")]),
-        )
-        .unwrap();
+    let without = request(
+        "clickpost",
+        None,
+        "P0109276342",
+        &[("username", "shop"), ("api_key", "k")],
+    );
     assert!(without.url.ends_with("&cp_id="), "{}", without.url);
     // The key is in the query string: Debug must not show it.
     let debug = format!("{with:?}");
@@ -128,8 +122,9 @@ fn clickpost_request_encodes_credentials_and_optional_cp_id() {
         !debug.contains("a%26b") && debug.contains("/api/v2/track-order/"),
         "{debug}"
     );
+    let spec = profile("clickpost");
     assert_eq!(
-        spec.credential_names(),
+        spec.poll().unwrap().credential_names(),
         [
             ("api_key".into(), true),
             ("cp_id".into(), false),
@@ -166,51 +161,52 @@ fn request_building_errors() {
 }
 
 #[test]
-fn aftership_poll_and_webhook_agree_on_event_ids() {
-    let hook = webhook(
-        &profile("aftership"),
-        &fixture("aftership/webhook-2026-07.json"),
-    )
-    .unwrap();
-    let polled = poll(
-        "aftership",
-        "aftership/poll-get-tracking.json",
-        "0000000000000000",
-    );
-    assert_eq!(ids(&polled), ids(&hook));
-    assert!(polled.events.iter().all(|e| e.origin == Origin::Poll));
-    assert_eq!(
-        polled.provider_event_id, None,
-        "a poll is no webhook delivery"
-    );
+fn polls_and_webhooks_agree_on_event_ids() {
+    // (profile, webhook sample, poll response, polled number, events)
+    let cases = [
+        (
+            "aftership",
+            "aftership/webhook-2026-07.json",
+            "aftership/poll-get-tracking.json",
+            "0000000000000000",
+            1,
+        ),
+        (
+            "easypost",
+            "easypost/event-body.json",
+            "easypost/poll-trackers.json",
+            "1",
+            7,
+        ),
+    ];
+    for (name, hook_file, poll_file, number, events) in cases {
+        let hook = sample(name, hook_file);
+        let polled = poll(name, poll_file, number);
+        assert_eq!(polled.events.len(), events, "{name}");
+        assert_eq!(ids(&polled), ids(&hook), "{name}");
+        assert!(
+            polled.events.iter().all(|e| e.origin == Origin::Poll),
+            "{name}"
+        );
+        assert_eq!(
+            polled.provider_event_id, None,
+            "{name}: a poll is no webhook delivery"
+        );
+    }
 }
 
 #[test]
-fn easypost_poll_and_webhook_agree_on_event_ids() {
-    let hook = webhook(&profile("easypost"), &fixture("easypost/event-body.json")).unwrap();
-    let polled = poll("easypost", "easypost/poll-trackers.json", "1");
-    assert_eq!(polled.events.len(), 7);
-    assert_eq!(ids(&polled), ids(&hook));
-    assert_eq!(polled.provider_event_id, None);
-}
-
-#[test]
-fn clickpost_poll_contains_the_webhooked_scan() {
-    let hook = webhook(
-        &profile("clickpost"),
-        &fixture("clickpost/all-status-out-for-delivery.json"),
-    )
-    .unwrap();
-    let polled = poll(
-        "clickpost",
-        "clickpost/poll-track-order.json",
-        "P0109276342",
-    );
-    check(
-        "clickpost poll",
-        &polled,
-        &Expect {
-            events: &[
+fn polls_contain_the_webhooked_scan() {
+    // (profile, webhook sample, poll response, polled number, expected events, which of them
+    // is the webhooked scan): ClickPost's poll has the scan; Starshipit's has its history plus
+    // the current status its webhooks carry.
+    let cases = [
+        (
+            "clickpost",
+            "clickpost/all-status-out-for-delivery.json",
+            "clickpost/poll-track-order.json",
+            "P0109276342",
+            Expect::events(&[
                 (
                     "P0109276342",
                     InTransit,
@@ -225,27 +221,15 @@ fn clickpost_poll_contains_the_webhooked_scan() {
                     "2017-08-02T13:23:02Z",
                     Prov::Explicit,
                 ),
-            ],
-            provider_event_id: None,
-            unmapped: &[],
-        },
-    );
-    assert_eq!(polled.events[1].id, hook.events[0].id);
-}
-
-#[test]
-fn starshipit_poll_has_history_plus_the_webhooked_status() {
-    let hook = webhook(
-        &profile("starshipit"),
-        &fixture("starshipit/captured-real.json"),
-    )
-    .unwrap();
-    let polled = poll("starshipit", "starshipit/poll-track.json", "T01234567890");
-    check(
-        "starshipit poll",
-        &polled,
-        &Expect {
-            events: &[
+            ]),
+            1,
+        ),
+        (
+            "starshipit",
+            "starshipit/captured-real.json",
+            "starshipit/poll-track.json",
+            "T01234567890",
+            Expect::events(&[
                 (
                     "T01234567890",
                     InTransit,
@@ -267,12 +251,21 @@ fn starshipit_poll_has_history_plus_the_webhooked_status() {
                     "2026-06-11T04:43:42.1543701Z",
                     Prov::Explicit,
                 ),
-            ],
-            provider_event_id: None,
-            unmapped: &[],
-        },
-    );
-    assert_eq!(polled.events[2].id, hook.events[0].id);
+            ]),
+            2,
+        ),
+    ];
+    for (name, hook_file, poll_file, number, expect, webhooked) in cases {
+        let hook = sample(name, hook_file);
+        let polled = poll(name, poll_file, number);
+        check(&format!("{name} poll"), &polled, &expect);
+        assert_eq!(polled.events[webhooked].id, hook.events[0].id, "{name}");
+    }
+}
+
+#[test]
+fn starshipit_poll_history_has_place_and_message() {
+    let polled = poll("starshipit", "starshipit/poll-track.json", "T01234567890");
     assert_eq!(polled.events[0].location.as_deref(), Some("SYDNEY"));
     assert_eq!(
         polled.events[0].message.as_deref(),

@@ -27,6 +27,18 @@ fn verify(
         .map(|verified| verified.matched_secret())
 }
 
+/// A fixture sent to the built-in profile `name` with one header, verified (now) against the
+/// secrets it is given.
+fn fixture_with_header(
+    name: &str,
+    file: &str,
+    header: (&'static str, &'static str),
+) -> impl Fn(&[&str]) -> Result<Option<usize>, VerifyError> {
+    let profile = profile(name);
+    let body = fixture(file);
+    move |secrets| verify(&profile, &[header], &body, secrets, now())
+}
+
 fn now() -> DateTime<Utc> {
     crate::common::received_at()
 }
@@ -111,25 +123,18 @@ fn starshipit_accepts_hex_or_base64_python_vectors() {
 
 #[test]
 fn aftership_fixture_python_vector_with_rotation() {
-    let aftership = profile("aftership");
-    let body = fixture("aftership/webhook-2026-07.json");
-    let header = [(
-        "aftership-hmac-sha256",
-        "6FhKYLRA1ifLDsmgSC842PuUv3US5OS7ZgMvjZYZe34=",
-    )];
-    // The new secret is second in the rotation list: it still passes, and we learn which one.
-    assert_eq!(
-        verify(
-            &aftership,
-            &header,
-            &body,
-            &["as-secret-1", "as-secret-2"],
-            now()
+    let with_secrets = fixture_with_header(
+        "aftership",
+        "aftership/webhook-2026-07.json",
+        (
+            "aftership-hmac-sha256",
+            "6FhKYLRA1ifLDsmgSC842PuUv3US5OS7ZgMvjZYZe34=",
         ),
-        Ok(Some(1))
     );
+    // The new secret is second in the rotation list: it still passes, and we learn which one.
+    assert_eq!(with_secrets(&["as-secret-1", "as-secret-2"]), Ok(Some(1)));
     assert_eq!(
-        verify(&aftership, &header, &body, &["as-secret-1"], now()),
+        with_secrets(&["as-secret-1"]),
         Err(VerifyError::BadSignature {
             header: "aftership-hmac-sha256".into()
         })
@@ -140,33 +145,17 @@ fn aftership_fixture_python_vector_with_rotation() {
 fn easypost_normalises_the_secret_nfkd_python_vector() {
     // secret = "s\u00e9cr\u00e8t-\ufb01x" (composed é, è and the "fi" ligature);
     // key = unicodedata.normalize("NFKD", secret), exactly as easypost-python does.
-    let easypost = profile("easypost");
-    let body = fixture("easypost/event-body.json");
-    let header = [(
-        "x-hmac-signature",
-        "hmac-sha256-hex=8e95ae8b3ea06af93347ef98f1ae67a5d6211006bfc645c9a1dfeafdb7e11f38",
-    )];
-    assert_eq!(
-        verify(
-            &easypost,
-            &header,
-            &body,
-            &["s\u{e9}cr\u{e8}t-\u{fb01}x"],
-            now()
+    let with_secrets = fixture_with_header(
+        "easypost",
+        "easypost/event-body.json",
+        (
+            "x-hmac-signature",
+            "hmac-sha256-hex=8e95ae8b3ea06af93347ef98f1ae67a5d6211006bfc645c9a1dfeafdb7e11f38",
         ),
-        Ok(Some(0))
     );
+    assert_eq!(with_secrets(&["s\u{e9}cr\u{e8}t-\u{fb01}x"]), Ok(Some(0)));
     // The already-decomposed spelling of the same secret is the same key.
-    assert_eq!(
-        verify(
-            &easypost,
-            &header,
-            &body,
-            &["se\u{301}cre\u{300}t-fix"],
-            now()
-        ),
-        Ok(Some(0))
-    );
+    assert_eq!(with_secrets(&["se\u{301}cre\u{300}t-fix"]), Ok(Some(0)));
 }
 
 #[test]
@@ -177,80 +166,42 @@ fn waybill_timestamped_python_vector_and_replay_window() {
     let t = DateTime::from_timestamp(1_764_300_000, 0).unwrap();
     let header = format!("t=1764300000,v1={valid}");
     let secrets = ["waybill-secret"];
-    assert_eq!(
+    let signed = |header: &str, at| {
         verify(
             &waybill,
-            &[("Waybill-Signature", &header)],
+            &[("Waybill-Signature", header)],
             body,
             &secrets,
-            t
-        ),
-        Ok(Some(0))
-    );
+            at,
+        )
+    };
+    assert_eq!(signed(&header, t), Ok(Some(0)));
     let edge = t + TimeDelta::seconds(300);
-    assert_eq!(
-        verify(
-            &waybill,
-            &[("Waybill-Signature", &header)],
-            body,
-            &secrets,
-            edge
-        ),
-        Ok(Some(0))
-    );
+    assert_eq!(signed(&header, edge), Ok(Some(0)));
     let early = t - TimeDelta::seconds(300);
-    assert_eq!(
-        verify(
-            &waybill,
-            &[("Waybill-Signature", &header)],
-            body,
-            &secrets,
-            early
-        ),
-        Ok(Some(0))
-    );
+    assert_eq!(signed(&header, early), Ok(Some(0)));
     for outside in [
         t + TimeDelta::seconds(301),
         t - TimeDelta::seconds(301),
         t + TimeDelta::days(3),
     ] {
         assert_eq!(
-            verify(
-                &waybill,
-                &[("Waybill-Signature", &header)],
-                body,
-                &secrets,
-                outside
-            ),
+            signed(&header, outside),
             Err(VerifyError::TimestampOutsideTolerance {
                 header: "waybill-signature".into(),
                 tolerance_seconds: 300
-            })
+            }),
+            "{outside}"
         );
     }
     // Several v1= (the sender signs with old and new secret during a rotation): any match passes.
     let other = "00".repeat(32);
     let multi = format!("t=1764300000,v1={other},v1={valid}");
-    assert_eq!(
-        verify(
-            &waybill,
-            &[("Waybill-Signature", &multi)],
-            body,
-            &secrets,
-            t
-        ),
-        Ok(Some(0))
-    );
+    assert_eq!(signed(&multi, t), Ok(Some(0)));
     // The timestamp is signed: moving it breaks the signature.
     let moved = format!("t=1764300001,v1={valid}");
     assert_eq!(
-        verify(
-            &waybill,
-            &[("Waybill-Signature", &moved)],
-            body,
-            &secrets,
-            t
-        ),
+        signed(&moved, t),
         Err(VerifyError::BadSignature {
             header: "waybill-signature".into()
         })
@@ -374,28 +325,17 @@ fn clickpost_static_token() {
     let clickpost = profile("clickpost");
     let body = fixture("clickpost/all-status-out-for-delivery.json");
     let key = "webhook_key_given_during_webhooks_register";
-    assert_eq!(
-        verify(
-            &clickpost,
-            &[("webhook_key", key)],
-            &body,
-            &["old", key],
-            now()
-        ),
-        Ok(Some(1))
-    );
+    let sent = |headers: &[(&str, &str)], secrets: &[&str]| {
+        verify(&clickpost, headers, &body, secrets, now())
+    };
+    assert_eq!(sent(&[("webhook_key", key)], &["old", key]), Ok(Some(1)));
+    let almost = "webhook_key_given_during_webhooks_registe";
     assert!(matches!(
-        verify(
-            &clickpost,
-            &[("webhook_key", "webhook_key_given_during_webhooks_registe")],
-            &body,
-            &[key],
-            now()
-        ),
+        sent(&[("webhook_key", almost)], &[key]),
         Err(VerifyError::BadSignature { .. })
     ));
     assert!(matches!(
-        verify(&clickpost, &[], &body, &[key], now()),
+        sent(&[], &[key]),
         Err(VerifyError::MissingSignature { .. })
     ));
 }
