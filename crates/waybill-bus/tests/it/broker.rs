@@ -64,8 +64,7 @@ async fn declaring_the_topology_twice_is_idempotent() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_message_is_consumed_with_its_headers_and_id() -> anyhow::Result<()> {
-    let bus = TestBus::new("round-trip").await?;
-    let publisher = bus.publisher(&unique_name("round-trip"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("round-trip", |_| {}).await?;
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let message = webhook(&bus.topology, r#"{"hello":"world"}"#)
         .with_message_id("0123456789abcdef0123456789abcdef")
@@ -106,8 +105,7 @@ async fn a_published_message_is_consumed_with_its_headers_and_id() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
-    let bus = TestBus::new("unroutable").await?;
-    let publisher = bus.publisher(&unique_name("unroutable"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("unroutable", |_| {}).await?;
     // The inbound exchange exists but nothing is bound for this key.
     let message = OutboundMessage::new(
         bus.topology.inbound_exchange(),
@@ -359,12 +357,10 @@ async fn a_list_of_nodes_connects_to_the_one_that_answers() -> anyhow::Result<()
         connection.close().await?;
     }
     // The publisher reconnects through the same list, and its publishes are confirmed.
-    let bus = TestBus::new("node-list").await?;
-    let publisher = bus
-        .publisher(&unique_name("node-list"), |config| {
-            config.url.clone_from(&list);
-        })
-        .await?;
+    let (bus, publisher) = TestBus::with_publisher("node-list", |config| {
+        config.url.clone_from(&list);
+    })
+    .await?;
     publisher
         .publish(webhook(&bus.topology, r#"{"n":1}"#))
         .await?;
@@ -440,8 +436,7 @@ async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
 async fn many_concurrent_publishes_are_all_confirmed() -> anyhow::Result<()> {
     const TASKS: usize = 64;
     const PER_TASK: usize = 2000 / TASKS + 1;
-    let bus = TestBus::new("concurrent").await?;
-    let publisher = bus.publisher(&unique_name("concurrent"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("concurrent", |_| {}).await?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..TASKS {
@@ -488,10 +483,8 @@ async fn many_concurrent_publishes_are_all_confirmed() -> anyhow::Result<()> {
 /// publisher must still tell each caller the truth about its own message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow::Result<()> {
-    let bus = TestBus::new("attribution").await?;
-    let publisher = bus
-        .publisher(&unique_name("attribution"), |config| config.channels = 1)
-        .await?;
+    let (bus, publisher) =
+        TestBus::with_publisher("attribution", |config| config.channels = 1).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..32_usize {
         let publisher = publisher.clone();
@@ -580,8 +573,7 @@ async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_multiple_acknowledges_everything_up_to_the_tag() -> anyhow::Result<()> {
-    let bus = TestBus::new("ack-multiple").await?;
-    let publisher = bus.publisher(&unique_name("ack-multiple"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("ack-multiple", |_| {}).await?;
     let queue = bus.topology.webhooks_queue();
     for round in ["partial", "all"] {
         let messages = (0..10)
@@ -640,8 +632,7 @@ async fn ack_multiple_acknowledges_everything_up_to_the_tag() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requeued_message_is_redelivered() -> anyhow::Result<()> {
-    let bus = TestBus::new("requeue").await?;
-    let publisher = bus.publisher(&unique_name("requeue"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("requeue", |_| {}).await?;
     publisher
         .publish(webhook(&bus.topology, "once").with_message_id("m-1"))
         .await?;
@@ -766,8 +757,7 @@ async fn a_message_over_the_delivery_limit_is_dead_lettered_and_can_be_replayed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_can_dead_letter_poison_itself() -> anyhow::Result<()> {
-    let bus = TestBus::new("publish-dead").await?;
-    let publisher = bus.publisher(&unique_name("publish-dead"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("publish-dead", |_| {}).await?;
     publisher
         .publish(webhook(&bus.topology, "not an envelope").with_message_id("bad-1"))
         .await?;
@@ -874,10 +864,8 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Result<()> {
-    let bus = TestBus::new("channel-closed").await?;
-    let publisher = bus
-        .publisher(&unique_name("channel-closed"), |config| config.channels = 1)
-        .await?;
+    let (bus, publisher) =
+        TestBus::with_publisher("channel-closed", |config| config.channels = 1).await?;
     // An exchange outside the topology, checked once and then deleted behind the publisher's back.
     let extra = format!("{}extra", bus.topology.prefix);
     let raw = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
@@ -933,10 +921,7 @@ async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> anyhow::Result<()> {
-    let bus = TestBus::new("consumer-lost").await?;
-    let publisher = bus
-        .publisher(&unique_name("consumer-lost-pub"), |_| {})
-        .await?;
+    let (bus, publisher) = TestBus::with_publisher("consumer-lost", |_| {}).await?;
     publisher.publish(webhook(&bus.topology, "unacked")).await?;
     let name = unique_name("consumer-lost");
     let conn = BusConnection::connect(&url(), &name).await?;
@@ -1006,8 +991,7 @@ async fn a_consumer_whose_queue_is_deleted_is_told_so() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_are_cheap_to_share_and_close_cleanly() -> anyhow::Result<()> {
-    let bus = TestBus::new("close").await?;
-    let publisher = bus.publisher(&unique_name("close"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("close", |_| {}).await?;
     let shared = Arc::new(publisher.clone());
     let in_flight: Vec<_> = (0..100)
         .map(|n| webhook(&bus.topology, &n.to_string()))
@@ -1034,12 +1018,10 @@ async fn publish_throughput() -> anyhow::Result<()> {
     const MESSAGES: usize = 20_000;
     let body = vec![b'x'; 1024];
     for (channels, tasks) in [(1, 64), (4, 64), (4, 256), (4, 1024)] {
-        let bus = TestBus::new("throughput").await?;
-        let publisher = bus
-            .publisher(&unique_name("throughput"), |config| {
-                config.channels = channels;
-            })
-            .await?;
+        let (bus, publisher) = TestBus::with_publisher("throughput", |config| {
+            config.channels = channels;
+        })
+        .await?;
         let started = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..tasks {

@@ -20,34 +20,41 @@ pub struct TestBus {
     cleaned: bool,
 }
 
-/// Names tests create under their prefix beside the topology.
-const EXTRA_QUEUES: &[&str] = &["tiny"];
-const EXTRA_EXCHANGES: &[&str] = &["extra"];
+/// What a test creates under its prefix beside the topology.
+enum Extra {
+    Queue,
+    Exchange,
+}
+
+/// The names tests create under their prefix beside the topology.
+const EXTRAS: &[(&str, Extra)] = &[("tiny", Extra::Queue), ("extra", Extra::Exchange)];
 
 async fn delete_everything(topology: &Topology) -> anyhow::Result<()> {
     let conn = BusConnection::connect(&url(), "waybill-bus-test-cleanup").await?;
     topology.delete(&conn).await?;
     conn.close().await?;
     let raw = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
-    for queue in EXTRA_QUEUES {
+    for (suffix, kind) in EXTRAS {
+        // A channel each: a failed deletion closes its channel.
         let channel = raw.create_channel().await?;
-        let name = format!("{}{queue}", topology.prefix);
-        let _ = channel
-            .queue_delete(
-                name.as_str().into(),
-                lapin::options::QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    for exchange in EXTRA_EXCHANGES {
-        let channel = raw.create_channel().await?;
-        let name = format!("{}{exchange}", topology.prefix);
-        let _ = channel
-            .exchange_delete(
-                name.as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
+        let name = format!("{}{suffix}", topology.prefix);
+        let _ = match kind {
+            Extra::Queue => channel
+                .queue_delete(
+                    name.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await
+                .map(drop),
+            Extra::Exchange => {
+                channel
+                    .exchange_delete(
+                        name.as_str().into(),
+                        lapin::options::ExchangeDeleteOptions::default(),
+                    )
+                    .await
+            }
+        };
     }
     let _ = raw.close(200, "bye".into()).await;
     Ok(())
@@ -88,6 +95,16 @@ impl TestBus {
             topology,
             cleaned: false,
         })
+    }
+
+    /// A bus of its own for `test` and a publisher on it, named after the test.
+    pub async fn with_publisher(
+        test: &str,
+        adjust: impl FnOnce(&mut PublisherConfig),
+    ) -> anyhow::Result<(TestBus, Publisher)> {
+        let bus = TestBus::new(test).await?;
+        let publisher = bus.publisher(&unique_name(test), adjust).await?;
+        Ok((bus, publisher))
     }
 
     /// A publisher on this topology under a unique connection name.

@@ -104,10 +104,7 @@ async fn a_ring_expires_when_nothing_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_reach_running_and_later_subscribers() -> anyhow::Result<()> {
-    let bus = TestBus::new("keys").await?;
-    let publisher = bus
-        .publisher(&unique_name("keys-publisher"), |_| {})
-        .await?;
+    let (bus, publisher) = TestBus::with_publisher("keys", |_| {}).await?;
     let shutdown = CancellationToken::new();
 
     // Nobody subscribed yet: the publish is still routable (the kept-snapshot queue) and confirmed.
