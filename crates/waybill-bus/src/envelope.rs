@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use waybill_core::{CarrierCode, SourceId, TenantId, TrackingEvent, TrackingNumber};
+use waybill_core::{CarrierCode, EventId, SourceId, TenantId, TrackingEvent, TrackingNumber};
 
 use crate::message::OutboundMessage;
 use crate::topology::Topology;
@@ -37,13 +37,12 @@ impl EnvelopeId {
         EnvelopeId(format!("{:032x}", rand::random::<u128>()))
     }
 
-    /// Parses a transmitted id.
+    /// Parses a transmitted id. It has the form of an event id (32 lowercase hex characters),
+    /// so the event id's check decides.
     pub fn parse(raw: &str) -> Result<EnvelopeId, InvalidEnvelopeId> {
-        if raw.len() == 32 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(EnvelopeId(raw.to_owned()))
-        } else {
-            Err(InvalidEnvelopeId)
-        }
+        EventId::parse(raw)
+            .map(|_| EnvelopeId(raw.to_owned()))
+            .map_err(|_| InvalidEnvelopeId)
     }
 
     /// The id as 32 lowercase hex characters.
