@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
-use crate::error::{AmqpError, BusError, bounded, short_string};
+use crate::error::{BusError, bounded_or, short_string};
 
 /// How long connecting (TCP, TLS, AMQP handshake) may take before it is abandoned.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,15 +105,13 @@ impl BusConnection {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         // Recovery stays off (the default): lapin 4's recovery has hung in past versions and
         // replays delivery tags onto new channels; Waybill reconnects explicitly instead.
-        let connection = bounded(
+        let connection = bounded_or(
             "connecting to the broker",
             timeout,
             Connection::connect_uri(uri, properties),
+            |source| BusError::Connect { source },
         )
-        .await?
-        .map_err(|source| BusError::Connect {
-            source: source.into(),
-        })?;
+        .await?;
         tracing::debug!(node = %node_of(url), "connected to the broker");
         Ok(BusConnection {
             inner: Arc::new(connection),
@@ -154,7 +152,7 @@ impl BusConnection {
             // Wait for declare-ok: it carries the counts.
             nowait: false,
         };
-        let declared = bounded(
+        let declared = bounded_or(
             "checking a queue",
             OPERATION_TIMEOUT,
             channel.queue_declare(
@@ -162,12 +160,12 @@ impl BusConnection {
                 options,
                 FieldTable::default(),
             ),
+            |source| BusError::Declare {
+                entity: format!("queue {queue} (passive)"),
+                source,
+            },
         )
-        .await?
-        .map_err(|source| BusError::Declare {
-            entity: format!("queue {queue} (passive)"),
-            source: source.into(),
-        })?;
+        .await?;
         close_channel(&channel).await;
         Ok(QueueStats {
             messages: declared.message_count(),
@@ -182,28 +180,24 @@ impl BusConnection {
         if !self.is_open() {
             return Ok(());
         }
-        bounded(
+        bounded_or(
             "closing the connection",
             OPERATION_TIMEOUT,
             self.inner.close(200, "bye".into()),
+            |source| BusError::ConnectionLost { source },
         )
-        .await?
-        .map_err(|source| BusError::ConnectionLost {
-            source: source.into(),
-        })
+        .await
     }
 
     /// Opens a channel, within [`OPERATION_TIMEOUT`].
     pub(crate) async fn open_channel(&self) -> Result<lapin::Channel, BusError> {
-        bounded(
+        bounded_or(
             "opening a channel",
             OPERATION_TIMEOUT,
             self.inner.create_channel(),
+            |source| BusError::OpenChannel { source },
         )
-        .await?
-        .map_err(|source| BusError::OpenChannel {
-            source: AmqpError(source),
-        })
+        .await
     }
 
     /// The connection's event stream (errors, blocked/unblocked).

@@ -17,7 +17,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 
 use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
 use crate::consumer::Delivery;
-use crate::error::{BusError, PublishError, bounded, short_string};
+use crate::error::{BusError, PublishError, bounded_or, short_string};
 use crate::headers::{
     ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER,
     death_routing_key, first_death, integer_header, string_headers,
@@ -109,17 +109,17 @@ impl DeadLetters {
             // Keep it on the queue until it is explicitly removed or replayed.
             no_ack: false,
         };
-        let got = bounded(
+        let got = bounded_or(
             "reading a dead letter",
             OPERATION_TIMEOUT,
             self.channel
                 .basic_get(short_string("queue name", &self.queue)?, options),
+            |source| BusError::Get {
+                queue: self.queue.clone(),
+                source,
+            },
         )
-        .await?
-        .map_err(|source| BusError::Get {
-            queue: self.queue.clone(),
-            source: source.into(),
-        })?;
+        .await?;
         Ok(got.map(|message| dead_message(message.delivery, message.message_count)))
     }
 
@@ -253,13 +253,14 @@ async fn acknowledge(
     delivery_tag: u64,
     acknowledgement: impl Future<Output = Result<(), lapin::Error>>,
 ) -> Result<(), BusError> {
-    bounded(what, OPERATION_TIMEOUT, acknowledgement)
-        .await?
-        .map_err(|source| BusError::Acknowledge {
+    bounded_or(what, OPERATION_TIMEOUT, acknowledgement, |source| {
+        BusError::Acknowledge {
             operation,
             delivery_tag,
-            source: source.into(),
-        })
+            source,
+        }
+    })
+    .await
 }
 
 fn dead_message(delivery: lapin::message::Delivery, remaining: u32) -> DeadMessage {

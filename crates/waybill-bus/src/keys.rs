@@ -28,7 +28,7 @@ use waybill_core::access::{KeyId, KeyRecord, KeySet, Scope, SecretHash};
 
 use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
 use crate::consumer::Consumer;
-use crate::error::{BusError, bounded, short_string};
+use crate::error::{BusError, bounded, bounded_or, short_string};
 use crate::message::OutboundMessage;
 use crate::topology::Topology;
 
@@ -378,7 +378,7 @@ async fn declare_own_queue(
         // Wait for declare-ok: it carries the generated name.
         nowait: false,
     };
-    let declared = bounded(
+    let declared = bounded_or(
         "declaring the key-set queue",
         OPERATION_TIMEOUT,
         // An empty name asks the broker for a unique one (`amq.gen-…`).
@@ -387,19 +387,19 @@ async fn declare_own_queue(
             options,
             FieldTable::default(),
         ),
+        |source| BusError::Declare {
+            entity: "the key-set queue".to_owned(),
+            source,
+        },
     )
-    .await?
-    .map_err(|source| BusError::Declare {
-        entity: "the key-set queue".to_owned(),
-        source: source.into(),
-    })?;
+    .await?;
     let queue = declared.name().to_string();
     let exchange = topology.keys_exchange();
     let options = QueueBindOptions {
         // Wait for bind-ok so that errors surface here.
         nowait: false,
     };
-    bounded(
+    bounded_or(
         "binding the key-set queue",
         OPERATION_TIMEOUT,
         channel.queue_bind(
@@ -409,12 +409,12 @@ async fn declare_own_queue(
             options,
             FieldTable::default(),
         ),
+        |source| BusError::Declare {
+            entity: format!("binding {exchange} -> {queue}"),
+            source,
+        },
     )
-    .await?
-    .map_err(|source| BusError::Declare {
-        entity: format!("binding {exchange} -> {queue}"),
-        source: source.into(),
-    })?;
+    .await?;
     close_channel(&channel).await;
     Ok(queue)
 }
@@ -432,16 +432,16 @@ async fn read_kept_snapshot(
         // Read, then put it back: other processes start from it too.
         no_ack: false,
     };
-    let got = bounded(
+    let got = bounded_or(
         "reading the kept key set",
         OPERATION_TIMEOUT,
         channel.basic_get(short_string("queue name", &queue)?, options),
+        |source| BusError::Get {
+            queue: queue.clone(),
+            source,
+        },
     )
-    .await?
-    .map_err(|source| BusError::Get {
-        queue: queue.clone(),
-        source: source.into(),
-    })?;
+    .await?;
     if let Some(message) = got {
         accept(ring, &message.delivery.data, Some(ring.max_age()));
         let options = BasicNackOptions {

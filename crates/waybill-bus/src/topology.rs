@@ -24,7 +24,7 @@ use lapin::{Channel, ExchangeKind};
 use waybill_core::{CarrierCode, Status, TenantId};
 
 use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
-use crate::error::{BusError, bounded, short_string};
+use crate::error::{BusError, bounded, bounded_or, short_string};
 
 /// Names and arguments of Waybill's exchanges and queues. Cheap to clone; pass the same value
 /// to every declarer.
@@ -239,16 +239,16 @@ impl Topology {
                 // Wait for delete-ok so that errors surface here.
                 nowait: false,
             };
-            bounded(
+            bounded_or(
                 "deleting a queue",
                 OPERATION_TIMEOUT,
                 channel.queue_delete(short_string("queue name", &name)?, options),
+                |source| BusError::Delete {
+                    entity: format!("queue {name}"),
+                    source,
+                },
             )
-            .await?
-            .map_err(|source| BusError::Delete {
-                entity: format!("queue {name}"),
-                source: source.into(),
-            })?;
+            .await?;
         }
         for (name, _, _) in self.exchanges() {
             let options = ExchangeDeleteOptions {
@@ -257,16 +257,16 @@ impl Topology {
                 // Wait for delete-ok so that errors surface here.
                 nowait: false,
             };
-            bounded(
+            bounded_or(
                 "deleting an exchange",
                 OPERATION_TIMEOUT,
                 channel.exchange_delete(short_string("exchange name", &name)?, options),
+                |source| BusError::Delete {
+                    entity: format!("exchange {name}"),
+                    source,
+                },
             )
-            .await?
-            .map_err(|source| BusError::Delete {
-                entity: format!("exchange {name}"),
-                source: source.into(),
-            })?;
+            .await?;
         }
         close_channel(&channel).await;
         Ok(())
