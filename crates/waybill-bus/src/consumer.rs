@@ -60,16 +60,10 @@ impl Delivery {
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery")
-            .field("body_len", &self.body.len())
-            .field("delivery_tag", &self.delivery_tag)
-            .field("redelivered", &self.redelivered)
-            .field("exchange", &self.exchange)
-            .field("routing_key", &self.routing_key)
-            .field("headers", &self.headers)
-            .field("message_id", &self.message_id)
-            .field("delivery_count", &self.delivery_count)
-            .finish()
+        debug_fields!(f, self, "Delivery" {
+            body_len = self.body.len(),
+            delivery_tag, redelivered, exchange, routing_key, headers, message_id, delivery_count,
+        })
     }
 }
 

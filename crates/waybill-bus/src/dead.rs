@@ -56,17 +56,12 @@ pub struct DeadMessage {
 
 impl fmt::Debug for DeadMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadMessage")
-            .field("delivery_tag", &self.delivery_tag)
-            .field("body_len", &self.body.len())
-            .field("message_id", &self.message_id)
-            .field("reason", &self.reason)
-            .field("original_exchange", &self.original_exchange)
-            .field("original_routing_key", &self.original_routing_key)
-            .field("original_queue", &self.original_queue)
-            .field("death_count", &self.death_count)
-            .field("remaining", &self.remaining)
-            .finish()
+        debug_fields!(f, self, "DeadMessage" {
+            delivery_tag,
+            body_len = self.body.len(),
+            message_id, reason, original_exchange, original_routing_key, original_queue,
+            death_count, remaining,
+        })
     }
 }
 

@@ -281,11 +281,10 @@ impl KeySubscriberConfig {
 
 impl std::fmt::Debug for KeySubscriberConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySubscriberConfig")
-            .field("url", &"<redacted>")
-            .field("connection_name", &self.connection_name)
-            .field("topology", &self.topology)
-            .finish()
+        debug_fields!(f, self, "KeySubscriberConfig" {
+            url = "<redacted>",
+            connection_name, topology,
+        })
     }
 }
 
