@@ -26,6 +26,17 @@ fn webhook(topology: &Topology, body: &str) -> OutboundMessage {
     )
 }
 
+/// The error `outcome` must end in, and that `expected` must accept (a failure names `why`).
+fn expect_error<T: std::fmt::Debug, E: std::fmt::Debug>(
+    outcome: Result<T, E>,
+    why: &str,
+    expected: impl FnOnce(&E) -> bool,
+) -> E {
+    let error = outcome.expect_err(why);
+    assert!(expected(&error), "{why}: {error:?}");
+    error
+}
+
 async fn next_delivery(consumer: &mut Consumer) -> anyhow::Result<waybill_bus::Delivery> {
     let next = tokio::time::timeout(WAIT, consumer.next()).await?;
     Ok(next.ok_or_else(|| anyhow::anyhow!("the consumer ended"))??)
@@ -47,13 +58,10 @@ async fn declaring_the_topology_twice_is_idempotent() -> anyhow::Result<()> {
         .topology
         .clone()
         .with_delivery_limit(bus.topology.delivery_limit + 1);
-    let error = drifted
-        .declare(&bus.conn)
-        .await
-        .expect_err("a 406 for other queue arguments");
-    assert!(
-        matches!(&error, BusError::Declare { source, .. } if source.is_precondition_failed()),
-        "{error:?}"
+    expect_error(
+        drifted.declare(&bus.conn).await,
+        "a 406 for other queue arguments",
+        |error| matches!(error, BusError::Declare { source, .. } if source.is_precondition_failed()),
     );
     assert!(
         bus.conn.is_open(),
@@ -112,17 +120,15 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
         "no-such-route",
         b"{}".to_vec(),
     );
-    let error = publisher.publish(message).await.expect_err("unroutable");
-    assert!(
+    let error = expect_error(publisher.publish(message).await, "unroutable", |error| {
         matches!(
-            &error,
+            error,
             PublishError::Unroutable {
                 reply_code: 312,
                 ..
             }
-        ),
-        "{error:?}"
-    );
+        )
+    });
     assert!(!error.is_retryable());
 
     // A missing exchange is refused without harming the shared channels.
@@ -131,13 +137,10 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
         "x",
         b"{}".to_vec(),
     );
-    let error = publisher
-        .publish(missing)
-        .await
-        .expect_err("no such exchange");
-    assert!(
-        matches!(error, PublishError::ExchangeNotFound { .. }),
-        "{error:?}"
+    expect_error(
+        publisher.publish(missing).await,
+        "no such exchange",
+        |error| matches!(error, PublishError::ExchangeNotFound { .. }),
     );
     assert!(publisher.is_ready());
     publisher.publish(webhook(&bus.topology, "{}")).await?;
@@ -163,13 +166,10 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
         "acme.starshipit.delivered",
         b"{}".to_vec(),
     );
-    let error = publisher
-        .publish(tenant_copy.clone())
-        .await
-        .expect_err("nothing is bound for the tenant copy");
-    assert!(
-        matches!(error, PublishError::Unroutable { .. }),
-        "{error:?}"
+    expect_error(
+        publisher.publish(tenant_copy.clone()).await,
+        "nothing is bound for the tenant copy",
+        |error| matches!(error, PublishError::Unroutable { .. }),
     );
     publisher.publish(tenant_copy.routing_optional()).await?;
     assert_eq!(
@@ -289,10 +289,11 @@ async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result
 async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()> {
     let closed_port = "amqp://guest:guest@127.0.0.1:1/%2f";
     let started = Instant::now();
-    let error = BusConnection::connect(closed_port, "waybill-bus-test-unreachable")
-        .await
-        .expect_err("nothing listens on port 1");
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    expect_error(
+        BusConnection::connect(closed_port, "waybill-bus-test-unreachable").await,
+        "nothing listens on port 1",
+        |error| matches!(error, BusError::Connect { .. }),
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -313,13 +314,12 @@ async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()
     );
     assert!(!publisher.is_ready());
     let started = Instant::now();
-    let error = publisher
-        .publish(OutboundMessage::new("x", "y", b"{}".to_vec()))
-        .await
-        .expect_err("unavailable");
-    assert!(
-        matches!(error, PublishError::Unavailable { .. }),
-        "{error:?}"
+    let error = expect_error(
+        publisher
+            .publish(OutboundMessage::new("x", "y", b"{}".to_vec()))
+            .await,
+        "unavailable",
+        |error| matches!(error, PublishError::Unavailable { .. }),
     );
     assert!(error.is_retryable());
     assert!(
@@ -336,13 +336,15 @@ async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()
         started.elapsed()
     );
 
-    let error = Publisher::start(
-        PublisherConfig::new("http://nope", "x", Topology::default()),
-        CancellationToken::new(),
-    )
-    .await
-    .expect_err("not an AMQP URL");
-    assert!(matches!(error, BusError::InvalidUrl { .. }), "{error:?}");
+    expect_error(
+        Publisher::start(
+            PublisherConfig::new("http://nope", "x", Topology::default()),
+            CancellationToken::new(),
+        )
+        .await,
+        "not an AMQP URL",
+        |error| matches!(error, BusError::InvalidUrl { .. }),
+    );
     Ok(())
 }
 
@@ -376,13 +378,15 @@ async fn a_list_of_nodes_connects_to_the_one_that_answers() -> anyhow::Result<()
 
     // Every node down: the last node's connection error, promptly.
     let started = Instant::now();
-    let error = BusConnection::connect(
-        "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
-        "waybill-bus-test-list",
-    )
-    .await
-    .expect_err("no node answers");
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    expect_error(
+        BusConnection::connect(
+            "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
+            "waybill-bus-test-list",
+        )
+        .await,
+        "no node answers",
+        |error| matches!(error, BusError::Connect { .. }),
+    );
     assert!(started.elapsed() < Duration::from_secs(4));
     // A list with one malformed URL is a configuration error, not a connection attempt.
     let invalid = format!("{},amqp://guest:guest@127.0.0.1:notaport/%2f", url());
@@ -403,11 +407,11 @@ async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
         })
         .await?;
     let started = Instant::now();
-    let error = publisher
-        .publish(webhook(&bus.topology, "late"))
-        .await
-        .expect_err("too late");
-    assert!(matches!(error, PublishError::Timeout { .. }), "{error:?}");
+    let error = expect_error(
+        publisher.publish(webhook(&bus.topology, "late")).await,
+        "too late",
+        |error| matches!(error, PublishError::Timeout { .. }),
+    );
     assert!(error.is_retryable());
     assert!(
         started.elapsed() < Duration::from_millis(500),
@@ -823,13 +827,10 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
         "the loss is noticed"
     );
     let started = Instant::now();
-    let error = publisher
-        .publish(webhook(&bus.topology, "during"))
-        .await
-        .expect_err("no connection");
-    assert!(
-        matches!(error, PublishError::Unavailable { .. }),
-        "{error:?}"
+    expect_error(
+        publisher.publish(webhook(&bus.topology, "during")).await,
+        "no connection",
+        |error| matches!(error, PublishError::Unavailable { .. }),
     );
     assert!(
         started.elapsed() < Duration::from_millis(200),
@@ -851,13 +852,10 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
 
     publisher.close().await;
     assert!(!publisher.is_ready());
-    let error = publisher
-        .publish(webhook(&bus.topology, "closed"))
-        .await
-        .expect_err("closed");
-    assert!(
-        matches!(error, PublishError::Unavailable { .. }),
-        "{error:?}"
+    expect_error(
+        publisher.publish(webhook(&bus.topology, "closed")).await,
+        "closed",
+        |error| matches!(error, PublishError::Unavailable { .. }),
     );
     bus.cleanup().await
 }
@@ -907,13 +905,12 @@ async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Resu
     // ...and the publisher replaces its channel by itself.
     assert!(publisher.wait_ready(WAIT).await, "ready again");
     publisher.publish(webhook(&bus.topology, "after")).await?;
-    let error = publisher
-        .publish(OutboundMessage::new(extra, "", b"3".to_vec()))
-        .await
-        .expect_err("gone");
-    assert!(
-        matches!(error, PublishError::ExchangeNotFound { .. }),
-        "{error:?}"
+    expect_error(
+        publisher
+            .publish(OutboundMessage::new(extra, "", b"3".to_vec()))
+            .await,
+        "gone",
+        |error| matches!(error, PublishError::ExchangeNotFound { .. }),
     );
     publisher.close().await;
     bus.cleanup().await
@@ -938,16 +935,15 @@ async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> any
     );
     assert!(consumer.next().await.is_none());
     assert!(!conn.is_open());
-    let error = acker
-        .ack(delivery.delivery_tag)
-        .await
-        .expect_err("the channel is gone");
-    assert!(
-        matches!(
-            error,
-            BusError::Acknowledge { .. } | BusError::Timeout { .. }
-        ),
-        "{error:?}"
+    expect_error(
+        acker.ack(delivery.delivery_tag).await,
+        "the channel is gone",
+        |error| {
+            matches!(
+                error,
+                BusError::Acknowledge { .. } | BusError::Timeout { .. }
+            )
+        },
     );
 
     // The caller reconnects; the broker redelivered the unacknowledged message.
@@ -975,12 +971,10 @@ async fn a_consumer_whose_queue_is_deleted_is_told_so() -> anyhow::Result<()> {
         "{next:?}"
     );
     assert!(consumer.next().await.is_none());
-    let error = Consumer::start(&bus.conn, &queue, 4, "again")
-        .await
-        .expect_err("the queue is gone");
-    assert!(
-        matches!(&error, BusError::Consume { source, .. } if source.is_not_found()),
-        "{error:?}"
+    expect_error(
+        Consumer::start(&bus.conn, &queue, 4, "again").await,
+        "the queue is gone",
+        |error| matches!(error, BusError::Consume { source, .. } if source.is_not_found()),
     );
     assert!(
         bus.conn.is_open(),
