@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{TestBus, close_connections_named, eventually, unique_name, url};
 use anyhow::Context;
-use lapin::options::QueueDeleteOptions;
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::dead::{DeadLetters, publish_dead};
@@ -34,6 +33,23 @@ fn expect_error<T: std::fmt::Debug, E: std::fmt::Debug>(
 ) -> E {
     let error = outcome.expect_err(why);
     assert!(expected(&error), "{why}: {error:?}");
+    error
+}
+
+/// [`expect_error`] for an attempt that must also fail within `limit`.
+async fn fails_within<T: std::fmt::Debug, E: std::fmt::Debug>(
+    limit: Duration,
+    attempt: impl Future<Output = Result<T, E>>,
+    why: &str,
+    expected: impl FnOnce(&E) -> bool,
+) -> E {
+    let started = Instant::now();
+    let error = expect_error(attempt.await, why, expected);
+    assert!(
+        started.elapsed() < limit,
+        "{why}: took {:?}",
+        started.elapsed()
+    );
     error
 }
 
@@ -107,8 +123,7 @@ async fn a_published_message_is_consumed_with_its_headers_and_id() -> anyhow::Re
         consumer.next().await.is_none(),
         "a cancelled consumer ends quietly"
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,19 +193,18 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
         1
     );
     assert!(publisher.is_ready());
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_to_a_full_reject_publish_queue_is_nacked() -> anyhow::Result<()> {
     let bus = TestBus::new("nacked").await?;
     // A tiny quorum queue of our own, reached through the default exchange.
-    let (raw, channel, tiny) = bus.tiny_queue().await?;
+    let tiny = bus.tiny_queue().await?;
 
     let publisher = bus.publisher(&unique_name("nacked"), |_| {}).await?;
     publisher
-        .publish(OutboundMessage::new("", tiny.clone(), b"1".to_vec()))
+        .publish(OutboundMessage::new("", tiny.name.clone(), b"1".to_vec()))
         .await?;
     let mut outcomes = Vec::new();
     for body in 2..=4 {
@@ -198,7 +212,7 @@ async fn a_publish_to_a_full_reject_publish_queue_is_nacked() -> anyhow::Result<
             publisher
                 .publish(OutboundMessage::new(
                     "",
-                    tiny.clone(),
+                    tiny.name.clone(),
                     body.to_string().into_bytes(),
                 ))
                 .await,
@@ -220,12 +234,8 @@ async fn a_publish_to_a_full_reject_publish_queue_is_nacked() -> anyhow::Result<
     println!("publishes past x-max-length 1 on a quorum queue: {outcomes:?}");
     assert!(publisher.is_ready(), "a nack does not break the publisher");
 
-    channel
-        .queue_delete(tiny.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    raw.close(200, "bye".into()).await?;
-    publisher.close().await;
-    bus.cleanup().await
+    tiny.delete().await?;
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +243,7 @@ async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result
     let bus = TestBus::new("all-nacked").await?;
     // A full reject-publish queue nacks every publish, as a quorum queue that lost its majority
     // while the channel was new does for good.
-    let (raw, channel, tiny) = bus.tiny_queue().await?;
+    let tiny = bus.tiny_queue().await?;
     let confirm_timeout = Duration::from_millis(300);
     let publisher = bus
         .publisher(&unique_name("all-nacked"), |config| {
@@ -250,7 +260,7 @@ async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result
     while publisher.is_ready() && Instant::now() < deadline {
         let body = nacks.to_string().into_bytes();
         match publisher
-            .publish(OutboundMessage::new("", tiny.clone(), body))
+            .publish(OutboundMessage::new("", tiny.name.clone(), body))
             .await
         {
             Ok(()) => {}
@@ -277,28 +287,20 @@ async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result
     );
     assert!(publisher.wait_ready(WAIT).await, "reconnected");
 
-    channel
-        .queue_delete(tiny.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    raw.close(200, "bye".into()).await?;
-    publisher.close().await;
-    bus.cleanup().await
+    tiny.delete().await?;
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()> {
     let closed_port = "amqp://guest:guest@127.0.0.1:1/%2f";
-    let started = Instant::now();
-    expect_error(
-        BusConnection::connect(closed_port, "waybill-bus-test-unreachable").await,
+    fails_within(
+        Duration::from_secs(2),
+        BusConnection::connect(closed_port, "waybill-bus-test-unreachable"),
         "nothing listens on port 1",
         |error| matches!(error, BusError::Connect { .. }),
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
+    )
+    .await;
 
     let started = Instant::now();
     let config = PublisherConfig::new(
@@ -313,20 +315,14 @@ async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()
         started.elapsed()
     );
     assert!(!publisher.is_ready());
-    let started = Instant::now();
-    let error = expect_error(
-        publisher
-            .publish(OutboundMessage::new("x", "y", b"{}".to_vec()))
-            .await,
+    let error = fails_within(
+        Duration::from_millis(100),
+        publisher.publish(OutboundMessage::new("x", "y", b"{}".to_vec())),
         "unavailable",
         |error| matches!(error, PublishError::Unavailable { .. }),
-    );
+    )
+    .await;
     assert!(error.is_retryable());
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "publish took {:?}",
-        started.elapsed()
-    );
 
     let started = Instant::now();
     publisher.close().await;
@@ -377,17 +373,16 @@ async fn a_list_of_nodes_connects_to_the_one_that_answers() -> anyhow::Result<()
     publisher.close().await;
 
     // Every node down: the last node's connection error, promptly.
-    let started = Instant::now();
-    expect_error(
+    fails_within(
+        Duration::from_secs(4),
         BusConnection::connect(
             "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
             "waybill-bus-test-list",
-        )
-        .await,
+        ),
         "no node answers",
         |error| matches!(error, BusError::Connect { .. }),
-    );
-    assert!(started.elapsed() < Duration::from_secs(4));
+    )
+    .await;
     // A list with one malformed URL is a configuration error, not a connection attempt.
     let invalid = format!("{},amqp://guest:guest@127.0.0.1:notaport/%2f", url());
     assert!(matches!(
@@ -406,18 +401,14 @@ async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
             config.confirm_timeout = Duration::from_micros(1);
         })
         .await?;
-    let started = Instant::now();
-    let error = expect_error(
-        publisher.publish(webhook(&bus.topology, "late")).await,
+    let error = fails_within(
+        Duration::from_millis(500),
+        publisher.publish(webhook(&bus.topology, "late")),
         "too late",
         |error| matches!(error, PublishError::Timeout { .. }),
-    );
+    )
+    .await;
     assert!(error.is_retryable());
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "took {:?}",
-        started.elapsed()
-    );
     // The message may well be on the broker anyway: a timeout means "unknown", not "lost".
     assert!(
         eventually(WAIT, || async {
@@ -432,8 +423,7 @@ async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
         publisher.is_ready(),
         "a timeout does not break the publisher"
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,8 +469,7 @@ async fn many_concurrent_publishes_are_all_confirmed() -> anyhow::Result<()> {
         "{:?}",
         results.iter().find(|r| r.is_err())
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 /// lapin 4.12 attaches a `basic.return` to whichever confirm a coalesced ack resolves first; the
@@ -571,8 +560,7 @@ async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow:
         bus.ready_messages(&bus.topology.webhooks_queue()).await?,
         routable as u32
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,8 +618,7 @@ async fn ack_multiple_acknowledges_everything_up_to_the_tag() -> anyhow::Result<
         matches!(error, Err(BusError::InvalidDeliveryTag)),
         "{error:?}"
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -657,8 +644,7 @@ async fn a_requeued_message_is_redelivered() -> anyhow::Result<()> {
     );
     acker.ack(second.delivery_tag).await?;
     consumer.cancel().await;
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,8 +741,7 @@ async fn a_message_over_the_delivery_limit_is_dead_lettered_and_can_be_replayed(
     );
     consumer.acker().ack(replayed.delivery_tag).await?;
     consumer.cancel().await;
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -801,8 +786,7 @@ async fn the_worker_can_dead_letter_poison_itself() -> anyhow::Result<()> {
     dead.remove(message.delivery_tag).await?;
     dead.close().await;
     assert_eq!(bus.ready_messages(&bus.topology.dead_queue()).await?, 0);
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -826,17 +810,13 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
         eventually(WAIT, || async { !publisher.is_ready() }).await,
         "the loss is noticed"
     );
-    let started = Instant::now();
-    expect_error(
-        publisher.publish(webhook(&bus.topology, "during")).await,
+    fails_within(
+        Duration::from_millis(200),
+        publisher.publish(webhook(&bus.topology, "during")),
         "no connection",
         |error| matches!(error, PublishError::Unavailable { .. }),
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "fails fast, took {:?}",
-        started.elapsed()
-    );
+    )
+    .await;
 
     let started = Instant::now();
     assert!(
@@ -912,8 +892,7 @@ async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Resu
         "gone",
         |error| matches!(error, PublishError::ExchangeNotFound { .. }),
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -955,8 +934,7 @@ async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> any
     consumer.acker().ack(again.delivery_tag).await?;
     consumer.cancel().await;
     conn.close().await?;
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,11 +124,10 @@ impl TestBus {
     }
 
     /// Declares `<prefix>tiny`, a quorum queue that holds one message and nacks publishes
-    /// beyond it (`reject-publish`), reached through the default exchange; returns the raw
-    /// connection and channel that declared it, and its name.
-    pub async fn tiny_queue(&self) -> anyhow::Result<(lapin::Connection, lapin::Channel, String)> {
+    /// beyond it (`reject-publish`), reached through the default exchange.
+    pub async fn tiny_queue(&self) -> anyhow::Result<TinyQueue> {
         use lapin::types::{AMQPValue, FieldTable};
-        let tiny = format!("{}tiny", self.topology.prefix);
+        let name = format!("{}tiny", self.topology.prefix);
         let raw =
             lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
         let channel = raw.create_channel().await?;
@@ -144,7 +143,7 @@ impl TestBus {
         );
         channel
             .queue_declare(
-                tiny.as_str().into(),
+                name.as_str().into(),
                 lapin::options::QueueDeclareOptions {
                     durable: true,
                     ..Default::default()
@@ -152,17 +151,44 @@ impl TestBus {
                 arguments,
             )
             .await?;
-        Ok((raw, channel, tiny))
+        Ok(TinyQueue { raw, channel, name })
     }
 
     pub async fn ready_messages(&self, queue: &str) -> anyhow::Result<u32> {
         Ok(self.conn.queue_stats(queue).await?.messages)
     }
 
+    /// Closes the test's publisher, then cleans up.
+    pub async fn finish(self, publisher: Publisher) -> anyhow::Result<()> {
+        publisher.close().await;
+        self.cleanup().await
+    }
+
     pub async fn cleanup(mut self) -> anyhow::Result<()> {
         self.cleaned = true;
         delete_everything(&self.topology).await?;
         self.conn.close().await?;
+        Ok(())
+    }
+}
+
+/// The queue of [`TestBus::tiny_queue`], with the raw connection and channel that declared it.
+pub struct TinyQueue {
+    raw: lapin::Connection,
+    channel: lapin::Channel,
+    pub name: String,
+}
+
+impl TinyQueue {
+    /// Deletes the queue and closes its connection.
+    pub async fn delete(self) -> anyhow::Result<()> {
+        self.channel
+            .queue_delete(
+                self.name.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await?;
+        self.raw.close(200, "bye".into()).await?;
         Ok(())
     }
 }

@@ -144,6 +144,5 @@ async fn snapshots_reach_running_and_later_subscribers() -> anyhow::Result<()> {
     );
 
     shutdown.cancel();
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
