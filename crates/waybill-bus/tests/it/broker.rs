@@ -53,6 +53,21 @@ async fn fails_within<T: std::fmt::Debug, E: std::fmt::Debug>(
     error
 }
 
+/// [`expect_error`] for an operation on `bus`'s connection that fails on its channel: the
+/// connection must stay open.
+fn fails_on_its_channel<T: std::fmt::Debug>(
+    bus: &TestBus,
+    outcome: Result<T, BusError>,
+    why: &str,
+    expected: impl FnOnce(&BusError) -> bool,
+) {
+    expect_error(outcome, why, expected);
+    assert!(
+        bus.conn.is_open(),
+        "{why}: a failed operation closes its channel, not the connection"
+    );
+}
+
 async fn next_delivery(consumer: &mut Consumer) -> anyhow::Result<waybill_bus::Delivery> {
     let next = tokio::time::timeout(WAIT, consumer.next()).await?;
     Ok(next.ok_or_else(|| anyhow::anyhow!("the consumer ended"))??)
@@ -74,14 +89,11 @@ async fn declaring_the_topology_twice_is_idempotent() -> anyhow::Result<()> {
         .topology
         .clone()
         .with_delivery_limit(bus.topology.delivery_limit + 1);
-    expect_error(
+    fails_on_its_channel(
+        &bus,
         drifted.declare(&bus.conn).await,
         "a 406 for other queue arguments",
         |error| matches!(error, BusError::Declare { source, .. } if source.is_precondition_failed()),
-    );
-    assert!(
-        bus.conn.is_open(),
-        "a failed declaration must not take the connection down"
     );
     bus.cleanup().await
 }
@@ -949,14 +961,11 @@ async fn a_consumer_whose_queue_is_deleted_is_told_so() -> anyhow::Result<()> {
         "{next:?}"
     );
     assert!(consumer.next().await.is_none());
-    expect_error(
+    fails_on_its_channel(
+        &bus,
         Consumer::start(&bus.conn, &queue, 4, "again").await,
         "the queue is gone",
         |error| matches!(error, BusError::Consume { source, .. } if source.is_not_found()),
-    );
-    assert!(
-        bus.conn.is_open(),
-        "a failed consume closes its channel, not the connection"
     );
     bus.cleanup().await
 }
