@@ -209,10 +209,7 @@ impl BusConnection {
 impl fmt::Debug for BusConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Not lapin's Debug: it would print the connection's configuration.
-        f.debug_struct("BusConnection")
-            .field("name", &self.name)
-            .field("open", &self.is_open())
-            .finish()
+        debug_fields!(f, self, "BusConnection" { name, open = self.is_open() })
     }
 }
 

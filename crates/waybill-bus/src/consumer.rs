@@ -211,10 +211,7 @@ impl Consumer {
 
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer")
-            .field("queue", &self.queue)
-            .field("finished", &self.finished)
-            .finish()
+        debug_fields!(f, self, "Consumer" { queue, finished })
     }
 }
 
@@ -322,9 +319,9 @@ impl Acker {
 
 impl fmt::Debug for Acker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Acker")
-            .field("channel", &self.channel.id())
-            .field("usable", &self.is_usable())
-            .finish()
+        debug_fields!(f, self, "Acker" {
+            channel = self.channel.id(),
+            usable = self.is_usable(),
+        })
     }
 }

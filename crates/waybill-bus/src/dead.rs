@@ -185,9 +185,7 @@ impl DeadLetters {
 
 impl fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadLetters")
-            .field("queue", &self.queue)
-            .finish()
+        debug_fields!(f, self, "DeadLetters" { queue })
     }
 }
 

@@ -36,9 +36,10 @@
 //! * **A channel closed by the broker is reported as a connection event error** even though the
 //!   connection is fine; the publisher checks what actually failed before reconnecting.
 
-/// `Debug` by `debug_struct` for types whose derived `Debug` would log what must not be logged
-/// (bodies, URLs with credentials). Lists the fields shown, in order: a bare name shows the field
-/// of that name, `name = value` shows a summary in its place.
+/// A hand-written `Debug` by `debug_struct`, for types whose derived `Debug` would log what must
+/// not be logged (bodies, URLs with credentials) or what says nothing (lapin's internals). Lists
+/// the fields shown, in order: a bare name shows the field of that name, `name = value` shows a
+/// summary in its place.
 macro_rules! debug_fields {
     ($f:expr, $self:ident, $name:literal { $($field:ident $(= $value:expr)?),* $(,)? }) => {
         $f.debug_struct($name)
