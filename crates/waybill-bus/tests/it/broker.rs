@@ -68,6 +68,24 @@ fn fails_on_its_channel<T: std::fmt::Debug>(
     );
 }
 
+/// A bus of its own for `test` with one webhook published (`body`, `message_id`, `headers`),
+/// and a consumer of the webhooks queue.
+async fn with_queued(
+    test: &str,
+    body: &str,
+    message_id: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(TestBus, Publisher, Consumer)> {
+    let (bus, publisher) = TestBus::with_publisher(test, |_| {}).await?;
+    let mut message = webhook(&bus.topology, body).with_message_id(message_id);
+    for (name, value) in headers {
+        message = message.with_header(*name, *value);
+    }
+    publisher.publish(message).await?;
+    let consumer = Consumer::start(&bus.conn, &bus.topology.webhooks_queue(), 16, test).await?;
+    Ok((bus, publisher, consumer))
+}
+
 async fn next_delivery(consumer: &mut Consumer) -> anyhow::Result<waybill_bus::Delivery> {
     let next = tokio::time::timeout(WAIT, consumer.next()).await?;
     Ok(next.ok_or_else(|| anyhow::anyhow!("the consumer ended"))??)
@@ -100,15 +118,14 @@ async fn declaring_the_topology_twice_is_idempotent() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_message_is_consumed_with_its_headers_and_id() -> anyhow::Result<()> {
-    let (bus, publisher) = TestBus::with_publisher("round-trip", |_| {}).await?;
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let message = webhook(&bus.topology, r#"{"hello":"world"}"#)
-        .with_message_id("0123456789abcdef0123456789abcdef")
-        .with_header("traceparent", traceparent);
-    publisher.publish(message).await?;
-
-    let mut consumer =
-        Consumer::start(&bus.conn, &bus.topology.webhooks_queue(), 16, "round-trip").await?;
+    let (bus, publisher, mut consumer) = with_queued(
+        "round-trip",
+        r#"{"hello":"world"}"#,
+        "0123456789abcdef0123456789abcdef",
+        &[("traceparent", traceparent)],
+    )
+    .await?;
     let delivery = next_delivery(&mut consumer).await?;
     assert_eq!(delivery.body, br#"{"hello":"world"}"#);
     assert_eq!(
@@ -635,12 +652,7 @@ async fn ack_multiple_acknowledges_everything_up_to_the_tag() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requeued_message_is_redelivered() -> anyhow::Result<()> {
-    let (bus, publisher) = TestBus::with_publisher("requeue", |_| {}).await?;
-    publisher
-        .publish(webhook(&bus.topology, "once").with_message_id("m-1"))
-        .await?;
-    let mut consumer =
-        Consumer::start(&bus.conn, &bus.topology.webhooks_queue(), 4, "requeue").await?;
+    let (bus, publisher, mut consumer) = with_queued("requeue", "once", "m-1", &[]).await?;
     let acker = consumer.acker();
     let first = next_delivery(&mut consumer).await?;
     assert!(!first.redelivered);
@@ -758,12 +770,9 @@ async fn a_message_over_the_delivery_limit_is_dead_lettered_and_can_be_replayed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_can_dead_letter_poison_itself() -> anyhow::Result<()> {
-    let (bus, publisher) = TestBus::with_publisher("publish-dead", |_| {}).await?;
-    publisher
-        .publish(webhook(&bus.topology, "not an envelope").with_message_id("bad-1"))
-        .await?;
+    let (bus, publisher, mut consumer) =
+        with_queued("publish-dead", "not an envelope", "bad-1", &[]).await?;
     let queue = bus.topology.webhooks_queue();
-    let mut consumer = Consumer::start(&bus.conn, &queue, 4, "publish-dead").await?;
     let delivery = next_delivery(&mut consumer).await?;
     publish_dead(
         &publisher,
