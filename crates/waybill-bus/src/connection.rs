@@ -143,27 +143,19 @@ impl BusConnection {
         let options = QueueDeclareOptions {
             // Only look: fail with 404 instead of creating the queue.
             passive: true,
-            // Ignored for a passive declare.
-            durable: false,
-            // Ignored for a passive declare.
-            exclusive: false,
-            // Ignored for a passive declare.
-            auto_delete: false,
             // Wait for declare-ok: it carries the counts.
             nowait: false,
+            // The rest (durable, exclusive, auto-delete) is ignored for a passive declare.
+            ..QueueDeclareOptions::default()
         };
-        let declared = bounded_or(
+        let declared = declaration(
             "checking a queue",
-            OPERATION_TIMEOUT,
             channel.queue_declare(
                 short_string("queue name", queue)?,
                 options,
                 FieldTable::default(),
             ),
-            |source| BusError::Declare {
-                entity: format!("queue {queue} (passive)"),
-                source,
-            },
+            || format!("queue {queue} (passive)"),
         )
         .await?;
         close_channel(&channel).await;
@@ -211,6 +203,22 @@ impl fmt::Debug for BusConnection {
         // Not lapin's Debug: it would print the connection's configuration.
         debug_fields!(f, self, "BusConnection" { name, open = self.is_open() })
     }
+}
+
+/// Waits, within [`OPERATION_TIMEOUT`], for a declaration (or binding) that is not part of the
+/// topology; a failure is a [`BusError::Declare`] naming `entity`.
+pub(crate) async fn declaration<T>(
+    operation: &'static str,
+    declaration: impl Future<Output = Result<T, lapin::Error>>,
+    entity: impl FnOnce() -> String,
+) -> Result<T, BusError> {
+    bounded_or(operation, OPERATION_TIMEOUT, declaration, |source| {
+        BusError::Declare {
+            entity: entity(),
+            source,
+        }
+    })
+    .await
 }
 
 /// Closes a short-lived channel, ignoring failure (the broker may have closed it already) and

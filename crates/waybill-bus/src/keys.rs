@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use waybill_core::TenantId;
 use waybill_core::access::{KeyId, KeyRecord, KeySet, Scope, SecretHash};
 
-use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
+use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel, declaration};
 use crate::consumer::Consumer;
 use crate::error::{BusError, bounded, bounded_or, short_string};
 use crate::message::OutboundMessage;
@@ -377,19 +377,15 @@ async fn declare_own_queue(
         // Wait for declare-ok: it carries the generated name.
         nowait: false,
     };
-    let declared = bounded_or(
+    let declared = declaration(
         "declaring the key-set queue",
-        OPERATION_TIMEOUT,
         // An empty name asks the broker for a unique one (`amq.gen-…`).
         channel.queue_declare(
             short_string("queue name", "")?,
             options,
             FieldTable::default(),
         ),
-        |source| BusError::Declare {
-            entity: "the key-set queue".to_owned(),
-            source,
-        },
+        || "the key-set queue".to_owned(),
     )
     .await?;
     let queue = declared.name().to_string();
@@ -398,9 +394,8 @@ async fn declare_own_queue(
         // Wait for bind-ok so that errors surface here.
         nowait: false,
     };
-    bounded_or(
+    declaration(
         "binding the key-set queue",
-        OPERATION_TIMEOUT,
         channel.queue_bind(
             short_string("queue name", &queue)?,
             short_string("exchange name", &exchange)?,
@@ -408,10 +403,7 @@ async fn declare_own_queue(
             options,
             FieldTable::default(),
         ),
-        |source| BusError::Declare {
-            entity: format!("binding {exchange} -> {queue}"),
-            source,
-        },
+        || format!("binding {exchange} -> {queue}"),
     )
     .await?;
     close_channel(&channel).await;
