@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
-use crate::error::{AmqpError, BusError, bounded, short_string};
+use crate::error::{BusError, bounded_or, short_string};
 
 /// How long connecting (TCP, TLS, AMQP handshake) may take before it is abandoned.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,15 +105,13 @@ impl BusConnection {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         // Recovery stays off (the default): lapin 4's recovery has hung in past versions and
         // replays delivery tags onto new channels; Waybill reconnects explicitly instead.
-        let connection = bounded(
+        let connection = bounded_or(
             "connecting to the broker",
             timeout,
             Connection::connect_uri(uri, properties),
+            |source| BusError::Connect { source },
         )
-        .await?
-        .map_err(|source| BusError::Connect {
-            source: source.into(),
-        })?;
+        .await?;
         tracing::debug!(node = %node_of(url), "connected to the broker");
         Ok(BusConnection {
             inner: Arc::new(connection),
@@ -145,29 +143,21 @@ impl BusConnection {
         let options = QueueDeclareOptions {
             // Only look: fail with 404 instead of creating the queue.
             passive: true,
-            // Ignored for a passive declare.
-            durable: false,
-            // Ignored for a passive declare.
-            exclusive: false,
-            // Ignored for a passive declare.
-            auto_delete: false,
             // Wait for declare-ok: it carries the counts.
             nowait: false,
+            // The rest (durable, exclusive, auto-delete) is ignored for a passive declare.
+            ..QueueDeclareOptions::default()
         };
-        let declared = bounded(
+        let declared = declaration(
             "checking a queue",
-            OPERATION_TIMEOUT,
             channel.queue_declare(
                 short_string("queue name", queue)?,
                 options,
                 FieldTable::default(),
             ),
+            || format!("queue {queue} (passive)"),
         )
-        .await?
-        .map_err(|source| BusError::Declare {
-            entity: format!("queue {queue} (passive)"),
-            source: source.into(),
-        })?;
+        .await?;
         close_channel(&channel).await;
         Ok(QueueStats {
             messages: declared.message_count(),
@@ -182,28 +172,24 @@ impl BusConnection {
         if !self.is_open() {
             return Ok(());
         }
-        bounded(
+        bounded_or(
             "closing the connection",
             OPERATION_TIMEOUT,
             self.inner.close(200, "bye".into()),
+            |source| BusError::ConnectionLost { source },
         )
-        .await?
-        .map_err(|source| BusError::ConnectionLost {
-            source: source.into(),
-        })
+        .await
     }
 
     /// Opens a channel, within [`OPERATION_TIMEOUT`].
     pub(crate) async fn open_channel(&self) -> Result<lapin::Channel, BusError> {
-        bounded(
+        bounded_or(
             "opening a channel",
             OPERATION_TIMEOUT,
             self.inner.create_channel(),
+            |source| BusError::OpenChannel { source },
         )
-        .await?
-        .map_err(|source| BusError::OpenChannel {
-            source: AmqpError(source),
-        })
+        .await
     }
 
     /// The connection's event stream (errors, blocked/unblocked).
@@ -215,11 +201,24 @@ impl BusConnection {
 impl fmt::Debug for BusConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Not lapin's Debug: it would print the connection's configuration.
-        f.debug_struct("BusConnection")
-            .field("name", &self.name)
-            .field("open", &self.is_open())
-            .finish()
+        debug_fields!(f, self, "BusConnection" { name, open = self.is_open() })
     }
+}
+
+/// Waits, within [`OPERATION_TIMEOUT`], for a declaration (or binding) that is not part of the
+/// topology; a failure is a [`BusError::Declare`] naming `entity`.
+pub(crate) async fn declaration<T>(
+    operation: &'static str,
+    declaration: impl Future<Output = Result<T, lapin::Error>>,
+    entity: impl FnOnce() -> String,
+) -> Result<T, BusError> {
+    bounded_or(operation, OPERATION_TIMEOUT, declaration, |source| {
+        BusError::Declare {
+            entity: entity(),
+            source,
+        }
+    })
+    .await
 }
 
 /// Closes a short-lived channel, ignoring failure (the broker may have closed it already) and

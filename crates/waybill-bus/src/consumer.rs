@@ -22,7 +22,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 
 use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
-use crate::error::{BusError, bounded, short_string};
+use crate::error::{BusError, bounded_or, short_string};
 use crate::headers::{integer_header, string_headers};
 
 /// One message received from a queue. Acknowledge it through the consumer's [`Acker`].
@@ -60,16 +60,10 @@ impl Delivery {
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery")
-            .field("body_len", &self.body.len())
-            .field("delivery_tag", &self.delivery_tag)
-            .field("redelivered", &self.redelivered)
-            .field("exchange", &self.exchange)
-            .field("routing_key", &self.routing_key)
-            .field("headers", &self.headers)
-            .field("message_id", &self.message_id)
-            .field("delivery_count", &self.delivery_count)
-            .finish()
+        debug_fields!(f, self, "Delivery" {
+            body_len = self.body.len(),
+            delivery_tag, redelivered, exchange, routing_key, headers, message_id, delivery_count,
+        })
     }
 }
 
@@ -117,21 +111,21 @@ impl Consumer {
         consumer_tag: &str,
     ) -> Result<Consumer, BusError> {
         let channel = conn.open_channel().await?;
-        let consume_error = |source: lapin::Error| BusError::Consume {
+        let consume_error = |source| BusError::Consume {
             queue: queue.to_owned(),
-            source: source.into(),
+            source,
         };
         let qos = BasicQosOptions {
             // Per consumer, not shared by the channel (quorum queues ignore global QoS anyway).
             global: false,
         };
-        bounded(
+        bounded_or(
             "setting the prefetch",
             OPERATION_TIMEOUT,
             channel.basic_qos(prefetch, qos),
+            consume_error,
         )
-        .await?
-        .map_err(consume_error)?;
+        .await?;
         let options = BasicConsumeOptions {
             // Irrelevant to RabbitMQ (it does not implement no-local for queues).
             no_local: false,
@@ -142,7 +136,7 @@ impl Consumer {
             // Wait for consume-ok so that a missing queue fails here.
             nowait: false,
         };
-        let stream = bounded(
+        let stream = bounded_or(
             "starting a consumer",
             OPERATION_TIMEOUT,
             channel.basic_consume(
@@ -151,9 +145,9 @@ impl Consumer {
                 options,
                 FieldTable::default(),
             ),
+            consume_error,
         )
-        .await?
-        .map_err(consume_error)?;
+        .await?;
         let acker = Acker {
             channel: channel.clone(),
             timeout: OPERATION_TIMEOUT,
@@ -217,10 +211,7 @@ impl Consumer {
 
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer")
-            .field("queue", &self.queue)
-            .field("finished", &self.finished)
-            .finish()
+        debug_fields!(f, self, "Consumer" { queue, finished })
     }
 }
 
@@ -315,21 +306,22 @@ impl Acker {
         if delivery_tag == 0 {
             return Err(BusError::InvalidDeliveryTag);
         }
-        bounded("acknowledging", self.timeout, acknowledgement)
-            .await?
-            .map_err(|source| BusError::Acknowledge {
+        bounded_or("acknowledging", self.timeout, acknowledgement, |source| {
+            BusError::Acknowledge {
                 operation,
                 delivery_tag,
-                source: source.into(),
-            })
+                source,
+            }
+        })
+        .await
     }
 }
 
 impl fmt::Debug for Acker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Acker")
-            .field("channel", &self.channel.id())
-            .field("usable", &self.is_usable())
-            .finish()
+        debug_fields!(f, self, "Acker" {
+            channel = self.channel.id(),
+            usable = self.is_usable(),
+        })
     }
 }

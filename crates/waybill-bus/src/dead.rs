@@ -17,7 +17,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 
 use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
 use crate::consumer::Delivery;
-use crate::error::{BusError, PublishError, bounded, short_string};
+use crate::error::{BusError, PublishError, bounded_or, short_string};
 use crate::headers::{
     ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER,
     death_routing_key, first_death, integer_header, string_headers,
@@ -56,17 +56,12 @@ pub struct DeadMessage {
 
 impl fmt::Debug for DeadMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadMessage")
-            .field("delivery_tag", &self.delivery_tag)
-            .field("body_len", &self.body.len())
-            .field("message_id", &self.message_id)
-            .field("reason", &self.reason)
-            .field("original_exchange", &self.original_exchange)
-            .field("original_routing_key", &self.original_routing_key)
-            .field("original_queue", &self.original_queue)
-            .field("death_count", &self.death_count)
-            .field("remaining", &self.remaining)
-            .finish()
+        debug_fields!(f, self, "DeadMessage" {
+            delivery_tag,
+            body_len = self.body.len(),
+            message_id, reason, original_exchange, original_routing_key, original_queue,
+            death_count, remaining,
+        })
     }
 }
 
@@ -109,17 +104,17 @@ impl DeadLetters {
             // Keep it on the queue until it is explicitly removed or replayed.
             no_ack: false,
         };
-        let got = bounded(
+        let got = bounded_or(
             "reading a dead letter",
             OPERATION_TIMEOUT,
             self.channel
                 .basic_get(short_string("queue name", &self.queue)?, options),
+            |source| BusError::Get {
+                queue: self.queue.clone(),
+                source,
+            },
         )
-        .await?
-        .map_err(|source| BusError::Get {
-            queue: self.queue.clone(),
-            source: source.into(),
-        })?;
+        .await?;
         Ok(got.map(|message| dead_message(message.delivery, message.message_count)))
     }
 
@@ -190,9 +185,7 @@ impl DeadLetters {
 
 impl fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadLetters")
-            .field("queue", &self.queue)
-            .finish()
+        debug_fields!(f, self, "DeadLetters" { queue })
     }
 }
 
@@ -253,13 +246,14 @@ async fn acknowledge(
     delivery_tag: u64,
     acknowledgement: impl Future<Output = Result<(), lapin::Error>>,
 ) -> Result<(), BusError> {
-    bounded(what, OPERATION_TIMEOUT, acknowledgement)
-        .await?
-        .map_err(|source| BusError::Acknowledge {
+    bounded_or(what, OPERATION_TIMEOUT, acknowledgement, |source| {
+        BusError::Acknowledge {
             operation,
             delivery_tag,
-            source: source.into(),
-        })
+            source,
+        }
+    })
+    .await
 }
 
 fn dead_message(delivery: lapin::message::Delivery, remaining: u32) -> DeadMessage {

@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use waybill_core::{CarrierCode, SourceId, TenantId, TrackingEvent, TrackingNumber};
+use waybill_core::{CarrierCode, EventId, SourceId, TenantId, TrackingEvent, TrackingNumber};
 
 use crate::message::OutboundMessage;
 use crate::topology::Topology;
@@ -37,13 +37,12 @@ impl EnvelopeId {
         EnvelopeId(format!("{:032x}", rand::random::<u128>()))
     }
 
-    /// Parses a transmitted id.
+    /// Parses a transmitted id. It has the form of an event id (32 lowercase hex characters),
+    /// so the event id's check decides.
     pub fn parse(raw: &str) -> Result<EnvelopeId, InvalidEnvelopeId> {
-        if raw.len() == 32 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(EnvelopeId(raw.to_owned()))
-        } else {
-            Err(InvalidEnvelopeId)
-        }
+        EventId::parse(raw)
+            .map(|_| EnvelopeId(raw.to_owned()))
+            .map_err(|_| InvalidEnvelopeId)
     }
 
     /// The id as 32 lowercase hex characters.
@@ -356,30 +355,16 @@ fn decode<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use waybill_core::{Origin, RawStatus, Status, TimeProvenance, TrackingEventDraft};
 
     use super::*;
 
+    /// A mapped event: the first of the committed V1 webhook fixture's.
     fn event() -> TrackingEvent {
-        TrackingEventDraft {
-            carrier: CarrierCode::parse("starshipit").unwrap(),
-            tracking_number: TrackingNumber::parse("QQQ001").unwrap(),
-            status: Status::InTransit,
-            raw_status: RawStatus {
-                code: "InTransit".into(),
-                description: Some("In transit".into()),
-            },
-            sub_status: None,
-            occurred_at: Utc.with_ymd_and_hms(2026, 11, 2, 8, 30, 0).unwrap(),
-            time_provenance: TimeProvenance::ExplicitOffset,
-            location: Some("Sydney".into()),
-            message: None,
-            origin: Origin::Webhook,
-            provider_event_id: None,
-            order_number: Some("ORD-1".into()),
-            courier: None,
-        }
-        .finish()
+        let fixture = include_bytes!("../tests/fixtures/webhook_v1.json");
+        let InboundEnvelope::WebhookV1(webhook) = InboundEnvelope::decode(fixture).unwrap() else {
+            panic!("the fixture is a webhook");
+        };
+        webhook.events[0].clone()
     }
 
     /// Shipment 42's poll job for one slot, traced.

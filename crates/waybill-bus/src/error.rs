@@ -276,6 +276,18 @@ pub(crate) async fn bounded<T>(
         .map_err(|_elapsed| BusError::Timeout { operation, after })
 }
 
+/// [`bounded`], with lapin's error made a [`BusError`] by `error`.
+pub(crate) async fn bounded_or<T>(
+    operation: &'static str,
+    after: Duration,
+    future: impl Future<Output = Result<T, lapin::Error>>,
+    error: impl FnOnce(AmqpError) -> BusError,
+) -> Result<T, BusError> {
+    bounded(operation, after, future)
+        .await?
+        .map_err(|source| error(AmqpError(source)))
+}
+
 /// A short string for AMQP (exchange, queue, routing key, header name, message id), or why not.
 pub(crate) fn short_string(
     what: &'static str,

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use waybill_core::TenantId;
 use waybill_core::access::{KeyId, KeyRecord, KeySet, Scope, SecretHash};
 
-use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
+use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel, declaration};
 use crate::consumer::Consumer;
-use crate::error::{BusError, bounded, short_string};
+use crate::error::{BusError, bounded, bounded_or, short_string};
 use crate::message::OutboundMessage;
 use crate::topology::Topology;
 
@@ -281,11 +281,10 @@ impl KeySubscriberConfig {
 
 impl std::fmt::Debug for KeySubscriberConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySubscriberConfig")
-            .field("url", &"<redacted>")
-            .field("connection_name", &self.connection_name)
-            .field("topology", &self.topology)
-            .finish()
+        debug_fields!(f, self, "KeySubscriberConfig" {
+            url = "<redacted>",
+            connection_name, topology,
+        })
     }
 }
 
@@ -378,30 +377,25 @@ async fn declare_own_queue(
         // Wait for declare-ok: it carries the generated name.
         nowait: false,
     };
-    let declared = bounded(
+    let declared = declaration(
         "declaring the key-set queue",
-        OPERATION_TIMEOUT,
         // An empty name asks the broker for a unique one (`amq.gen-…`).
         channel.queue_declare(
             short_string("queue name", "")?,
             options,
             FieldTable::default(),
         ),
+        || "the key-set queue".to_owned(),
     )
-    .await?
-    .map_err(|source| BusError::Declare {
-        entity: "the key-set queue".to_owned(),
-        source: source.into(),
-    })?;
+    .await?;
     let queue = declared.name().to_string();
     let exchange = topology.keys_exchange();
     let options = QueueBindOptions {
         // Wait for bind-ok so that errors surface here.
         nowait: false,
     };
-    bounded(
+    declaration(
         "binding the key-set queue",
-        OPERATION_TIMEOUT,
         channel.queue_bind(
             short_string("queue name", &queue)?,
             short_string("exchange name", &exchange)?,
@@ -409,12 +403,9 @@ async fn declare_own_queue(
             options,
             FieldTable::default(),
         ),
+        || format!("binding {exchange} -> {queue}"),
     )
-    .await?
-    .map_err(|source| BusError::Declare {
-        entity: format!("binding {exchange} -> {queue}"),
-        source: source.into(),
-    })?;
+    .await?;
     close_channel(&channel).await;
     Ok(queue)
 }
@@ -432,16 +423,16 @@ async fn read_kept_snapshot(
         // Read, then put it back: other processes start from it too.
         no_ack: false,
     };
-    let got = bounded(
+    let got = bounded_or(
         "reading the kept key set",
         OPERATION_TIMEOUT,
         channel.basic_get(short_string("queue name", &queue)?, options),
+        |source| BusError::Get {
+            queue: queue.clone(),
+            source,
+        },
     )
-    .await?
-    .map_err(|source| BusError::Get {
-        queue: queue.clone(),
-        source: source.into(),
-    })?;
+    .await?;
     if let Some(message) = got {
         accept(ring, &message.delivery.data, Some(ring.max_age()));
         let options = BasicNackOptions {
@@ -496,85 +487,5 @@ fn accept(ring: &KeyRing, body: &[u8], max_age: Option<Duration>) {
             keys.revision = snapshot.revision,
             "ignored an outdated API key set"
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-
-    fn snapshot(revision: i64, revoked: bool) -> KeySnapshotV1 {
-        KeySnapshotV1::new(
-            "epoch-1",
-            revision,
-            Utc::now(),
-            [KeyRecord {
-                id: KeyId::parse("ab12cd34ef56").unwrap(),
-                tenant: TenantId::parse("acme").unwrap(),
-                scopes: BTreeSet::from([Scope::ShipmentsRead]),
-                secret_sha256: SecretHash::from_slice(&[7; 32]).unwrap(),
-                revoked,
-            }],
-        )
-    }
-
-    #[test]
-    fn the_wire_format_round_trips_and_is_tagged() {
-        let snapshot = snapshot(3, false);
-        let body = snapshot.encode();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["type"], "key_set.v1");
-        assert_eq!(json["keys"][0]["scopes"][0], "shipments:read");
-        assert_eq!(KeySnapshotV1::decode(&body).unwrap(), snapshot);
-        assert!(KeySnapshotV1::decode(b"{\"type\":\"key_set.v9\"}").is_err());
-    }
-
-    #[test]
-    fn unknown_scopes_grant_nothing() {
-        let mut snapshot = snapshot(1, false);
-        snapshot.keys[0].scopes = vec!["shipments:teleport".to_owned()];
-        assert_eq!(snapshot.key_set().len(), 1);
-    }
-
-    #[test]
-    fn a_ring_never_goes_back_to_an_older_revision() {
-        let ring = KeyRing::new(Duration::from_secs(60));
-        assert_eq!(ring.current().unwrap_err(), KeysUnavailable::NotYetReceived);
-        assert_eq!(ring.offer(&snapshot(2, false)), Offered::Installed);
-        assert_eq!(ring.offer(&snapshot(3, true)), Offered::Installed);
-        assert_eq!(ring.offer(&snapshot(2, false)), Offered::Outdated);
-        assert_eq!(ring.offer(&snapshot(3, true)), Offered::Refreshed);
-        assert_eq!(ring.revision(), Some(3));
-        let mut other_database = snapshot(1, false);
-        other_database.epoch = "epoch-2".to_owned();
-        assert_eq!(ring.offer(&other_database), Offered::Installed);
-    }
-
-    #[tokio::test]
-    async fn a_ring_follows_a_restored_database_once_its_revision_is_no_longer_repeated() {
-        let ring = KeyRing::new(Duration::from_millis(400));
-        ring.offer(&snapshot(5, true));
-        assert_eq!(ring.offer(&snapshot(3, false)), Offered::Outdated);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(ring.offer(&snapshot(3, false)), Offered::Installed);
-        assert_eq!(ring.revision(), Some(3));
-    }
-
-    #[tokio::test]
-    async fn a_ring_expires_when_nothing_arrives() {
-        let ring = KeyRing::new(Duration::from_millis(300));
-        ring.offer(&snapshot(1, false));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(ring.current().is_ok());
-        ring.offer(&snapshot(1, false));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(ring.current().is_ok(), "a repeat restarts the age");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(matches!(
-            ring.current(),
-            Err(KeysUnavailable::Expired { .. })
-        ));
     }
 }

@@ -36,6 +36,24 @@
 //! * **A channel closed by the broker is reported as a connection event error** even though the
 //!   connection is fine; the publisher checks what actually failed before reconnecting.
 
+/// A hand-written `Debug` by `debug_struct`, for types whose derived `Debug` would log what must
+/// not be logged (bodies, URLs with credentials) or what says nothing (lapin's internals). Lists
+/// the fields shown, in order: a bare name shows the field of that name, `name = value` shows a
+/// summary in its place.
+macro_rules! debug_fields {
+    ($f:expr, $self:ident, $name:literal { $($field:ident $(= $value:expr)?),* $(,)? }) => {
+        $f.debug_struct($name)
+            $(.field(stringify!($field), &debug_fields!(@value $self, $field $(, $value)?)))*
+            .finish()
+    };
+    (@value $self:ident, $field:ident) => {
+        $self.$field
+    };
+    (@value $self:ident, $field:ident, $value:expr) => {
+        $value
+    };
+}
+
 pub mod bench;
 pub mod dead;
 pub mod envelope;

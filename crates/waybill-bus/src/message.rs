@@ -79,13 +79,28 @@ impl OutboundMessage {
 impl std::fmt::Debug for OutboundMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the body: it may carry personal data.
-        f.debug_struct("OutboundMessage")
-            .field("exchange", &self.exchange)
-            .field("routing_key", &self.routing_key)
-            .field("body_len", &self.body.len())
-            .field("message_id", &self.message_id)
-            .field("headers", &self.headers)
-            .field("mandatory", &self.mandatory)
-            .finish()
+        debug_fields!(f, self, "OutboundMessage" {
+            exchange, routing_key,
+            body_len = self.body.len(),
+            message_id, headers, mandatory,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_body_length_never_the_body() {
+        let message = OutboundMessage::new("x", "y", b"secret".to_vec()).with_message_id("m-1");
+        let shown = format!("{message:?}");
+        assert!(
+            shown.starts_with(
+                r#"OutboundMessage { exchange: "x", routing_key: "y", body_len: 6, message_id: Some("m-1")"#
+            ),
+            "{shown}"
+        );
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }

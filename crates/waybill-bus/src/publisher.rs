@@ -189,10 +189,10 @@ impl Publisher {
 
 impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Publisher")
-            .field("connection_name", &self.shared.config.connection_name)
-            .field("ready", &self.is_ready())
-            .finish()
+        debug_fields!(f, self, "Publisher" {
+            connection_name = self.shared.config.connection_name,
+            ready = self.is_ready(),
+        })
     }
 }
 

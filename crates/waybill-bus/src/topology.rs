@@ -24,7 +24,7 @@ use lapin::{Channel, ExchangeKind};
 use waybill_core::{CarrierCode, Status, TenantId};
 
 use crate::connection::{BusConnection, OPERATION_TIMEOUT, close_channel};
-use crate::error::{BusError, bounded, short_string};
+use crate::error::{BusError, bounded, bounded_or, short_string};
 
 /// Names and arguments of Waybill's exchanges and queues. Cheap to clone; pass the same value
 /// to every declarer.
@@ -56,6 +56,51 @@ impl Default for Topology {
     fn default() -> Self {
         Topology::new("")
     }
+}
+
+/// The getters of the exchange and queue names, each `<prefix><name>`.
+macro_rules! prefixed_names {
+    ($($(#[$doc:meta])* $getter:ident => $name:literal,)*) => {
+        impl Topology {
+            $(
+                $(#[$doc])*
+                pub fn $getter(&self) -> String {
+                    format!("{}{}", self.prefix, $name)
+                }
+            )*
+        }
+    };
+}
+
+prefixed_names! {
+    /// The direct exchange the ingress and the poll scheduler publish to.
+    inbound_exchange => "waybill.inbound",
+    /// The quorum queue of webhook and registration envelopes.
+    webhooks_queue => "waybill.webhooks",
+    /// The quorum queue of poll jobs.
+    polls_queue => "waybill.polls",
+    /// The fanout exchange messages are dead-lettered to (by the broker or by the worker).
+    dead_exchange => "waybill.dead",
+    /// The quorum queue holding dead letters until they are inspected and replayed.
+    dead_queue => "waybill.dead",
+    /// The topic exchange of processed changes, routing key `<carrier>.<status>`.
+    events_exchange => "waybill.events",
+    /// The topic exchange of the same changes for tenants' consumers, routing key
+    /// `<tenant>.<carrier>.<status>`: RabbitMQ's topic permissions can then confine a tenant's
+    /// user to binding keys that start with its own tenant (docs/security.md).
+    tenant_events_exchange => "waybill.tenant-events",
+    /// The alternate exchange of `waybill.events`: receives events no downstream queue is
+    /// bound for, so that they are neither returned to the relay nor silently lost.
+    unrouted_events_exchange => "waybill.events.unrouted",
+    /// The capped queue behind [`Topology::unrouted_events_exchange`].
+    unrouted_events_queue => "waybill.events.unrouted",
+    /// The fanout exchange the API key set is published to, as whole snapshots
+    /// (see [`crate::keys`]): every ingress and worker binds its own exclusive queue to it.
+    keys_exchange => "waybill.keys",
+    /// The queue that keeps the last key-set snapshot published (length 1, the oldest dropped):
+    /// it makes every publish routable, and a starting process reads it instead of waiting a
+    /// whole refresh interval.
+    keys_latest_queue => "waybill.keys.latest",
 }
 
 impl Topology {
@@ -96,43 +141,6 @@ impl Topology {
         self
     }
 
-    /// The direct exchange the ingress and the poll scheduler publish to.
-    pub fn inbound_exchange(&self) -> String {
-        format!("{}waybill.inbound", self.prefix)
-    }
-
-    /// The quorum queue of webhook and registration envelopes.
-    pub fn webhooks_queue(&self) -> String {
-        format!("{}waybill.webhooks", self.prefix)
-    }
-
-    /// The quorum queue of poll jobs.
-    pub fn polls_queue(&self) -> String {
-        format!("{}waybill.polls", self.prefix)
-    }
-
-    /// The fanout exchange messages are dead-lettered to (by the broker or by the worker).
-    pub fn dead_exchange(&self) -> String {
-        format!("{}waybill.dead", self.prefix)
-    }
-
-    /// The quorum queue holding dead letters until they are inspected and replayed.
-    pub fn dead_queue(&self) -> String {
-        format!("{}waybill.dead", self.prefix)
-    }
-
-    /// The topic exchange of processed changes, routing key `<carrier>.<status>`.
-    pub fn events_exchange(&self) -> String {
-        format!("{}waybill.events", self.prefix)
-    }
-
-    /// The topic exchange of the same changes for tenants' consumers, routing key
-    /// `<tenant>.<carrier>.<status>`: RabbitMQ's topic permissions can then confine a tenant's
-    /// user to binding keys that start with its own tenant (docs/security.md).
-    pub fn tenant_events_exchange(&self) -> String {
-        format!("{}waybill.tenant-events", self.prefix)
-    }
-
     /// The routing key of a change on the tenant events exchange: `<tenant>.<carrier>.<status>`
     /// (tenant ids and carrier codes contain no dots).
     pub fn tenant_event_routing_key(
@@ -145,30 +153,6 @@ impl Topology {
             tenant.as_str(),
             Topology::event_routing_key(carrier, status)
         )
-    }
-
-    /// The alternate exchange of `waybill.events`: receives events no downstream queue is
-    /// bound for, so that they are neither returned to the relay nor silently lost.
-    pub fn unrouted_events_exchange(&self) -> String {
-        format!("{}waybill.events.unrouted", self.prefix)
-    }
-
-    /// The capped queue behind [`Topology::unrouted_events_exchange`].
-    pub fn unrouted_events_queue(&self) -> String {
-        format!("{}waybill.events.unrouted", self.prefix)
-    }
-
-    /// The fanout exchange the API key set is published to, as whole snapshots
-    /// (see [`crate::keys`]): every ingress and worker binds its own exclusive queue to it.
-    pub fn keys_exchange(&self) -> String {
-        format!("{}waybill.keys", self.prefix)
-    }
-
-    /// The queue that keeps the last key-set snapshot published (length 1, the oldest dropped):
-    /// it makes every publish routable, and a starting process reads it instead of waiting a
-    /// whole refresh interval.
-    pub fn keys_latest_queue(&self) -> String {
-        format!("{}waybill.keys.latest", self.prefix)
     }
 
     /// The routing key of a change on the events exchange: `<carrier>.<status>`, lowercase
@@ -239,16 +223,8 @@ impl Topology {
                 // Wait for delete-ok so that errors surface here.
                 nowait: false,
             };
-            bounded(
-                "deleting a queue",
-                OPERATION_TIMEOUT,
-                channel.queue_delete(short_string("queue name", &name)?, options),
-            )
-            .await?
-            .map_err(|source| BusError::Delete {
-                entity: format!("queue {name}"),
-                source: source.into(),
-            })?;
+            let deletion = channel.queue_delete(short_string("queue name", &name)?, options);
+            deleted("deleting a queue", format!("queue {name}"), deletion).await?;
         }
         for (name, _, _) in self.exchanges() {
             let options = ExchangeDeleteOptions {
@@ -257,16 +233,8 @@ impl Topology {
                 // Wait for delete-ok so that errors surface here.
                 nowait: false,
             };
-            bounded(
-                "deleting an exchange",
-                OPERATION_TIMEOUT,
-                channel.exchange_delete(short_string("exchange name", &name)?, options),
-            )
-            .await?
-            .map_err(|source| BusError::Delete {
-                entity: format!("exchange {name}"),
-                source: source.into(),
-            })?;
+            let deletion = channel.exchange_delete(short_string("exchange name", &name)?, options);
+            deleted("deleting an exchange", format!("exchange {name}"), deletion).await?;
         }
         close_channel(&channel).await;
         Ok(())
@@ -431,6 +399,19 @@ fn keys_latest_arguments() -> FieldTable {
     arguments
 }
 
+/// Waits, within [`OPERATION_TIMEOUT`], for the deletion of `entity`.
+async fn deleted<T>(
+    operation: &'static str,
+    entity: String,
+    deletion: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<(), BusError> {
+    bounded_or(operation, OPERATION_TIMEOUT, deletion, |source| {
+        BusError::Delete { entity, source }
+    })
+    .await?;
+    Ok(())
+}
+
 fn long_string(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.as_bytes()))
 }
@@ -466,18 +447,17 @@ impl Declarer<'_> {
             // Wait for declare-ok so that a mismatch surfaces here.
             nowait: false,
         };
-        let result = bounded(
-            "declaring an exchange",
-            OPERATION_TIMEOUT,
-            self.channel.exchange_declare(
-                short_string("exchange name", name)?,
-                kind,
-                options,
-                arguments,
-            ),
-        )
-        .await?;
-        self.check(result, || format!("exchange {name}")).await
+        let channel = self.channel.clone();
+        let declaration = channel.exchange_declare(
+            short_string("exchange name", name)?,
+            kind,
+            options,
+            arguments,
+        );
+        self.settle("declaring an exchange", declaration, || {
+            format!("exchange {name}")
+        })
+        .await
     }
 
     async fn queue(&mut self, name: &str, arguments: FieldTable) -> Result<(), BusError> {
@@ -493,15 +473,11 @@ impl Declarer<'_> {
             // Wait for declare-ok so that a mismatch surfaces here.
             nowait: false,
         };
-        let result = bounded(
-            "declaring a queue",
-            OPERATION_TIMEOUT,
-            self.channel
-                .queue_declare(short_string("queue name", name)?, options, arguments),
-        )
-        .await?
-        .map(|_queue| ());
-        self.check(result, || format!("queue {name}")).await
+        let channel = self.channel.clone();
+        let declaration =
+            channel.queue_declare(short_string("queue name", name)?, options, arguments);
+        self.settle("declaring a queue", declaration, || format!("queue {name}"))
+            .await
     }
 
     async fn bind(
@@ -514,19 +490,15 @@ impl Declarer<'_> {
             // Wait for bind-ok so that errors surface here.
             nowait: false,
         };
-        let result = bounded(
-            "binding a queue",
-            OPERATION_TIMEOUT,
-            self.channel.queue_bind(
-                short_string("queue name", queue)?,
-                short_string("exchange name", exchange)?,
-                short_string("routing key", routing_key)?,
-                options,
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        self.check(result, || {
+        let channel = self.channel.clone();
+        let declaration = channel.queue_bind(
+            short_string("queue name", queue)?,
+            short_string("exchange name", exchange)?,
+            short_string("routing key", routing_key)?,
+            options,
+            FieldTable::default(),
+        );
+        self.settle("binding a queue", declaration, || {
             format!("binding {exchange} -[{routing_key}]-> {queue}")
         })
         .await
@@ -554,12 +526,15 @@ impl Declarer<'_> {
         }
     }
 
-    async fn check(
+    /// Waits, within [`OPERATION_TIMEOUT`], for one declaration (or binding) of `entity`; a
+    /// mismatch is an error or, when tolerated, logged.
+    async fn settle<T>(
         &mut self,
-        result: Result<(), lapin::Error>,
+        operation: &'static str,
+        declaration: impl Future<Output = Result<T, lapin::Error>>,
         entity: impl Fn() -> String,
     ) -> Result<(), BusError> {
-        let Err(source) = result else {
+        let Err(source) = bounded(operation, OPERATION_TIMEOUT, declaration).await? else {
             return Ok(());
         };
         let error = BusError::Declare {

@@ -67,17 +67,11 @@ impl PublisherConfig {
 
 impl fmt::Debug for PublisherConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublisherConfig")
-            .field("url", &"<redacted>")
-            .field("connection_name", &self.connection_name)
-            .field("topology", &self.topology)
-            .field("channels", &self.channels)
-            .field("confirm_timeout", &self.confirm_timeout)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("reconnect_delay", &self.reconnect_delay)
-            .field("max_reconnect_delay", &self.max_reconnect_delay)
-            .finish()
+        debug_fields!(f, self, "PublisherConfig" {
+            url = "<redacted>",
+            connection_name, topology, channels, confirm_timeout, max_in_flight, connect_timeout,
+            reconnect_delay, max_reconnect_delay,
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver;
 use super::state::{HEALTH_CHECK_INTERVAL, Link, PoolChannel, Shared};
 use crate::connection::{BusConnection, OPERATION_TIMEOUT};
-use crate::error::{BusError, bounded, chain};
+use crate::error::{BusError, bounded_or, chain};
 use crate::topology::OnMismatch;
 
 /// How a link's service ended.
@@ -122,15 +122,13 @@ impl Shared {
                 // Wait for select-ok: a publish before it would not be confirmed.
                 nowait: false,
             };
-            bounded(
+            bounded_or(
                 "enabling publisher confirms",
                 OPERATION_TIMEOUT,
                 channel.confirm_select(options),
+                |source| BusError::OpenChannel { source },
             )
-            .await?
-            .map_err(|source| BusError::OpenChannel {
-                source: source.into(),
-            })?;
+            .await?;
             let (requests, incoming) = mpsc::unbounded_channel();
             let breaker = self.breaker.clone();
             let on_failure = move || breaker.trip(generation);

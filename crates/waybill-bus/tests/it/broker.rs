@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{TestBus, close_connections_named, eventually, unique_name, url};
 use anyhow::Context;
-use lapin::options::QueueDeleteOptions;
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use waybill_bus::dead::{DeadLetters, publish_dead};
@@ -24,6 +23,67 @@ fn webhook(topology: &Topology, body: &str) -> OutboundMessage {
         Topology::WEBHOOK_ROUTING_KEY,
         body.as_bytes().to_vec(),
     )
+}
+
+/// The error `outcome` must end in, and that `expected` must accept (a failure names `why`).
+fn expect_error<T: std::fmt::Debug, E: std::fmt::Debug>(
+    outcome: Result<T, E>,
+    why: &str,
+    expected: impl FnOnce(&E) -> bool,
+) -> E {
+    let error = outcome.expect_err(why);
+    assert!(expected(&error), "{why}: {error:?}");
+    error
+}
+
+/// [`expect_error`] for an attempt that must also fail within `limit`.
+async fn fails_within<T: std::fmt::Debug, E: std::fmt::Debug>(
+    limit: Duration,
+    attempt: impl Future<Output = Result<T, E>>,
+    why: &str,
+    expected: impl FnOnce(&E) -> bool,
+) -> E {
+    let started = Instant::now();
+    let error = expect_error(attempt.await, why, expected);
+    assert!(
+        started.elapsed() < limit,
+        "{why}: took {:?}",
+        started.elapsed()
+    );
+    error
+}
+
+/// [`expect_error`] for an operation on `bus`'s connection that fails on its channel: the
+/// connection must stay open.
+fn fails_on_its_channel<T: std::fmt::Debug>(
+    bus: &TestBus,
+    outcome: Result<T, BusError>,
+    why: &str,
+    expected: impl FnOnce(&BusError) -> bool,
+) {
+    expect_error(outcome, why, expected);
+    assert!(
+        bus.conn.is_open(),
+        "{why}: a failed operation closes its channel, not the connection"
+    );
+}
+
+/// A bus of its own for `test` with one webhook published (`body`, `message_id`, `headers`),
+/// and a consumer of the webhooks queue.
+async fn with_queued(
+    test: &str,
+    body: &str,
+    message_id: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(TestBus, Publisher, Consumer)> {
+    let (bus, publisher) = TestBus::with_publisher(test, |_| {}).await?;
+    let mut message = webhook(&bus.topology, body).with_message_id(message_id);
+    for (name, value) in headers {
+        message = message.with_header(*name, *value);
+    }
+    publisher.publish(message).await?;
+    let consumer = Consumer::start(&bus.conn, &bus.topology.webhooks_queue(), 16, test).await?;
+    Ok((bus, publisher, consumer))
 }
 
 async fn next_delivery(consumer: &mut Consumer) -> anyhow::Result<waybill_bus::Delivery> {
@@ -47,33 +107,25 @@ async fn declaring_the_topology_twice_is_idempotent() -> anyhow::Result<()> {
         .topology
         .clone()
         .with_delivery_limit(bus.topology.delivery_limit + 1);
-    let error = drifted
-        .declare(&bus.conn)
-        .await
-        .expect_err("a 406 for other queue arguments");
-    assert!(
-        matches!(&error, BusError::Declare { source, .. } if source.is_precondition_failed()),
-        "{error:?}"
-    );
-    assert!(
-        bus.conn.is_open(),
-        "a failed declaration must not take the connection down"
+    fails_on_its_channel(
+        &bus,
+        drifted.declare(&bus.conn).await,
+        "a 406 for other queue arguments",
+        |error| matches!(error, BusError::Declare { source, .. } if source.is_precondition_failed()),
     );
     bus.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_message_is_consumed_with_its_headers_and_id() -> anyhow::Result<()> {
-    let bus = TestBus::new("round-trip").await?;
-    let publisher = bus.publisher(&unique_name("round-trip"), |_| {}).await?;
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let message = webhook(&bus.topology, r#"{"hello":"world"}"#)
-        .with_message_id("0123456789abcdef0123456789abcdef")
-        .with_header("traceparent", traceparent);
-    publisher.publish(message).await?;
-
-    let mut consumer =
-        Consumer::start(&bus.conn, &bus.topology.webhooks_queue(), 16, "round-trip").await?;
+    let (bus, publisher, mut consumer) = with_queued(
+        "round-trip",
+        r#"{"hello":"world"}"#,
+        "0123456789abcdef0123456789abcdef",
+        &[("traceparent", traceparent)],
+    )
+    .await?;
     let delivery = next_delivery(&mut consumer).await?;
     assert_eq!(delivery.body, br#"{"hello":"world"}"#);
     assert_eq!(
@@ -100,31 +152,27 @@ async fn a_published_message_is_consumed_with_its_headers_and_id() -> anyhow::Re
         consumer.next().await.is_none(),
         "a cancelled consumer ends quietly"
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
-    let bus = TestBus::new("unroutable").await?;
-    let publisher = bus.publisher(&unique_name("unroutable"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("unroutable", |_| {}).await?;
     // The inbound exchange exists but nothing is bound for this key.
     let message = OutboundMessage::new(
         bus.topology.inbound_exchange(),
         "no-such-route",
         b"{}".to_vec(),
     );
-    let error = publisher.publish(message).await.expect_err("unroutable");
-    assert!(
+    let error = expect_error(publisher.publish(message).await, "unroutable", |error| {
         matches!(
-            &error,
+            error,
             PublishError::Unroutable {
                 reply_code: 312,
                 ..
             }
-        ),
-        "{error:?}"
-    );
+        )
+    });
     assert!(!error.is_retryable());
 
     // A missing exchange is refused without harming the shared channels.
@@ -133,13 +181,10 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
         "x",
         b"{}".to_vec(),
     );
-    let error = publisher
-        .publish(missing)
-        .await
-        .expect_err("no such exchange");
-    assert!(
-        matches!(error, PublishError::ExchangeNotFound { .. }),
-        "{error:?}"
+    expect_error(
+        publisher.publish(missing).await,
+        "no such exchange",
+        |error| matches!(error, PublishError::ExchangeNotFound { .. }),
     );
     assert!(publisher.is_ready());
     publisher.publish(webhook(&bus.topology, "{}")).await?;
@@ -165,13 +210,10 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
         "acme.starshipit.delivered",
         b"{}".to_vec(),
     );
-    let error = publisher
-        .publish(tenant_copy.clone())
-        .await
-        .expect_err("nothing is bound for the tenant copy");
-    assert!(
-        matches!(error, PublishError::Unroutable { .. }),
-        "{error:?}"
+    expect_error(
+        publisher.publish(tenant_copy.clone()).await,
+        "nothing is bound for the tenant copy",
+        |error| matches!(error, PublishError::Unroutable { .. }),
     );
     publisher.publish(tenant_copy.routing_optional()).await?;
     assert_eq!(
@@ -180,19 +222,18 @@ async fn an_unroutable_publish_is_an_error() -> anyhow::Result<()> {
         1
     );
     assert!(publisher.is_ready());
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_to_a_full_reject_publish_queue_is_nacked() -> anyhow::Result<()> {
     let bus = TestBus::new("nacked").await?;
     // A tiny quorum queue of our own, reached through the default exchange.
-    let (raw, channel, tiny) = bus.tiny_queue().await?;
+    let tiny = bus.tiny_queue().await?;
 
     let publisher = bus.publisher(&unique_name("nacked"), |_| {}).await?;
     publisher
-        .publish(OutboundMessage::new("", tiny.clone(), b"1".to_vec()))
+        .publish(OutboundMessage::new("", tiny.name.clone(), b"1".to_vec()))
         .await?;
     let mut outcomes = Vec::new();
     for body in 2..=4 {
@@ -200,7 +241,7 @@ async fn a_publish_to_a_full_reject_publish_queue_is_nacked() -> anyhow::Result<
             publisher
                 .publish(OutboundMessage::new(
                     "",
-                    tiny.clone(),
+                    tiny.name.clone(),
                     body.to_string().into_bytes(),
                 ))
                 .await,
@@ -222,12 +263,8 @@ async fn a_publish_to_a_full_reject_publish_queue_is_nacked() -> anyhow::Result<
     println!("publishes past x-max-length 1 on a quorum queue: {outcomes:?}");
     assert!(publisher.is_ready(), "a nack does not break the publisher");
 
-    channel
-        .queue_delete(tiny.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    raw.close(200, "bye".into()).await?;
-    publisher.close().await;
-    bus.cleanup().await
+    tiny.delete().await?;
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +272,7 @@ async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result
     let bus = TestBus::new("all-nacked").await?;
     // A full reject-publish queue nacks every publish, as a quorum queue that lost its majority
     // while the channel was new does for good.
-    let (raw, channel, tiny) = bus.tiny_queue().await?;
+    let tiny = bus.tiny_queue().await?;
     let confirm_timeout = Duration::from_millis(300);
     let publisher = bus
         .publisher(&unique_name("all-nacked"), |config| {
@@ -252,7 +289,7 @@ async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result
     while publisher.is_ready() && Instant::now() < deadline {
         let body = nacks.to_string().into_bytes();
         match publisher
-            .publish(OutboundMessage::new("", tiny.clone(), body))
+            .publish(OutboundMessage::new("", tiny.name.clone(), body))
             .await
         {
             Ok(()) => {}
@@ -279,27 +316,20 @@ async fn a_channel_whose_every_publish_is_nacked_is_given_up() -> anyhow::Result
     );
     assert!(publisher.wait_ready(WAIT).await, "reconnected");
 
-    channel
-        .queue_delete(tiny.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    raw.close(200, "bye".into()).await?;
-    publisher.close().await;
-    bus.cleanup().await
+    tiny.delete().await?;
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()> {
     let closed_port = "amqp://guest:guest@127.0.0.1:1/%2f";
-    let started = Instant::now();
-    let error = BusConnection::connect(closed_port, "waybill-bus-test-unreachable")
-        .await
-        .expect_err("nothing listens on port 1");
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
+    fails_within(
+        Duration::from_secs(2),
+        BusConnection::connect(closed_port, "waybill-bus-test-unreachable"),
+        "nothing listens on port 1",
+        |error| matches!(error, BusError::Connect { .. }),
+    )
+    .await;
 
     let started = Instant::now();
     let config = PublisherConfig::new(
@@ -314,21 +344,14 @@ async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()
         started.elapsed()
     );
     assert!(!publisher.is_ready());
-    let started = Instant::now();
-    let error = publisher
-        .publish(OutboundMessage::new("x", "y", b"{}".to_vec()))
-        .await
-        .expect_err("unavailable");
-    assert!(
-        matches!(error, PublishError::Unavailable { .. }),
-        "{error:?}"
-    );
+    let error = fails_within(
+        Duration::from_millis(100),
+        publisher.publish(OutboundMessage::new("x", "y", b"{}".to_vec())),
+        "unavailable",
+        |error| matches!(error, PublishError::Unavailable { .. }),
+    )
+    .await;
     assert!(error.is_retryable());
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "publish took {:?}",
-        started.elapsed()
-    );
 
     let started = Instant::now();
     publisher.close().await;
@@ -338,13 +361,15 @@ async fn an_unreachable_broker_fails_fast_and_never_hangs() -> anyhow::Result<()
         started.elapsed()
     );
 
-    let error = Publisher::start(
-        PublisherConfig::new("http://nope", "x", Topology::default()),
-        CancellationToken::new(),
-    )
-    .await
-    .expect_err("not an AMQP URL");
-    assert!(matches!(error, BusError::InvalidUrl { .. }), "{error:?}");
+    expect_error(
+        Publisher::start(
+            PublisherConfig::new("http://nope", "x", Topology::default()),
+            CancellationToken::new(),
+        )
+        .await,
+        "not an AMQP URL",
+        |error| matches!(error, BusError::InvalidUrl { .. }),
+    );
     Ok(())
 }
 
@@ -359,12 +384,10 @@ async fn a_list_of_nodes_connects_to_the_one_that_answers() -> anyhow::Result<()
         connection.close().await?;
     }
     // The publisher reconnects through the same list, and its publishes are confirmed.
-    let bus = TestBus::new("node-list").await?;
-    let publisher = bus
-        .publisher(&unique_name("node-list"), |config| {
-            config.url.clone_from(&list);
-        })
-        .await?;
+    let (bus, publisher) = TestBus::with_publisher("node-list", |config| {
+        config.url.clone_from(&list);
+    })
+    .await?;
     publisher
         .publish(webhook(&bus.topology, r#"{"n":1}"#))
         .await?;
@@ -379,15 +402,16 @@ async fn a_list_of_nodes_connects_to_the_one_that_answers() -> anyhow::Result<()
     publisher.close().await;
 
     // Every node down: the last node's connection error, promptly.
-    let started = Instant::now();
-    let error = BusConnection::connect(
-        "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
-        "waybill-bus-test-list",
+    fails_within(
+        Duration::from_secs(4),
+        BusConnection::connect(
+            "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
+            "waybill-bus-test-list",
+        ),
+        "no node answers",
+        |error| matches!(error, BusError::Connect { .. }),
     )
-    .await
-    .expect_err("no node answers");
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(4));
+    .await;
     // A list with one malformed URL is a configuration error, not a connection attempt.
     let invalid = format!("{},amqp://guest:guest@127.0.0.1:notaport/%2f", url());
     assert!(matches!(
@@ -406,18 +430,14 @@ async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
             config.confirm_timeout = Duration::from_micros(1);
         })
         .await?;
-    let started = Instant::now();
-    let error = publisher
-        .publish(webhook(&bus.topology, "late"))
-        .await
-        .expect_err("too late");
-    assert!(matches!(error, PublishError::Timeout { .. }), "{error:?}");
+    let error = fails_within(
+        Duration::from_millis(500),
+        publisher.publish(webhook(&bus.topology, "late")),
+        "too late",
+        |error| matches!(error, PublishError::Timeout { .. }),
+    )
+    .await;
     assert!(error.is_retryable());
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "took {:?}",
-        started.elapsed()
-    );
     // The message may well be on the broker anyway: a timeout means "unknown", not "lost".
     assert!(
         eventually(WAIT, || async {
@@ -432,16 +452,14 @@ async fn a_publish_not_confirmed_in_time_times_out() -> anyhow::Result<()> {
         publisher.is_ready(),
         "a timeout does not break the publisher"
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_publishes_are_all_confirmed() -> anyhow::Result<()> {
     const TASKS: usize = 64;
     const PER_TASK: usize = 2000 / TASKS + 1;
-    let bus = TestBus::new("concurrent").await?;
-    let publisher = bus.publisher(&unique_name("concurrent"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("concurrent", |_| {}).await?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..TASKS {
@@ -480,18 +498,15 @@ async fn many_concurrent_publishes_are_all_confirmed() -> anyhow::Result<()> {
         "{:?}",
         results.iter().find(|r| r.is_err())
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 /// lapin 4.12 attaches a `basic.return` to whichever confirm a coalesced ack resolves first; the
 /// publisher must still tell each caller the truth about its own message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow::Result<()> {
-    let bus = TestBus::new("attribution").await?;
-    let publisher = bus
-        .publisher(&unique_name("attribution"), |config| config.channels = 1)
-        .await?;
+    let (bus, publisher) =
+        TestBus::with_publisher("attribution", |config| config.channels = 1).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..32_usize {
         let publisher = publisher.clone();
@@ -574,14 +589,12 @@ async fn returns_are_paired_with_their_own_publish_under_pipelining() -> anyhow:
         bus.ready_messages(&bus.topology.webhooks_queue()).await?,
         routable as u32
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_multiple_acknowledges_everything_up_to_the_tag() -> anyhow::Result<()> {
-    let bus = TestBus::new("ack-multiple").await?;
-    let publisher = bus.publisher(&unique_name("ack-multiple"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("ack-multiple", |_| {}).await?;
     let queue = bus.topology.webhooks_queue();
     for round in ["partial", "all"] {
         let messages = (0..10)
@@ -634,19 +647,12 @@ async fn ack_multiple_acknowledges_everything_up_to_the_tag() -> anyhow::Result<
         matches!(error, Err(BusError::InvalidDeliveryTag)),
         "{error:?}"
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requeued_message_is_redelivered() -> anyhow::Result<()> {
-    let bus = TestBus::new("requeue").await?;
-    let publisher = bus.publisher(&unique_name("requeue"), |_| {}).await?;
-    publisher
-        .publish(webhook(&bus.topology, "once").with_message_id("m-1"))
-        .await?;
-    let mut consumer =
-        Consumer::start(&bus.conn, &bus.topology.webhooks_queue(), 4, "requeue").await?;
+    let (bus, publisher, mut consumer) = with_queued("requeue", "once", "m-1", &[]).await?;
     let acker = consumer.acker();
     let first = next_delivery(&mut consumer).await?;
     assert!(!first.redelivered);
@@ -662,8 +668,7 @@ async fn a_requeued_message_is_redelivered() -> anyhow::Result<()> {
     );
     acker.ack(second.delivery_tag).await?;
     consumer.cancel().await;
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -760,19 +765,14 @@ async fn a_message_over_the_delivery_limit_is_dead_lettered_and_can_be_replayed(
     );
     consumer.acker().ack(replayed.delivery_tag).await?;
     consumer.cancel().await;
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_can_dead_letter_poison_itself() -> anyhow::Result<()> {
-    let bus = TestBus::new("publish-dead").await?;
-    let publisher = bus.publisher(&unique_name("publish-dead"), |_| {}).await?;
-    publisher
-        .publish(webhook(&bus.topology, "not an envelope").with_message_id("bad-1"))
-        .await?;
+    let (bus, publisher, mut consumer) =
+        with_queued("publish-dead", "not an envelope", "bad-1", &[]).await?;
     let queue = bus.topology.webhooks_queue();
-    let mut consumer = Consumer::start(&bus.conn, &queue, 4, "publish-dead").await?;
     let delivery = next_delivery(&mut consumer).await?;
     publish_dead(
         &publisher,
@@ -807,8 +807,7 @@ async fn the_worker_can_dead_letter_poison_itself() -> anyhow::Result<()> {
     dead.remove(message.delivery_tag).await?;
     dead.close().await;
     assert_eq!(bus.ready_messages(&bus.topology.dead_queue()).await?, 0);
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -832,20 +831,13 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
         eventually(WAIT, || async { !publisher.is_ready() }).await,
         "the loss is noticed"
     );
-    let started = Instant::now();
-    let error = publisher
-        .publish(webhook(&bus.topology, "during"))
-        .await
-        .expect_err("no connection");
-    assert!(
-        matches!(error, PublishError::Unavailable { .. }),
-        "{error:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "fails fast, took {:?}",
-        started.elapsed()
-    );
+    fails_within(
+        Duration::from_millis(200),
+        publisher.publish(webhook(&bus.topology, "during")),
+        "no connection",
+        |error| matches!(error, PublishError::Unavailable { .. }),
+    )
+    .await;
 
     let started = Instant::now();
     assert!(
@@ -861,23 +853,18 @@ async fn the_publisher_reconnects_after_the_broker_closes_its_connection() -> an
 
     publisher.close().await;
     assert!(!publisher.is_ready());
-    let error = publisher
-        .publish(webhook(&bus.topology, "closed"))
-        .await
-        .expect_err("closed");
-    assert!(
-        matches!(error, PublishError::Unavailable { .. }),
-        "{error:?}"
+    expect_error(
+        publisher.publish(webhook(&bus.topology, "closed")).await,
+        "closed",
+        |error| matches!(error, PublishError::Unavailable { .. }),
     );
     bus.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Result<()> {
-    let bus = TestBus::new("channel-closed").await?;
-    let publisher = bus
-        .publisher(&unique_name("channel-closed"), |config| config.channels = 1)
-        .await?;
+    let (bus, publisher) =
+        TestBus::with_publisher("channel-closed", |config| config.channels = 1).await?;
     // An exchange outside the topology, checked once and then deleted behind the publisher's back.
     let extra = format!("{}extra", bus.topology.prefix);
     let raw = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
@@ -919,24 +906,19 @@ async fn a_publishing_channel_closed_by_the_broker_is_replaced() -> anyhow::Resu
     // ...and the publisher replaces its channel by itself.
     assert!(publisher.wait_ready(WAIT).await, "ready again");
     publisher.publish(webhook(&bus.topology, "after")).await?;
-    let error = publisher
-        .publish(OutboundMessage::new(extra, "", b"3".to_vec()))
-        .await
-        .expect_err("gone");
-    assert!(
-        matches!(error, PublishError::ExchangeNotFound { .. }),
-        "{error:?}"
+    expect_error(
+        publisher
+            .publish(OutboundMessage::new(extra, "", b"3".to_vec()))
+            .await,
+        "gone",
+        |error| matches!(error, PublishError::ExchangeNotFound { .. }),
     );
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> anyhow::Result<()> {
-    let bus = TestBus::new("consumer-lost").await?;
-    let publisher = bus
-        .publisher(&unique_name("consumer-lost-pub"), |_| {})
-        .await?;
+    let (bus, publisher) = TestBus::with_publisher("consumer-lost", |_| {}).await?;
     publisher.publish(webhook(&bus.topology, "unacked")).await?;
     let name = unique_name("consumer-lost");
     let conn = BusConnection::connect(&url(), &name).await?;
@@ -953,16 +935,15 @@ async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> any
     );
     assert!(consumer.next().await.is_none());
     assert!(!conn.is_open());
-    let error = acker
-        .ack(delivery.delivery_tag)
-        .await
-        .expect_err("the channel is gone");
-    assert!(
-        matches!(
-            error,
-            BusError::Acknowledge { .. } | BusError::Timeout { .. }
-        ),
-        "{error:?}"
+    expect_error(
+        acker.ack(delivery.delivery_tag).await,
+        "the channel is gone",
+        |error| {
+            matches!(
+                error,
+                BusError::Acknowledge { .. } | BusError::Timeout { .. }
+            )
+        },
     );
 
     // The caller reconnects; the broker redelivered the unacknowledged message.
@@ -974,8 +955,7 @@ async fn a_consumer_reports_a_lost_connection_and_the_broker_redelivers() -> any
     consumer.acker().ack(again.delivery_tag).await?;
     consumer.cancel().await;
     conn.close().await?;
-    publisher.close().await;
-    bus.cleanup().await
+    bus.finish(publisher).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -990,24 +970,18 @@ async fn a_consumer_whose_queue_is_deleted_is_told_so() -> anyhow::Result<()> {
         "{next:?}"
     );
     assert!(consumer.next().await.is_none());
-    let error = Consumer::start(&bus.conn, &queue, 4, "again")
-        .await
-        .expect_err("the queue is gone");
-    assert!(
-        matches!(&error, BusError::Consume { source, .. } if source.is_not_found()),
-        "{error:?}"
-    );
-    assert!(
-        bus.conn.is_open(),
-        "a failed consume closes its channel, not the connection"
+    fails_on_its_channel(
+        &bus,
+        Consumer::start(&bus.conn, &queue, 4, "again").await,
+        "the queue is gone",
+        |error| matches!(error, BusError::Consume { source, .. } if source.is_not_found()),
     );
     bus.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_are_cheap_to_share_and_close_cleanly() -> anyhow::Result<()> {
-    let bus = TestBus::new("close").await?;
-    let publisher = bus.publisher(&unique_name("close"), |_| {}).await?;
+    let (bus, publisher) = TestBus::with_publisher("close", |_| {}).await?;
     let shared = Arc::new(publisher.clone());
     let in_flight: Vec<_> = (0..100)
         .map(|n| webhook(&bus.topology, &n.to_string()))
@@ -1034,12 +1008,10 @@ async fn publish_throughput() -> anyhow::Result<()> {
     const MESSAGES: usize = 20_000;
     let body = vec![b'x'; 1024];
     for (channels, tasks) in [(1, 64), (4, 64), (4, 256), (4, 1024)] {
-        let bus = TestBus::new("throughput").await?;
-        let publisher = bus
-            .publisher(&unique_name("throughput"), |config| {
-                config.channels = channels;
-            })
-            .await?;
+        let (bus, publisher) = TestBus::with_publisher("throughput", |config| {
+            config.channels = channels;
+        })
+        .await?;
         let started = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..tasks {

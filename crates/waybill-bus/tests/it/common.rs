@@ -20,34 +20,41 @@ pub struct TestBus {
     cleaned: bool,
 }
 
-/// Names tests create under their prefix beside the topology.
-const EXTRA_QUEUES: &[&str] = &["tiny"];
-const EXTRA_EXCHANGES: &[&str] = &["extra"];
+/// What a test creates under its prefix beside the topology.
+enum Extra {
+    Queue,
+    Exchange,
+}
+
+/// The names tests create under their prefix beside the topology.
+const EXTRAS: &[(&str, Extra)] = &[("tiny", Extra::Queue), ("extra", Extra::Exchange)];
 
 async fn delete_everything(topology: &Topology) -> anyhow::Result<()> {
     let conn = BusConnection::connect(&url(), "waybill-bus-test-cleanup").await?;
     topology.delete(&conn).await?;
     conn.close().await?;
     let raw = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
-    for queue in EXTRA_QUEUES {
+    for (suffix, kind) in EXTRAS {
+        // A channel each: a failed deletion closes its channel.
         let channel = raw.create_channel().await?;
-        let name = format!("{}{queue}", topology.prefix);
-        let _ = channel
-            .queue_delete(
-                name.as_str().into(),
-                lapin::options::QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    for exchange in EXTRA_EXCHANGES {
-        let channel = raw.create_channel().await?;
-        let name = format!("{}{exchange}", topology.prefix);
-        let _ = channel
-            .exchange_delete(
-                name.as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
+        let name = format!("{}{suffix}", topology.prefix);
+        let _ = match kind {
+            Extra::Queue => channel
+                .queue_delete(
+                    name.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await
+                .map(drop),
+            Extra::Exchange => {
+                channel
+                    .exchange_delete(
+                        name.as_str().into(),
+                        lapin::options::ExchangeDeleteOptions::default(),
+                    )
+                    .await
+            }
+        };
     }
     let _ = raw.close(200, "bye".into()).await;
     Ok(())
@@ -90,6 +97,16 @@ impl TestBus {
         })
     }
 
+    /// A bus of its own for `test` and a publisher on it, named after the test.
+    pub async fn with_publisher(
+        test: &str,
+        adjust: impl FnOnce(&mut PublisherConfig),
+    ) -> anyhow::Result<(TestBus, Publisher)> {
+        let bus = TestBus::new(test).await?;
+        let publisher = bus.publisher(&unique_name(test), adjust).await?;
+        Ok((bus, publisher))
+    }
+
     /// A publisher on this topology under a unique connection name.
     pub async fn publisher(
         &self,
@@ -107,11 +124,10 @@ impl TestBus {
     }
 
     /// Declares `<prefix>tiny`, a quorum queue that holds one message and nacks publishes
-    /// beyond it (`reject-publish`), reached through the default exchange; returns the raw
-    /// connection and channel that declared it, and its name.
-    pub async fn tiny_queue(&self) -> anyhow::Result<(lapin::Connection, lapin::Channel, String)> {
+    /// beyond it (`reject-publish`), reached through the default exchange.
+    pub async fn tiny_queue(&self) -> anyhow::Result<TinyQueue> {
         use lapin::types::{AMQPValue, FieldTable};
-        let tiny = format!("{}tiny", self.topology.prefix);
+        let name = format!("{}tiny", self.topology.prefix);
         let raw =
             lapin::Connection::connect(&url(), lapin::ConnectionProperties::default()).await?;
         let channel = raw.create_channel().await?;
@@ -127,7 +143,7 @@ impl TestBus {
         );
         channel
             .queue_declare(
-                tiny.as_str().into(),
+                name.as_str().into(),
                 lapin::options::QueueDeclareOptions {
                     durable: true,
                     ..Default::default()
@@ -135,17 +151,44 @@ impl TestBus {
                 arguments,
             )
             .await?;
-        Ok((raw, channel, tiny))
+        Ok(TinyQueue { raw, channel, name })
     }
 
     pub async fn ready_messages(&self, queue: &str) -> anyhow::Result<u32> {
         Ok(self.conn.queue_stats(queue).await?.messages)
     }
 
+    /// Closes the test's publisher, then cleans up.
+    pub async fn finish(self, publisher: Publisher) -> anyhow::Result<()> {
+        publisher.close().await;
+        self.cleanup().await
+    }
+
     pub async fn cleanup(mut self) -> anyhow::Result<()> {
         self.cleaned = true;
         delete_everything(&self.topology).await?;
         self.conn.close().await?;
+        Ok(())
+    }
+}
+
+/// The queue of [`TestBus::tiny_queue`], with the raw connection and channel that declared it.
+pub struct TinyQueue {
+    raw: lapin::Connection,
+    channel: lapin::Channel,
+    pub name: String,
+}
+
+impl TinyQueue {
+    /// Deletes the queue and closes its connection.
+    pub async fn delete(self) -> anyhow::Result<()> {
+        self.channel
+            .queue_delete(
+                self.name.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await?;
+        self.raw.close(200, "bye".into()).await?;
         Ok(())
     }
 }
