@@ -28,6 +28,7 @@ use waybill_core::{CarrierCode, EventId, Status, TenantId};
 
 use crate::decode::{count, parse_event_id, parse_status};
 use crate::error::StoreError;
+use crate::fetch::FetchDecoded;
 use crate::fragments::matches_clause;
 use waybill_api::events::DownstreamEvent;
 
@@ -115,7 +116,7 @@ pub async fn claim_unpublished(
     conn: &mut PgConnection,
     limit: u32,
 ) -> Result<Vec<OutboxEntry>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {OUTBOX_COLUMNS} from outbox o
          where o.published_at is null
          order by o.id
@@ -123,9 +124,8 @@ pub async fn claim_unpublished(
          for update of o skip locked"
     ))
     .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(outbox_entry).collect()
+    .fetch_all_with(conn, outbox_entry)
+    .await
 }
 
 /// Marks outbox rows published (after the broker confirmed them).

@@ -30,6 +30,7 @@ use waybill_core::{CarrierCode, SourceId, Status, TenantId, TrackingNumber};
 use crate::batch::ShipmentKey;
 use crate::decode::parse_status;
 use crate::error::StoreError;
+use crate::fetch::FetchDecoded;
 
 /// Where a shipment's polling is (the `poll_state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -230,7 +231,7 @@ pub async fn claim_due(
 ) -> Result<Vec<ClaimedShipment>, StoreError> {
     let sources: Vec<&str> = budgets.iter().map(|(s, _)| s.as_str()).collect();
     let limits: Vec<i64> = budgets.iter().map(|(_, n)| i64::from(*n)).collect();
-    let rows = sqlx::query(
+    sqlx::query(
         "with due as (
              select d.id, d.next_poll_at
              from unnest($1::text[], $2::bigint[]) as b(source, budget)
@@ -255,9 +256,8 @@ pub async fn claim_due(
     .bind(limits)
     .bind(now)
     .bind(lease_secs as f64)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(claimed).collect()
+    .fetch_all_with(conn, claimed)
+    .await
 }
 
 /// Starts the courier request of a claimed slot: succeeds (returning the shipment as it is now)

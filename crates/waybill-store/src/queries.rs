@@ -11,6 +11,7 @@ use waybill_core::{CarrierCode, EventId, RawStatus, TenantId, TrackingNumber};
 use crate::batch::{ShipmentKey, key_columns};
 use crate::decode::{parse_event_id, parse_id, parse_origin, parse_status, shipment_summary};
 use crate::error::StoreError;
+use crate::fetch::FetchDecoded;
 use crate::fragments::status_rank_sql;
 
 /// `ORDER BY` for newest-first history over `tracking_events e`: the reverse of
@@ -108,7 +109,7 @@ pub async fn find_by_order_number(
     tenant: &TenantId,
     order_number: &str,
 ) -> Result<Vec<ShipmentSummary>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select tenant, carrier, tracking_number, order_number, registered, status, raw_status,
                 sub_status, last_event_at, version
          from shipments where tenant = $1 and order_number = $2
@@ -116,9 +117,8 @@ pub async fn find_by_order_number(
     )
     .bind(tenant.as_str())
     .bind(order_number)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(shipment_summary).collect()
+    .fetch_all_with(conn, shipment_summary)
+    .await
 }
 
 /// Records that a webhook mentioned these shipments (`last_webhook_at = now()`), so the poll

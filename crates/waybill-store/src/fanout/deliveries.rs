@@ -19,6 +19,7 @@ use waybill_core::TenantId;
 use super::subscriptions::SecretText;
 use crate::decode::count;
 use crate::error::StoreError;
+use crate::fetch::FetchDecoded;
 
 /// Where a delivery is (the `status` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -357,7 +358,7 @@ pub async fn list_dead(
     conn: &mut PgConnection,
     filter: &DeadFilter<'_>,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS}, body from deliveries
          where status = 'dead'
            and ($1::int8 is null or subscription_id = $1)
@@ -368,9 +369,8 @@ pub async fn list_dead(
     .bind(filter.subscription_id)
     .bind(filter.tenant.map(TenantId::as_str))
     .bind(i64::from(filter.limit.max(1)))
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(record_from).collect()
+    .fetch_all_with(conn, record_from)
+    .await
 }
 
 /// Every delivery of a subscription, oldest first (for tests and inspection).
@@ -379,13 +379,12 @@ pub async fn list_deliveries(
     conn: &mut PgConnection,
     subscription_id: i64,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS}, body from deliveries where subscription_id = $1 order by id"
     ))
     .bind(subscription_id)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(record_from).collect()
+    .fetch_all_with(conn, record_from)
+    .await
 }
 
 /// One delivery.
@@ -394,13 +393,12 @@ pub async fn get_delivery(
     conn: &mut PgConnection,
     id: i64,
 ) -> Result<Option<DeliveryRecord>, StoreError> {
-    let row = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS}, body from deliveries where id = $1"
     ))
     .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(record_from).transpose()
+    .fetch_optional_with(conn, record_from)
+    .await
 }
 
 /// Sends dead deliveries back to pending, due at `now`, with a fresh retry schedule; the same
