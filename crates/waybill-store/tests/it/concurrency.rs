@@ -6,24 +6,8 @@ use std::collections::BTreeSet;
 use crate::common::*;
 use waybill_core::merge::{self, ShipmentState};
 use waybill_core::{EventKey, Status, TrackingEvent};
-use waybill_store::testing::TestDatabase;
+use waybill_store::testing::{Random, TestDatabase};
 use waybill_store::{InboundBatch, get_shipment};
-
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
 
 fn permutations(n: usize) -> Vec<Vec<usize>> {
     if n == 0 {
