@@ -20,7 +20,7 @@ use crate::decode::{count, parse_id, shipment_summary};
 use crate::error::StoreError;
 use crate::fanout::DisabledReason;
 use crate::fanout::deliveries::{COLUMNS, DeliveryRecord, record_from};
-use crate::fetch::FetchDecoded;
+use crate::fetch::RunQuery;
 
 /// Where counts stop: a count at the cap means "this many or more".
 pub const COUNT_CAP: u64 = 10_000;

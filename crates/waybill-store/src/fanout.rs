@@ -28,7 +28,7 @@ use waybill_core::{CarrierCode, EventId, Status, TenantId};
 
 use crate::decode::{count, parse_event_id, parse_status};
 use crate::error::StoreError;
-use crate::fetch::FetchDecoded;
+use crate::fetch::RunQuery;
 use crate::fragments::matches_clause;
 use waybill_api::events::DownstreamEvent;
 
@@ -134,13 +134,12 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64,
     if ids.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
+    sqlx::query(
         "update outbox set published_at = now() where id = any($1) and published_at is null",
     )
     .bind(ids)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// Fans out the oldest `limit` outbox rows not yet fanned out, in the caller's transaction:

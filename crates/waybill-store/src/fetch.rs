@@ -1,5 +1,5 @@
-//! Running a query and decoding its rows with a module's row decoder, so each query function
-//! says only its SQL, its binds and how a row reads. A leaf: it depends on no other module of
+//! Running a query and decoding its rows with a module's row decoder (or counting the rows a
+//! statement changed), so each query function says only its SQL, its binds and how a row reads. A leaf: it depends on no other module of
 //! the crate but the error type.
 
 use sqlx::postgres::{PgArguments, PgRow};
@@ -8,8 +8,9 @@ use sqlx::{PgConnection, Postgres};
 
 use crate::error::StoreError;
 
-/// [`Query::fetch_all`] and [`Query::fetch_optional`], each row decoded by `decode`.
-pub(crate) trait FetchDecoded {
+/// [`Query::fetch_all`] and [`Query::fetch_optional`], each row decoded by `decode`, and
+/// [`Query::execute`] answering how many rows it changed.
+pub(crate) trait RunQuery {
     /// Every row, decoded.
     async fn fetch_all_with<T>(
         self,
@@ -23,9 +24,12 @@ pub(crate) trait FetchDecoded {
         conn: &mut PgConnection,
         decode: impl Fn(&PgRow) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError>;
+
+    /// How many rows the statement changed.
+    async fn execute_counting(self, conn: &mut PgConnection) -> Result<u64, StoreError>;
 }
 
-impl FetchDecoded for Query<'_, Postgres, PgArguments> {
+impl RunQuery for Query<'_, Postgres, PgArguments> {
     async fn fetch_all_with<T>(
         self,
         conn: &mut PgConnection,
@@ -42,5 +46,9 @@ impl FetchDecoded for Query<'_, Postgres, PgArguments> {
     ) -> Result<Option<T>, StoreError> {
         let row = self.fetch_optional(conn).await?;
         row.as_ref().map(decode).transpose()
+    }
+
+    async fn execute_counting(self, conn: &mut PgConnection) -> Result<u64, StoreError> {
+        Ok(self.execute(conn).await?.rows_affected())
     }
 }

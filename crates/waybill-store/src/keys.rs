@@ -10,7 +10,7 @@ use waybill_core::TenantId;
 use waybill_core::access::{ApiKey, KeyFormatError, KeyId, KeyRecord, Scope, SecretHash};
 
 use crate::error::StoreError;
-use crate::fetch::FetchDecoded;
+use crate::fetch::RunQuery;
 
 /// A stored key: everything but the secret, which is not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

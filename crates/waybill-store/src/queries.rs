@@ -11,7 +11,7 @@ use waybill_core::{CarrierCode, EventId, RawStatus, TenantId, TrackingNumber};
 use crate::batch::{ShipmentKey, key_columns};
 use crate::decode::{parse_event_id, parse_id, parse_origin, parse_status, shipment_summary};
 use crate::error::StoreError;
-use crate::fetch::FetchDecoded;
+use crate::fetch::RunQuery;
 use crate::fragments::status_rank_sql;
 
 /// `ORDER BY` for newest-first history over `tracking_events e`: the reverse of
@@ -134,7 +134,7 @@ pub async fn webhook_touch(
     keys.sort_unstable();
     keys.dedup();
     let (tenants, carriers, numbers) = key_columns(keys.iter().copied());
-    let done = sqlx::query(
+    sqlx::query(
         "with locked as (
              select s.id from shipments s
              join unnest($1::text[], $2::text[], $3::text[]) as k(tenant, carrier, tracking_number)
@@ -147,9 +147,8 @@ pub async fn webhook_touch(
     .bind(tenants)
     .bind(carriers)
     .bind(numbers)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// How many events are stored, over all shipments.

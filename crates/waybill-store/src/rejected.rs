@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::error::StoreError;
-use crate::fetch::FetchDecoded;
+use crate::fetch::RunQuery;
 
 /// One rejected event to store.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,7 +19,7 @@ use waybill_core::TenantId;
 use super::subscriptions::SecretText;
 use crate::decode::count;
 use crate::error::StoreError;
-use crate::fetch::FetchDecoded;
+use crate::fetch::RunQuery;
 
 /// Where a delivery is (the `status` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -435,7 +435,7 @@ pub async fn replay_all_dead(
     subscription_id: i64,
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    sqlx::query(
         "update deliveries
          set status = 'pending', next_attempt_at = $2, attempts = 0, dead_at = null,
              replays = replays + 1
@@ -443,9 +443,8 @@ pub async fn replay_all_dead(
     )
     .bind(subscription_id)
     .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// Deliveries by status (for metrics, tests and benchmarks).

@@ -12,7 +12,7 @@ use waybill_core::{CarrierCode, Status, TenantId};
 
 use crate::decode::parse_status;
 use crate::error::StoreError;
-use crate::fetch::FetchDecoded;
+use crate::fetch::RunQuery;
 
 /// A signing secret as stored (`whsec_<base64>`), held in a redacting [`SecretString`] (wiped
 /// when dropped). Its `Debug` never shows it.
