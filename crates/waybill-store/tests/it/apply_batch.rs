@@ -7,7 +7,7 @@ use sqlx::Row;
 use waybill_core::{Origin, Status, TimeProvenance};
 use waybill_store::{
     DownstreamEvent, InboundBatch, StatusChangedV1, count_outbox, count_shipments,
-    count_tracking_events, count_unmatched_events, find_by_order_number, get_shipment,
+    count_tracking_events, count_unmatched_events, find_by_order_number,
 };
 
 async fn outbox_bodies(db: &waybill_store::testing::TestDatabase) -> Vec<serde_json::Value> {
@@ -46,10 +46,7 @@ async fn events_create_a_shipment_with_history_and_one_outbox_row_and_replays_ch
     );
 
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "1Z1").await.unwrap();
     assert_eq!(shipment.status, Status::OutForDelivery);
     assert_eq!(shipment.version, 1);
     assert!(!shipment.registered);
@@ -98,10 +95,7 @@ async fn events_create_a_shipment_with_history_and_one_outbox_row_and_replays_ch
     assert!(again.changed_shipments.is_empty());
     assert_eq!(count_outbox(&mut conn).await.unwrap(), 1);
     assert_eq!(count_tracking_events(&mut conn).await.unwrap(), 2);
-    let after = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let after = stored(&mut conn, "1Z1").await.unwrap();
     assert_eq!(after.version, 1);
     drop(conn);
     db.drop_database().await.unwrap();
@@ -123,10 +117,7 @@ async fn an_older_event_after_delivered_lands_in_history_without_a_notification(
     assert!(late.changed_shipments.is_empty());
 
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z2"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "1Z2").await.unwrap();
     assert_eq!(shipment.status, Status::Delivered);
     assert_eq!(shipment.version, 1);
     assert_eq!(shipment.history.len(), 2);
@@ -167,10 +158,7 @@ async fn an_older_event_can_make_a_stored_later_event_current() {
     assert_eq!(report.changed_shipments[0].new_status, Status::InTransit);
 
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z3"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "1Z3").await.unwrap();
     assert_eq!(shipment.status, Status::InTransit);
     assert_eq!(shipment.current_event_id.as_ref(), Some(&in_transit.id));
     assert_eq!(shipment.raw_status.unwrap().code, "InTransit");
@@ -226,10 +214,7 @@ async fn events_for_unregistered_shipments_wait_for_their_registration() {
     );
     assert_eq!(registered.shipments_created, 1);
     assert_eq!(count_unmatched_events(&mut conn).await.unwrap(), 0);
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("PARK1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "PARK1").await.unwrap();
     assert_eq!(shipment.status, Status::OutForDelivery);
     assert!(shipment.registered);
     assert_eq!(shipment.order_number.as_deref(), Some("ORD-1"));
@@ -548,10 +533,7 @@ async fn a_new_event_tied_with_the_newest_stored_one_is_merged_over_the_full_his
         .unwrap();
     assert_eq!(report.changed_shipments[0].new_status, Status::Cancelled);
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("TIE1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "TIE1").await.unwrap();
     assert_eq!(shipment.current_event_id, Some(cancelled.id));
     assert_eq!(shipment.version, 2);
     drop(conn);
@@ -582,10 +564,7 @@ async fn a_shipment_created_by_an_open_source_takes_in_the_events_parked_for_it(
     );
     assert_eq!((created.new_current, created.history_only), (1, 1));
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("MIX1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "MIX1").await.unwrap();
     assert_eq!(shipment.status, Status::OutForDelivery);
     assert!(!shipment.registered);
     assert_eq!(shipment.history.len(), 2);

@@ -6,7 +6,9 @@ use waybill_core::{
     TrackingEventDraft, TrackingNumber,
 };
 use waybill_store::testing::TestDatabase;
-use waybill_store::{InboundBatch, InboundItem, Registration};
+use waybill_store::{
+    InboundBatch, InboundItem, PgConnection, Registration, ShipmentView, get_shipment,
+};
 
 /// A fresh migrated database.
 pub async fn database() -> TestDatabase {
@@ -104,4 +106,11 @@ pub fn ups() -> CarrierCode {
 
 pub fn number(raw: &str) -> TrackingNumber {
     TrackingNumber::parse(raw).unwrap()
+}
+
+/// The default tenant's `ups` shipment with this tracking number, as stored (`None`: absent).
+pub async fn stored(conn: &mut PgConnection, tracking_number: &str) -> Option<ShipmentView> {
+    get_shipment(conn, &tenant(), &ups(), &number(tracking_number))
+        .await
+        .unwrap()
 }
