@@ -220,7 +220,7 @@ pub async fn poll_backlog(
     conn: &mut PgConnection,
     sources: &[&str],
 ) -> Result<Vec<(String, u64, u64)>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select src.id,
                 (select count(*) from (select 1 from shipments
                     where source = src.id and next_poll_at <= now() limit $2) due) as due,
@@ -231,17 +231,14 @@ pub async fn poll_backlog(
     )
     .bind(sources)
     .bind(COUNT_CAP as i64)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("id")?,
-                count(row, "due")?,
-                count(row, "active")?,
-            ))
-        })
-        .collect()
+    .fetch_all_with(conn, |row| {
+        Ok((
+            row.try_get("id")?,
+            count(row, "due")?,
+            count(row, "active")?,
+        ))
+    })
+    .await
 }
 
 /// Events parked for shipments nobody registered yet, of one tenant or all, capped at

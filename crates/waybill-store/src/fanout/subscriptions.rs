@@ -287,21 +287,18 @@ pub async fn delete_subscription(
 pub async fn count_disabled_subscriptions(
     conn: &mut PgConnection,
 ) -> Result<Vec<(DisabledReason, u64)>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select disabled_reason, count(*) as n from subscriptions
          where not enabled group by disabled_reason",
     )
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let reason: String = row.try_get("disabled_reason")?;
-            Ok((
-                DisabledReason::parse(&reason)?,
-                crate::decode::count(row, "n")?,
-            ))
-        })
-        .collect()
+    .fetch_all_with(conn, |row| {
+        let reason: String = row.try_get("disabled_reason")?;
+        Ok((
+            DisabledReason::parse(&reason)?,
+            crate::decode::count(row, "n")?,
+        ))
+    })
+    .await
 }
 
 fn subscription_from(row: &PgRow) -> Result<Subscription, StoreError> {
