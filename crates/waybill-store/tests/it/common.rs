@@ -7,7 +7,8 @@ use waybill_core::{
 };
 use waybill_store::testing::TestDatabase;
 use waybill_store::{
-    InboundBatch, InboundItem, PgConnection, Registration, ShipmentView, get_shipment,
+    BatchReport, InboundBatch, InboundItem, PgConnection, Registration, ShipmentView, Store,
+    get_shipment,
 };
 
 /// A fresh migrated database.
@@ -113,4 +114,9 @@ pub async fn stored(conn: &mut PgConnection, tracking_number: &str) -> Option<Sh
     get_shipment(conn, &tenant(), &ups(), &number(tracking_number))
         .await
         .unwrap()
+}
+
+/// Merges `events`, as one open delivery, into `store`.
+pub async fn merge(store: &Store, events: Vec<TrackingEvent>) -> BatchReport {
+    store.apply_batch(open_batch(events)).await.unwrap()
 }

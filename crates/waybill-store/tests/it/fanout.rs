@@ -57,14 +57,15 @@ async fn deliveries(db: &TestDatabase, subscription: i64) -> Vec<DeliveryRecord>
 
 /// Three `ups` shipments: two in transit, one delivered.
 async fn three_changes(db: &TestDatabase) {
-    db.store()
-        .apply_batch(open_batch(vec![
+    merge(
+        db.store(),
+        vec![
             event("A1", 10, Status::InTransit, "SYD"),
             event("A2", 10, Status::InTransit, "SYD"),
             event("A3", 10, Status::Delivered, "SYD"),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
 }
 
 /// Delivery `id` as [`fanout::list_deliveries`] lists it among `subscription`'s.
@@ -233,18 +234,12 @@ async fn changes_no_subscription_wants_are_written_fanned_out() {
 
     // Nor does a subscription whose filters the changes do not match.
     subscribe(&db, "default", &["dhl"], &[]).await;
-    db.store()
-        .apply_batch(open_batch(vec![event("A2", 20, Status::Delivered, "SYD")]))
-        .await
-        .unwrap();
+    merge(db.store(), vec![event("A2", 20, Status::Delivered, "SYD")]).await;
     assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
 
     // Once the tenant has a subscription that wants them, its new changes wait for the fan-out.
     let sub = subscribe(&db, "default", &[], &[]).await;
-    db.store()
-        .apply_batch(open_batch(vec![event("A1", 20, Status::Delivered, "SYD")]))
-        .await
-        .unwrap();
+    merge(db.store(), vec![event("A1", 20, Status::Delivered, "SYD")]).await;
     let report = fan_out(&db).await;
     assert_eq!((report.rows, report.deliveries), (1, 1));
     assert_eq!(deliveries(&db, sub).await.len(), 1);
@@ -291,10 +286,7 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     fanout::mark_published(&mut tx, &published).await.unwrap();
     tx.commit().await.unwrap();
     // A fourth change, fanned out but never published (the broker was down for a week).
-    db.store()
-        .apply_batch(open_batch(vec![event("A4", 10, Status::InTransit, "SYD")]))
-        .await
-        .unwrap();
+    merge(db.store(), vec![event("A4", 10, Status::InTransit, "SYD")]).await;
     fan_out(&db).await;
 
     let mut conn = db.store().acquire().await.unwrap();
