@@ -7,8 +7,8 @@ use waybill_core::{
 };
 use waybill_store::testing::TestDatabase;
 use waybill_store::{
-    BatchReport, InboundBatch, InboundItem, PgConnection, Registration, ShipmentView, Store,
-    get_shipment,
+    BatchReport, InboundBatch, InboundItem, PgConnection, PooledConnection, Registration,
+    ShipmentView, Store, get_shipment,
 };
 
 /// A fresh migrated database.
@@ -16,6 +16,13 @@ pub async fn database() -> TestDatabase {
     TestDatabase::create(&TestDatabase::admin_url())
         .await
         .expect("create a test database (is Postgres running? see WAYBILL_TEST_DATABASE_URL)")
+}
+
+/// A fresh migrated database and a connection to it.
+pub async fn connected() -> (TestDatabase, PooledConnection) {
+    let db = database().await;
+    let conn = db.store().acquire().await.unwrap();
+    (db, conn)
 }
 
 /// Seconds after a fixed base instant.

@@ -104,8 +104,7 @@ async fn adoption_schedules_polled_sources_resolves_defaults_and_turns_the_rest_
 
 #[tokio::test]
 async fn a_claim_pushes_next_poll_by_the_lease_and_a_lost_claim_comes_back_after_it() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
+    let (db, mut conn) = connected().await;
     let due = now() - Duration::seconds(5);
     seed(&mut conn, "Z", 3, due).await;
     let budgets = [(source("s"), 2)];
@@ -134,8 +133,7 @@ async fn a_claim_pushes_next_poll_by_the_lease_and_a_lost_claim_comes_back_after
 
 #[tokio::test]
 async fn concurrent_schedulers_never_claim_the_same_slot() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
+    let (db, mut conn) = connected().await;
     seed(&mut conn, "C", 2_000, now()).await;
     drop(conn);
     let mut tasks = Vec::new();
@@ -170,8 +168,7 @@ async fn concurrent_schedulers_never_claim_the_same_slot() {
 
 #[tokio::test]
 async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
+    let (db, mut conn) = connected().await;
     seed(&mut conn, "P", 1, now()).await;
     let claim = claim_due(&mut conn, now(), 600, &[(source("s"), 1)])
         .await
@@ -182,20 +179,21 @@ async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
         .unwrap()
         .expect("the first start of a slot");
     assert_eq!(target.key, claim.key);
-    assert!(
-        begin_poll(&mut conn, claim.id, claim.slot, 0, now())
-            .await
-            .unwrap()
-            .is_none(),
-        "a second delivery of the job does not start a second request"
-    );
-    assert!(
-        begin_poll(&mut conn, claim.id, claim.slot, 1, now())
-            .await
-            .unwrap()
-            .is_none(),
-        "a job of another claim of the slot is stale"
-    );
+    for (attempt, why) in [
+        (
+            0,
+            "a second delivery of the job does not start a second request",
+        ),
+        (1, "a job of another claim of the slot is stale"),
+    ] {
+        assert!(
+            begin_poll(&mut conn, claim.id, claim.slot, attempt, now())
+                .await
+                .unwrap()
+                .is_none(),
+            "{why}"
+        );
+    }
     let next = now() + Duration::hours(2);
     let outcome = SlotOutcome {
         shipment_id: claim.id,

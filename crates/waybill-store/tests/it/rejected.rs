@@ -1,7 +1,7 @@
 //! Rejected events against a real Postgres: stored once however often the message is
 //! redelivered, listed newest first per source, shown, and marked replayed.
 
-use crate::common::database;
+use crate::common::connected;
 use chrono::{TimeZone, Utc};
 use waybill_store::PgConnection;
 use waybill_store::rejected::{self, NewRejectedEvent, RejectedEvent, RejectedFilter};
@@ -38,8 +38,7 @@ async fn listed(conn: &mut PgConnection, filter: RejectedFilter) -> Vec<Rejected
 
 #[tokio::test]
 async fn stored_once_listed_shown_and_marked_replayed() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
+    let (db, mut conn) = connected().await;
     let rows = [
         row("e1", 0, "kea", 1),
         row("e1", 1, "kea", 1),
