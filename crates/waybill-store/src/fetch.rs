@@ -1,6 +1,6 @@
 //! Running a query and decoding its rows with a module's row decoder (or counting the rows a
-//! statement changed), so each query function says only its SQL, its binds and how a row reads. A leaf: it depends on no other module of
-//! the crate but the error type.
+//! statement changed), so each query function says only its SQL, its binds and how a row reads.
+//! A leaf: it depends on no other module of the crate but the error type.
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
