@@ -30,7 +30,7 @@ use waybill_core::{
     CarrierCode, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance, TrackingEventDraft,
     TrackingNumber,
 };
-use waybill_store::testing::TestDatabase;
+use waybill_store::testing::{Random, TestDatabase};
 use waybill_store::{BatchReport, InboundBatch, InboundItem, Store};
 
 const LIFE: [(Status, &str); 5] = [
@@ -43,22 +43,6 @@ const LIFE: [(Status, &str); 5] = [
 const SOURCES: [&str; 5] = ["starshipit", "clickpost", "aftership", "easypost", "direct"];
 const SENDERS: usize = 64;
 const IN_FLIGHT: usize = 20;
-
-/// xorshift64*: deterministic, no dependency.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
 
 struct Cursor {
     number: usize,

@@ -20,6 +20,7 @@ use crate::decode::{count, parse_id, shipment_summary};
 use crate::error::StoreError;
 use crate::fanout::DisabledReason;
 use crate::fanout::deliveries::{COLUMNS, DeliveryRecord, record_from};
+use crate::fetch::RunQuery;
 
 /// Where counts stop: a count at the cap means "this many or more".
 pub const COUNT_CAP: u64 = 10_000;
@@ -173,14 +174,13 @@ pub async fn search_shipments(
             (None, Some(order)) => (BY_ORDER, Some(order)),
             (None, None) => (BROWSE[one_tenant].as_str(), None),
         };
-    let rows = sqlx::query(statement)
+    sqlx::query(statement)
         .bind(search.tenant.map(TenantId::as_str))
         .bind(search.carrier.map(CarrierCode::as_str))
         .bind(third)
         .bind(i64::from(search.limit.clamp(1, 500)))
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(shipment_summary).collect()
+        .fetch_all_with(conn, shipment_summary)
+        .await
 }
 
 /// A shipment's polling state; `None` if the tenant has no such shipment.
@@ -220,7 +220,7 @@ pub async fn poll_backlog(
     conn: &mut PgConnection,
     sources: &[&str],
 ) -> Result<Vec<(String, u64, u64)>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select src.id,
                 (select count(*) from (select 1 from shipments
                     where source = src.id and next_poll_at <= now() limit $2) due) as due,
@@ -231,17 +231,14 @@ pub async fn poll_backlog(
     )
     .bind(sources)
     .bind(COUNT_CAP as i64)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("id")?,
-                count(row, "due")?,
-                count(row, "active")?,
-            ))
-        })
-        .collect()
+    .fetch_all_with(conn, |row| {
+        Ok((
+            row.try_get("id")?,
+            count(row, "due")?,
+            count(row, "active")?,
+        ))
+    })
+    .await
 }
 
 /// Events parked for shipments nobody registered yet, of one tenant or all, capped at
@@ -268,7 +265,7 @@ pub async fn subscription_health(
     conn: &mut PgConnection,
     tenant: Option<&TenantId>,
 ) -> Result<Vec<SubscriptionHealth>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select s.id, s.tenant, s.url, s.description, s.enabled, s.disabled_reason,
                 s.disabled_at, s.failing_since, r.delivered, r.dead as recent_dead, r.total,
                 r.last_attempt_at,
@@ -291,9 +288,8 @@ pub async fn subscription_health(
     .bind(tenant.map(TenantId::as_str))
     .bind(RECENT_WINDOW)
     .bind(COUNT_CAP as i64)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(health_from).collect()
+    .fetch_all_with(conn, health_from)
+    .await
 }
 
 /// A subscription's newest deliveries (by the change they carry), at most `limit`, read
@@ -304,15 +300,14 @@ pub async fn recent_deliveries(
     subscription_id: i64,
     limit: u32,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS}, ''::bytea as body from deliveries where subscription_id = $1
          order by outbox_id desc limit $2"
     ))
     .bind(subscription_id)
     .bind(i64::from(limit.clamp(1, 500)))
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(record_from).collect()
+    .fetch_all_with(conn, record_from)
+    .await
 }
 
 fn health_from(row: &PgRow) -> Result<SubscriptionHealth, StoreError> {

@@ -28,6 +28,7 @@ use waybill_core::{CarrierCode, EventId, Status, TenantId};
 
 use crate::decode::{count, parse_event_id, parse_status};
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 use crate::fragments::matches_clause;
 use waybill_api::events::DownstreamEvent;
 
@@ -115,7 +116,7 @@ pub async fn claim_unpublished(
     conn: &mut PgConnection,
     limit: u32,
 ) -> Result<Vec<OutboxEntry>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {OUTBOX_COLUMNS} from outbox o
          where o.published_at is null
          order by o.id
@@ -123,9 +124,8 @@ pub async fn claim_unpublished(
          for update of o skip locked"
     ))
     .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(outbox_entry).collect()
+    .fetch_all_with(conn, outbox_entry)
+    .await
 }
 
 /// Marks outbox rows published (after the broker confirmed them).
@@ -134,13 +134,12 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64,
     if ids.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
+    sqlx::query(
         "update outbox set published_at = now() where id = any($1) and published_at is null",
     )
     .bind(ids)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// Fans out the oldest `limit` outbox rows not yet fanned out, in the caller's transaction:

@@ -10,6 +10,7 @@ use waybill_core::TenantId;
 use waybill_core::access::{ApiKey, KeyFormatError, KeyId, KeyRecord, Scope, SecretHash};
 
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 
 /// A stored key: everything but the secret, which is not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +147,7 @@ pub async fn list_api_keys(
     tenant: Option<&TenantId>,
     id_prefix: Option<&str>,
 ) -> Result<Vec<StoredApiKey>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS} from api_keys
          where ($1::text is null or tenant = $1)
            and ($2::text is null or starts_with(id, $2))
@@ -154,9 +155,8 @@ pub async fn list_api_keys(
     ))
     .bind(tenant.map(TenantId::as_str))
     .bind(id_prefix)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(stored_key).collect()
+    .fetch_all_with(conn, stored_key)
+    .await
 }
 
 /// Revokes a key (idempotent: revoking twice keeps the first time). `None` if no key has the id.
@@ -165,15 +165,14 @@ pub async fn revoke_api_key(
     conn: &mut PgConnection,
     id: &KeyId,
 ) -> Result<Option<StoredApiKey>, StoreError> {
-    let row = sqlx::query(&format!(
+    sqlx::query(&format!(
         "update api_keys set revoked_at = coalesce(revoked_at, now())
          where id = $1
          returning {COLUMNS}"
     ))
     .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(stored_key).transpose()
+    .fetch_optional_with(conn, stored_key)
+    .await
 }
 
 /// The whole key set and its version, from one statement, so the revision always describes

@@ -17,6 +17,7 @@ pub mod console;
 mod decode;
 mod error;
 pub mod fanout;
+mod fetch;
 mod fragments;
 pub mod keys;
 pub mod ledger;

@@ -30,6 +30,7 @@ use waybill_core::{CarrierCode, SourceId, Status, TenantId, TrackingNumber};
 use crate::batch::ShipmentKey;
 use crate::decode::parse_status;
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 
 /// Where a shipment's polling is (the `poll_state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -230,7 +231,7 @@ pub async fn claim_due(
 ) -> Result<Vec<ClaimedShipment>, StoreError> {
     let sources: Vec<&str> = budgets.iter().map(|(s, _)| s.as_str()).collect();
     let limits: Vec<i64> = budgets.iter().map(|(_, n)| i64::from(*n)).collect();
-    let rows = sqlx::query(
+    sqlx::query(
         "with due as (
              select d.id, d.next_poll_at
              from unnest($1::text[], $2::bigint[]) as b(source, budget)
@@ -255,9 +256,8 @@ pub async fn claim_due(
     .bind(limits)
     .bind(now)
     .bind(lease_secs as f64)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(claimed).collect()
+    .fetch_all_with(conn, claimed)
+    .await
 }
 
 /// Starts the courier request of a claimed slot: succeeds (returning the shipment as it is now)
@@ -354,7 +354,7 @@ pub async fn record_outcomes(
          where s.id = u.id and s.id in (select id from locked)",
         if skip_locked { "skip locked" } else { "" }
     );
-    let done = sqlx::query(&statement)
+    sqlx::query(&statement)
         .bind(ids)
         .bind(slots)
         .bind(states)
@@ -362,9 +362,8 @@ pub async fn record_outcomes(
         .bind(failures)
         .bind(polled)
         .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
+        .execute_counting(conn)
+        .await
 }
 
 /// Gives claimed slots back early (their jobs could not be published): due again at `at`,
@@ -377,7 +376,7 @@ pub async fn release_claims(
 ) -> Result<u64, StoreError> {
     let ids: Vec<i64> = claims.iter().map(|(id, _)| *id).collect();
     let slots: Vec<DateTime<Utc>> = claims.iter().map(|(_, slot)| *slot).collect();
-    let done = sqlx::query(
+    sqlx::query(
         "with locked as (
              select s.id from shipments s
              join unnest($1::bigint[], $2::timestamptz[]) as u(id, slot)
@@ -388,9 +387,8 @@ pub async fn release_claims(
     .bind(ids)
     .bind(slots)
     .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// Turns polling off for scheduled shipments whose source is no longer polled (a source switched
@@ -401,16 +399,15 @@ pub async fn stop_unpolled_sources(
     polled_sources: &[SourceId],
 ) -> Result<u64, StoreError> {
     let polled: Vec<&str> = polled_sources.iter().map(SourceId::as_str).collect();
-    let done = sqlx::query(
+    sqlx::query(
         "update shipments set poll_state = 'off', next_poll_at = null, poll_slot = null,
                               poll_attempt = 0, poll_started_at = null
          where next_poll_at is not null
            and (source is null or not (source = any($1::text[])))",
     )
     .bind(polled)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// One shipment's schedule, by key; `None` if there is no such shipment.
@@ -452,7 +449,7 @@ pub async fn seed_due_shipments(
     count: u32,
     due_at: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    sqlx::query(
         "insert into shipments (tenant, carrier, tracking_number, registered, source,
                                 poll_state, next_poll_at)
          select $1, $2, $3 || lpad(n::text, 9, '0'), true, $4, 'active', $6
@@ -465,9 +462,8 @@ pub async fn seed_due_shipments(
     .bind(source.as_str())
     .bind(i64::from(count))
     .bind(due_at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// Refreshes the planner's statistics of `shipments` (after a bulk load in a benchmark or test,

@@ -11,6 +11,7 @@ use waybill_core::{CarrierCode, EventId, RawStatus, TenantId, TrackingNumber};
 use crate::batch::{ShipmentKey, key_columns};
 use crate::decode::{parse_event_id, parse_id, parse_origin, parse_status, shipment_summary};
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 use crate::fragments::status_rank_sql;
 
 /// `ORDER BY` for newest-first history over `tracking_events e`: the reverse of
@@ -108,7 +109,7 @@ pub async fn find_by_order_number(
     tenant: &TenantId,
     order_number: &str,
 ) -> Result<Vec<ShipmentSummary>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select tenant, carrier, tracking_number, order_number, registered, status, raw_status,
                 sub_status, last_event_at, version
          from shipments where tenant = $1 and order_number = $2
@@ -116,9 +117,8 @@ pub async fn find_by_order_number(
     )
     .bind(tenant.as_str())
     .bind(order_number)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(shipment_summary).collect()
+    .fetch_all_with(conn, shipment_summary)
+    .await
 }
 
 /// Records that a webhook mentioned these shipments (`last_webhook_at = now()`), so the poll
@@ -134,7 +134,7 @@ pub async fn webhook_touch(
     keys.sort_unstable();
     keys.dedup();
     let (tenants, carriers, numbers) = key_columns(keys.iter().copied());
-    let done = sqlx::query(
+    sqlx::query(
         "with locked as (
              select s.id from shipments s
              join unnest($1::text[], $2::text[], $3::text[]) as k(tenant, carrier, tracking_number)
@@ -147,9 +147,8 @@ pub async fn webhook_touch(
     .bind(tenants)
     .bind(carriers)
     .bind(numbers)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// How many events are stored, over all shipments.

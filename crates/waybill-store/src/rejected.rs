@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 
 /// One rejected event to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +127,7 @@ pub async fn list(
     conn: &mut PgConnection,
     filter: &RejectedFilter,
 ) -> Result<Vec<RejectedEvent>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS} from rejected_events \
          where ($1::text is null or source = $1) and ($2 or replayed_at is null) \
          order by received_at desc, id desc limit $3"
@@ -134,20 +135,18 @@ pub async fn list(
     .bind(&filter.source)
     .bind(filter.include_replayed)
     .bind(filter.limit.max(0))
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(from_row).collect()
+    .fetch_all_with(&mut *conn, from_row)
+    .await
 }
 
 /// One rejected event by id.
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<RejectedEvent>, StoreError> {
-    let row = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS} from rejected_events where id = $1"
     ))
     .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(from_row).transpose()
+    .fetch_optional_with(&mut *conn, from_row)
+    .await
 }
 
 /// Marks a rejected event replayed (its body mapped without rejecting it). False if no such row.

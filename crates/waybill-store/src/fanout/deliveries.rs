@@ -19,6 +19,7 @@ use waybill_core::TenantId;
 use super::subscriptions::SecretText;
 use crate::decode::count;
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 
 /// Where a delivery is (the `status` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -162,7 +163,7 @@ pub async fn claim_due_deliveries(
         .iter()
         .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
         .collect();
-    let rows = sqlx::query(
+    sqlx::query(
         "with busy as (
              select * from unnest($1::int8[], $2::int4[]) as b(subscription_id, in_flight)),
          candidates as (
@@ -197,26 +198,23 @@ pub async fn claim_due_deliveries(
     .bind(i64::from(per_subscription))
     .bind(i64::from(room))
     .bind(lease.as_secs_f64())
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ClaimedDelivery {
-                id: row.try_get("id")?,
-                subscription_id: row.try_get("subscription_id")?,
-                attempt: row.try_get("attempts")?,
-                webhook_id: row.try_get("webhook_id")?,
-                body: row.try_get("body")?,
-                url: row.try_get("url")?,
-                secret: SecretText::new(row.try_get::<String, _>("secret")?),
-                previous_secret: row
-                    .try_get::<Option<String>, _>("previous_secret")?
-                    .map(SecretText::new),
-                created_at: row.try_get("created_at")?,
-                traceparent: row.try_get("traceparent")?,
-            })
+    .fetch_all_with(conn, |row| {
+        Ok(ClaimedDelivery {
+            id: row.try_get("id")?,
+            subscription_id: row.try_get("subscription_id")?,
+            attempt: row.try_get("attempts")?,
+            webhook_id: row.try_get("webhook_id")?,
+            body: row.try_get("body")?,
+            url: row.try_get("url")?,
+            secret: SecretText::new(row.try_get::<String, _>("secret")?),
+            previous_secret: row
+                .try_get::<Option<String>, _>("previous_secret")?
+                .map(SecretText::new),
+            created_at: row.try_get("created_at")?,
+            traceparent: row.try_get("traceparent")?,
         })
-        .collect()
+    })
+    .await
 }
 
 /// Records a 2xx answer to `attempt`; the subscription stops counting as failing. False when
@@ -357,7 +355,7 @@ pub async fn list_dead(
     conn: &mut PgConnection,
     filter: &DeadFilter<'_>,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS}, body from deliveries
          where status = 'dead'
            and ($1::int8 is null or subscription_id = $1)
@@ -368,9 +366,8 @@ pub async fn list_dead(
     .bind(filter.subscription_id)
     .bind(filter.tenant.map(TenantId::as_str))
     .bind(i64::from(filter.limit.max(1)))
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(record_from).collect()
+    .fetch_all_with(conn, record_from)
+    .await
 }
 
 /// Every delivery of a subscription, oldest first (for tests and inspection).
@@ -379,13 +376,12 @@ pub async fn list_deliveries(
     conn: &mut PgConnection,
     subscription_id: i64,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS}, body from deliveries where subscription_id = $1 order by id"
     ))
     .bind(subscription_id)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(record_from).collect()
+    .fetch_all_with(conn, record_from)
+    .await
 }
 
 /// One delivery.
@@ -394,13 +390,12 @@ pub async fn get_delivery(
     conn: &mut PgConnection,
     id: i64,
 ) -> Result<Option<DeliveryRecord>, StoreError> {
-    let row = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS}, body from deliveries where id = $1"
     ))
     .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(record_from).transpose()
+    .fetch_optional_with(conn, record_from)
+    .await
 }
 
 /// Sends dead deliveries back to pending, due at `now`, with a fresh retry schedule; the same
@@ -437,7 +432,7 @@ pub async fn replay_all_dead(
     subscription_id: i64,
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    sqlx::query(
         "update deliveries
          set status = 'pending', next_attempt_at = $2, attempts = 0, dead_at = null,
              replays = replays + 1
@@ -445,9 +440,8 @@ pub async fn replay_all_dead(
     )
     .bind(subscription_id)
     .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute_counting(conn)
+    .await
 }
 
 /// Deliveries by status (for metrics, tests and benchmarks).

@@ -12,6 +12,7 @@ use waybill_core::{CarrierCode, Status, TenantId};
 
 use crate::decode::parse_status;
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 
 /// A signing secret as stored (`whsec_<base64>`), held in a redacting [`SecretString`] (wiped
 /// when dropped). Its `Debug` never shows it.
@@ -167,15 +168,14 @@ pub async fn list_subscriptions(
     conn: &mut PgConnection,
     tenant: Option<&TenantId>,
 ) -> Result<Vec<Subscription>, StoreError> {
-    let rows = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS} from subscriptions
          where ($1::text is null or tenant = $1)
          order by id"
     ))
     .bind(tenant.map(TenantId::as_str))
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(subscription_from).collect()
+    .fetch_all_with(conn, subscription_from)
+    .await
 }
 
 /// One subscription.
@@ -184,13 +184,12 @@ pub async fn get_subscription(
     conn: &mut PgConnection,
     id: i64,
 ) -> Result<Option<Subscription>, StoreError> {
-    let row = sqlx::query(&format!(
+    sqlx::query(&format!(
         "select {COLUMNS} from subscriptions where id = $1"
     ))
     .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(subscription_from).transpose()
+    .fetch_optional_with(conn, subscription_from)
+    .await
 }
 
 /// Disables a subscription for `reason`. A subscription already disabled keeps its first
@@ -224,7 +223,7 @@ pub async fn enable_subscription(
     id: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<Subscription>, StoreError> {
-    let row = sqlx::query(&format!(
+    sqlx::query(&format!(
         "with pending as (
              update deliveries set next_attempt_at = least(next_attempt_at, $2)
              where subscription_id = $1 and status = 'pending')
@@ -236,9 +235,8 @@ pub async fn enable_subscription(
     ))
     .bind(id)
     .bind(now)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(subscription_from).transpose()
+    .fetch_optional_with(conn, subscription_from)
+    .await
 }
 
 /// Replaces the signing secret with `secret`; the old one is still signed with until
@@ -250,7 +248,7 @@ pub async fn rotate_secret(
     secret: &SecretText,
     previous_valid_until: DateTime<Utc>,
 ) -> Result<Option<Subscription>, StoreError> {
-    let row = sqlx::query(&format!(
+    sqlx::query(&format!(
         "update subscriptions
          set previous_secret = secret, previous_secret_expires_at = $3, secret = $2,
              updated_at = now()
@@ -260,9 +258,8 @@ pub async fn rotate_secret(
     .bind(id)
     .bind(secret.expose())
     .bind(previous_valid_until)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(subscription_from).transpose()
+    .fetch_optional_with(conn, subscription_from)
+    .await
 }
 
 /// Removes a subscription with all its deliveries, dead ones included. Returns how many
@@ -290,21 +287,18 @@ pub async fn delete_subscription(
 pub async fn count_disabled_subscriptions(
     conn: &mut PgConnection,
 ) -> Result<Vec<(DisabledReason, u64)>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select disabled_reason, count(*) as n from subscriptions
          where not enabled group by disabled_reason",
     )
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let reason: String = row.try_get("disabled_reason")?;
-            Ok((
-                DisabledReason::parse(&reason)?,
-                crate::decode::count(row, "n")?,
-            ))
-        })
-        .collect()
+    .fetch_all_with(conn, |row| {
+        let reason: String = row.try_get("disabled_reason")?;
+        Ok((
+            DisabledReason::parse(&reason)?,
+            crate::decode::count(row, "n")?,
+        ))
+    })
+    .await
 }
 
 fn subscription_from(row: &PgRow) -> Result<Subscription, StoreError> {

@@ -286,15 +286,20 @@ mod tests {
         }
     }
 
+    /// A batch of `items` and no registrations.
+    fn open_batch(items: Vec<InboundItem>) -> InboundBatch {
+        InboundBatch {
+            items,
+            registrations: vec![],
+        }
+    }
+
     #[test]
     fn groups_by_key_in_order_and_drops_in_batch_duplicates() {
-        let batch = InboundBatch {
-            items: vec![
-                item(false, vec![event("B2", 10, 0), event("A1", 10, 0)]),
-                item(false, vec![event("B2", 10, 0), event("B2", 11, 0)]),
-            ],
-            registrations: vec![],
-        };
+        let batch = open_batch(vec![
+            item(false, vec![event("B2", 10, 0), event("A1", 10, 0)]),
+            item(false, vec![event("B2", 10, 0), event("B2", 11, 0)]),
+        ]);
         let plan = Plan::new(&batch);
         let keys: Vec<&str> = plan
             .shipments
@@ -329,10 +334,7 @@ mod tests {
 
     #[test]
     fn times_are_truncated_to_microseconds() {
-        let batch = InboundBatch {
-            items: vec![item(false, vec![event("A1", 10, 123_456_789)])],
-            registrations: vec![],
-        };
+        let batch = open_batch(vec![item(false, vec![event("A1", 10, 123_456_789)])]);
         let plan = Plan::new(&batch);
         assert_eq!(
             plan.shipments[0].events[0]
@@ -345,10 +347,7 @@ mod tests {
 
     #[test]
     fn exact_events_are_borrowed_not_copied() {
-        let batch = InboundBatch {
-            items: vec![item(false, vec![event("A1", 10, 123_456_000)])],
-            registrations: vec![],
-        };
+        let batch = open_batch(vec![item(false, vec![event("A1", 10, 123_456_000)])]);
         let plan = Plan::new(&batch);
         assert!(matches!(
             plan.shipments[0].events[0].event,

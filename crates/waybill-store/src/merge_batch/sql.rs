@@ -16,6 +16,7 @@ use waybill_core::{EventKey, RawStatus, TrackingEvent};
 use super::plan::{LOCK_NAMESPACE, Plan, PlannedEvent};
 use crate::batch::key_columns;
 use crate::error::StoreError;
+use crate::fetch::RunQuery;
 use waybill_api::events::{HistoryEntryV1, StatusChangedV1};
 
 use crate::decode::{parse_event_id, parse_origin, parse_status};
@@ -644,7 +645,7 @@ pub(super) async fn pull_parked(
     plan: &Plan<'_>,
     plan_indexes: &[usize],
 ) -> Result<Vec<PulledEvent>, StoreError> {
-    let rows = bind_plan_keys(
+    bind_plan_keys(
         sqlx::query(
             "delete from unmatched_events u
          using unnest($1::text[], $2::text[], $3::text[], $4::int8[])
@@ -656,11 +657,8 @@ pub(super) async fn pull_parked(
         plan,
         plan_indexes,
     )
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| pulled_from_row(row, plan_index_from_row(row)?))
-        .collect()
+    .fetch_all_with(conn, |row| pulled_from_row(row, plan_index_from_row(row)?))
+    .await
 }
 
 /// The events an insert stored (the others were there already), by shipment id.
@@ -749,25 +747,22 @@ pub(super) async fn load_history_keys(
     conn: &mut PgConnection,
     shipment_ids: &[i64],
 ) -> Result<Vec<(i64, EventKey)>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query(
         "select shipment_id, event_id, occurred_at, status
          from tracking_events where shipment_id = any($1::int8[])",
     )
     .bind(shipment_ids)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("shipment_id")?,
-                EventKey {
-                    occurred_at: row.try_get("occurred_at")?,
-                    status: parse_status(&row.try_get::<String, _>("status")?)?,
-                    id: parse_event_id(&row.try_get::<String, _>("event_id")?)?,
-                },
-            ))
-        })
-        .collect()
+    .fetch_all_with(conn, |row| {
+        Ok((
+            row.try_get("shipment_id")?,
+            EventKey {
+                occurred_at: row.try_get("occurred_at")?,
+                status: parse_status(&row.try_get::<String, _>("status")?)?,
+                id: parse_event_id(&row.try_get::<String, _>("event_id")?)?,
+            },
+        ))
+    })
+    .await
 }
 
 /// A stored event's details, as the outbox payload and the shipment row need them.
@@ -803,13 +798,10 @@ pub(super) async fn load_details(
             limit = waybill_api::events::RECENT_HISTORY_LEN,
         )
     });
-    let rows = sqlx::query(STATEMENT.as_str())
+    sqlx::query(STATEMENT.as_str())
         .bind(shipment_ids)
         .bind(current_ids)
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|row| {
+        .fetch_all_with(conn, |row| {
             Ok(EventDetails {
                 shipment_id: row.try_get("shipment_id")?,
                 is_recent: row.try_get("is_recent")?,
@@ -828,7 +820,7 @@ pub(super) async fn load_details(
                 },
             })
         })
-        .collect()
+        .await
 }
 
 /// New values for one shipment row after its merge.
@@ -924,10 +916,9 @@ pub(super) async fn update_shipments(
         .bind(last_times)
         .bind(order_numbers)
         .bind(webhooks);
-    let rows = crate::outbox::bind_rows(query, outbox_rows)
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("id")?, row.try_get("shipment_id")?)))
-        .collect()
+    crate::outbox::bind_rows(query, outbox_rows)
+        .fetch_all_with(conn, |row| {
+            Ok((row.try_get("id")?, row.try_get("shipment_id")?))
+        })
+        .await
 }

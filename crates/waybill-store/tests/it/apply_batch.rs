@@ -7,7 +7,7 @@ use sqlx::Row;
 use waybill_core::{Origin, Status, TimeProvenance};
 use waybill_store::{
     DownstreamEvent, InboundBatch, StatusChangedV1, count_outbox, count_shipments,
-    count_tracking_events, count_unmatched_events, find_by_order_number, get_shipment,
+    count_tracking_events, count_unmatched_events, find_by_order_number,
 };
 
 async fn outbox_bodies(db: &waybill_store::testing::TestDatabase) -> Vec<serde_json::Value> {
@@ -46,10 +46,7 @@ async fn events_create_a_shipment_with_history_and_one_outbox_row_and_replays_ch
     );
 
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "1Z1").await.unwrap();
     assert_eq!(shipment.status, Status::OutForDelivery);
     assert_eq!(shipment.version, 1);
     assert!(!shipment.registered);
@@ -98,10 +95,7 @@ async fn events_create_a_shipment_with_history_and_one_outbox_row_and_replays_ch
     assert!(again.changed_shipments.is_empty());
     assert_eq!(count_outbox(&mut conn).await.unwrap(), 1);
     assert_eq!(count_tracking_events(&mut conn).await.unwrap(), 2);
-    let after = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let after = stored(&mut conn, "1Z1").await.unwrap();
     assert_eq!(after.version, 1);
     drop(conn);
     db.drop_database().await.unwrap();
@@ -111,22 +105,13 @@ async fn events_create_a_shipment_with_history_and_one_outbox_row_and_replays_ch
 async fn an_older_event_after_delivered_lands_in_history_without_a_notification() {
     let db = database().await;
     let store = db.store();
-    store
-        .apply_batch(open_batch(vec![event("1Z2", 20, Status::Delivered, "")]))
-        .await
-        .unwrap();
-    let late = store
-        .apply_batch(open_batch(vec![event("1Z2", 10, Status::InTransit, "")]))
-        .await
-        .unwrap();
+    merge(store, vec![event("1Z2", 20, Status::Delivered, "")]).await;
+    let late = merge(store, vec![event("1Z2", 10, Status::InTransit, "")]).await;
     assert_eq!((late.outdated, late.new_current), (1, 0));
     assert!(late.changed_shipments.is_empty());
 
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z2"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "1Z2").await.unwrap();
     assert_eq!(shipment.status, Status::Delivered);
     assert_eq!(shipment.version, 1);
     assert_eq!(shipment.history.len(), 2);
@@ -144,17 +129,12 @@ async fn an_older_event_can_make_a_stored_later_event_current() {
     let db = database().await;
     let store = db.store();
     let in_transit = event("1Z3", 30, Status::InTransit, "Depot");
-    store
-        .apply_batch(open_batch(vec![
-            event("1Z3", 10, Status::Delivered, ""),
-            in_transit.clone(),
-        ]))
-        .await
-        .unwrap();
-    let report = store
-        .apply_batch(open_batch(vec![event("1Z3", 20, Status::Exception, "")]))
-        .await
-        .unwrap();
+    merge(
+        store,
+        vec![event("1Z3", 10, Status::Delivered, ""), in_transit.clone()],
+    )
+    .await;
+    let report = merge(store, vec![event("1Z3", 20, Status::Exception, "")]).await;
     assert_eq!(
         (report.history_only, report.outdated, report.new_current),
         (1, 0, 0)
@@ -167,10 +147,7 @@ async fn an_older_event_can_make_a_stored_later_event_current() {
     assert_eq!(report.changed_shipments[0].new_status, Status::InTransit);
 
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("1Z3"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "1Z3").await.unwrap();
     assert_eq!(shipment.status, Status::InTransit);
     assert_eq!(shipment.current_event_id.as_ref(), Some(&in_transit.id));
     assert_eq!(shipment.raw_status.unwrap().code, "InTransit");
@@ -226,10 +203,7 @@ async fn events_for_unregistered_shipments_wait_for_their_registration() {
     );
     assert_eq!(registered.shipments_created, 1);
     assert_eq!(count_unmatched_events(&mut conn).await.unwrap(), 0);
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("PARK1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "PARK1").await.unwrap();
     assert_eq!(shipment.status, Status::OutForDelivery);
     assert!(shipment.registered);
     assert_eq!(shipment.order_number.as_deref(), Some("ORD-1"));
@@ -318,10 +292,7 @@ async fn order_numbers_from_events_fill_an_empty_one_and_are_searchable() {
     first.order_number = Some("A-100".into());
     let mut second = event("ORD2", 10, Status::InTransit, "");
     second.order_number = Some("A-100".into());
-    store
-        .apply_batch(open_batch(vec![first, second]))
-        .await
-        .unwrap();
+    merge(store, vec![first, second]).await;
     let mut conn = store.acquire().await.unwrap();
     let found = find_by_order_number(&mut conn, &tenant(), "A-100")
         .await
@@ -343,13 +314,14 @@ async fn order_numbers_from_events_fill_an_empty_one_and_are_searchable() {
 async fn webhook_events_record_last_webhook_at_and_polls_do_not() {
     let db = database().await;
     let store = db.store();
-    store
-        .apply_batch(open_batch(vec![
+    merge(
+        store,
+        vec![
             event_with("HOOK1", 10, Status::InTransit, "", Origin::Webhook),
             event_with("POLL1", 10, Status::InTransit, "", Origin::Poll),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let rows: Vec<(String, bool)> = sqlx::query_as(
         "select tracking_number, last_webhook_at is not null from shipments order by 1",
     )
@@ -377,16 +349,17 @@ async fn webhook_events_record_last_webhook_at_and_polls_do_not() {
         .unwrap()
     };
     let before = stamps().await;
-    let replay = store
-        .apply_batch(open_batch(vec![event_with(
+    let replay = merge(
+        store,
+        vec![event_with(
             "HOOK1",
             10,
             Status::InTransit,
             "",
             Origin::Webhook,
-        )]))
-        .await
-        .unwrap();
+        )],
+    )
+    .await;
     assert_eq!(replay.duplicates, 1);
     assert_eq!(stamps().await, before);
 
@@ -413,7 +386,7 @@ async fn notifications_carry_the_five_newest_events_newest_first() {
     let events: Vec<_> = (0..7)
         .map(|i| event("HIST1", i * 10, Status::InTransit, &format!("hub {i}")))
         .collect();
-    store.apply_batch(open_batch(events)).await.unwrap();
+    merge(store, events).await;
     let body = status_changed(&outbox_bodies(&db).await[0]);
     let locations: Vec<&str> = body
         .recent_history
@@ -535,23 +508,15 @@ async fn a_new_event_tied_with_the_newest_stored_one_is_merged_over_the_full_his
     let db = database().await;
     let store = db.store();
     let cancelled = event("TIE1", 5, Status::Cancelled, "");
-    store
-        .apply_batch(open_batch(vec![
-            event("TIE1", 0, Status::Delivered, ""),
-            cancelled.clone(),
-        ]))
-        .await
-        .unwrap();
-    let report = store
-        .apply_batch(open_batch(vec![event("TIE1", 5, Status::Exception, "")]))
-        .await
-        .unwrap();
+    merge(
+        store,
+        vec![event("TIE1", 0, Status::Delivered, ""), cancelled.clone()],
+    )
+    .await;
+    let report = merge(store, vec![event("TIE1", 5, Status::Exception, "")]).await;
     assert_eq!(report.changed_shipments[0].new_status, Status::Cancelled);
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("TIE1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "TIE1").await.unwrap();
     assert_eq!(shipment.current_event_id, Some(cancelled.id));
     assert_eq!(shipment.version, 2);
     drop(conn);
@@ -572,20 +537,14 @@ async fn a_shipment_created_by_an_open_source_takes_in_the_events_parked_for_it(
         })
         .await
         .unwrap();
-    let created = store
-        .apply_batch(open_batch(vec![event("MIX1", 10, Status::InTransit, "")]))
-        .await
-        .unwrap();
+    let created = merge(store, vec![event("MIX1", 10, Status::InTransit, "")]).await;
     assert_eq!(
         (created.shipments_created, created.pulled_from_unmatched),
         (1, 1)
     );
     assert_eq!((created.new_current, created.history_only), (1, 1));
     let mut conn = store.acquire().await.unwrap();
-    let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number("MIX1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let shipment = stored(&mut conn, "MIX1").await.unwrap();
     assert_eq!(shipment.status, Status::OutForDelivery);
     assert!(!shipment.registered);
     assert_eq!(shipment.history.len(), 2);

@@ -6,13 +6,23 @@ use waybill_core::{
     TrackingEventDraft, TrackingNumber,
 };
 use waybill_store::testing::TestDatabase;
-use waybill_store::{InboundBatch, InboundItem, Registration};
+use waybill_store::{
+    BatchReport, InboundBatch, InboundItem, PgConnection, PooledConnection, Registration,
+    ShipmentView, Store, get_shipment,
+};
 
 /// A fresh migrated database.
 pub async fn database() -> TestDatabase {
     TestDatabase::create(&TestDatabase::admin_url())
         .await
         .expect("create a test database (is Postgres running? see WAYBILL_TEST_DATABASE_URL)")
+}
+
+/// A fresh migrated database and a connection to it.
+pub async fn connected() -> (TestDatabase, PooledConnection) {
+    let db = database().await;
+    let conn = db.store().acquire().await.unwrap();
+    (db, conn)
 }
 
 /// Seconds after a fixed base instant.
@@ -104,4 +114,16 @@ pub fn ups() -> CarrierCode {
 
 pub fn number(raw: &str) -> TrackingNumber {
     TrackingNumber::parse(raw).unwrap()
+}
+
+/// The default tenant's `ups` shipment with this tracking number, as stored (`None`: absent).
+pub async fn stored(conn: &mut PgConnection, tracking_number: &str) -> Option<ShipmentView> {
+    get_shipment(conn, &tenant(), &ups(), &number(tracking_number))
+        .await
+        .unwrap()
+}
+
+/// Merges `events`, as one open delivery, into `store`.
+pub async fn merge(store: &Store, events: Vec<TrackingEvent>) -> BatchReport {
+    store.apply_batch(open_batch(events)).await.unwrap()
 }

@@ -6,24 +6,8 @@ use std::collections::BTreeSet;
 use crate::common::*;
 use waybill_core::merge::{self, ShipmentState};
 use waybill_core::{EventKey, Status, TrackingEvent};
-use waybill_store::testing::TestDatabase;
-use waybill_store::{InboundBatch, get_shipment};
-
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
+use waybill_store::InboundBatch;
+use waybill_store::testing::{Random, TestDatabase};
 
 fn permutations(n: usize) -> Vec<Vec<usize>> {
     if n == 0 {
@@ -94,14 +78,7 @@ async fn overlapping_batches_in_different_orders_never_deadlock_and_converge() {
                 })
                 .collect();
             let all: Vec<EventKey> = per_writer.iter().flatten().cloned().collect();
-            let stored = get_shipment(
-                &mut conn,
-                &tenant(),
-                &ups(),
-                &number(&tracking_number(shipment)),
-            )
-            .await
-            .unwrap();
+            let stored = stored(&mut conn, &tracking_number(shipment)).await;
             if all.is_empty() {
                 assert!(stored.is_none());
                 continue;
@@ -179,9 +156,8 @@ async fn parking_and_registering_the_same_shipment_at_once_loses_nothing() {
         a.unwrap().unwrap();
         b.unwrap().unwrap();
         let mut conn = db.store().acquire().await.unwrap();
-        let shipment = get_shipment(&mut conn, &tenant(), &ups(), &number(&tracking_number))
+        let shipment = stored(&mut conn, &tracking_number)
             .await
-            .unwrap()
             .expect("registered");
         assert_eq!(
             shipment.status,

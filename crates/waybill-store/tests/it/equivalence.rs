@@ -215,14 +215,7 @@ async fn check(store: &Store, case: &Case) -> Result<(), TestCaseError> {
 
     let mut conn = store.acquire().await.unwrap();
     for (index, model) in models.iter().enumerate() {
-        let stored = get_shipment(
-            &mut conn,
-            &tenant(),
-            &ups(),
-            &number(&tracking_number(index)),
-        )
-        .await
-        .unwrap();
+        let stored = stored(&mut conn, &tracking_number(index)).await;
         let stored = stored.ok_or_else(|| TestCaseError::fail("shipment missing"))?;
         let current = model
             .state

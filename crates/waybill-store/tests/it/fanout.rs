@@ -7,8 +7,10 @@ use std::time::Duration;
 use crate::common::*;
 use chrono::{DateTime, SubsecRound, Utc};
 use waybill_core::{CarrierCode, Status, TenantId};
+use waybill_store::PgConnection;
 use waybill_store::fanout::{
-    self, DeadFilter, DeliveryStatus, DisabledReason, NewSubscription, SecretText,
+    self, ClaimedDelivery, DeadFilter, DeliveryRecord, DeliveryStatus, DisabledReason,
+    FailureRecorded, NewSubscription, SecretText, Subscription,
 };
 use waybill_store::testing::TestDatabase;
 
@@ -46,7 +48,7 @@ async fn fan_out(db: &TestDatabase) -> fanout::FanOutReport {
     report
 }
 
-async fn deliveries(db: &TestDatabase, subscription: i64) -> Vec<fanout::DeliveryRecord> {
+async fn deliveries(db: &TestDatabase, subscription: i64) -> Vec<DeliveryRecord> {
     let mut conn = db.store().acquire().await.unwrap();
     fanout::list_deliveries(&mut conn, subscription)
         .await
@@ -55,14 +57,68 @@ async fn deliveries(db: &TestDatabase, subscription: i64) -> Vec<fanout::Deliver
 
 /// Three `ups` shipments: two in transit, one delivered.
 async fn three_changes(db: &TestDatabase) {
-    db.store()
-        .apply_batch(open_batch(vec![
+    merge(
+        db.store(),
+        vec![
             event("A1", 10, Status::InTransit, "SYD"),
             event("A2", 10, Status::InTransit, "SYD"),
             event("A3", 10, Status::Delivered, "SYD"),
-        ]))
+        ],
+    )
+    .await;
+}
+
+/// Delivery `id` as [`fanout::list_deliveries`] lists it among `subscription`'s.
+async fn listed_delivery(conn: &mut PgConnection, subscription: i64, id: i64) -> DeliveryRecord {
+    fanout::list_deliveries(conn, subscription)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == id)
+        .unwrap()
+}
+
+/// A subscription that must exist.
+async fn stored_subscription(conn: &mut PgConnection, id: i64) -> Subscription {
+    fanout::get_subscription(conn, id).await.unwrap().unwrap()
+}
+
+/// [`fanout::record_failure`] of the attempt `delivery` was claimed for, at `at`, the
+/// subscription disabled after an hour of failures.
+async fn failed(
+    conn: &mut PgConnection,
+    delivery: &ClaimedDelivery,
+    at: DateTime<Utc>,
+    status: Option<u16>,
+    error: &str,
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> FailureRecorded {
+    let hour = Some(Duration::from_secs(3600));
+    fanout::record_failure(
+        conn,
+        delivery.id,
+        delivery.attempt,
+        at,
+        status,
+        error,
+        next_attempt_at,
+        hour,
+    )
+    .await
+    .unwrap()
+}
+
+/// A fresh database with `N` subscriptions of the default tenant to everything, and the three
+/// changes fanned out to each.
+async fn three_changes_fanned_out_to<const N: usize>() -> (TestDatabase, [i64; N]) {
+    let db = database().await;
+    let mut subscriptions = [0; N];
+    for subscription in &mut subscriptions {
+        *subscription = subscribe(&db, "default", &[], &[]).await;
+    }
+    three_changes(&db).await;
+    fan_out(&db).await;
+    (db, subscriptions)
 }
 
 #[tokio::test]
@@ -178,18 +234,12 @@ async fn changes_no_subscription_wants_are_written_fanned_out() {
 
     // Nor does a subscription whose filters the changes do not match.
     subscribe(&db, "default", &["dhl"], &[]).await;
-    db.store()
-        .apply_batch(open_batch(vec![event("A2", 20, Status::Delivered, "SYD")]))
-        .await
-        .unwrap();
+    merge(db.store(), vec![event("A2", 20, Status::Delivered, "SYD")]).await;
     assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
 
     // Once the tenant has a subscription that wants them, its new changes wait for the fan-out.
     let sub = subscribe(&db, "default", &[], &[]).await;
-    db.store()
-        .apply_batch(open_batch(vec![event("A1", 20, Status::Delivered, "SYD")]))
-        .await
-        .unwrap();
+    merge(db.store(), vec![event("A1", 20, Status::Delivered, "SYD")]).await;
     let report = fan_out(&db).await;
     assert_eq!((report.rows, report.deliveries), (1, 1));
     assert_eq!(deliveries(&db, sub).await.len(), 1);
@@ -229,20 +279,14 @@ async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marke
 
 #[tokio::test]
 async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
-    let db = database().await;
-    subscribe(&db, "default", &[], &[]).await;
-    three_changes(&db).await;
-    fan_out(&db).await;
+    let (db, [_]) = three_changes_fanned_out_to().await;
     let mut tx = db.store().begin().await.unwrap();
     let rows = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
     let published: Vec<i64> = rows.iter().map(|e| e.id).collect();
     fanout::mark_published(&mut tx, &published).await.unwrap();
     tx.commit().await.unwrap();
     // A fourth change, fanned out but never published (the broker was down for a week).
-    db.store()
-        .apply_batch(open_batch(vec![event("A4", 10, Status::InTransit, "SYD")]))
-        .await
-        .unwrap();
+    merge(db.store(), vec![event("A4", 10, Status::InTransit, "SYD")]).await;
     fan_out(&db).await;
 
     let mut conn = db.store().acquire().await.unwrap();
@@ -341,7 +385,7 @@ async fn claim(
     room: u32,
     per_subscription: u32,
     busy: &[(i64, u32)],
-) -> Vec<fanout::ClaimedDelivery> {
+) -> Vec<ClaimedDelivery> {
     let mut conn = db.store().acquire().await.unwrap();
     fanout::claim_due_deliveries(
         &mut conn,
@@ -357,11 +401,7 @@ async fn claim(
 
 #[tokio::test]
 async fn claims_respect_room_per_subscription_limits_leases_and_stale_outcomes() {
-    let db = database().await;
-    let busy_sub = subscribe(&db, "default", &[], &[]).await;
-    let quiet_sub = subscribe(&db, "default", &[], &[]).await;
-    three_changes(&db).await;
-    fan_out(&db).await;
+    let (db, [busy_sub, quiet_sub]) = three_changes_fanned_out_to().await;
     let now = Utc::now() + chrono::Duration::seconds(1);
 
     // Two per subscription, one already in flight for `busy_sub`: 1 + 2.
@@ -406,12 +446,7 @@ async fn claims_respect_room_per_subscription_limits_leases_and_stale_outcomes()
             .await
             .unwrap()
     );
-    let record = fanout::list_deliveries(&mut conn, first.subscription_id)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.id == first.id)
-        .unwrap();
+    let record = listed_delivery(&mut conn, first.subscription_id, first.id).await;
     assert_eq!(record.status, DeliveryStatus::Delivered);
     assert_eq!(record.last_status, Some(204));
     assert_eq!(record.next_attempt_at, None);
@@ -421,20 +456,16 @@ async fn claims_respect_room_per_subscription_limits_leases_and_stale_outcomes()
 
 #[tokio::test]
 async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
-    let db = database().await;
-    let sub = subscribe(&db, "default", &[], &[]).await;
-    let gone = subscribe(&db, "default", &[], &[]).await;
-    three_changes(&db).await;
-    fan_out(&db).await;
+    let (db, [sub, gone]) = three_changes_fanned_out_to().await;
     let t0 = Utc::now().trunc_subsecs(6) + chrono::Duration::seconds(1);
     let mut conn = db.store().acquire().await.unwrap();
-    let hour = Some(Duration::from_secs(3600));
 
     let claimed = claim(&db, t0, 10, 10, &[]).await;
     let mine: Vec<_> = claimed
         .iter()
         .filter(|c| c.subscription_id == sub)
         .collect();
+    assert!(mine.iter().all(|c| c.attempt == 1));
 
     // 410: dead and disabled; its other deliveries wait.
     let to_gone = claimed.iter().find(|c| c.subscription_id == gone).unwrap();
@@ -442,45 +473,25 @@ async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
         .await
         .unwrap();
     assert!(recorded.recorded && recorded.subscription_disabled);
-    let subscription = fanout::get_subscription(&mut conn, gone)
-        .await
-        .unwrap()
-        .unwrap();
+    let subscription = stored_subscription(&mut conn, gone).await;
     assert_eq!(subscription.disabled_reason, Some(DisabledReason::Gone));
 
     // A retry: still pending, due later; the subscription starts failing.
     let later = t0 + chrono::Duration::seconds(5);
-    let retry = fanout::record_failure(
-        &mut conn,
-        mine[0].id,
-        1,
-        t0,
-        Some(500),
-        "HTTP 500",
-        Some(later),
-        hour,
-    )
-    .await
-    .unwrap();
+    let retry = failed(&mut conn, mine[0], t0, Some(500), "HTTP 500", Some(later)).await;
     assert!(retry.recorded && !retry.subscription_disabled);
-    let subscription = fanout::get_subscription(&mut conn, sub)
-        .await
-        .unwrap()
-        .unwrap();
+    let subscription = stored_subscription(&mut conn, sub).await;
     assert_eq!(subscription.failing_since, Some(t0));
     // Exhausted: dead. Still within the hour: enabled.
-    let dead = fanout::record_failure(
+    let dead = failed(
         &mut conn,
-        mine[1].id,
-        1,
+        mine[1],
         t0 + chrono::Duration::minutes(30),
         None,
         "timed out",
         None,
-        hour,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(dead.recorded && !dead.subscription_disabled);
     // A success in between resets the failure clock.
     assert!(
@@ -488,10 +499,7 @@ async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
             .await
             .unwrap()
     );
-    let subscription = fanout::get_subscription(&mut conn, sub)
-        .await
-        .unwrap()
-        .unwrap();
+    let subscription = stored_subscription(&mut conn, sub).await;
     assert_eq!(subscription.failing_since, None);
 
     // The retried one fails again two hours later, then again past the hour since that: disabled.
@@ -499,38 +507,14 @@ async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
     let retried = again.iter().find(|c| c.id == mine[0].id).unwrap();
     assert_eq!(retried.attempt, 2);
     let t1 = t0 + chrono::Duration::hours(2);
-    fanout::record_failure(
-        &mut conn,
-        retried.id,
-        2,
-        t1,
-        None,
-        "HTTP 503",
-        Some(t1),
-        hour,
-    )
-    .await
-    .unwrap();
+    failed(&mut conn, retried, t1, None, "HTTP 503", Some(t1)).await;
     let retried = claim(&db, t1, 10, 10, &[]).await;
     assert_eq!(retried.len(), 1, "the gone subscription's deliveries wait");
     let t2 = t1 + chrono::Duration::minutes(61);
-    let disabled = fanout::record_failure(
-        &mut conn,
-        retried[0].id,
-        3,
-        t2,
-        Some(503),
-        "HTTP 503",
-        Some(t2),
-        hour,
-    )
-    .await
-    .unwrap();
+    assert_eq!(retried[0].attempt, 3);
+    let disabled = failed(&mut conn, &retried[0], t2, Some(503), "HTTP 503", Some(t2)).await;
     assert!(disabled.recorded && disabled.subscription_disabled);
-    let subscription = fanout::get_subscription(&mut conn, sub)
-        .await
-        .unwrap()
-        .unwrap();
+    let subscription = stored_subscription(&mut conn, sub).await;
     assert!(!subscription.enabled);
     assert_eq!(subscription.disabled_reason, Some(DisabledReason::Failing));
     assert!(
@@ -568,12 +552,7 @@ async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
         vec![before.id],
         "only dead deliveries are replayed"
     );
-    let after = fanout::list_deliveries(&mut conn, sub)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.id == before.id)
-        .unwrap();
+    let after = listed_delivery(&mut conn, sub, before.id).await;
     assert_eq!(after.status, DeliveryStatus::Pending);
     assert_eq!(after.attempts, 0);
     assert_eq!(after.replays, 1);
@@ -622,10 +601,7 @@ async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
 
 #[tokio::test]
 async fn a_rotated_secret_is_signed_with_until_its_window_closes() {
-    let db = database().await;
-    let sub = subscribe(&db, "default", &[], &[]).await;
-    three_changes(&db).await;
-    fan_out(&db).await;
+    let (db, [sub]) = three_changes_fanned_out_to().await;
     let now = Utc::now() + chrono::Duration::seconds(1);
     let newer = SecretText::new("whsec_bmV3ZXItc2VjcmV0LW5ld2VyLXNlY3JldA==");
     let mut conn = db.store().acquire().await.unwrap();

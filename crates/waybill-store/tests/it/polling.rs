@@ -10,7 +10,7 @@ use waybill_store::polling::{
     DefaultPollSource, PollState, SlotOutcome, adopt_new_shipments, begin_poll, claim_due,
     poll_schedule, record_outcomes, release_claims, seed_due_shipments, stop_unpolled_sources,
 };
-use waybill_store::{InboundBatch, ShipmentKey};
+use waybill_store::{InboundBatch, PgConnection, ShipmentKey};
 
 fn source(id: &str) -> SourceId {
     SourceId::parse(id).unwrap()
@@ -26,6 +26,14 @@ fn key(number_text: &str) -> ShipmentKey {
 
 fn now() -> DateTime<Utc> {
     at(1_000_000)
+}
+
+/// `count` shipments of the default tenant's `ups`, numbered from `prefix`, polled through
+/// source `s` and due at `due`.
+async fn seed(conn: &mut PgConnection, prefix: &str, count: u32, due: DateTime<Utc>) {
+    seed_due_shipments(conn, &tenant(), &ups(), &source("s"), prefix, count, due)
+        .await
+        .unwrap();
 }
 
 async fn register(db: &waybill_store::testing::TestDatabase, numbers: &[&str], src: Option<&str>) {
@@ -96,12 +104,9 @@ async fn adoption_schedules_polled_sources_resolves_defaults_and_turns_the_rest_
 
 #[tokio::test]
 async fn a_claim_pushes_next_poll_by_the_lease_and_a_lost_claim_comes_back_after_it() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
+    let (db, mut conn) = connected().await;
     let due = now() - Duration::seconds(5);
-    seed_due_shipments(&mut conn, &tenant(), &ups(), &source("s"), "Z", 3, due)
-        .await
-        .unwrap();
+    seed(&mut conn, "Z", 3, due).await;
     let budgets = [(source("s"), 2)];
     let first = claim_due(&mut conn, now(), 600, &budgets).await.unwrap();
     assert_eq!(first.len(), 2, "the budget caps a claim");
@@ -128,19 +133,8 @@ async fn a_claim_pushes_next_poll_by_the_lease_and_a_lost_claim_comes_back_after
 
 #[tokio::test]
 async fn concurrent_schedulers_never_claim_the_same_slot() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
-    seed_due_shipments(
-        &mut conn,
-        &tenant(),
-        &ups(),
-        &source("s"),
-        "C",
-        2_000,
-        now(),
-    )
-    .await
-    .unwrap();
+    let (db, mut conn) = connected().await;
+    seed(&mut conn, "C", 2_000, now()).await;
     drop(conn);
     let mut tasks = Vec::new();
     for _ in 0..6 {
@@ -174,11 +168,8 @@ async fn concurrent_schedulers_never_claim_the_same_slot() {
 
 #[tokio::test]
 async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
-    seed_due_shipments(&mut conn, &tenant(), &ups(), &source("s"), "P", 1, now())
-        .await
-        .unwrap();
+    let (db, mut conn) = connected().await;
+    seed(&mut conn, "P", 1, now()).await;
     let claim = claim_due(&mut conn, now(), 600, &[(source("s"), 1)])
         .await
         .unwrap()
@@ -188,20 +179,21 @@ async fn a_slot_is_started_once_and_outcomes_only_apply_to_the_current_slot() {
         .unwrap()
         .expect("the first start of a slot");
     assert_eq!(target.key, claim.key);
-    assert!(
-        begin_poll(&mut conn, claim.id, claim.slot, 0, now())
-            .await
-            .unwrap()
-            .is_none(),
-        "a second delivery of the job does not start a second request"
-    );
-    assert!(
-        begin_poll(&mut conn, claim.id, claim.slot, 1, now())
-            .await
-            .unwrap()
-            .is_none(),
-        "a job of another claim of the slot is stale"
-    );
+    for (attempt, why) in [
+        (
+            0,
+            "a second delivery of the job does not start a second request",
+        ),
+        (1, "a job of another claim of the slot is stale"),
+    ] {
+        assert!(
+            begin_poll(&mut conn, claim.id, claim.slot, attempt, now())
+                .await
+                .unwrap()
+                .is_none(),
+            "{why}"
+        );
+    }
     let next = now() + Duration::hours(2);
     let outcome = SlotOutcome {
         shipment_id: claim.id,

@@ -1,9 +1,10 @@
 //! Rejected events against a real Postgres: stored once however often the message is
 //! redelivered, listed newest first per source, shown, and marked replayed.
 
-use crate::common::database;
+use crate::common::connected;
 use chrono::{TimeZone, Utc};
-use waybill_store::rejected::{self, NewRejectedEvent, RejectedFilter};
+use waybill_store::PgConnection;
+use waybill_store::rejected::{self, NewRejectedEvent, RejectedEvent, RejectedFilter};
 
 fn row(envelope: &str, position: i32, source: &str, minute: u32) -> NewRejectedEvent {
     NewRejectedEvent {
@@ -22,10 +23,22 @@ fn row(envelope: &str, position: i32, source: &str, minute: u32) -> NewRejectedE
     }
 }
 
+/// The rejected events `filter` selects (at most ten), newest first.
+async fn listed(conn: &mut PgConnection, filter: RejectedFilter) -> Vec<RejectedEvent> {
+    rejected::list(
+        conn,
+        &RejectedFilter {
+            limit: 10,
+            ..filter
+        },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn stored_once_listed_shown_and_marked_replayed() {
-    let db = database().await;
-    let mut conn = db.store().acquire().await.unwrap();
+    let (db, mut conn) = connected().await;
     let rows = [
         row("e1", 0, "kea", 1),
         row("e1", 1, "kea", 1),
@@ -46,27 +59,17 @@ async fn stored_once_listed_shown_and_marked_replayed() {
     );
     assert_eq!(rejected::count_pending(&mut conn).await.unwrap(), 3);
 
-    let all = rejected::list(
-        &mut conn,
-        &RejectedFilter {
-            limit: 10,
-            ..RejectedFilter::default()
-        },
-    )
-    .await
-    .unwrap();
+    let all = listed(&mut conn, RejectedFilter::default()).await;
     assert_eq!(all.len(), 3);
     assert_eq!(all[0].stored.source, "other", "newest first");
-    let kea = rejected::list(
+    let kea = listed(
         &mut conn,
-        &RejectedFilter {
+        RejectedFilter {
             source: Some("kea".to_owned()),
-            limit: 10,
             ..RejectedFilter::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(kea.len(), 2);
     let shown = rejected::get(&mut conn, kea[0].id).await.unwrap().unwrap();
     assert_eq!(shown.stored.element["at"], "yesterday");
@@ -78,26 +81,16 @@ async fn stored_once_listed_shown_and_marked_replayed() {
             .unwrap()
     );
     assert_eq!(rejected::count_pending(&mut conn).await.unwrap(), 2);
-    let pending = rejected::list(
-        &mut conn,
-        &RejectedFilter {
-            limit: 10,
-            ..RejectedFilter::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pending = listed(&mut conn, RejectedFilter::default()).await;
     assert!(pending.iter().all(|r| r.id != shown.id));
-    let with_replayed = rejected::list(
+    let with_replayed = listed(
         &mut conn,
-        &RejectedFilter {
+        RejectedFilter {
             include_replayed: true,
-            limit: 10,
             ..RejectedFilter::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(with_replayed.len(), 3);
     drop(conn);
     db.drop_database().await.unwrap();
