@@ -12,6 +12,7 @@ use waybill_config::ExposeSecret;
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
+use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
 
 /// How many dead letters a page lists.
@@ -91,8 +92,7 @@ fn listing(
                     (view::table("Dead letters", html! {
                         thead { tr {
                             @if viewer.can_act() { th scope="col" { "Select" } }
-                            th scope="col" { "Id" } th scope="col" { "Reason" } th scope="col" { "Age" }
-                            th scope="col" class="num" { "Size" } th scope="col" { "Queue" } th scope="col" { "Tenant" }
+                            (view::headings(&[Text("Id"), Text("Reason"), Text("Age"), Num("Size"), Text("Queue"), Text("Tenant")]))
                         } }
                         tbody {
                             @for letter in letters {

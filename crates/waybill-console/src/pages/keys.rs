@@ -10,6 +10,7 @@ use waybill_core::access::{KeyId, Scope};
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
+use crate::view::Heading::Text;
 use crate::{BASE, Console, shell, view};
 
 /// `GET /console/keys`.
@@ -56,8 +57,7 @@ async fn keys_page(
             }
             (view::table("API keys", html! {
                 thead { tr {
-                    th scope="col" { "Key" } th scope="col" { "Tenant" } th scope="col" { "Scopes" }
-                    th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "State" }
+                    (view::headings(&[Text("Key"), Text("Tenant"), Text("Scopes"), Text("Name"), Text("Created"), Text("State")]))
                     @if viewer.can_act() { th scope="col" { "Action" } }
                 } }
                 tbody {

@@ -18,6 +18,7 @@ use super::visible_sources;
 use crate::auth::Viewer;
 use crate::error::PageError;
 use crate::metrics::{Snapshot, increase, quantile, scrape};
+use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
 
 const RECEIVED: &str = "waybill_webhooks_received_total";
@@ -190,7 +191,7 @@ fn webhooks_card(
             h2 id="accepted-h" { "Webhooks accepted" }
             p class="hint" { (window) }
             (view::table("Webhooks accepted per source", html! {
-                thead { tr { th scope="col" { "Source" } th scope="col" class="num" { "Window" } th scope="col" class="num" { "Since start" } } }
+                thead { tr { (view::headings(&[Text("Source"), Num("Window"), Num("Since start")])) } }
                 tbody {
                     @for source in sources {
                         @let total = now.get(source).copied().unwrap_or(0.0);
@@ -231,7 +232,7 @@ fn rejections_card(
                 p class="muted" { "None since the ingresses started." }
             } @else {
                 (view::table("Rejections by reason", html! {
-                    thead { tr { th scope="col" { "Reason" } th scope="col" class="num" { "Window" } th scope="col" class="num" { "Since start" } } }
+                    thead { tr { (view::headings(&[Text("Reason"), Num("Window"), Num("Since start")])) } }
                     tbody {
                         @for (reason, total) in reasons {
                             tr {
@@ -273,7 +274,7 @@ fn queues_card(latest: &Snapshot, prefix: &str) -> Markup {
                 p class="problem" { "RabbitMQ did not answer." }
             } @else {
                 (view::table("Queue depths", html! {
-                    thead { tr { th scope="col" { "Queue" } th scope="col" class="num" { "Ready" } th scope="col" class="num" { "Consumers" } } }
+                    thead { tr { (view::headings(&[Text("Queue"), Num("Ready"), Num("Consumers")])) } }
                     tbody {
                         @for queue in queues {
                             tr {
@@ -348,14 +349,11 @@ fn delivery_table(subscriptions: &[SubscriptionHealth]) -> Markup {
     if subscriptions.is_empty() {
         return html! { p class="muted" { "No subscriptions." } };
     }
+    let success = format!("Success (last {})", waybill_store::console::RECENT_WINDOW);
     view::table(
         "Delivery success per subscription",
         html! {
-            thead { tr {
-                th scope="col" { "Subscription" } th scope="col" { "State" }
-                th scope="col" class="num" { "Success (last " (waybill_store::console::RECENT_WINDOW) ")" }
-                th scope="col" class="num" { "Pending" } th scope="col" class="num" { "Dead" }
-            } }
+            thead { tr { (view::headings(&[Text("Subscription"), Text("State"), Num(&success), Num("Pending"), Num("Dead")])) } }
             tbody {
                 @for s in subscriptions {
                     tr {

@@ -11,6 +11,7 @@ use waybill_store::fanout::{DeliveryRecord, DeliveryStatus};
 
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
+use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
 
 /// `GET /console/subscriptions`.
@@ -39,10 +40,10 @@ async fn list_page(
             @if subscriptions.is_empty() { p class="muted" { "No subscriptions." } } @else {
                 (view::table("Subscriptions", html! {
                     thead { tr {
-                        th scope="col" { "Id" } th scope="col" { "Endpoint" } th scope="col" { "Tenant" }
-                        th scope="col" { "State" } th scope="col" class="num" { "Success (recent)" }
-                        th scope="col" class="num" { "Pending" } th scope="col" class="num" { "Dead" }
-                        th scope="col" { "Last attempt" }
+                        (view::headings(&[
+                            Text("Id"), Text("Endpoint"), Text("Tenant"), Text("State"),
+                            Num("Success (recent)"), Num("Pending"), Num("Dead"), Text("Last attempt"),
+                        ]))
                         @if viewer.can_act() { th scope="col" { "Action" } }
                     } }
                     tbody {
@@ -162,9 +163,10 @@ fn deliveries_table(viewer: &Viewer, deliveries: &[DeliveryRecord]) -> Markup {
         "Deliveries",
         html! {
             thead { tr {
-                th scope="col" { "Delivery" } th scope="col" { "Status" } th scope="col" class="num" { "Attempts" }
-                th scope="col" { "Last answer" } th scope="col" { "Last attempt" } th scope="col" { "Created" }
-                th scope="col" { "Finished" } th scope="col" { "Next attempt" }
+                (view::headings(&[
+                    Text("Delivery"), Text("Status"), Num("Attempts"), Text("Last answer"),
+                    Text("Last attempt"), Text("Created"), Text("Finished"), Text("Next attempt"),
+                ]))
                 @if viewer.can_act() { th scope="col" { "Action" } }
             } }
             tbody {
