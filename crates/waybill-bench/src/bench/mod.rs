@@ -200,6 +200,27 @@ impl Stack {
         CpuReading::now(pid(&self.ingress), pid(&self.worker))
     }
 
+    /// Runs `work` and records the CPU the stack spent on it as `phase`, per `unit` of `units`.
+    async fn with_cpu<T, E>(
+        &self,
+        phases: &mut Vec<PhaseCpu>,
+        (phase, unit, units): (&'static str, &'static str, usize),
+        work: impl Future<Output = Result<T, E>>,
+    ) -> anyhow::Result<T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let before = self.cpu();
+        let value = work.await?;
+        phases.push(PhaseCpu::new(
+            phase,
+            unit,
+            &self.cpu().since(&before),
+            units as f64,
+        ));
+        Ok(value)
+    }
+
     fn rss(&self) -> (u64, u64) {
         let of = |child: &Option<Child>| child.as_ref().and_then(Child::id).map_or(0, rss_kib);
         (of(&self.ingress), of(&self.worker))
@@ -338,22 +359,17 @@ async fn broker_ceiling(
     let connection =
         waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench-raw")
             .await?;
-    let before = stack.cpu();
-    figures.raw_publish_per_sec = waybill_bus::bench::raw_confirmed_publish(
+    let queue = format!("{}bench.raw", settings.bus.prefix);
+    let publish = waybill_bus::bench::raw_confirmed_publish(
         &connection,
-        &format!("{}bench.raw", settings.bus.prefix),
+        &queue,
         figures.envelope_bytes,
         RAW_MESSAGES,
         settings.bus.publisher_channels,
         256,
-    )
-    .await?;
-    figures.cpu.push(PhaseCpu::new(
-        "raw confirmed publish",
-        "message",
-        &stack.cpu().since(&before),
-        RAW_MESSAGES as f64,
-    ));
+    );
+    let phase = ("raw confirmed publish", "message", RAW_MESSAGES);
+    figures.raw_publish_per_sec = stack.with_cpu(&mut figures.cpu, phase, publish).await?;
     connection.close().await?;
     Ok(())
 }
@@ -370,20 +386,18 @@ async fn database_ceiling(
         settings.worker.consumers.max(1) as u32 + 1,
     )
     .await?;
-    let before = stack.cpu();
-    figures.raw_upsert_per_sec = waybill_store::bench::raw_batched_upsert(
+    let upsert = waybill_store::bench::raw_batched_upsert(
         &store,
         settings.worker.batch_size,
         RAW_BATCHES,
         settings.worker.consumers.max(1),
-    )
-    .await?;
-    figures.cpu.push(PhaseCpu::new(
+    );
+    let phase = (
         "raw batched upsert",
         "event",
-        &stack.cpu().since(&before),
-        (settings.worker.batch_size * RAW_BATCHES) as f64,
-    ));
+        settings.worker.batch_size * RAW_BATCHES,
+    );
+    figures.raw_upsert_per_sec = stack.with_cpu(&mut figures.cpu, phase, upsert).await?;
     store.close().await;
     Ok(())
 }
