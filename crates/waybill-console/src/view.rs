@@ -67,6 +67,16 @@ pub(crate) fn headings(columns: &[Heading<'_>]) -> Markup {
     }
 }
 
+/// A table's header row: its column headings, then an "Action" column when the viewer may act.
+pub(crate) fn header_row(columns: &[Heading<'_>], action: bool) -> Markup {
+    html! {
+        thead { tr {
+            (headings(columns))
+            @if action { th scope="col" { "Action" } }
+        } }
+    }
+}
+
 /// A time as UTC with its age: `2026-11-02 08:31:00Z (3 min ago)`.
 pub(crate) fn time(at: Option<DateTime<Utc>>) -> Markup {
     match at {

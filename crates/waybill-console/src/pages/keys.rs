@@ -56,10 +56,7 @@ async fn keys_page(
                 None => {}
             }
             (view::table("API keys", html! {
-                thead { tr {
-                    (view::headings(&[Text("Key"), Text("Tenant"), Text("Scopes"), Text("Name"), Text("Created"), Text("State")]))
-                    @if viewer.can_act() { th scope="col" { "Action" } }
-                } }
+                (view::header_row(&[Text("Key"), Text("Tenant"), Text("Scopes"), Text("Name"), Text("Created"), Text("State")], viewer.can_act()))
                 tbody {
                     @for key in &keys {
                         tr {

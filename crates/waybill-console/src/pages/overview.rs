@@ -190,20 +190,10 @@ fn webhooks_card(
         section class="card" aria-labelledby="accepted-h" {
             h2 id="accepted-h" { "Webhooks accepted" }
             p class="hint" { (window) }
-            (view::table("Webhooks accepted per source", html! {
-                thead { tr { (view::headings(&[Text("Source"), Num("Window"), Num("Since start")])) } }
-                tbody {
-                    @for source in sources {
-                        @let total = now.get(source).copied().unwrap_or(0.0);
-                        @let before = then.get(source).copied().unwrap_or(0.0);
-                        tr {
-                            td { a href={(BASE) "/sources/" (source)} { (source) } }
-                            td class="num" { (view::thousands(increase(before, total) as u64)) }
-                            td class="num" { (view::thousands(total as u64)) }
-                        }
-                    }
-                }
-            }))
+            (window_table("Webhooks accepted per source", "Source", sources.iter().map(|source| {
+                let link = html! { a href={(BASE) "/sources/" (source)} { (source) } };
+                (link, then.get(source).copied().unwrap_or(0.0), now.get(source).copied().unwrap_or(0.0))
+            })))
         }
     }
 }
@@ -231,21 +221,31 @@ fn rejections_card(
             @if reasons.is_empty() {
                 p class="muted" { "None since the ingresses started." }
             } @else {
-                (view::table("Rejections by reason", html! {
-                    thead { tr { (view::headings(&[Text("Reason"), Num("Window"), Num("Since start")])) } }
-                    tbody {
-                        @for (reason, total) in reasons {
-                            tr {
-                                td { (reason_label(reason)) }
-                                td class="num" { (view::thousands(increase(then.get(reason).copied().unwrap_or(0.0), *total) as u64)) }
-                                td class="num" { (view::thousands(*total as u64)) }
-                            }
-                        }
-                    }
-                }))
+                (window_table("Rejections by reason", "Reason", reasons.into_iter().map(|(reason, total)| {
+                    (html! { (reason_label(reason)) }, then.get(reason).copied().unwrap_or(0.0), *total)
+                })))
             }
         }
     }
+}
+
+/// A table of counters by name: each one's increase over the window and its total since start.
+fn window_table(label: &str, name: &str, rows: impl Iterator<Item = (Markup, f64, f64)>) -> Markup {
+    view::table(
+        label,
+        html! {
+            (view::header_row(&[Text(name), Num("Window"), Num("Since start")], false))
+            tbody {
+                @for (name, before, total) in rows {
+                    tr {
+                        td { (name) }
+                        td class="num" { (view::thousands(increase(before, total) as u64)) }
+                        td class="num" { (view::thousands(total as u64)) }
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// A rejection outcome in words.
@@ -274,7 +274,7 @@ fn queues_card(latest: &Snapshot, prefix: &str) -> Markup {
                 p class="problem" { "RabbitMQ did not answer." }
             } @else {
                 (view::table("Queue depths", html! {
-                    thead { tr { (view::headings(&[Text("Queue"), Num("Ready"), Num("Consumers")])) } }
+                    (view::header_row(&[Text("Queue"), Num("Ready"), Num("Consumers")], false))
                     tbody {
                         @for queue in queues {
                             tr {
@@ -353,7 +353,7 @@ fn delivery_table(subscriptions: &[SubscriptionHealth]) -> Markup {
     view::table(
         "Delivery success per subscription",
         html! {
-            thead { tr { (view::headings(&[Text("Subscription"), Text("State"), Num(&success), Num("Pending"), Num("Dead")])) } }
+            (view::header_row(&[Text("Subscription"), Text("State"), Num(&success), Num("Pending"), Num("Dead")], false))
             tbody {
                 @for s in subscriptions {
                     tr {

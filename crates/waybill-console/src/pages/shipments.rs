@@ -88,7 +88,7 @@ fn results(found: &[ShipmentSummary]) -> Markup {
     view::table(
         "Shipments found",
         html! {
-            thead { tr { (view::headings(&[Text("Tracking number"), Text("Carrier"), Text("Tenant"), Text("Order"), Text("Status"), Text("Last event")])) } }
+            (view::header_row(&[Text("Tracking number"), Text("Carrier"), Text("Tenant"), Text("Order"), Text("Status"), Text("Last event")], false))
             tbody {
                 @for s in found {
                     tr {
@@ -179,10 +179,7 @@ fn history_table(shipment: &ShipmentView) -> Markup {
     view::table(
         "Tracking events",
         html! {
-            thead { tr { (view::headings(&[
-                Text("Occurred at"), Text("Status"), Text("Raw status"), Text("Location"),
-                Text("Message"), Text("Arrived by"), Text("Received"), Text("Merge"),
-            ])) } }
+            (view::header_row(&[Text("Occurred at"), Text("Status"), Text("Raw status"), Text("Location"), Text("Message"), Text("Arrived by"), Text("Received"), Text("Merge")], false))
             tbody {
                 @for (index, event) in shipment.history.iter().enumerate() {
                     tr {

@@ -35,10 +35,7 @@ pub(crate) async fn list(State(console): State<Console>, viewer: Viewer) -> Mark
                 p class="muted" { "No source is configured for this tenant." }
             } @else {
                 (view::table("Sources", html! {
-                    thead { tr { (view::headings(&[
-                        Text("Source"), Text("Profile"), Text("Tenant"), Text("Mode"),
-                        Text("Last webhook"), Num("Signature failures"), Text("Secrets"),
-                    ])) } }
+                    (view::header_row(&[Text("Source"), Text("Profile"), Text("Tenant"), Text("Mode"), Text("Last webhook"), Num("Signature failures"), Text("Secrets")], false))
                     tbody {
                         @for source in &sources {
                             tr {
@@ -171,7 +168,7 @@ fn source_page(
             h2 { "Secrets" }
             p class="hint" { "Secrets are never shown. During a rotation, an old secret can be removed once it stops matching." }
             (view::table("Secret rotation", html! {
-                thead { tr { (view::headings(&[Text("Secret"), Text("Last matched")])) } }
+                (view::header_row(&[Text("Secret"), Text("Last matched")], false))
                 tbody {
                     @for position in 1..=source.secrets.len() {
                         tr { td { "#" (position) } td { (view::time(secret_matched(figures, source, &position.to_string()))) } }
@@ -202,10 +199,7 @@ fn mapped(result: Result<waybill_carriers::Mapped, String>) -> Markup {
                 p class="problem" { "Raw statuses no mapping knows (stored as Unknown): " (mapped.unmapped_statuses.join(", ")) }
             }
             (view::table("Mapped events", html! {
-                thead { tr { (view::headings(&[
-                    Text("Carrier"), Text("Tracking number"), Text("Status"), Text("Raw status"),
-                    Text("Occurred at"), Text("Location"), Text("Message"), Text("Event id"),
-                ])) } }
+                (view::header_row(&[Text("Carrier"), Text("Tracking number"), Text("Status"), Text("Raw status"), Text("Occurred at"), Text("Location"), Text("Message"), Text("Event id")], false))
                 tbody {
                     @for event in &mapped.events {
                         tr {

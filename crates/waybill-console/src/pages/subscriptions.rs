@@ -39,13 +39,7 @@ async fn list_page(
             @if let Some(text) = notice { (view::notice(text)) }
             @if subscriptions.is_empty() { p class="muted" { "No subscriptions." } } @else {
                 (view::table("Subscriptions", html! {
-                    thead { tr {
-                        (view::headings(&[
-                            Text("Id"), Text("Endpoint"), Text("Tenant"), Text("State"),
-                            Num("Success (recent)"), Num("Pending"), Num("Dead"), Text("Last attempt"),
-                        ]))
-                        @if viewer.can_act() { th scope="col" { "Action" } }
-                    } }
+                    (view::header_row(&[Text("Id"), Text("Endpoint"), Text("Tenant"), Text("State"), Num("Success (recent)"), Num("Pending"), Num("Dead"), Text("Last attempt")], viewer.can_act()))
                     tbody {
                         @for s in &subscriptions {
                             tr {
@@ -162,13 +156,7 @@ fn deliveries_table(viewer: &Viewer, deliveries: &[DeliveryRecord]) -> Markup {
     view::table(
         "Deliveries",
         html! {
-            thead { tr {
-                (view::headings(&[
-                    Text("Delivery"), Text("Status"), Num("Attempts"), Text("Last answer"),
-                    Text("Last attempt"), Text("Created"), Text("Finished"), Text("Next attempt"),
-                ]))
-                @if viewer.can_act() { th scope="col" { "Action" } }
-            } }
+            (view::header_row(&[Text("Delivery"), Text("Status"), Num("Attempts"), Text("Last answer"), Text("Last attempt"), Text("Created"), Text("Finished"), Text("Next attempt")], viewer.can_act()))
             tbody {
                 @for d in deliveries {
                     tr {
