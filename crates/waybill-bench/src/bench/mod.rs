@@ -335,8 +335,9 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         envelope_bytes: typical_envelope_len(&settings)?,
         ..RunFigures::default()
     };
-    broker_ceiling(stack, &settings, &mut figures).await?;
-    database_ceiling(stack, &settings, &mut figures).await?;
+    figures.raw_publish_per_sec =
+        broker_ceiling(stack, &settings, figures.envelope_bytes, &mut figures.cpu).await?;
+    figures.raw_upsert_per_sec = database_ceiling(stack, &settings, &mut figures.cpu).await?;
     stack.start_ingress().await?;
     let rss_start = stack.rss();
     full_speed_then_drain(args, stack, &settings, &mut figures).await?;
@@ -349,12 +350,14 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     Ok(figures)
 }
 
-/// Phase 1, the broker ceiling: raw confirmed publishes of a typical envelope's size.
+/// Phase 1, the broker ceiling: raw confirmed publishes of `envelope_bytes` (a typical
+/// envelope's size) per second.
 async fn broker_ceiling(
     stack: &Stack,
     settings: &Settings,
-    figures: &mut RunFigures,
-) -> anyhow::Result<()> {
+    envelope_bytes: usize,
+    phases: &mut Vec<PhaseCpu>,
+) -> anyhow::Result<f64> {
     const RAW_MESSAGES: usize = 30_000;
     let connection =
         waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench-raw")
@@ -363,23 +366,24 @@ async fn broker_ceiling(
     let publish = waybill_bus::bench::raw_confirmed_publish(
         &connection,
         &queue,
-        figures.envelope_bytes,
+        envelope_bytes,
         RAW_MESSAGES,
         settings.bus.publisher_channels,
         256,
     );
     let phase = ("raw confirmed publish", "message", RAW_MESSAGES);
-    figures.raw_publish_per_sec = stack.with_cpu(&mut figures.cpu, phase, publish).await?;
+    let per_sec = stack.with_cpu(phases, phase, publish).await?;
     connection.close().await?;
-    Ok(())
+    Ok(per_sec)
 }
 
-/// Phase 2, the database ceiling, at the worker's batch size and concurrency.
+/// Phase 2, the database ceiling: events upserted per second, at the worker's batch size and
+/// concurrency.
 async fn database_ceiling(
     stack: &Stack,
     settings: &Settings,
-    figures: &mut RunFigures,
-) -> anyhow::Result<()> {
+    phases: &mut Vec<PhaseCpu>,
+) -> anyhow::Result<f64> {
     const RAW_BATCHES: usize = 40;
     let store = waybill_store::Store::connect(
         settings.database.url.expose_secret(),
@@ -397,9 +401,9 @@ async fn database_ceiling(
         "event",
         settings.worker.batch_size * RAW_BATCHES,
     );
-    figures.raw_upsert_per_sec = stack.with_cpu(&mut figures.cpu, phase, upsert).await?;
+    let per_sec = stack.with_cpu(phases, phase, upsert).await?;
     store.close().await;
-    Ok(())
+    Ok(per_sec)
 }
 
 /// Phase 3, the ingress alone at full speed; the worker starts when sending stops and drains
