@@ -429,3 +429,23 @@ fn chart(title: &str, points: &[f64], unit: &str) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_table_shows_each_counters_increase_and_total() {
+        let rows = [(html! { (reason_label("payload_too_large")) }, 3.0, 1_205.0)];
+        let rendered = window_table("Rejections by reason", "Reason", rows.into_iter());
+        assert_eq!(
+            rendered.into_string(),
+            concat!(
+                r#"<div class="table-wrap" role="region" aria-label="Rejections by reason" tabindex="0"><table>"#,
+                r#"<thead><tr><th scope="col">Reason</th><th scope="col" class="num">Window</th><th scope="col" class="num">Since start</th></tr></thead>"#,
+                r#"<tbody><tr><td>size (413)</td><td class="num">1,202</td><td class="num">1,205</td></tr></tbody>"#,
+                "</table></div>",
+            )
+        );
+    }
+}
