@@ -9,7 +9,7 @@ use waybill_store::console::{COUNT_CAP, SubscriptionHealth};
 use waybill_store::fanout::DisabledReason;
 use waybill_store::fanout::{DeliveryRecord, DeliveryStatus};
 
-use crate::auth::{CheckedForm, Viewer, csrf_field};
+use crate::auth::{AdminForm, Viewer, csrf_field};
 use crate::error::PageError;
 use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
@@ -190,9 +190,8 @@ fn deliveries_table(viewer: &Viewer, deliveries: &[DeliveryRecord]) -> Markup {
 pub(crate) async fn enable(
     State(console): State<Console>,
     Path(id): Path<i64>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
     let mut connection = console.store().acquire().await?;
     let enabled = waybill_store::fanout::enable_subscription(&mut connection, id, Utc::now())
         .await?
@@ -207,9 +206,8 @@ pub(crate) async fn enable(
 pub(crate) async fn replay_delivery(
     State(console): State<Console>,
     Path(id): Path<i64>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
     let mut connection = console.store().acquire().await?;
     let delivery = waybill_store::fanout::get_delivery(&mut connection, id)
         .await?
