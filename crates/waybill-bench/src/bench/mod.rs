@@ -555,13 +555,7 @@ fn typical_envelope_len(settings: &Settings) -> anyhow::Result<usize> {
         occurred_at: Utc::now(),
     };
     let body = loadgen::payloads::render("starshipit", &scan, 1).unwrap_or_default();
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some((name, value)) = profile.sign(&body, "bench", Utc::now()) {
-        headers.insert(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
-            reqwest::header::HeaderValue::from_str(&value)?,
-        );
-    }
+    let headers = loadgen::signed_headers(&profile, &body, "bench", Utc::now())?;
     let verified = profile.verify(
         waybill_carriers::UnverifiedRequest {
             headers: &headers,
