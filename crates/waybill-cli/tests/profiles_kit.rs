@@ -106,9 +106,30 @@ fn every_builtin_has_golden_cases_that_pass_through_the_binary() {
     }
 }
 
-/// A profiles directory of its own under the system's temporary directory holding `NAME.toml`
-/// with `profile`, and the (empty) case directory `NAME/`.
-fn kit_dir(tag: &str, name: &str, profile: &str) -> (PathBuf, PathBuf) {
+/// A profiles directory of its own under the system's temporary directory holding `NAME.toml`,
+/// and the (empty) case directory `NAME/`. The profile checks signatures as `verify` says (the
+/// lines of its `[verify]` table) and maps one event, the whole body, with its tracking number,
+/// status and time at the paths `fields`.
+fn kit_dir(
+    tag: &str,
+    name: &str,
+    verify: &str,
+    [number, status, time]: [&str; 3],
+) -> (PathBuf, PathBuf) {
+    let profile = format!(
+        r#"format_version = 2
+name = "{name}"
+[verify]
+{verify}[mapping.events]
+current = "$"
+[mapping.fields]
+tracking_number = "{number}"
+status = "{status}"
+time = "{time}"
+[mapping.status]
+canonical_names = true
+"#
+    );
     let dir = std::env::temp_dir().join(format!("waybill-kit-{tag}-{}", std::process::id()));
     let cases = dir.join(name);
     std::fs::create_dir_all(&cases).unwrap();
@@ -137,24 +158,14 @@ fn golden_cases_verify_public_key_signatures() {
     let (dir, cases) = kit_dir(
         "rsa",
         "acme",
-        r#"format_version = 2
-name = "acme"
-[verify]
-algorithm = "rsa_sha256"
+        r#"algorithm = "rsa_sha256"
 signed = "{timestamp}.{body}"
 timestamp = "X-Timestamp"
 key_id = "X-Key-Id"
 signature = "X-Signature"
 encoding = "base64"
-[mapping.events]
-current = "$"
-[mapping.fields]
-tracking_number = "$/tracking_number"
-status = "$/status"
-time = "$/time"
-[mapping.status]
-canonical_names = true
 "#,
+        ["$/tracking_number", "$/status", "$/time"],
     );
     std::fs::copy(keys.join("jwks.json"), cases.join("public-keys")).unwrap();
     std::fs::write(
@@ -196,22 +207,12 @@ fn golden_cases_verify_signatures_in_the_url() {
     let (dir, cases) = kit_dir(
         "url",
         "querysig",
-        r#"format_version = 2
-name = "querysig"
-[verify]
-algorithm = "sha256"
+        r#"algorithm = "sha256"
 signed = "{body}/{secret}"
 signature = { query = "sig" }
 encoding = "hex"
-[mapping.events]
-current = "$"
-[mapping.fields]
-tracking_number = "$/n"
-status = "$/s"
-time = "$/t"
-[mapping.status]
-canonical_names = true
 "#,
+        ["$/n", "$/s", "$/t"],
     );
     std::fs::write(cases.join("secrets"), "k\n").unwrap();
     let body = r#"{"n":"Q1","s":"Delivered","t":"2026-11-27T10:00:00Z"}"#;

@@ -104,8 +104,8 @@ impl FromRequestParts<Console> for Viewer {
     }
 }
 
-/// A form whose `csrf` field matched the session's token, from a viewer that may act (an admin)
-/// unless the handler says otherwise. The fields as sent, in order.
+/// A form whose `csrf` field matched the session's token (from any viewer; [`AdminForm`] is one
+/// from a viewer that may act). The fields as sent, in order.
 pub(crate) struct CheckedForm {
     /// Who posted it.
     pub viewer: Viewer,
@@ -157,6 +157,22 @@ impl FromRequest<Console> for CheckedForm {
             .into_response());
         }
         Ok(CheckedForm { viewer, fields })
+    }
+}
+
+/// A [`CheckedForm`] from a viewer that may act (an admin key): any other viewer is refused
+/// before the handler runs.
+pub(crate) struct AdminForm(pub CheckedForm);
+
+impl FromRequest<Console> for AdminForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Console) -> Result<Self, Response> {
+        let form = CheckedForm::from_request(request, console).await?;
+        form.viewer
+            .require_admin()
+            .map_err(IntoResponse::into_response)?;
+        Ok(AdminForm(form))
     }
 }
 
@@ -313,9 +329,8 @@ pub(crate) async fn logout(
 /// `POST /console/tenant`: an admin's tenant filter (empty: every tenant).
 pub(crate) async fn set_tenant_filter(
     State(console): State<Console>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Response, PageError> {
-    form.viewer.require_admin()?;
     let raw = form.get("tenant").unwrap_or("").trim();
     let tenant = if raw.is_empty() {
         None

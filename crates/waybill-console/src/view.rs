@@ -46,6 +46,37 @@ pub(crate) fn table(label: &str, content: Markup) -> Markup {
     }
 }
 
+/// A column heading: a `Num` column holds numbers and is right-aligned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Heading<'a> {
+    /// A column of text.
+    Text(&'a str),
+    /// A column of numbers.
+    Num(&'a str),
+}
+
+/// A table's column headings, in order (the cells of its header row).
+pub(crate) fn headings(columns: &[Heading<'_>]) -> Markup {
+    html! {
+        @for column in columns {
+            @match column {
+                Heading::Text(name) => th scope="col" { (name) },
+                Heading::Num(name) => th scope="col" class="num" { (name) },
+            }
+        }
+    }
+}
+
+/// A table's header row: its column headings, then an "Action" column when the viewer may act.
+pub(crate) fn header_row(columns: &[Heading<'_>], action: bool) -> Markup {
+    html! {
+        thead { tr {
+            (headings(columns))
+            @if action { th scope="col" { "Action" } }
+        } }
+    }
+}
+
 /// A time as UTC with its age: `2026-11-02 08:31:00Z (3 min ago)`.
 pub(crate) fn time(at: Option<DateTime<Utc>>) -> Markup {
     match at {
@@ -128,6 +159,15 @@ mod tests {
         );
         assert_eq!(relative(now + chrono::Duration::hours(3), now), "in 3 h");
         assert_eq!(relative(now - chrono::Duration::days(4), now), "4 days ago");
+    }
+
+    #[test]
+    fn headings_mark_numeric_columns() {
+        let rendered = headings(&[Heading::Text("Queue"), Heading::Num("Ready")]).into_string();
+        assert_eq!(
+            rendered,
+            r#"<th scope="col">Queue</th><th scope="col" class="num">Ready</th>"#
+        );
     }
 
     #[test]

@@ -200,6 +200,27 @@ impl Stack {
         CpuReading::now(pid(&self.ingress), pid(&self.worker))
     }
 
+    /// Runs `work` and records the CPU the stack spent on it as `phase`, per `unit` of `units`.
+    async fn with_cpu<T, E>(
+        &self,
+        phases: &mut Vec<PhaseCpu>,
+        (phase, unit, units): (&'static str, &'static str, usize),
+        work: impl Future<Output = Result<T, E>>,
+    ) -> anyhow::Result<T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let before = self.cpu();
+        let value = work.await?;
+        phases.push(PhaseCpu::new(
+            phase,
+            unit,
+            &self.cpu().since(&before),
+            units as f64,
+        ));
+        Ok(value)
+    }
+
     fn rss(&self) -> (u64, u64) {
         let of = |child: &Option<Child>| child.as_ref().and_then(Child::id).map_or(0, rss_kib);
         (of(&self.ingress), of(&self.worker))
@@ -314,8 +335,9 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         envelope_bytes: typical_envelope_len(&settings)?,
         ..RunFigures::default()
     };
-    broker_ceiling(stack, &settings, &mut figures).await?;
-    database_ceiling(stack, &settings, &mut figures).await?;
+    figures.raw_publish_per_sec =
+        broker_ceiling(stack, &settings, figures.envelope_bytes, &mut figures.cpu).await?;
+    figures.raw_upsert_per_sec = database_ceiling(stack, &settings, &mut figures.cpu).await?;
     stack.start_ingress().await?;
     let rss_start = stack.rss();
     full_speed_then_drain(args, stack, &settings, &mut figures).await?;
@@ -328,64 +350,60 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     Ok(figures)
 }
 
-/// Phase 1, the broker ceiling: raw confirmed publishes of a typical envelope's size.
+/// Phase 1, the broker ceiling: raw confirmed publishes of `envelope_bytes` (a typical
+/// envelope's size) per second.
 async fn broker_ceiling(
     stack: &Stack,
     settings: &Settings,
-    figures: &mut RunFigures,
-) -> anyhow::Result<()> {
+    envelope_bytes: usize,
+    phases: &mut Vec<PhaseCpu>,
+) -> anyhow::Result<f64> {
     const RAW_MESSAGES: usize = 30_000;
     let connection =
         waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench-raw")
             .await?;
-    let before = stack.cpu();
-    figures.raw_publish_per_sec = waybill_bus::bench::raw_confirmed_publish(
+    let queue = format!("{}bench.raw", settings.bus.prefix);
+    let publish = waybill_bus::bench::raw_confirmed_publish(
         &connection,
-        &format!("{}bench.raw", settings.bus.prefix),
-        figures.envelope_bytes,
+        &queue,
+        envelope_bytes,
         RAW_MESSAGES,
         settings.bus.publisher_channels,
         256,
-    )
-    .await?;
-    figures.cpu.push(PhaseCpu::new(
-        "raw confirmed publish",
-        "message",
-        &stack.cpu().since(&before),
-        RAW_MESSAGES as f64,
-    ));
+    );
+    let phase = ("raw confirmed publish", "message", RAW_MESSAGES);
+    let per_sec = stack.with_cpu(phases, phase, publish).await?;
     connection.close().await?;
-    Ok(())
+    Ok(per_sec)
 }
 
-/// Phase 2, the database ceiling, at the worker's batch size and concurrency.
+/// Phase 2, the database ceiling: events upserted per second, at the worker's batch size and
+/// concurrency.
 async fn database_ceiling(
     stack: &Stack,
     settings: &Settings,
-    figures: &mut RunFigures,
-) -> anyhow::Result<()> {
+    phases: &mut Vec<PhaseCpu>,
+) -> anyhow::Result<f64> {
     const RAW_BATCHES: usize = 40;
     let store = waybill_store::Store::connect(
         settings.database.url.expose_secret(),
         settings.worker.consumers.max(1) as u32 + 1,
     )
     .await?;
-    let before = stack.cpu();
-    figures.raw_upsert_per_sec = waybill_store::bench::raw_batched_upsert(
+    let upsert = waybill_store::bench::raw_batched_upsert(
         &store,
         settings.worker.batch_size,
         RAW_BATCHES,
         settings.worker.consumers.max(1),
-    )
-    .await?;
-    figures.cpu.push(PhaseCpu::new(
+    );
+    let phase = (
         "raw batched upsert",
         "event",
-        &stack.cpu().since(&before),
-        (settings.worker.batch_size * RAW_BATCHES) as f64,
-    ));
+        settings.worker.batch_size * RAW_BATCHES,
+    );
+    let per_sec = stack.with_cpu(phases, phase, upsert).await?;
     store.close().await;
-    Ok(())
+    Ok(per_sec)
 }
 
 /// Phase 3, the ingress alone at full speed; the worker starts when sending stops and drains
@@ -537,13 +555,7 @@ fn typical_envelope_len(settings: &Settings) -> anyhow::Result<usize> {
         occurred_at: Utc::now(),
     };
     let body = loadgen::payloads::render("starshipit", &scan, 1).unwrap_or_default();
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some((name, value)) = profile.sign(&body, "bench", Utc::now()) {
-        headers.insert(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
-            reqwest::header::HeaderValue::from_str(&value)?,
-        );
-    }
+    let headers = loadgen::signed_headers(&profile, &body, "bench", Utc::now())?;
     let verified = profile.verify(
         waybill_carriers::UnverifiedRequest {
             headers: &headers,

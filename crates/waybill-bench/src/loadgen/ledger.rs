@@ -123,57 +123,117 @@ impl Ledger {
 impl fmt::Display for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.requests;
-        writeln!(
-            f,
-            "── requests ─────────────────────────────────────────────"
-        )?;
-        writeln!(
-            f,
-            "sent               {:>10}   (attempts {}, retried {})",
-            r.sent, r.attempts, r.retried
-        )?;
-        writeln!(
-            f,
-            "accepted (2xx)     {:>10}   (fresh {}, duplicates {})",
-            r.accepted, r.accepted_fresh, r.accepted_duplicates
-        )?;
+        section(f, "requests")?;
+        let retries = format!("(attempts {}, retried {})", r.attempts, r.retried);
+        figure(f, "sent", r.sent, &retries)?;
+        let kinds = format!(
+            "(fresh {}, duplicates {})",
+            r.accepted_fresh, r.accepted_duplicates
+        );
+        figure(f, "accepted (2xx)", r.accepted, &kinds)?;
         for (code, count) in &r.rejected {
-            writeln!(f, "rejected {code}       {count:>10}")?;
+            figure(f, &format!("rejected {code}"), count, "")?;
         }
-        writeln!(f, "invalid refused    {:>10}", r.invalid_refused)?;
-        writeln!(f, "5xx after retries  {:>10}", r.server_errors)?;
-        writeln!(f, "transport errors   {:>10}", r.transport_errors)?;
-        writeln!(f, "unexpected answers {:>10}", r.unexpected)?;
-        writeln!(
-            f,
-            "accepted/s         {:>10.0}   over {:.1} s",
-            r.accepted_per_sec, r.duration_secs
-        )?;
-        writeln!(f, "ack latency        {}", r.ack_latency_ms)?;
+        figure(f, "invalid refused", r.invalid_refused, "")?;
+        figure(f, "5xx after retries", r.server_errors, "")?;
+        figure(f, "transport errors", r.transport_errors, "")?;
+        figure(f, "unexpected answers", r.unexpected, "")?;
+        let over = format!("over {:.1} s", r.duration_secs);
+        figure(f, "accepted/s", format!("{:.0}", r.accepted_per_sec), &over)?;
+        text(f, "ack latency", &r.ack_latency_ms)?;
         if let Some(d) = &self.drain {
-            writeln!(
-                f,
-                "── postgres ─────────────────────────────────────────────"
-            )?;
-            writeln!(f, "expected events    {:>10}", d.expected_events)?;
-            writeln!(
-                f,
-                "found events       {:>10}   (drained {:.1} s after sending)",
-                d.found_events, d.drain_secs
-            )?;
-            writeln!(f, "shipments touched  {:>10}", d.shipments_touched)?;
+            section(f, "postgres")?;
+            figure(f, "expected events", d.expected_events, "")?;
+            let drained = format!("(drained {:.1} s after sending)", d.drain_secs);
+            figure(f, "found events", d.found_events, &drained)?;
+            figure(f, "shipments touched", d.shipments_touched, "")?;
             if let Some(outcomes) = &d.merge_outcomes {
                 let line: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                writeln!(f, "merge outcomes     {}", line.join(", "))?;
+                text(f, "merge outcomes", &line.join(", "))?;
             }
-            writeln!(f, "merged/s           {:>10.0}", d.merged_per_sec)?;
-            writeln!(f, "end-to-end latency {}", d.end_to_end_latency_ms)?;
-            writeln!(
-                f,
-                "LOST               {:>10}   (accepted − accounted for; must be 0)",
-                d.lost
-            )?;
+            figure(f, "merged/s", format!("{:.0}", d.merged_per_sec), "")?;
+            text(f, "end-to-end latency", &d.end_to_end_latency_ms)?;
+            let must = "(accepted − accounted for; must be 0)";
+            figure(f, "LOST", d.lost, must)?;
         }
         Ok(())
     }
+}
+
+/// The width of a ledger line's label.
+const LABEL: usize = 19;
+
+/// `── name ───…`, a section's rule, 57 characters wide.
+fn section(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    let rule = "─".repeat(57 - 4 - name.chars().count());
+    writeln!(f, "── {name} {rule}")
+}
+
+/// A label, a figure right-aligned in 10 columns, and a note after it when there is one.
+fn figure(
+    f: &mut fmt::Formatter<'_>,
+    label: &str,
+    value: impl fmt::Display,
+    note: &str,
+) -> fmt::Result {
+    write!(f, "{label:<LABEL$}{value:>10}")?;
+    if note.is_empty() {
+        writeln!(f)
+    } else {
+        writeln!(f, "   {note}")
+    }
+}
+
+/// A label and free text after it.
+fn text(f: &mut fmt::Formatter<'_>, label: &str, value: &dyn fmt::Display) -> fmt::Result {
+    writeln!(f, "{label:<LABEL$}{value}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_prints_one_aligned_figure_per_line() {
+        let mut ledger = Ledger::default();
+        ledger.requests.sent = 1200;
+        ledger.requests.attempts = 1210;
+        ledger.requests.retried = 10;
+        ledger.requests.accepted = 1190;
+        ledger.requests.accepted_fresh = 1100;
+        ledger.requests.accepted_duplicates = 90;
+        ledger.requests.rejected.insert(401, 7);
+        ledger.requests.accepted_per_sec = 396.66;
+        ledger.requests.duration_secs = 3.0;
+        ledger.drain = Some(DrainLedger {
+            expected_events: 1100,
+            found_events: 1100,
+            merge_outcomes: Some(BTreeMap::from([("applied".to_owned(), 1100)])),
+            merged_per_sec: 366.6,
+            drain_secs: 0.25,
+            ..DrainLedger::default()
+        });
+        assert_eq!(ledger.to_string(), EXPECTED);
+    }
+
+    const EXPECTED: &str = concat!(
+        "── requests ─────────────────────────────────────────────\n",
+        "sent                     1200   (attempts 1210, retried 10)\n",
+        "accepted (2xx)           1190   (fresh 1100, duplicates 90)\n",
+        "rejected 401                7\n",
+        "invalid refused             0\n",
+        "5xx after retries           0\n",
+        "transport errors            0\n",
+        "unexpected answers          0\n",
+        "accepted/s                397   over 3.0 s\n",
+        "ack latency        p50 0.00 ms  p90 0.00 ms  p99 0.00 ms  max 0.00 ms\n",
+        "── postgres ─────────────────────────────────────────────\n",
+        "expected events          1100\n",
+        "found events             1100   (drained 0.2 s after sending)\n",
+        "shipments touched           0\n",
+        "merge outcomes     applied 1100\n",
+        "merged/s                  367\n",
+        "end-to-end latency p50 0.00 ms  p90 0.00 ms  p99 0.00 ms  max 0.00 ms\n",
+        "LOST                        0   (accepted − accounted for; must be 0)\n",
+    );
 }

@@ -18,6 +18,7 @@ use waybill_config::{PollMode, Settings};
 use waybill_core::EventId;
 
 pub use ledger::{DrainLedger, Ledger, Percentiles, RequestLedger};
+pub(crate) use plan::signed_headers;
 use plan::{Intent, Mix, Plan, Planned, Target};
 use waybill_config::ExposeSecret;
 

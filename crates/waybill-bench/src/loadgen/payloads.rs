@@ -26,6 +26,9 @@ pub const LIFE: [Step; 5] = [
     Step::Delivered,
 ];
 
+/// The steps in Waybill's own (and AfterShip's) words.
+const CANONICAL: [&str; 4] = ["InfoReceived", "InTransit", "OutForDelivery", "Delivered"];
+
 /// The profiles the generator can speak.
 pub const SUPPORTED_PROFILES: [&str; 5] = [
     "starshipit",
@@ -49,6 +52,17 @@ pub struct Scan {
 impl Scan {
     fn status(&self) -> Step {
         LIFE[self.step.min(LIFE.len() - 1)]
+    }
+
+    /// This scan's step in a format's words, given in [`Step`] order: label printed, in
+    /// transit, out for delivery, delivered.
+    fn named<T: Copy>(&self, [info, transit, out, delivered]: [T; 4]) -> T {
+        match self.status() {
+            Step::InfoReceived => info,
+            Step::InTransit => transit,
+            Step::OutForDelivery => out,
+            Step::Delivered => delivered,
+        }
     }
 
     fn location(&self) -> String {
@@ -75,12 +89,7 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 fn starshipit(scan: &Scan) -> Value {
-    let status = match scan.status() {
-        Step::InfoReceived => "Printed",
-        Step::InTransit => "InTransit",
-        Step::OutForDelivery => "OutForDelivery",
-        Step::Delivered => "Delivered",
-    };
+    let status = scan.named(["Printed", "InTransit", "OutForDelivery", "Delivered"]);
     json!({
         "order_number": format!("O-{}", scan.tracking_number),
         "carrier_name": "Australia Post",
@@ -93,12 +102,12 @@ fn starshipit(scan: &Scan) -> Value {
 }
 
 fn clickpost(scan: &Scan) -> Value {
-    let (code, description) = match scan.status() {
-        Step::InfoReceived => (1, "OrderPlaced"),
-        Step::InTransit => (5, "InTransit"),
-        Step::OutForDelivery => (6, "OutForDelivery"),
-        Step::Delivered => (8, "Delivered"),
-    };
+    let (code, description) = scan.named([
+        (1, "OrderPlaced"),
+        (5, "InTransit"),
+        (6, "OutForDelivery"),
+        (8, "Delivered"),
+    ]);
     let scan_body = json!({
         "clickpost_status_code": code,
         "clickpost_status_description": description,
@@ -115,12 +124,7 @@ fn clickpost(scan: &Scan) -> Value {
 }
 
 fn aftership(scan: &Scan, sequence: u64) -> Value {
-    let tag = match scan.status() {
-        Step::InfoReceived => "InfoReceived",
-        Step::InTransit => "InTransit",
-        Step::OutForDelivery => "OutForDelivery",
-        Step::Delivered => "Delivered",
-    };
+    let tag = scan.named(CANONICAL);
     json!({
         "event": "tracking_update",
         "event_id": format!("00000000-0000-4000-8000-{sequence:012x}"),
@@ -146,12 +150,12 @@ fn aftership(scan: &Scan, sequence: u64) -> Value {
 }
 
 fn easypost(scan: &Scan, sequence: u64) -> Value {
-    let (status, code) = match scan.status() {
-        Step::InfoReceived => ("pre_transit", "OC"),
-        Step::InTransit => ("in_transit", "IT"),
-        Step::OutForDelivery => ("out_for_delivery", "OD"),
-        Step::Delivered => ("delivered", "DL"),
-    };
+    let (status, code) = scan.named([
+        ("pre_transit", "OC"),
+        ("in_transit", "IT"),
+        ("out_for_delivery", "OD"),
+        ("delivered", "DL"),
+    ]);
     json!({
         "id": format!("evt_lg{sequence:x}"),
         "object": "Event",
@@ -176,12 +180,7 @@ fn easypost(scan: &Scan, sequence: u64) -> Value {
 }
 
 fn direct(scan: &Scan) -> Value {
-    let status = match scan.status() {
-        Step::InfoReceived => "InfoReceived",
-        Step::InTransit => "InTransit",
-        Step::OutForDelivery => "OutForDelivery",
-        Step::Delivered => "Delivered",
-    };
+    let status = scan.named(CANONICAL);
     json!({
         "carrier": "loadgen",
         "tracking_number": scan.tracking_number,

@@ -192,15 +192,7 @@ impl Plan {
 /// ingress does. Called after the sending phase, so the mapping costs no sending time.
 pub fn event_ids_of(target: &Target, body: &[u8]) -> Vec<EventId> {
     let now = Utc::now();
-    let mut headers = HeaderMap::new();
-    if let Some((name, value)) = target.profile.sign(body, &target.secret, now)
-        && let (Ok(name), Ok(value)) = (
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-            reqwest::header::HeaderValue::from_str(&value),
-        )
-    {
-        headers.insert(name, value);
-    }
+    let headers = signed_headers(&target.profile, body, &target.secret, now).unwrap_or_default();
     let request = UnverifiedRequest {
         headers: &headers,
         body,
@@ -212,4 +204,22 @@ pub fn event_ids_of(target: &Target, body: &[u8]) -> Vec<EventId> {
         .and_then(|verified| target.profile.map_webhook(&verified, now).ok())
         .map(|mapped| mapped.events.into_iter().map(|event| event.id).collect())
         .unwrap_or_default()
+}
+
+/// The signature header a sender holding `secret` attaches to `body` at `now` (none for a
+/// profile that does not verify), as a header map; an error if it is not a valid header.
+pub(crate) fn signed_headers(
+    profile: &CarrierProfile,
+    body: &[u8],
+    secret: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    if let Some((name, value)) = profile.sign(body, secret, now) {
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
+            reqwest::header::HeaderValue::from_str(&value)?,
+        );
+    }
+    Ok(headers)
 }

@@ -10,8 +10,9 @@ use serde_json::Value;
 use waybill_bus::dead::admin::{DeadLetterQueue, DeadLetterSummary, Selection};
 use waybill_config::ExposeSecret;
 
-use crate::auth::{CheckedForm, Viewer, csrf_field};
+use crate::auth::{AdminForm, CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
+use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
 
 /// How many dead letters a page lists.
@@ -61,7 +62,6 @@ fn queue(console: &Console) -> DeadLetterQueue<'_> {
 
 /// The dead letters an admin's form selects (`id` repeated): at least one.
 fn selected(form: &CheckedForm) -> Result<Vec<String>, PageError> {
-    form.viewer.require_admin()?;
     let ids = form.all("id");
     if ids.is_empty() {
         return Err(PageError::BadRequest(
@@ -91,8 +91,7 @@ fn listing(
                     (view::table("Dead letters", html! {
                         thead { tr {
                             @if viewer.can_act() { th scope="col" { "Select" } }
-                            th scope="col" { "Id" } th scope="col" { "Reason" } th scope="col" { "Age" }
-                            th scope="col" class="num" { "Size" } th scope="col" { "Queue" } th scope="col" { "Tenant" }
+                            (view::headings(&[Text("Id"), Text("Reason"), Text("Age"), Num("Size"), Text("Queue"), Text("Tenant")]))
                         } }
                         tbody {
                             @for letter in letters {
@@ -193,7 +192,7 @@ pub(crate) async fn show(
 /// `POST /console/deadletters/replay` (`id` repeated): publish back, then remove.
 pub(crate) async fn replay(
     State(console): State<Console>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
     let ids = selected(&form)?;
     let report = queue(&console)
@@ -212,7 +211,7 @@ pub(crate) async fn replay(
 /// `confirm=yes` the removal.
 pub(crate) async fn purge(
     State(console): State<Console>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
     let ids = selected(&form)?;
     if form.get("confirm") != Some("yes") {

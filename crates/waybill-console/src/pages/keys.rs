@@ -8,8 +8,9 @@ use maud::{Markup, html};
 use waybill_core::TenantId;
 use waybill_core::access::{KeyId, Scope};
 
-use crate::auth::{CheckedForm, Viewer, csrf_field};
+use crate::auth::{AdminForm, Viewer, csrf_field};
 use crate::error::PageError;
+use crate::view::Heading::Text;
 use crate::{BASE, Console, shell, view};
 
 /// `GET /console/keys`.
@@ -55,11 +56,7 @@ async fn keys_page(
                 None => {}
             }
             (view::table("API keys", html! {
-                thead { tr {
-                    th scope="col" { "Key" } th scope="col" { "Tenant" } th scope="col" { "Scopes" }
-                    th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "State" }
-                    @if viewer.can_act() { th scope="col" { "Action" } }
-                } }
+                (view::header_row(&[Text("Key"), Text("Tenant"), Text("Scopes"), Text("Name"), Text("Created"), Text("State")], viewer.can_act()))
                 tbody {
                     @for key in &keys {
                         tr {
@@ -117,9 +114,8 @@ fn create_form(viewer: &Viewer) -> Markup {
 /// `POST /console/keys`: creates a key and shows it once.
 pub(crate) async fn create(
     State(console): State<Console>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
     let bad = |text: String| PageError::BadRequest(text);
     let tenant = TenantId::parse(form.get("tenant").unwrap_or("").trim())
         .map_err(|e| bad(format!("tenant: {e}")))?;
@@ -156,9 +152,8 @@ pub(crate) async fn create(
 pub(crate) async fn revoke(
     State(console): State<Console>,
     Path(id): Path<String>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
     let id = KeyId::parse(&id).map_err(|_| PageError::NotFound("no such key"))?;
     let mut connection = console.store().acquire().await?;
     waybill_store::keys::revoke_api_key(&mut connection, &id)

@@ -18,6 +18,7 @@ use super::visible_sources;
 use crate::auth::Viewer;
 use crate::error::PageError;
 use crate::metrics::{Snapshot, increase, quantile, scrape};
+use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
 
 const RECEIVED: &str = "waybill_webhooks_received_total";
@@ -189,20 +190,10 @@ fn webhooks_card(
         section class="card" aria-labelledby="accepted-h" {
             h2 id="accepted-h" { "Webhooks accepted" }
             p class="hint" { (window) }
-            (view::table("Webhooks accepted per source", html! {
-                thead { tr { th scope="col" { "Source" } th scope="col" class="num" { "Window" } th scope="col" class="num" { "Since start" } } }
-                tbody {
-                    @for source in sources {
-                        @let total = now.get(source).copied().unwrap_or(0.0);
-                        @let before = then.get(source).copied().unwrap_or(0.0);
-                        tr {
-                            td { a href={(BASE) "/sources/" (source)} { (source) } }
-                            td class="num" { (view::thousands(increase(before, total) as u64)) }
-                            td class="num" { (view::thousands(total as u64)) }
-                        }
-                    }
-                }
-            }))
+            (window_table("Webhooks accepted per source", "Source", sources.iter().map(|source| {
+                let link = html! { a href={(BASE) "/sources/" (source)} { (source) } };
+                (link, then.get(source).copied().unwrap_or(0.0), now.get(source).copied().unwrap_or(0.0))
+            })))
         }
     }
 }
@@ -230,21 +221,31 @@ fn rejections_card(
             @if reasons.is_empty() {
                 p class="muted" { "None since the ingresses started." }
             } @else {
-                (view::table("Rejections by reason", html! {
-                    thead { tr { th scope="col" { "Reason" } th scope="col" class="num" { "Window" } th scope="col" class="num" { "Since start" } } }
-                    tbody {
-                        @for (reason, total) in reasons {
-                            tr {
-                                td { (reason_label(reason)) }
-                                td class="num" { (view::thousands(increase(then.get(reason).copied().unwrap_or(0.0), *total) as u64)) }
-                                td class="num" { (view::thousands(*total as u64)) }
-                            }
-                        }
-                    }
-                }))
+                (window_table("Rejections by reason", "Reason", reasons.into_iter().map(|(reason, total)| {
+                    (html! { (reason_label(reason)) }, then.get(reason).copied().unwrap_or(0.0), *total)
+                })))
             }
         }
     }
+}
+
+/// A table of counters by name: each one's increase over the window and its total since start.
+fn window_table(label: &str, name: &str, rows: impl Iterator<Item = (Markup, f64, f64)>) -> Markup {
+    view::table(
+        label,
+        html! {
+            (view::header_row(&[Text(name), Num("Window"), Num("Since start")], false))
+            tbody {
+                @for (name, before, total) in rows {
+                    tr {
+                        td { (name) }
+                        td class="num" { (view::thousands(increase(before, total) as u64)) }
+                        td class="num" { (view::thousands(total as u64)) }
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// A rejection outcome in words.
@@ -273,7 +274,7 @@ fn queues_card(latest: &Snapshot, prefix: &str) -> Markup {
                 p class="problem" { "RabbitMQ did not answer." }
             } @else {
                 (view::table("Queue depths", html! {
-                    thead { tr { th scope="col" { "Queue" } th scope="col" class="num" { "Ready" } th scope="col" class="num" { "Consumers" } } }
+                    (view::header_row(&[Text("Queue"), Num("Ready"), Num("Consumers")], false))
                     tbody {
                         @for queue in queues {
                             tr {
@@ -348,14 +349,11 @@ fn delivery_table(subscriptions: &[SubscriptionHealth]) -> Markup {
     if subscriptions.is_empty() {
         return html! { p class="muted" { "No subscriptions." } };
     }
+    let success = format!("Success (last {})", waybill_store::console::RECENT_WINDOW);
     view::table(
         "Delivery success per subscription",
         html! {
-            thead { tr {
-                th scope="col" { "Subscription" } th scope="col" { "State" }
-                th scope="col" class="num" { "Success (last " (waybill_store::console::RECENT_WINDOW) ")" }
-                th scope="col" class="num" { "Pending" } th scope="col" class="num" { "Dead" }
-            } }
+            (view::header_row(&[Text("Subscription"), Text("State"), Num(&success), Num("Pending"), Num("Dead")], false))
             tbody {
                 @for s in subscriptions {
                     tr {
@@ -429,5 +427,25 @@ fn chart(title: &str, points: &[f64], unit: &str) -> Markup {
                 p class="hint" { "peak " (format!("{max:.1}")) (unit) }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_table_shows_each_counters_increase_and_total() {
+        let rows = [(html! { (reason_label("payload_too_large")) }, 3.0, 1_205.0)];
+        let rendered = window_table("Rejections by reason", "Reason", rows.into_iter());
+        assert_eq!(
+            rendered.into_string(),
+            concat!(
+                r#"<div class="table-wrap" role="region" aria-label="Rejections by reason" tabindex="0"><table>"#,
+                r#"<thead><tr><th scope="col">Reason</th><th scope="col" class="num">Window</th><th scope="col" class="num">Since start</th></tr></thead>"#,
+                r#"<tbody><tr><td>size (413)</td><td class="num">1,202</td><td class="num">1,205</td></tr></tbody>"#,
+                "</table></div>",
+            )
+        );
     }
 }

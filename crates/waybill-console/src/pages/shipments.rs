@@ -12,6 +12,7 @@ use waybill_store::{HistoryEntry, ShipmentSummary, ShipmentView};
 
 use crate::auth::Viewer;
 use crate::error::PageError;
+use crate::view::Heading::Text;
 use crate::{BASE, Console, shell, view};
 
 /// The search form's fields.
@@ -87,10 +88,7 @@ fn results(found: &[ShipmentSummary]) -> Markup {
     view::table(
         "Shipments found",
         html! {
-            thead { tr {
-                th scope="col" { "Tracking number" } th scope="col" { "Carrier" } th scope="col" { "Tenant" }
-                th scope="col" { "Order" } th scope="col" { "Status" } th scope="col" { "Last event" }
-            } }
+            (view::header_row(&[Text("Tracking number"), Text("Carrier"), Text("Tenant"), Text("Order"), Text("Status"), Text("Last event")], false))
             tbody {
                 @for s in found {
                     tr {
@@ -181,11 +179,7 @@ fn history_table(shipment: &ShipmentView) -> Markup {
     view::table(
         "Tracking events",
         html! {
-            thead { tr {
-                th scope="col" { "Occurred at" } th scope="col" { "Status" } th scope="col" { "Raw status" }
-                th scope="col" { "Location" } th scope="col" { "Message" } th scope="col" { "Arrived by" }
-                th scope="col" { "Received" } th scope="col" { "Merge" }
-            } }
+            (view::header_row(&[Text("Occurred at"), Text("Status"), Text("Raw status"), Text("Location"), Text("Message"), Text("Arrived by"), Text("Received"), Text("Merge")], false))
             tbody {
                 @for (index, event) in shipment.history.iter().enumerate() {
                     tr {

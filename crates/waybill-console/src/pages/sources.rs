@@ -13,6 +13,7 @@ use super::visible_sources;
 use crate::auth::{CheckedForm, Viewer, csrf_field};
 use crate::error::PageError;
 use crate::metrics::{Snapshot, scrape};
+use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
 
 const MATCHED: &str = "waybill_webhook_secret_last_matched_seconds";
@@ -34,11 +35,7 @@ pub(crate) async fn list(State(console): State<Console>, viewer: Viewer) -> Mark
                 p class="muted" { "No source is configured for this tenant." }
             } @else {
                 (view::table("Sources", html! {
-                    thead { tr {
-                        th scope="col" { "Source" } th scope="col" { "Profile" } th scope="col" { "Tenant" }
-                        th scope="col" { "Mode" } th scope="col" { "Last webhook" }
-                        th scope="col" class="num" { "Signature failures" } th scope="col" { "Secrets" }
-                    } }
+                    (view::header_row(&[Text("Source"), Text("Profile"), Text("Tenant"), Text("Mode"), Text("Last webhook"), Num("Signature failures"), Text("Secrets")], false))
                     tbody {
                         @for source in &sources {
                             tr {
@@ -171,7 +168,7 @@ fn source_page(
             h2 { "Secrets" }
             p class="hint" { "Secrets are never shown. During a rotation, an old secret can be removed once it stops matching." }
             (view::table("Secret rotation", html! {
-                thead { tr { th scope="col" { "Secret" } th scope="col" { "Last matched" } } }
+                (view::header_row(&[Text("Secret"), Text("Last matched")], false))
                 tbody {
                     @for position in 1..=source.secrets.len() {
                         tr { td { "#" (position) } td { (view::time(secret_matched(figures, source, &position.to_string()))) } }
@@ -202,11 +199,7 @@ fn mapped(result: Result<waybill_carriers::Mapped, String>) -> Markup {
                 p class="problem" { "Raw statuses no mapping knows (stored as Unknown): " (mapped.unmapped_statuses.join(", ")) }
             }
             (view::table("Mapped events", html! {
-                thead { tr {
-                    th scope="col" { "Carrier" } th scope="col" { "Tracking number" } th scope="col" { "Status" }
-                    th scope="col" { "Raw status" } th scope="col" { "Occurred at" } th scope="col" { "Location" }
-                    th scope="col" { "Message" } th scope="col" { "Event id" }
-                } }
+                (view::header_row(&[Text("Carrier"), Text("Tracking number"), Text("Status"), Text("Raw status"), Text("Occurred at"), Text("Location"), Text("Message"), Text("Event id")], false))
                 tbody {
                     @for event in &mapped.events {
                         tr {

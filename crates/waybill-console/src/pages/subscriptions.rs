@@ -9,8 +9,9 @@ use waybill_store::console::{COUNT_CAP, SubscriptionHealth};
 use waybill_store::fanout::DisabledReason;
 use waybill_store::fanout::{DeliveryRecord, DeliveryStatus};
 
-use crate::auth::{CheckedForm, Viewer, csrf_field};
+use crate::auth::{AdminForm, Viewer, csrf_field};
 use crate::error::PageError;
+use crate::view::Heading::{Num, Text};
 use crate::{BASE, Console, shell, view};
 
 /// `GET /console/subscriptions`.
@@ -38,13 +39,7 @@ async fn list_page(
             @if let Some(text) = notice { (view::notice(text)) }
             @if subscriptions.is_empty() { p class="muted" { "No subscriptions." } } @else {
                 (view::table("Subscriptions", html! {
-                    thead { tr {
-                        th scope="col" { "Id" } th scope="col" { "Endpoint" } th scope="col" { "Tenant" }
-                        th scope="col" { "State" } th scope="col" class="num" { "Success (recent)" }
-                        th scope="col" class="num" { "Pending" } th scope="col" class="num" { "Dead" }
-                        th scope="col" { "Last attempt" }
-                        @if viewer.can_act() { th scope="col" { "Action" } }
-                    } }
+                    (view::header_row(&[Text("Id"), Text("Endpoint"), Text("Tenant"), Text("State"), Num("Success (recent)"), Num("Pending"), Num("Dead"), Text("Last attempt")], viewer.can_act()))
                     tbody {
                         @for s in &subscriptions {
                             tr {
@@ -161,12 +156,7 @@ fn deliveries_table(viewer: &Viewer, deliveries: &[DeliveryRecord]) -> Markup {
     view::table(
         "Deliveries",
         html! {
-            thead { tr {
-                th scope="col" { "Delivery" } th scope="col" { "Status" } th scope="col" class="num" { "Attempts" }
-                th scope="col" { "Last answer" } th scope="col" { "Last attempt" } th scope="col" { "Created" }
-                th scope="col" { "Finished" } th scope="col" { "Next attempt" }
-                @if viewer.can_act() { th scope="col" { "Action" } }
-            } }
+            (view::header_row(&[Text("Delivery"), Text("Status"), Num("Attempts"), Text("Last answer"), Text("Last attempt"), Text("Created"), Text("Finished"), Text("Next attempt")], viewer.can_act()))
             tbody {
                 @for d in deliveries {
                     tr {
@@ -200,9 +190,8 @@ fn deliveries_table(viewer: &Viewer, deliveries: &[DeliveryRecord]) -> Markup {
 pub(crate) async fn enable(
     State(console): State<Console>,
     Path(id): Path<i64>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
     let mut connection = console.store().acquire().await?;
     let enabled = waybill_store::fanout::enable_subscription(&mut connection, id, Utc::now())
         .await?
@@ -217,9 +206,8 @@ pub(crate) async fn enable(
 pub(crate) async fn replay_delivery(
     State(console): State<Console>,
     Path(id): Path<i64>,
-    form: CheckedForm,
+    AdminForm(form): AdminForm,
 ) -> Result<Markup, PageError> {
-    form.viewer.require_admin()?;
     let mut connection = console.store().acquire().await?;
     let delivery = waybill_store::fanout::get_delivery(&mut connection, id)
         .await?
