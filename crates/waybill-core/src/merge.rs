@@ -197,15 +197,17 @@ mod tests {
         }
     }
 
+    /// The status of the current event after a merge.
+    fn current_status(outcome: &MergeOutcome) -> Status {
+        outcome.state.current.as_ref().unwrap().status
+    }
+
     #[test]
     fn later_event_becomes_current_and_bumps_version() {
         let first = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
         assert_eq!(first.state.version, 1);
         let second = apply(&first.state, &[key(20, Status::OutForDelivery, 2)]);
-        assert_eq!(
-            second.state.current.as_ref().unwrap().status,
-            Status::OutForDelivery
-        );
+        assert_eq!(current_status(&second), Status::OutForDelivery);
         assert_eq!(second.state.version, 2);
         assert_eq!(second.changes[0].1, ChangeKind::NewCurrent);
     }
@@ -214,10 +216,7 @@ mod tests {
     fn older_event_is_outdated_and_never_regresses() {
         let delivered = apply(&ShipmentState::default(), &[key(20, Status::Delivered, 1)]);
         let late = apply(&delivered.state, &[key(10, Status::InTransit, 2)]);
-        assert_eq!(
-            late.state.current.as_ref().unwrap().status,
-            Status::Delivered
-        );
+        assert_eq!(current_status(&late), Status::Delivered);
         assert_eq!(late.changes[0].1, ChangeKind::Outdated);
         assert_eq!(late.state.version, 1);
         assert_eq!(late.state.history.len(), 2);
@@ -236,31 +235,19 @@ mod tests {
     fn terminal_status_is_left_only_for_an_allowed_follow_on() {
         let delivered = apply(&ShipmentState::default(), &[key(10, Status::Delivered, 1)]);
         let stray = apply(&delivered.state, &[key(20, Status::InTransit, 2)]);
-        assert_eq!(
-            stray.state.current.as_ref().unwrap().status,
-            Status::Delivered
-        );
+        assert_eq!(current_status(&stray), Status::Delivered);
         assert_eq!(stray.changes[0].1, ChangeKind::HistoryOnly);
         let returned = apply(&stray.state, &[key(30, Status::Returned, 3)]);
-        assert_eq!(
-            returned.state.current.as_ref().unwrap().status,
-            Status::Returned
-        );
+        assert_eq!(current_status(&returned), Status::Returned);
     }
 
     #[test]
     fn unknown_never_displaces_a_known_status() {
         let known = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
         let unknown = apply(&known.state, &[key(20, Status::Unknown, 2)]);
-        assert_eq!(
-            unknown.state.current.as_ref().unwrap().status,
-            Status::InTransit
-        );
+        assert_eq!(current_status(&unknown), Status::InTransit);
         let only_unknown = apply(&ShipmentState::default(), &[key(20, Status::Unknown, 2)]);
-        assert_eq!(
-            only_unknown.state.current.as_ref().unwrap().status,
-            Status::Unknown
-        );
+        assert_eq!(current_status(&only_unknown), Status::Unknown);
     }
 
     #[test]
