@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use waybill_http::extract::Path;
 
+use crate::webhooks::count_received;
 use crate::{ApiError, AppState};
 
 /// How long a request's body may take to arrive; the request deadline is this plus the publish
@@ -94,12 +95,8 @@ pub(crate) async fn limit(
     match state.inner.rate_limits.check(&source) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            metrics::counter!(
-                "waybill_webhooks_received_total",
-                "source" => source,
-                "outcome" => "rate_limited"
-            )
-            .increment(1);
+            // Only configured sources have a bucket, so the label is the source itself.
+            count_received(&state, &source, "rate_limited");
             let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
             ApiError::RateLimited { retry_after }.into_response()
         }
@@ -116,18 +113,7 @@ pub(crate) async fn deadline(
     next: Next,
 ) -> Response {
     within_deadline(&state, request, next, || {
-        // Label by source only when the source exists: request paths are not a closed set.
-        let source = if state.inner.sources.contains_key(&source) {
-            source
-        } else {
-            "unknown".to_owned()
-        };
-        metrics::counter!(
-            "waybill_webhooks_received_total",
-            "source" => source,
-            "outcome" => "request_timeout"
-        )
-        .increment(1);
+        count_received(&state, &source, "request_timeout");
     })
     .await
 }
