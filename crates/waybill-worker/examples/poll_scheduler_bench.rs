@@ -46,14 +46,12 @@ async fn main() -> anyhow::Result<()> {
         db.url(),
         8,
         "bench",
+        1_000_000_000,
         &format!(
             r#"
-            [polling]
             enabled = false
             claim_batch = {claim_batch}
             max_queued_jobs = 4000000000
-            [polling.sources.bench]
-            rate_limit_per_second = 1000000000
             "#
         ),
     )?;

@@ -46,14 +46,12 @@ fn settings(database_url: &str, prefix: &str) -> Settings {
         database_url,
         4,
         "polled",
+        500,
         &format!(
             r#"
-            [polling]
             enabled = true
             tick_ms = {TICK_MS}
             claim_batch = 100
-            [polling.sources.polled]
-            rate_limit_per_second = 500
             "#
         ),
     )
