@@ -85,33 +85,22 @@ impl TokenBucket {
 }
 
 /// Middleware on `POST /v1/webhooks/{source}`: `429` + `Retry-After` once the source's bucket
-/// is empty (before its body is read).
+/// is empty (before its body is read); otherwise a request that has not been answered within
+/// the deadline (a body trickling in) gets `408`. Dropping the handler is safe: a publish
+/// already handed to the broker driver completes on its own, and the courier's retry is
+/// deduplicated.
 pub(crate) async fn limit(
     State(state): State<AppState>,
     Path(source): Path<String>,
     request: Request,
     next: Next,
 ) -> Response {
-    match state.inner.rate_limits.check(&source) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
-            // Only configured sources have a bucket, so the label is the source itself.
-            count_received(&state, &source, "rate_limited");
-            let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
-            ApiError::RateLimited { retry_after }.into_response()
-        }
+    if let Err(wait) = state.inner.rate_limits.check(&source) {
+        // Only configured sources have a bucket, so the label is the source itself.
+        count_received(&state, &source, "rate_limited");
+        let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+        return ApiError::RateLimited { retry_after }.into_response();
     }
-}
-
-/// Middleware on `POST /v1/webhooks/{source}`: a request that has not been answered within the
-/// deadline (a body trickling in) gets `408`. Dropping the handler is safe: a publish already
-/// handed to the broker driver completes on its own, and the courier's retry is deduplicated.
-pub(crate) async fn deadline(
-    State(state): State<AppState>,
-    Path(source): Path<String>,
-    request: Request,
-    next: Next,
-) -> Response {
     within_deadline(&state, request, next, || {
         count_received(&state, &source, "request_timeout");
     })
