@@ -75,41 +75,34 @@ mod tests {
         Regex::new(pattern).unwrap().is_match(value)
     }
 
+    /// What the code accepts of a value.
+    type Accepts = fn(&str) -> bool;
+
+    /// Each pattern, named, with what the code accepts: the parser's verdict (for `SOURCE_ID`,
+    /// the normalised form itself; for `NOT_BLANK`, not trimming to nothing).
+    const AGREEMENTS: [(&str, &str, Accepts); 4] = [
+        ("SLUG", SLUG, |value| CarrierCode::parse(value).is_ok()),
+        ("TRACKING_NUMBER", TRACKING_NUMBER, |value| {
+            TrackingNumber::parse(value).is_ok()
+        }),
+        ("SOURCE_ID", SOURCE_ID, |value| {
+            waybill_core::SourceId::parse(value).is_ok_and(|id| id.as_str() == value)
+        }),
+        ("NOT_BLANK", NOT_BLANK, |value| !value.trim().is_empty()),
+    ];
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
         #[test]
-        fn the_slug_pattern_accepts_what_the_parser_accepts(value in interesting()) {
-            prop_assert_eq!(
-                anchored_match(SLUG, &value),
-                CarrierCode::parse(&value).is_ok(),
-                "{:?}", value
-            );
-        }
-
-        #[test]
-        fn the_tracking_number_pattern_accepts_what_the_parser_accepts(value in interesting()) {
-            prop_assert_eq!(
-                anchored_match(TRACKING_NUMBER, &value),
-                TrackingNumber::parse(&value).is_ok(),
-                "{:?}", value
-            );
-        }
-
-        #[test]
-        fn the_source_id_pattern_is_the_normalised_form(value in interesting()) {
-            let normalised = waybill_core::SourceId::parse(&value)
-                .is_ok_and(|id| id.as_str() == value);
-            prop_assert_eq!(anchored_match(SOURCE_ID, &value), normalised, "{:?}", value);
-        }
-
-        #[test]
-        fn not_blank_is_the_opposite_of_trimming_to_nothing(value in interesting()) {
-            prop_assert_eq!(
-                anchored_match(NOT_BLANK, &value),
-                !value.trim().is_empty(),
-                "{:?}", value
-            );
+        fn each_pattern_accepts_what_the_code_accepts(value in interesting()) {
+            for (name, pattern, accepts) in AGREEMENTS {
+                prop_assert_eq!(
+                    anchored_match(pattern, &value),
+                    accepts(&value),
+                    "{}: {:?}", name, value
+                );
+            }
         }
     }
 

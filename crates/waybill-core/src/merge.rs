@@ -197,70 +197,63 @@ mod tests {
         }
     }
 
+    /// The status of the current event after a merge.
+    fn current_status(outcome: &MergeOutcome) -> Status {
+        outcome.state.current.as_ref().unwrap().status
+    }
+
+    /// Merges the event `(time, status)` `first` into an empty shipment, then `second` (an
+    /// event's id is its time, so the same time is the same event): what the second was, the
+    /// current status, the version and how many events the history holds. Checks on the way
+    /// that the first became current and that only a bumped version counts as a change.
+    fn second_after_first(
+        first: (i64, Status),
+        second: (i64, Status),
+    ) -> (ChangeKind, Status, i64, usize) {
+        let [first, second] = [first, second].map(|(at, status)| key(at, status, at as u8));
+        let once = apply(&ShipmentState::default(), &[first]);
+        assert_eq!(once.state.version, 1);
+        let twice = apply(&once.state, &[second]);
+        let version = twice.state.version;
+        assert_eq!(twice.current_changed(), version == 2);
+        if twice.changes[0].1 == ChangeKind::Duplicate {
+            assert_eq!(twice.state, once.state);
+        }
+        let history = twice.state.history.len();
+        (twice.changes[0].1, current_status(&twice), version, history)
+    }
+
+    /// A later event becomes current and bumps the version; an older one is outdated and never
+    /// regresses the status; a duplicate changes nothing; a terminal status is not left for a
+    /// stray one; an unknown status never displaces a known one.
     #[test]
-    fn later_event_becomes_current_and_bumps_version() {
-        let first = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
-        assert_eq!(first.state.version, 1);
-        let second = apply(&first.state, &[key(20, Status::OutForDelivery, 2)]);
-        assert_eq!(
-            second.state.current.as_ref().unwrap().status,
-            Status::OutForDelivery
-        );
-        assert_eq!(second.state.version, 2);
-        assert_eq!(second.changes[0].1, ChangeKind::NewCurrent);
+    fn a_second_event_is_judged_against_the_first() {
+        use ChangeKind::{Duplicate, HistoryOnly, NewCurrent, Outdated};
+        use Status::{Delivered, InTransit, OutForDelivery, Unknown};
+        let later = second_after_first((10, InTransit), (20, OutForDelivery));
+        assert_eq!(later, (NewCurrent, OutForDelivery, 2, 2));
+        let older = second_after_first((20, Delivered), (10, InTransit));
+        assert_eq!(older, (Outdated, Delivered, 1, 2));
+        let duplicate = second_after_first((10, InTransit), (10, InTransit));
+        assert_eq!(duplicate, (Duplicate, InTransit, 1, 1));
+        let stray = second_after_first((10, Delivered), (20, InTransit));
+        assert_eq!(stray, (HistoryOnly, Delivered, 1, 2));
+        let unknown = second_after_first((10, InTransit), (20, Unknown));
+        assert_eq!(unknown, (HistoryOnly, InTransit, 1, 2));
     }
 
     #[test]
-    fn older_event_is_outdated_and_never_regresses() {
-        let delivered = apply(&ShipmentState::default(), &[key(20, Status::Delivered, 1)]);
-        let late = apply(&delivered.state, &[key(10, Status::InTransit, 2)]);
-        assert_eq!(
-            late.state.current.as_ref().unwrap().status,
-            Status::Delivered
-        );
-        assert_eq!(late.changes[0].1, ChangeKind::Outdated);
-        assert_eq!(late.state.version, 1);
-        assert_eq!(late.state.history.len(), 2);
-    }
-
-    #[test]
-    fn duplicates_change_nothing() {
-        let once = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
-        let twice = apply(&once.state, &[key(10, Status::InTransit, 1)]);
-        assert_eq!(twice.state, once.state);
-        assert_eq!(twice.changes[0].1, ChangeKind::Duplicate);
-        assert!(!twice.current_changed());
-    }
-
-    #[test]
-    fn terminal_status_is_left_only_for_an_allowed_follow_on() {
+    fn a_terminal_status_is_left_for_an_allowed_follow_on() {
         let delivered = apply(&ShipmentState::default(), &[key(10, Status::Delivered, 1)]);
         let stray = apply(&delivered.state, &[key(20, Status::InTransit, 2)]);
-        assert_eq!(
-            stray.state.current.as_ref().unwrap().status,
-            Status::Delivered
-        );
-        assert_eq!(stray.changes[0].1, ChangeKind::HistoryOnly);
         let returned = apply(&stray.state, &[key(30, Status::Returned, 3)]);
-        assert_eq!(
-            returned.state.current.as_ref().unwrap().status,
-            Status::Returned
-        );
+        assert_eq!(current_status(&returned), Status::Returned);
     }
 
     #[test]
-    fn unknown_never_displaces_a_known_status() {
-        let known = apply(&ShipmentState::default(), &[key(10, Status::InTransit, 1)]);
-        let unknown = apply(&known.state, &[key(20, Status::Unknown, 2)]);
-        assert_eq!(
-            unknown.state.current.as_ref().unwrap().status,
-            Status::InTransit
-        );
+    fn an_unknown_status_is_current_when_it_is_the_only_one() {
         let only_unknown = apply(&ShipmentState::default(), &[key(20, Status::Unknown, 2)]);
-        assert_eq!(
-            only_unknown.state.current.as_ref().unwrap().status,
-            Status::Unknown
-        );
+        assert_eq!(current_status(&only_unknown), Status::Unknown);
     }
 
     #[test]

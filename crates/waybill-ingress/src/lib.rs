@@ -140,9 +140,8 @@ impl FromRef<AppState> for KeyGate {
 /// anything else; every refusal, the router's own included, is `{"error", "message"}`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.inner.body_limit;
-    let webhooks = post(webhooks::receive)
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
-        .route_layer(from_fn_with_state(state.clone(), limits::deadline));
+    let webhooks =
+        post(webhooks::receive).route_layer(from_fn_with_state(state.clone(), limits::limit));
     let document = openapi::served_document(state.inner.max_registrations);
     Router::new()
         .route("/v1/webhooks/{source}", webhooks)

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use waybill_http::extract::Path;
 
+use crate::webhooks::count_received;
 use crate::{ApiError, AppState};
 
 /// How long a request's body may take to arrive; the request deadline is this plus the publish
@@ -84,50 +85,24 @@ impl TokenBucket {
 }
 
 /// Middleware on `POST /v1/webhooks/{source}`: `429` + `Retry-After` once the source's bucket
-/// is empty (before its body is read).
+/// is empty (before its body is read); otherwise a request that has not been answered within
+/// the deadline (a body trickling in) gets `408`. Dropping the handler is safe: a publish
+/// already handed to the broker driver completes on its own, and the courier's retry is
+/// deduplicated.
 pub(crate) async fn limit(
     State(state): State<AppState>,
     Path(source): Path<String>,
     request: Request,
     next: Next,
 ) -> Response {
-    match state.inner.rate_limits.check(&source) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
-            metrics::counter!(
-                "waybill_webhooks_received_total",
-                "source" => source,
-                "outcome" => "rate_limited"
-            )
-            .increment(1);
-            let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
-            ApiError::RateLimited { retry_after }.into_response()
-        }
+    if let Err(wait) = state.inner.rate_limits.check(&source) {
+        // Only configured sources have a bucket, so the label is the source itself.
+        count_received(&state, &source, "rate_limited");
+        let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+        return ApiError::RateLimited { retry_after }.into_response();
     }
-}
-
-/// Middleware on `POST /v1/webhooks/{source}`: a request that has not been answered within the
-/// deadline (a body trickling in) gets `408`. Dropping the handler is safe: a publish already
-/// handed to the broker driver completes on its own, and the courier's retry is deduplicated.
-pub(crate) async fn deadline(
-    State(state): State<AppState>,
-    Path(source): Path<String>,
-    request: Request,
-    next: Next,
-) -> Response {
     within_deadline(&state, request, next, || {
-        // Label by source only when the source exists: request paths are not a closed set.
-        let source = if state.inner.sources.contains_key(&source) {
-            source
-        } else {
-            "unknown".to_owned()
-        };
-        metrics::counter!(
-            "waybill_webhooks_received_total",
-            "source" => source,
-            "outcome" => "request_timeout"
-        )
-        .increment(1);
+        count_received(&state, &source, "request_timeout");
     })
     .await
 }

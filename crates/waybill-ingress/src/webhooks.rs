@@ -30,6 +30,22 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
     }
 }
 
+/// Counts one webhook request in `waybill_webhooks_received_total`. Labelled by source only
+/// when the source exists: request paths are not a closed set.
+pub(crate) fn count_received(state: &AppState, source_id: &str, outcome: &'static str) {
+    let source = if state.inner.sources.contains_key(source_id) {
+        source_id.to_owned()
+    } else {
+        "unknown".to_owned()
+    };
+    metrics::counter!(
+        "waybill_webhooks_received_total",
+        "source" => source,
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
 /// Receives one courier webhook. Its span continues the courier's trace when the request
 /// carries a `traceparent`.
 #[utoipa::path(
@@ -68,18 +84,7 @@ pub async fn receive(
     let result = handle(&state, &source_id, &target, &headers, body)
         .instrument(span)
         .await;
-    // Label by source only when the source exists: request paths are not a closed set.
-    let source_label = if state.inner.sources.contains_key(&source_id) {
-        source_id.clone()
-    } else {
-        "unknown".to_owned()
-    };
-    metrics::counter!(
-        "waybill_webhooks_received_total",
-        "source" => source_label,
-        "outcome" => outcome_of(&result)
-    )
-    .increment(1);
+    count_received(&state, &source_id, outcome_of(&result));
     metrics::histogram!("waybill_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
     if let Err(error) = &result {
         if error.status().is_server_error() {

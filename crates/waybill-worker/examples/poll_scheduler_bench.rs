@@ -14,11 +14,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use waybill_config::Settings;
 use waybill_core::{CarrierCode, SourceId, TenantId};
 use waybill_store::testing::TestDatabase;
 use waybill_worker::Worker;
 use waybill_worker::poll::{Scheduler, SystemClock};
+
+#[path = "../tests/support/polled_source.rs"]
+mod support;
+use support::polled_source_settings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -37,29 +40,21 @@ async fn main() -> anyhow::Result<()> {
 
     let db = TestDatabase::create_with_pool(&admin, 8).await?;
     let prefix = format!("bench{:08x}.", rand::random::<u32>());
-    let settings = Settings::from_toml_str(&format!(
-        r#"
-        auth = {{ mode = "none" }}
-        [bus]
-        url = "{amqp}"
-        prefix = "{prefix}"
-        [database]
-        url = "{db}"
-        max_connections = 8
-        [[sources]]
-        id = "bench"
-        profile = "starshipit"
-        credentials = {{ api_key = "k", subscription_key = "s" }}
-        poll_base_url = "http://127.0.0.1:9"
-        [polling]
-        enabled = false
-        claim_batch = {claim_batch}
-        max_queued_jobs = 4000000000
-        [polling.sources.bench]
-        rate_limit_per_second = 1000000000
-        "#,
-        db = db.url(),
-    ))?;
+    let settings = polled_source_settings(
+        &amqp,
+        &prefix,
+        db.url(),
+        8,
+        "bench",
+        1_000_000_000,
+        &format!(
+            r#"
+            enabled = false
+            claim_batch = {claim_batch}
+            max_queued_jobs = 4000000000
+            "#
+        ),
+    )?;
     let connection = waybill_bus::BusConnection::connect(&amqp, "poll-bench").await?;
     let topology = waybill_bus::Topology::new(&prefix);
     topology.declare(&connection).await?;

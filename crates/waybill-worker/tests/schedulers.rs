@@ -23,6 +23,10 @@ use waybill_store::testing::TestDatabase;
 use waybill_worker::Worker;
 use waybill_worker::poll::{Scheduler, SystemClock, run_scheduler};
 
+#[path = "support/polled_source.rs"]
+mod support;
+use support::polled_source_settings;
+
 const SHIPMENTS: u32 = 3_000;
 const SCHEDULERS: usize = 3;
 const PREFIX: &str = "SCHED";
@@ -36,29 +40,21 @@ fn amqp_url() -> String {
 }
 
 fn settings(database_url: &str, prefix: &str) -> Settings {
-    Settings::from_toml_str(&format!(
-        r#"
-        auth = {{ mode = "none" }}
-        [bus]
-        url = "{amqp}"
-        prefix = "{prefix}"
-        [database]
-        url = "{database_url}"
-        max_connections = 4
-        [[sources]]
-        id = "polled"
-        profile = "starshipit"
-        credentials = {{ api_key = "k", subscription_key = "s" }}
-        poll_base_url = "http://127.0.0.1:9"
-        [polling]
-        enabled = true
-        tick_ms = {TICK_MS}
-        claim_batch = 100
-        [polling.sources.polled]
-        rate_limit_per_second = 500
-        "#,
-        amqp = amqp_url(),
-    ))
+    polled_source_settings(
+        &amqp_url(),
+        prefix,
+        database_url,
+        4,
+        "polled",
+        500,
+        &format!(
+            r#"
+            enabled = true
+            tick_ms = {TICK_MS}
+            claim_batch = 100
+            "#
+        ),
+    )
     .expect("the test's settings are valid")
 }
 

@@ -191,8 +191,6 @@ impl Relay {
     /// a round that fanned something out is a `waybill.relay_fan_out` span covering it, linked
     /// to the traces of the changes; an idle one traces nothing.
     pub async fn fan_out_once(&self) -> Result<FanOutReport, StoreError> {
-        let store = self.store.clone();
-        let batch = self.batch;
         let due_at = Utc::now() + self.first_attempt_delay;
         let pass = trace::Pass::open(tracing::info_span!(
             parent: None,
@@ -200,20 +198,8 @@ impl Relay {
             waybill.outbox.rows = tracing::field::Empty,
             waybill.deliveries.created = tracing::field::Empty,
         ));
-        let work = async move {
-            let mut tx = store.begin().await?;
-            let report = fanout::fan_out_pending(&mut tx, batch, due_at).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(report)
-        };
-        let report = tokio::spawn(trace::untraced(work)).await??;
-        if report.rows > 0 {
-            let span = pass.found(report.traceparents.iter().map(String::as_str));
-            span.record("waybill.outbox.rows", report.rows);
-            span.record("waybill.deliveries.created", report.deliveries);
-            // Started and ended now, from when the round began.
-            span.in_scope(|| {});
-        }
+        let work = fan_out_in_transaction(self.store.clone(), self.batch, due_at);
+        let report = untraced_round(pass, work).await?;
         if report.deliveries > 0 {
             metrics::counter!("waybill_deliveries_created_total").increment(report.deliveries);
             self.deliveries_created.notify_one();
@@ -244,6 +230,74 @@ impl Relay {
             .with_header(TENANT_HEADER, row.tenant.as_str())
             .with_optional_header(trace::TRACEPARENT, traceparent)
     }
+}
+
+/// What a round did, as its span records it.
+trait RoundReport {
+    /// The traces of the changes it moved (its span links to them).
+    fn links(&self) -> impl Iterator<Item = &str>;
+    /// Its counts, by the field of its span that records each.
+    fn counts(&self) -> [(&'static str, u64); 2];
+}
+
+impl RoundReport for FanOutReport {
+    fn links(&self) -> impl Iterator<Item = &str> {
+        self.traceparents.iter().map(String::as_str)
+    }
+
+    fn counts(&self) -> [(&'static str, u64); 2] {
+        [
+            ("waybill.outbox.rows", self.rows),
+            ("waybill.deliveries.created", self.deliveries),
+        ]
+    }
+}
+
+impl RoundReport for Pruned {
+    /// A pruning statement moves no change.
+    fn links(&self) -> impl Iterator<Item = &str> {
+        std::iter::empty()
+    }
+
+    fn counts(&self) -> [(&'static str, u64); 2] {
+        [
+            ("waybill.pruned.outbox", self.outbox),
+            ("waybill.pruned.deliveries", self.deliveries),
+        ]
+    }
+}
+
+/// Runs one round's `work` untraced on its own task. A round that did something (a count is
+/// not zero) is `pass`'s span, linked to the traces it moved and with its counts recorded,
+/// started and ended now, from when the round began; an idle one traces nothing.
+async fn untraced_round<T, W>(pass: trace::Pass, work: W) -> Result<T, StoreError>
+where
+    T: RoundReport + Send + 'static,
+    W: Future<Output = Result<T, StoreError>> + Send + 'static,
+{
+    let done = tokio::spawn(trace::untraced(work)).await??;
+    let counts = done.counts();
+    if counts.iter().any(|&(_, count)| count > 0) {
+        let span = pass.found(done.links());
+        for (field, count) in counts {
+            span.record(field, count);
+        }
+        span.in_scope(|| {});
+    }
+    Ok(done)
+}
+
+/// Claims and fans out up to `batch` outbox rows in one transaction (see
+/// [`fanout::fan_out_pending`]).
+async fn fan_out_in_transaction(
+    store: Store,
+    batch: u32,
+    due_at: chrono::DateTime<Utc>,
+) -> Result<FanOutReport, StoreError> {
+    let mut tx = store.begin().await?;
+    let report = fanout::fan_out_pending(&mut tx, batch, due_at).await?;
+    tx.commit().await?;
+    Ok(report)
 }
 
 /// Runs the publish loop until `shutdown`: a full round is followed at once, an idle one waits
@@ -314,13 +368,7 @@ impl Relay {
             let mut conn = store.acquire().await?;
             fanout::prune(&mut conn, before, PRUNE_BATCH).await
         };
-        let pruned = tokio::spawn(trace::untraced(work)).await??;
-        if pruned.outbox + pruned.deliveries > 0 {
-            let span = pass.found(std::iter::empty());
-            span.record("waybill.pruned.outbox", pruned.outbox);
-            span.record("waybill.pruned.deliveries", pruned.deliveries);
-            span.in_scope(|| {});
-        }
+        let pruned = untraced_round(pass, work).await?;
         metrics::counter!("waybill_pruned_total", "table" => "outbox").increment(pruned.outbox);
         metrics::counter!("waybill_pruned_total", "table" => "deliveries")
             .increment(pruned.deliveries);
