@@ -55,27 +55,23 @@ impl HttpError {
     /// The refusal a status gets when nothing more specific is known: its code and a sentence
     /// (used for the framework's own refusals, see [`crate::extract::json_errors`]).
     pub fn of_status(status: StatusCode) -> HttpError {
+        // The sentences too long for the table to keep one row per status.
+        const METHOD_NOT_ALLOWED: &str =
+            "this method is not allowed on this resource; the Allow header lists those that are";
+        const UNSUPPORTED_MEDIA_TYPE: &str = "the request body's media type is not accepted here";
+        const UNEXPECTED_SHAPE: &str = "the request body does not have the expected shape";
         let (code, message) = match status.as_u16() {
             400 => ("bad_request", "the request is malformed"),
             401 => ("unauthorized", "the request lacks valid credentials"),
             403 => ("forbidden", "the credentials do not allow this request"),
             404 => ("not_found", "no such resource"),
-            405 => (
-                "method_not_allowed",
-                "this method is not allowed on this resource; the Allow header lists those that are",
-            ),
+            405 => ("method_not_allowed", METHOD_NOT_ALLOWED),
             408 => ("request_timeout", "the request was not received in time"),
             411 => ("length_required", "the request needs a Content-Length"),
             413 => ("payload_too_large", "the request body is too large"),
             414 => ("uri_too_long", "the request target is too long"),
-            415 => (
-                "unsupported_media_type",
-                "the request body's media type is not accepted here",
-            ),
-            422 => (
-                "bad_request",
-                "the request body does not have the expected shape",
-            ),
+            415 => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE),
+            422 => ("bad_request", UNEXPECTED_SHAPE),
             429 => ("rate_limited", "too many requests; retry later"),
             431 => ("headers_too_large", "the request headers are too large"),
             503 => ("unavailable", "the service is unavailable; retry later"),
