@@ -10,7 +10,7 @@
 //!   fallback, and the middleware that gives any other refusal the same shape.
 //! * [`auth`] — API keys: the [`auth::KeyGate`] and the [`auth::Authorized`] extractor.
 //! * [`limits`] — a declared body length over the limit refused before reading.
-//! * [`openapi`] — serving a document and its bearer-key security scheme.
+//! * [`openapi`] — serving a document, its bearer-key security scheme and the key refusal.
 //! * [`operations`] — `/healthz`, `/readyz` and `/metrics`, handled and documented once.
 //! * [`process`] — a server process's start: configuration and telemetry.
 //! * [`serve`] — the accept loop with a bound on reading headers and on shutdown.

@@ -1,4 +1,5 @@
-//! Serving a server's OpenAPI document, and the security scheme both documents share.
+//! Serving a server's OpenAPI document, and the security scheme and key refusal both documents
+//! share.
 
 use axum::body::Bytes;
 use axum::http::header;
@@ -7,6 +8,7 @@ use axum::routing::{MethodRouter, get};
 use utoipa::Modify;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use waybill_api::ErrorBody;
 
 /// The name operations use to require an API key: `security(("api_key" = []))`.
 pub const API_KEY_SCHEME: &str = "api_key";
@@ -23,6 +25,15 @@ impl Modify for ApiKeySecurity {
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
+}
+
+/// The refusal every route behind an API key documents: the [`crate::auth::Authorized`]
+/// extractor answers it before the handler runs. Listed in the route's `responses(...)`.
+#[derive(utoipa::IntoResponses)]
+pub enum KeyRefusal {
+    /// 401: no key, or one that is not known.
+    #[response(status = 401, description = "Missing or unknown API key")]
+    Unauthorized(ErrorBody),
 }
 
 /// `GET /openapi.json`: the document, serialised once when the router is built.

@@ -34,6 +34,7 @@ use waybill_core::{CarrierCode, SourceId, TenantId, TrackingNumber};
 use waybill_http::HttpError;
 use waybill_http::auth::{Authorized, ShipmentsWrite};
 use waybill_http::extract::JsonBody;
+use waybill_http::openapi::KeyRefusal;
 use waybill_telemetry::trace;
 
 use crate::{ApiError, AppState};
@@ -50,13 +51,13 @@ use crate::{ApiError, AppState};
     responses(
         (status = 202, description = "Queued durably", body = Registered),
         (status = 400, description = "Invalid item (the message names it and the field)", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks `shipments:write`, or names another tenant", body = ErrorBody),
         (status = 404, description = "The item names a source that is not configured for the key's tenant (`unknown_source`)", body = ErrorBody),
         (status = 408, description = "The request was not received in time", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
         (status = 503, description = "Not queued, or no key set yet; see Retry-After", body = ErrorBody),
+        KeyRefusal,
     ),
     security(("api_key" = []))
 )]

@@ -18,7 +18,7 @@ use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 use waybill_http::HttpError;
 use waybill_http::auth::{Authorized, ShipmentsRead};
 use waybill_http::extract::{Path, Query};
-use waybill_http::openapi::ApiKeySecurity;
+use waybill_http::openapi::{ApiKeySecurity, KeyRefusal};
 
 use crate::Worker;
 
@@ -50,6 +50,15 @@ fn database_unavailable() -> HttpError {
     )
 }
 
+/// The refusal every route that reads the database documents: [`database_unavailable`].
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "it only describes a response")]
+enum DatabaseRefusal {
+    /// 503 with `Retry-After`.
+    #[response(status = 503, description = "Database unavailable")]
+    Unavailable(ErrorBody),
+}
+
 /// The tenant a request reads: the key's own, or the one `?tenant=` names if the key may.
 fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<TenantId, HttpError> {
     let requested = raw
@@ -69,10 +78,10 @@ fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<Tena
     responses(
         (status = 200, description = "The shipment", body = ShipmentView),
         (status = 400, description = "Invalid carrier, tracking number or tenant", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks `shipments:read`, or names another tenant", body = ErrorBody),
         (status = 404, description = "No such shipment in the key's tenant", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyRefusal,
+        DatabaseRefusal,
     ),
     security(("api_key" = []))
 )]
@@ -114,9 +123,9 @@ async fn get_shipment(
     responses(
         (status = 200, description = "`{\"shipments\": [...]}`, possibly empty", body = ShipmentList),
         (status = 400, description = "order_number missing", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks `shipments:read`", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyRefusal,
+        DatabaseRefusal,
     ),
     security(("api_key" = []))
 )]
