@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use reqwest::Url;
 use serde::Serialize;
 use waybill_config::ExposeSecret;
@@ -23,25 +23,8 @@ use waybill_worker::fanout::{DestinationPolicy, WebhookSecret};
 pub enum SubscriptionsCommand {
     /// Subscribe a URL to a tenant's changes; prints the signing secret once (stdout).
     Add {
-        /// Where to POST the events (http or https).
-        #[arg(long)]
-        url: String,
-        /// The tenant whose changes it receives.
-        #[arg(long, default_value = TenantId::DEFAULT)]
-        tenant: String,
-        /// Only this carrier (repeat for several; default: all).
-        #[arg(long = "carrier")]
-        carriers: Vec<String>,
-        /// Only changes to this status, e.g. Delivered or out_for_delivery (repeat for
-        /// several; default: all).
-        #[arg(long = "status")]
-        statuses: Vec<String>,
-        /// A label for people.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// The signing secret (`whsec_…`); generated when not given.
-        #[arg(long, env = "WAYBILL_SUBSCRIPTION_SECRET", hide_env_values = true)]
-        secret: Option<String>,
+        #[command(flatten)]
+        subscription: AddSubscription,
         /// Print the subscription, secret included, as JSON.
         #[arg(long)]
         json: bool,
@@ -82,20 +65,27 @@ pub enum SubscriptionsCommand {
     },
 }
 
-/// A new subscription, as `add` takes it.
-#[derive(Debug, Clone, Default)]
+/// A new subscription, as `add` takes it (also its command-line arguments).
+#[derive(Debug, Clone, Default, Args)]
 pub struct AddSubscription {
-    /// The destination.
+    /// Where to POST the events (http or https).
+    #[arg(long)]
     pub url: String,
-    /// The tenant.
+    /// The tenant whose changes it receives.
+    #[arg(long, default_value = TenantId::DEFAULT)]
     pub tenant: String,
-    /// Carrier filter (empty: all).
+    /// Only this carrier (repeat for several; default: all).
+    #[arg(long = "carrier")]
     pub carriers: Vec<String>,
-    /// Status filter (empty: all), any spelling of a canonical status.
+    /// Only changes to this status, e.g. Delivered or out_for_delivery (repeat for
+    /// several; default: all).
+    #[arg(long = "status")]
     pub statuses: Vec<String>,
-    /// A label.
+    /// A label for people.
+    #[arg(long, default_value = "")]
     pub description: String,
-    /// The secret; generated when `None`.
+    /// The signing secret (`whsec_…`); generated when not given.
+    #[arg(long, env = "WAYBILL_SUBSCRIPTION_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
 
@@ -151,22 +141,9 @@ impl From<&Subscription> for ListedSubscription {
 pub async fn run(command: SubscriptionsCommand, settings: &Settings) -> anyhow::Result<()> {
     match command {
         SubscriptionsCommand::Add {
-            url,
-            tenant,
-            carriers,
-            statuses,
-            description,
-            secret,
+            subscription: request,
             json,
         } => {
-            let request = AddSubscription {
-                url,
-                tenant,
-                carriers,
-                statuses,
-                description,
-                secret,
-            };
             let (subscription, secret) = add(settings, &request).await?;
             if json {
                 let mut value = serde_json::to_value(ListedSubscription::from(&subscription))?;

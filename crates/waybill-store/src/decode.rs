@@ -4,7 +4,8 @@
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use waybill_api::ShipmentSummary;
-use waybill_core::{CarrierCode, EventId, Origin, Status, TenantId, TrackingNumber};
+use waybill_api::events::HistoryEntryV1;
+use waybill_core::{CarrierCode, EventId, Origin, RawStatus, Status, TenantId, TrackingNumber};
 
 use crate::error::StoreError;
 
@@ -41,6 +42,30 @@ pub(crate) fn parse_origin(raw: &str) -> Result<Origin, StoreError> {
 pub(crate) fn count(row: &PgRow, column: &str) -> Result<u64, StoreError> {
     let value: i64 = row.try_get(column)?;
     Ok(u64::try_from(value).unwrap_or(0))
+}
+
+/// The columns of `tracking_events e` that [`history_entry_v1`] reads, each named with an `e_`
+/// prefix (so a statement can select them beside a shipment's columns of the same names).
+pub(crate) const HISTORY_ENTRY_COLUMNS: &str = "e.event_id as e_event_id, e.status as e_status, \
+     e.raw_status as e_raw_status, e.raw_status_description as e_raw_status_description, \
+     e.sub_status as e_sub_status, e.occurred_at as e_occurred_at, e.location as e_location, \
+     e.message as e_message, e.origin as e_origin";
+
+/// A stored event as notifications carry it, from the [`HISTORY_ENTRY_COLUMNS`].
+pub(crate) fn history_entry_v1(row: &PgRow) -> Result<HistoryEntryV1, StoreError> {
+    Ok(HistoryEntryV1 {
+        event_id: parse_event_id(&row.try_get::<String, _>("e_event_id")?)?,
+        status: parse_status(&row.try_get::<String, _>("e_status")?)?,
+        raw_status: RawStatus {
+            code: row.try_get("e_raw_status")?,
+            description: row.try_get("e_raw_status_description")?,
+        },
+        sub_status: row.try_get("e_sub_status")?,
+        occurred_at: row.try_get("e_occurred_at")?,
+        location: row.try_get("e_location")?,
+        message: row.try_get("e_message")?,
+        origin: parse_origin(&row.try_get::<String, _>("e_origin")?)?,
+    })
 }
 
 /// A shipment without history, from the columns of the same names.

@@ -5,11 +5,15 @@ use std::sync::LazyLock;
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
+use waybill_api::events::HistoryEntryV1;
 use waybill_api::{HistoryEntry, ShipmentSummary, ShipmentView};
 use waybill_core::{CarrierCode, EventId, RawStatus, TenantId, TrackingNumber};
 
 use crate::batch::{ShipmentKey, key_columns};
-use crate::decode::{parse_event_id, parse_id, parse_origin, parse_status, shipment_summary};
+use crate::decode::{
+    HISTORY_ENTRY_COLUMNS, history_entry_v1, parse_event_id, parse_id, parse_status,
+    shipment_summary,
+};
 use crate::error::StoreError;
 use crate::fetch::RunQuery;
 use crate::fragments::status_rank_sql;
@@ -41,11 +45,7 @@ pub async fn get_shipment(
                     s.registered, s.status, s.raw_status, s.raw_status_description, s.sub_status,
                     s.current_event_id, s.current_event_at, s.last_event_at, s.version,
                     s.created_at, s.updated_at,
-                    e.event_id as e_event_id, e.status as e_status, e.raw_status as e_raw_status,
-                    e.raw_status_description as e_raw_status_description,
-                    e.sub_status as e_sub_status, e.occurred_at as e_occurred_at,
-                    e.time_provenance as e_time_provenance, e.location as e_location,
-                    e.message as e_message, e.origin as e_origin,
+                    {HISTORY_ENTRY_COLUMNS}, e.time_provenance as e_time_provenance,
                     e.provider_event_id as e_provider_event_id, e.courier as e_courier,
                     e.received_at as e_received_at
              from shipments s
@@ -190,21 +190,28 @@ async fn count(conn: &mut PgConnection, statement: &'static str) -> Result<i64, 
 }
 
 fn history_entry(row: &PgRow) -> Result<HistoryEntry, StoreError> {
+    let HistoryEntryV1 {
+        event_id,
+        status,
+        raw_status,
+        sub_status,
+        occurred_at,
+        location,
+        message,
+        origin,
+    } = history_entry_v1(row)?;
     let provenance: serde_json::Value = row.try_get("e_time_provenance")?;
     Ok(HistoryEntry {
-        event_id: parse_event_id(&row.try_get::<String, _>("e_event_id")?)?,
-        status: parse_status(&row.try_get::<String, _>("e_status")?)?,
-        raw_status: RawStatus {
-            code: row.try_get("e_raw_status")?,
-            description: row.try_get("e_raw_status_description")?,
-        },
-        sub_status: row.try_get("e_sub_status")?,
-        occurred_at: row.try_get("e_occurred_at")?,
+        event_id,
+        status,
+        raw_status,
+        sub_status,
+        occurred_at,
         time_provenance: serde_json::from_value(provenance)
             .map_err(|e| StoreError::corrupt("e_time_provenance", e))?,
-        location: row.try_get("e_location")?,
-        message: row.try_get("e_message")?,
-        origin: parse_origin(&row.try_get::<String, _>("e_origin")?)?,
+        location,
+        message,
+        origin,
         provider_event_id: row.try_get("e_provider_event_id")?,
         courier: row.try_get("e_courier")?,
         received_at: row.try_get("e_received_at")?,

@@ -19,7 +19,9 @@ use crate::error::StoreError;
 use crate::fetch::RunQuery;
 use waybill_api::events::{HistoryEntryV1, StatusChangedV1};
 
-use crate::decode::{parse_event_id, parse_origin, parse_status};
+use crate::decode::{
+    HISTORY_ENTRY_COLUMNS, history_entry_v1, parse_event_id, parse_origin, parse_status,
+};
 use crate::outbox::NewOutboxRow;
 
 /// Takes the per-shipment advisory locks, in the order given (sorted by the caller). Held until
@@ -782,8 +784,6 @@ pub(super) async fn load_details(
     current_ids: &[&str],
 ) -> Result<Vec<EventDetails>, StoreError> {
     static STATEMENT: LazyLock<String> = LazyLock::new(|| {
-        let columns = "e.event_id, e.status, e.raw_status, e.raw_status_description, \
-                       e.sub_status, e.occurred_at, e.location, e.message, e.origin";
         format!(
             "select k.shipment_id, d.* from unnest($1::int8[], $2::text[]) as k(shipment_id, current_id)
              cross join lateral (
@@ -794,6 +794,7 @@ pub(super) async fn load_details(
                  (select {columns}, false from tracking_events e
                   where e.shipment_id = k.shipment_id and e.event_id = k.current_id)
              ) d",
+            columns = HISTORY_ENTRY_COLUMNS,
             order = NEWEST_FIRST_EXACT.as_str(),
             limit = waybill_api::events::RECENT_HISTORY_LEN,
         )
@@ -805,19 +806,7 @@ pub(super) async fn load_details(
             Ok(EventDetails {
                 shipment_id: row.try_get("shipment_id")?,
                 is_recent: row.try_get("is_recent")?,
-                entry: HistoryEntryV1 {
-                    event_id: parse_event_id(&row.try_get::<String, _>("event_id")?)?,
-                    status: parse_status(&row.try_get::<String, _>("status")?)?,
-                    raw_status: RawStatus {
-                        code: row.try_get("raw_status")?,
-                        description: row.try_get("raw_status_description")?,
-                    },
-                    sub_status: row.try_get("sub_status")?,
-                    occurred_at: row.try_get("occurred_at")?,
-                    location: row.try_get("location")?,
-                    message: row.try_get("message")?,
-                    origin: parse_origin(&row.try_get::<String, _>("origin")?)?,
-                },
+                entry: history_entry_v1(row)?,
             })
         })
         .await

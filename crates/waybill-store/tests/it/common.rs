@@ -18,6 +18,13 @@ pub async fn database() -> TestDatabase {
         .expect("create a test database (is Postgres running? see WAYBILL_TEST_DATABASE_URL)")
 }
 
+/// Runs `test` against the store of a fresh migrated database, then drops the database.
+pub async fn with_store(test: impl AsyncFnOnce(&Store)) {
+    let db = database().await;
+    test(db.store()).await;
+    db.drop_database().await.unwrap();
+}
+
 /// A fresh migrated database and a connection to it.
 pub async fn connected() -> (TestDatabase, PooledConnection) {
     let db = database().await;
@@ -75,6 +82,15 @@ pub fn open_batch(events: Vec<TrackingEvent>) -> InboundBatch {
     }
 }
 
+/// A batch of one delivery from a source that tracks registered shipments only (events for a
+/// shipment that does not exist are parked).
+pub fn registered_only_batch(events: Vec<TrackingEvent>) -> InboundBatch {
+    InboundBatch {
+        items: vec![item(true, events)],
+        registrations: vec![],
+    }
+}
+
 /// One delivery of the default tenant.
 pub fn item(require_registration: bool, events: Vec<TrackingEvent>) -> InboundItem {
     InboundItem {
@@ -126,4 +142,13 @@ pub async fn stored(conn: &mut PgConnection, tracking_number: &str) -> Option<Sh
 /// Merges `events`, as one open delivery, into `store`.
 pub async fn merge(store: &Store, events: Vec<TrackingEvent>) -> BatchReport {
     store.apply_batch(open_batch(events)).await.unwrap()
+}
+
+/// Merges `events`, as one delivery from a source that tracks registered shipments only, into
+/// `store`.
+pub async fn merge_registered_only(store: &Store, events: Vec<TrackingEvent>) -> BatchReport {
+    store
+        .apply_batch(registered_only_batch(events))
+        .await
+        .unwrap()
 }

@@ -127,13 +127,8 @@ async fn parking_and_registering_the_same_shipment_at_once_loses_nothing() {
         .unwrap();
     for round in 0..ROUNDS {
         let tracking_number = format!("RACE{round}");
-        let events = InboundBatch {
-            items: vec![item(
-                true,
-                vec![event(&tracking_number, 10, Status::InTransit, "")],
-            )],
-            registrations: vec![],
-        };
+        let events =
+            registered_only_batch(vec![event(&tracking_number, 10, Status::InTransit, "")]);
         let register = InboundBatch {
             items: vec![],
             registrations: vec![registration(&tracking_number, None)],
