@@ -3,6 +3,9 @@
 //! the machine's ceilings and Waybill's figures side by side. They live apart from the `waybill`
 //! admin CLI so the production image carries operator commands only; the fault suite
 //! (`tests/e2e/tests/isolated/faults`) drives `loadgen` in-process through this library.
+//! `scratch` removes a run's fresh database and queue prefix; the test kits that start Waybill
+//! on one use it too.
 
 pub mod bench;
 pub mod loadgen;
+pub mod scratch;

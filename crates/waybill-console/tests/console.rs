@@ -10,8 +10,9 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
 use tokio_util::sync::CancellationToken;
+use waybill_bench::scratch::{self, topology};
 use waybill_bus::keys::{KeyRing, KeySnapshotV1};
-use waybill_bus::{BusConnection, Publisher, PublisherConfig, Topology};
+use waybill_bus::{BusConnection, Publisher, PublisherConfig};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::access::{ApiKey, Scope};
@@ -36,10 +37,6 @@ struct App {
     acme_reader: ApiKey,
     api_only: ApiKey,
     stop: CancellationToken,
-}
-
-fn topology(settings: &Settings) -> Topology {
-    Topology::new(&settings.bus.prefix).with_delivery_limit(settings.bus.delivery_limit)
 }
 
 /// Publishes the store's key set into `ring` (the worker also publishes it to the broker).
@@ -196,18 +193,7 @@ impl App {
 
     async fn destroy(mut self) {
         self.stop.cancel();
-        if let Ok(connection) = BusConnection::connect(
-            self.settings.bus.url.expose_secret(),
-            "console-test-cleanup",
-        )
-        .await
-        {
-            let _ = topology(&self.settings).delete(&connection).await;
-            let _ = connection.close().await;
-        }
-        if let Some(db) = self.db.take() {
-            let _ = db.drop_database().await;
-        }
+        scratch::remove(&self.settings, self.db.take(), "console-test-cleanup").await;
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
+use waybill_bench::scratch::{self, terminate, topology};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_store::testing::TestDatabase;
@@ -307,18 +308,7 @@ format = "json"
         for child in children {
             terminate(child).await;
         }
-        if let Ok(connection) = waybill_bus::BusConnection::connect(
-            self.settings.bus.url.expose_secret(),
-            "waybill-faults-cleanup",
-        )
-        .await
-        {
-            let _ = topology(&self.settings).delete(&connection).await;
-            let _ = connection.close().await;
-        }
-        if let Some(db) = self.db.take() {
-            let _ = db.drop_database().await;
-        }
+        scratch::remove(&self.settings, self.db.take(), "waybill-faults-cleanup").await;
     }
 
     /// Every line the processes wrote so far.
@@ -336,27 +326,6 @@ format = "json"
 
     pub fn log_dir(&self) -> &Path {
         &self.dir
-    }
-}
-
-fn topology(settings: &Settings) -> waybill_bus::Topology {
-    waybill_bus::Topology::new(&settings.bus.prefix)
-        .with_delivery_limit(settings.bus.delivery_limit)
-}
-
-async fn terminate(mut child: Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
     }
 }
 

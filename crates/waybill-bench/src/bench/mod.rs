@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 use waybill_config::Settings;
 
 use crate::loadgen::{self, LoadgenArgs, parse_duration};
+use crate::scratch::{self, terminate, topology};
 
 mod console;
 mod cpu;
@@ -231,42 +232,9 @@ impl Stack {
             .into_iter()
             .flatten()
         {
-            stop(child).await;
+            terminate(child).await;
         }
-        if let Ok(connection) = waybill_bus::BusConnection::connect(
-            self.settings.bus.url.expose_secret(),
-            "waybill-bench",
-        )
-        .await
-        {
-            let _ = topology(&self.settings).delete(&connection).await;
-            let _ = connection.close().await;
-        }
-        if let Some(database) = self.database.take() {
-            let _ = database.drop_database().await;
-        }
-    }
-}
-
-fn topology(settings: &Settings) -> waybill_bus::Topology {
-    waybill_bus::Topology::new(&settings.bus.prefix)
-        .with_delivery_limit(settings.bus.delivery_limit)
-}
-
-async fn stop(mut child: Child) {
-    if let Some(pid) = child.id() {
-        // SIGTERM: the binaries drain and exit.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
+        scratch::remove(&self.settings, self.database.take(), "waybill-bench").await;
     }
 }
 

@@ -13,8 +13,9 @@ use tokio::process::Child;
 use waybill_config::{ExposeSecret, Settings};
 
 use super::cpu::{self, CpuReading, PhaseCpu};
-use super::{Stack, free_port, load_at_full_speed, median, stop, wait_ready};
+use super::{Stack, free_port, load_at_full_speed, median, wait_ready};
 use crate::loadgen;
+use crate::scratch::{terminate, topology};
 
 /// `waybill-bench scale` arguments.
 #[derive(Debug, Clone, Args)]
@@ -107,7 +108,7 @@ async fn one_drain(
     let mut children = Vec::new();
     let result = fill_and_drain(args, &mut stack, &mut children, workers).await;
     for child in children {
-        stop(child).await;
+        terminate(child).await;
     }
     stack.destroy().await;
     result
@@ -129,7 +130,7 @@ async fn fill_and_drain(
     let start_workers = async {
         // The ingress is idle from here on: stop it so the CPU readings are the drain's.
         if let Some(ingress) = stack.ingress.take() {
-            stop(ingress).await;
+            terminate(ingress).await;
         }
         let backlog = backlog(&settings).await;
         let before = CpuReading::with_workers(None, &[]);
@@ -182,7 +183,7 @@ async fn start(stack: &Stack, count: usize) -> anyhow::Result<Vec<Child>> {
 
 /// Ready messages in `waybill.webhooks` (0 when the broker does not say).
 async fn backlog(settings: &Settings) -> u32 {
-    let queue = super::topology(settings).webhooks_queue();
+    let queue = topology(settings).webhooks_queue();
     let Ok(connection) =
         waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-bench")
             .await

@@ -605,19 +605,23 @@ async fn drain(
     })
 }
 
-/// The worker's `waybill_merge_events_total` counters by outcome, if its /metrics answers.
-async fn scrape_merge_outcomes(
-    http: &reqwest::Client,
-    worker: &str,
-) -> Option<BTreeMap<String, u64>> {
-    let text = http
-        .get(format!("{worker}/metrics"))
+/// The Prometheus text a service's `/metrics` answers (`base` is its base URL), if it answers.
+pub async fn metrics_text(http: &reqwest::Client, base: &str) -> Option<String> {
+    http.get(format!("{base}/metrics"))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// The worker's `waybill_merge_events_total` counters by outcome, if its /metrics answers.
+async fn scrape_merge_outcomes(
+    http: &reqwest::Client,
+    worker: &str,
+) -> Option<BTreeMap<String, u64>> {
+    let text = metrics_text(http, worker).await?;
     let mut outcomes = BTreeMap::new();
     for line in text
         .lines()

@@ -145,8 +145,7 @@ async fn declare_topology(settings: &Settings) {
         waybill_bus::BusConnection::connect(settings.bus.url.expose_secret(), "waybill-test-setup")
             .await
             .expect("broker reachable (is RabbitMQ running?)");
-    waybill_bus::Topology::new(&settings.bus.prefix)
-        .with_delivery_limit(settings.bus.delivery_limit)
+    waybill_bench::scratch::topology(settings)
         .declare(&connection)
         .await
         .expect("declare topology");
@@ -234,15 +233,6 @@ impl TestApp {
         if let Some(task) = self.ingress_task.take() {
             let _ = tokio::time::timeout(STOP_GRACE, task).await;
         }
-        if let Ok(connection) = waybill_bus::BusConnection::connect(
-            self.settings.bus.url.expose_secret(),
-            "waybill-test-cleanup",
-        )
-        .await
-        {
-            let _ = self.topology().delete(&connection).await;
-            let _ = connection.close().await;
-        }
-        let _ = self.db.drop_database().await;
+        waybill_bench::scratch::remove(&self.settings, Some(self.db), "waybill-test-cleanup").await;
     }
 }

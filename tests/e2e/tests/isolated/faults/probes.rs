@@ -11,14 +11,7 @@ use waybill_e2e::stack::{SECRETS, Stack};
 /// The `503`s the ingress has answered so far (`waybill_webhooks_received_total` with outcome
 /// `unavailable`, over every source).
 pub async fn unavailable_answers(stack: &Stack) -> Option<u64> {
-    let text = http()
-        .get(format!("{}/metrics", stack.ingress_url()))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = waybill_bench::loadgen::metrics_text(&http(), &stack.ingress_url()).await?;
     let total = text
         .lines()
         .filter(|line| {
