@@ -247,30 +247,20 @@ fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str>
         .then(|| &value[prefix.len()..])
 }
 
-/// One scheme as written in a profile (format 2 keys of `[verify]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The format 2 keys of one `[verify]` table, with their defaults filled in (see
+/// [`crate::verify::VerifyTable::composed`]); checked into a [`Scheme`] by [`Scheme::from_table`].
+#[derive(Debug, Clone)]
 pub(crate) struct SchemeTable {
     pub algorithm: Algorithm,
-    #[serde(default)]
     pub signed: Option<String>,
-    #[serde(default)]
     pub signature: Option<ValueSource>,
-    #[serde(default)]
     pub encoding: SignatureEncoding,
-    #[serde(default)]
     pub timestamp: Option<ValueSource>,
-    #[serde(default)]
     pub timestamp_unit: TimestampUnit,
-    #[serde(default)]
     pub tolerance_seconds: Option<u64>,
-    #[serde(default)]
     pub id: Option<ValueSource>,
-    #[serde(default)]
     pub key_id: Option<ValueSource>,
-    #[serde(default)]
     pub secret_encoding: SecretEncoding,
-    #[serde(default)]
     pub secret_normalization: SecretNormalization,
 }
 

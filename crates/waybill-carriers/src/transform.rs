@@ -191,13 +191,11 @@ fn filter_text(value: &Value) -> Option<String> {
     }
 }
 
-/// `when` (all must hold) and `ignore` (none may hold) lists.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `when` (all must hold) and `ignore` (none may hold) lists, as read from a profile's
+/// `[[mapping.when]]`/`[[mapping.ignore]]` or `[[mapping.events.when]]`/`…ignore` tables.
+#[derive(Debug, Clone)]
 pub(crate) struct Filters {
-    #[serde(default)]
     pub when: Vec<Filter>,
-    #[serde(default)]
     pub ignore: Vec<Filter>,
 }
 
