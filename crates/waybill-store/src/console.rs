@@ -42,8 +42,9 @@ pub struct ShipmentSearch<'a> {
     pub limit: u32,
 }
 
-/// A shipment's polling state, as the console's timeline shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A shipment's polling state, as the console's timeline shows it (the `shipments` columns of
+/// the same names).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ShipmentSchedule {
     /// The source that registered or first reported the shipment.
     pub source: Option<String>,
@@ -191,7 +192,7 @@ pub async fn shipment_schedule(
     carrier: &CarrierCode,
     tracking_number: &TrackingNumber,
 ) -> Result<Option<ShipmentSchedule>, StoreError> {
-    let row = sqlx::query(
+    let schedule = sqlx::query_as(
         "select source, poll_state, next_poll_at, last_polled_at, last_webhook_at, poll_failures
          from shipments where tenant = $1 and carrier = $2 and tracking_number = $3",
     )
@@ -200,17 +201,7 @@ pub async fn shipment_schedule(
     .bind(tracking_number.as_str())
     .fetch_optional(conn)
     .await?;
-    row.map(|row| {
-        Ok(ShipmentSchedule {
-            source: row.try_get("source")?,
-            poll_state: row.try_get("poll_state")?,
-            next_poll_at: row.try_get("next_poll_at")?,
-            last_polled_at: row.try_get("last_polled_at")?,
-            last_webhook_at: row.try_get("last_webhook_at")?,
-            poll_failures: row.try_get("poll_failures")?,
-        })
-    })
-    .transpose()
+    Ok(schedule)
 }
 
 /// Per source: shipments whose poll is due now, and shipments being polled at all, each capped

@@ -4,13 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{FromRow, PgConnection, Row};
 
 use crate::error::StoreError;
 use crate::fetch::RunQuery;
 
-/// One rejected event to store.
-#[derive(Debug, Clone, PartialEq)]
+/// One rejected event to store (and, read back, the columns of the same names).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct NewRejectedEvent {
     /// The inbound envelope that carried it.
     pub envelope_id: String,
@@ -38,12 +38,13 @@ pub struct NewRejectedEvent {
     pub received_at: DateTime<Utc>,
 }
 
-/// A stored rejected event.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored rejected event, read from the columns of the same names.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RejectedEvent {
     /// The row id (what `waybill rejected show|replay` take).
     pub id: i64,
     /// Everything that was stored.
+    #[sqlx(flatten)]
     pub stored: NewRejectedEvent,
     /// When it was stored.
     pub stored_at: DateTime<Utc>,
@@ -101,25 +102,7 @@ const COLUMNS: &str = "id, envelope_id, position, tenant, source, profile, path,
                        element, tracking_number, raw_body, received_at, stored_at, replayed_at";
 
 fn from_row(row: &PgRow) -> Result<RejectedEvent, StoreError> {
-    Ok(RejectedEvent {
-        id: row.try_get("id")?,
-        stored: NewRejectedEvent {
-            envelope_id: row.try_get("envelope_id")?,
-            position: row.try_get("position")?,
-            tenant: row.try_get("tenant")?,
-            source: row.try_get("source")?,
-            profile: row.try_get("profile")?,
-            path: row.try_get("path")?,
-            kind: row.try_get("kind")?,
-            reason: row.try_get("reason")?,
-            element: row.try_get("element")?,
-            tracking_number: row.try_get("tracking_number")?,
-            raw_body: row.try_get("raw_body")?,
-            received_at: row.try_get("received_at")?,
-        },
-        stored_at: row.try_get("stored_at")?,
-        replayed_at: row.try_get("replayed_at")?,
-    })
+    Ok(RejectedEvent::from_row(row)?)
 }
 
 /// Rejected events, newest first.

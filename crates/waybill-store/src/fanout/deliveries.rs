@@ -54,14 +54,16 @@ impl DeliveryStatus {
     }
 }
 
-/// A delivery claimed for one attempt, with what sending it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A delivery claimed for one attempt, with what sending it needs (read from the claim's
+/// columns of the same names).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ClaimedDelivery {
     /// The delivery's id.
     pub id: i64,
     /// Its subscription.
     pub subscription_id: i64,
     /// The attempt claimed (1 for the first): pass it back with the outcome.
+    #[sqlx(rename = "attempts")]
     pub attempt: i32,
     /// The `webhook-id`.
     pub webhook_id: String,
@@ -163,7 +165,7 @@ pub async fn claim_due_deliveries(
         .iter()
         .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
         .collect();
-    sqlx::query(
+    let claimed = sqlx::query_as(
         "with busy as (
              select * from unnest($1::int8[], $2::int4[]) as b(subscription_id, in_flight)),
          candidates as (
@@ -198,23 +200,9 @@ pub async fn claim_due_deliveries(
     .bind(i64::from(per_subscription))
     .bind(i64::from(room))
     .bind(lease.as_secs_f64())
-    .fetch_all_with(conn, |row| {
-        Ok(ClaimedDelivery {
-            id: row.try_get("id")?,
-            subscription_id: row.try_get("subscription_id")?,
-            attempt: row.try_get("attempts")?,
-            webhook_id: row.try_get("webhook_id")?,
-            body: row.try_get("body")?,
-            url: row.try_get("url")?,
-            secret: SecretText::new(row.try_get::<String, _>("secret")?),
-            previous_secret: row
-                .try_get::<Option<String>, _>("previous_secret")?
-                .map(SecretText::new),
-            created_at: row.try_get("created_at")?,
-            traceparent: row.try_get("traceparent")?,
-        })
-    })
-    .await
+    .fetch_all(conn)
+    .await?;
+    Ok(claimed)
 }
 
 /// Records a 2xx answer to `attempt`; the subscription stops counting as failing. False when

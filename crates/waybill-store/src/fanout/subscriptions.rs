@@ -6,8 +6,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgRow, PgTypeInfo, PgValueRef};
+use sqlx::{PgConnection, Postgres, Row};
 use waybill_core::{CarrierCode, Status, TenantId};
 
 use crate::decode::parse_status;
@@ -42,6 +43,25 @@ impl Eq for SecretText {}
 impl fmt::Debug for SecretText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretText(<redacted>)")
+    }
+}
+
+/// A secret reads from a `text` column, straight into its wrapper.
+impl sqlx::Type<Postgres> for SecretText {
+    fn type_info() -> PgTypeInfo {
+        <String as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <String as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for SecretText {
+    fn decode(value: PgValueRef<'r>) -> Result<SecretText, BoxDynError> {
+        Ok(SecretText::new(
+            <String as sqlx::Decode<'r, Postgres>>::decode(value)?,
+        ))
     }
 }
 
