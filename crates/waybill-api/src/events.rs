@@ -69,19 +69,9 @@ pub struct StatusChangedV1 {
     pub previous_status: Option<Status>,
     /// The status after the change.
     pub new_status: Status,
-    /// The carrier's raw status of the new current event.
-    pub raw_status: RawStatus,
-    /// Its sub-status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_status: Option<String>,
-    /// When the new current event happened.
-    pub occurred_at: DateTime<Utc>,
-    /// Where it happened.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// The carrier's message for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    /// What the carrier said of the new current event.
+    #[serde(flatten)]
+    pub scan: ScanV1,
     /// The shipment's version after the change: consumers order notifications by it.
     pub shipment_version: i64,
     /// Up to [`RECENT_HISTORY_LEN`] newest events of the shipment, newest first.
@@ -106,13 +96,10 @@ pub struct ShipmentRefV1 {
     pub order_number: Option<String>,
 }
 
-/// One event of a shipment's history, as notifications carry it.
+/// What a carrier said of one scan, as notifications carry it: its fields sit beside the
+/// event's id and status in the JSON (a notification's new current event, a history entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntryV1 {
-    /// The event id.
-    pub event_id: EventId,
-    /// Its canonical status.
-    pub status: Status,
+pub struct ScanV1 {
     /// The carrier's raw status.
     pub raw_status: RawStatus,
     /// Its sub-status.
@@ -126,6 +113,31 @@ pub struct HistoryEntryV1 {
     /// The carrier's message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl ScanV1 {
+    /// The scan of a stored event.
+    pub fn of(event: &TrackingEvent) -> ScanV1 {
+        ScanV1 {
+            raw_status: event.raw_status.clone(),
+            sub_status: event.sub_status.clone(),
+            occurred_at: event.occurred_at,
+            location: event.location.clone(),
+            message: event.message.clone(),
+        }
+    }
+}
+
+/// One event of a shipment's history, as notifications carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntryV1 {
+    /// The event id.
+    pub event_id: EventId,
+    /// Its canonical status.
+    pub status: Status,
+    /// What the carrier said of it.
+    #[serde(flatten)]
+    pub scan: ScanV1,
     /// How it reached Waybill.
     pub origin: Origin,
 }
@@ -136,11 +148,7 @@ impl HistoryEntryV1 {
         HistoryEntryV1 {
             event_id: event.id.clone(),
             status: event.status,
-            raw_status: event.raw_status.clone(),
-            sub_status: event.sub_status.clone(),
-            occurred_at: event.occurred_at,
-            location: event.location.clone(),
-            message: event.message.clone(),
+            scan: ScanV1::of(event),
             origin: event.origin,
         }
     }
@@ -148,7 +156,7 @@ impl HistoryEntryV1 {
     /// Its merge key (the order `recent_history` is sorted in, newest first).
     pub fn key(&self) -> EventKey {
         EventKey {
-            occurred_at: self.occurred_at,
+            occurred_at: self.scan.occurred_at,
             status: self.status,
             id: self.event_id.clone(),
         }
@@ -174,14 +182,16 @@ mod tests {
             },
             previous_status: Some(Status::InTransit),
             new_status: Status::Delivered,
-            raw_status: RawStatus {
-                code: "D".into(),
-                description: None,
+            scan: ScanV1 {
+                raw_status: RawStatus {
+                    code: "D".into(),
+                    description: None,
+                },
+                sub_status: None,
+                occurred_at: Utc.timestamp_opt(1_780_000_000, 0).unwrap(),
+                location: None,
+                message: None,
             },
-            sub_status: None,
-            occurred_at: Utc.timestamp_opt(1_780_000_000, 0).unwrap(),
-            location: None,
-            message: None,
             shipment_version: 2,
             recent_history: vec![],
         };

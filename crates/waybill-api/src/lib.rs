@@ -28,7 +28,7 @@ pub mod shipments;
 
 pub use error::ErrorBody;
 pub use events::{
-    DownstreamEvent, HistoryEntryV1, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1,
+    DownstreamEvent, HistoryEntryV1, RECENT_HISTORY_LEN, ScanV1, ShipmentRefV1, StatusChangedV1,
 };
 pub use ingress::{
     Accepted, AcceptedStatus, Registered, RegisteredShipment, RegistrationBody, RegistrationRequest,

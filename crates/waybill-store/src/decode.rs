@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use waybill_api::ShipmentSummary;
-use waybill_api::events::HistoryEntryV1;
+use waybill_api::events::{HistoryEntryV1, ScanV1};
 use waybill_core::{CarrierCode, EventId, Origin, RawStatus, Status, TenantId, TrackingNumber};
 
 use crate::error::StoreError;
@@ -56,14 +56,16 @@ pub(crate) fn history_entry_v1(row: &PgRow) -> Result<HistoryEntryV1, StoreError
     Ok(HistoryEntryV1 {
         event_id: parse_event_id(&row.try_get::<String, _>("e_event_id")?)?,
         status: parse_status(&row.try_get::<String, _>("e_status")?)?,
-        raw_status: RawStatus {
-            code: row.try_get("e_raw_status")?,
-            description: row.try_get("e_raw_status_description")?,
+        scan: ScanV1 {
+            raw_status: RawStatus {
+                code: row.try_get("e_raw_status")?,
+                description: row.try_get("e_raw_status_description")?,
+            },
+            sub_status: row.try_get("e_sub_status")?,
+            occurred_at: row.try_get("e_occurred_at")?,
+            location: row.try_get("e_location")?,
+            message: row.try_get("e_message")?,
         },
-        sub_status: row.try_get("e_sub_status")?,
-        occurred_at: row.try_get("e_occurred_at")?,
-        location: row.try_get("e_location")?,
-        message: row.try_get("e_message")?,
         origin: parse_origin(&row.try_get::<String, _>("e_origin")?)?,
     })
 }

@@ -46,6 +46,6 @@ pub use store::{PooledConnection, Store, Transaction};
 /// The wire types the store writes and reads back, defined in `waybill-api` (re-exported so
 /// callers of the store need not name both crates).
 pub use waybill_api::events::{
-    DownstreamEvent, HistoryEntryV1, RECENT_HISTORY_LEN, ShipmentRefV1, StatusChangedV1,
+    DownstreamEvent, HistoryEntryV1, RECENT_HISTORY_LEN, ScanV1, ShipmentRefV1, StatusChangedV1,
 };
 pub use waybill_api::shipments::{HistoryEntry, ShipmentSummary, ShipmentView};

@@ -90,9 +90,9 @@ pub(crate) fn bind_rows<'q>(
         order_numbers.push(body.shipment.order_number.as_deref());
         previous.push(body.previous_status.map(Status::as_str));
         new.push(body.new_status.as_str());
-        raw.push(body.raw_status.code.as_str());
-        sub.push(body.sub_status.as_deref());
-        occurred.push(body.occurred_at);
+        raw.push(body.scan.raw_status.code.as_str());
+        sub.push(body.scan.sub_status.as_deref());
+        occurred.push(body.scan.occurred_at);
         versions.push(body.shipment_version);
         payloads.push(Json(DownstreamEventRef::StatusChanged(body)));
         traceparents.push(row.traceparent);

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
-use waybill_api::events::HistoryEntryV1;
+use waybill_api::events::{HistoryEntryV1, ScanV1};
 use waybill_api::{HistoryEntry, ShipmentSummary, ShipmentView};
 use waybill_core::{CarrierCode, EventId, RawStatus, TenantId, TrackingNumber};
 
@@ -193,11 +193,14 @@ fn history_entry(row: &PgRow) -> Result<HistoryEntry, StoreError> {
     let HistoryEntryV1 {
         event_id,
         status,
-        raw_status,
-        sub_status,
-        occurred_at,
-        location,
-        message,
+        scan:
+            ScanV1 {
+                raw_status,
+                sub_status,
+                occurred_at,
+                location,
+                message,
+            },
         origin,
     } = history_entry_v1(row)?;
     let provenance: serde_json::Value = row.try_get("e_time_provenance")?;

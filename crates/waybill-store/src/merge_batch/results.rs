@@ -116,11 +116,7 @@ fn outbox_row<'p>(
             },
             previous_status: merge.previous.as_ref().map(|p| p.status),
             new_status: current.status,
-            raw_status: current.raw_status,
-            sub_status: current.sub_status,
-            occurred_at: current.occurred_at,
-            location: current.location,
-            message: current.message,
+            scan: current.scan,
             shipment_version: merge.version,
             recent_history: recent,
         },
@@ -212,7 +208,7 @@ fn in_memory(
         Vec::with_capacity(stored.recent.len() + merge.new_events.len());
     for entry in &stored.recent {
         let key = (
-            entry.occurred_at,
+            entry.scan.occurred_at,
             entry.status.rank(),
             entry.event_id.as_str(),
         );

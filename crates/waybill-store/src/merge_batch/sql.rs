@@ -17,7 +17,7 @@ use super::plan::{LOCK_NAMESPACE, Plan, PlannedEvent};
 use crate::batch::key_columns;
 use crate::error::StoreError;
 use crate::fetch::RunQuery;
-use waybill_api::events::{HistoryEntryV1, StatusChangedV1};
+use waybill_api::events::{HistoryEntryV1, ScanV1, StatusChangedV1};
 
 use crate::decode::{
     HISTORY_ENTRY_COLUMNS, history_entry_v1, parse_event_id, parse_origin, parse_status,
@@ -441,14 +441,16 @@ fn stored_from_row(row: &PgRow) -> Result<StoredEvents, StoreError> {
             recent.push(HistoryEntryV1 {
                 event_id: parse_event_id(id)?,
                 status: parse_status(&statuses.next().ok_or_else(short)?)?,
-                raw_status: RawStatus {
-                    code: raws.next().ok_or_else(short)?,
-                    description: raw_descriptions.next().ok_or_else(short)?,
+                scan: ScanV1 {
+                    raw_status: RawStatus {
+                        code: raws.next().ok_or_else(short)?,
+                        description: raw_descriptions.next().ok_or_else(short)?,
+                    },
+                    sub_status: sub_statuses.next().ok_or_else(short)?,
+                    occurred_at: times.next().ok_or_else(short)?,
+                    location: locations.next().ok_or_else(short)?,
+                    message: messages.next().ok_or_else(short)?,
                 },
-                sub_status: sub_statuses.next().ok_or_else(short)?,
-                occurred_at: times.next().ok_or_else(short)?,
-                location: locations.next().ok_or_else(short)?,
-                message: messages.next().ok_or_else(short)?,
                 origin: parse_origin(&origins.next().ok_or_else(short)?)?,
             });
         }
@@ -849,15 +851,15 @@ pub(super) async fn update_shipments(
         ids.push(update.id);
         changed.push(update.current.is_some());
         event_ids.push(update.current.map(|c| c.event_id.as_str()));
-        event_times.push(update.current.map(|c| c.occurred_at));
+        event_times.push(update.current.map(|c| c.scan.occurred_at));
         statuses.push(update.current.map(|c| c.new_status.as_str()));
-        raw_codes.push(update.current.map(|c| c.raw_status.code.as_str()));
+        raw_codes.push(update.current.map(|c| c.scan.raw_status.code.as_str()));
         raw_descriptions.push(
             update
                 .current
-                .and_then(|c| c.raw_status.description.as_deref()),
+                .and_then(|c| c.scan.raw_status.description.as_deref()),
         );
-        sub_statuses.push(update.current.and_then(|c| c.sub_status.as_deref()));
+        sub_statuses.push(update.current.and_then(|c| c.scan.sub_status.as_deref()));
         versions.push(update.version);
         last_times.push(update.last_event_at);
         order_numbers.push(update.order_number);

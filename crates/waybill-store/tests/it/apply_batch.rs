@@ -166,7 +166,7 @@ async fn a_late_event_can_make_a_stored_later_event_current() {
             assert_eq!(shipment.version, 2);
             let body = status_changed(&outbox_bodies(store).await[1]);
             assert_eq!(
-                (body.event_id, body.location),
+                (body.event_id, body.scan.location),
                 (current.id, current.location)
             );
             assert_eq!(body.shipment_version, 2);
@@ -384,7 +384,7 @@ async fn notifications_carry_the_five_newest_events_newest_first() {
         let locations: Vec<&str> = body
             .recent_history
             .iter()
-            .map(|e| e.location.as_deref().unwrap())
+            .map(|e| e.scan.location.as_deref().unwrap())
             .collect();
         assert_eq!(locations, ["hub 6", "hub 5", "hub 4", "hub 3", "hub 2"]);
     })

@@ -22,7 +22,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use waybill_core::merge::{self, ShipmentState};
 use waybill_core::{ChangeKind, EventId, EventKey, Status, TrackingEvent};
 use waybill_store::{
-    BatchReport, DownstreamEvent, HistoryEntryV1, InboundBatch, Store, get_shipment,
+    BatchReport, DownstreamEvent, HistoryEntryV1, InboundBatch, ScanV1, Store, get_shipment,
 };
 
 #[derive(Debug, Clone)]
@@ -288,11 +288,13 @@ async fn check_notifications(store: &Store, report: &BatchReport) -> Result<(), 
         let entry = |e: &waybill_store::HistoryEntry| HistoryEntryV1 {
             event_id: e.event_id.clone(),
             status: e.status,
-            raw_status: e.raw_status.clone(),
-            sub_status: e.sub_status.clone(),
-            occurred_at: e.occurred_at,
-            location: e.location.clone(),
-            message: e.message.clone(),
+            scan: ScanV1 {
+                raw_status: e.raw_status.clone(),
+                sub_status: e.sub_status.clone(),
+                occurred_at: e.occurred_at,
+                location: e.location.clone(),
+                message: e.message.clone(),
+            },
             origin: e.origin,
         };
         let newest: Vec<HistoryEntryV1> = stored.history.iter().take(5).map(entry).collect();
@@ -305,11 +307,7 @@ async fn check_notifications(store: &Store, report: &BatchReport) -> Result<(), 
             .ok_or_else(|| TestCaseError::fail("current event not in history"))?;
         prop_assert_eq!(&body.event_id, &current.event_id);
         prop_assert_eq!(body.new_status, current.status);
-        prop_assert_eq!(&body.raw_status, &current.raw_status);
-        prop_assert_eq!(&body.sub_status, &current.sub_status);
-        prop_assert_eq!(body.occurred_at, current.occurred_at);
-        prop_assert_eq!(&body.location, &current.location);
-        prop_assert_eq!(&body.message, &current.message);
+        prop_assert_eq!(&body.scan, &current.scan);
         prop_assert_eq!(body.shipment_version, stored.version);
     }
     Ok(())
