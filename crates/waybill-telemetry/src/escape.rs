@@ -211,9 +211,11 @@ impl<W: io::Write> io::Write for EscapingWriter<W> {
             Some(line) => (line, "\n"),
             None => (text.as_ref(), ""),
         };
-        let escaped = escape(line, self.style);
+        // The line and its newline go out in one write: another thread's event written to
+        // the same (unbuffered) stderr between the two would join two events on one line.
+        let mut escaped = escape(line, self.style).into_owned();
+        escaped.push_str(newline);
         self.inner.write_all(escaped.as_bytes())?;
-        self.inner.write_all(newline.as_bytes())?;
         Ok(buf.len())
     }
 

@@ -131,3 +131,54 @@ fn json_lines_escape_every_value_and_keep_it_intact() {
         "JSON keeps every value, escaped, intact"
     );
 }
+
+/// Each `write` the layer makes, as its own chunk.
+#[derive(Clone, Default)]
+struct Writes(Arc<Mutex<Vec<String>>>);
+
+impl io::Write for Writes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Threads share one unbuffered stderr: an event split over two writes (the line, then its
+/// newline) could have another thread's event land between them, joining two events on one
+/// line. Every event must reach the writer as one write of the whole line.
+#[test]
+fn every_event_is_one_write_of_a_whole_line_in_both_formats() {
+    for format in [LogFormat::Json, LogFormat::Pretty] {
+        let writes = Writes::default();
+        let writer = writes.clone();
+        let subscriber = tracing_subscriber::registry().with(waybill_telemetry::log_layer(
+            format,
+            move || writer.clone(),
+            false,
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            for value in HOSTILE {
+                tracing::info!(source = value, "one event");
+            }
+        });
+        let chunks = writes
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(chunks.len(), HOSTILE.len(), "{format:?}: {chunks:?}");
+        for chunk in &chunks {
+            assert!(
+                chunk.ends_with('\n') && chunk.matches('\n').count() == 1,
+                "{format:?}: not one whole line: {chunk:?}"
+            );
+        }
+    }
+}
