@@ -9,16 +9,16 @@ use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::SubscriberExt;
 use waybill_telemetry::LogFormat;
 
-/// Everything the layer wrote.
+/// Everything the layer wrote, one chunk per `write`.
 #[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
+struct Buffer(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl io::Write for Buffer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
+            .push(buf.to_vec());
         Ok(buf.len())
     }
 
@@ -28,13 +28,19 @@ impl io::Write for Buffer {
 }
 
 impl Buffer {
-    fn text(&self) -> String {
-        let bytes = self
-            .0
+    /// Each write, as text.
+    fn writes(&self) -> Vec<String> {
+        self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        String::from_utf8(bytes).expect("the log is UTF-8")
+            .iter()
+            .map(|chunk| String::from_utf8(chunk.clone()).expect("the log is UTF-8"))
+            .collect()
+    }
+
+    /// Everything written.
+    fn text(&self) -> String {
+        self.writes().concat()
     }
 }
 
@@ -50,8 +56,8 @@ const HOSTILE: [&str; 8] = [
 ];
 
 /// Logs one event per hostile value in every way a call site might, inside a span that carries
-/// one too; returns the output and how many events were logged.
-fn log_everything(format: LogFormat) -> (String, usize) {
+/// one too; returns what was written and how many events were logged.
+fn log_everything(format: LogFormat) -> (Buffer, usize) {
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::registry().with(waybill_telemetry::log_layer(
@@ -71,7 +77,7 @@ fn log_everything(format: LogFormat) -> (String, usize) {
             events += 4;
         }
     });
-    (buffer.text(), events)
+    (buffer, events)
 }
 
 fn assert_one_clean_line_per_event(output: &str, events: usize) {
@@ -90,7 +96,8 @@ fn assert_one_clean_line_per_event(output: &str, events: usize) {
 
 #[test]
 fn text_lines_escape_and_quote_every_value() {
-    let (output, events) = log_everything(LogFormat::Pretty);
+    let (buffer, events) = log_everything(LogFormat::Pretty);
+    let output = buffer.text();
     assert_one_clean_line_per_event(&output, events);
     // A message is free text (call sites put request data in fields, not in messages); a
     // field's value can never pose as another field.
@@ -117,7 +124,8 @@ fn text_lines_escape_and_quote_every_value() {
 
 #[test]
 fn json_lines_escape_every_value_and_keep_it_intact() {
-    let (output, events) = log_everything(LogFormat::Json);
+    let (buffer, events) = log_everything(LogFormat::Json);
+    let output = buffer.text();
     assert_one_clean_line_per_event(&output, events);
     let mut plain_values = Vec::new();
     for line in output.lines() {
@@ -132,48 +140,15 @@ fn json_lines_escape_every_value_and_keep_it_intact() {
     );
 }
 
-/// Each `write` the layer makes, as its own chunk.
-#[derive(Clone, Default)]
-struct Writes(Arc<Mutex<Vec<String>>>);
-
-impl io::Write for Writes {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(String::from_utf8_lossy(buf).into_owned());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Threads share one unbuffered stderr: an event split over two writes (the line, then its
 /// newline) could have another thread's event land between them, joining two events on one
 /// line. Every event must reach the writer as one write of the whole line.
 #[test]
 fn every_event_is_one_write_of_a_whole_line_in_both_formats() {
     for format in [LogFormat::Json, LogFormat::Pretty] {
-        let writes = Writes::default();
-        let writer = writes.clone();
-        let subscriber = tracing_subscriber::registry().with(waybill_telemetry::log_layer(
-            format,
-            move || writer.clone(),
-            false,
-        ));
-        tracing::subscriber::with_default(subscriber, || {
-            for value in HOSTILE {
-                tracing::info!(source = value, "one event");
-            }
-        });
-        let chunks = writes
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        assert_eq!(chunks.len(), HOSTILE.len(), "{format:?}: {chunks:?}");
+        let (buffer, events) = log_everything(format);
+        let chunks = buffer.writes();
+        assert_eq!(chunks.len(), events, "{format:?}: {chunks:?}");
         for chunk in &chunks {
             assert!(
                 chunk.ends_with('\n') && chunk.matches('\n').count() == 1,
