@@ -96,7 +96,6 @@ pub(crate) async fn limit(
     next: Next,
 ) -> Response {
     if let Err(wait) = state.inner.rate_limits.check(&source) {
-        // Only configured sources have a bucket, so the label is the source itself.
         count_received(&state, &source, "rate_limited");
         let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
         return ApiError::RateLimited { retry_after }.into_response();

@@ -199,7 +199,15 @@ impl Relay {
             waybill.deliveries.created = tracing::field::Empty,
         ));
         let work = fan_out_in_transaction(self.store.clone(), self.batch, due_at);
-        let report = untraced_round(pass, work).await?;
+        let report = tokio::spawn(trace::untraced(work)).await??;
+        trace_round(
+            pass,
+            report.traceparents.iter().map(String::as_str),
+            [
+                ("waybill.outbox.rows", report.rows),
+                ("waybill.deliveries.created", report.deliveries),
+            ],
+        );
         if report.deliveries > 0 {
             metrics::counter!("waybill_deliveries_created_total").increment(report.deliveries);
             self.deliveries_created.notify_one();
@@ -232,59 +240,22 @@ impl Relay {
     }
 }
 
-/// What a round did, as its span records it.
-trait RoundReport {
-    /// The traces of the changes it moved (its span links to them).
-    fn links(&self) -> impl Iterator<Item = &str>;
-    /// Its counts, by the field of its span that records each.
-    fn counts(&self) -> [(&'static str, u64); 2];
-}
-
-impl RoundReport for FanOutReport {
-    fn links(&self) -> impl Iterator<Item = &str> {
-        self.traceparents.iter().map(String::as_str)
+/// Records a finished round on `pass`'s span when it did something (a count is not zero):
+/// linked to the traces of the changes it moved, with its counts, started and ended now, from
+/// when the round began. An idle round traces nothing.
+fn trace_round<'a>(
+    pass: trace::Pass,
+    links: impl Iterator<Item = &'a str>,
+    counts: [(&'static str, u64); 2],
+) {
+    if counts.iter().all(|&(_, count)| count == 0) {
+        return;
     }
-
-    fn counts(&self) -> [(&'static str, u64); 2] {
-        [
-            ("waybill.outbox.rows", self.rows),
-            ("waybill.deliveries.created", self.deliveries),
-        ]
+    let span = pass.found(links);
+    for (field, count) in counts {
+        span.record(field, count);
     }
-}
-
-impl RoundReport for Pruned {
-    /// A pruning statement moves no change.
-    fn links(&self) -> impl Iterator<Item = &str> {
-        std::iter::empty()
-    }
-
-    fn counts(&self) -> [(&'static str, u64); 2] {
-        [
-            ("waybill.pruned.outbox", self.outbox),
-            ("waybill.pruned.deliveries", self.deliveries),
-        ]
-    }
-}
-
-/// Runs one round's `work` untraced on its own task. A round that did something (a count is
-/// not zero) is `pass`'s span, linked to the traces it moved and with its counts recorded,
-/// started and ended now, from when the round began; an idle one traces nothing.
-async fn untraced_round<T, W>(pass: trace::Pass, work: W) -> Result<T, StoreError>
-where
-    T: RoundReport + Send + 'static,
-    W: Future<Output = Result<T, StoreError>> + Send + 'static,
-{
-    let done = tokio::spawn(trace::untraced(work)).await??;
-    let counts = done.counts();
-    if counts.iter().any(|&(_, count)| count > 0) {
-        let span = pass.found(done.links());
-        for (field, count) in counts {
-            span.record(field, count);
-        }
-        span.in_scope(|| {});
-    }
-    Ok(done)
+    span.in_scope(|| {});
 }
 
 /// Claims and fans out up to `batch` outbox rows in one transaction (see
@@ -368,7 +339,16 @@ impl Relay {
             let mut conn = store.acquire().await?;
             fanout::prune(&mut conn, before, PRUNE_BATCH).await
         };
-        let pruned = untraced_round(pass, work).await?;
+        let pruned = tokio::spawn(trace::untraced(work)).await??;
+        // A pruning statement moves no change: nothing to link to.
+        trace_round(
+            pass,
+            std::iter::empty(),
+            [
+                ("waybill.pruned.outbox", pruned.outbox),
+                ("waybill.pruned.deliveries", pruned.deliveries),
+            ],
+        );
         metrics::counter!("waybill_pruned_total", "table" => "outbox").increment(pruned.outbox);
         metrics::counter!("waybill_pruned_total", "table" => "deliveries")
             .increment(pruned.deliveries);
