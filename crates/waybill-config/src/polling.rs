@@ -300,9 +300,7 @@ mod tests {
     fn profile_overrides_and_source_budgets_parse() {
         let settings = Settings::from_toml_str(
             r#"
-            [[sources]]
-            id = "ssi"
-            profile = "starshipit"
+            sources = [{ id = "ssi", profile = "starshipit" }]
             [polling.intervals]
             interval_secs = 3600
             out_for_delivery_interval_secs = 900

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{FromRow, PgConnection, Row};
 use waybill_core::TenantId;
 
 use super::subscriptions::SecretText;
@@ -54,6 +54,25 @@ impl DeliveryStatus {
     }
 }
 
+/// The `status` column is text.
+impl sqlx::Type<sqlx::Postgres> for DeliveryStatus {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+/// Reads the `status` column's text; an unknown value is a corrupt row.
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for DeliveryStatus {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(DeliveryStatus::parse(raw)?)
+    }
+}
+
 /// A delivery claimed for one attempt, with what sending it needs (read from the claim's
 /// columns of the same names).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -81,8 +100,8 @@ pub struct ClaimedDelivery {
     pub traceparent: Option<String>,
 }
 
-/// A delivery as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A delivery as listed (read from the columns of the same names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct DeliveryRecord {
     /// Its id.
     pub id: i64,
@@ -445,23 +464,5 @@ pub async fn count_deliveries(
 }
 
 pub(crate) fn record_from(row: &PgRow) -> Result<DeliveryRecord, StoreError> {
-    let status: String = row.try_get("status")?;
-    Ok(DeliveryRecord {
-        id: row.try_get("id")?,
-        subscription_id: row.try_get("subscription_id")?,
-        tenant: row.try_get("tenant")?,
-        outbox_id: row.try_get("outbox_id")?,
-        webhook_id: row.try_get("webhook_id")?,
-        status: DeliveryStatus::parse(&status)?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_attempt_at: row.try_get("last_attempt_at")?,
-        last_status: row.try_get("last_status")?,
-        last_error: row.try_get("last_error")?,
-        replays: row.try_get("replays")?,
-        created_at: row.try_get("created_at")?,
-        delivered_at: row.try_get("delivered_at")?,
-        dead_at: row.try_get("dead_at")?,
-        body: row.try_get("body")?,
-    })
+    Ok(DeliveryRecord::from_row(row)?)
 }

@@ -159,23 +159,12 @@ mod tests {
     fn sources_are_polled_only_with_a_poll_spec_credentials_and_not_webhook_only() {
         let settings = Settings::from_toml_str(
             r#"
-            [[sources]]
-            id = "a"
-            profile = "aftership"
-            credentials = { api_key = "k" }
-            [[sources]]
-            id = "a-again"
-            profile = "aftership"
-            tenant = "other"
-            credentials = { api_key = "k" }
-            [[sources]]
-            id = "no-credentials"
-            profile = "easypost"
-            [[sources]]
-            id = "hooks"
-            profile = "starshipit"
-            mode = "webhook_only"
-            credentials = { api_key = "k", subscription_key = "s" }
+            sources = [
+                { id = "a", profile = "aftership", credentials = { api_key = "k" } },
+                { id = "a-again", profile = "aftership", tenant = "other", credentials = { api_key = "k" } },
+                { id = "no-credentials", profile = "easypost" },
+                { id = "hooks", profile = "starshipit", mode = "webhook_only", credentials = { api_key = "k", subscription_key = "s" } },
+            ]
             [polling.sources.a]
             rate_limit_per_second = 3.0
             "#,
