@@ -41,12 +41,18 @@ pub async fn raw_batched_upsert(
         task.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    remove_tenant(store, &run).await?;
+    Ok((batch_size * batches) as f64 / elapsed.max(1e-6))
+}
+
+/// Deletes the shipments (and with them the events) a benchmark wrote under `tenant`.
+pub async fn remove_tenant(store: &Store, tenant: &str) -> Result<(), StoreError> {
     let mut conn = store.acquire().await?;
     sqlx::query("delete from shipments where tenant = $1")
-        .bind(&run)
+        .bind(tenant)
         .execute(&mut *conn)
         .await?;
-    Ok((batch_size * batches) as f64 / elapsed.max(1e-6))
+    Ok(())
 }
 
 async fn write_batch(
@@ -113,6 +119,85 @@ async fn write_batch(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// A batch of decoded events, column by column, for [`ideal_merge`].
+#[derive(Debug, Default)]
+pub struct EventColumns {
+    /// Each event's tenant.
+    pub tenants: Vec<String>,
+    /// Each event's carrier code.
+    pub carriers: Vec<String>,
+    /// Each event's tracking number.
+    pub tracking_numbers: Vec<String>,
+    /// Each event's canonical status.
+    pub statuses: Vec<String>,
+    /// When each event happened.
+    pub occurred_at: Vec<chrono::DateTime<Utc>>,
+    /// Each event's content id.
+    pub event_ids: Vec<String>,
+}
+
+impl EventColumns {
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.event_ids.len()
+    }
+
+    /// True when the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.event_ids.is_empty()
+    }
+}
+
+/// The ideal worker's write, for `waybill-bench bench`'s fair ceiling: one statement that
+/// upserts each shipment of the batch once (its latest event's status) and inserts the events
+/// that are new, batched with `unnest`, in the caller's transaction. Returns the ids of the
+/// events inserted (the changes to publish). No advisory lock, no history load, no outbox.
+pub async fn ideal_merge(
+    conn: &mut PgConnection,
+    events: &EventColumns,
+) -> Result<Vec<String>, StoreError> {
+    let provenance = Json(json!({"kind": "explicit_offset"}));
+    let rows = sqlx::query(
+        "with ev as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                  $5::timestamptz[], $6::text[]) as u(t, c, n, s, at, e)
+         ), ship as (
+             insert into shipments (tenant, carrier, tracking_number, status, raw_status,
+                                    current_event_id, current_event_at, last_event_at, version)
+             select distinct on (t, c, n) t, c, n, s, s, e, at, at, 1
+               from ev order by t, c, n, at desc
+             on conflict (tenant, carrier, tracking_number) do update
+                set status = case when excluded.current_event_at >= shipments.current_event_at
+                                  then excluded.status else shipments.status end,
+                    current_event_at = greatest(excluded.current_event_at,
+                                                shipments.current_event_at),
+                    version = shipments.version + 1, updated_at = now()
+             returning id, tenant, carrier, tracking_number
+         )
+         insert into tracking_events
+             (shipment_id, event_id, tenant, status, raw_status, occurred_at, time_provenance,
+              origin, received_at)
+         select ship.id, ev.e, ev.t, ev.s, ev.s, ev.at, $7, 'webhook', now()
+           from ev join ship on ship.tenant = ev.t and ship.carrier = ev.c
+                            and ship.tracking_number = ev.n
+         on conflict (shipment_id, event_id) do nothing
+         returning event_id",
+    )
+    .bind(&events.tenants)
+    .bind(&events.carriers)
+    .bind(&events.tracking_numbers)
+    .bind(&events.statuses)
+    .bind(&events.occurred_at)
+    .bind(&events.event_ids)
+    .bind(provenance)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get("event_id"))
+        .collect::<Result<_, _>>()?)
 }
 
 fn rand_u32() -> u32 {
