@@ -159,10 +159,10 @@ pub async fn ideal_merge(
     events: &EventColumns,
 ) -> Result<Vec<String>, StoreError> {
     let provenance = Json(json!({"kind": "explicit_offset"}));
-    let rows = sqlx::query(
+    let mut query = sqlx::query(
         "with ev as (
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                  $5::timestamptz[], $6::text[]) as u(t, c, n, s, at, e)
+             select * from unnest($3::text[], $4::text[], $5::text[], $6::text[],
+                                  $1::timestamptz[], $7::text[]) as u(t, c, n, s, at, e)
          ), ship as (
              insert into shipments (tenant, carrier, tracking_number, status, raw_status,
                                     current_event_id, current_event_at, last_event_at, version)
@@ -179,21 +179,24 @@ pub async fn ideal_merge(
          insert into tracking_events
              (shipment_id, event_id, tenant, status, raw_status, occurred_at, time_provenance,
               origin, received_at)
-         select ship.id, ev.e, ev.t, ev.s, ev.s, ev.at, $7, 'webhook', now()
+         select ship.id, ev.e, ev.t, ev.s, ev.s, ev.at, $2, 'webhook', now()
            from ev join ship on ship.tenant = ev.t and ship.carrier = ev.c
                             and ship.tracking_number = ev.n
          on conflict (shipment_id, event_id) do nothing
          returning event_id",
     )
-    .bind(&events.tenants)
-    .bind(&events.carriers)
-    .bind(&events.tracking_numbers)
-    .bind(&events.statuses)
     .bind(&events.occurred_at)
-    .bind(&events.event_ids)
-    .bind(provenance)
-    .fetch_all(&mut *conn)
-    .await?;
+    .bind(provenance);
+    for column in [
+        &events.tenants,
+        &events.carriers,
+        &events.tracking_numbers,
+        &events.statuses,
+        &events.event_ids,
+    ] {
+        query = query.bind(column);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
     Ok(rows
         .iter()
         .map(|row| row.try_get("event_id"))

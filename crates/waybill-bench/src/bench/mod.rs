@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use waybill_config::Settings;
 
@@ -56,7 +56,7 @@ pub struct BenchArgs {
 }
 
 /// One run's figures.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunFigures {
     /// Raw lapin confirmed publishes/s, same envelope size, quorum queue (ingress ceiling).
     pub raw_publish_per_sec: f64,
@@ -94,6 +94,7 @@ pub struct RunFigures {
     /// RSS of the worker at start and end, KiB.
     pub worker_rss_kib: (u64, u64),
     /// CPU per unit of work of each phase, by component.
+    #[serde(skip_deserializing)]
     pub cpu: Vec<PhaseCpu>,
 }
 
@@ -741,33 +742,36 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 impl Report {
     fn from_runs(runs: &[RunFigures]) -> Report {
-        let m = |pick: fn(&RunFigures) -> f64| median(runs.iter().map(pick));
-        let last = runs.last().cloned().unwrap_or_default();
+        let lost = runs.iter().map(|r| r.lost).sum();
         Report {
             runs: runs.len(),
             median: RunFigures {
-                raw_publish_per_sec: m(|r| r.raw_publish_per_sec),
-                raw_upsert_per_sec: m(|r| r.raw_upsert_per_sec),
-                ideal_ingress_per_sec: m(|r| r.ideal_ingress_per_sec),
-                ideal_worker_per_sec: m(|r| r.ideal_worker_per_sec),
-                ingress_accepted_per_sec: m(|r| r.ingress_accepted_per_sec),
-                ingress_p99_ms_full: m(|r| r.ingress_p99_ms_full),
-                ingress_p99_ms_half: m(|r| r.ingress_p99_ms_half),
-                half_rate_achieved: m(|r| r.half_rate_achieved),
-                ingress_p99_ms_half_own: m(|r| r.ingress_p99_ms_half_own),
-                half_own_achieved: m(|r| r.half_own_achieved),
-                worker_merged_per_sec: m(|r| r.worker_merged_per_sec),
-                e2e_p50_ms_1k: m(|r| r.e2e_p50_ms_1k),
-                e2e_p99_ms_1k: m(|r| r.e2e_p99_ms_1k),
-                lost: runs.iter().map(|r| r.lost).sum(),
-                envelope_bytes: last.envelope_bytes,
-                ingress_rss_kib: last.ingress_rss_kib,
-                worker_rss_kib: last.worker_rss_kib,
+                lost,
                 cpu: median_cpu(runs),
+                ..median_rates(runs)
             },
-            lost: runs.iter().map(|r| r.lost).sum(),
+            lost,
         }
     }
+}
+
+/// The last run's figures with every rate, latency and ratio (each `f64` field) replaced by its
+/// median over `runs`.
+fn median_rates(runs: &[RunFigures]) -> RunFigures {
+    let as_json: Vec<serde_json::Value> = runs
+        .iter()
+        .filter_map(|run| serde_json::to_value(run).ok())
+        .collect();
+    let Some(mut merged) = as_json.last().cloned() else {
+        return RunFigures::default();
+    };
+    if let Some(fields) = merged.as_object_mut() {
+        for (name, value) in fields.iter_mut().filter(|(_, value)| value.is_f64()) {
+            let of_runs = as_json.iter().filter_map(|run| run[name.as_str()].as_f64());
+            *value = serde_json::json!(median(of_runs));
+        }
+    }
+    serde_json::from_value(merged).unwrap_or_default()
 }
 
 impl std::fmt::Display for Report {
@@ -893,4 +897,34 @@ fn write_cpu_table(f: &mut std::fmt::Formatter<'_>, phases: &[PhaseCpu]) -> std:
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Report, RunFigures};
+
+    /// Every rate and latency is the median of the runs, losses add up, and the rest (sizes,
+    /// memory) is the last run's.
+    #[test]
+    fn the_report_takes_medians_of_rates_and_sums_losses() {
+        let run = |rate: f64, p99: f64, lost: u64, envelope_bytes: usize| RunFigures {
+            ideal_ingress_per_sec: rate,
+            worker_merged_per_sec: rate * 2.0,
+            e2e_p99_ms_1k: p99,
+            lost,
+            envelope_bytes,
+            ..RunFigures::default()
+        };
+        let report = Report::from_runs(&[
+            run(300.0, 9.0, 1, 700),
+            run(100.0, 30.0, 0, 700),
+            run(200.0, 1.5, 2, 710),
+        ]);
+        assert_eq!(report.median.ideal_ingress_per_sec, 200.0);
+        assert_eq!(report.median.worker_merged_per_sec, 400.0);
+        assert_eq!(report.median.e2e_p99_ms_1k, 9.0);
+        assert_eq!(report.lost, 3);
+        assert_eq!(report.median.lost, 3);
+        assert_eq!(report.median.envelope_bytes, 710);
+    }
 }

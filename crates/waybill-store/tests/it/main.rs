@@ -10,6 +10,7 @@ mod common;
 
 mod api_keys;
 mod apply_batch;
+mod bench;
 mod concurrency;
 mod equivalence;
 mod fanout;
