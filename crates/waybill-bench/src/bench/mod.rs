@@ -315,12 +315,15 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         broker_ceiling(stack, &settings, figures.envelope_bytes, &mut figures.cpu).await?;
     figures.raw_upsert_per_sec = database_ceiling(stack, &settings, &mut figures.cpu).await?;
     let source = BenchSource::of(&settings)?;
+    let mut one_source = loadgen_args(args, &settings);
+    one_source.sources = vec![source.id.clone()];
+    one_source.no_drain = true;
     figures.ideal_ingress_per_sec =
-        ideal_ingress_ceiling(args, stack, &source, &mut figures.cpu).await?;
+        ideal_ingress_ceiling(stack, &source, one_source.clone(), &mut figures.cpu).await?;
     stack.start_ingress().await?;
     let rss_start = stack.rss();
     figures.ideal_worker_per_sec =
-        ideal_worker_ceiling(args, stack, &source, &mut figures.cpu).await?;
+        ideal_worker_ceiling(stack, &one_source, &mut figures.cpu).await?;
     full_speed_then_drain(args, stack, &source, &mut figures).await?;
     let rss_after_full = stack.rss();
     half_rates(args, &settings, &mut figures).await?;
@@ -421,11 +424,11 @@ impl BenchSource {
 }
 
 /// Phase 3, the ingress's fair ceiling: the ideal ingress (see `ideal.rs`), in this process,
-/// at full speed with one source. Its CPU shows in the load generator's column.
+/// under `load` (one source, no drain). Its CPU shows in the load generator's column.
 async fn ideal_ingress_ceiling(
-    args: &BenchArgs,
     stack: &Stack,
     source: &BenchSource,
+    mut load: LoadgenArgs,
     phases: &mut Vec<PhaseCpu>,
 ) -> anyhow::Result<f64> {
     let settings = &stack.settings;
@@ -436,10 +439,7 @@ async fn ideal_ingress_ceiling(
         settings.bus.publisher_channels,
     )
     .await?;
-    let mut load = loadgen_args(args, settings);
     load.ingress = Some(format!("http://{}", ideal.addr));
-    load.sources = vec![source.id.clone()];
-    load.no_drain = true;
     let before = stack.cpu();
     let ledger = loadgen::run(&load, settings).await;
     let spent = stack.cpu().since(&before);
@@ -454,21 +454,17 @@ async fn ideal_ingress_ceiling(
     Ok(requests.accepted_per_sec)
 }
 
-/// Phase 4, the worker's fair ceiling: Waybill's ingress at full speed with one source and no
-/// worker leaves a backlog; the ideal worker (see `ideal.rs`) drains it at the worker's
+/// Phase 4, the worker's fair ceiling: Waybill's ingress under `load` (one source, no drain)
+/// with no worker leaves a backlog; the ideal worker (see `ideal.rs`) drains it at the worker's
 /// prefetch, consumers and batch size, into a tenant of its own that is deleted afterwards.
 async fn ideal_worker_ceiling(
-    args: &BenchArgs,
     stack: &Stack,
-    source: &BenchSource,
+    load: &LoadgenArgs,
     phases: &mut Vec<PhaseCpu>,
 ) -> anyhow::Result<f64> {
     const TENANT: &str = "bench-ideal-worker";
     let settings = &stack.settings;
-    let mut load = loadgen_args(args, settings);
-    load.sources = vec![source.id.clone()];
-    load.no_drain = true;
-    loadgen::run(&load, settings).await?;
+    loadgen::run(load, settings).await?;
     let connection = waybill_bus::BusConnection::connect(
         settings.bus.url.expose_secret(),
         "waybill-bench-backlog",

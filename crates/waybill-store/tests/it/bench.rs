@@ -18,6 +18,13 @@ fn batch(events: &[(&str, &str, i64, &str)]) -> EventColumns {
     columns
 }
 
+async fn stored_events(conn: &mut waybill_store::PgConnection) -> i64 {
+    sqlx::query_scalar("select count(*) from tracking_events where tenant = 'bench-ideal'")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn ideal_merge_writes_new_events_once_and_keeps_the_latest_status() {
     with_store(async |store| {
@@ -53,22 +60,10 @@ async fn ideal_merge_writes_new_events_once_and_keeps_the_latest_status() {
                 ("1Z2".to_owned(), "InTransit".to_owned())
             ]
         );
-        let events: i64 =
-            sqlx::query_scalar("select count(*) from tracking_events where tenant = 'bench-ideal'")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-        assert_eq!(events, 4);
+        assert_eq!(stored_events(&mut conn).await, 4);
 
-        drop(conn);
         remove_tenant(store, "bench-ideal").await.unwrap();
-        let mut conn = store.acquire().await.unwrap();
-        let left: i64 =
-            sqlx::query_scalar("select count(*) from tracking_events where tenant = 'bench-ideal'")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-        assert_eq!(left, 0);
+        assert_eq!(stored_events(&mut conn).await, 0);
     })
     .await;
 }
