@@ -4,13 +4,9 @@ use clap::{Parser, Subcommand};
 use waybill_bench::{bench, loadgen};
 use waybill_config::Settings;
 
-/// Waybill's load generator and benchmark.
+/// Waybill's load tools: play couriers against an ingress, measure ceilings and figures
 #[derive(Debug, Parser)]
-#[command(
-    name = "waybill-bench",
-    version,
-    about = "Waybill's load tools: play couriers against an ingress, measure ceilings and figures"
-)]
+#[command(name = "waybill-bench", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
