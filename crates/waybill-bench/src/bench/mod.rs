@@ -17,6 +17,7 @@ use crate::scratch::{self, terminate, topology};
 
 mod console;
 mod cpu;
+mod deliveries;
 mod ideal;
 pub mod scale;
 
@@ -45,6 +46,11 @@ pub struct BenchArgs {
     /// Request rate of the soak run.
     #[arg(long, default_value_t = 1000.0)]
     pub soak_rate: f64,
+    /// Instead of the comparison: post this many webhooks at full speed with one HTTP
+    /// subscription to a local receiver, and print deliveries/s while they arrive and after,
+    /// and the delivery lag.
+    #[arg(long)]
+    pub deliveries: Option<usize>,
     /// Keep an operator console open on the worker during every phase: sign in with an admin
     /// key and refresh the overview this often (e.g. `5s`, the page's own refresh), to compare
     /// with a run without it (docs/console.md).
@@ -104,6 +110,9 @@ pub async fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
     if let Some(soak) = args.soak {
         return run_soak(args, settings, &bin_dir, soak).await;
     }
+    if let Some(webhooks) = args.deliveries {
+        return deliveries::run(args, settings, &bin_dir, webhooks).await;
+    }
     let mut runs = Vec::new();
     for index in 0..args.runs.max(1) {
         eprintln!("run {}/{}…", index + 1, args.runs.max(1));
@@ -138,6 +147,9 @@ struct Stack {
     ingress: Option<Child>,
     worker: Option<Child>,
     bin_dir: PathBuf,
+    /// The configuration file the binaries read instead of `WAYBILL_CONFIG`'s, removed with the
+    /// stack.
+    config_file: Option<PathBuf>,
 }
 
 impl Stack {
@@ -162,6 +174,7 @@ impl Stack {
             ingress: None,
             worker: None,
             bin_dir: bin_dir.to_owned(),
+            config_file: None,
         })
     }
 
@@ -174,7 +187,11 @@ impl Stack {
     fn spawn_at(&self, binary: &str, worker_addr: std::net::SocketAddr) -> anyhow::Result<Child> {
         let path = self.bin_dir.join(binary);
         let settings = &self.settings;
-        Command::new(&path)
+        let mut command = Command::new(&path);
+        if let Some(file) = &self.config_file {
+            command.env(waybill_config::CONFIG_FILE_VARIABLE, file);
+        }
+        command
             .env("DATABASE_URL", settings.database.url.expose_secret())
             .env("AMQP_URL", settings.bus.url.expose_secret())
             .env("WAYBILL_BUS_PREFIX", &settings.bus.prefix)
@@ -242,6 +259,9 @@ impl Stack {
             terminate(child).await;
         }
         scratch::remove(&self.settings, self.database.take(), "waybill-bench").await;
+        if let Some(file) = self.config_file.take() {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
