@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "console_read_scope",
         include_str!("../migrations/0007_console_read_scope.sql"),
     ),
+    (
+        8,
+        "deliveries_claim_order",
+        include_str!("../migrations/0008_deliveries_claim_order.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.
