@@ -33,9 +33,10 @@ use crate::fragments::matches_clause;
 use waybill_api::events::DownstreamEvent;
 
 pub use deliveries::{
-    ClaimedDelivery, DeadFilter, DeliveryRecord, DeliveryStatus, FailureRecorded,
+    ClaimedDelivery, DeadFilter, DeliveredOutcome, DeliveryRecord, DeliveryStatus, FailureRecorded,
     claim_due_deliveries, count_deliveries, get_delivery, list_dead, list_deliveries,
-    record_delivered, record_failure, record_gone, replay_all_dead, replay_dead,
+    record_all_delivered, record_delivered, record_failure, record_gone, replay_all_dead,
+    replay_dead,
 };
 pub use subscriptions::{
     DisabledReason, NewSubscription, SecretText, Subscription, count_disabled_subscriptions,

@@ -234,25 +234,63 @@ pub async fn record_delivered(
     now: DateTime<Utc>,
     status: u16,
 ) -> Result<bool, StoreError> {
-    let row = sqlx::query(
-        "with d as (
-             update deliveries
-             set status = 'delivered', delivered_at = $3, next_attempt_at = null,
-                 last_status = $4, last_error = null
-             where id = $1 and attempts = $2 and status = 'pending'
-             returning subscription_id),
+    let outcome = DeliveredOutcome {
+        id,
+        attempt,
+        status,
+    };
+    Ok(!record_all_delivered(conn, &[outcome], now)
+        .await?
+        .is_empty())
+}
+
+/// A 2xx answer to one claimed attempt, for [`record_all_delivered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveredOutcome {
+    /// The delivery.
+    pub id: i64,
+    /// The attempt claimed.
+    pub attempt: i32,
+    /// The HTTP status of the answer.
+    pub status: u16,
+}
+
+/// Records 2xx answers in one statement, as [`record_delivered`] does one; their subscriptions
+/// stop counting as failing. Returns the ids recorded: a stale claim's is missing.
+#[tracing::instrument(skip_all, fields(deliveries = outcomes.len()))]
+pub async fn record_all_delivered(
+    conn: &mut PgConnection,
+    outcomes: &[DeliveredOutcome],
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, StoreError> {
+    let ids: Vec<i64> = outcomes.iter().map(|outcome| outcome.id).collect();
+    let attempts: Vec<i32> = outcomes.iter().map(|outcome| outcome.attempt).collect();
+    let statuses: Vec<i32> = outcomes
+        .iter()
+        .map(|outcome| i32::from(outcome.status))
+        .collect();
+    let recorded = sqlx::query_scalar(
+        "with o as (
+             select * from unnest($1::int8[], $2::int4[], $3::int4[]) as o(id, attempt, status)),
+         d as (
+             update deliveries d
+             set status = 'delivered', delivered_at = $4, next_attempt_at = null,
+                 last_status = o.status, last_error = null
+             from o
+             where d.id = o.id and d.attempts = o.attempt and d.status = 'pending'
+             returning d.id, d.subscription_id),
          s as (
              update subscriptions set failing_since = null, updated_at = now()
              where id in (select subscription_id from d) and failing_since is not null)
-         select count(*) as recorded from d",
+         select id from d",
     )
-    .bind(id)
-    .bind(attempt)
+    .bind(ids)
+    .bind(attempts)
+    .bind(statuses)
     .bind(now)
-    .bind(i32::from(status))
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(count(&row, "recorded")? > 0)
+    Ok(recorded)
 }
 
 /// Records a failed `attempt`: pending again at `next_attempt_at`, or dead when that is `None`.

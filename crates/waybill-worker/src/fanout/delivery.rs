@@ -12,17 +12,17 @@
 //!   address is checked against [`super::ssrf`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use reqwest::header::CONTENT_TYPE;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use waybill_config::FanoutSettings;
-use waybill_store::fanout::{self, ClaimedDelivery};
+use waybill_store::fanout::{self, ClaimedDelivery, DeliveredOutcome};
 use waybill_store::{PgConnection, Store, StoreError};
 use waybill_telemetry::trace;
 
@@ -40,6 +40,9 @@ const MAX_CLAIM: usize = 256;
 const CLAIM_GAP: Duration = Duration::from_millis(2);
 /// How much of a receiver's answer is read (and discarded) so the connection can be reused.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How many delivered outcomes may wait for the next batched write before requests that
+/// finished wait to queue theirs.
+const DELIVERED_QUEUE: usize = 1024;
 /// How often the `waybill_subscriptions_disabled` gauge is refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -81,6 +84,9 @@ struct Inner {
     tasks: TaskTracker,
     /// Woken when deliveries were created (by this process's relay) or a request finished.
     wake: Arc<Notify>,
+    /// The queue of delivered outcomes to the task that writes them in batches (started with
+    /// the first one, inside the runtime).
+    delivered: OnceLock<mpsc::Sender<Delivered>>,
 }
 
 impl Dispatcher {
@@ -132,6 +138,7 @@ impl Dispatcher {
                 in_flight: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 wake,
+                delivered: OnceLock::new(),
             }),
         })
     }
@@ -215,8 +222,7 @@ impl Dispatcher {
         }
         self.inner.tasks.spawn(
             async move {
-                let _guard = guard;
-                dispatcher.deliver(delivery).await;
+                dispatcher.deliver(delivery, guard).await;
             }
             .instrument(span),
         );
@@ -269,12 +275,22 @@ impl Dispatcher {
         inner.tasks.wait().await;
     }
 
-    /// One attempt of `delivery`, from the request to the recorded outcome.
-    async fn deliver(&self, delivery: ClaimedDelivery) {
+    /// One attempt of `delivery`, from the request to the recorded outcome. Once the answer is
+    /// in, the subscription's slot is free for its next delivery while this outcome is written;
+    /// the process-wide slot is held until it is.
+    async fn deliver(&self, delivery: ClaimedDelivery, mut guard: InFlight) {
         let started = Instant::now();
         let verdict = self.attempt(&delivery).await;
         metrics::histogram!("waybill_webhook_attempt_duration_seconds")
             .record(started.elapsed().as_secs_f64());
+        guard.answered();
+        if let Verdict::Delivered { status } = verdict {
+            let span = tracing::info_span!("record_delivered", delivery.id = delivery.id);
+            self.record_delivered(&delivery, status)
+                .instrument(span)
+                .await;
+            return;
+        }
         let mut wait = Duration::from_millis(50);
         for _ in 0..3 {
             match self.record(&delivery, &verdict).await {
@@ -364,7 +380,40 @@ impl Dispatcher {
         }
     }
 
-    /// Writes the verdict of `delivery`'s attempt.
+    /// Queues a 2xx answer to `delivery` for the next batched write and waits for it.
+    async fn record_delivered(&self, delivery: &ClaimedDelivery, status: u16) {
+        let inner = &self.inner;
+        let queue = inner
+            .delivered
+            .get_or_init(|| write_delivered(inner.store.clone(), Arc::clone(&inner.clock)));
+        let (reply, written) = oneshot::channel();
+        let outcome = DeliveredOutcome {
+            id: delivery.id,
+            attempt: delivery.attempt,
+            status,
+        };
+        let written = match queue.send(Delivered { outcome, reply }).await {
+            Ok(()) => written.await.ok().flatten(),
+            Err(_) => None,
+        };
+        match written {
+            Some(true) => metrics::counter!(
+                "waybill_webhook_attempts_total",
+                "outcome" => "delivered",
+                "attempt" => attempt_label(delivery.attempt)
+            )
+            .increment(1),
+            Some(false) => {
+                tracing::debug!("the delivery's lease ran out before its outcome; not recorded");
+            }
+            None => tracing::warn!(
+                "the outcome of a delivery could not be recorded; it is attempted again when its lease runs out"
+            ),
+        }
+    }
+
+    /// Writes the verdict of `delivery`'s attempt (a 2xx answer is written in batches, by
+    /// [`Dispatcher::record_delivered`]).
     async fn record(
         &self,
         delivery: &ClaimedDelivery,
@@ -494,12 +543,64 @@ impl Dispatcher {
     }
 }
 
-/// A request in flight: holds its process-wide slot and counts against its subscription until
-/// dropped (also when the task panics), then wakes the dispatcher.
+/// A 2xx answer waiting for the batched write, and where to say whether it was recorded
+/// (`None`: it could not be written).
+struct Delivered {
+    outcome: DeliveredOutcome,
+    reply: oneshot::Sender<Option<bool>>,
+}
+
+/// Starts the task that writes delivered outcomes: everything queued while the previous write
+/// ran goes in the next one statement, so a busy dispatcher records many answers per round
+/// trip and commit. A transient error is retried (three attempts, 50 ms then 200 ms apart);
+/// what still fails is left to its lease, and the delivery is sent again.
+fn write_delivered(store: Store, clock: Arc<dyn Clock>) -> mpsc::Sender<Delivered> {
+    let (queue, mut waiting) = mpsc::channel::<Delivered>(DELIVERED_QUEUE);
+    tokio::spawn(trace::untraced(async move {
+        let mut batch = Vec::with_capacity(MAX_CLAIM);
+        while waiting.recv_many(&mut batch, MAX_CLAIM).await > 0 {
+            let outcomes: Vec<DeliveredOutcome> = batch.iter().map(|d| d.outcome).collect();
+            let mut wait = Duration::from_millis(50);
+            let mut written = None;
+            for _ in 0..3 {
+                let attempt = async {
+                    let mut conn = store.acquire().await?;
+                    fanout::record_all_delivered(&mut conn, &outcomes, clock.now()).await
+                };
+                match attempt.await {
+                    Ok(recorded) => {
+                        written = Some(recorded);
+                        break;
+                    }
+                    Err(error) if error.is_transient() => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 4;
+                    }
+                    Err(error) => {
+                        tracing::error!(error = %error, "delivered outcomes could not be recorded");
+                        break;
+                    }
+                }
+            }
+            for delivered in batch.drain(..) {
+                let recorded = written
+                    .as_ref()
+                    .map(|ids| ids.contains(&delivered.outcome.id));
+                let _ = delivered.reply.send(recorded);
+            }
+        }
+    }));
+    queue
+}
+
+/// An attempt in flight: counts against its subscription until its answer is in
+/// ([`InFlight::answered`]) and holds its process-wide slot until dropped, its outcome written
+/// (also when the task panics); each release wakes the dispatcher.
 struct InFlight {
     inner: Arc<Inner>,
     subscription_id: i64,
-    _permit: OwnedSemaphorePermit,
+    answered: bool,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl InFlight {
@@ -508,13 +609,16 @@ impl InFlight {
         InFlight {
             inner: Arc::clone(inner),
             subscription_id,
-            _permit: permit,
+            answered: false,
+            permit: Some(permit),
         }
     }
-}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
+    /// The request is over: the subscription may have its next request sent.
+    fn answered(&mut self) {
+        if std::mem::replace(&mut self.answered, true) {
+            return;
+        }
         let mut in_flight = lock(&self.inner.in_flight);
         if let Some(count) = in_flight.get_mut(&self.subscription_id) {
             *count = count.saturating_sub(1);
@@ -523,6 +627,14 @@ impl Drop for InFlight {
             }
         }
         drop(in_flight);
+        self.inner.wake.notify_one();
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.answered();
+        drop(self.permit.take());
         self.inner.wake.notify_one();
     }
 }
