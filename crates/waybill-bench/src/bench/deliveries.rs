@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use waybill_config::{ExposeSecret, Settings};
 
@@ -19,15 +19,20 @@ use crate::loadgen;
 /// How long the deliveries may take after sending stopped before the run gives up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
-/// What the receiver saw: when each distinct `webhook-id` first arrived, and all requests.
+/// How long the slow receiver (`--slow-subscription`) takes to answer.
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
+
+/// What the fast receivers saw: when each distinct (receiver, `webhook-id`) first arrived, and
+/// all their requests.
 #[derive(Default)]
 struct Arrivals {
     first_seen: Vec<Instant>,
-    ids: HashSet<String>,
+    ids: HashSet<(u32, String)>,
     requests: u64,
 }
 
-/// A receiver answering 200 to every POST, recording arrivals.
+/// Receivers answering 200 to every POST: `/hook/{n}` at once, recording arrivals, and
+/// `/slow` after [`SLOW_ANSWER`].
 struct Receiver {
     addr: std::net::SocketAddr,
     arrivals: Arc<Mutex<Arrivals>>,
@@ -38,7 +43,14 @@ impl Receiver {
     async fn start() -> anyhow::Result<Receiver> {
         let arrivals = Arc::new(Mutex::new(Arrivals::default()));
         let router = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
+            .route("/hook/{receiver}", axum::routing::post(receive))
+            .route(
+                "/slow",
+                axum::routing::post(|| async {
+                    tokio::time::sleep(SLOW_ANSWER).await;
+                    StatusCode::OK
+                }),
+            )
             .with_state(arrivals.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -73,7 +85,11 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(State(arrivals): State<Arc<Mutex<Arrivals>>>, headers: HeaderMap) -> StatusCode {
+async fn receive(
+    State(arrivals): State<Arc<Mutex<Arrivals>>>,
+    Path(receiver): Path<u32>,
+    headers: HeaderMap,
+) -> StatusCode {
     let id = headers
         .get("webhook-id")
         .and_then(|value| value.to_str().ok())
@@ -81,7 +97,7 @@ async fn receive(State(arrivals): State<Arc<Mutex<Arrivals>>>, headers: HeaderMa
         .to_owned();
     if let Ok(mut arrivals) = arrivals.lock() {
         arrivals.requests += 1;
-        if arrivals.ids.insert(id) {
+        if arrivals.ids.insert((receiver, id)) {
             arrivals.first_seen.push(Instant::now());
         }
     }
@@ -120,6 +136,8 @@ fn allow_localhost(config: Option<&str>) -> anyhow::Result<String> {
 #[derive(Debug, Default)]
 struct DeliveryFigures {
     webhooks: u64,
+    subscriptions: usize,
+    slow: bool,
     changes: u64,
     sending_secs: f64,
     delivered_while_sending: usize,
@@ -136,10 +154,16 @@ impl std::fmt::Display for DeliveryFigures {
         let total_secs = self.sending_secs + self.after_secs;
         writeln!(f, "| figure | value |")?;
         writeln!(f, "|---|---:|")?;
+        let plural = if self.subscriptions == 1 { "" } else { "s" };
+        let slow = if self.slow {
+            "; one more answering in 1 s, not counted"
+        } else {
+            ""
+        };
         writeln!(
             f,
-            "| changes made by {} webhooks posted at full speed (one subscription) | {} |",
-            self.webhooks, self.changes
+            "| changes made by {} webhooks posted at full speed ({} fast subscription{plural}{slow}) | {} |",
+            self.webhooks, self.subscriptions, self.changes
         )?;
         writeln!(
             f,
@@ -187,10 +211,10 @@ pub(super) async fn run(
     let figures = result?;
     print!("{figures}");
     anyhow::ensure!(
-        figures.delivered as u64 >= figures.changes,
-        "{} of {} changes were delivered within {} s",
+        figures.delivered as u64 >= figures.changes * figures.subscriptions as u64,
+        "{} of {} deliveries were made within {} s",
         figures.delivered,
-        figures.changes,
+        figures.changes * figures.subscriptions as u64,
         DRAIN_LIMIT.as_secs()
     );
     Ok(())
@@ -205,7 +229,14 @@ async fn measure(
     let source = BenchSource::of(&settings)?;
     stack.config_file = Some(config_allowing_localhost(&settings.bus.prefix)?);
     let receiver = Receiver::start().await?;
-    subscribe(&settings, &format!("http://{}/hook", receiver.addr)).await?;
+    let subscriptions = args.subscriptions.max(1);
+    let mut fast = Vec::new();
+    for n in 0..subscriptions {
+        fast.push(subscribe(&settings, &format!("http://{}/hook/{n}", receiver.addr)).await?);
+    }
+    if args.slow_subscription {
+        subscribe(&settings, &format!("http://{}/slow", receiver.addr)).await?;
+    }
     stack.start_ingress().await?;
     stack.start_worker().await?;
 
@@ -223,7 +254,8 @@ async fn measure(
         .elapsed()
         .saturating_sub(Duration::from_secs_f64(drain_secs));
     let delivered_while_sending = receiver.delivered_by(started + sending);
-    let expected = changes_made(&settings).await?;
+    let changes = changes_made(&settings).await?;
+    let expected = changes * subscriptions;
     let deadline = Instant::now() + DRAIN_LIMIT;
     while receiver.delivered() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -242,10 +274,12 @@ async fn measure(
     let after = last.map_or(Duration::ZERO, |last| {
         last.saturating_duration_since(started + sending)
     });
-    let (lag_p50_ms, lag_p99_ms) = delivery_lag(&settings).await?;
+    let (lag_p50_ms, lag_p99_ms) = delivery_lag(&settings, &fast).await?;
     Ok(DeliveryFigures {
         webhooks: ledger.requests.accepted,
-        changes: expected as u64,
+        subscriptions,
+        slow: args.slow_subscription,
+        changes: changes as u64,
         sending_secs: sending.as_secs_f64(),
         delivered_while_sending,
         after_secs: after.as_secs_f64(),
@@ -256,8 +290,8 @@ async fn measure(
     })
 }
 
-/// Subscribes the default tenant to every change, at `url`.
-async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<()> {
+/// Subscribes the default tenant to every change, at `url`; returns the subscription's id.
+async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<i64> {
     let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
     let mut conn = store.acquire().await?;
     let secret = waybill_store::fanout::SecretText::new(format!(
@@ -265,7 +299,7 @@ async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<()> {
         rand::random::<u64>(),
         rand::random::<u64>()
     ));
-    waybill_store::fanout::insert_subscription(
+    let subscription = waybill_store::fanout::insert_subscription(
         &mut conn,
         &waybill_store::fanout::NewSubscription {
             tenant: &waybill_core::TenantId::default_tenant(),
@@ -279,7 +313,7 @@ async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<()> {
     .await?;
     drop(conn);
     store.close().await;
-    Ok(())
+    Ok(subscription.id)
 }
 
 /// The changes the merges made (outbox rows), each owed to the one subscription.
@@ -295,8 +329,8 @@ async fn changes_made(settings: &Settings) -> anyhow::Result<usize> {
 }
 
 /// p50 and p99 of the time from a change's outbox row (written by the merge) to its delivery
-/// being recorded, ms.
-async fn delivery_lag(settings: &Settings) -> anyhow::Result<(f64, f64)> {
+/// to one of `subscriptions` being recorded, ms.
+async fn delivery_lag(settings: &Settings, subscriptions: &[i64]) -> anyhow::Result<(f64, f64)> {
     let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
     let mut conn = store.acquire().await?;
     let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
@@ -304,8 +338,10 @@ async fn delivery_lag(settings: &Settings) -> anyhow::Result<(f64, f64)> {
                 percentile_cont(0.99) within group (order by lag)
            from (select extract(epoch from d.delivered_at - o.created_at)::float8 * 1000 as lag
                    from deliveries d join outbox o on o.id = d.outbox_id
-                  where d.delivered_at is not null) as lags",
+                  where d.delivered_at is not null
+                    and d.subscription_id = any($1)) as lags",
     )
+    .bind(subscriptions)
     .fetch_one(&mut *conn)
     .await?;
     drop(conn);

@@ -51,6 +51,14 @@ pub struct BenchArgs {
     /// and the delivery lag.
     #[arg(long)]
     pub deliveries: Option<usize>,
+    /// With `--deliveries`: this many subscriptions, each to its own local receiver and each
+    /// receiving every change.
+    #[arg(long, default_value_t = 1, requires = "deliveries")]
+    pub subscriptions: usize,
+    /// With `--deliveries`: one more subscription whose receiver answers after 1 s, to see what
+    /// a slow endpoint costs the fast ones (its deliveries are not counted).
+    #[arg(long, requires = "deliveries")]
+    pub slow_subscription: bool,
     /// Keep an operator console open on the worker during every phase: sign in with an admin
     /// key and refresh the overview this often (e.g. `5s`, the page's own refresh), to compare
     /// with a run without it (docs/console.md).

@@ -2,16 +2,18 @@
 //! subscriptions, with bounded concurrency; records each outcome back in Postgres.
 //!
 //! * **Bounded.** At most `fanout.concurrency` requests in flight per process (a semaphore) and
-//!   at most `fanout.concurrency_per_subscription` per subscription: the claim itself asks
-//!   Postgres for no more than each subscription's free slots, so a slow receiver's backlog
-//!   never occupies slots that others could use.
+//!   at most `fanout.concurrency_per_subscription` per subscription. The claim asks Postgres
+//!   for no more than as many again per subscription, queued in memory without a process-wide
+//!   slot, so the subscription's next request starts as soon as one is answered, and a slow
+//!   receiver's backlog never occupies slots that others could use.
 //! * **Durable.** Everything about a delivery lives in its row: a claim is a lease (request
 //!   timeout + 30 s), and a worker that dies mid-request leaves the delivery to be attempted
 //!   again when the lease runs out. A restart loses no pending retry.
 //! * **Guarded.** Redirects are not followed, proxies are ignored, and every destination
 //!   address is checked against [`super::ssrf`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -80,7 +82,10 @@ struct Inner {
     request_timeout: Duration,
     disable_after: Duration,
     permits: Arc<Semaphore>,
-    in_flight: Mutex<HashMap<i64, u32>>,
+    /// Per subscription with requests being sent or deliveries claimed ahead.
+    slots: Mutex<HashMap<i64, Slots>>,
+    /// Set when [`Dispatcher::run`] stops: deliveries claimed ahead are no longer started.
+    stopping: AtomicBool,
     tasks: TaskTracker,
     /// Woken when deliveries were created (by this process's relay) or a request finished.
     wake: Arc<Notify>,
@@ -135,7 +140,8 @@ impl Dispatcher {
                 request_timeout: settings.request_timeout(),
                 disable_after: settings.disable_after.duration(),
                 permits: Arc::new(Semaphore::new(concurrency)),
-                in_flight: Mutex::new(HashMap::new()),
+                slots: Mutex::new(HashMap::new()),
+                stopping: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 wake,
                 delivered: OnceLock::new(),
@@ -143,19 +149,21 @@ impl Dispatcher {
         })
     }
 
-    /// Claims as many due deliveries as there are free slots (within each subscription's
-    /// limit) and starts sending them; returns without waiting for the answers. A claim that
+    /// Starts the deliveries claimed ahead that have a free slot now, then claims due
+    /// deliveries: up to the free process-wide slots, and per subscription up to twice its
+    /// `concurrency_per_subscription` counting what it is sending and has claimed ahead. What
+    /// has a free slot is started at once; the rest waits in the subscription's queue and
+    /// starts the moment one of its requests is answered, so a subscription's next request
+    /// does not wait for the next claim. Returns without waiting for the answers. A claim that
     /// took deliveries is a `waybill.dispatch` span linked to their changes' traces (each
     /// attempt is a `waybill.deliver` span in its change's trace); an empty one traces nothing.
     pub async fn dispatch_once(&self) -> Result<DispatchRound, StoreError> {
         let inner = &self.inner;
+        self.start_ready();
         let room = inner.permits.available_permits().min(MAX_CLAIM);
         if room == 0 {
             return Ok(DispatchRound::default());
         }
-        let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(room as u32) else {
-            return Ok(DispatchRound::default());
-        };
         let pass = trace::Pass::open(tracing::info_span!(
             parent: None,
             "waybill.dispatch",
@@ -173,23 +181,62 @@ impl Dispatcher {
         span.record("waybill.deliveries", claimed.len());
         span.in_scope(|| {
             for delivery in claimed {
-                let Some(permit) = permits.split(1) else {
-                    // Never: the claim took at most `room` deliveries. Its lease brings it back.
-                    break;
-                };
-                self.start(delivery, permit);
+                self.start_or_queue(delivery);
             }
         });
         Ok(round)
     }
 
-    /// Claims up to `room` due deliveries, leaving each subscription's requests in flight
-    /// within its limit.
+    /// Starts `delivery` if its subscription has a free slot and nothing queued before it, and
+    /// a process-wide slot is free; queues it otherwise.
+    fn start_or_queue(&self, delivery: ClaimedDelivery) {
+        let inner = &self.inner;
+        let mut slots = lock(&inner.slots);
+        let slot = slots.entry(delivery.subscription_id).or_default();
+        if slot.sending < inner.per_subscription
+            && slot.ready.is_empty()
+            && let Ok(permit) = inner.permits.clone().try_acquire_owned()
+        {
+            slot.sending += 1;
+            drop(slots);
+            self.start(delivery, permit);
+            return;
+        }
+        slot.ready.push_back((Instant::now(), delivery));
+    }
+
+    /// Starts queued deliveries while their subscriptions and the process have free slots.
+    fn start_ready(&self) {
+        let inner = &self.inner;
+        if inner.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut starting = Vec::new();
+        {
+            let mut slots = lock(&inner.slots);
+            for slot in slots.values_mut() {
+                while slot.sending < inner.per_subscription {
+                    let Some(next) = slot.take_ready(inner) else {
+                        break;
+                    };
+                    slot.sending += 1;
+                    starting.push(next);
+                }
+            }
+            slots.retain(|_, slot| !slot.is_empty());
+        }
+        for (delivery, permit) in starting {
+            self.start(delivery, permit);
+        }
+    }
+
+    /// Claims up to `room` due deliveries, each subscription's up to twice its limit counting
+    /// what it is sending and has queued.
     async fn claim(&self, room: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let inner = &self.inner;
-        let busy: Vec<(i64, u32)> = lock(&inner.in_flight)
+        let busy: Vec<(i64, u32)> = lock(&inner.slots)
             .iter()
-            .map(|(id, n)| (*id, *n))
+            .map(|(id, slot)| (*id, slot.sending + slot.ready.len() as u32))
             .collect();
         let mut conn = inner.store.acquire().await?;
         fanout::claim_due_deliveries(
@@ -197,15 +244,16 @@ impl Dispatcher {
             inner.clock.now(),
             inner.lease,
             room as u32,
-            inner.per_subscription,
+            inner.per_subscription.saturating_mul(2),
             &busy,
         )
         .await
     }
 
-    /// Starts one attempt of `delivery` on its own task, holding `permit` until it ends.
+    /// Starts one attempt of `delivery` on its own task, holding `permit` until it ends; the
+    /// caller has counted it as sending for its subscription.
     fn start(&self, delivery: ClaimedDelivery, permit: OwnedSemaphorePermit) {
-        let guard = InFlight::start(&self.inner, delivery.subscription_id, permit);
+        let guard = InFlight::counted(&self.inner, delivery.subscription_id, permit);
         let dispatcher = self.clone();
         let span = tracing::info_span!(
             parent: None,
@@ -228,16 +276,28 @@ impl Dispatcher {
         );
     }
 
-    /// Waits until no request is in flight (for tests and benchmarks).
+    /// Waits until no request is in flight and none is queued (for tests and benchmarks).
     pub async fn wait_idle(&self) {
         let all = u32::try_from(self.inner.concurrency).unwrap_or(u32::MAX);
-        if let Ok(permits) = self.inner.permits.acquire_many(all).await {
+        loop {
+            let Ok(permits) = self.inner.permits.acquire_many(all).await else {
+                return;
+            };
+            let queued = lock(&self.inner.slots)
+                .values()
+                .any(|slot| !slot.ready.is_empty());
             drop(permits);
+            if !queued {
+                return;
+            }
+            self.start_ready();
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
     /// Dispatches until `shutdown`, then lets the requests in flight finish (each is bounded by
-    /// the request timeout; the worker's grace period bounds the wait).
+    /// the request timeout; the worker's grace period bounds the wait). Deliveries claimed
+    /// ahead and not started are left to their lease: they are sent when it runs out.
     pub async fn run(self, shutdown: CancellationToken) {
         let inner = Arc::clone(&self.inner);
         let mut failing = inner.interval;
@@ -271,6 +331,7 @@ impl Dispatcher {
                 }
             }
         }
+        inner.stopping.store(true, Ordering::Relaxed);
         inner.tasks.close();
         inner.tasks.wait().await;
     }
@@ -593,9 +654,44 @@ fn write_delivered(store: Store, clock: Arc<dyn Clock>) -> mpsc::Sender<Delivere
     queue
 }
 
+/// One subscription's share of the process: its requests being sent, and the deliveries
+/// claimed ahead of a free slot, oldest first, with when they were claimed.
+#[derive(Default)]
+struct Slots {
+    sending: u32,
+    ready: VecDeque<(Instant, ClaimedDelivery)>,
+}
+
+impl Slots {
+    fn is_empty(&self) -> bool {
+        self.sending == 0 && self.ready.is_empty()
+    }
+
+    /// The next queued delivery and a process-wide slot for it, if one is free. A delivery
+    /// queued so long that its request might outlast its lease is dropped: the lease runs out
+    /// and it is claimed again.
+    fn take_ready(&mut self, inner: &Inner) -> Option<(ClaimedDelivery, OwnedSemaphorePermit)> {
+        let fresh_for = inner.lease.saturating_sub(inner.request_timeout);
+        while self
+            .ready
+            .front()
+            .is_some_and(|(claimed, _)| claimed.elapsed() >= fresh_for)
+        {
+            self.ready.pop_front();
+        }
+        if self.ready.is_empty() || inner.stopping.load(Ordering::Relaxed) {
+            return None;
+        }
+        let permit = inner.permits.clone().try_acquire_owned().ok()?;
+        let (_, delivery) = self.ready.pop_front()?;
+        Some((delivery, permit))
+    }
+}
+
 /// An attempt in flight: counts against its subscription until its answer is in
-/// ([`InFlight::answered`]) and holds its process-wide slot until dropped, its outcome written
-/// (also when the task panics); each release wakes the dispatcher.
+/// ([`InFlight::answered`]), when the subscription's next queued delivery starts in its place,
+/// and holds its process-wide slot until dropped, its outcome written (also when the task
+/// panics); each release wakes the dispatcher.
 struct InFlight {
     inner: Arc<Inner>,
     subscription_id: i64,
@@ -604,8 +700,8 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn start(inner: &Arc<Inner>, subscription_id: i64, permit: OwnedSemaphorePermit) -> InFlight {
-        *lock(&inner.in_flight).entry(subscription_id).or_insert(0) += 1;
+    /// The guard of an attempt already counted as sending for `subscription_id`.
+    fn counted(inner: &Arc<Inner>, subscription_id: i64, permit: OwnedSemaphorePermit) -> InFlight {
         InFlight {
             inner: Arc::clone(inner),
             subscription_id,
@@ -614,20 +710,33 @@ impl InFlight {
         }
     }
 
-    /// The request is over: the subscription may have its next request sent.
+    /// The request is over: the subscription's next queued delivery takes its slot, or the
+    /// slot is free.
     fn answered(&mut self) {
         if std::mem::replace(&mut self.answered, true) {
             return;
         }
-        let mut in_flight = lock(&self.inner.in_flight);
-        if let Some(count) = in_flight.get_mut(&self.subscription_id) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                in_flight.remove(&self.subscription_id);
+        let next = {
+            let mut slots = lock(&self.inner.slots);
+            let Some(slot) = slots.get_mut(&self.subscription_id) else {
+                return;
+            };
+            let next = slot.take_ready(&self.inner);
+            if next.is_none() {
+                slot.sending = slot.sending.saturating_sub(1);
+                if slot.is_empty() {
+                    slots.remove(&self.subscription_id);
+                }
             }
+            next
+        };
+        match next {
+            Some((delivery, permit)) => Dispatcher {
+                inner: Arc::clone(&self.inner),
+            }
+            .start(delivery, permit),
+            None => self.inner.wake.notify_one(),
         }
-        drop(in_flight);
-        self.inner.wake.notify_one();
     }
 }
 
