@@ -198,14 +198,8 @@ impl std::fmt::Display for DeliveryFigures {
     }
 }
 
-/// Runs the scenario with `webhooks` webhooks posted.
-pub(super) async fn run(
-    args: &BenchArgs,
-    base: &Settings,
-    bin_dir: &std::path::Path,
-    webhooks: usize,
-) -> anyhow::Result<()> {
-    let mut stack = Stack::create(base, bin_dir).await?;
+/// Runs the scenario on `stack` (removed afterwards) with `webhooks` webhooks posted.
+pub(super) async fn run(args: &BenchArgs, mut stack: Stack, webhooks: usize) -> anyhow::Result<()> {
     let result = measure(args, &mut stack, webhooks).await;
     stack.destroy().await;
     let figures = result?;

@@ -119,7 +119,8 @@ pub async fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
         return run_soak(args, settings, &bin_dir, soak).await;
     }
     if let Some(webhooks) = args.deliveries {
-        return deliveries::run(args, settings, &bin_dir, webhooks).await;
+        let stack = Stack::create(settings, &bin_dir).await?;
+        return deliveries::run(args, stack, webhooks).await;
     }
     let mut runs = Vec::new();
     for index in 0..args.runs.max(1) {

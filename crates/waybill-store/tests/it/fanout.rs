@@ -455,61 +455,6 @@ async fn claims_respect_room_per_subscription_limits_leases_and_stale_outcomes()
 }
 
 #[tokio::test]
-async fn delivered_outcomes_are_written_together_and_a_stale_claim_is_left_alone() {
-    let (db, [sub, other]) = three_changes_fanned_out_to().await;
-    let t0 = Utc::now().trunc_subsecs(6) + chrono::Duration::seconds(1);
-    let claimed = claim(&db, t0, 10, 10, &[]).await;
-    let of = |subscription: i64| -> Vec<&ClaimedDelivery> {
-        claimed
-            .iter()
-            .filter(|c| c.subscription_id == subscription)
-            .collect()
-    };
-    let (mine, theirs) = (of(sub), of(other));
-    let mut conn = db.store().acquire().await.unwrap();
-    // `sub` is failing: a success in the batch clears it.
-    let later = t0 + chrono::Duration::seconds(5);
-    failed(&mut conn, mine[0], t0, Some(500), "HTTP 500", Some(later)).await;
-    assert_eq!(
-        stored_subscription(&mut conn, sub).await.failing_since,
-        Some(t0)
-    );
-
-    let outcome = |delivery: &ClaimedDelivery, attempt: i32, status: u16| DeliveredOutcome {
-        id: delivery.id,
-        attempt,
-        status,
-    };
-    let outcomes = [
-        outcome(mine[1], 1, 200),
-        outcome(theirs[0], 1, 204),
-        // A claim the delivery no longer has: nothing is written for it.
-        outcome(mine[2], 2, 200),
-    ];
-    let mut recorded = fanout::record_all_delivered(&mut conn, &outcomes, later)
-        .await
-        .unwrap();
-    recorded.sort_unstable();
-    let mut expected = vec![mine[1].id, theirs[0].id];
-    expected.sort_unstable();
-    assert_eq!(recorded, expected);
-
-    let written = listed_delivery(&mut conn, other, theirs[0].id).await;
-    assert_eq!(written.status, DeliveryStatus::Delivered);
-    assert_eq!(written.last_status, Some(204));
-    assert_eq!(written.delivered_at, Some(later));
-    let stale = listed_delivery(&mut conn, sub, mine[2].id).await;
-    assert_eq!(stale.status, DeliveryStatus::Pending);
-    assert_eq!(stale.delivered_at, None);
-    assert_eq!(
-        stored_subscription(&mut conn, sub).await.failing_since,
-        None
-    );
-    drop(conn);
-    db.drop_database().await.unwrap();
-}
-
-#[tokio::test]
 async fn failures_reschedule_then_kill_and_a_long_failure_or_a_410_disables() {
     let (db, [sub, gone]) = three_changes_fanned_out_to().await;
     let t0 = Utc::now().trunc_subsecs(6) + chrono::Duration::seconds(1);
@@ -699,5 +644,60 @@ async fn bad_subscriptions_are_refused_by_the_schema() {
         assert!(refused.is_err(), "{url} {statuses} {secret} accepted");
     }
     let _ = ups();
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn delivered_outcomes_are_written_together_and_a_stale_claim_is_left_alone() {
+    let t0 = Utc::now().trunc_subsecs(6) + chrono::Duration::seconds(1);
+    let (db, [sub, other]) = three_changes_fanned_out_to().await;
+    let claimed = claim(&db, t0, 10, 10, &[]).await;
+    let of = |subscription: i64| -> Vec<&ClaimedDelivery> {
+        claimed
+            .iter()
+            .filter(|c| c.subscription_id == subscription)
+            .collect()
+    };
+    let (mine, theirs) = (of(sub), of(other));
+    let mut conn = db.store().acquire().await.unwrap();
+    // `sub` is failing: a success in the batch clears it.
+    let later = t0 + chrono::Duration::seconds(5);
+    failed(&mut conn, mine[0], t0, Some(500), "HTTP 500", Some(later)).await;
+    assert_eq!(
+        stored_subscription(&mut conn, sub).await.failing_since,
+        Some(t0)
+    );
+
+    let outcome = |delivery: &ClaimedDelivery, attempt: i32, status: u16| DeliveredOutcome {
+        id: delivery.id,
+        attempt,
+        status,
+    };
+    let outcomes = [
+        outcome(mine[1], 1, 200),
+        outcome(theirs[0], 1, 204),
+        // A claim the delivery no longer has: nothing is written for it.
+        outcome(mine[2], 2, 200),
+    ];
+    let mut recorded = fanout::record_all_delivered(&mut conn, &outcomes, later)
+        .await
+        .unwrap();
+    recorded.sort_unstable();
+    let mut expected = vec![mine[1].id, theirs[0].id];
+    expected.sort_unstable();
+    assert_eq!(recorded, expected);
+
+    let written = listed_delivery(&mut conn, other, theirs[0].id).await;
+    assert_eq!(written.status, DeliveryStatus::Delivered);
+    assert_eq!(written.last_status, Some(204));
+    assert_eq!(written.delivered_at, Some(later));
+    let stale = listed_delivery(&mut conn, sub, mine[2].id).await;
+    assert_eq!(stale.status, DeliveryStatus::Pending);
+    assert_eq!(stale.delivered_at, None);
+    assert_eq!(
+        stored_subscription(&mut conn, sub).await.failing_since,
+        None
+    );
+    drop(conn);
     db.drop_database().await.unwrap();
 }

@@ -352,23 +352,15 @@ impl Dispatcher {
                 .await;
             return;
         }
-        let mut wait = Duration::from_millis(50);
-        for _ in 0..3 {
-            match self.record(&delivery, &verdict).await {
-                Ok(()) => return,
-                Err(error) if error.is_transient() => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "the outcome of a delivery could not be recorded");
-                    return;
-                }
+        match retried(|| self.record(&delivery, &verdict)).await {
+            Ok(()) => {}
+            Err(error) if error.is_transient() => tracing::warn!(
+                "the outcome of a delivery could not be recorded; it is attempted again when its lease runs out"
+            ),
+            Err(error) => {
+                tracing::error!(error = %error, "the outcome of a delivery could not be recorded");
             }
         }
-        tracing::warn!(
-            "the outcome of a delivery could not be recorded; it is attempted again when its lease runs out"
-        );
     }
 
     /// Sends one signed request and judges the answer.
@@ -621,28 +613,15 @@ fn write_delivered(store: Store, clock: Arc<dyn Clock>) -> mpsc::Sender<Delivere
         let mut batch = Vec::with_capacity(MAX_CLAIM);
         while waiting.recv_many(&mut batch, MAX_CLAIM).await > 0 {
             let outcomes: Vec<DeliveredOutcome> = batch.iter().map(|d| d.outcome).collect();
-            let mut wait = Duration::from_millis(50);
-            let mut written = None;
-            for _ in 0..3 {
-                let attempt = async {
-                    let mut conn = store.acquire().await?;
-                    fanout::record_all_delivered(&mut conn, &outcomes, clock.now()).await
-                };
-                match attempt.await {
-                    Ok(recorded) => {
-                        written = Some(recorded);
-                        break;
-                    }
-                    Err(error) if error.is_transient() => {
-                        tokio::time::sleep(wait).await;
-                        wait *= 4;
-                    }
-                    Err(error) => {
-                        tracing::error!(error = %error, "delivered outcomes could not be recorded");
-                        break;
-                    }
-                }
-            }
+            let written = retried(|| async {
+                let mut conn = store.acquire().await?;
+                fanout::record_all_delivered(&mut conn, &outcomes, clock.now()).await
+            })
+            .await
+            .inspect_err(|error| {
+                tracing::error!(error = %error, "delivered outcomes could not be recorded");
+            })
+            .ok();
             for delivered in batch.drain(..) {
                 let recorded = written
                     .as_ref()
@@ -652,6 +631,24 @@ fn write_delivered(store: Store, clock: Arc<dyn Clock>) -> mpsc::Sender<Delivere
         }
     }));
     queue
+}
+
+/// Runs `write` again while it fails with a transient error, three attempts in all, 50 ms then
+/// 200 ms apart; returns its last result.
+async fn retried<T, F: Future<Output = Result<T, StoreError>>>(
+    mut write: impl FnMut() -> F,
+) -> Result<T, StoreError> {
+    let mut wait = Duration::from_millis(50);
+    for _ in 1..3 {
+        match write().await {
+            Err(error) if error.is_transient() => {
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
+            done => return done,
+        }
+    }
+    write().await
 }
 
 /// One subscription's share of the process: its requests being sent, and the deliveries
