@@ -1,8 +1,9 @@
 //! `waybill-bench bench --deliveries N`: HTTP deliveries as a downstream subscriber sees them.
-//! One subscription of the default tenant to a fast local receiver; `N` webhooks (each a new
-//! scan of its shipment) posted at full speed with the worker running; deliveries/s while the webhooks arrive and after,
-//! from the first request to the last delivery, and the lag from a change's merge to its
-//! recorded delivery (docs/performance.md).
+//! Subscriptions of the default tenant to fast local receivers (`--subscriptions`, and one slow
+//! one with `--slow-subscription`); `N` webhooks (each a new scan of its shipment) posted at full
+//! speed, or at `--deliveries-rate`, with the worker running; deliveries/s while the webhooks
+//! arrive and after, from the first request to the last delivery, and the lag from a change's
+//! merge to its recorded delivery (docs/performance.md).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -136,6 +137,8 @@ fn allow_localhost(config: Option<&str>) -> anyhow::Result<String> {
 #[derive(Debug, Default)]
 struct DeliveryFigures {
     webhooks: u64,
+    /// How the webhooks were posted: "at full speed" or "at N/s".
+    pace: String,
     subscriptions: usize,
     slow: bool,
     changes: u64,
@@ -162,8 +165,8 @@ impl std::fmt::Display for DeliveryFigures {
         };
         writeln!(
             f,
-            "| changes made by {} webhooks posted at full speed ({} fast subscription{plural}{slow}) | {} |",
-            self.webhooks, self.subscriptions, self.changes
+            "| changes made by {} webhooks posted {} ({} fast subscription{plural}{slow}) | {} |",
+            self.webhooks, self.pace, self.subscriptions, self.changes
         )?;
         writeln!(
             f,
@@ -237,6 +240,7 @@ async fn measure(
     let mut load = loadgen_args(args, &settings);
     load.sources = vec![source.id];
     load.count = Some(webhooks as u64);
+    load.rate = args.deliveries_rate.unwrap_or(0.0);
     // Every webhook a later scan of its shipment: most change the current status.
     load.out_of_order = 0.0;
     // The load generator waits until every event is merged, so the changes are known after.
@@ -271,6 +275,9 @@ async fn measure(
     let (lag_p50_ms, lag_p99_ms) = delivery_lag(&settings, &fast).await?;
     Ok(DeliveryFigures {
         webhooks: ledger.requests.accepted,
+        pace: args
+            .deliveries_rate
+            .map_or_else(|| "at full speed".to_owned(), |rate| format!("at {rate}/s")),
         subscriptions,
         slow: args.slow_subscription,
         changes: changes as u64,

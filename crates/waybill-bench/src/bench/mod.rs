@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// a slow endpoint costs the fast ones (its deliveries are not counted).
     #[arg(long, requires = "deliveries")]
     pub slow_subscription: bool,
+    /// With `--deliveries`: post the webhooks at this rate (per second) instead of at full
+    /// speed, to read the delivery lag at a sustained rate.
+    #[arg(long, requires = "deliveries")]
+    pub deliveries_rate: Option<f64>,
     /// Keep an operator console open on the worker during every phase: sign in with an admin
     /// key and refresh the overview this often (e.g. `5s`, the page's own refresh), to compare
     /// with a run without it (docs/console.md).
