@@ -261,7 +261,7 @@ pub async fn prune(
          old_deliveries as (
              select id from deliveries
              where status = 'delivered' and delivered_at < $1
-             order by id
+             order by delivered_at
              limit $2
              for update skip locked),
          deleted_deliveries as (

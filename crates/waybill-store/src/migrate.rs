@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deliveries_claim_order",
         include_str!("../migrations/0008_deliveries_claim_order.sql"),
     ),
+    (
+        9,
+        "deliveries_prune_order",
+        include_str!("../migrations/0009_deliveries_prune_order.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.

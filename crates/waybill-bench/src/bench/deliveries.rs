@@ -234,6 +234,14 @@ async fn measure(
     if args.slow_subscription {
         subscribe(&settings, &format!("http://{}/slow", receiver.addr)).await?;
     }
+    if let (Some(rows), Some(first)) = (args.stored_deliveries, fast.first()) {
+        let seeding = Instant::now();
+        store_delivered_history(&settings, *first, rows).await?;
+        eprintln!(
+            "stored {rows} delivered deliveries in {:.1} s",
+            seeding.elapsed().as_secs_f64()
+        );
+    }
     stack.start_ingress().await?;
     stack.start_worker().await?;
 
@@ -315,6 +323,40 @@ async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<i64> {
     drop(conn);
     store.close().await;
     Ok(subscription.id)
+}
+
+/// Writes `rows` deliveries to `subscription`, delivered a day ago, as a long-running
+/// subscription has (small bodies: only the rows and their indexes matter), then analyzes the
+/// table. Their outbox ids are negative so they meet no real change.
+async fn store_delivered_history(
+    settings: &Settings,
+    subscription: i64,
+    rows: u64,
+) -> anyhow::Result<()> {
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
+    let mut conn = store.acquire().await?;
+    // Millions of rows take longer than the store's statement timeout.
+    sqlx::query("set statement_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "insert into deliveries (subscription_id, outbox_id, tenant, webhook_id, body, status,
+                                 attempts, next_attempt_at, last_attempt_at, last_status,
+                                 created_at, delivered_at)
+         select $1, -g, 'default', 'msg_history_' || g, '\\x7b7d', 'delivered', 1, null,
+                now() - interval '1 day', 200, now() - interval '1 day', now() - interval '1 day'
+         from generate_series(1, $2::int8) as g",
+    )
+    .bind(subscription)
+    .bind(i64::try_from(rows)?)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("vacuum analyze deliveries")
+        .execute(&mut *conn)
+        .await?;
+    drop(conn);
+    store.close().await;
+    Ok(())
 }
 
 /// The changes the merges made (outbox rows), each owed to the one subscription.

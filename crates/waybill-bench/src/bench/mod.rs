@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// speed, to read the delivery lag at a sustained rate.
     #[arg(long, requires = "deliveries")]
     pub deliveries_rate: Option<f64>,
+    /// With `--deliveries`: first store this many delivered deliveries of the first
+    /// subscription (a day old), to see whether a long history slows the delivery path.
+    #[arg(long, requires = "deliveries")]
+    pub stored_deliveries: Option<u64>,
     /// Keep an operator console open on the worker during every phase: sign in with an admin
     /// key and refresh the overview this often (e.g. `5s`, the page's own refresh), to compare
     /// with a run without it (docs/console.md).
