@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use waybill_config::{ExposeSecret, Settings};
+use waybill_config::ExposeSecret;
+use waybill_store::PgConnection;
 
 use super::{BenchArgs, BenchSource, Stack, loadgen_args};
 use crate::loadgen;
@@ -112,7 +113,7 @@ fn config_allowing_localhost(tag: &str) -> anyhow::Result<PathBuf> {
         Some(path) => Some(std::fs::read_to_string(&path)?),
         None => None,
     };
-    let path = std::env::temp_dir().join(format!("waybill-bench-{tag}.toml"));
+    let path = std::env::temp_dir().join(format!("waybill-bench-{}.toml", tag.trim_end_matches('.')));
     std::fs::write(&path, allow_localhost(given.as_deref())?)?;
     Ok(path)
 }
@@ -225,18 +226,20 @@ async fn measure(
     let settings = stack.settings.clone();
     let source = BenchSource::of(&settings)?;
     stack.config_file = Some(config_allowing_localhost(&settings.bus.prefix)?);
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
+    let mut conn = store.acquire().await?;
     let receiver = Receiver::start().await?;
     let subscriptions = args.subscriptions.max(1);
     let mut fast = Vec::new();
     for n in 0..subscriptions {
-        fast.push(subscribe(&settings, &format!("http://{}/hook/{n}", receiver.addr)).await?);
+        fast.push(subscribe(&mut conn, &format!("http://{}/hook/{n}", receiver.addr)).await?);
     }
     if args.slow_subscription {
-        subscribe(&settings, &format!("http://{}/slow", receiver.addr)).await?;
+        subscribe(&mut conn, &format!("http://{}/slow", receiver.addr)).await?;
     }
     if let (Some(rows), Some(first)) = (args.stored_deliveries, fast.first()) {
         let seeding = Instant::now();
-        store_delivered_history(&settings, *first, rows).await?;
+        store_delivered_history(&mut conn, *first, rows).await?;
         eprintln!(
             "stored {rows} delivered deliveries in {:.1} s",
             seeding.elapsed().as_secs_f64()
@@ -260,7 +263,7 @@ async fn measure(
         .elapsed()
         .saturating_sub(Duration::from_secs_f64(drain_secs));
     let delivered_while_sending = receiver.delivered_by(started + sending);
-    let changes = changes_made(&settings).await?;
+    let changes = changes_made(&mut conn).await?;
     let expected = changes * subscriptions;
     let deadline = Instant::now() + DRAIN_LIMIT;
     while receiver.delivered() < expected && Instant::now() < deadline {
@@ -280,7 +283,9 @@ async fn measure(
     let after = last.map_or(Duration::ZERO, |last| {
         last.saturating_duration_since(started + sending)
     });
-    let (lag_p50_ms, lag_p99_ms) = delivery_lag(&settings, &fast).await?;
+    let (lag_p50_ms, lag_p99_ms) = delivery_lag(&mut conn, &fast).await?;
+    drop(conn);
+    store.close().await;
     Ok(DeliveryFigures {
         webhooks: ledger.requests.accepted,
         pace: args
@@ -300,16 +305,14 @@ async fn measure(
 }
 
 /// Subscribes the default tenant to every change, at `url`; returns the subscription's id.
-async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<i64> {
-    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
-    let mut conn = store.acquire().await?;
+async fn subscribe(conn: &mut PgConnection, url: &str) -> anyhow::Result<i64> {
     let secret = waybill_store::fanout::SecretText::new(format!(
         "whsec_{:016x}{:016x}",
         rand::random::<u64>(),
         rand::random::<u64>()
     ));
     let subscription = waybill_store::fanout::insert_subscription(
-        &mut conn,
+        conn,
         &waybill_store::fanout::NewSubscription {
             tenant: &waybill_core::TenantId::default_tenant(),
             url,
@@ -320,8 +323,6 @@ async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<i64> {
         },
     )
     .await?;
-    drop(conn);
-    store.close().await;
     Ok(subscription.id)
 }
 
@@ -329,12 +330,10 @@ async fn subscribe(settings: &Settings, url: &str) -> anyhow::Result<i64> {
 /// subscription has (small bodies: only the rows and their indexes matter), then analyzes the
 /// table. Their outbox ids are negative so they meet no real change.
 async fn store_delivered_history(
-    settings: &Settings,
+    conn: &mut PgConnection,
     subscription: i64,
     rows: u64,
 ) -> anyhow::Result<()> {
-    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
-    let mut conn = store.acquire().await?;
     // Millions of rows take longer than the store's statement timeout.
     sqlx::query("set statement_timeout = 0")
         .execute(&mut *conn)
@@ -354,28 +353,20 @@ async fn store_delivered_history(
     sqlx::query("vacuum analyze deliveries")
         .execute(&mut *conn)
         .await?;
-    drop(conn);
-    store.close().await;
     Ok(())
 }
 
 /// The changes the merges made (outbox rows), each owed to the one subscription.
-async fn changes_made(settings: &Settings) -> anyhow::Result<usize> {
-    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
-    let mut conn = store.acquire().await?;
+async fn changes_made(conn: &mut PgConnection) -> anyhow::Result<usize> {
     let changes: i64 = sqlx::query_scalar("select count(*) from outbox")
         .fetch_one(&mut *conn)
         .await?;
-    drop(conn);
-    store.close().await;
     Ok(usize::try_from(changes)?)
 }
 
 /// p50 and p99 of the time from a change's outbox row (written by the merge) to its delivery
 /// to one of `subscriptions` being recorded, ms.
-async fn delivery_lag(settings: &Settings, subscriptions: &[i64]) -> anyhow::Result<(f64, f64)> {
-    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
-    let mut conn = store.acquire().await?;
+async fn delivery_lag(conn: &mut PgConnection, subscriptions: &[i64]) -> anyhow::Result<(f64, f64)> {
     let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
         "select percentile_cont(0.5) within group (order by lag),
                 percentile_cont(0.99) within group (order by lag)
@@ -387,8 +378,6 @@ async fn delivery_lag(settings: &Settings, subscriptions: &[i64]) -> anyhow::Res
     .bind(subscriptions)
     .fetch_one(&mut *conn)
     .await?;
-    drop(conn);
-    store.close().await;
     Ok((p50.unwrap_or(0.0), p99.unwrap_or(0.0)))
 }
 

@@ -12,7 +12,7 @@
 //! * **Guarded.** Redirects are not followed, proxies are ignored, and every destination
 //!   address is checked against [`super::ssrf`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use waybill_store::fanout::{self, ClaimedDelivery, DeliveredOutcome};
 use waybill_store::{PgConnection, Store, StoreError};
 use waybill_telemetry::trace;
 
-use super::policy::{RetryPolicy, Verdict};
+use super::policy::{Failed, RetryPolicy, Verdict, judge};
 use super::signer::{
     WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, signature_header,
 };
@@ -276,22 +276,24 @@ impl Dispatcher {
         );
     }
 
-    /// Waits until no request is in flight and none is queued (for tests and benchmarks).
+    /// Waits until no request is in flight and none is queued (for tests and benchmarks); once
+    /// the dispatcher stops, until no request is in flight.
     pub async fn wait_idle(&self) {
         let all = u32::try_from(self.inner.concurrency).unwrap_or(u32::MAX);
         loop {
+            // Every slot free: nothing is in flight, so nothing counts as sending either, and
+            // each subscription with a queue can start one.
             let Ok(permits) = self.inner.permits.acquire_many(all).await else {
                 return;
             };
+            drop(permits);
             let queued = lock(&self.inner.slots)
                 .values()
                 .any(|slot| !slot.ready.is_empty());
-            drop(permits);
-            if !queued {
+            if !queued || self.inner.stopping.load(Ordering::Relaxed) {
                 return;
             }
             self.start_ready();
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -334,6 +336,13 @@ impl Dispatcher {
         inner.stopping.store(true, Ordering::Relaxed);
         inner.tasks.close();
         inner.tasks.wait().await;
+        let unstarted: usize = lock(&inner.slots)
+            .values_mut()
+            .map(|slot| std::mem::take(&mut slot.ready).len())
+            .sum();
+        if unstarted > 0 {
+            released("stopping", unstarted);
+        }
     }
 
     /// One attempt of `delivery`, from the request to the recorded outcome. Once the answer is
@@ -345,14 +354,17 @@ impl Dispatcher {
         metrics::histogram!("waybill_webhook_attempt_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         guard.answered();
-        if let Verdict::Delivered { status } = verdict {
-            let span = tracing::info_span!("record_delivered", delivery.id = delivery.id);
-            self.record_delivered(&delivery, status)
-                .instrument(span)
-                .await;
-            return;
-        }
-        match retried(|| self.record(&delivery, &verdict)).await {
+        let failed = match verdict {
+            Ok(status) => {
+                let span = tracing::info_span!("record_delivered", delivery.id = delivery.id);
+                self.record_delivered(&delivery, status)
+                    .instrument(span)
+                    .await;
+                return;
+            }
+            Err(failed) => failed,
+        };
+        match retried(|| self.record_failed(&delivery, &failed)).await {
             Ok(()) => {}
             Err(error) if error.is_transient() => tracing::warn!(
                 "the outcome of a delivery could not be recorded; it is attempted again when its lease runs out"
@@ -367,20 +379,20 @@ impl Dispatcher {
     async fn attempt(&self, delivery: &ClaimedDelivery) -> Verdict {
         let inner = &self.inner;
         let Ok(url) = Url::parse(&delivery.url) else {
-            return Verdict::GiveUp {
+            return Err(Failed::GiveUp {
                 error: "the subscription's URL does not parse".to_owned(),
-            };
+            });
         };
         if let Err(refused) = inner.destinations.check_url(&url) {
             metrics::counter!("waybill_webhook_destinations_refused_total").increment(1);
-            return Verdict::GiveUp {
+            return Err(Failed::GiveUp {
                 error: refused.to_string(),
-            };
+            });
         }
         let Ok(current) = WebhookSecret::parse(delivery.secret.expose()) else {
-            return Verdict::GiveUp {
+            return Err(Failed::GiveUp {
                 error: "the subscription's secret is not a valid whsec_ secret".to_owned(),
-            };
+            });
         };
         let mut secrets = vec![current];
         // A previous secret that does not parse is skipped: the current one still signs.
@@ -415,20 +427,20 @@ impl Dispatcher {
                         Ok(None) | Err(_) => break,
                     }
                 }
-                Verdict::of_status(status, retry_after)
+                judge(status, retry_after)
             }
             Err(error) => {
                 if let Some(refused) = refusal_in(&error) {
                     metrics::counter!("waybill_webhook_destinations_refused_total").increment(1);
-                    return Verdict::GiveUp {
+                    return Err(Failed::GiveUp {
                         error: refused.to_string(),
-                    };
+                    });
                 }
-                Verdict::Retry {
+                Err(Failed::Retry {
                     status: None,
                     error: describe(error, inner.request_timeout),
                     retry_after: None,
-                }
+                })
             }
         }
     }
@@ -465,29 +477,18 @@ impl Dispatcher {
         }
     }
 
-    /// Writes the verdict of `delivery`'s attempt (a 2xx answer is written in batches, by
+    /// Writes why `delivery`'s attempt failed (a 2xx answer is written in batches, by
     /// [`Dispatcher::record_delivered`]).
-    async fn record(
+    async fn record_failed(
         &self,
         delivery: &ClaimedDelivery,
-        verdict: &Verdict,
+        failed: &Failed,
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut conn = inner.store.acquire().await?;
-        let (outcome, recorded) = match verdict {
-            Verdict::Delivered { status } => {
-                let recorded = fanout::record_delivered(
-                    &mut conn,
-                    delivery.id,
-                    delivery.attempt,
-                    now,
-                    *status,
-                )
-                .await?;
-                ("delivered", recorded)
-            }
-            Verdict::Gone => {
+        let (outcome, recorded) = match failed {
+            Failed::Gone => {
                 let recorded =
                     fanout::record_gone(&mut conn, delivery.id, delivery.attempt, now).await?;
                 if recorded.subscription_disabled {
@@ -495,7 +496,7 @@ impl Dispatcher {
                 }
                 ("gone", recorded.recorded)
             }
-            Verdict::Retry {
+            Failed::Retry {
                 status,
                 error,
                 retry_after,
@@ -518,7 +519,7 @@ impl Dispatcher {
                 self.record_failure(&mut conn, delivery, now, &failure)
                     .await?
             }
-            Verdict::GiveUp { error } => {
+            Failed::GiveUp { error } => {
                 let failure = Failure {
                     status: None,
                     error,
@@ -621,7 +622,8 @@ fn write_delivered(store: Store, clock: Arc<dyn Clock>) -> mpsc::Sender<Delivere
             .inspect_err(|error| {
                 tracing::error!(error = %error, "delivered outcomes could not be recorded");
             })
-            .ok();
+            .ok()
+            .map(|ids| ids.into_iter().collect::<HashSet<i64>>());
             for delivered in batch.drain(..) {
                 let recorded = written
                     .as_ref()
@@ -669,12 +671,17 @@ impl Slots {
     /// and it is claimed again.
     fn take_ready(&mut self, inner: &Inner) -> Option<(ClaimedDelivery, OwnedSemaphorePermit)> {
         let fresh_for = inner.lease.saturating_sub(inner.request_timeout);
+        let mut expired = 0;
         while self
             .ready
             .front()
             .is_some_and(|(claimed, _)| claimed.elapsed() >= fresh_for)
         {
             self.ready.pop_front();
+            expired += 1;
+        }
+        if expired > 0 {
+            released("expired", expired);
         }
         if self.ready.is_empty() || inner.stopping.load(Ordering::Relaxed) {
             return None;
@@ -759,6 +766,19 @@ struct Failure<'a> {
     next: Option<chrono::DateTime<chrono::Utc>>,
     /// What is logged when the delivery is dead.
     when_dead: &'static str,
+}
+
+/// Counts deliveries claimed ahead and dropped from memory unsent (`expired`: queued so long
+/// their request could outlast the lease; `stopping`: the worker stopped). Each is sent once its
+/// lease runs out.
+fn released(reason: &'static str, count: usize) {
+    metrics::counter!("waybill_webhook_claims_released_total", "reason" => reason)
+        .increment(count as u64);
+    tracing::debug!(
+        count,
+        reason,
+        "deliveries claimed ahead were released unsent; they are sent when their lease runs out"
+    );
 }
 
 fn disabled(subscription_id: i64, reason: &'static str) {

@@ -16,7 +16,7 @@
 //!   with and older than `fanout.retention`.
 //! * [`delivery`]: the dispatcher ([`Dispatcher`]): bounded concurrency overall and per
 //!   subscription, outcomes recorded in Postgres.
-//! * [`policy`]: what an answer means and when to try again ([`RetryPolicy`], [`Verdict`]).
+//! * [`policy`]: what an answer means and when to try again ([`RetryPolicy`], [`Verdict`], [`judge`]).
 //! * [`signer`]: `whsec_` secrets and `v1` signatures.
 //! * [`ssrf`]: which destinations may be called.
 
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use delivery::{DispatchRound, Dispatcher, DispatcherError};
-pub use policy::{RetryPolicy, Verdict};
+pub use policy::{Failed, RetryPolicy, Verdict, judge};
 pub use relay::{EVENT_TYPE_HEADER, PublishRound, Relay, TENANT_HEADER};
 pub use signer::{InvalidSecret, WebhookSecret, signature_header};
 pub use ssrf::{DestinationPolicy, Refused};

@@ -16,14 +16,12 @@ use std::time::Duration;
 use rand::Rng;
 use waybill_config::FanoutSettings;
 
-/// What one attempt came to.
+/// What one attempt came to: the 2xx status it was delivered with, or why it failed.
+pub type Verdict = Result<u16, Failed>;
+
+/// Why an attempt did not deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// A 2xx answer.
-    Delivered {
-        /// The status.
-        status: u16,
-    },
+pub enum Failed {
     /// 410 Gone: the receiver asks never to be called again.
     Gone,
     /// Worth another attempt.
@@ -42,21 +40,19 @@ pub enum Verdict {
     },
 }
 
-impl Verdict {
-    /// The verdict of an HTTP answer.
-    pub fn of_status(status: u16, retry_after: Option<Duration>) -> Verdict {
-        match status {
-            200..=299 => Verdict::Delivered { status },
-            410 => Verdict::Gone,
-            _ => Verdict::Retry {
-                status: Some(status),
-                error: match status {
-                    300..=399 => format!("HTTP {status} (redirects are not followed)"),
-                    _ => format!("HTTP {status}"),
-                },
-                retry_after,
+/// The verdict of an HTTP answer.
+pub fn judge(status: u16, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        200..=299 => Ok(status),
+        410 => Err(Failed::Gone),
+        _ => Err(Failed::Retry {
+            status: Some(status),
+            error: match status {
+                300..=399 => format!("HTTP {status} (redirects are not followed)"),
+                _ => format!("HTTP {status}"),
             },
-        }
+            retry_after,
+        }),
     }
 }
 
@@ -126,18 +122,15 @@ mod tests {
 
     #[test]
     fn answers_map_to_verdicts() {
-        assert_eq!(
-            Verdict::of_status(204, None),
-            Verdict::Delivered { status: 204 }
-        );
-        assert_eq!(Verdict::of_status(410, None), Verdict::Gone);
+        assert_eq!(judge(204, None), Ok(204));
+        assert_eq!(judge(410, None), Err(Failed::Gone));
         for status in [301, 302, 400, 404, 429, 500, 502, 503, 504] {
             assert!(
-                matches!(Verdict::of_status(status, None), Verdict::Retry { status: Some(s), .. } if s == status),
+                matches!(judge(status, None), Err(Failed::Retry { status: Some(s), .. }) if s == status),
                 "{status}"
             );
         }
-        let Verdict::Retry { error, .. } = Verdict::of_status(302, None) else {
+        let Err(Failed::Retry { error, .. }) = judge(302, None) else {
             unreachable!()
         };
         assert!(error.contains("redirects are not followed"));
