@@ -152,6 +152,106 @@ async fn three_schedulers_publish_every_due_shipment_once_for_its_slot() {
     db.drop_database().await.unwrap();
 }
 
+/// During a backlog a tick claims the next tick's slots while it publishes its own; a scheduler
+/// that stops gives those back, due at once, instead of leaving them to their lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_claimed_ahead_are_the_next_ticks_and_given_back_when_the_scheduler_stops() {
+    const DUE: u32 = 250;
+    let db = TestDatabase::create(&TestDatabase::admin_url())
+        .await
+        .expect("create a test database (is Postgres running? see WAYBILL_TEST_DATABASE_URL)");
+    let prefix = format!("ahead{:08x}.", rand::random::<u32>());
+    let settings = settings(db.url(), &prefix);
+    let connection = BusConnection::connect(&amqp_url(), "waybill-test-schedulers")
+        .await
+        .expect("connect to RabbitMQ (see WAYBILL_TEST_AMQP_URL)");
+    let topology = Topology::new(&prefix);
+    topology.declare(&connection).await.unwrap();
+    let mut conn = db.store().acquire().await.unwrap();
+    seed_due_shipments(
+        &mut conn,
+        &TenantId::default_tenant(),
+        &CarrierCode::parse("starshipit").unwrap(),
+        &SourceId::parse("polled").unwrap(),
+        PREFIX,
+        DUE,
+        Utc::now() - chrono::Duration::minutes(1),
+    )
+    .await
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let worker = Worker::build(settings, shutdown.clone()).await.unwrap();
+    let mut scheduler = Scheduler::new(&worker, Arc::new(SystemClock)).unwrap();
+
+    // The budget is 100 a tick: the first tick publishes 100 and claims the next 100.
+    let first = scheduler.tick().await.unwrap();
+    assert_eq!(
+        (first.budget, first.claimed, first.published),
+        (100, 100, 100)
+    );
+    assert_eq!(
+        leased(&mut conn, DUE).await,
+        200,
+        "100 published, 100 claimed ahead"
+    );
+    let second = scheduler.tick().await.unwrap();
+    assert_eq!(
+        (second.claimed, second.published),
+        (100, 100),
+        "the second tick publishes what the first claimed ahead"
+    );
+    assert_eq!(
+        leased(&mut conn, DUE).await,
+        250,
+        "the last 50 claimed ahead"
+    );
+
+    assert_eq!(scheduler.release_ahead().await.unwrap(), 50);
+    assert_eq!(leased(&mut conn, DUE).await, 200, "the 50 are due again");
+    assert_eq!(
+        scheduler.release_ahead().await.unwrap(),
+        0,
+        "given back once"
+    );
+    let third = scheduler.tick().await.unwrap();
+    assert_eq!((third.claimed, third.published), (50, 50));
+    drop(conn);
+    shutdown.cancel();
+
+    let jobs = read_all(&connection, &topology.polls_queue()).await;
+    let numbers: std::collections::BTreeSet<String> = jobs
+        .iter()
+        .map(|job| job.tracking_number.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        (jobs.len(), numbers.len()),
+        (DUE as usize, DUE as usize),
+        "each due shipment published once"
+    );
+    topology.delete(&connection).await.unwrap();
+    connection.close().await.unwrap();
+    db.drop_database().await.unwrap();
+}
+
+/// How many of the first `count` seeded shipments are claimed (their next poll is a lease's
+/// end, in the future).
+async fn leased(conn: &mut waybill_store::PgConnection, count: u32) -> usize {
+    let now = Utc::now();
+    let mut leased = 0;
+    for n in 1..=count {
+        let key = ShipmentKey {
+            tenant: TenantId::default_tenant(),
+            carrier: CarrierCode::parse("starshipit").unwrap(),
+            tracking_number: tracking_number(n),
+        };
+        let schedule = poll_schedule(conn, &key).await.unwrap().unwrap();
+        if schedule.next_poll_at.is_some_and(|at| at > now) {
+            leased += 1;
+        }
+    }
+    leased
+}
+
 /// Waits until `queue` holds at least `count` messages (bounded: the test fails, not hangs).
 async fn wait_for_depth(connection: &BusConnection, queue: &str, count: u32) {
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -113,7 +113,8 @@ fn config_allowing_localhost(tag: &str) -> anyhow::Result<PathBuf> {
         Some(path) => Some(std::fs::read_to_string(&path)?),
         None => None,
     };
-    let path = std::env::temp_dir().join(format!("waybill-bench-{}.toml", tag.trim_end_matches('.')));
+    let path =
+        std::env::temp_dir().join(format!("waybill-bench-{}.toml", tag.trim_end_matches('.')));
     std::fs::write(&path, allow_localhost(given.as_deref())?)?;
     Ok(path)
 }
@@ -366,7 +367,10 @@ async fn changes_made(conn: &mut PgConnection) -> anyhow::Result<usize> {
 
 /// p50 and p99 of the time from a change's outbox row (written by the merge) to its delivery
 /// to one of `subscriptions` being recorded, ms.
-async fn delivery_lag(conn: &mut PgConnection, subscriptions: &[i64]) -> anyhow::Result<(f64, f64)> {
+async fn delivery_lag(
+    conn: &mut PgConnection,
+    subscriptions: &[i64],
+) -> anyhow::Result<(f64, f64)> {
     let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
         "select percentile_cont(0.5) within group (order by lag),
                 percentile_cont(0.99) within group (order by lag)

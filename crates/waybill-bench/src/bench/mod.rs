@@ -16,7 +16,7 @@ use crate::loadgen::{self, LoadgenArgs, parse_duration};
 use crate::scratch::{self, terminate, topology};
 
 mod console;
-mod cpu;
+pub mod cpu;
 mod deliveries;
 mod ideal;
 pub mod scale;

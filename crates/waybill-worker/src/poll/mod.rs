@@ -38,7 +38,7 @@ pub use client::{CourierAnswer, CourierClient, retry_after};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use rate_limit::{Account, Refusal};
 pub use rules::{Decision, Rules};
-pub use scheduler::{Scheduler, TickReport, run as run_scheduler};
+pub use scheduler::{Scheduler, TickReport, TickTimings, run as run_scheduler};
 pub use sources::{PollSources, PolledSource};
 
 use crate::Worker;

@@ -51,6 +51,39 @@ pub struct TickReport {
     pub expired: usize,
     /// Shipments whose source is not polled any more.
     pub off: usize,
+    /// Where the tick's time went.
+    pub timings: TickTimings,
+}
+
+/// How long each step of a tick took (for benchmarks: where a claim's time goes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickTimings {
+    /// Adopting new shipments.
+    pub adopt: Duration,
+    /// Reading the depth of `waybill.polls` for the budget.
+    pub queue_depth: Duration,
+    /// The claim statement (due scan, row locks, lease update, returned rows).
+    pub claim: Duration,
+    /// Deciding each claim and building its job.
+    pub decide: Duration,
+    /// Publishing the jobs and waiting for the broker's confirms.
+    pub publish: Duration,
+    /// Marking expired shipments and writing the other claims' outcomes.
+    pub record: Duration,
+}
+
+impl TickTimings {
+    /// Each step, named, in the order a tick takes them.
+    pub fn steps(&self) -> [(&'static str, Duration); 6] {
+        [
+            ("adopt", self.adopt),
+            ("queue depth", self.queue_depth),
+            ("claim", self.claim),
+            ("decide", self.decide),
+            ("publish + confirms", self.publish),
+            ("record", self.record),
+        ]
+    }
 }
 
 /// The scheduler of one worker process. Public so that tests and benchmarks can drive it tick
@@ -60,6 +93,15 @@ pub struct Scheduler {
     context: Arc<PollContext>,
     queue: Option<BusConnection>,
     rng: StdRng,
+    /// Slots the last tick claimed for the next one while it published its own.
+    ahead: Option<Ahead>,
+}
+
+/// Slots claimed ahead (during a backlog, while the previous tick published), and what that
+/// claim's look did: they are the next tick's.
+struct Ahead {
+    claims: Vec<ClaimedShipment>,
+    report: TickReport,
 }
 
 impl Scheduler {
@@ -76,6 +118,7 @@ impl Scheduler {
             context,
             queue: None,
             rng: StdRng::from_os_rng(),
+            ahead: None,
         }
     }
 
@@ -85,10 +128,12 @@ impl Scheduler {
         polling::stop_unpolled_sources(&mut conn, self.context.sources.ids()).await
     }
 
-    /// One round: adopt, claim, decide, publish, record. A tick that adopted or claimed
-    /// something is a `waybill.poll_schedule` span; each poll it schedules starts a trace of
-    /// its own (`waybill.poll_job`, open until the job's publish is confirmed), which the tick
-    /// links to and the poll continues. An idle tick traces nothing.
+    /// One round: adopt, claim, decide, publish, record. During a backlog (the claim filled
+    /// the budget) the next tick's slots are claimed while this tick's jobs are published, so
+    /// Postgres and the broker work at the same time; the next tick starts with them. A tick
+    /// that adopted or claimed something is a `waybill.poll_schedule` span; each poll it
+    /// schedules starts a trace of its own (`waybill.poll_job`, open until the job's publish is
+    /// confirmed), which the tick links to and the poll continues. An idle tick traces nothing.
     pub async fn tick(&mut self) -> Result<TickReport, StoreError> {
         let started = Instant::now();
         let now = self.context.clock.now();
@@ -98,12 +143,26 @@ impl Scheduler {
             waybill.poll.adopted = tracing::field::Empty,
             waybill.poll.claimed = tracing::field::Empty,
         ));
-        let mut report = TickReport::default();
-        let claims = trace::untraced(self.look(now, &mut report)).await?;
+        let (claims, mut report) = match self.ahead.take() {
+            Some(ahead) if !ahead.claims.is_empty() => (ahead.claims, ahead.report),
+            earlier => {
+                let mut report = TickReport::default();
+                let budgets = self.budgets(&mut report).await;
+                let claims = trace::untraced(self.look(now, &budgets, &mut report)).await?;
+                // A look ahead that claimed nothing may still have adopted shipments.
+                if let Some(earlier) = earlier {
+                    report.adopted += earlier.report.adopted;
+                    report.adopted_off += earlier.report.adopted_off;
+                }
+                (claims, report)
+            }
+        };
         if report.adopted + report.adopted_off == 0 && claims.is_empty() {
             return Ok(report);
         }
+        let deciding = Instant::now();
         let decided = self.decide_all(claims, now, &mut report);
+        report.timings.decide = deciding.elapsed();
         let span = pass.found(
             decided
                 .jobs
@@ -112,24 +171,66 @@ impl Scheduler {
         );
         span.record("waybill.poll.adopted", report.adopted);
         span.record("waybill.poll.claimed", report.claimed);
-        self.carry_out(decided, now, &mut report)
-            .instrument(span)
-            .await?;
+        let backlog = report.budget > 0 && report.claimed as u64 >= report.budget;
+        if backlog {
+            let mut next = TickReport::default();
+            let budgets = self.budgets(&mut next).await;
+            let (carried, ahead) = tokio::join!(
+                self.carry_out(decided, now, &mut report).instrument(span),
+                trace::untraced(self.look(now, &budgets, &mut next)),
+            );
+            match ahead {
+                Ok(claims) => {
+                    self.ahead = Some(Ahead {
+                        claims,
+                        report: next,
+                    });
+                }
+                // Nothing was claimed: the next tick claims again.
+                Err(error) => tracing::warn!(error = %error, "cannot claim the next due slots"),
+            }
+            carried?;
+        } else {
+            self.carry_out(decided, now, &mut report)
+                .instrument(span)
+                .await?;
+        }
         if report.claimed > 0 {
             self.finish(&report, started);
         }
         Ok(report)
     }
 
-    /// Adopts new shipments and claims the slots due within this tick's budgets.
+    /// Gives back the slots claimed ahead for a tick that will not run (the scheduler stops):
+    /// they are due again at once, for another scheduler.
+    pub async fn release_ahead(&mut self) -> Result<usize, StoreError> {
+        let Some(ahead) = self.ahead.take() else {
+            return Ok(0);
+        };
+        if ahead.claims.is_empty() {
+            return Ok(0);
+        }
+        let slots: Vec<(i64, DateTime<Utc>)> = ahead
+            .claims
+            .iter()
+            .map(|claim| (claim.id, claim.slot))
+            .collect();
+        let mut conn = self.worker.inner.store.acquire().await?;
+        polling::release_claims(&mut conn, &slots, self.context.clock.now()).await?;
+        Ok(slots.len())
+    }
+
+    /// Adopts new shipments and claims the slots due within `budgets`.
     async fn look(
-        &mut self,
+        &self,
         now: DateTime<Utc>,
+        budgets: &[(waybill_core::SourceId, u32)],
         report: &mut TickReport,
     ) -> Result<Vec<ClaimedShipment>, StoreError> {
         let context = Arc::clone(&self.context);
         let settings = &context.settings;
         let store = self.worker.inner.store.clone();
+        let step = Instant::now();
         let adopted = {
             let mut conn = store.acquire().await?;
             polling::adopt_new_shipments(
@@ -144,16 +245,16 @@ impl Scheduler {
         };
         report.adopted = adopted.scheduled;
         report.adopted_off = adopted.off;
-
-        let budgets = self.budgets().await;
-        report.budget = budgets.iter().map(|(_, n)| u64::from(*n)).sum();
+        report.timings.adopt = step.elapsed();
         if report.budget == 0 {
             return Ok(Vec::new());
         }
+        let step = Instant::now();
         let claims = {
             let mut conn = store.acquire().await?;
-            polling::claim_due(&mut conn, now, settings.lease_secs, &budgets).await?
+            polling::claim_due(&mut conn, now, settings.lease_secs, budgets).await?
         };
+        report.timings.claim = step.elapsed();
         report.claimed = claims.len();
         Ok(claims)
     }
@@ -208,12 +309,13 @@ impl Scheduler {
 
     /// Marks the expired, publishes the jobs and records the other slots' outcomes.
     async fn carry_out(
-        &mut self,
+        &self,
         mut decided: Decided,
         now: DateTime<Utc>,
         report: &mut TickReport,
     ) -> Result<(), StoreError> {
         let store = self.worker.inner.store.clone();
+        let step = Instant::now();
         if !decided.expiries.is_empty() {
             let expired = self.expire(&decided.expiries, now).await;
             if expired {
@@ -226,8 +328,11 @@ impl Scheduler {
                 );
             }
         }
+        report.timings.record = step.elapsed();
         if !decided.jobs.is_empty() {
+            let step = Instant::now();
             let failed = self.publish(&decided, report).await;
+            report.timings.publish = step.elapsed();
             // The jobs are on the queue (or not): their spans end.
             decided.job_spans.clear();
             if !failed.is_empty() {
@@ -236,8 +341,10 @@ impl Scheduler {
             }
         }
         if !decided.outcomes.is_empty() {
+            let step = Instant::now();
             let mut conn = store.acquire().await?;
             polling::record_outcomes(&mut conn, now, &decided.outcomes, true).await?;
+            report.timings.record += step.elapsed();
         }
         Ok(())
     }
@@ -310,9 +417,13 @@ impl Scheduler {
 
     /// Slots to claim per polled source this tick: about two ticks' worth of the source's rate
     /// (the consumers' token buckets do the exact limiting), all together at most
-    /// `claim_batch` and the room left under `max_queued_jobs` in `waybill.polls`.
-    async fn budgets(&mut self) -> Vec<(waybill_core::SourceId, u32)> {
+    /// `claim_batch` and the room left under `max_queued_jobs` in `waybill.polls` (read
+    /// before the previous tick's jobs are confirmed when claiming ahead, so the queue may pass
+    /// the cap by one tick's worth). Their sum is the report's `budget`.
+    async fn budgets(&mut self, report: &mut TickReport) -> Vec<(waybill_core::SourceId, u32)> {
+        let step = Instant::now();
         let queue_room = self.queue_room().await;
+        report.timings.queue_depth = step.elapsed();
         let settings = &self.context.settings;
         let mut room = settings.claim_batch.min(queue_room);
         let tick_secs = Duration::from_millis(settings.tick_ms).as_secs_f64();
@@ -326,6 +437,7 @@ impl Scheduler {
             room -= budget;
             budgets.push((source.settings.id.clone(), budget));
         }
+        report.budget = budgets.iter().map(|(_, n)| u64::from(*n)).sum();
         budgets
     }
 
@@ -392,6 +504,9 @@ pub async fn run(mut scheduler: Scheduler, shutdown: CancellationToken) {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
+    }
+    if let Err(error) = scheduler.release_ahead().await {
+        tracing::warn!(error = %error, "cannot give back the slots claimed ahead; they are due again when their lease runs out");
     }
 }
 
