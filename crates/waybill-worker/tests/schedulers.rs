@@ -62,18 +62,25 @@ fn tracking_number(n: u32) -> TrackingNumber {
     TrackingNumber::parse(&format!("{PREFIX}{n:09}")).expect("a valid tracking number")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_schedulers_publish_every_due_shipment_once_for_its_slot() {
+/// A fresh database, and a queue prefix starting with `tag` whose topology is declared, with
+/// the settings of both and a connection to the broker.
+async fn fixture(tag: &str) -> (TestDatabase, Settings, BusConnection, Topology) {
     let db = TestDatabase::create(&TestDatabase::admin_url())
         .await
         .expect("create a test database (is Postgres running? see WAYBILL_TEST_DATABASE_URL)");
-    let prefix = format!("sched{:08x}.", rand::random::<u32>());
+    let prefix = format!("{tag}{:08x}.", rand::random::<u32>());
     let settings = settings(db.url(), &prefix);
     let connection = BusConnection::connect(&amqp_url(), "waybill-test-schedulers")
         .await
         .expect("connect to RabbitMQ (see WAYBILL_TEST_AMQP_URL)");
     let topology = Topology::new(&prefix);
     topology.declare(&connection).await.unwrap();
+    (db, settings, connection, topology)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_schedulers_publish_every_due_shipment_once_for_its_slot() {
+    let (db, settings, connection, topology) = fixture("sched").await;
     let tenant = TenantId::default_tenant();
     let carrier = CarrierCode::parse("starshipit").unwrap();
     {
@@ -157,16 +164,7 @@ async fn three_schedulers_publish_every_due_shipment_once_for_its_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_claimed_ahead_are_the_next_ticks_and_given_back_when_the_scheduler_stops() {
     const DUE: u32 = 250;
-    let db = TestDatabase::create(&TestDatabase::admin_url())
-        .await
-        .expect("create a test database (is Postgres running? see WAYBILL_TEST_DATABASE_URL)");
-    let prefix = format!("ahead{:08x}.", rand::random::<u32>());
-    let settings = settings(db.url(), &prefix);
-    let connection = BusConnection::connect(&amqp_url(), "waybill-test-schedulers")
-        .await
-        .expect("connect to RabbitMQ (see WAYBILL_TEST_AMQP_URL)");
-    let topology = Topology::new(&prefix);
-    topology.declare(&connection).await.unwrap();
+    let (db, settings, connection, topology) = fixture("ahead").await;
     let mut conn = db.store().acquire().await.unwrap();
     seed_due_shipments(
         &mut conn,
