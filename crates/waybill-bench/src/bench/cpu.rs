@@ -60,6 +60,7 @@ impl CpuReading {
     }
 
     /// What was spent between `earlier` and this reading.
+    #[must_use]
     pub fn since(&self, earlier: &CpuReading) -> CpuReading {
         let d = |now: f64, then: f64| (now - then).max(0.0);
         CpuReading {
