@@ -1,7 +1,7 @@
 //! `waybill-bench`: the load generator and the benchmark. Thin: parse arguments, call the library.
 
 use clap::{Parser, Subcommand};
-use waybill_bench::{bench, loadgen};
+use waybill_bench::{bench, loadgen, seed};
 use waybill_config::Settings;
 
 /// Waybill's load tools: play couriers against an ingress, measure ceilings and figures
@@ -24,6 +24,10 @@ enum Command {
     /// `bus.urls`): events/s and CPU per event for each (starts its own ingress and workers on a
     /// fresh database and queue prefix per count).
     Scale(bench::scale::ScaleArgs),
+    /// Store N tracking events over M shipments in the configured database (migrated first),
+    /// as the merge would have left them, to measure against a big table; prints the time it
+    /// took and the tables' on-disk size.
+    Seed(seed::SeedArgs),
 }
 
 #[tokio::main]
@@ -52,6 +56,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Bench(args) => bench::run(&args, &settings).await?,
         Command::Scale(args) => bench::scale::run(&args, &settings).await?,
+        Command::Seed(args) => print!("{}", seed::run(&args, &settings).await?),
         Command::Loadgen(args) => {
             let ledger = loadgen::run(&args, &settings).await?;
             if args.json {

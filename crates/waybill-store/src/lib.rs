@@ -27,6 +27,7 @@ mod outbox;
 pub mod polling;
 mod queries;
 pub mod rejected;
+pub mod seed;
 mod store;
 pub mod testing;
 

@@ -20,6 +20,7 @@ pub mod cpu;
 mod deliveries;
 mod ideal;
 pub mod scale;
+mod stored;
 
 use cpu::{CpuReading, PhaseCpu};
 use waybill_config::ExposeSecret;
@@ -72,6 +73,19 @@ pub struct BenchArgs {
     /// with a run without it (docs/console.md).
     #[arg(long, value_parser = parse_duration)]
     pub console: Option<Duration>,
+    /// Store this many tracking events (`waybill-bench seed`'s rows) in each run's fresh
+    /// database before the phases start, to compare the figures on a big table with a run
+    /// without; readers then read the seeded shipments while the worker drains (`--read-rate`).
+    #[arg(long, conflicts_with_all = ["soak", "deliveries"])]
+    pub stored_events: Option<u64>,
+    /// With `--stored-events`: spread them over this many shipments (default: a tenth).
+    #[arg(long, requires = "stored_events")]
+    pub stored_shipments: Option<u64>,
+    /// With `--stored-events`: API reads a second while the worker drains the backlog, from 4
+    /// readers alternating a random seeded shipment's current status (by order number) and its
+    /// history (by tracking number); 0 for none.
+    #[arg(long, default_value_t = 200.0, requires = "stored_events")]
+    pub read_rate: f64,
     /// Print the results as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -118,6 +132,45 @@ pub struct RunFigures {
     /// CPU per unit of work of each phase, by component.
     #[serde(skip_deserializing)]
     pub cpu: Vec<PhaseCpu>,
+    /// The history stored before the phases (`--stored-events`); all zero on an empty database.
+    /// Flattened, so its rates and latencies are medians over runs like the others.
+    #[serde(flatten)]
+    pub stored: StoredFigures,
+}
+
+/// The history stored before the phases, and the reads of it while the worker drained.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StoredFigures {
+    /// Tracking events stored.
+    pub stored_events: u64,
+    /// Shipments they were spread over.
+    pub stored_shipments: u64,
+    /// Seconds the seeding took, inserts and `vacuum analyze`.
+    pub seed_secs: f64,
+    /// `tracking_events` on disk with its indexes, bytes.
+    pub stored_events_bytes: u64,
+    /// `shipments` on disk with its indexes, bytes.
+    pub stored_shipments_bytes: u64,
+    /// Current status by order number under the drain, p50, ms.
+    pub read_status_p50_ms: f64,
+    /// Current status by order number under the drain, p99, ms.
+    pub read_status_p99_ms: f64,
+    /// History by tracking number under the drain, p50, ms.
+    pub read_history_p50_ms: f64,
+    /// History by tracking number under the drain, p99, ms.
+    pub read_history_p99_ms: f64,
+    /// Reads answered 200 under the drain.
+    pub reads: u64,
+    /// Reads not answered 200, under the drain and idle.
+    pub read_failures: u64,
+    /// Current status by order number on the idle worker after the drain, p50, ms.
+    pub idle_status_p50_ms: f64,
+    /// Current status by order number on the idle worker after the drain, p99, ms.
+    pub idle_status_p99_ms: f64,
+    /// History by tracking number on the idle worker after the drain, p50, ms.
+    pub idle_history_p50_ms: f64,
+    /// History by tracking number on the idle worker after the drain, p99, ms.
+    pub idle_history_p99_ms: f64,
 }
 
 /// Runs the benchmark.
@@ -341,12 +394,24 @@ async fn one_run(
 /// One run's figures, phase by phase: the broker's and the database's raw ceilings, the fair
 /// ceilings (the ideal ingress, and the ideal worker draining a backlog of Waybill's ingress),
 /// the ingress at full speed with the worker draining the backlog after it, the ingress at half
-/// rates, and 1,000 webhooks/s end to end.
+/// rates, and 1,000 webhooks/s end to end. With `--stored-events`, the history is stored first,
+/// read while the worker drains, and read again on the idle worker after the drain.
 async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigures> {
     let settings = stack.settings.clone();
     let mut figures = RunFigures {
         envelope_bytes: typical_envelope_len(&settings)?,
         ..RunFigures::default()
+    };
+    let stored = match args.stored_events {
+        Some(events) => Some(
+            stored::store_history(
+                &settings,
+                (events, args.stored_shipments),
+                &mut figures.stored,
+            )
+            .await?,
+        ),
+        None => None,
     };
     figures.raw_publish_per_sec =
         broker_ceiling(stack, &settings, figures.envelope_bytes, &mut figures.cpu).await?;
@@ -361,7 +426,12 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     let rss_start = stack.rss();
     figures.ideal_worker_per_sec =
         ideal_worker_ceiling(stack, &one_source, &mut figures.cpu).await?;
-    full_speed_then_drain(args, stack, &source, &mut figures).await?;
+    full_speed_then_drain(args, stack, (&source, stored.as_ref()), &mut figures).await?;
+    if let Some(stored) = stored.as_ref().filter(|_| args.read_rate > 0.0) {
+        stored::idle_reads(settings.worker.addr, stored, args.read_rate, args.duration)
+            .await?
+            .record_idle(&mut figures.stored);
+    }
     let rss_after_full = stack.rss();
     half_rates(args, &settings, &mut figures).await?;
     steady_end_to_end(args, &settings, &mut figures).await?;
@@ -540,11 +610,12 @@ async fn ideal_worker_ceiling(
 }
 
 /// Phase 5, the ingress alone at full speed; the worker starts when sending stops and drains
-/// the backlog, which measures its merge rate.
+/// the backlog, which measures its merge rate. With a `stored` history, readers read it from
+/// the worker while it drains.
 async fn full_speed_then_drain(
     args: &BenchArgs,
     stack: &mut Stack,
-    source: &BenchSource,
+    (source, stored): (&BenchSource, Option<&stored::StoredHistory>),
     figures: &mut RunFigures,
 ) -> anyhow::Result<()> {
     let settings = &stack.settings.clone();
@@ -553,15 +624,31 @@ async fn full_speed_then_drain(
     let sending_started = stack.cpu();
     let mut sending_ended = None;
     let mut draining_started = None;
+    let mut readers = None;
     let worker_start = async {
         sending_ended = Some(stack.cpu());
         if let Err(error) = stack.start_worker().await {
             eprintln!("worker did not start: {error:#}");
         }
         draining_started = Some(stack.cpu());
+        if let Some(stored) = stored.filter(|_| args.read_rate > 0.0) {
+            let worker = settings.worker.addr;
+            readers = Some(stored::Readers::start(
+                worker,
+                &stored.key,
+                stored.plan.clone(),
+                args.read_rate,
+            ));
+        }
     };
     let ledger = loadgen::run_with(&full, settings, worker_start).await?;
     let draining_ended = stack.cpu();
+    if let Some(readers) = readers {
+        readers?
+            .stop()
+            .await?
+            .record_under_drain(&mut figures.stored);
+    }
     figures.ingress_accepted_per_sec = ledger.requests.accepted_per_sec;
     figures.ingress_p99_ms_full = ledger.requests.ack_latency_ms.p99;
     if let Some(ended) = sending_ended {
@@ -871,10 +958,50 @@ impl std::fmt::Display for Report {
             "| RSS ingress / worker, start → end of run (KiB) | | {} → {} / {} → {} | | flat |",
             r.ingress_rss_kib.0, r.ingress_rss_kib.1, r.worker_rss_kib.0, r.worker_rss_kib.1
         )?;
+        write_stored_rows(f, &r.stored)?;
         writeln!(f, "| lost (accepted − stored) | | {} | | 0 |", self.lost)?;
         writeln!(f)?;
         write_cpu_table(f, &r.cpu)
     }
+}
+
+/// The rows of a run on a stored history (`--stored-events`): the seed, and the reads while the
+/// worker drained. None on an empty database.
+fn write_stored_rows(f: &mut std::fmt::Formatter<'_>, stored: &StoredFigures) -> std::fmt::Result {
+    if stored.stored_events == 0 {
+        return Ok(());
+    }
+    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    writeln!(
+        f,
+        "| stored before the phases: {} events over {} shipments, seeded in {:.0} s (on disk with indexes: tracking_events {:.2} GiB, shipments {:.2} GiB) | | | | |",
+        stored.stored_events,
+        stored.stored_shipments,
+        stored.seed_secs,
+        gib(stored.stored_events_bytes),
+        gib(stored.stored_shipments_bytes)
+    )?;
+    if stored.reads + stored.read_failures == 0 {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "| current status by order number while the worker drains (p50 / p99; {} reads in all, {} failed) | | {:.1} / {:.1} ms | | p99 ≤ 10 ms |",
+        stored.reads, stored.read_failures, stored.read_status_p50_ms, stored.read_status_p99_ms
+    )?;
+    writeln!(
+        f,
+        "| history by tracking number while the worker drains (p50 / p99) | | {:.1} / {:.1} ms | | p99 ≤ 10 ms |",
+        stored.read_history_p50_ms, stored.read_history_p99_ms
+    )?;
+    writeln!(
+        f,
+        "| the same reads on the idle worker after the drain, status / history (p50 / p99) | | {:.1} / {:.1}, {:.1} / {:.1} ms | | |",
+        stored.idle_status_p50_ms,
+        stored.idle_status_p99_ms,
+        stored.idle_history_p50_ms,
+        stored.idle_history_p99_ms
+    )
 }
 
 /// Each phase's median CPU per unit, component by component, over the runs.

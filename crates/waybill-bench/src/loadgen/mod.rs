@@ -167,6 +167,11 @@ pub async fn run_with(
         .timeout(Duration::from_secs(30))
         .build()?;
     let merge_before = scrape_merge_outcomes(&http, &worker).await;
+    let shipments_before = if args.no_drain {
+        0
+    } else {
+        last_shipment_id(settings).await?
+    };
 
     let progress = progress_bar(args);
     let start = Instant::now();
@@ -206,7 +211,7 @@ pub async fn run_with(
     let drain = if args.no_drain {
         None
     } else {
-        let mut drain = drain(settings, &total, args.drain_timeout).await?;
+        let mut drain = drain(settings, &total, args.drain_timeout, shipments_before).await?;
         if let (Some(before), Some(after)) =
             (merge_before, scrape_merge_outcomes(&http, &worker).await)
         {
@@ -520,8 +525,20 @@ fn merge_into(total: &mut TaskResult, part: TaskResult) {
     total.shipments.extend(part.shipments);
 }
 
+/// The newest shipment's id before sending: every shipment of the run is newer (its tracking
+/// numbers are the run's own), so the lookups read only the run's part of the events.
+async fn last_shipment_id(settings: &Settings) -> anyhow::Result<i64> {
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
+    let mut conn = store.acquire().await?;
+    let id = waybill_store::ledger::last_shipment_id(&mut conn).await?;
+    drop(conn);
+    store.close().await;
+    Ok(id)
+}
+
 /// Waits until Postgres holds every accepted event id, or until nothing new has arrived for
-/// `timeout`; computes what is lost and the end-to-end latency.
+/// `timeout`; computes what is lost and the end-to-end latency. The lookups look only in
+/// shipments newer than `shipments_before`, the last one in all of them.
 ///
 /// Each lookup asks only for the ids still missing, and the next one waits ten times as long
 /// as the last took (250 ms to 5 s): the accounting must not take the database away from the
@@ -531,6 +548,7 @@ async fn drain(
     settings: &Settings,
     total: &TaskResult,
     timeout: Duration,
+    shipments_before: i64,
 ) -> anyhow::Result<DrainLedger> {
     let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 2).await?;
     let ids: Vec<EventId> = total.first_sent.keys().cloned().collect();
@@ -542,7 +560,8 @@ async fn drain(
     loop {
         let lookup_started = Instant::now();
         let mut conn = store.acquire().await?;
-        let now_found = waybill_store::ledger::stored_at_of(&mut conn, &missing).await?;
+        let now_found =
+            waybill_store::ledger::stored_at_of(&mut conn, &missing, shipments_before).await?;
         drop(conn);
         let lookup = lookup_started.elapsed();
         if !now_found.is_empty() {
@@ -558,6 +577,12 @@ async fn drain(
             .await;
     }
     let drain_secs = started.elapsed().as_secs_f64();
+    if !missing.is_empty() {
+        // Before calling them lost, look in every shipment once: a run whose tracking numbers
+        // met an older run's would have its events in shipments older than the bound.
+        let mut conn = store.acquire().await?;
+        found.extend(waybill_store::ledger::stored_at_of(&mut conn, &missing, 0).await?);
+    }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut first_send: Option<DateTime<Utc>> = None;
     let mut last_store: Option<DateTime<Utc>> = None;
