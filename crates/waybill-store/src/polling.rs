@@ -253,13 +253,7 @@ pub async fn claim_due(
     lease_secs: u64,
     budgets: &[(SourceId, u32)],
 ) -> Result<Vec<ClaimedShipment>, StoreError> {
-    let sources: Vec<&str> = budgets.iter().map(|(s, _)| s.as_str()).collect();
-    let limits: Vec<i64> = budgets.iter().map(|(_, n)| i64::from(*n)).collect();
-    sqlx::query(CLAIM_DUE)
-        .bind(sources)
-        .bind(limits)
-        .bind(now)
-        .bind(lease_secs as f64)
+    claim_statement(CLAIM_DUE, now, lease_secs, budgets)
         .fetch_all_with(conn, claimed)
         .await
 }
@@ -513,18 +507,33 @@ pub async fn explain_claim(
     lease_secs: u64,
     budgets: &[(SourceId, u32)],
 ) -> Result<Vec<String>, StoreError> {
+    let explained = format!("explain (analyze, buffers) {CLAIM_DUE}");
+    let mut tx = conn.begin().await?;
+    let rows = claim_statement(&explained, now, lease_secs, budgets)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?)
+}
+
+/// `sql` ([`CLAIM_DUE`], or the claim explained) with the claim's parameters bound: each
+/// source and its budget, `now`, the lease.
+fn claim_statement<'q>(
+    sql: &'q str,
+    now: DateTime<Utc>,
+    lease_secs: u64,
+    budgets: &'q [(SourceId, u32)],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let sources: Vec<&str> = budgets.iter().map(|(s, _)| s.as_str()).collect();
     let limits: Vec<i64> = budgets.iter().map(|(_, n)| i64::from(*n)).collect();
-    let mut tx = conn.begin().await?;
-    let plan = sqlx::query_scalar(&format!("explain (analyze, buffers) {CLAIM_DUE}"))
+    sqlx::query(sql)
         .bind(sources)
         .bind(limits)
         .bind(now)
         .bind(lease_secs as f64)
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.rollback().await?;
-    Ok(plan)
 }
 
 /// The on-disk size of `shipments` with its indexes and TOAST, bytes (for benchmarks).

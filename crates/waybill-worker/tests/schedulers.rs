@@ -62,6 +62,22 @@ fn tracking_number(n: u32) -> TrackingNumber {
     TrackingNumber::parse(&format!("{PREFIX}{n:09}")).expect("a valid tracking number")
 }
 
+/// Seeds `count` shipments of the default tenant's `starshipit` source `polled`, due a minute
+/// ago and numbered as [`tracking_number`] numbers them; returns how many were inserted.
+async fn seed_due(conn: &mut waybill_store::PgConnection, count: u32) -> u64 {
+    seed_due_shipments(
+        conn,
+        &TenantId::default_tenant(),
+        &CarrierCode::parse("starshipit").unwrap(),
+        &SourceId::parse("polled").unwrap(),
+        PREFIX,
+        count,
+        Utc::now() - chrono::Duration::minutes(1),
+    )
+    .await
+    .unwrap()
+}
+
 /// A fresh database, and a queue prefix starting with `tag` whose topology is declared, with
 /// the settings of both and a connection to the broker.
 async fn fixture(tag: &str) -> (TestDatabase, Settings, BusConnection, Topology) {
@@ -85,18 +101,7 @@ async fn three_schedulers_publish_every_due_shipment_once_for_its_slot() {
     let carrier = CarrierCode::parse("starshipit").unwrap();
     {
         let mut conn = db.store().acquire().await.unwrap();
-        let seeded = seed_due_shipments(
-            &mut conn,
-            &tenant,
-            &carrier,
-            &SourceId::parse("polled").unwrap(),
-            PREFIX,
-            SHIPMENTS,
-            Utc::now() - chrono::Duration::minutes(1),
-        )
-        .await
-        .unwrap();
-        assert_eq!(seeded, u64::from(SHIPMENTS));
+        assert_eq!(seed_due(&mut conn, SHIPMENTS).await, u64::from(SHIPMENTS));
     }
 
     let shutdown = CancellationToken::new();
@@ -166,17 +171,7 @@ async fn slots_claimed_ahead_are_the_next_ticks_and_given_back_when_the_schedule
     const DUE: u32 = 250;
     let (db, settings, connection, topology) = fixture("ahead").await;
     let mut conn = db.store().acquire().await.unwrap();
-    seed_due_shipments(
-        &mut conn,
-        &TenantId::default_tenant(),
-        &CarrierCode::parse("starshipit").unwrap(),
-        &SourceId::parse("polled").unwrap(),
-        PREFIX,
-        DUE,
-        Utc::now() - chrono::Duration::minutes(1),
-    )
-    .await
-    .unwrap();
+    seed_due(&mut conn, DUE).await;
     let shutdown = CancellationToken::new();
     let worker = Worker::build(settings, shutdown.clone()).await.unwrap();
     let mut scheduler = Scheduler::new(&worker, Arc::new(SystemClock)).unwrap();
