@@ -147,7 +147,7 @@ impl Scheduler {
             Some(ahead) if !ahead.claims.is_empty() => (ahead.claims, ahead.report),
             earlier => {
                 let mut report = TickReport::default();
-                let budgets = self.budgets(&mut report).await;
+                let budgets = trace::untraced(self.budgets(&mut report)).await;
                 let claims = trace::untraced(self.look(now, &budgets, &mut report)).await?;
                 // A look ahead that claimed nothing may still have adopted shipments.
                 if let Some(earlier) = earlier {
@@ -174,7 +174,7 @@ impl Scheduler {
         let backlog = report.budget > 0 && report.claimed as u64 >= report.budget;
         if backlog {
             let mut next = TickReport::default();
-            let budgets = self.budgets(&mut next).await;
+            let budgets = trace::untraced(self.budgets(&mut next)).await;
             let (carried, ahead) = tokio::join!(
                 self.carry_out(decided, now, &mut report).instrument(span),
                 trace::untraced(self.look(now, &budgets, &mut next)),
