@@ -536,15 +536,6 @@ fn claim_statement<'q>(
         .bind(lease_secs as f64)
 }
 
-/// The on-disk size of `shipments` with its indexes and TOAST, bytes (for benchmarks).
-pub async fn shipments_size(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("select pg_total_relation_size('shipments')")
-            .fetch_one(conn)
-            .await?,
-    )
-}
-
 /// Refreshes the planner's statistics of `shipments` (after a bulk load in a benchmark or test,
 /// as autovacuum would on a live table).
 pub async fn analyze_shipments(conn: &mut PgConnection) -> Result<(), StoreError> {

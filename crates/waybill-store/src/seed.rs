@@ -231,14 +231,16 @@ pub async fn seed_range(
         .bind(plan.source.as_deref())
         .fetch_one(&mut *conn)
         .await?;
-    let count = |column: &str| -> Result<u64, StoreError> {
-        let value: i64 = row.try_get(column)?;
-        Ok(u64::try_from(value).unwrap_or(0))
-    };
     Ok(SeededRows {
-        shipments: count("shipments")?,
-        events: count("events")?,
+        shipments: count(&row, "shipments")?,
+        events: count(&row, "events")?,
     })
+}
+
+/// The `int8` `column` of `row` as a count (a negative value, which a count never is, as 0).
+fn count(row: &sqlx::postgres::PgRow, column: &str) -> Result<u64, StoreError> {
+    let value: i64 = row.try_get(column)?;
+    Ok(u64::try_from(value).unwrap_or(0))
 }
 
 /// Vacuums and analyzes both tables, so the planner and the visibility map know the seeded
@@ -260,15 +262,11 @@ pub async fn table_sizes(conn: &mut PgConnection) -> Result<TableSizes, StoreErr
     )
     .fetch_one(&mut *conn)
     .await?;
-    let get = |column: &str| -> Result<u64, StoreError> {
-        let value: i64 = row.try_get(column)?;
-        Ok(u64::try_from(value).unwrap_or(0))
-    };
     Ok(TableSizes {
-        shipments: get("shipments")?,
-        shipments_bytes: get("shipments_bytes")?,
-        events: get("events")?,
-        events_bytes: get("events_bytes")?,
+        shipments: count(&row, "shipments")?,
+        shipments_bytes: count(&row, "shipments_bytes")?,
+        events: count(&row, "events")?,
+        events_bytes: count(&row, "events_bytes")?,
     })
 }
 

@@ -153,7 +153,9 @@ async fn seed_schedule(
         seeded += chunk;
         eprint!("\rseeded {seeded} of {count} scheduled shipments");
     }
-    let size = waybill_store::polling::shipments_size(&mut conn).await?;
+    let size = waybill_store::seed::table_sizes(&mut conn)
+        .await?
+        .shipments_bytes;
     eprintln!();
     println!(
         "seeded {count} scheduled shipments in {:.0} s; shipments table with indexes: {:.2} GiB",
