@@ -102,8 +102,9 @@ impl FanoutSettings {
     }
 }
 
-/// A span of time written with a unit: `250ms`, `5s`, `5m`, `2h`, `3d` (whole numbers).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// A span of time written with a unit: `250ms`, `5s`, `5m`, `2h`, `3d` (whole numbers). The
+/// default is zero.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Period(pub Duration);
 

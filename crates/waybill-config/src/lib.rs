@@ -15,6 +15,7 @@ mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -187,6 +188,11 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     /// Connection pool size per worker process.
     pub max_connections: u32,
+    /// Shipments created more than this long ago are deleted with their whole tracking
+    /// history, a calendar month at a time, by the worker. Written with units (`400d`); at
+    /// least `31d`. `0s` (the default) keeps everything.
+    #[serde(default)]
+    pub shipment_retention: Period,
 }
 
 /// `[log]`
@@ -236,6 +242,7 @@ impl Default for Settings {
             database: DatabaseSettings {
                 url: "postgres://postgres@127.0.0.1:5432/waybill".into(),
                 max_connections: 8,
+                shipment_retention: Period::default(),
             },
             profiles_dir: None,
             sources: Vec::new(),
@@ -358,6 +365,13 @@ impl Settings {
                     "entry {} is not an amqp:// or amqps:// URL (separate URLs with commas; write a comma inside a password as %2C)",
                     position + 1
                 ),
+            ));
+        }
+        let retention = self.database.shipment_retention.duration();
+        if !retention.is_zero() && retention < Duration::from_secs(31 * 24 * 3600) {
+            return Err(rule(
+                "database.shipment_retention",
+                "must be 0s (keep everything) or at least 31d: shipments are forgotten a calendar month at a time",
             ));
         }
         if self.bus.publisher_channels == 0 {

@@ -128,3 +128,17 @@ fn a_bus_urls_entry_that_is_not_an_amqp_url_is_refused_without_echoing_it() {
     assert!(error.contains("entry 2"), "{error}");
     assert!(!error.contains("secret"), "{error}");
 }
+
+#[test]
+fn shipment_retention_keeps_everything_by_default_and_is_at_least_a_month() {
+    let defaults = Settings::from_toml_str("").unwrap();
+    assert!(defaults.database.shipment_retention.duration().is_zero());
+    let kept = Settings::from_toml_str("[database]\nshipment_retention = \"400d\"").unwrap();
+    assert_eq!(
+        kept.database.shipment_retention.duration(),
+        Duration::from_secs(400 * 86_400)
+    );
+    let short = error_of("[database]\nshipment_retention = \"7d\"");
+    assert!(short.contains("database.shipment_retention"), "{short}");
+    assert!(short.contains("31d"), "{short}");
+}

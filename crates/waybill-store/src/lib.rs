@@ -13,6 +13,7 @@
 
 mod batch;
 pub mod bench;
+pub mod cohorts;
 pub mod console;
 mod decode;
 mod error;

@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deliveries_prune_order",
         include_str!("../migrations/0009_deliveries_prune_order.sql"),
     ),
+    (
+        10,
+        "event_cohorts",
+        include_str!("../migrations/0010_event_cohorts.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.
@@ -94,6 +99,21 @@ pub fn migration_count() -> usize {
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |(version, _, _)| *version)
+}
+
+/// Applies the embedded migrations up to and including `version`, and no later one: a schema
+/// as an older release left it, for tests of a later migration over existing data.
+pub async fn migrate_to(connection: &mut PgConnection, version: i64) -> Result<(), StoreError> {
+    let mut migrator = Migrator::new(EmbeddedMigrations).await?;
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|migration| migration.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    migrator.run(connection).await?;
+    Ok(())
 }
 
 /// Applies every embedded migration not yet applied, each in its own transaction, under a

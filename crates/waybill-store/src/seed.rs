@@ -252,13 +252,15 @@ pub async fn vacuum_analyze(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Rows and on-disk size of `shipments` and `tracking_events` (rows counted exactly).
+/// Rows and on-disk size of `shipments` and `tracking_events` (rows counted exactly; the
+/// events' size is the sum over their partitions).
 pub async fn table_sizes(conn: &mut PgConnection) -> Result<TableSizes, StoreError> {
     let row = sqlx::query(
         "select (select count(*) from shipments) as shipments,
                 pg_total_relation_size('shipments') as shipments_bytes,
                 (select count(*) from tracking_events) as events,
-                pg_total_relation_size('tracking_events') as events_bytes",
+                (select sum(pg_total_relation_size(relid))::int8
+                 from pg_partition_tree('tracking_events')) as events_bytes",
     )
     .fetch_one(&mut *conn)
     .await?;

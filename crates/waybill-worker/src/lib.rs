@@ -8,6 +8,7 @@
 mod api;
 mod auth;
 mod batch;
+pub mod cohorts;
 mod consume;
 pub mod fanout;
 pub mod poll;
@@ -100,6 +101,7 @@ impl Worker {
         tracker.spawn(auth::publish_key_sets(self.clone(), shutdown.clone()));
         poll::spawn(&self, &tracker, shutdown.clone());
         fanout::spawn(&self, &tracker, shutdown.clone());
+        cohorts::spawn(&self, &tracker, shutdown.clone());
         tracker.close();
         let mut app = api::router(self.clone());
         if let Some(console) = self.console()? {

@@ -11,6 +11,7 @@ mod common;
 mod api_keys;
 mod apply_batch;
 mod bench;
+mod cohorts;
 mod concurrency;
 mod equivalence;
 mod fanout;
