@@ -59,7 +59,6 @@ pub struct SeedReport {
 
 impl fmt::Display for SeedReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
         let tables = &self.tables;
         writeln!(
             f,
@@ -85,6 +84,11 @@ impl fmt::Display for SeedReport {
             gib(tables.events_bytes)
         )
     }
+}
+
+/// `bytes` in GiB, as the seed's and the benchmarks' size figures print them.
+pub fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
 }
 
 /// The default number of shipments for `events` events: a tenth, at least one.

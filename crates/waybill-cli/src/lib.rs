@@ -4,6 +4,7 @@
 
 mod args;
 mod broker;
+pub mod cohorts;
 pub mod deadletters;
 pub mod deliveries;
 pub mod keys;

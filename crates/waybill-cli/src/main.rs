@@ -3,7 +3,7 @@
 mod shipments;
 
 use clap::{Parser, Subcommand};
-use waybill_cli::{deadletters, deliveries, keys, profiles, rejected, subscriptions};
+use waybill_cli::{cohorts, deadletters, deliveries, keys, profiles, rejected, subscriptions};
 use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_telemetry::TelemetryConfig;
@@ -56,6 +56,13 @@ enum Command {
     /// List, show and replay the webhook events a profile could not map (after fixing it).
     #[command(subcommand)]
     Rejected(rejected::RejectedCommand),
+    /// List the tracking history's partitions, one per month of shipments, with their sizes
+    /// and when `database.shipment_retention` forgets each.
+    Cohorts {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -108,6 +115,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Subscriptions(command) => subscriptions::run(command, &settings).await?,
         Command::Deliveries(command) => deliveries::run(command, &settings).await?,
         Command::Rejected(command) => rejected::run(command, &settings).await?,
+        Command::Cohorts { json } => cohorts::run(&settings, json).await?,
         Command::Profiles(command) => {
             if !profiles::run(command)? {
                 anyhow::bail!("profile checks failed");

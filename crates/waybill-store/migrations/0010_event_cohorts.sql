@@ -101,6 +101,8 @@ declare
     partition text;
 begin
     set local lock_timeout = '5s';
+    -- One process at a time (every worker runs the retention): the second finds nothing left.
+    perform pg_advisory_xact_lock(hashtext('waybill_ensure_cohorts'));
     for partition in
         select c.relname
         from pg_inherits i

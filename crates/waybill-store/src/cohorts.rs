@@ -6,7 +6,7 @@
 //! shipment rows in short batches ([`delete_forgotten_shipments`]). Nothing here deletes event
 //! rows one by one.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sqlx::PgConnection;
 
 use crate::error::StoreError;
@@ -15,20 +15,27 @@ use crate::error::StoreError;
 /// shipment id sequence into `at`'s month when it is behind. Returns the partitions created.
 /// Safe to call from several processes at once.
 pub async fn ensure(conn: &mut PgConnection, at: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar("select waybill_ensure_cohorts($1)")
-        .bind(at)
-        .fetch_all(conn)
-        .await?)
+    partitions_named_by(conn, "select waybill_ensure_cohorts($1)", at).await
 }
 
 /// Drops the event partitions of every cohort whose month ended before `before`'s month began,
 /// and returns their names. Gives up (an error) when it waits more than 5 s for the table's lock.
+/// Safe to call from several processes at once.
 pub async fn forget(
     conn: &mut PgConnection,
     before: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar("select waybill_forget_cohorts($1)")
-        .bind(before)
+    partitions_named_by(conn, "select waybill_forget_cohorts($1)", before).await
+}
+
+/// Runs one of the migration's cohort functions at `at`; it returns the partitions it changed.
+async fn partitions_named_by(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    at: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(statement)
+        .bind(at)
         .fetch_all(conn)
         .await?)
 }
@@ -53,16 +60,70 @@ pub async fn delete_forgotten_shipments(
     Ok(deleted.rows_affected())
 }
 
-/// The event partitions, oldest cohort first: `(partition, first shipment id or None for the
-/// initial partition)`. The default partition is not listed.
-pub async fn partitions(conn: &mut PgConnection) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+/// One partition of `tracking_events`, as [`list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CohortPartition {
+    /// The table's name: `tracking_events_YYYY_MM`, `tracking_events_initial` (shipments
+    /// created before partitioning) or `tracking_events_default` (ids no partition covers).
+    pub partition: String,
+    /// The first shipment id it holds; `None` for the initial and the default partition.
+    pub first_id: Option<i64>,
+    /// The first shipment id past it; `None` for the default partition.
+    pub end_id: Option<i64>,
+    /// Shipments whose ids are in its range (exact); `None` for the default partition.
+    pub shipments: Option<i64>,
+    /// Its events, as Postgres last estimated them (`reltuples`; 0 before the first analyze).
+    pub events_estimate: i64,
+    /// On disk with its indexes and TOAST.
+    pub bytes: i64,
+}
+
+impl CohortPartition {
+    /// The cohort's month (its first day), for a month's partition.
+    pub fn month(&self) -> Option<NaiveDate> {
+        self.first_id
+            .filter(|_| self.end_id.is_some())
+            .and_then(month_of_id)
+    }
+
+    /// When a retention of `retention` forgets it: that long after its cohort's last month
+    /// ended (the next upkeep round after that drops it). `None` for the default partition.
+    pub fn forgotten_from(&self, retention: chrono::Duration) -> Option<DateTime<Utc>> {
+        let ended = month_of_id(self.end_id?)?
+            .and_time(NaiveTime::MIN)
+            .and_utc();
+        ended.checked_add_signed(retention)
+    }
+}
+
+/// The month a shipment id was handed out in (ids encode it: months since January 2000,
+/// shifted left by 32). `None` for an id from before partitioning's scheme (below 2000).
+pub fn month_of_id(id: i64) -> Option<NaiveDate> {
+    let months = id >> 32;
+    let year = i32::try_from(2000 + months / 12).ok()?;
+    let month = u32::try_from(months % 12).ok()? + 1;
+    (months > 0).then(|| NaiveDate::from_ymd_opt(year, month, 1))?
+}
+
+/// Every partition of `tracking_events`, oldest cohort first and the default one last.
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<CohortPartition>, StoreError> {
     Ok(sqlx::query_as(
-        "select c.relname::text,
-                substring(pg_get_expr(c.relpartbound, c.oid) from $r$FROM \\('(-?[0-9]+)'\\)$r$)::int8
-         from pg_inherits i join pg_class c on c.oid = i.inhrelid
-         where i.inhparent = 'tracking_events'::regclass
-           and pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-         order by 2 nulls first",
+        r"select p.partition, p.first_id, p.end_id,
+                case when p.end_id is not null then
+                    (select count(*) from shipments s
+                     where s.id < p.end_id and (p.first_id is null or s.id >= p.first_id))
+                end as shipments,
+                p.events_estimate, p.bytes
+         from (select c.relname::text as partition,
+                      substring(pg_get_expr(c.relpartbound, c.oid)
+                                from $r$FROM \('(-?[0-9]+)'\)$r$)::int8 as first_id,
+                      substring(pg_get_expr(c.relpartbound, c.oid)
+                                from $r$ TO \('(-?[0-9]+)'\)$r$)::int8 as end_id,
+                      greatest(c.reltuples, 0)::int8 as events_estimate,
+                      pg_total_relation_size(c.oid) as bytes
+               from pg_inherits i join pg_class c on c.oid = i.inhrelid
+               where i.inhparent = 'tracking_events'::regclass) p
+         order by p.end_id nulls last",
     )
     .fetch_all(conn)
     .await?)

@@ -160,7 +160,7 @@ async fn seed_schedule(
     println!(
         "seeded {count} scheduled shipments in {:.0} s; shipments table with indexes: {:.2} GiB",
         started.elapsed().as_secs_f64(),
-        size as f64 / f64::from(1u32 << 30)
+        waybill_bench::seed::gib(size)
     );
     Ok(())
 }

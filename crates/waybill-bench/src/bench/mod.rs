@@ -971,7 +971,7 @@ fn write_stored_rows(f: &mut std::fmt::Formatter<'_>, stored: &StoredFigures) ->
     if stored.stored_events == 0 {
         return Ok(());
     }
-    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    let gib = crate::seed::gib;
     writeln!(
         f,
         "| stored before the phases: {} events over {} shipments, seeded in {:.0} s (on disk with indexes: tracking_events {:.2} GiB, shipments {:.2} GiB) | | | | |",

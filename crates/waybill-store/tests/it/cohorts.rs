@@ -46,20 +46,21 @@ async fn each_month_of_shipments_has_its_partition_and_the_retention_forgets_who
         let mut conn = store.acquire().await.unwrap();
         let now = Utc::now();
         let month = |ahead: u32| now.checked_add_months(Months::new(ahead)).unwrap();
-        let listed: Vec<String> = cohorts::partitions(&mut conn)
+        let listed: Vec<String> = cohorts::list(&mut conn)
             .await
             .unwrap()
             .into_iter()
-            .map(|(name, _)| name)
+            .map(|p| p.partition)
             .collect();
         assert_eq!(
             listed,
             [
                 "tracking_events_initial".to_owned(),
                 partition_of(month(0)),
-                partition_of(month(1))
+                partition_of(month(1)),
+                "tracking_events_default".to_owned()
             ],
-            "the migration leaves the initial partition, this month's and the next"
+            "the migration leaves the initial partition, this month's, the next and the default"
         );
 
         // One shipment per month: this month's, then two months the upkeep moves into.
@@ -108,6 +109,27 @@ async fn each_month_of_shipments_has_its_partition_and_the_retention_forgets_who
             "ids are their month's"
         );
         assert_eq!(count_outbox(&mut conn).await.unwrap(), 3);
+        let listed = cohorts::list(&mut conn).await.unwrap();
+        let next = listed
+            .iter()
+            .find(|p| p.partition == partition_of(month(1)))
+            .unwrap();
+        assert_eq!(next.shipments, Some(1), "{listed:?}");
+        assert_eq!(next.first_id, Some(cohort_base(month(1))));
+        let first_day = |m: DateTime<Utc>| m.date_naive().with_day(1).unwrap();
+        assert_eq!(next.month(), Some(first_day(month(1))));
+        assert_eq!(
+            next.forgotten_from(chrono::Duration::days(40))
+                .unwrap()
+                .date_naive(),
+            first_day(month(2)) + chrono::Duration::days(40),
+            "forty days after the month ended"
+        );
+        assert!(
+            listed
+                .iter()
+                .all(|p| p.partition != "tracking_events_default" || p.shipments.is_none())
+        );
 
         // A retention horizon inside next month: this month's cohort (and the initial one)
         // ended before it; next month's did not.

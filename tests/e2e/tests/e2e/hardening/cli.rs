@@ -125,6 +125,7 @@ async fn every_subcommand_prints_only_its_result_on_stdout_whatever_rust_log_say
 
     keys(&stack);
     shipments(&stack);
+    cohorts(&stack);
     subscriptions(&stack);
     deliveries_and_dead_letters(&stack);
     stack.destroy().await;
@@ -166,6 +167,41 @@ fn shipments(stack: &Stack) {
     let shown = json_of(stack, &["shipments", "show", "acme", "CLI0001"]);
     assert_eq!(shown["tracking_number"], "CLI0001", "{shown}");
     assert_eq!(shown["order_number"], "O-1", "{shown}");
+}
+
+/// After [`shipments`]: its one shipment is this month's.
+fn cohorts(stack: &Stack) {
+    let listed = json_of(stack, &["cohorts", "--json"]);
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|row| row["partition"].as_str())
+        .collect();
+    assert_eq!(
+        names.len(),
+        4,
+        "initial, this month, next month, default: {listed}"
+    );
+    assert_eq!(
+        (names[0], names[3]),
+        ("tracking_events_initial", "tracking_events_default")
+    );
+    let this_month = chrono::Utc::now().format("%Y-%m").to_string();
+    assert_eq!(listed[1]["cohort"], this_month.as_str(), "{listed}");
+    assert_eq!(listed[1]["shipments"], 1, "{listed}");
+    assert!(listed[3]["shipments"].is_null(), "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|rows| rows.iter().all(|row| row["forgotten_from"].is_null())),
+        "no retention is configured: {listed}"
+    );
+    let table = table_of(stack, &["cohorts"], "partition", 4);
+    assert!(
+        table[1].contains("never (no database.shipment_retention)"),
+        "{table:?}"
+    );
 }
 
 fn subscriptions(stack: &Stack) {
