@@ -41,17 +41,28 @@ async fn partitions_named_by(
 }
 
 /// Deletes up to `limit` shipments of the cohorts that ended before `before`'s month began
-/// (with their outbox rows, by cascade), and returns how many. Their events went with
-/// [`forget`]; call it until it deletes fewer than `limit`.
+/// and whose partition is gone (with their outbox rows, by cascade), and returns how many.
+/// Their events went with [`forget`]; call it until it deletes fewer than `limit`. Shipments
+/// whose partition is still there are never deleted here (that would delete their events one
+/// by one): the initial partition's, while the month of the upgrade is younger than `before`.
 pub async fn delete_forgotten_shipments(
     conn: &mut PgConnection,
     before: DateTime<Utc>,
     limit: u32,
 ) -> Result<u64, StoreError> {
     let deleted = sqlx::query(
-        "delete from shipments
-         where id = any(array(select id from shipments where id < waybill_cohort_base($1)
-                              order by id limit $2 for update skip locked))",
+        r"with oldest_kept as (
+             select coalesce(min(coalesce(substring(pg_get_expr(c.relpartbound, c.oid)
+                                                    from $r$FROM \('(-?[0-9]+)'\)$r$)::int8,
+                                          -9223372036854775808)),
+                             9223372036854775807) as first_id
+             from pg_inherits i join pg_class c on c.oid = i.inhrelid
+             where i.inhparent = 'tracking_events'::regclass
+               and pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT')
+         delete from shipments
+         where id = any(array(select s.id from shipments s, oldest_kept k
+                              where s.id < least(waybill_cohort_base($1), k.first_id)
+                              order by s.id limit $2 for update of s skip locked))",
     )
     .bind(before)
     .bind(i64::from(limit))

@@ -209,6 +209,21 @@ async fn the_migration_keeps_existing_events_in_the_initial_partition_and_merges
         partitions_holding(&mut conn, "1ZOLD").await,
         ["tracking_events_initial"]
     );
+    // A retention whose horizon is before the upgrade's month keeps the initial partition, and
+    // so its shipments, however small their ids.
+    let last_month = Utc::now().checked_sub_months(Months::new(1)).unwrap();
+    assert!(
+        cohorts::forget(&mut conn, last_month)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        cohorts::delete_forgotten_shipments(&mut conn, last_month, 100)
+            .await
+            .unwrap(),
+        0
+    );
     let old = stored(&mut conn, "1ZOLD").await.unwrap();
     assert_eq!((old.status, old.history.len()), (Status::OutForDelivery, 2));
     // An out-of-order event reloads the whole history, from the initial partition; a replay
