@@ -89,6 +89,22 @@ begin
 end
 $$;
 
+-- The partitions of `tracking_events` with their ranges of shipment ids: `first_id` is null
+-- for the initial partition (from the smallest id) and the default one, `end_id` (exclusive)
+-- for the default one.
+create function waybill_event_partitions()
+    returns table (partition text, relid oid, first_id bigint, end_id bigint, is_default boolean)
+    language sql stable as
+$$
+select c.relname::text, c.oid,
+       substring(pg_get_expr(c.relpartbound, c.oid) from $r$FROM \('(-?[0-9]+)'\)$r$)::bigint,
+       substring(pg_get_expr(c.relpartbound, c.oid) from $r$ TO \('(-?[0-9]+)'\)$r$)::bigint,
+       pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
+from pg_inherits i
+         join pg_class c on c.oid = i.inhrelid
+where i.inhparent = 'tracking_events'::regclass
+$$;
+
 -- Drops the partitions of the cohorts that ended before `before`'s month began (the initial
 -- partition too, once the month of this migration has ended before it) and returns their
 -- names. Waits at most 5 s for the lock a drop needs, so a long query on the table delays the
@@ -104,13 +120,9 @@ begin
     -- One process at a time (every worker runs the retention): the second finds nothing left.
     perform pg_advisory_xact_lock(hashtext('waybill_ensure_cohorts'));
     for partition in
-        select c.relname
-        from pg_inherits i
-                 join pg_class c on c.oid = i.inhrelid
-        where i.inhparent = 'tracking_events'::regclass
-          and substring(pg_get_expr(c.relpartbound, c.oid) from $r$ TO \('(-?[0-9]+)'\)$r$)::bigint
-            <= waybill_cohort_base(before)
-        order by c.relname
+        select p.partition from waybill_event_partitions() p
+        where p.end_id <= waybill_cohort_base(before)
+        order by p.partition
         loop
             execute format('drop table %I', partition);
             return next partition;

@@ -51,18 +51,16 @@ pub async fn delete_forgotten_shipments(
     limit: u32,
 ) -> Result<u64, StoreError> {
     let deleted = sqlx::query(
-        r"with oldest_kept as (
-             select coalesce(min(coalesce(substring(pg_get_expr(c.relpartbound, c.oid)
-                                                    from $r$FROM \('(-?[0-9]+)'\)$r$)::int8,
-                                          -9223372036854775808)),
-                             9223372036854775807) as first_id
-             from pg_inherits i join pg_class c on c.oid = i.inhrelid
-             where i.inhparent = 'tracking_events'::regclass
-               and pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT')
-         delete from shipments
-         where id = any(array(select s.id from shipments s, oldest_kept k
-                              where s.id < least(waybill_cohort_base($1), k.first_id)
-                              order by s.id limit $2 for update of s skip locked))",
+        // The bound is one value (an init plan), so the scan is a range of the primary key
+        // that finds nothing at once when nothing is due.
+        "delete from shipments
+         where id = any(array(
+             select id from shipments
+             where id < (select least(waybill_cohort_base($1),
+                                      coalesce(min(coalesce(first_id, '-9223372036854775808'::int8)),
+                                               '9223372036854775807'::int8))
+                         from waybill_event_partitions() where not is_default)
+             order by id limit $2 for update skip locked))",
     )
     .bind(before)
     .bind(i64::from(limit))
@@ -119,21 +117,14 @@ pub fn month_of_id(id: i64) -> Option<NaiveDate> {
 /// Every partition of `tracking_events`, oldest cohort first and the default one last.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<CohortPartition>, StoreError> {
     Ok(sqlx::query_as(
-        r"select p.partition, p.first_id, p.end_id,
+        "select p.partition, p.first_id, p.end_id,
                 case when p.end_id is not null then
                     (select count(*) from shipments s
                      where s.id < p.end_id and (p.first_id is null or s.id >= p.first_id))
                 end as shipments,
-                p.events_estimate, p.bytes
-         from (select c.relname::text as partition,
-                      substring(pg_get_expr(c.relpartbound, c.oid)
-                                from $r$FROM \('(-?[0-9]+)'\)$r$)::int8 as first_id,
-                      substring(pg_get_expr(c.relpartbound, c.oid)
-                                from $r$ TO \('(-?[0-9]+)'\)$r$)::int8 as end_id,
-                      greatest(c.reltuples, 0)::int8 as events_estimate,
-                      pg_total_relation_size(c.oid) as bytes
-               from pg_inherits i join pg_class c on c.oid = i.inhrelid
-               where i.inhparent = 'tracking_events'::regclass) p
+                greatest(c.reltuples, 0)::int8 as events_estimate,
+                pg_total_relation_size(p.relid) as bytes
+         from waybill_event_partitions() p join pg_class c on c.oid = p.relid
          order by p.end_id nulls last",
     )
     .fetch_all(conn)
