@@ -89,7 +89,8 @@ pub(crate) fn spawn(
             let round = trace::untraced(upkeep(&store, Utc::now(), retention, &shutdown)).await;
             if let Err(error) = round {
                 // Nothing waits on the upkeep: a month's partition exists a month ahead, and
-                // the next round tries again.
+                // the next round tries again (WaybillCohortUpkeepFailing if it keeps failing).
+                metrics::counter!("waybill_cohort_upkeep_failures_total").increment(1);
                 tracing::warn!(error = %error, "the shipment cohorts' upkeep failed");
             }
             tokio::select! {
