@@ -91,7 +91,11 @@ async fn scenario() -> anyhow::Result<()> {
     if result.is_err() {
         eprintln!("logs in {}", stack.log_dir().display());
     }
+    let logs = stack.log_dir().to_owned();
     stack.destroy().await;
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(logs);
+    }
     result
 }
 

@@ -51,6 +51,8 @@ async fn request_values_cannot_forge_or_colour_a_log_line_in_either_format() {
                 path.display()
             );
         }
+        // Kept when a check failed, for reading.
+        let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(
         pretty_lines > 0 && json_lines > 0,
