@@ -25,10 +25,11 @@ pub async fn run(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
     let mut conn = store.acquire().await?;
     let partitions = cohorts::list(&mut conn).await?;
-    let retention = settings.database.shipment_retention.duration();
-    let retention = (!retention.is_zero())
-        .then(|| chrono::Duration::from_std(retention).ok())
-        .flatten();
+    let retention = settings
+        .database
+        .shipment_retention
+        .retention()
+        .and_then(|retention| chrono::Duration::from_std(retention).ok());
     let rows: Vec<Row<'_>> = partitions
         .iter()
         .map(|partition| Row {

@@ -113,6 +113,11 @@ impl Period {
     pub fn duration(self) -> Duration {
         self.0
     }
+
+    /// A retention's duration, or `None` for `0s`, which keeps everything.
+    pub fn retention(self) -> Option<Duration> {
+        (!self.0.is_zero()).then_some(self.0)
+    }
 }
 
 impl TryFrom<String> for Period {

@@ -367,8 +367,12 @@ impl Settings {
                 ),
             ));
         }
-        let retention = self.database.shipment_retention.duration();
-        if !retention.is_zero() && retention < Duration::from_secs(31 * 24 * 3600) {
+        if self
+            .database
+            .shipment_retention
+            .retention()
+            .is_some_and(|retention| retention < Duration::from_secs(31 * 24 * 3600))
+        {
             return Err(rule(
                 "database.shipment_retention",
                 "must be 0s (keep everything) or at least 31d: shipments are forgotten a calendar month at a time",

@@ -133,10 +133,15 @@ fn a_bus_urls_entry_that_is_not_an_amqp_url_is_refused_without_echoing_it() {
 fn shipment_retention_keeps_everything_by_default_and_is_at_least_a_month() {
     let defaults = Settings::from_toml_str("").unwrap();
     assert!(defaults.database.shipment_retention.duration().is_zero());
+    assert_eq!(defaults.database.shipment_retention.retention(), None);
     let kept = Settings::from_toml_str("[database]\nshipment_retention = \"400d\"").unwrap();
     assert_eq!(
         kept.database.shipment_retention.duration(),
         Duration::from_secs(400 * 86_400)
+    );
+    assert_eq!(
+        kept.database.shipment_retention.retention(),
+        Some(Duration::from_secs(400 * 86_400))
     );
     let short = error_of("[database]\nshipment_retention = \"7d\"");
     assert!(short.contains("database.shipment_retention"), "{short}");

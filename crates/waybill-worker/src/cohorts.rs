@@ -82,8 +82,12 @@ pub(crate) fn spawn(
     shutdown: CancellationToken,
 ) {
     let store = worker.inner.store.clone();
-    let retention = worker.inner.settings.database.shipment_retention.duration();
-    let retention = (!retention.is_zero()).then_some(retention);
+    let retention = worker
+        .inner
+        .settings
+        .database
+        .shipment_retention
+        .retention();
     tracker.spawn(async move {
         while !shutdown.is_cancelled() {
             let round = trace::untraced(upkeep(&store, Utc::now(), retention, &shutdown)).await;

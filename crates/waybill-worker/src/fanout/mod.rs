@@ -61,8 +61,7 @@ pub(crate) fn spawn(worker: &Worker, tracker: &TaskTracker, shutdown: Cancellati
             interval,
             shutdown.clone(),
         ));
-        let retention = settings.retention.duration();
-        if !retention.is_zero() {
+        if let Some(retention) = settings.retention.retention() {
             tracker.spawn(relay::run_prune(relay.clone(), retention, shutdown.clone()));
         }
         tracker.spawn(relay::run_fan_out(relay, interval, shutdown.clone()));
