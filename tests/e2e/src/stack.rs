@@ -300,15 +300,25 @@ format = "json"
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// Stops every process with SIGTERM (SIGKILL after a bound), deletes the queues and drops
-    /// the database. Keeps the logs directory.
-    pub async fn destroy(mut self) {
+    /// Stops every process with SIGTERM (SIGKILL after a bound), deletes the queues, drops the
+    /// database and removes the logs directory: the end of a test that passed (one that fails
+    /// panics before it, and its logs stay for reading).
+    pub async fn destroy(self) {
+        let dir = self.destroy_keeping_logs().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// [`Stack::destroy`], keeping the logs directory and returning it: to read what the stopped
+    /// processes wrote, or to point a failure at. The caller removes it when it is done.
+    pub async fn destroy_keeping_logs(mut self) -> PathBuf {
+        let dir = self.dir.clone();
         let mut children: Vec<Child> = self.ingress.take().into_iter().collect();
         children.extend(self.workers.iter_mut().filter_map(Option::take));
         for child in children {
             terminate(child).await;
         }
         scratch::remove(&self.settings, self.db.take(), "waybill-faults-cleanup").await;
+        dir
     }
 
     /// Every line the processes wrote so far.

@@ -88,13 +88,11 @@ async fn scenario() -> anyhow::Result<()> {
     std::fs::write(&config, toml)?;
     stack.start_all().await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("logs in {}", stack.log_dir().display());
-    }
-    let logs = stack.log_dir().to_owned();
-    stack.destroy().await;
     if result.is_ok() {
-        let _ = std::fs::remove_dir_all(logs);
+        stack.destroy().await;
+    } else {
+        let logs = stack.destroy_keeping_logs().await;
+        eprintln!("logs in {}", logs.display());
     }
     result
 }

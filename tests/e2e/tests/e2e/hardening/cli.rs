@@ -128,9 +128,7 @@ async fn every_subcommand_prints_only_its_result_on_stdout_whatever_rust_log_say
     cohorts(&stack);
     subscriptions(&stack);
     deliveries_and_dead_letters(&stack);
-    let logs = stack.log_dir().to_owned();
     stack.destroy().await;
-    let _ = std::fs::remove_dir_all(logs);
 }
 
 fn keys(stack: &Stack) {

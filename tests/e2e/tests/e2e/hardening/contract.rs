@@ -63,8 +63,7 @@ async fn both_served_documents_hold_against_schemathesis() {
             failed.push(name);
         }
     }
-    let logs = stack.log_dir().to_owned();
-    stack.destroy().await;
+    let logs = stack.destroy_keeping_logs().await;
     if failed.is_empty() {
         let _ = std::fs::remove_dir_all(&logs);
     }

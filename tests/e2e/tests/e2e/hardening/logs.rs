@@ -31,8 +31,7 @@ async fn request_values_cannot_forge_or_colour_a_log_line_in_either_format() {
         stack.set_ingress_env("WAYBILL_LOG_FORMAT", format.to_owned());
         stack.start_all().await.expect("start the stack");
         inject(&reqwest::Client::new(), &stack).await;
-        let dir = stack.log_dir().to_owned();
-        stack.destroy().await;
+        let dir = stack.destroy_keeping_logs().await;
         for (path, text) in log_files(&dir) {
             for line in text.lines() {
                 check_line(&path, line);

@@ -96,7 +96,6 @@ async fn a_replayed_request_has_no_effect_and_a_stale_signature_is_refused() {
         401,
         "a signature 10 minutes old is refused"
     );
-    let _ = std::fs::remove_dir_all(stack.log_dir());
     stack.destroy().await;
 }
 
@@ -165,7 +164,6 @@ async fn a_courier_over_its_rate_limit_gets_429_and_its_neighbour_is_untouched()
         "the quiet courier was slowed down: {slowest:?}"
     );
     let stack = std::sync::Arc::try_unwrap(stack).unwrap_or_else(|_| panic!("stack still shared"));
-    let _ = std::fs::remove_dir_all(stack.log_dir());
     stack.destroy().await;
 }
 
@@ -221,7 +219,6 @@ async fn slow_callers_are_cut_off_and_do_not_hold_up_others() {
         body_answer.contains(" 408"),
         "slow body answered {body_answer}, expected 408"
     );
-    let _ = std::fs::remove_dir_all(stack.log_dir());
     stack.destroy().await;
 }
 

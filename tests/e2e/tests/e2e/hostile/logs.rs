@@ -145,8 +145,8 @@ async fn debug_logs_of_a_full_run_hold_no_secret_signature_or_personal_data() {
         "forged signatures were not refused: {outcomes:?}"
     );
 
-    let dir = stack.log_dir().to_owned();
-    stack.destroy().await; // SIGTERM: shutdown logs are written too.
+    // SIGTERM: shutdown logs are written too.
+    let dir = stack.destroy_keeping_logs().await;
     let logs: String = std::fs::read_dir(&dir)
         .expect("log dir")
         .flatten()

@@ -163,9 +163,7 @@ impl Traced {
 
     /// Stops the processes and drops the database and queues.
     pub async fn destroy(self) {
-        let dir = self.stack.log_dir().to_owned();
         self.stack.destroy().await;
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

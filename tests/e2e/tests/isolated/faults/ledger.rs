@@ -90,9 +90,8 @@ impl Row {
         if let Err(error) = stack.start_all().await {
             self.failures
                 .push(format!("cannot start the stack: {error:#}"));
-            self.notes
-                .push(format!("logs in {}", stack.log_dir().display()));
-            stack.destroy().await;
+            let logs = stack.destroy_keeping_logs().await;
+            self.notes.push(format!("logs in {}", logs.display()));
             return None;
         }
         Some(stack)
@@ -168,12 +167,11 @@ impl Row {
         self.reconcile();
         let keep_logs = std::env::var_os("WAYBILL_FAULTS_KEEP_LOGS").is_some();
         if self.failures.is_empty() && !keep_logs {
-            let _ = std::fs::remove_dir_all(stack.log_dir());
+            stack.destroy().await;
         } else {
-            self.notes
-                .push(format!("logs in {}", stack.log_dir().display()));
+            let logs = stack.destroy_keeping_logs().await;
+            self.notes.push(format!("logs in {}", logs.display()));
         }
-        stack.destroy().await;
         self
     }
 
