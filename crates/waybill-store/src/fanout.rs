@@ -109,8 +109,8 @@ const OUTBOX_COLUMNS: &str =
     "o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version, o.payload, o.created_at,
      o.traceparent";
 
-/// The oldest `limit` outbox rows not yet published, locked `for update skip locked` in the
-/// caller's transaction (rows another relay holds are skipped). Mark the ones confirmed by the
+/// The oldest `limit` outbox rows not yet published (those in `outbox_to_publish`), locked `for
+/// update skip locked` in the caller's transaction (rows another relay holds are skipped). Mark the ones confirmed by the
 /// broker with [`mark_published`] in the same transaction.
 #[tracing::instrument(skip_all, fields(limit = limit))]
 pub async fn claim_unpublished(
@@ -118,29 +118,28 @@ pub async fn claim_unpublished(
     limit: u32,
 ) -> Result<Vec<OutboxEntry>, StoreError> {
     sqlx::query(&format!(
-        "select {OUTBOX_COLUMNS} from outbox o
-         where o.published_at is null
-         order by o.id
+        "select {OUTBOX_COLUMNS}
+         from outbox_to_publish p join outbox o on o.id = p.outbox_id
+         order by p.outbox_id
          limit $1
-         for update of o skip locked"
+         for update of p skip locked"
     ))
     .bind(i64::from(limit))
     .fetch_all_with(conn, outbox_entry)
     .await
 }
 
-/// Marks outbox rows published (after the broker confirmed them).
+/// Marks outbox rows published (after the broker confirmed them): takes their ids out of the
+/// set still to publish (`outbox_to_publish`), leaving the rows themselves as they were written.
 #[tracing::instrument(skip_all, fields(rows = ids.len()))]
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, StoreError> {
     if ids.is_empty() {
         return Ok(0);
     }
-    sqlx::query(
-        "update outbox set published_at = now() where id = any($1) and published_at is null",
-    )
-    .bind(ids)
-    .execute_counting(conn)
-    .await
+    sqlx::query("delete from outbox_to_publish where outbox_id = any($1)")
+        .bind(ids)
+        .execute_counting(conn)
+        .await
 }
 
 /// Fans out the oldest `limit` outbox rows not yet fanned out, in the caller's transaction:
@@ -238,7 +237,7 @@ pub struct Pruned {
     pub deliveries: u64,
 }
 
-/// Deletes up to `limit` outbox rows that were published and fanned out before `before`, and
+/// Deletes up to `limit` outbox rows written and fanned out before `before` and published, and
 /// up to `limit` deliveries delivered before `before`, oldest first. Outbox rows still to be
 /// published or fanned out, pending deliveries and dead ones (kept for `waybill deliveries
 /// replay`) stay, whatever their age. Rows another transaction holds are skipped. A delivery
@@ -251,11 +250,12 @@ pub async fn prune(
 ) -> Result<Pruned, StoreError> {
     let row = sqlx::query(
         "with old_outbox as (
-             select id from outbox
-             where published_at < $1 and fanned_out_at < $1
-             order by id
+             select o.id from outbox o
+             where o.created_at < $1 and o.fanned_out_at < $1
+               and not exists (select 1 from outbox_to_publish p where p.outbox_id = o.id)
+             order by o.id
              limit $2
-             for update skip locked),
+             for update of o skip locked),
          deleted_outbox as (
              delete from outbox o using old_outbox old where o.id = old.id returning 1),
          old_deliveries as (
@@ -282,7 +282,7 @@ pub async fn prune(
 /// Outbox rows not yet published and not yet fanned out (for `/metrics`, tests and benchmarks).
 pub async fn relay_backlog(conn: &mut PgConnection) -> Result<(u64, u64), StoreError> {
     let row = sqlx::query(
-        "select (select count(*) from outbox where published_at is null) as unpublished,
+        "select (select count(*) from outbox_to_publish) as unpublished,
                 (select count(*) from outbox where fanned_out_at is null) as not_fanned_out",
     )
     .fetch_one(conn)

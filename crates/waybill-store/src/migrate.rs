@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_cohorts",
         include_str!("../migrations/0010_event_cohorts.sql"),
     ),
+    (
+        11,
+        "outbox_to_publish",
+        include_str!("../migrations/0011_outbox_to_publish.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.

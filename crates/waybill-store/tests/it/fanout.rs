@@ -277,6 +277,78 @@ async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marke
     db.drop_database().await.unwrap();
 }
 
+/// The ids of what a relay would publish now, oldest first (claimed and released).
+async fn unpublished_ids(db: &TestDatabase) -> Vec<i64> {
+    let mut tx = db.store().begin().await.unwrap();
+    let rows = fanout::claim_unpublished(&mut tx, 100).await.unwrap();
+    tx.rollback().await.unwrap();
+    rows.iter().map(|e| e.id).collect()
+}
+
+#[tokio::test]
+async fn the_upgrade_to_outbox_to_publish_keeps_what_was_unpublished_and_silences_old_relays() {
+    let db = TestDatabase::create_empty(&TestDatabase::admin_url(), 2)
+        .await
+        .unwrap();
+    let mut conn = db.store().acquire().await.unwrap();
+    waybill_store::migrate::migrate_to(&mut conn, 10)
+        .await
+        .unwrap();
+    three_changes(&db).await;
+    // The previous release's relay published the first change.
+    let written: Vec<i64> = sqlx::query_scalar("select id from outbox order by id")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("update outbox set published_at = now() where id = $1")
+        .bind(written[0])
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+
+    db.store().migrate().await.unwrap();
+
+    assert_eq!(unpublished_ids(&db).await, written[1..].to_vec());
+    // A previous release's relay, still running during the rollout, finds nothing to publish,
+    // so no change is published by both.
+    let old_relay_backlog: i64 =
+        sqlx::query_scalar("select count(*) from outbox where published_at is null")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(old_relay_backlog, 0);
+    // A row written without naming the set (as the previous release's merge writes it) joins it.
+    merge(
+        db.store(),
+        vec![event("A4", 20, Status::OutForDelivery, "SYD")],
+    )
+    .await;
+    sqlx::query(
+        "insert into outbox (tenant, shipment_id, event_id, carrier, tracking_number,
+                             new_status, occurred_at, version, payload)
+         select tenant, shipment_id, event_id, carrier, tracking_number, new_status,
+                occurred_at, version + 1, payload
+         from outbox where id = $1",
+    )
+    .bind(written[2])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let pending = unpublished_ids(&db).await;
+    assert_eq!(pending.len(), 4);
+    assert_eq!(pending[..2], written[1..]);
+    assert_eq!(fanout::relay_backlog(&mut conn).await.unwrap().0, 4);
+
+    // Publishing takes ids out of the set and leaves the rows as they were written.
+    let mut tx = db.store().begin().await.unwrap();
+    assert_eq!(fanout::mark_published(&mut tx, &pending).await.unwrap(), 4);
+    tx.commit().await.unwrap();
+    assert!(unpublished_ids(&db).await.is_empty());
+    assert_eq!(waybill_store::count_outbox(&mut conn).await.unwrap(), 5);
+    drop(conn);
+    db.drop_database().await.unwrap();
+}
+
 #[tokio::test]
 async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     let (db, [_]) = three_changes_fanned_out_to().await;
@@ -299,10 +371,10 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     let outbox = ids("outbox").fetch_all(&mut *conn).await.unwrap();
     let deliveries = ids("deliveries").fetch_all(&mut *conn).await.unwrap();
     assert_eq!((outbox.len(), deliveries.len()), (4, 4));
-    // Outbox: the first two done with 8 days ago, the third just now, the fourth fanned out
-    // 8 days ago and still unpublished.
+    // Outbox: the first two written and done with 8 days ago, the third just now, the fourth
+    // written and fanned out 8 days ago and still unpublished.
     sqlx::query(
-        "update outbox set published_at = published_at - interval '8 days',
+        "update outbox set created_at = created_at - interval '8 days',
                            fanned_out_at = fanned_out_at - interval '8 days'
          where id = any($1)",
     )
@@ -311,7 +383,9 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     .await
     .unwrap();
     sqlx::query(
-        "update outbox set fanned_out_at = fanned_out_at - interval '8 days' where id = $1",
+        "update outbox set created_at = created_at - interval '8 days',
+                           fanned_out_at = fanned_out_at - interval '8 days'
+         where id = $1",
     )
     .bind(outbox[3])
     .execute(&mut *conn)

@@ -59,8 +59,8 @@ async fn a_worker_stopped_between_commit_and_publish_leaves_it_to_the_next_relay
     // unpublished: they are published again. Consumers see every event at least once and
     // dedupe on the message id to exactly once.
     sqlx::query(
-        "update outbox set published_at = null
-         where id in (select id from outbox order by id limit 2)",
+        "insert into outbox_to_publish (outbox_id)
+         select id from outbox order by id limit 2",
     )
     .execute(app.db.store().pool())
     .await
@@ -202,7 +202,7 @@ async fn a_worker_prunes_what_is_done_with_once_older_than_the_retention() {
 
     // A week and a day later.
     for statement in [
-        "update outbox set published_at = published_at - interval '8 days',
+        "update outbox set created_at = created_at - interval '8 days',
                            fanned_out_at = fanned_out_at - interval '8 days'",
         "update deliveries set delivered_at = delivered_at - interval '8 days',
                                dead_at = dead_at - interval '8 days'",

@@ -208,10 +208,9 @@ impl Downstream {
             )
             .fetch_one(pool)
             .await?;
-            let unpublished: i64 =
-                sqlx::query_scalar("select count(*) from outbox where published_at is null")
-                    .fetch_one(pool)
-                    .await?;
+            let unpublished: i64 = sqlx::query_scalar("select count(*) from outbox_to_publish")
+                .fetch_one(pool)
+                .await?;
             if undelivered == 0 && unpublished == 0 {
                 break changes.into_iter().collect();
             }
