@@ -9,8 +9,7 @@ use sqlx::Row;
 use waybill_bench::seed;
 use waybill_core::merge::{self, ShipmentState};
 use waybill_core::{
-    CarrierCode, EventId, EventKey, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance,
-    TrackingEventDraft, TrackingNumber,
+    CarrierCode, EventId, EventKey, SourceId, Status, TenantId, TrackingEventDraft, TrackingNumber,
 };
 use waybill_store::seed::SeedPlan;
 use waybill_store::testing::TestDatabase;
@@ -200,22 +199,14 @@ fn scan(
     location: Option<String>,
 ) -> waybill_core::TrackingEvent {
     TrackingEventDraft {
-        carrier: plan.carrier().clone(),
-        tracking_number: tracking_number.clone(),
-        status,
-        raw_status: RawStatus {
-            code: raw_status.to_owned(),
-            description: None,
-        },
-        sub_status: None,
-        occurred_at,
-        time_provenance: TimeProvenance::ExplicitOffset,
         location,
-        message: None,
-        origin: Origin::Webhook,
-        provider_event_id: None,
-        order_number: None,
-        courier: None,
+        ..TrackingEventDraft::new(
+            plan.carrier().clone(),
+            tracking_number.clone(),
+            status,
+            raw_status,
+            occurred_at,
+        )
     }
     .finish()
 }

@@ -17,8 +17,7 @@ use waybill_config::ExposeSecret;
 use waybill_config::Settings;
 use waybill_core::access::{ApiKey, Scope};
 use waybill_core::{
-    CarrierCode, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance, TrackingEventDraft,
-    TrackingNumber,
+    CarrierCode, RawStatus, SourceId, Status, TenantId, TrackingEventDraft, TrackingNumber,
 };
 use waybill_store::fanout::{DisabledReason, NewSubscription, SecretText};
 use waybill_store::testing::TestDatabase;
@@ -260,22 +259,19 @@ async fn is_enabled(store: &Store, id: i64) -> bool {
 
 async fn hostile_shipment(store: &Store, tenant: &str, number: &str) {
     let event = TrackingEventDraft {
-        carrier: CarrierCode::parse("waybill").unwrap(),
-        tracking_number: TrackingNumber::parse(number).unwrap(),
-        status: Status::InTransit,
         raw_status: RawStatus {
             code: "IT".into(),
             description: Some("<b>bold</b>".into()),
         },
-        sub_status: None,
-        occurred_at: Utc::now(),
-        time_provenance: TimeProvenance::ExplicitOffset,
         location: Some(HOSTILE_LOCATION.into()),
         message: Some(HOSTILE_MESSAGE.into()),
-        origin: Origin::Webhook,
-        provider_event_id: None,
-        order_number: None,
-        courier: None,
+        ..TrackingEventDraft::new(
+            CarrierCode::parse("waybill").unwrap(),
+            TrackingNumber::parse(number).unwrap(),
+            Status::InTransit,
+            "IT",
+            Utc::now(),
+        )
     }
     .finish();
     store

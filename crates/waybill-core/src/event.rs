@@ -95,6 +95,37 @@ pub struct TrackingEventDraft {
 }
 
 impl TrackingEventDraft {
+    /// A scan with only what every event has: `raw_code` as the raw status (no description),
+    /// `occurred_at` read from an explicit offset, arrived by webhook, every optional detail
+    /// empty. Set the others with struct update syntax:
+    /// `TrackingEventDraft { location: Some(..), ..TrackingEventDraft::new(..) }`.
+    pub fn new(
+        carrier: CarrierCode,
+        tracking_number: TrackingNumber,
+        status: Status,
+        raw_code: impl Into<String>,
+        occurred_at: DateTime<Utc>,
+    ) -> TrackingEventDraft {
+        TrackingEventDraft {
+            carrier,
+            tracking_number,
+            status,
+            raw_status: RawStatus {
+                code: raw_code.into(),
+                description: None,
+            },
+            sub_status: None,
+            occurred_at,
+            time_provenance: TimeProvenance::ExplicitOffset,
+            location: None,
+            message: None,
+            origin: Origin::Webhook,
+            provider_event_id: None,
+            order_number: None,
+            courier: None,
+        }
+    }
+
     /// Computes the deterministic id and returns the finished event.
     pub fn finish(self) -> TrackingEvent {
         let id = EventId::compute(

@@ -180,26 +180,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{CarrierCode, Origin, RawStatus, Status, TrackingEventDraft, TrackingNumber};
+    use crate::{CarrierCode, Status, TrackingEventDraft, TrackingNumber};
 
     fn event(message: &str, occurred_at: DateTime<Utc>) -> TrackingEvent {
         TrackingEventDraft {
-            carrier: CarrierCode::parse("acme").unwrap(),
-            tracking_number: TrackingNumber::parse("T1").unwrap(),
-            status: Status::Delivered,
-            raw_status: RawStatus {
-                code: "D\0".into(),
-                description: None,
-            },
-            sub_status: None,
-            occurred_at,
-            time_provenance: TimeProvenance::ExplicitOffset,
             location: Some("Dock \0 7".into()),
             message: Some(message.into()),
-            origin: Origin::Webhook,
-            provider_event_id: None,
-            order_number: None,
-            courier: None,
+            ..TrackingEventDraft::new(
+                CarrierCode::parse("acme").unwrap(),
+                TrackingNumber::parse("T1").unwrap(),
+                Status::Delivered,
+                "D\0",
+                occurred_at,
+            )
         }
         .finish()
     }

@@ -17,8 +17,7 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use waybill_core::{
-    CarrierCode, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance, TrackingEvent,
-    TrackingEventDraft, TrackingNumber,
+    CarrierCode, SourceId, Status, TenantId, TrackingEvent, TrackingEventDraft, TrackingNumber,
 };
 use waybill_store::testing::TestDatabase;
 use waybill_store::{InboundBatch, InboundItem, Store};
@@ -28,25 +27,17 @@ const BATCHES: usize = 40;
 
 fn event(shipment: usize, step: i64, status: Status) -> TrackingEvent {
     TrackingEventDraft {
-        carrier: CarrierCode::parse("ups").expect("valid"),
-        tracking_number: TrackingNumber::parse(&format!("BENCH{shipment:08}")).expect("valid"),
-        status,
-        raw_status: RawStatus {
-            code: status.as_str().to_owned(),
-            description: None,
-        },
-        sub_status: None,
-        occurred_at: Utc
-            .timestamp_opt(1_780_000_000 + step * 60, 0)
-            .single()
-            .expect("valid"),
-        time_provenance: TimeProvenance::ExplicitOffset,
         location: Some("Sydney NSW".into()),
         message: Some("Scanned at depot".into()),
-        origin: Origin::Webhook,
-        provider_event_id: None,
-        order_number: None,
-        courier: None,
+        ..TrackingEventDraft::new(
+            CarrierCode::parse("ups").expect("valid"),
+            TrackingNumber::parse(&format!("BENCH{shipment:08}")).expect("valid"),
+            status,
+            status.as_str(),
+            Utc.timestamp_opt(1_780_000_000 + step * 60, 0)
+                .single()
+                .expect("valid"),
+        )
     }
     .finish()
 }

@@ -27,8 +27,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, TimeZone, Utc};
 use waybill_core::{
-    CarrierCode, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance, TrackingEventDraft,
-    TrackingNumber,
+    CarrierCode, RawStatus, SourceId, Status, TenantId, TrackingEventDraft, TrackingNumber,
 };
 use waybill_store::testing::{Random, TestDatabase};
 use waybill_store::{BatchReport, InboundBatch, InboundItem, Store};
@@ -61,25 +60,23 @@ fn scan(number: usize, step: usize, run: &str) -> InboundItem {
     let source = SOURCES[number % SOURCES.len()];
     let (status, raw) = LIFE[step];
     let tracking_number = format!("LG{run}{number:07}");
+    let occurred_at =
+        base + Duration::hours(step as i64) + Duration::seconds((number % 3600) as i64);
     let event = TrackingEventDraft {
-        carrier: CarrierCode::parse(source).expect("valid"),
-        tracking_number: TrackingNumber::parse(&tracking_number).expect("valid"),
-        status,
         raw_status: RawStatus {
             code: raw.to_owned(),
             description: Some(raw.to_owned()),
         },
-        sub_status: None,
-        occurred_at: base
-            + Duration::hours(step as i64)
-            + Duration::seconds((number % 3600) as i64),
-        time_provenance: TimeProvenance::ExplicitOffset,
         location: Some(format!("Hub {step}")),
         message: Some(raw.to_owned()),
-        origin: Origin::Webhook,
-        provider_event_id: None,
         order_number: Some(format!("O-{tracking_number}")),
-        courier: None,
+        ..TrackingEventDraft::new(
+            CarrierCode::parse(source).expect("valid"),
+            TrackingNumber::parse(&tracking_number).expect("valid"),
+            status,
+            raw,
+            occurred_at,
+        )
     }
     .finish();
     InboundItem {

@@ -19,8 +19,7 @@ use chrono::{TimeZone, Utc};
 use tokio_util::sync::CancellationToken;
 use waybill_config::FanoutSettings;
 use waybill_core::{
-    CarrierCode, Origin, RawStatus, SourceId, Status, TenantId, TimeProvenance, TrackingEventDraft,
-    TrackingNumber,
+    CarrierCode, RawStatus, SourceId, Status, TenantId, TrackingEventDraft, TrackingNumber,
 };
 use waybill_store::fanout::{self, DeliveryStatus, NewSubscription, SecretText};
 use waybill_store::testing::TestDatabase;
@@ -145,22 +144,20 @@ async fn seed(db: &TestDatabase, tenant: &TenantId, changes: usize) -> anyhow::R
         let events = (start..changes.min(start + 500))
             .map(|n| {
                 Ok(TrackingEventDraft {
-                    carrier: carrier.clone(),
-                    tracking_number: TrackingNumber::parse(&format!("BENCH{n:08}"))?,
-                    status: Status::InTransit,
                     raw_status: RawStatus {
                         code: "IT".into(),
                         description: Some("In transit".into()),
                     },
-                    sub_status: None,
-                    occurred_at,
-                    time_provenance: TimeProvenance::ExplicitOffset,
                     location: Some("SYDNEY NSW".into()),
                     message: Some("Arrived at the sorting facility".into()),
-                    origin: Origin::Webhook,
-                    provider_event_id: None,
                     order_number: Some(format!("ORDER-{n}")),
-                    courier: None,
+                    ..TrackingEventDraft::new(
+                        carrier.clone(),
+                        TrackingNumber::parse(&format!("BENCH{n:08}"))?,
+                        Status::InTransit,
+                        "IT",
+                        occurred_at,
+                    )
                 }
                 .finish())
             })

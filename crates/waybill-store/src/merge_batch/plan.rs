@@ -245,33 +245,19 @@ pub(super) fn lock_id(key: &ShipmentKey) -> i32 {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use waybill_core::{
-        CarrierCode, RawStatus, Status, TenantId, TimeProvenance, TrackingEventDraft,
-        TrackingNumber,
-    };
+    use waybill_core::{CarrierCode, Status, TenantId, TrackingEventDraft, TrackingNumber};
 
     use super::*;
     use crate::batch::{InboundItem, Registration};
 
     fn event(tracking_number: &str, seconds: i64, nanos: u32) -> TrackingEvent {
-        TrackingEventDraft {
-            carrier: CarrierCode::parse("ups").unwrap(),
-            tracking_number: TrackingNumber::parse(tracking_number).unwrap(),
-            status: Status::InTransit,
-            raw_status: RawStatus {
-                code: "IT".into(),
-                description: None,
-            },
-            sub_status: None,
-            occurred_at: Utc.timestamp_opt(seconds, nanos).unwrap(),
-            time_provenance: TimeProvenance::ExplicitOffset,
-            location: None,
-            message: None,
-            origin: Origin::Webhook,
-            provider_event_id: None,
-            order_number: None,
-            courier: None,
-        }
+        TrackingEventDraft::new(
+            CarrierCode::parse("ups").unwrap(),
+            TrackingNumber::parse(tracking_number).unwrap(),
+            Status::InTransit,
+            "IT",
+            Utc.timestamp_opt(seconds, nanos).unwrap(),
+        )
         .finish()
     }
 

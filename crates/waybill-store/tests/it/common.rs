@@ -52,24 +52,24 @@ pub fn event_with(
     origin: Origin,
 ) -> TrackingEvent {
     TrackingEventDraft {
-        carrier: CarrierCode::parse("ups").unwrap(),
-        tracking_number: TrackingNumber::parse(tracking_number).unwrap(),
-        status,
         raw_status: RawStatus {
             code: status.as_str().to_owned(),
             description: Some(format!("{status} at {location}")),
         },
         sub_status: Some(format!("{}_001", status.as_str())),
-        occurred_at: at(seconds),
         time_provenance: TimeProvenance::AssumedZone {
             zone: "Australia/Sydney".into(),
         },
         location: (!location.is_empty()).then(|| location.to_owned()),
         message: Some("scanned".into()),
         origin,
-        provider_event_id: None,
-        order_number: None,
-        courier: None,
+        ..TrackingEventDraft::new(
+            CarrierCode::parse("ups").unwrap(),
+            TrackingNumber::parse(tracking_number).unwrap(),
+            status,
+            status.as_str(),
+            at(seconds),
+        )
     }
     .finish()
 }
