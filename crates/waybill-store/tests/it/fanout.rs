@@ -371,8 +371,9 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     let outbox = ids("outbox").fetch_all(&mut *conn).await.unwrap();
     let deliveries = ids("deliveries").fetch_all(&mut *conn).await.unwrap();
     assert_eq!((outbox.len(), deliveries.len()), (4, 4));
-    // Outbox: the first two written and done with 8 days ago, the third just now, the fourth
-    // written and fanned out 8 days ago and still unpublished.
+    // Outbox: the first two written and done with 8 days ago, the third written 8 days ago but
+    // fanned out just now, the fourth written and fanned out 8 days ago and still unpublished.
+    // (No row is young by its writing time, so the pass reads as far as the fourth.)
     sqlx::query(
         "update outbox set created_at = created_at - interval '8 days',
                            fanned_out_at = fanned_out_at - interval '8 days'
@@ -382,6 +383,11 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     .execute(&mut *conn)
     .await
     .unwrap();
+    sqlx::query("update outbox set created_at = created_at - interval '8 days' where id = $1")
+        .bind(outbox[2])
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query(
         "update outbox set created_at = created_at - interval '8 days',
                            fanned_out_at = fanned_out_at - interval '8 days'
