@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use waybill_config::ExposeSecret;
 use waybill_store::PgConnection;
 
+use super::cpu::PhaseCpu;
 use super::{BenchArgs, BenchSource, Stack, loadgen_args};
 use crate::loadgen;
 
@@ -151,6 +152,9 @@ struct DeliveryFigures {
     requests: u64,
     lag_p50_ms: f64,
     lag_p99_ms: f64,
+    /// The CPU the stack spent per delivery once every change was merged (the deliveries made
+    /// then, and nothing else running but the receivers), when any were made then.
+    cpu_after_merges: Option<PhaseCpu>,
 }
 
 impl std::fmt::Display for DeliveryFigures {
@@ -199,7 +203,24 @@ impl std::fmt::Display for DeliveryFigures {
             f,
             "| delivered / requests received | {} / {} |",
             self.delivered, self.requests
-        )
+        )?;
+        if let Some(cpu) = &self.cpu_after_merges {
+            let us = |component: &str| cpu.per_unit_us.get(component).copied().unwrap_or(0.0);
+            writeln!(
+                f,
+                "| CPU per delivery once every change was merged (µs: receivers {:.1}, worker \
+                 {:.1}, RabbitMQ {:.1}, Postgres {:.1}, other {:.1}; machine idle {:.0} %) | \
+                 {:.1} µs |",
+                us("bench"),
+                us("worker"),
+                us("broker"),
+                us("database"),
+                us("other"),
+                cpu.idle_share * 100.0,
+                cpu.total_us()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -266,10 +287,21 @@ async fn measure(
     let delivered_while_sending = receiver.delivered_by(started + sending);
     let changes = changes_made(&mut conn).await?;
     let expected = changes * subscriptions;
+    let merged_cpu = stack.cpu();
+    let delivered_at_merged = receiver.delivered();
     let deadline = Instant::now() + DRAIN_LIMIT;
     while receiver.delivered() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let delivered_after_merges = receiver.delivered() - delivered_at_merged;
+    let cpu_after_merges = (delivered_after_merges > 0).then(|| {
+        PhaseCpu::new(
+            "deliveries once every change was merged",
+            "delivery",
+            &stack.cpu().since(&merged_cpu),
+            delivered_after_merges as f64,
+        )
+    });
     let (delivered, last, requests) = {
         let arrivals = receiver
             .arrivals
@@ -302,6 +334,7 @@ async fn measure(
         requests,
         lag_p50_ms,
         lag_p99_ms,
+        cpu_after_merges,
     })
 }
 
