@@ -69,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_to_publish",
         include_str!("../migrations/0011_outbox_to_publish.sql"),
     ),
+    (
+        12,
+        "outbox_to_fan_out",
+        include_str!("../migrations/0012_outbox_to_fan_out.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.

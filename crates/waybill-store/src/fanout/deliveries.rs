@@ -3,9 +3,9 @@
 //! **Claims.** [`claim_due_deliveries`] takes due pending deliveries of enabled subscriptions
 //! `for update skip locked` and, in the same statement, bumps `attempts` and moves
 //! `next_attempt_at` forward by a lease, so no other dispatcher takes them while the request is
-//! in flight, and a dispatcher that dies leaves them to the lease. It takes at most
-//! `per_subscription` minus what is already in flight per subscription, oldest due first within
-//! each, so one subscription's backlog cannot crowd out the others.
+//! in flight, and a dispatcher that dies leaves them to the lease. It takes at most the room the
+//! caller gives each subscription (what it may still have in flight and queued), oldest due
+//! first within each, so one subscription's backlog cannot crowd out the others.
 //!
 //! **Outcomes** are written only if `attempts` is still the claimed attempt: the write of a
 //! request whose lease ran out (and that another dispatcher has retried since) changes nothing.
@@ -165,8 +165,9 @@ pub(crate) const COLUMNS: &str = "id, subscription_id, tenant, outbox_id, webhoo
      delivered_at, dead_at";
 
 /// Claims up to `room` due deliveries (`next_attempt_at <= now`, pending, subscription
-/// enabled), at most `per_subscription` minus `busy`'s in-flight count per subscription. Each
-/// claimed delivery's `attempts` is bumped and its `next_attempt_at` moved to `now + lease`.
+/// enabled): for a subscription listed in `room_of`, at most its own count; for any other, at
+/// most `per_subscription`. Each claimed delivery's `attempts` is bumped and its
+/// `next_attempt_at` moved to `now + lease`.
 #[tracing::instrument(skip_all, fields(room = room))]
 pub async fn claim_due_deliveries(
     conn: &mut PgConnection,
@@ -174,29 +175,29 @@ pub async fn claim_due_deliveries(
     lease: std::time::Duration,
     room: u32,
     per_subscription: u32,
-    busy: &[(i64, u32)],
+    room_of: &[(i64, u32)],
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     if room == 0 {
         return Ok(Vec::new());
     }
-    let busy_ids: Vec<i64> = busy.iter().map(|(id, _)| *id).collect();
-    let busy_counts: Vec<i32> = busy
+    let own_ids: Vec<i64> = room_of.iter().map(|(id, _)| *id).collect();
+    let own_rooms: Vec<i32> = room_of
         .iter()
         .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
         .collect();
     let claimed = sqlx::query_as(
-        "with busy as (
-             select * from unnest($1::int8[], $2::int4[]) as b(subscription_id, in_flight)),
+        "with own as (
+             select * from unnest($1::int8[], $2::int4[]) as b(subscription_id, room)),
          candidates as (
              select d.id, d.next_attempt_at
              from subscriptions s
-             left join busy b on b.subscription_id = s.id
+             left join own b on b.subscription_id = s.id
              cross join lateral (
                  select d.id, d.next_attempt_at from deliveries d
                  where d.subscription_id = s.id and d.status = 'pending'
                    and d.next_attempt_at <= $3
                  order by d.next_attempt_at, d.id
-                 limit greatest($4 - coalesce(b.in_flight, 0), 0)
+                 limit coalesce(b.room, $4)
                  for update of d skip locked) d
              where s.enabled),
          chosen as (
@@ -213,8 +214,8 @@ pub async fn claim_due_deliveries(
                    case when s.previous_secret_expires_at > $3 then s.previous_secret end
                        as previous_secret",
     )
-    .bind(busy_ids)
-    .bind(busy_counts)
+    .bind(own_ids)
+    .bind(own_rooms)
     .bind(now)
     .bind(i64::from(per_subscription))
     .bind(i64::from(room))
@@ -257,6 +258,12 @@ pub struct DeliveredOutcome {
 
 /// Records 2xx answers in one statement, as [`record_delivered`] does one; their subscriptions
 /// stop counting as failing. Returns the ids recorded: a stale claim's is missing.
+///
+/// A delivery still pending is found by `next_attempt_at is not null`, which the table's check
+/// constraint makes the same as `status = 'pending'`, so that the rows are found through the
+/// primary key whatever the planner believes of the pending backlog: written with `status`,
+/// the partial index of due deliveries matched, and with statistics from when the backlog was
+/// small Postgres read every pending delivery to record a few (docs/performance.md).
 #[tracing::instrument(skip_all, fields(deliveries = outcomes.len()))]
 pub async fn record_all_delivered(
     conn: &mut PgConnection,
@@ -277,7 +284,7 @@ pub async fn record_all_delivered(
              set status = 'delivered', delivered_at = $4, next_attempt_at = null,
                  last_status = o.status, last_error = null
              from o
-             where d.id = o.id and d.attempts = o.attempt and d.status = 'pending'
+             where d.id = o.id and d.attempts = o.attempt and d.next_attempt_at is not null
              returning d.id, d.subscription_id),
          s as (
              update subscriptions set failing_since = null, updated_at = now()

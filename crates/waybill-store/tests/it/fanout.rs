@@ -175,7 +175,7 @@ async fn the_fan_out_follows_tenant_carrier_status_and_enabled_and_is_idempotent
 
     // Nothing left; and fanning the same rows out again creates nothing new.
     assert_eq!(fan_out(&db).await, fanout::FanOutReport::default());
-    sqlx::query("update outbox set fanned_out_at = null")
+    sqlx::query("insert into outbox_to_fan_out (outbox_id) select id from outbox")
         .execute(db.store().pool())
         .await
         .unwrap();
@@ -349,6 +349,125 @@ async fn the_upgrade_to_outbox_to_publish_keeps_what_was_unpublished_and_silence
     db.drop_database().await.unwrap();
 }
 
+/// The rows still to fan out, and those whose `fanned_out_at` is null (what a previous
+/// release's relay claims).
+async fn fan_out_backlog(conn: &mut PgConnection) -> (u64, i64) {
+    let (_, to_fan_out) = fanout::relay_backlog(conn).await.unwrap();
+    let null: i64 = sqlx::query_scalar("select count(*) from outbox where fanned_out_at is null")
+        .fetch_one(conn)
+        .await
+        .unwrap();
+    (to_fan_out, null)
+}
+
+#[tokio::test]
+async fn the_upgrade_to_outbox_to_fan_out_keeps_what_was_not_fanned_out_and_old_relays_add_nothing()
+{
+    let db = TestDatabase::create_empty(&TestDatabase::admin_url(), 2)
+        .await
+        .unwrap();
+    let mut conn = db.store().acquire().await.unwrap();
+    waybill_store::migrate::migrate_to(&mut conn, 11)
+        .await
+        .unwrap();
+    let sub = subscribe(&db, "default", &[], &[]).await;
+    three_changes(&db).await;
+    let written: Vec<i64> = sqlx::query_scalar("select id from outbox order by id")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    // The previous release's relay fanned out the first change, marking its row.
+    sqlx::query("update outbox set fanned_out_at = now() where id = $1")
+        .bind(written[0])
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+
+    db.store().migrate().await.unwrap();
+
+    assert_eq!(fan_out_backlog(&mut conn).await, (2, 2));
+    let report = fan_out(&db).await;
+    assert_eq!((report.rows, report.deliveries), (2, 2));
+    let created: Vec<i64> = deliveries(&db, sub)
+        .await
+        .iter()
+        .map(|d| d.outbox_id)
+        .collect();
+    assert_eq!(created, written[1..].to_vec());
+    // The rows are left as they were written: a previous release's relay, still running during
+    // the rollout, claims them again, and its fan-out creates nothing new.
+    assert_eq!(fan_out_backlog(&mut conn).await, (0, 2));
+    let old_relay = sqlx::query(
+        "insert into deliveries (subscription_id, outbox_id, tenant, webhook_id, body,
+                                 next_attempt_at)
+         select s.id, o.id, o.tenant, 'msg_old_relay', '\\x00', now()
+         from outbox o join subscriptions s on s.tenant = o.tenant
+         where o.fanned_out_at is null
+         on conflict (subscription_id, outbox_id) do nothing",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(old_relay.rows_affected(), 0);
+    assert_eq!(deliveries(&db, sub).await.len(), 2);
+
+    // A change written wanted (`fanned_out_at` null, as both releases' merges write it) joins
+    // the set; one written already fanned out does not.
+    merge(
+        db.store(),
+        vec![event("A4", 20, Status::OutForDelivery, "SYD")],
+    )
+    .await;
+    sqlx::query(
+        "insert into outbox (tenant, shipment_id, event_id, carrier, tracking_number,
+                             new_status, occurred_at, version, payload, fanned_out_at)
+         select tenant, shipment_id, event_id, carrier, tracking_number, new_status,
+                occurred_at, version + 1, payload, now()
+         from outbox where id = $1",
+    )
+    .bind(written[2])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(fan_out_backlog(&mut conn).await, (1, 3));
+    let report = fan_out(&db).await;
+    assert_eq!((report.rows, report.deliveries), (1, 1));
+    assert_eq!(fan_out_backlog(&mut conn).await, (0, 3));
+    assert_eq!(waybill_store::count_outbox(&mut conn).await.unwrap(), 5);
+    drop(conn);
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn ids_whose_rows_are_gone_leave_both_sets_when_claimed() {
+    let db = database().await;
+    subscribe(&db, "default", &[], &[]).await;
+    three_changes(&db).await;
+    // A change whose row was deleted while its id waited (its shipment forgotten).
+    let mut conn = db.store().acquire().await.unwrap();
+    for table in ["outbox_to_publish", "outbox_to_fan_out"] {
+        sqlx::query(&format!("insert into {table} (outbox_id) values (999999)"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(fanout::relay_backlog(&mut conn).await.unwrap(), (4, 4));
+
+    let mut tx = db.store().begin().await.unwrap();
+    let claimed = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let report = fan_out(&db).await;
+    assert_eq!((report.rows, report.deliveries), (4, 3));
+    assert_eq!(
+        fanout::relay_backlog(&mut conn).await.unwrap(),
+        (3, 0),
+        "the three changes are still to publish; the gone one is in neither set"
+    );
+    drop(conn);
+    db.drop_database().await.unwrap();
+}
+
 #[tokio::test]
 async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     let (db, [_]) = three_changes_fanned_out_to().await;
@@ -371,32 +490,18 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     let outbox = ids("outbox").fetch_all(&mut *conn).await.unwrap();
     let deliveries = ids("deliveries").fetch_all(&mut *conn).await.unwrap();
     assert_eq!((outbox.len(), deliveries.len()), (4, 4));
-    // Outbox: the first two written and done with 8 days ago, the third written 8 days ago but
-    // fanned out just now, the fourth written and fanned out 8 days ago and still unpublished.
-    // (No row is young by its writing time, so the pass reads as far as the fourth.)
-    sqlx::query(
-        "update outbox set created_at = created_at - interval '8 days',
-                           fanned_out_at = fanned_out_at - interval '8 days'
-         where id = any($1)",
-    )
-    .bind(&outbox[..2])
-    .execute(&mut *conn)
-    .await
-    .unwrap();
-    sqlx::query("update outbox set created_at = created_at - interval '8 days' where id = $1")
+    // Outbox: all four written 8 days ago (no row is young by its writing time, so the pass
+    // reads them all). The first two are done with; the third is still to fan out (its
+    // subscription's fan-out stalled); the fourth is fanned out but still unpublished.
+    sqlx::query("update outbox set created_at = created_at - interval '8 days'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("insert into outbox_to_fan_out (outbox_id) values ($1)")
         .bind(outbox[2])
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query(
-        "update outbox set created_at = created_at - interval '8 days',
-                           fanned_out_at = fanned_out_at - interval '8 days'
-         where id = $1",
-    )
-    .bind(outbox[3])
-    .execute(&mut *conn)
-    .await
-    .unwrap();
     // Deliveries: delivered 8 days ago, delivered just now, dead 8 days ago, pending for 8 days.
     for (id, change) in [
         (
@@ -440,7 +545,7 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     assert_eq!(
         ids("outbox").fetch_all(&mut *conn).await.unwrap(),
         vec![outbox[2], outbox[3]],
-        "the recent row and the unpublished one stay"
+        "the row still to fan out and the unpublished one stay"
     );
     assert_eq!(
         ids("deliveries").fetch_all(&mut *conn).await.unwrap(),
@@ -464,7 +569,7 @@ async fn claim(
     now: DateTime<Utc>,
     room: u32,
     per_subscription: u32,
-    busy: &[(i64, u32)],
+    room_of: &[(i64, u32)],
 ) -> Vec<ClaimedDelivery> {
     let mut conn = db.store().acquire().await.unwrap();
     fanout::claim_due_deliveries(
@@ -473,7 +578,7 @@ async fn claim(
         Duration::from_secs(60),
         room,
         per_subscription,
-        busy,
+        room_of,
     )
     .await
     .unwrap()
@@ -484,30 +589,26 @@ async fn claims_respect_room_per_subscription_limits_leases_and_stale_outcomes()
     let (db, [busy_sub, quiet_sub]) = three_changes_fanned_out_to().await;
     let now = Utc::now() + chrono::Duration::seconds(1);
 
-    // Two per subscription, one already in flight for `busy_sub`: 1 + 2.
-    let claimed = claim(&db, now, 10, 2, &[(busy_sub, 1)]).await;
-    assert_eq!(
-        claimed
-            .iter()
-            .filter(|c| c.subscription_id == busy_sub)
-            .count(),
-        1
-    );
-    assert_eq!(
-        claimed
-            .iter()
-            .filter(|c| c.subscription_id == quiet_sub)
-            .count(),
-        2
-    );
+    let of = |claimed: &[ClaimedDelivery], sub: i64| {
+        claimed.iter().filter(|c| c.subscription_id == sub).count()
+    };
+    // One per subscription, but `busy_sub` has no room of its own (all its slots are taken).
+    let full = claim(&db, now, 10, 1, &[(busy_sub, 0)]).await;
+    assert_eq!((of(&full, busy_sub), of(&full, quiet_sub)), (0, 1));
+    // Its own room may also be more than the default (a prompt receiver is claimed ahead).
+    let claimed = claim(&db, now, 10, 1, &[(busy_sub, 3)]).await;
+    assert_eq!((of(&claimed, busy_sub), of(&claimed, quiet_sub)), (3, 1));
     assert!(claimed.iter().all(|c| c.attempt == 1));
     assert_eq!(claimed[0].secret.expose(), SECRET);
     assert!(claimed[0].previous_secret.is_none());
 
-    // Leased: the same three are not due again until the lease runs out.
+    // Leased: the five claimed are not due again until the lease runs out.
     let rest = claim(&db, now, 10, 10, &[]).await;
-    assert_eq!(rest.len(), 3);
-    assert!(rest.iter().all(|r| claimed.iter().all(|c| c.id != r.id)));
+    assert_eq!(rest.len(), 1);
+    assert!(
+        rest.iter()
+            .all(|r| claimed.iter().chain(&full).all(|c| c.id != r.id))
+    );
     assert!(claim(&db, now, 10, 10, &[]).await.is_empty());
     let after_lease = claim(&db, now + chrono::Duration::seconds(61), 10, 10, &[]).await;
     assert_eq!(after_lease.len(), 6);

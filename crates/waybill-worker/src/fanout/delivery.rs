@@ -3,9 +3,10 @@
 //!
 //! * **Bounded.** At most `fanout.concurrency` requests in flight per process (a semaphore) and
 //!   at most `fanout.concurrency_per_subscription` per subscription. The claim asks Postgres
-//!   for no more than as many again per subscription, queued in memory without a process-wide
-//!   slot, so the subscription's next request starts as soon as one is answered, and a slow
-//!   receiver's backlog never occupies slots that others could use.
+//!   for up to [`CLAIM_AHEAD`] times that per subscription ([`CLAIM_AHEAD_PROMPT`] times for
+//!   one that answers promptly), the rest queued in memory without a process-wide slot, so
+//!   the subscription's next request starts as soon as one is answered, and a slow receiver's
+//!   backlog never occupies slots that others could use.
 //! * **Durable.** Everything about a delivery lives in its row: a claim is a lease (request
 //!   timeout + 30 s), and a worker that dies mid-request leaves the delivery to be attempted
 //!   again when the lease runs out. A restart loses no pending retry.
@@ -37,6 +38,21 @@ use crate::poll::Clock;
 
 /// The most deliveries one claim takes.
 const MAX_CLAIM: usize = 256;
+/// How far ahead a subscription is claimed: up to this many times its
+/// `concurrency_per_subscription`, counting what it is sending and has queued, so that its
+/// next request is ready when one is answered.
+const CLAIM_AHEAD: u32 = 2;
+/// How far ahead a prompt subscription is claimed (its last answer a 2xx within
+/// [`PROMPT_ANSWER`]). Under load a claim's round trip is long against a request to a fast
+/// receiver, and a queue of one claim's worth runs dry before the next claim arrives
+/// (docs/performance.md). A slower receiver keeps the shorter queue, so that what it has queued
+/// is sent well within the claims' lease. Only a subscription sending all it may keeps a queue,
+/// and each such one holds `concurrency_per_subscription` of the process's
+/// `fanout.concurrency` slots, so a process queues at most about `CLAIM_AHEAD_PROMPT` times
+/// `fanout.concurrency` deliveries.
+const CLAIM_AHEAD_PROMPT: u32 = 8;
+/// An answer at least this quick makes a subscription prompt.
+const PROMPT_ANSWER: Duration = Duration::from_millis(500);
 /// After a wake-up, how long the dispatcher waits for more completions before it claims again,
 /// so that a busy process claims in batches rather than once per finished request.
 const CLAIM_GAP: Duration = Duration::from_millis(2);
@@ -84,6 +100,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// Per subscription with requests being sent or deliveries claimed ahead.
     slots: Mutex<HashMap<i64, Slots>>,
+    /// The subscriptions whose last answer was a 2xx within [`PROMPT_ANSWER`].
+    prompt: Mutex<HashSet<i64>>,
     /// Set when [`Dispatcher::run`] stops: deliveries claimed ahead are no longer started.
     stopping: AtomicBool,
     tasks: TaskTracker,
@@ -141,6 +159,7 @@ impl Dispatcher {
                 disable_after: settings.disable_after.duration(),
                 permits: Arc::new(Semaphore::new(concurrency)),
                 slots: Mutex::new(HashMap::new()),
+                prompt: Mutex::new(HashSet::new()),
                 stopping: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 wake,
@@ -150,8 +169,9 @@ impl Dispatcher {
     }
 
     /// Starts the deliveries claimed ahead that have a free slot now, then claims due
-    /// deliveries: up to the free process-wide slots, and per subscription up to twice its
-    /// `concurrency_per_subscription` counting what it is sending and has claimed ahead. What
+    /// deliveries: up to the free process-wide slots, and per subscription up to
+    /// [`CLAIM_AHEAD`] times its `concurrency_per_subscription` ([`CLAIM_AHEAD_PROMPT`] times
+    /// for a prompt one) counting what it is sending and has claimed ahead. What
     /// has a free slot is started at once; the rest waits in the subscription's queue and
     /// starts the moment one of its requests is answered, so a subscription's next request
     /// does not wait for the next claim. Returns without waiting for the answers. A claim that
@@ -230,22 +250,45 @@ impl Dispatcher {
         }
     }
 
-    /// Claims up to `room` due deliveries, each subscription's up to twice its limit counting
-    /// what it is sending and has queued.
+    /// Claims up to `room` due deliveries, each subscription's up to [`CLAIM_AHEAD`] times its
+    /// limit ([`CLAIM_AHEAD_PROMPT`] times for a prompt one) counting what it is sending and
+    /// has queued.
     async fn claim(&self, room: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let inner = &self.inner;
-        let busy: Vec<(i64, u32)> = lock(&inner.slots)
-            .iter()
-            .map(|(id, slot)| (*id, slot.sending + slot.ready.len() as u32))
-            .collect();
+        let ahead = inner.per_subscription.saturating_mul(CLAIM_AHEAD);
+        let room_of: Vec<(i64, u32)> = {
+            let slots = lock(&inner.slots);
+            let prompt = lock(&inner.prompt);
+            let depth = |id: &i64| {
+                if prompt.contains(id) {
+                    inner.per_subscription.saturating_mul(CLAIM_AHEAD_PROMPT)
+                } else {
+                    ahead
+                }
+            };
+            let mut room_of: Vec<(i64, u32)> = slots
+                .iter()
+                .map(|(id, slot)| {
+                    let held = slot.sending + slot.ready.len() as u32;
+                    (*id, depth(id).saturating_sub(held))
+                })
+                .collect();
+            room_of.extend(
+                prompt
+                    .iter()
+                    .filter(|id| !slots.contains_key(id))
+                    .map(|id| (*id, depth(id))),
+            );
+            room_of
+        };
         let mut conn = inner.store.acquire().await?;
         fanout::claim_due_deliveries(
             &mut conn,
             inner.clock.now(),
             inner.lease,
             room as u32,
-            inner.per_subscription.saturating_mul(2),
-            &busy,
+            ahead,
+            &room_of,
         )
         .await
     }
@@ -351,8 +394,16 @@ impl Dispatcher {
     async fn deliver(&self, delivery: ClaimedDelivery, mut guard: InFlight) {
         let started = Instant::now();
         let verdict = self.attempt(&delivery).await;
-        metrics::histogram!("waybill_webhook_attempt_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!("waybill_webhook_attempt_duration_seconds").record(took.as_secs_f64());
+        {
+            let mut prompt = lock(&self.inner.prompt);
+            if verdict.is_ok() && took <= PROMPT_ANSWER {
+                prompt.insert(delivery.subscription_id);
+            } else {
+                prompt.remove(&delivery.subscription_id);
+            }
+        }
         guard.answered();
         let failed = match verdict {
             Ok(status) => {

@@ -202,8 +202,7 @@ async fn a_worker_prunes_what_is_done_with_once_older_than_the_retention() {
 
     // A week and a day later.
     for statement in [
-        "update outbox set created_at = created_at - interval '8 days',
-                           fanned_out_at = fanned_out_at - interval '8 days'",
+        "update outbox set created_at = created_at - interval '8 days'",
         "update deliveries set delivered_at = delivered_at - interval '8 days',
                                dead_at = dead_at - interval '8 days'",
     ] {
