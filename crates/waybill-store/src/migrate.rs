@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_to_fan_out",
         include_str!("../migrations/0012_outbox_to_fan_out.sql"),
     ),
+    (
+        13,
+        "deliveries_body_out_of_line",
+        include_str!("../migrations/0013_deliveries_body_out_of_line.sql"),
+    ),
 ];
 
 /// The migrations compiled into this binary, as a [`MigrationSource`] for sqlx's migrator.
