@@ -128,14 +128,11 @@ pub async fn claim_unpublished(
     limit: u32,
 ) -> Result<Vec<OutboxEntry>, StoreError> {
     let rows = sqlx::query(&format!(
-        "with p as (
-             select outbox_id from outbox_to_publish
-             order by outbox_id
-             limit $1
-             for update skip locked)
+        "with p as ({ids})
          select p.outbox_id, {OUTBOX_COLUMNS}
          from p left join outbox o on o.id = p.outbox_id
-         order by p.outbox_id"
+         order by p.outbox_id",
+        ids = oldest_ids("outbox_to_publish")
     ))
     .bind(i64::from(limit))
     .fetch_all(&mut *conn)
@@ -150,6 +147,17 @@ pub async fn claim_unpublished(
     }
     mark_published(conn, &gone).await?;
     Ok(entries)
+}
+
+/// The oldest `$1` ids of `set` (`outbox_to_publish` or `outbox_to_fan_out`), locked `for
+/// update skip locked`: a claim's first step, before its rows are looked up by primary key.
+fn oldest_ids(set: &str) -> String {
+    format!(
+        "select outbox_id from {set}
+         order by outbox_id
+         limit $1
+         for update skip locked"
+    )
 }
 
 /// Marks outbox rows published (after the broker confirmed them): takes their ids out of the
@@ -181,11 +189,7 @@ pub async fn fan_out_pending(
     // so that payloads are read and cross the network only for those. An id whose row is gone
     // is wanted by nobody, and leaves the set.
     let rows = sqlx::query(&format!(
-        "with f as (
-             select outbox_id from outbox_to_fan_out
-             order by outbox_id
-             limit $1
-             for update skip locked)
+        "with f as ({ids})
          select f.outbox_id, o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version,
                 o.created_at, o.traceparent, coalesce(w.wanted, false) as wanted,
                 case when w.wanted then o.payload end as payload
@@ -194,6 +198,7 @@ pub async fn fan_out_pending(
          left join lateral (select exists (select 1 from subscriptions s
                                            where {MATCHES}) as wanted) w on o.id is not null
          order by f.outbox_id",
+        ids = oldest_ids("outbox_to_fan_out"),
         MATCHES = matches_clause("o.tenant", "o.carrier", "o.new_status", "o.created_at"),
     ))
     .bind(i64::from(limit))

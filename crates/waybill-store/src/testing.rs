@@ -92,6 +92,29 @@ impl TestDatabase {
         &self.url
     }
 
+    /// Adds `count` deliveries to `subscription`, due a minute ago, each as if fanned out from
+    /// its own change (outbox ids 1 to `count`, body `{}`): a backlog for the dispatcher's
+    /// tests, without merging the changes.
+    pub async fn add_due_deliveries(
+        &self,
+        subscription: i64,
+        count: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into deliveries (subscription_id, outbox_id, tenant, webhook_id, body,
+                                     next_attempt_at)
+             select s.id, n, s.tenant, 'msg_' || n, convert_to('{}', 'UTF8'),
+                    now() - interval '1 minute'
+             from subscriptions s, generate_series(1, $2) as n
+             where s.id = $1",
+        )
+        .bind(subscription)
+        .bind(count)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Closes the store and drops the database (forcibly ending any other session on it).
     pub async fn drop_database(self) -> Result<(), StoreError> {
         self.store.close().await;

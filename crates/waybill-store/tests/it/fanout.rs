@@ -285,28 +285,54 @@ async fn unpublished_ids(db: &TestDatabase) -> Vec<i64> {
     rows.iter().map(|e| e.id).collect()
 }
 
-#[tokio::test]
-async fn the_upgrade_to_outbox_to_publish_keeps_what_was_unpublished_and_silences_old_relays() {
+/// A database migrated only to `version`, with [`three_changes`] merged (after a subscription
+/// of the default tenant to every change, with `subscribed`) and the first of them marked done
+/// the previous release's way, by `mark` (an update of outbox row `$1`), then migrated to the
+/// latest version. Returns the outbox ids, oldest first, and the subscription.
+async fn upgraded_from(
+    version: i64,
+    subscribed: bool,
+    mark: &str,
+) -> (
+    TestDatabase,
+    waybill_store::PooledConnection,
+    Vec<i64>,
+    Option<i64>,
+) {
     let db = TestDatabase::create_empty(&TestDatabase::admin_url(), 2)
         .await
         .unwrap();
     let mut conn = db.store().acquire().await.unwrap();
-    waybill_store::migrate::migrate_to(&mut conn, 10)
+    waybill_store::migrate::migrate_to(&mut conn, version)
         .await
         .unwrap();
+    let sub = match subscribed {
+        true => Some(subscribe(&db, "default", &[], &[]).await),
+        false => None,
+    };
     three_changes(&db).await;
-    // The previous release's relay published the first change.
     let written: Vec<i64> = sqlx::query_scalar("select id from outbox order by id")
         .fetch_all(&mut *conn)
         .await
         .unwrap();
-    sqlx::query("update outbox set published_at = now() where id = $1")
+    sqlx::query(mark)
         .bind(written[0])
         .execute(&mut *conn)
         .await
         .unwrap();
-
     db.store().migrate().await.unwrap();
+    (db, conn, written, sub)
+}
+
+#[tokio::test]
+async fn the_upgrade_to_outbox_to_publish_keeps_what_was_unpublished_and_silences_old_relays() {
+    // The previous release's relay published the first change.
+    let (db, mut conn, written, _) = upgraded_from(
+        10,
+        false,
+        "update outbox set published_at = now() where id = $1",
+    )
+    .await;
 
     assert_eq!(unpublished_ids(&db).await, written[1..].to_vec());
     // A previous release's relay, still running during the rollout, finds nothing to publish,
@@ -363,27 +389,14 @@ async fn fan_out_backlog(conn: &mut PgConnection) -> (u64, i64) {
 #[tokio::test]
 async fn the_upgrade_to_outbox_to_fan_out_keeps_what_was_not_fanned_out_and_old_relays_add_nothing()
 {
-    let db = TestDatabase::create_empty(&TestDatabase::admin_url(), 2)
-        .await
-        .unwrap();
-    let mut conn = db.store().acquire().await.unwrap();
-    waybill_store::migrate::migrate_to(&mut conn, 11)
-        .await
-        .unwrap();
-    let sub = subscribe(&db, "default", &[], &[]).await;
-    three_changes(&db).await;
-    let written: Vec<i64> = sqlx::query_scalar("select id from outbox order by id")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
     // The previous release's relay fanned out the first change, marking its row.
-    sqlx::query("update outbox set fanned_out_at = now() where id = $1")
-        .bind(written[0])
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-
-    db.store().migrate().await.unwrap();
+    let (db, mut conn, written, sub) = upgraded_from(
+        11,
+        true,
+        "update outbox set fanned_out_at = now() where id = $1",
+    )
+    .await;
+    let sub = sub.unwrap();
 
     assert_eq!(fan_out_backlog(&mut conn).await, (2, 2));
     let report = fan_out(&db).await;
