@@ -17,15 +17,7 @@ create table outbox (id bigserial primary key, shipment_id bigint not null, vers
 create index outbox_unpublished on outbox (id) where published_at is null;
 create index outbox_not_fanned_out on outbox (id) where fanned_out_at is null;
 create table outbox_to_publish (outbox_id bigint primary key);
-insert into outbox (shipment_id, version, payload)
-select g, 1, jsonb_build_object('type', 'shipment.status_changed', 'history',
-       (select jsonb_agg(jsonb_build_object('event_id', md5(g::text || h::text), 'status', 'InTransit',
-                                            'location', 'Sydney NSW Australia', 'occurred_at', now()))
-        from generate_series(1, 5) h))
-from generate_series(1, 200000) g;
-insert into outbox_to_publish select id from outbox;
-vacuum analyze outbox;
-vacuum analyze outbox_to_publish;
+\ir fill-outbox.sql
 select pg_size_pretty(pg_total_relation_size('outbox')) as outbox_before;
 \echo 'mark published: update published_at'
 do $$ begin for i in 0..399 loop

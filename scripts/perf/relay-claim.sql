@@ -15,15 +15,7 @@ create table outbox (id bigserial primary key, shipment_id bigint not null, vers
 create table outbox_to_publish (outbox_id bigint primary key);
 alter table outbox set (autovacuum_enabled = false);
 alter table outbox_to_publish set (autovacuum_enabled = false);
-insert into outbox (shipment_id, version, payload)
-select g, 1, jsonb_build_object('type', 'shipment.status_changed', 'history',
-       (select jsonb_agg(jsonb_build_object('event_id', md5(g::text || h::text), 'status', 'InTransit',
-                                            'location', 'Sydney NSW Australia', 'occurred_at', now()))
-        from generate_series(1, 5) h))
-from generate_series(1, 200000) g;
-insert into outbox_to_publish select id from outbox;
-vacuum analyze outbox;
-vacuum analyze outbox_to_publish;
+\ir fill-outbox.sql
 delete from outbox_to_publish where outbox_id <= 199500;
 
 \echo 'claim as one join (before)'

@@ -324,6 +324,33 @@ async fn upgraded_from(
     (db, conn, written, sub)
 }
 
+/// Merges a fourth change, then writes outbox row `id` again as its next version the way a
+/// previous release's merge would, naming no id table, with `fanned_out_at` set to the SQL
+/// expression given.
+async fn merge_and_write_again(
+    db: &TestDatabase,
+    conn: &mut PgConnection,
+    id: i64,
+    fanned_out_at: &str,
+) {
+    merge(
+        db.store(),
+        vec![event("A4", 20, Status::OutForDelivery, "SYD")],
+    )
+    .await;
+    sqlx::query(&format!(
+        "insert into outbox (tenant, shipment_id, event_id, carrier, tracking_number,
+                             new_status, occurred_at, version, payload, fanned_out_at)
+         select tenant, shipment_id, event_id, carrier, tracking_number, new_status,
+                occurred_at, version + 1, payload, {fanned_out_at}
+         from outbox where id = $1"
+    ))
+    .bind(id)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn the_upgrade_to_outbox_to_publish_keeps_what_was_unpublished_and_silences_old_relays() {
     // The previous release's relay published the first change.
@@ -344,22 +371,7 @@ async fn the_upgrade_to_outbox_to_publish_keeps_what_was_unpublished_and_silence
             .unwrap();
     assert_eq!(old_relay_backlog, 0);
     // A row written without naming the set (as the previous release's merge writes it) joins it.
-    merge(
-        db.store(),
-        vec![event("A4", 20, Status::OutForDelivery, "SYD")],
-    )
-    .await;
-    sqlx::query(
-        "insert into outbox (tenant, shipment_id, event_id, carrier, tracking_number,
-                             new_status, occurred_at, version, payload)
-         select tenant, shipment_id, event_id, carrier, tracking_number, new_status,
-                occurred_at, version + 1, payload
-         from outbox where id = $1",
-    )
-    .bind(written[2])
-    .execute(&mut *conn)
-    .await
-    .unwrap();
+    merge_and_write_again(&db, &mut conn, written[2], "null").await;
     let pending = unpublished_ids(&db).await;
     assert_eq!(pending.len(), 4);
     assert_eq!(pending[..2], written[1..]);
@@ -426,22 +438,7 @@ async fn the_upgrade_to_outbox_to_fan_out_keeps_what_was_not_fanned_out_and_old_
 
     // A change written wanted (`fanned_out_at` null, as both releases' merges write it) joins
     // the set; one written already fanned out does not.
-    merge(
-        db.store(),
-        vec![event("A4", 20, Status::OutForDelivery, "SYD")],
-    )
-    .await;
-    sqlx::query(
-        "insert into outbox (tenant, shipment_id, event_id, carrier, tracking_number,
-                             new_status, occurred_at, version, payload, fanned_out_at)
-         select tenant, shipment_id, event_id, carrier, tracking_number, new_status,
-                occurred_at, version + 1, payload, now()
-         from outbox where id = $1",
-    )
-    .bind(written[2])
-    .execute(&mut *conn)
-    .await
-    .unwrap();
+    merge_and_write_again(&db, &mut conn, written[2], "now()").await;
     assert_eq!(fan_out_backlog(&mut conn).await, (1, 3));
     let report = fan_out(&db).await;
     assert_eq!((report.rows, report.deliveries), (1, 1));
