@@ -46,6 +46,15 @@ pub enum DownstreamEvent {
     StatusChanged(StatusChangedV1),
 }
 
+impl DownstreamEvent {
+    /// The body's `"type"`, as serialised.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DownstreamEvent::StatusChanged(_) => "shipment.status_changed",
+        }
+    }
+}
+
 /// [`DownstreamEvent`] by reference, to serialise a payload without cloning it. Serialises
 /// exactly like [`DownstreamEvent`] (checked by a unit test).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -199,6 +208,8 @@ mod tests {
         let borrowed = serde_json::to_value(DownstreamEventRef::StatusChanged(&body)).unwrap();
         assert_eq!(owned, borrowed);
         assert_eq!(owned["type"], "shipment.status_changed");
+        let event = DownstreamEvent::StatusChanged(body.clone());
+        assert_eq!(owned["type"], event.type_name());
         assert_eq!(owned["version"], 1);
         assert_eq!(owned["previous_status"], "InTransit");
         assert_eq!(

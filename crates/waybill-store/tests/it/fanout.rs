@@ -165,7 +165,7 @@ async fn the_fan_out_follows_tenant_carrier_status_and_enabled_and_is_idempotent
         .find(|entry| entry.id == delivered_row.outbox_id)
         .unwrap();
     assert_eq!(delivered_row.webhook_id, source.message_id());
-    assert_eq!(delivered_row.body, source.body());
+    assert_eq!(delivered_row.body, source.body);
     assert!(
         deliveries(&db, all)
             .await

@@ -227,14 +227,9 @@ impl Relay {
     /// The message of one outbox row on `waybill.events`.
     fn message(&self, row: &OutboxEntry, traceparent: Option<&str>) -> OutboundMessage {
         let routing_key = Topology::event_routing_key(&row.carrier, row.new_status);
-        let event_type = row
-            .payload
-            .get("type")
-            .and_then(|t| t.as_str())
-            .unwrap_or("unknown");
-        OutboundMessage::new(self.exchange.clone(), routing_key, row.body())
+        OutboundMessage::new(self.exchange.clone(), routing_key, row.body.as_slice())
             .with_message_id(row.message_id())
-            .with_header(EVENT_TYPE_HEADER, event_type)
+            .with_header(EVENT_TYPE_HEADER, row.event_type.as_str())
             .with_header(TENANT_HEADER, row.tenant.as_str())
             .with_optional_header(trace::TRACEPARENT, traceparent)
     }
