@@ -262,15 +262,7 @@ impl InboundEnvelope {
 
     /// Reads a body; see [`EnvelopeError`] for what fails.
     pub fn decode(body: &[u8]) -> Result<InboundEnvelope, EnvelopeError> {
-        decode(
-            body,
-            INBOUND_TYPES,
-            "WebhookV1 and RegisterV1",
-            |kind, body| match kind {
-                "WebhookV1" => serde_json::from_slice(body).map(InboundEnvelope::WebhookV1),
-                _ => serde_json::from_slice(body).map(InboundEnvelope::RegisterV1),
-            },
-        )
+        decode(body, INBOUND_TYPES, "WebhookV1 and RegisterV1")
     }
 
     /// The message to publish: on the inbound exchange with its routing key, the envelope id as
@@ -302,9 +294,7 @@ impl PollEnvelope {
 
     /// Reads a body; see [`EnvelopeError`] for what fails.
     pub fn decode(body: &[u8]) -> Result<PollEnvelope, EnvelopeError> {
-        decode(body, POLL_TYPES, "PollJobV1", |_, body| {
-            serde_json::from_slice(body).map(PollEnvelope::PollJobV1)
-        })
+        decode(body, POLL_TYPES, "PollJobV1")
     }
 
     /// The message to publish: on the inbound exchange with the poll routing key, the slot's
@@ -329,26 +319,16 @@ fn encode(value: &impl Serialize) -> Vec<u8> {
 }
 
 /// Reads the `type` first, so that an unknown kind or version is reported as such rather than
-/// as serde's "unknown variant", then decodes the body straight into that kind's struct with
-/// `variant` (which ignores the `type` field): decoding it as the internally tagged enum would
-/// first copy the whole body into serde's buffered form, and then again into the struct.
-fn decode<T>(
+/// as serde's "unknown variant".
+fn decode<T: serde::de::DeserializeOwned>(
     body: &[u8],
     known: &[&str],
     expected: &'static str,
-    variant: impl FnOnce(&str, &[u8]) -> Result<T, serde_json::Error>,
 ) -> Result<T, EnvelopeError> {
     #[derive(Deserialize)]
-    struct Probe<'a> {
-        #[serde(rename = "type", borrow)]
-        message_type: Option<Kind<'a>>,
-    }
-    /// The `type`: a string (borrowed unless it has escapes), or anything else.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Kind<'a> {
-        Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
-        Other(serde::de::IgnoredAny),
+    struct Probe {
+        #[serde(rename = "type")]
+        message_type: Option<serde_json::Value>,
     }
     if !body.trim_ascii_start().starts_with(b"{") {
         // A derived struct would also accept a JSON array; an envelope is an object.
@@ -356,18 +336,18 @@ fn decode<T>(
             "expected a JSON object",
         )));
     }
-    let probe: Probe<'_> = serde_json::from_slice(body).map_err(EnvelopeError::NotJson)?;
-    let Some(Kind::Text(message_type)) = probe.message_type else {
+    let probe: Probe = serde_json::from_slice(body).map_err(EnvelopeError::NotJson)?;
+    let Some(serde_json::Value::String(message_type)) = probe.message_type else {
         return Err(EnvelopeError::MissingType);
     };
-    if !known.contains(&message_type.as_ref()) {
+    if !known.contains(&message_type.as_str()) {
         return Err(EnvelopeError::UnknownType {
-            found: message_type.into_owned(),
+            found: message_type,
             expected,
         });
     }
-    variant(&message_type, body).map_err(|source| EnvelopeError::Invalid {
-        message_type: message_type.into_owned(),
+    serde_json::from_slice(body).map_err(|source| EnvelopeError::Invalid {
+        message_type,
         source,
     })
 }
