@@ -5,6 +5,7 @@
 //! This module finds the events (envelopes, payload filters, nested arrays, the current
 //! object, event filters); [`crate::event`] turns one element into one event.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -297,10 +298,10 @@ struct Element<'v> {
 
 impl MappingSpec {
     /// The field set of the current event: its own in format 2 when given, else the shared one.
-    pub fn current_field_set(&self) -> FieldsSpec {
+    pub fn current_field_set(&self) -> Cow<'_, FieldsSpec> {
         match &self.current_fields {
-            Some(current) => current.resolve(&self.fields),
-            None => self.fields.clone(),
+            Some(current) => Cow::Owned(current.resolve(&self.fields)),
+            None => Cow::Borrowed(&self.fields),
         }
     }
 
@@ -348,8 +349,8 @@ impl MappingSpec {
             })
             .unwrap_or(document);
         let payload_filters = Filters {
-            when: self.when.clone(),
-            ignore: self.ignore.clone(),
+            when: &self.when,
+            ignore: &self.ignore,
         };
         if !payload_filters.pass(Scopes::document(document)) {
             out.ignored = true;
@@ -359,8 +360,8 @@ impl MappingSpec {
         let elements = self.elements(document, out.events.len())?;
         let had_elements = !elements.is_empty();
         let event_filters = Filters {
-            when: self.events.when.clone(),
-            ignore: self.events.ignore.clone(),
+            when: &self.events.when,
+            ignore: &self.events.ignore,
         };
         for element in &elements {
             let scopes = Scopes {
@@ -411,7 +412,7 @@ impl MappingSpec {
         &self,
         document: &Value,
         had_elements: bool,
-        event_filters: &Filters,
+        event_filters: &Filters<'_>,
         context: MapContext<'_>,
         carrier_default: &FieldSpec,
         out: &mut Mapped,

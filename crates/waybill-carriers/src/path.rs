@@ -37,6 +37,10 @@ pub(crate) struct JsonPath {
     scope: Scope,
     /// The RFC 6901 pointer after the sigil (empty for the scope root).
     pointer: String,
+    /// The pointer's reference tokens, unescaped once when the profile is loaded, so that
+    /// resolving a path allocates nothing (`serde_json::Value::pointer` unescapes every token
+    /// into a new string on every call).
+    tokens: Vec<String>,
 }
 
 /// The values a path can be resolved against.
@@ -104,6 +108,7 @@ impl JsonPath {
         Ok(JsonPath {
             scope,
             pointer: pointer.to_owned(),
+            tokens: tokens(pointer),
         })
     }
 
@@ -112,6 +117,7 @@ impl JsonPath {
         JsonPath {
             scope: Scope::Document,
             pointer: String::new(),
+            tokens: Vec::new(),
         }
     }
 
@@ -134,7 +140,14 @@ impl JsonPath {
                 (*element, base.as_str())
             }
         };
-        let value = root.pointer(&self.pointer)?;
+        let mut value = root;
+        for token in &self.tokens {
+            value = match value {
+                Value::Object(members) => members.get(token)?,
+                Value::Array(items) => items.get(array_index(token)?)?,
+                _ => return None,
+            };
+        }
         Some((value, format!("{base}{}", self.pointer)))
     }
 
@@ -195,6 +208,26 @@ impl JsonPath {
     pub fn pointer(&self) -> &str {
         &self.pointer
     }
+}
+
+/// The unescaped reference tokens of an RFC 6901 pointer (`/a~1b/0` is `["a/b", "0"]`).
+fn tokens(pointer: &str) -> Vec<String> {
+    match pointer.strip_prefix('/') {
+        Some(rest) => rest
+            .split('/')
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// An array index token as RFC 6901 (and `serde_json::Value::pointer`) reads it: digits, without
+/// a leading `+` or a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 impl fmt::Display for JsonPath {

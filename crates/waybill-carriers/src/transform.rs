@@ -194,12 +194,12 @@ fn filter_text(value: &Value) -> Option<String> {
 /// `when` (all must hold) and `ignore` (none may hold) lists, as read from a profile's
 /// `[[mapping.when]]`/`[[mapping.ignore]]` or `[[mapping.events.when]]`/`…ignore` tables.
 #[derive(Debug, Clone)]
-pub(crate) struct Filters {
-    pub when: Vec<Filter>,
-    pub ignore: Vec<Filter>,
+pub(crate) struct Filters<'a> {
+    pub when: &'a [Filter],
+    pub ignore: &'a [Filter],
 }
 
-impl Filters {
+impl Filters<'_> {
     /// Whether the scope passes: every `when` holds and no `ignore` does.
     pub fn pass(&self, scopes: Scopes<'_>) -> bool {
         self.when.iter().all(|filter| filter.holds(scopes))
