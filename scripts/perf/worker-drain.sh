@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The worker alone, draining a backlog: its CPU, Postgres' and RabbitMQ's per merged event, to
+# The ingress alone at full speed, then the worker alone draining what it left: the CPU each
+# and RabbitMQ spend per accepted request and per merged event (and Postgres per event), to
 # compare two builds run after one another (docs/performance.md). Each run: a fresh database
 # (`waybill_drain`, dropped first), the ingress at full speed for N seconds under
 # `waybill-bench loadgen` (one Starshipit source, 64 connections) with no worker running, then
@@ -9,7 +10,7 @@
 #   for i in 1 2 3; do for b in before after; do scripts/perf/worker-drain.sh "bins/$b" 8; done; done
 #
 # Reads WAYBILL_CONFIG (default deploy/waybill.example.toml); uses the local Postgres and
-# RabbitMQ, the queue prefix `drain.` and ports 18080/18081. Prints one line a run on stdout.
+# RabbitMQ, the queue prefix `drain.` and ports 18080/18081. Prints two lines a run on stdout.
 set -euo pipefail
 bin="${1:?the directory of the waybill binaries}"
 seconds="${2:-8}"
@@ -27,13 +28,20 @@ PGOPTIONS=--client-min-messages=warning psql -XAtq "$admin" -c "drop database if
 "$bin/waybill-ingress" 2>/dev/null &
 ingress=$!
 sleep 1
-"$bin/waybill-bench" loadgen --sources starshipit --duration "${seconds}s" --concurrency 64 \
-  --no-drain --json >/dev/null 2>&1
-kill "$ingress"
-wait "$ingress" 2>/dev/null || true
-
 ticks() { local sum=0 pid; for pid in "$@"; do
   sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo "$sum"; }
+mq0=$(ticks $(pgrep beam.smp))
+ledger=$("$bin/waybill-bench" loadgen --sources starshipit --duration "${seconds}s" --concurrency 64 \
+  --no-drain --json 2>/dev/null)
+own=$(ticks "$ingress"); mq1=$(ticks $(pgrep beam.smp))
+kill "$ingress"
+wait "$ingress" 2>/dev/null || true
+python3 -c 'import json, sys
+ledger = json.loads(sys.argv[1])["requests"]
+accepted, rate, hz = ledger["accepted"], ledger["accepted_per_sec"], int(sys.argv[5])
+own, mq = (int(ticks) * 1e6 / hz / accepted for ticks in sys.argv[2:4])
+print(f"{sys.argv[4]}: ingress {rate:.0f} accepted/s; CPU per request (us): ingress {own:.1f}, RabbitMQ {mq:.1f}")' \
+  "$ledger" "$own" $((mq1 - mq0)) "$bin" "$hz"
 count() { psql -XAt "$DATABASE_URL" -c "$1"; }
 pg0=$(ticks $(pgrep -x postgres)); mq0=$(ticks $(pgrep beam.smp))
 events0=$(count "select count(*) from tracking_events")
