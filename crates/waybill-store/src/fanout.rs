@@ -92,16 +92,17 @@ impl OutboxEntry {
         {
             return (event.type_name().to_owned(), body);
         }
-        #[derive(serde::Deserialize)]
-        struct Tagged {
-            #[serde(rename = "type")]
-            kind: Option<String>,
-        }
-        let kind = serde_json::from_str::<Tagged>(payload)
-            .ok()
-            .and_then(|tagged| tagged.kind)
-            .unwrap_or_else(|| "unknown".to_owned());
-        (kind, payload.as_bytes().to_vec())
+        // Rare (a newer version's payload): compact, keys in order, as this binary always wrote
+        // such bodies.
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(payload) else {
+            return ("unknown".to_owned(), payload.as_bytes().to_vec());
+        };
+        let kind = value
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
+        (kind, value.to_string().into_bytes())
     }
 }
 
@@ -425,7 +426,10 @@ mod tests {
         let future = r#"{"type": "shipment.teleported", "version": 9}"#;
         assert_eq!(
             OutboxEntry::encode(future),
-            ("shipment.teleported".to_owned(), future.as_bytes().to_vec())
+            (
+                "shipment.teleported".to_owned(),
+                br#"{"type":"shipment.teleported","version":9}"#.to_vec()
+            )
         );
         assert_eq!(OutboxEntry::encode("[1]").0, "unknown");
     }
