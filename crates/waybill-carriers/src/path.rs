@@ -38,8 +38,9 @@ pub(crate) struct JsonPath {
     /// The RFC 6901 pointer after the sigil (empty for the scope root).
     pointer: String,
     /// The pointer's reference tokens, unescaped once when the profile is loaded, so that
-    /// resolving a path allocates nothing (`serde_json::Value::pointer` unescapes every token
-    /// into a new string on every call).
+    /// walking a path allocates nothing per token (`serde_json::Value::pointer` unescapes
+    /// every token into a new string on every call). [`JsonPath::resolve`] still formats the
+    /// concrete path it returns for error messages.
     tokens: Vec<String>,
 }
 
@@ -142,11 +143,7 @@ impl JsonPath {
         };
         let mut value = root;
         for token in &self.tokens {
-            value = match value {
-                Value::Object(members) => members.get(token)?,
-                Value::Array(items) => items.get(array_index(token)?)?,
-                _ => return None,
-            };
+            value = child(value, token)?;
         }
         Some((value, format!("{base}{}", self.pointer)))
     }
@@ -165,10 +162,9 @@ impl JsonPath {
     /// path of each match (`$/data/origin_info/trackinfo`), for error messages.
     pub fn resolve_all_from<'v>(&self, root: &'v Value, base: &str) -> Vec<(&'v Value, String)> {
         let mut current = vec![(root, base.to_owned())];
-        if self.pointer.is_empty() {
-            return current;
-        }
-        for segment in self.pointer[1..].split('/') {
+        // Each token with its segment as written, for the concrete paths.
+        let segments = self.pointer.get(1..).unwrap_or_default().split('/');
+        for (token, segment) in self.tokens.iter().zip(segments) {
             let mut next = Vec::new();
             for (value, path) in current {
                 if segment == "*" {
@@ -187,16 +183,8 @@ impl JsonPath {
                         }
                         _ => {}
                     }
-                } else {
-                    let token = segment.replace("~1", "/").replace("~0", "~");
-                    let child = match value {
-                        Value::Object(members) => members.get(&token),
-                        Value::Array(items) => {
-                            token.parse::<usize>().ok().and_then(|i| items.get(i))
-                        }
-                        _ => None,
-                    };
-                    next.extend(child.map(|child| (child, format!("{path}/{segment}"))));
+                } else if let Some(child) = child(value, token) {
+                    next.push((child, format!("{path}/{segment}")));
                 }
             }
             current = next;
@@ -218,6 +206,15 @@ fn tokens(pointer: &str) -> Vec<String> {
             .map(|token| token.replace("~1", "/").replace("~0", "~"))
             .collect(),
         None => Vec::new(),
+    }
+}
+
+/// The member or element `token` names in `value` (one step of an RFC 6901 pointer).
+fn child<'v>(value: &'v Value, token: &str) -> Option<&'v Value> {
+    match value {
+        Value::Object(members) => members.get(token),
+        Value::Array(items) => items.get(array_index(token)?),
+        _ => None,
     }
 }
 
@@ -285,6 +282,44 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn paths_resolve_as_json_pointers_do() {
+        let document = json!({
+            "a/b": {"m~n": [10, 11, {"deep": true}]},
+            "list": ["x", "y"],
+            "": {"": "empty keys"},
+            "n": 5
+        });
+        for pointer in [
+            "",
+            "/a~1b",
+            "/a~1b/m~0n",
+            "/a~1b/m~0n/2/deep",
+            "/a~1b/m~0n/02",
+            "/a~1b/m~0n/+1",
+            "/a~1b/m~0n/1",
+            "/list/1",
+            "/list/2",
+            "/list/-",
+            "/missing",
+            "/n/0",
+            "/",
+            "//",
+            "/a~1b/m~0n/2/deep/more",
+        ] {
+            let path = JsonPath::parse(&format!("${pointer}"), false).unwrap();
+            assert_eq!(
+                path.resolve(Scopes::document(&document))
+                    .map(|(value, _)| value),
+                document.pointer(pointer),
+                "{pointer}"
+            );
+            let all = path.resolve_all(&document);
+            assert_eq!(all.first().copied(), document.pointer(pointer), "{pointer}");
+            assert!(all.len() <= 1, "{pointer}");
+        }
+    }
 
     #[test]
     fn parses_and_resolves_both_scopes() {
