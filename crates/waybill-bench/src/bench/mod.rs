@@ -86,6 +86,12 @@ pub struct BenchArgs {
     /// history (by tracking number); 0 for none.
     #[arg(long, default_value_t = 200.0, requires = "stored_events")]
     pub read_rate: f64,
+    /// Instead of the comparison: only the ingress at full speed (worker stopped) and then the
+    /// worker draining what it left, `--runs` times on fresh databases, one line a run with the
+    /// rates and the CPU per request and per merged event: to compare two builds run one after
+    /// the other, when the whole comparison moves more from run to run than the change.
+    #[arg(long, conflicts_with_all = ["soak", "deliveries", "stored_events", "console"])]
+    pub drain_only: bool,
     /// Print the results as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -183,6 +189,9 @@ pub async fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
         let stack = Stack::create(settings, &bin_dir).await?;
         return deliveries::run(args, stack, webhooks).await;
     }
+    if args.drain_only {
+        return run_drain_only(args, settings, &bin_dir).await;
+    }
     let mut runs = Vec::new();
     for index in 0..args.runs.max(1) {
         eprintln!("run {}/{}…", index + 1, args.runs.max(1));
@@ -197,6 +206,79 @@ pub async fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
         anyhow::bail!("{} accepted events were never stored", report.lost);
     }
     Ok(())
+}
+
+/// `--drain-only`: phase 5 alone, `--runs` times, each on a fresh stack; a line a run and the
+/// medians.
+async fn run_drain_only(
+    args: &BenchArgs,
+    settings: &Settings,
+    bin_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    println!(
+        "| run | ingress accepted/s | µs a request: ingress / RabbitMQ | worker merged events/s | µs an event: worker / RabbitMQ / Postgres |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut runs = Vec::new();
+    for index in 0..args.runs.max(1) {
+        eprintln!("run {}/{}…", index + 1, args.runs.max(1));
+        let mut stack = Stack::create(settings, bin_dir).await?;
+        let mut figures = RunFigures::default();
+        let measured = drain_phase(args, &mut stack, &mut figures).await;
+        stack.destroy().await;
+        measured?;
+        println!("{}", drain_line(&(index + 1).to_string(), &figures));
+        runs.push(figures);
+    }
+    let medians = RunFigures {
+        ingress_accepted_per_sec: median(runs.iter().map(|run| run.ingress_accepted_per_sec)),
+        worker_merged_per_sec: median(runs.iter().map(|run| run.worker_merged_per_sec)),
+        cpu: median_cpu(&runs),
+        ..RunFigures::default()
+    };
+    println!("{}", drain_line("median", &medians));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    }
+    let lost: u64 = runs.iter().map(|run| run.lost).sum();
+    if lost > 0 {
+        anyhow::bail!("{lost} accepted events were never stored");
+    }
+    Ok(())
+}
+
+/// Phase 5 on `stack`: the ingress started, then [`full_speed_then_drain`] of the first source.
+async fn drain_phase(
+    args: &BenchArgs,
+    stack: &mut Stack,
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
+    let source = BenchSource::of(&stack.settings)?;
+    stack.start_ingress().await?;
+    full_speed_then_drain(args, stack, (&source, None), figures).await
+}
+
+/// One row of the `--drain-only` table.
+fn drain_line(label: &str, figures: &RunFigures) -> String {
+    let cpu = |phase: &str, component: &str| {
+        figures
+            .cpu
+            .iter()
+            .find(|measured| measured.phase == phase)
+            .and_then(|measured| measured.per_unit_us.get(component).copied())
+            .unwrap_or(0.0)
+    };
+    let (ingress, drain) = ("ingress at full speed", "worker draining the backlog");
+    format!(
+        "| {label} | {:.0}/s | {:.1} / {:.1} | {:.0}/s | {:.1} / {:.1} / {:.1} |",
+        figures.ingress_accepted_per_sec,
+        cpu(ingress, "ingress"),
+        cpu(ingress, "broker"),
+        figures.worker_merged_per_sec,
+        cpu(drain, "worker"),
+        cpu(drain, "broker"),
+        cpu(drain, "database"),
+    )
 }
 
 /// Where the `waybill-ingress` and `waybill-worker` binaries are: `given`, or beside this one.
@@ -1061,7 +1143,37 @@ fn write_cpu_table(f: &mut std::fmt::Formatter<'_>, phases: &[PhaseCpu]) -> std:
 
 #[cfg(test)]
 mod tests {
-    use super::{Report, RunFigures};
+    use std::collections::BTreeMap;
+
+    use super::cpu::PhaseCpu;
+    use super::{Report, RunFigures, drain_line};
+
+    /// A `--drain-only` row reads each figure from its own phase and component.
+    #[test]
+    fn a_drain_row_takes_each_figure_from_its_phase_and_component() {
+        let phase = |phase: &'static str, unit: &'static str, base: f64| PhaseCpu {
+            phase,
+            unit,
+            per_unit_us: ["bench", "ingress", "worker", "broker", "database"]
+                .into_iter()
+                .zip([base, base + 1.0, base + 2.0, base + 3.0, base + 4.0])
+                .collect::<BTreeMap<_, _>>(),
+            idle_share: 0.0,
+        };
+        let figures = RunFigures {
+            ingress_accepted_per_sec: 16_000.4,
+            worker_merged_per_sec: 15_000.6,
+            cpu: vec![
+                phase("ingress at full speed", "request", 10.0),
+                phase("worker draining the backlog", "event", 50.0),
+            ],
+            ..RunFigures::default()
+        };
+        assert_eq!(
+            drain_line("1", &figures),
+            "| 1 | 16000/s | 11.0 / 13.0 | 15001/s | 52.0 / 53.0 / 54.0 |"
+        );
+    }
 
     /// Every rate and latency is the median of the runs, losses add up, and the rest (sizes,
     /// memory) is the last run's.
