@@ -89,8 +89,10 @@ pub struct BenchArgs {
     /// Instead of the comparison: only the ingress at full speed (worker stopped) and then the
     /// worker draining what it left, `--runs` times on fresh databases, one line a run with the
     /// rates and the CPU per request and per merged event: to compare two builds run one after
-    /// the other, when the whole comparison moves more from run to run than the change.
-    #[arg(long, conflicts_with_all = ["soak", "deliveries", "stored_events", "console"])]
+    /// the other, when the whole comparison moves more from run to run than the change. With
+    /// `--stored-events`, each run's database is seeded first and the readers read it while the
+    /// worker drains; their p50 / p99 are added to the line.
+    #[arg(long, conflicts_with_all = ["soak", "deliveries", "console"])]
     pub drain_only: bool,
     /// Print the results as JSON too.
     #[arg(long)]
@@ -215,10 +217,19 @@ async fn run_drain_only(
     settings: &Settings,
     bin_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let reads = args.stored_events.is_some() && args.read_rate > 0.0;
+    let (reads_head, reads_rule) = if reads {
+        (
+            " reads under the drain, ms: status p50 / p99, history p50 / p99 |",
+            "---:|",
+        )
+    } else {
+        ("", "")
+    };
     println!(
-        "| run | ingress accepted/s | µs a request: ingress / RabbitMQ | worker merged events/s | µs an event: worker / RabbitMQ / Postgres |"
+        "| run | ingress accepted/s | µs a request: ingress / RabbitMQ | worker merged events/s | µs an event: worker / RabbitMQ / Postgres |{reads_head}"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|{reads_rule}");
     let mut runs = Vec::new();
     for index in 0..args.runs.max(1) {
         eprintln!("run {}/{}…", index + 1, args.runs.max(1));
@@ -227,16 +238,25 @@ async fn run_drain_only(
         let measured = drain_phase(args, &mut stack, &mut figures).await;
         stack.destroy().await;
         measured?;
-        println!("{}", drain_line(&(index + 1).to_string(), &figures));
+        println!("{}", drain_line(&(index + 1).to_string(), &figures, reads));
         runs.push(figures);
     }
+    let stored_median =
+        |field: fn(&StoredFigures) -> f64| median(runs.iter().map(|run| field(&run.stored)));
     let medians = RunFigures {
         ingress_accepted_per_sec: median(runs.iter().map(|run| run.ingress_accepted_per_sec)),
         worker_merged_per_sec: median(runs.iter().map(|run| run.worker_merged_per_sec)),
         cpu: median_cpu(&runs),
+        stored: StoredFigures {
+            read_status_p50_ms: stored_median(|stored| stored.read_status_p50_ms),
+            read_status_p99_ms: stored_median(|stored| stored.read_status_p99_ms),
+            read_history_p50_ms: stored_median(|stored| stored.read_history_p50_ms),
+            read_history_p99_ms: stored_median(|stored| stored.read_history_p99_ms),
+            ..StoredFigures::default()
+        },
         ..RunFigures::default()
     };
-    println!("{}", drain_line("median", &medians));
+    println!("{}", drain_line("median", &medians, reads));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
     }
@@ -247,19 +267,31 @@ async fn run_drain_only(
     Ok(())
 }
 
-/// Phase 5 on `stack`: the ingress started, then [`full_speed_then_drain`] of the first source.
+/// Phase 5 on `stack`: the history stored first with `--stored-events`, the ingress started,
+/// then [`full_speed_then_drain`] of the first source.
 async fn drain_phase(
     args: &BenchArgs,
     stack: &mut Stack,
     figures: &mut RunFigures,
 ) -> anyhow::Result<()> {
+    let stored = match args.stored_events {
+        Some(events) => Some(
+            stored::store_history(
+                &stack.settings,
+                (events, args.stored_shipments),
+                &mut figures.stored,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let source = BenchSource::of(&stack.settings)?;
     stack.start_ingress().await?;
-    full_speed_then_drain(args, stack, (&source, None), figures).await
+    full_speed_then_drain(args, stack, (&source, stored.as_ref()), figures).await
 }
 
-/// One row of the `--drain-only` table.
-fn drain_line(label: &str, figures: &RunFigures) -> String {
+/// One row of the `--drain-only` table; with `reads`, the reads' latencies under the drain too.
+fn drain_line(label: &str, figures: &RunFigures, reads: bool) -> String {
     let cpu = |phase: &str, component: &str| {
         figures
             .cpu
@@ -269,7 +301,7 @@ fn drain_line(label: &str, figures: &RunFigures) -> String {
             .unwrap_or(0.0)
     };
     let (ingress, drain) = ("ingress at full speed", "worker draining the backlog");
-    format!(
+    let mut line = format!(
         "| {label} | {:.0}/s | {:.1} / {:.1} | {:.0}/s | {:.1} / {:.1} / {:.1} |",
         figures.ingress_accepted_per_sec,
         cpu(ingress, "ingress"),
@@ -278,7 +310,18 @@ fn drain_line(label: &str, figures: &RunFigures) -> String {
         cpu(drain, "worker"),
         cpu(drain, "broker"),
         cpu(drain, "database"),
-    )
+    );
+    if reads {
+        let stored = &figures.stored;
+        line.push_str(&format!(
+            " {:.1} / {:.1}, {:.1} / {:.1} |",
+            stored.read_status_p50_ms,
+            stored.read_status_p99_ms,
+            stored.read_history_p50_ms,
+            stored.read_history_p99_ms,
+        ));
+    }
+    line
 }
 
 /// Where the `waybill-ingress` and `waybill-worker` binaries are: `given`, or beside this one.
@@ -1146,7 +1189,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::cpu::PhaseCpu;
-    use super::{Report, RunFigures, drain_line};
+    use super::{Report, RunFigures, StoredFigures, drain_line};
 
     /// A `--drain-only` row reads each figure from its own phase and component.
     #[test]
@@ -1170,8 +1213,22 @@ mod tests {
             ..RunFigures::default()
         };
         assert_eq!(
-            drain_line("1", &figures),
+            drain_line("1", &figures, false),
             "| 1 | 16000/s | 11.0 / 13.0 | 15001/s | 52.0 / 53.0 / 54.0 |"
+        );
+        let figures = RunFigures {
+            stored: StoredFigures {
+                read_status_p50_ms: 1.04,
+                read_status_p99_ms: 2.0,
+                read_history_p50_ms: 3.0,
+                read_history_p99_ms: 40.06,
+                ..StoredFigures::default()
+            },
+            ..figures
+        };
+        assert_eq!(
+            drain_line("median", &figures, true),
+            "| median | 16000/s | 11.0 / 13.0 | 15001/s | 52.0 / 53.0 / 54.0 | 1.0 / 2.0, 3.0 / 40.1 |"
         );
     }
 
