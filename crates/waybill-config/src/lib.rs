@@ -186,13 +186,21 @@ pub struct DatabaseSettings {
     /// PostgreSQL URL (its password is a secret). Env: `DATABASE_URL`.
     #[serde(serialize_with = "secret::serialize")]
     pub url: SecretString,
-    /// Connection pool size per worker process.
+    /// Connection pool size per worker process, for the merge and the background tasks.
     pub max_connections: u32,
+    /// Connections of the worker's HTTP API (shipment reads, the console), a pool of its own
+    /// beside `max_connections` so that reads do not wait behind the merge's batches.
+    #[serde(default = "default_api_connections")]
+    pub api_connections: u32,
     /// Shipments created more than this long ago are deleted with their whole tracking
     /// history, a calendar month at a time, by the worker. Written with units (`400d`); at
     /// least `31d`. `0s` (the default) keeps everything.
     #[serde(default)]
     pub shipment_retention: Period,
+}
+
+fn default_api_connections() -> u32 {
+    4
 }
 
 /// `[log]`
@@ -242,6 +250,7 @@ impl Default for Settings {
             database: DatabaseSettings {
                 url: "postgres://postgres@127.0.0.1:5432/waybill".into(),
                 max_connections: 8,
+                api_connections: default_api_connections(),
                 shipment_retention: Period::default(),
             },
             profiles_dir: None,

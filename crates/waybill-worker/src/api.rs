@@ -1,11 +1,15 @@
 //! The worker's HTTP server: the shipments API, health, readiness and metrics.
 //!
+//! It runs on a thread and runtime of its own and reads through a pool of its own
+//! (`database.api_connections`, see [`crate::Worker::run`]), so a read is not queued behind the
+//! merge's batches.
+//!
 //! The shipments routes need an API key with `shipments:read` (see `docs/security.md`); the
 //! tenant is the key's, and only an `admin` key may name another with `?tenant=`. Health,
 //! readiness and metrics stay open. Every refusal is `{"error", "message"}`
 //! (`waybill_http::HttpError`), the router's own 404 and 405 included.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::middleware::map_response;
 use axum::response::Response;
@@ -16,17 +20,32 @@ use waybill_api::params::{OrderQuery, ShipmentPath, TenantQuery};
 use waybill_api::{ErrorBody, ShipmentList, ShipmentView};
 use waybill_core::{CarrierCode, TenantId, TrackingNumber};
 use waybill_http::HttpError;
-use waybill_http::auth::{Authorized, ShipmentsRead};
+use waybill_http::auth::{Authorized, KeyGate, ShipmentsRead};
 use waybill_http::extract::{Path, Query};
 use waybill_http::openapi::{ApiKeySecurity, KeyRefusal};
+
+use waybill_store::Store;
 
 use crate::Worker;
 
 /// Seconds a client is told to wait when the database is unavailable.
 const DATABASE_RETRY_AFTER_SECS: u32 = 5;
 
-/// The worker's routes.
-pub fn router(worker: Worker) -> Router {
+/// What the routes share: the worker, and the API's own pool.
+#[derive(Clone)]
+struct Api {
+    worker: Worker,
+    reads: Store,
+}
+
+impl FromRef<Api> for KeyGate {
+    fn from_ref(api: &Api) -> KeyGate {
+        KeyGate::from_ref(&api.worker)
+    }
+}
+
+/// The worker's routes; the shipments are read through `reads`.
+pub fn router(worker: Worker, reads: Store) -> Router {
     Router::new()
         .route(
             "/v1/shipments/{carrier}/{tracking_number}",
@@ -39,7 +58,7 @@ pub fn router(worker: Worker) -> Router {
         .route("/openapi.json", waybill_http::openapi::route(&openapi()))
         .fallback(waybill_http::extract::not_found)
         .layer(map_response(waybill_http::extract::json_errors))
-        .with_state(worker)
+        .with_state(Api { worker, reads })
 }
 
 /// 503 while the database cannot answer.
@@ -87,7 +106,7 @@ fn tenant_of(auth: &Authorized<ShipmentsRead>, raw: Option<&str>) -> Result<Tena
 )]
 async fn get_shipment(
     auth: Authorized<ShipmentsRead>,
-    State(worker): State<Worker>,
+    State(api): State<Api>,
     Path(path): Path<ShipmentPath>,
     Query(query): Query<TenantQuery>,
 ) -> Result<Json<ShipmentView>, HttpError> {
@@ -96,8 +115,8 @@ async fn get_shipment(
         .map_err(|error| HttpError::bad_request(error.to_string()))?;
     let tracking_number = TrackingNumber::parse(&path.tracking_number)
         .map_err(|error| HttpError::bad_request(error.to_string()))?;
-    let found = worker
-        .store()
+    let found = api
+        .reads
         .get_shipment(&tenant, &carrier, &tracking_number)
         .await
         .map_err(|error| {
@@ -131,7 +150,7 @@ async fn get_shipment(
 )]
 async fn find_shipments(
     auth: Authorized<ShipmentsRead>,
-    State(worker): State<Worker>,
+    State(api): State<Api>,
     Query(query): Query<OrderQuery>,
 ) -> Result<Json<ShipmentList>, HttpError> {
     let tenant = tenant_of(&auth, query.tenant.as_deref())?;
@@ -140,8 +159,8 @@ async fn find_shipments(
             "the query parameter order_number is required",
         ));
     };
-    let shipments = worker
-        .store()
+    let shipments = api
+        .reads
         .find_by_order_number(&tenant, order_number.trim())
         .await
         .map_err(|error| {
@@ -151,8 +170,8 @@ async fn find_shipments(
     Ok(Json(ShipmentList { shipments }))
 }
 
-/// `GET /readyz`: 200 when the database answers and a consumer is up, else 503.
-async fn readyz(State(worker): State<Worker>) -> Response {
+/// `GET /readyz`: 200 when the database answers the merge's pool and a consumer is up, else 503.
+async fn readyz(State(Api { worker, .. }): State<Api>) -> Response {
     // Probed every few seconds by orchestrators: never a trace of its own.
     let database = waybill_telemetry::trace::untraced(worker.store().ping())
         .await

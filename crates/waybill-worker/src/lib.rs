@@ -103,28 +103,83 @@ impl Worker {
         fanout::spawn(&self, &tracker, shutdown.clone());
         cohorts::spawn(&self, &tracker, shutdown.clone());
         tracker.close();
-        let mut app = api::router(self.clone());
-        if let Some(console) = self.console()? {
-            app = app.nest(waybill_console::BASE, console);
-        }
         let grace = Duration::from_millis(self.inner.settings.worker.shutdown_grace_ms);
-        // The same accept loop as the ingress: a caller gets a bounded time to send its
-        // headers, and open connections a bounded time to finish after shutdown.
-        let served = waybill_http::serve::serve(listener, app, shutdown.clone(), grace).await;
+        let served = self
+            .clone()
+            .serve_api(listener, shutdown.clone(), grace)
+            .await;
+        if served.is_err() {
+            // The API could not start or stopped on an error (its pool could not connect, say):
+            // the process ends, and its consumers with it.
+            shutdown.cancel();
+        }
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(
                 "consumers did not stop within the grace period; unacked messages will be redelivered"
             );
         }
         self.inner.publisher.close().await;
-        served?;
-        Ok(())
+        served
+    }
+
+    /// Serves the HTTP API on `listener` until `shutdown`, on a thread and a single-threaded
+    /// runtime of its own, reading through a pool of its own (`database.api_connections`).
+    ///
+    /// Under a backlog the merge keeps the process's runtime threads busy with batches, and its
+    /// pool's connections with their transactions: a read sharing them waited behind that work
+    /// (its p99 under a drain halved apart, docs/performance.md). The pool is made on the API's
+    /// runtime, so its connections are driven there too.
+    async fn serve_api(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let listener = listener.into_std()?;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("waybill-api".into())
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|runtime| {
+                        runtime.block_on(self.api_server(listener, shutdown, grace))
+                    });
+                let _ = done.send(served);
+            })?;
+        finished
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the HTTP API's thread panicked")))
+    }
+
+    /// The HTTP API's server, on the API's runtime.
+    async fn api_server(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let database = &self.inner.settings.database;
+        let reads = Store::connect(database.url.expose_secret(), database.api_connections).await?;
+        let mut app = api::router(self.clone(), reads.clone());
+        if let Some(console) = self.console(&reads)? {
+            app = app.nest(waybill_console::BASE, console);
+        }
+        // The same accept loop as the ingress: a caller gets a bounded time to send its
+        // headers, and open connections a bounded time to finish after shutdown.
+        let served =
+            waybill_http::serve::serve(TcpListener::from_std(listener)?, app, shutdown, grace)
+                .await;
+        reads.close().await;
+        Ok(served?)
     }
 
     /// The operator console's routes, when `console.enabled` and API keys are on (sign-in is
-    /// with a key). Its key changes are published by [`auth::publish_once`], this worker's own
-    /// periodic publish run at once.
-    fn console(&self) -> anyhow::Result<Option<axum::Router>> {
+    /// with a key), on the API's pool `store`. Its key changes are published by
+    /// [`auth::publish_once`], this worker's own periodic publish run at once.
+    fn console(&self, store: &Store) -> anyhow::Result<Option<axum::Router>> {
         let settings = &self.inner.settings;
         if !settings.console.enabled {
             return Ok(None);
@@ -149,7 +204,7 @@ impl Worker {
         });
         let router = waybill_console::router(waybill_console::ConsoleParts {
             settings: settings.clone(),
-            store: self.inner.store.clone(),
+            store: store.clone(),
             keys: Arc::clone(ring),
             publisher: self.inner.publisher.clone(),
             topology: self.inner.topology.clone(),

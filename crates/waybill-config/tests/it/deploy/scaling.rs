@@ -163,11 +163,12 @@ fn the_operators_overlay_wires_waybill_to_the_clusters_it_creates() {
             "{file} reads {broker_secret}"
         );
     }
-    // Every worker at the KEDA maximum with a full pool, plus the Job and the CLI, fits.
+    // Every worker at the KEDA maximum with both its pools full, plus the Job and the CLI, fits.
     let maximum = find(&base(), "ScaledObject", "waybill-worker")["spec"]["maxReplicaCount"]
         .as_i64()
         .unwrap_or(100);
-    let pools = maximum * i64::from(deployed_settings().database.max_connections) + 10;
+    let database = deployed_settings().database;
+    let pools = maximum * i64::from(database.max_connections + database.api_connections) + 10;
     let allowed: i64 = scalar(&postgres["spec"]["postgresql"]["parameters"]["max_connections"])
         .and_then(|text| text.parse().ok())
         .unwrap_or(100);

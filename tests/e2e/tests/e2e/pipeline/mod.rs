@@ -6,5 +6,6 @@ pub(crate) mod helpers;
 
 mod errors;
 mod flow;
+mod reads;
 mod registration;
 mod replicas;
