@@ -23,7 +23,6 @@ use waybill_http::HttpError;
 use waybill_http::auth::{Authorized, KeyGate, ShipmentsRead};
 use waybill_http::extract::{Path, Query};
 use waybill_http::openapi::{ApiKeySecurity, KeyRefusal};
-
 use waybill_store::Store;
 
 use crate::Worker;

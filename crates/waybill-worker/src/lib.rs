@@ -127,8 +127,8 @@ impl Worker {
     ///
     /// Under a backlog the merge keeps the process's runtime threads busy with batches, and its
     /// pool's connections with their transactions: a read sharing them waited behind that work
-    /// (its p99 under a drain halved apart, docs/performance.md). The pool is made on the API's
-    /// runtime, so its connections are driven there too.
+    /// (with both apart, reads' p99 under a drain halved; docs/performance.md). The pool is made
+    /// on the API's runtime, so its connections are driven there too.
     async fn serve_api(
         self,
         listener: TcpListener,
