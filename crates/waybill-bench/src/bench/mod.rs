@@ -241,28 +241,13 @@ async fn run_drain_only(
         println!("{}", drain_line(&(index + 1).to_string(), &figures, reads));
         runs.push(figures);
     }
-    let stored_median =
-        |field: fn(&StoredFigures) -> f64| median(runs.iter().map(|run| field(&run.stored)));
-    let medians = RunFigures {
-        ingress_accepted_per_sec: median(runs.iter().map(|run| run.ingress_accepted_per_sec)),
-        worker_merged_per_sec: median(runs.iter().map(|run| run.worker_merged_per_sec)),
-        cpu: median_cpu(&runs),
-        stored: StoredFigures {
-            read_status_p50_ms: stored_median(|stored| stored.read_status_p50_ms),
-            read_status_p99_ms: stored_median(|stored| stored.read_status_p99_ms),
-            read_history_p50_ms: stored_median(|stored| stored.read_history_p50_ms),
-            read_history_p99_ms: stored_median(|stored| stored.read_history_p99_ms),
-            ..StoredFigures::default()
-        },
-        ..RunFigures::default()
-    };
-    println!("{}", drain_line("median", &medians, reads));
+    let report = Report::from_runs(&runs);
+    println!("{}", drain_line("median", &report.median, reads));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
     }
-    let lost: u64 = runs.iter().map(|run| run.lost).sum();
-    if lost > 0 {
-        anyhow::bail!("{lost} accepted events were never stored");
+    if report.lost > 0 {
+        anyhow::bail!("{} accepted events were never stored", report.lost);
     }
     Ok(())
 }
@@ -274,20 +259,24 @@ async fn drain_phase(
     stack: &mut Stack,
     figures: &mut RunFigures,
 ) -> anyhow::Result<()> {
-    let stored = match args.stored_events {
-        Some(events) => Some(
-            stored::store_history(
-                &stack.settings,
-                (events, args.stored_shipments),
-                &mut figures.stored,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let stored = store_history(args, &stack.settings, &mut figures.stored).await?;
     let source = BenchSource::of(&stack.settings)?;
     stack.start_ingress().await?;
     full_speed_then_drain(args, stack, (&source, stored.as_ref()), figures).await
+}
+
+/// With `--stored-events`, the history seeded into the run's database (and its key for the
+/// readers); the seed recorded in `figures`.
+async fn store_history(
+    args: &BenchArgs,
+    settings: &Settings,
+    figures: &mut StoredFigures,
+) -> anyhow::Result<Option<stored::StoredHistory>> {
+    let Some(events) = args.stored_events else {
+        return Ok(None);
+    };
+    let history = stored::store_history(settings, (events, args.stored_shipments), figures).await?;
+    Ok(Some(history))
 }
 
 /// One row of the `--drain-only` table; with `reads`, the reads' latencies under the drain too.
@@ -527,17 +516,7 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
         envelope_bytes: typical_envelope_len(&settings)?,
         ..RunFigures::default()
     };
-    let stored = match args.stored_events {
-        Some(events) => Some(
-            stored::store_history(
-                &settings,
-                (events, args.stored_shipments),
-                &mut figures.stored,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let stored = store_history(args, &settings, &mut figures.stored).await?;
     figures.raw_publish_per_sec =
         broker_ceiling(stack, &settings, figures.envelope_bytes, &mut figures.cpu).await?;
     figures.raw_upsert_per_sec = database_ceiling(stack, &settings, &mut figures.cpu).await?;
