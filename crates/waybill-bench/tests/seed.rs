@@ -126,6 +126,28 @@ async fn a_seeded_table_is_what_merging_its_events_would_have_produced() {
     assert_eq!(again.written.events, 0);
     assert_eq!(again.tables.events, EVENTS);
 
+    // A shipment missing from the middle of a range (whose neighbours are all there) is written
+    // again with its events, and only it.
+    let missing = plan.tracking_number(70);
+    sqlx::query(
+        "delete from tracking_events where shipment_id =
+             (select id from shipments where tracking_number = $1)",
+    )
+    .bind(&missing)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("delete from shipments where tracking_number = $1")
+        .bind(&missing)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mended = seed::seed(&mut conn, &plan, 64).await.unwrap();
+    assert_eq!(mended.written.shipments, 1);
+    assert_eq!(mended.written.events, plan.events_of(70));
+    assert_eq!(mended.tables.shipments, SHIPMENTS);
+    assert_eq!(mended.tables.events, EVENTS);
+
     the_merge_and_the_read_query_take_the_history_as_real(&db, &plan).await;
     db.drop_database().await.unwrap();
 }

@@ -91,9 +91,16 @@ pub struct BenchArgs {
     /// rates and the CPU per request and per merged event: to compare two builds run one after
     /// the other, when the whole comparison moves more from run to run than the change. With
     /// `--stored-events`, each run's database is seeded first and the readers read it while the
-    /// worker drains; their p50 / p99 are added to the line.
+    /// worker drains and then for `--duration` on the idle worker; their p50 / p99 of both are
+    /// added to the line.
     #[arg(long, conflicts_with_all = ["soak", "deliveries", "console"])]
     pub drain_only: bool,
+    /// With `--drain-only`: run in the configured database (`DATABASE_URL`) instead of a fresh
+    /// one each run, and keep it, with what the runs merged. Seed a big table once (`waybill-bench
+    /// seed`, or the first run's `--stored-events`) and drain over it run after run; seeding it
+    /// again skips what it holds.
+    #[arg(long, requires = "drain_only")]
+    pub configured_database: bool,
     /// Print the results as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -220,8 +227,8 @@ async fn run_drain_only(
     let reads = args.stored_events.is_some() && args.read_rate > 0.0;
     let (reads_head, reads_rule) = if reads {
         (
-            " reads under the drain, ms: status p50 / p99, history p50 / p99 |",
-            "---:|",
+            " reads under the drain, ms: status p50 / p99, history p50 / p99 | the same on the idle worker after it |",
+            "---:|---:|",
         )
     } else {
         ("", "")
@@ -233,7 +240,11 @@ async fn run_drain_only(
     let mut runs = Vec::new();
     for index in 0..args.runs.max(1) {
         eprintln!("run {}/{}…", index + 1, args.runs.max(1));
-        let mut stack = Stack::create(settings, bin_dir).await?;
+        let mut stack = if args.configured_database {
+            Stack::create_in_configured(settings, bin_dir).await?
+        } else {
+            Stack::create(settings, bin_dir).await?
+        };
         let mut figures = RunFigures::default();
         let measured = drain_phase(args, &mut stack, &mut figures).await;
         stack.destroy().await;
@@ -262,7 +273,30 @@ async fn drain_phase(
     let stored = store_history(args, &stack.settings, &mut figures.stored).await?;
     let source = BenchSource::of(&stack.settings)?;
     stack.start_ingress().await?;
-    full_speed_then_drain(args, stack, (&source, stored.as_ref()), figures).await
+    full_speed_then_drain(args, stack, (&source, stored.as_ref()), figures).await?;
+    idle_reads(
+        args,
+        stack.settings.worker.addr,
+        stored.as_ref(),
+        &mut figures.stored,
+    )
+    .await
+}
+
+/// With a `stored` history and readers, the same reads as under the drain on the idle worker
+/// at `worker`, for `--duration`, recorded in `figures`.
+async fn idle_reads(
+    args: &BenchArgs,
+    worker: std::net::SocketAddr,
+    stored: Option<&stored::StoredHistory>,
+    figures: &mut StoredFigures,
+) -> anyhow::Result<()> {
+    if let Some(stored) = stored.filter(|_| args.read_rate > 0.0) {
+        stored::idle_reads(worker, stored, args.read_rate, args.duration)
+            .await?
+            .record_idle(figures);
+    }
+    Ok(())
 }
 
 /// With `--stored-events`, the history seeded into the run's database (and its key for the
@@ -303,11 +337,15 @@ fn drain_line(label: &str, figures: &RunFigures, reads: bool) -> String {
     if reads {
         let stored = &figures.stored;
         line.push_str(&format!(
-            " {:.1} / {:.1}, {:.1} / {:.1} |",
+            " {:.1} / {:.1}, {:.1} / {:.1} | {:.1} / {:.1}, {:.1} / {:.1} |",
             stored.read_status_p50_ms,
             stored.read_status_p99_ms,
             stored.read_history_p50_ms,
             stored.read_history_p99_ms,
+            stored.idle_status_p50_ms,
+            stored.idle_status_p99_ms,
+            stored.idle_history_p50_ms,
+            stored.idle_history_p99_ms,
         ));
     }
     line
@@ -338,12 +376,34 @@ struct Stack {
 
 impl Stack {
     async fn create(base: &Settings, bin_dir: &std::path::Path) -> anyhow::Result<Stack> {
-        let tag = format!("{:08x}", rand::random::<u32>());
         // A fresh, migrated database beside the configured one, dropped at the end.
         let admin_url = admin_url(base.database.url.expose_secret())?;
         let database = waybill_store::testing::TestDatabase::create(&admin_url).await?;
         let mut settings = base.clone();
         settings.database.url = database.url().into();
+        Stack::with_database(settings, Some(database), bin_dir).await
+    }
+
+    /// A stack on the configured database itself, migrated first and kept at the end.
+    async fn create_in_configured(
+        base: &Settings,
+        bin_dir: &std::path::Path,
+    ) -> anyhow::Result<Stack> {
+        let store = waybill_store::Store::connect(base.database.url.expose_secret(), 1).await?;
+        let migrated = store.migrate().await;
+        store.close().await;
+        migrated?;
+        Stack::with_database(base.clone(), None, bin_dir).await
+    }
+
+    /// A stack on `settings`' database (`database`, dropped at the end, when it is a scratch
+    /// one) under a fresh queue prefix and ports.
+    async fn with_database(
+        mut settings: Settings,
+        database: Option<waybill_store::testing::TestDatabase>,
+        bin_dir: &std::path::Path,
+    ) -> anyhow::Result<Stack> {
+        let tag = format!("{:08x}", rand::random::<u32>());
         settings.bus.prefix = format!("bench{tag}.");
         settings.ingress.addr = free_port()?;
         settings.worker.addr = free_port()?;
@@ -354,7 +414,7 @@ impl Stack {
         connection.close().await?;
         Ok(Stack {
             settings,
-            database: Some(database),
+            database,
             ingress: None,
             worker: None,
             bin_dir: bin_dir.to_owned(),
@@ -531,11 +591,13 @@ async fn measure(args: &BenchArgs, stack: &mut Stack) -> anyhow::Result<RunFigur
     figures.ideal_worker_per_sec =
         ideal_worker_ceiling(stack, &one_source, &mut figures.cpu).await?;
     full_speed_then_drain(args, stack, (&source, stored.as_ref()), &mut figures).await?;
-    if let Some(stored) = stored.as_ref().filter(|_| args.read_rate > 0.0) {
-        stored::idle_reads(settings.worker.addr, stored, args.read_rate, args.duration)
-            .await?
-            .record_idle(&mut figures.stored);
-    }
+    idle_reads(
+        args,
+        settings.worker.addr,
+        stored.as_ref(),
+        &mut figures.stored,
+    )
+    .await?;
     let rss_after_full = stack.rss();
     half_rates(args, &settings, &mut figures).await?;
     steady_end_to_end(args, &settings, &mut figures).await?;
@@ -1201,13 +1263,17 @@ mod tests {
                 read_status_p99_ms: 2.0,
                 read_history_p50_ms: 3.0,
                 read_history_p99_ms: 40.06,
+                idle_status_p50_ms: 0.5,
+                idle_status_p99_ms: 4.0,
+                idle_history_p50_ms: 0.7,
+                idle_history_p99_ms: 9.96,
                 ..StoredFigures::default()
             },
             ..figures
         };
         assert_eq!(
             drain_line("median", &figures, true),
-            "| median | 16000/s | 11.0 / 13.0 | 15001/s | 52.0 / 53.0 / 54.0 | 1.0 / 2.0, 3.0 / 40.1 |"
+            "| median | 16000/s | 11.0 / 13.0 | 15001/s | 52.0 / 53.0 / 54.0 | 1.0 / 2.0, 3.0 / 40.1 | 0.5 / 4.0, 0.7 / 10.0 |"
         );
     }
 
