@@ -98,7 +98,8 @@ pub struct BenchArgs {
     /// With `--drain-only`: run in the configured database (`DATABASE_URL`) instead of a fresh
     /// one each run, and keep it, with what the runs merged. Seed a big table once (`waybill-bench
     /// seed`, or the first run's `--stored-events`) and drain over it run after run; seeding it
-    /// again skips what it holds.
+    /// again skips what it holds. The runs write load-generator shipments, events and API keys
+    /// there: use a database of its own, never one you keep.
     #[arg(long, requires = "drain_only")]
     pub configured_database: bool,
     /// Print the results as JSON too.
