@@ -17,6 +17,15 @@ pub async fn last_shipment_id(conn: &mut PgConnection) -> Result<i64, StoreError
     )
 }
 
+/// The process id of the server process serving `conn`, so the caller can tell its CPU time
+/// apart from the rest of Postgres' (on the same machine, from `/proc`).
+pub async fn backend_pid(conn: &mut PgConnection) -> Result<u32, StoreError> {
+    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(conn)
+        .await?;
+    Ok(u32::try_from(pid).unwrap_or(0))
+}
+
 /// For each of `ids` that is stored (in any tenant) in a shipment whose id is greater than
 /// `after_shipment` (0: any), the earliest time a row with that id was written
 /// (`tracking_events.stored_at`). Ids not stored are absent from the result.

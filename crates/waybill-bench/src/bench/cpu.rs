@@ -59,6 +59,16 @@ impl CpuReading {
         reading
     }
 
+    /// This reading with `seconds` of Postgres' time counted as the load generator's (the
+    /// accounting's lookups, which are the benchmark's work, not the measured process's).
+    #[must_use]
+    pub fn with_accounting(mut self, seconds: f64) -> CpuReading {
+        let seconds = seconds.clamp(0.0, self.database);
+        self.database -= seconds;
+        self.bench += seconds;
+        self
+    }
+
     /// What was spent between `earlier` and this reading.
     #[must_use]
     pub fn since(&self, earlier: &CpuReading) -> CpuReading {
@@ -127,7 +137,7 @@ impl PhaseCpu {
 }
 
 /// User plus system time of one process (and of its reaped children with `children`), s.
-fn process_seconds(pid: u32, children: bool) -> f64 {
+pub(crate) fn process_seconds(pid: u32, children: bool) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_or(0.0, |stat| stat_seconds(&stat, children))
 }
@@ -189,6 +199,25 @@ fn machine_seconds() -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The accounting's seconds move from Postgres' column to the load generator's, never more
+    /// than Postgres spent, and the machine's totals do not change.
+    #[test]
+    fn the_accounting_is_counted_as_the_load_generators() {
+        let spent = CpuReading {
+            bench: 1.0,
+            worker: 4.0,
+            database: 2.0,
+            busy: 8.0,
+            total: 10.0,
+            ..CpuReading::default()
+        };
+        let moved = spent.with_accounting(0.5);
+        assert_eq!((moved.bench, moved.database), (1.5, 1.5));
+        assert_eq!((moved.worker, moved.busy, moved.total), (4.0, 8.0, 10.0));
+        let capped = spent.with_accounting(5.0);
+        assert_eq!((capped.bench, capped.database), (3.0, 0.0));
+    }
 
     #[test]
     fn this_process_is_seen_spending_cpu() {

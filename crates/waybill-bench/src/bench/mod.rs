@@ -829,12 +829,15 @@ async fn full_speed_then_drain(
     if let Some(drain) = &ledger.drain {
         figures.worker_merged_per_sec = drain.drain_rate_per_sec;
         figures.lost += drain.lost;
-        // Every event of the phase is merged after the worker started.
+        // Every event of the phase is merged after the worker started. The load generator's
+        // lookups of what was stored are its own work, not Postgres' for the worker.
         if let Some(started) = draining_started {
             figures.cpu.push(PhaseCpu::new(
                 "worker draining the backlog",
                 "event",
-                &draining_ended.since(&started),
+                &draining_ended
+                    .since(&started)
+                    .with_accounting(drain.accounting_cpu_secs),
                 drain.found_events as f64,
             ));
         }

@@ -102,6 +102,9 @@ pub struct DrainLedger {
     pub merged_per_sec: f64,
     /// Events stored per second after sending ended (what the worker does with a backlog).
     pub drain_rate_per_sec: f64,
+    /// CPU seconds the Postgres server process of these lookups spent (0 where `/proc` is not
+    /// readable): the accounting's share of Postgres' time.
+    pub accounting_cpu_secs: f64,
 }
 
 /// Everything a run produced.

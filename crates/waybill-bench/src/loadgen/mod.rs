@@ -5,7 +5,7 @@ mod ledger;
 pub(crate) mod payloads;
 mod plan;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -550,7 +550,11 @@ async fn drain(
     timeout: Duration,
     shipments_before: i64,
 ) -> anyhow::Result<DrainLedger> {
-    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 2).await?;
+    // One connection, kept between lookups (and made again if a fault breaks it): the CPU of
+    // its server processes is the accounting's, which the benchmark moves from Postgres' column
+    // to the load generator's.
+    let store = waybill_store::Store::connect(settings.database.url.expose_secret(), 1).await?;
+    let mut backends = BTreeSet::new();
     let ids: Vec<EventId> = total.first_sent.keys().cloned().collect();
     let started = Instant::now();
     let drain_started_at = Utc::now();
@@ -560,6 +564,7 @@ async fn drain(
     loop {
         let lookup_started = Instant::now();
         let mut conn = store.acquire().await?;
+        backends.insert(waybill_store::ledger::backend_pid(&mut conn).await?);
         let now_found =
             waybill_store::ledger::stored_at_of(&mut conn, &missing, shipments_before).await?;
         drop(conn);
@@ -581,8 +586,14 @@ async fn drain(
         // Before calling them lost, look in every shipment once: a run whose tracking numbers
         // met an older run's would have its events in shipments older than the bound.
         let mut conn = store.acquire().await?;
+        backends.insert(waybill_store::ledger::backend_pid(&mut conn).await?);
         found.extend(waybill_store::ledger::stored_at_of(&mut conn, &missing, 0).await?);
     }
+    // Read before the pool closes them (a closed one's time is the postmaster's then).
+    let accounting_cpu_secs = backends
+        .iter()
+        .map(|pid| crate::bench::cpu::process_seconds(*pid, false))
+        .sum();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut first_send: Option<DateTime<Utc>> = None;
     let mut last_store: Option<DateTime<Utc>> = None;
@@ -627,6 +638,7 @@ async fn drain(
         merge_outcomes: None,
         end_to_end_latency_ms: Percentiles::of(&latency),
         merged_per_sec,
+        accounting_cpu_secs,
     })
 }
 
