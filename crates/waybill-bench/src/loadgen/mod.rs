@@ -592,7 +592,7 @@ async fn drain(
     // Read before the pool closes them (a closed one's time is the postmaster's then).
     let accounting_cpu_secs = backends
         .iter()
-        .map(|pid| crate::bench::cpu::process_seconds(*pid, false))
+        .map(|pid| crate::procfs::process_seconds(*pid, false))
         .sum();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut first_send: Option<DateTime<Utc>> = None;
