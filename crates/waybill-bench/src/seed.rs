@@ -127,6 +127,15 @@ pub fn plan(
     )?)
 }
 
+/// Applies the migrations to the database at `url` over a connection of its own, closed
+/// afterwards (also when they fail).
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    let store = waybill_store::Store::connect(url, 1).await?;
+    let migrated = store.migrate().await;
+    store.close().await;
+    Ok(migrated?)
+}
+
 /// Runs `waybill-bench seed` against the configured database.
 pub async fn run(args: &SeedArgs, settings: &Settings) -> anyhow::Result<SeedReport> {
     let shipments = args
@@ -139,9 +148,7 @@ pub async fn run(args: &SeedArgs, settings: &Settings) -> anyhow::Result<SeedRep
         (args.events, shipments),
     )?;
     let url = settings.database.url.expose_secret();
-    let store = waybill_store::Store::connect(url, 1).await?;
-    store.migrate().await?;
-    store.close().await;
+    migrate(url).await?;
     let mut conn = waybill_store::seed::connect(url).await?;
     let report = seed(&mut conn, &plan, args.chunk).await?;
     conn.close().await?;

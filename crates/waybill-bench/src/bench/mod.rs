@@ -390,10 +390,7 @@ impl Stack {
         base: &Settings,
         bin_dir: &std::path::Path,
     ) -> anyhow::Result<Stack> {
-        let store = waybill_store::Store::connect(base.database.url.expose_secret(), 1).await?;
-        let migrated = store.migrate().await;
-        store.close().await;
-        migrated?;
+        crate::seed::migrate(base.database.url.expose_secret()).await?;
         Stack::with_database(base.clone(), None, bin_dir).await
     }
 
