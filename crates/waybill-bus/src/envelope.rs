@@ -257,7 +257,15 @@ impl InboundEnvelope {
 
     /// The JSON body.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        // Sized for the whole envelope up front (an event is about 500 bytes of JSON, the raw
+        // body grows by its escapes), so encoding does not regrow the buffer as it goes.
+        let capacity = match self {
+            InboundEnvelope::WebhookV1(webhook) => {
+                ENVELOPE_OVERHEAD + webhook.raw_body.len() * 9 / 8 + 512 * webhook.events.len()
+            }
+            InboundEnvelope::RegisterV1(_) => ENVELOPE_OVERHEAD,
+        };
+        encode_into(Vec::with_capacity(capacity), self)
     }
 
     /// Reads a body; see [`EnvelopeError`] for what fails.
@@ -311,11 +319,19 @@ impl PollEnvelope {
     }
 }
 
+/// The bytes of an envelope besides its events and raw body: ids, names, times, trace context.
+const ENVELOPE_OVERHEAD: usize = 512;
+
 fn encode(value: &impl Serialize) -> Vec<u8> {
+    encode_into(Vec::with_capacity(ENVELOPE_OVERHEAD), value)
+}
+
+fn encode_into(mut buffer: Vec<u8>, value: &impl Serialize) -> Vec<u8> {
     // Cannot fail: every field serialises to JSON (string map keys only, no fallible
     // `Serialize` impls), and writing to a Vec cannot fail.
-    serde_json::to_vec(value)
-        .unwrap_or_else(|error| unreachable!("envelopes always serialise: {error}"))
+    serde_json::to_writer(&mut buffer, value)
+        .unwrap_or_else(|error| unreachable!("envelopes always serialise: {error}"));
+    buffer
 }
 
 /// Reads the `type` first, so that an unknown kind or version is reported as such rather than

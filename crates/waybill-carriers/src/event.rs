@@ -126,7 +126,9 @@ impl MappingSpec {
             Some(spec) => match spec.find(scopes, true) {
                 Some(found) => {
                     let (text, path) = text_and_path(found, "time zone")?;
-                    Some(Zone::parse(text.trim()).map_err(|_| MapError::InvalidZone { path })?)
+                    Some(Zone::parse(text.trim()).map_err(|_| MapError::InvalidZone {
+                        path: path.to_string(),
+                    })?)
                 }
                 None => None,
             },
@@ -142,22 +144,26 @@ impl MappingSpec {
         let (time, provenance) = parsed.map_err(|error| match error {
             TimeError::WrongType(found) => MapError::WrongType {
                 field: "timestamp",
-                path: path.clone(),
+                path: path.to_string(),
                 expected: "a string or a number",
                 found,
             },
             TimeError::Unparseable(reason) => MapError::InvalidTimestamp {
-                path: path.clone(),
+                path: path.to_string(),
                 reason,
             },
-            TimeError::OutOfRange => MapError::AbsurdTimestamp { path: path.clone() },
+            TimeError::OutOfRange => MapError::AbsurdTimestamp {
+                path: path.to_string(),
+            },
         })?;
         let latest = context
             .received_at
             .checked_add_signed(FUTURE_SLACK)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         if time < earliest_plausible() || time > latest {
-            return Err(MapError::AbsurdTimestamp { path });
+            return Err(MapError::AbsurdTimestamp {
+                path: path.to_string(),
+            });
         }
         Ok(Some((time, provenance)))
     }
@@ -172,8 +178,11 @@ fn tracking_number(
     match fields.tracking_number.find(scopes, false) {
         Some(found) => {
             let (text, path) = text_and_path(found, "tracking number")?;
-            let number = TrackingNumber::parse(&text)
-                .map_err(|source| MapError::InvalidTrackingNumber { path, source })?;
+            let number =
+                TrackingNumber::parse(&text).map_err(|source| MapError::InvalidTrackingNumber {
+                    path: path.to_string(),
+                    source,
+                })?;
             if context.polled.is_some_and(|polled| *polled != number) {
                 return Ok(None);
             }
@@ -198,7 +207,10 @@ fn carrier(
     match carrier_spec.find(scopes, true) {
         Some(found) => {
             let (text, path) = text_and_path(found, "carrier")?;
-            CarrierCode::parse(&text).map_err(|source| MapError::InvalidCarrier { path, source })
+            CarrierCode::parse(&text).map_err(|source| MapError::InvalidCarrier {
+                path: path.to_string(),
+                source,
+            })
         }
         None => Err(MapError::MissingField {
             field: "carrier",

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::error::MapError;
 use crate::json::{scalar_text, wrong_type};
-use crate::path::{JsonPath, Scopes};
+use crate::path::{Concrete, JsonPath, Scopes};
 use crate::transform::{Case, Pattern, Transforms};
 
 /// One candidate source of a field's value.
@@ -50,9 +50,9 @@ pub(crate) struct FieldSpec(pub Vec<Source>);
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Found<'v> {
     /// A JSON value at a path.
-    Json(&'v Value, String),
-    /// Text from a fixed value or a join.
-    Text(String, String),
+    Json(&'v Value, Concrete<'v>),
+    /// Text from a fixed value, a join or a transform.
+    Text(String, Concrete<'v>),
 }
 
 impl FieldSpec {
@@ -71,7 +71,7 @@ impl FieldSpec {
     }
 
     /// The first candidate with a value. `skip_empty` makes empty strings fall through.
-    pub fn find<'v>(&self, scopes: Scopes<'v>, skip_empty: bool) -> Option<Found<'v>> {
+    pub fn find<'v>(&'v self, scopes: Scopes<'v>, skip_empty: bool) -> Option<Found<'v>> {
         self.0
             .iter()
             .find_map(|source| source.find(scopes, skip_empty))
@@ -91,7 +91,7 @@ impl Source {
         }
     }
 
-    fn find<'v>(&self, scopes: Scopes<'v>, skip_empty: bool) -> Option<Found<'v>> {
+    fn find<'v>(&'v self, scopes: Scopes<'v>, skip_empty: bool) -> Option<Found<'v>> {
         match self {
             Source::Transformed(inner, transforms) => {
                 match inner.find(scopes, skip_empty)? {
@@ -113,7 +113,10 @@ impl Source {
                     _ => Some(Found::Json(value, concrete)),
                 }
             }
-            Source::Fixed(text) => Some(Found::Text(text.clone(), "a fixed value".to_owned())),
+            Source::Fixed(text) => Some(Found::Text(
+                text.clone(),
+                Concrete::Described("a fixed value".to_owned()),
+            )),
             Source::Join { paths, separator } => {
                 let mut parts = Vec::new();
                 let mut used = Vec::new();
@@ -133,7 +136,10 @@ impl Source {
                 let path = match used.len() {
                     0 => return None,
                     1 => used.remove(0),
-                    _ => format!("join({})", used.join(", ")),
+                    _ => {
+                        let used: Vec<String> = used.iter().map(ToString::to_string).collect();
+                        Concrete::Described(format!("join({})", used.join(", ")))
+                    }
                 };
                 Some(Found::Text(parts.join(separator), path))
             }
@@ -281,14 +287,19 @@ fn plain_source<E: de::Error>(table: SourceTable) -> Result<Source, E> {
     }
 }
 
-pub(crate) fn text_and_path(
-    found: Found<'_>,
+pub(crate) fn text_and_path<'v>(
+    found: Found<'v>,
     field: &'static str,
-) -> Result<(String, String), MapError> {
+) -> Result<(String, Concrete<'v>), MapError> {
     match found {
         Found::Json(value, path) => match scalar_text(value) {
             Some(text) => Ok((text, path)),
-            None => Err(wrong_type(field, &path, "a string or a number", value)),
+            None => Err(wrong_type(
+                field,
+                &path.to_string(),
+                "a string or a number",
+                value,
+            )),
         },
         Found::Text(text, path) => Ok((text, path)),
     }
@@ -310,6 +321,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// What was found, with its concrete path as an error message would name it; text (from a
+    /// fixed value, a join or a transform) as a JSON string prefixed `text: `.
+    fn shown(found: Option<Found<'_>>) -> Option<(Value, String)> {
+        found.map(|found| match found {
+            Found::Json(value, path) => (value.clone(), path.to_string()),
+            Found::Text(text, path) => (Value::String(format!("text: {text}")), path.to_string()),
+        })
+    }
 
     #[derive(Deserialize)]
     struct Holder {
@@ -353,27 +373,24 @@ mod tests {
         let scopes = Scopes::document(&document);
         let field = spec(r#"field = ["$/a", "$/b", "$/c"]"#).unwrap();
         assert_eq!(
-            field.find(scopes, true),
-            Some(Found::Json(&json!("x"), "$/c".into()))
+            shown(field.find(scopes, true)),
+            Some((json!("x"), "$/c".into()))
         );
         assert_eq!(
-            field.find(scopes, false),
-            Some(Found::Json(&json!(" "), "$/b".into()))
+            shown(field.find(scopes, false)),
+            Some((json!(" "), "$/b".into()))
         );
         let join =
             spec(r#"field = { join = ["$/city", "$/state", "$/zip"], separator = " " }"#).unwrap();
         assert_eq!(
-            join.find(scopes, true),
-            Some(Found::Text(
-                "ORLANDO 32809".into(),
-                "join($/city, $/zip)".into()
-            ))
+            shown(join.find(scopes, true)),
+            Some((json!("text: ORLANDO 32809"), "join($/city, $/zip)".into()))
         );
         let transformed =
             spec(r#"field = { path = "$/c", replace = ["x", "y"], case = "upper" }"#).unwrap();
         assert_eq!(
-            transformed.find(scopes, true),
-            Some(Found::Text("Y".into(), "$/c".into()))
+            shown(transformed.find(scopes, true)),
+            Some((json!("text: Y"), "$/c".into()))
         );
         assert!(spec(r#"field = { path = "$/c", pick = 1 }"#).is_err());
         assert!(spec(r#"field = { path = "$/c", capture = "(" }"#).is_err());

@@ -426,6 +426,8 @@ impl MappingSpec {
         match current_path.resolve(Scopes::document(document)) {
             None | Some((Value::Null, _)) => Ok(()),
             Some((element @ Value::Object(_), concrete)) => {
+                // The base of the element's own paths.
+                let concrete = concrete.to_string();
                 let scopes = Scopes {
                     document,
                     event: Some((element, &concrete)),
@@ -440,7 +442,12 @@ impl MappingSpec {
                     self.map_event(&fields, scopes, context, carrier_default, had_elements, out);
                 self.settle(outcome, &fields, scopes, context, out)
             }
-            Some((other, concrete)) => Err(wrong_type("event", &concrete, "an object", other)),
+            Some((other, concrete)) => Err(wrong_type(
+                "event",
+                &concrete.to_string(),
+                "an object",
+                other,
+            )),
         }
     }
 

@@ -31,6 +31,31 @@ pub(crate) enum Scope {
 /// One enclosing element of an event in nested arrays, with its concrete path.
 pub(crate) type Frame<'v> = (&'v Value, String);
 
+/// Where a value was found (`$/events/3/time`), for error messages. Mapping a valid document
+/// never names it, so a resolved path keeps its two parts and is formatted only when an error
+/// is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Concrete<'v> {
+    /// A pointer below the concrete path of its scope's root (`$`, `$/events/3`).
+    Below {
+        /// The root's concrete path.
+        base: &'v str,
+        /// The RFC 6901 pointer from there.
+        pointer: &'v str,
+    },
+    /// Anything else, in words (`a fixed value`, `join($/a, $/b)`).
+    Described(String),
+}
+
+impl fmt::Display for Concrete<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Concrete::Below { base, pointer } => write!(f, "{base}{pointer}"),
+            Concrete::Described(text) => f.write_str(text),
+        }
+    }
+}
+
 /// A validated `$…` or `@…` path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JsonPath {
@@ -39,8 +64,8 @@ pub(crate) struct JsonPath {
     pointer: String,
     /// The pointer's reference tokens, unescaped once when the profile is loaded, so that
     /// walking a path allocates nothing per token (`serde_json::Value::pointer` unescapes
-    /// every token into a new string on every call). [`JsonPath::resolve`] still formats the
-    /// concrete path it returns for error messages.
+    /// every token into a new string on every call). The concrete path it returns for error
+    /// messages is a [`Concrete`], formatted only by an error.
     tokens: Vec<String>,
 }
 
@@ -128,8 +153,9 @@ impl JsonPath {
     }
 
     /// Resolves the path; `None` when it leads nowhere (or to `@` without an event element).
-    /// The second value is the concrete path, for error messages.
-    pub fn resolve<'v>(&self, scopes: Scopes<'v>) -> Option<(&'v Value, String)> {
+    /// The second value is the concrete path, for error messages, formatted only if one names
+    /// it.
+    pub fn resolve<'v>(&'v self, scopes: Scopes<'v>) -> Option<(&'v Value, Concrete<'v>)> {
         let (root, base) = match self.scope {
             Scope::Document => (scopes.document, "$"),
             Scope::Event => {
@@ -145,7 +171,13 @@ impl JsonPath {
         for token in &self.tokens {
             value = child(value, token)?;
         }
-        Some((value, format!("{base}{}", self.pointer)))
+        Some((
+            value,
+            Concrete::Below {
+                base,
+                pointer: &self.pointer,
+            },
+        ))
     }
 
     /// Every value the path matches, expanding `*` segments over array elements and object
@@ -283,6 +315,12 @@ mod tests {
 
     use super::*;
 
+    /// A resolved value with its concrete path as an error message would name it.
+    fn shown<'v>(resolved: Option<(&'v Value, Concrete<'_>)>) -> (&'v Value, String) {
+        let (value, concrete) = resolved.expect("the path resolves");
+        (value, concrete.to_string())
+    }
+
     #[test]
     fn paths_resolve_as_json_pointers_do() {
         let document = json!({
@@ -332,12 +370,12 @@ mod tests {
         };
         let path = JsonPath::parse("$/msg/a~1b", false).unwrap();
         assert_eq!(
-            path.resolve(scopes).unwrap(),
+            shown(path.resolve(scopes)),
             (&json!(1), "$/msg/a~1b".to_owned())
         );
         let path = JsonPath::parse("@/t", false).unwrap();
         assert_eq!(
-            path.resolve(scopes).unwrap(),
+            shown(path.resolve(scopes)),
             (&json!("x"), "$/msg/list/0/t".to_owned())
         );
         let no_event = Scopes::document(&document);
@@ -382,7 +420,7 @@ mod tests {
         };
         let parent = JsonPath::parse("^/code", false).unwrap();
         assert_eq!(
-            parent.resolve(scopes).unwrap(),
+            shown(parent.resolve(scopes)),
             (&json!("DHL"), "$/legs/0/code".to_owned())
         );
         assert_eq!(parent.to_string(), "^/code");

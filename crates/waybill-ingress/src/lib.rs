@@ -24,6 +24,7 @@ use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use waybill_bus::{Publisher, Topology};
 use waybill_carriers::CarrierProfile;
 use waybill_config::{Settings, SourceSettings};
@@ -157,9 +158,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(waybill_http::operations::metrics))
         .route("/openapi.json", waybill_http::openapi::route(&document))
         .fallback(waybill_http::extract::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(from_fn_with_state(BodyLimit(body_limit), declared_length))
-        .layer(map_response(waybill_http::extract::json_errors))
+        // One layer of three, outermost first: each `Router::layer` boxes every route again,
+        // and a request clones each box it passes through.
+        .layer(
+            ServiceBuilder::new()
+                .layer(map_response(waybill_http::extract::json_errors))
+                .layer(from_fn_with_state(BodyLimit(body_limit), declared_length))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
         .with_state(state)
 }
 
