@@ -11,6 +11,7 @@ pub mod jwks;
 mod limits;
 pub mod openapi;
 mod registration;
+mod series;
 mod storable;
 mod webhooks;
 
@@ -42,6 +43,8 @@ pub struct ResolvedSource {
     pub profile: Arc<CarrierProfile>,
     /// The source's configured `public_keys`, parsed.
     pub public_keys: waybill_carriers::KeySet,
+    /// The metric series its accepted webhooks update.
+    series: series::SourceSeries,
 }
 
 /// What every handler shares.
@@ -91,6 +94,7 @@ impl AppState {
                     settings: source.clone(),
                     profile,
                     public_keys,
+                    series: series::SourceSeries::default(),
                 },
             );
         }

@@ -20,7 +20,7 @@ use waybill_core::storable;
 use waybill_http::extract::Path;
 use waybill_telemetry::trace;
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, series};
 
 /// Outcome label for `waybill_webhooks_received_total`.
 fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
@@ -33,10 +33,13 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
 /// Counts one webhook request in `waybill_webhooks_received_total`. Labelled by source only
 /// when the source exists: request paths are not a closed set.
 pub(crate) fn count_received(state: &AppState, source_id: &str, outcome: &'static str) {
-    let source = if state.inner.sources.contains_key(source_id) {
-        source_id.to_owned()
-    } else {
-        "unknown".to_owned()
+    let source = match state.inner.sources.get(source_id) {
+        Some(source) if outcome == "accepted" => {
+            source.series.accepted(source_id).increment(1);
+            return;
+        }
+        Some(_) => source_id.to_owned(),
+        None => "unknown".to_owned(),
     };
     metrics::counter!(
         "waybill_webhooks_received_total",
@@ -85,7 +88,7 @@ pub async fn receive(
         .instrument(span)
         .await;
     count_received(&state, &source_id, outcome_of(&result));
-    metrics::histogram!("waybill_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
+    series::ack_seconds().record(started.elapsed().as_secs_f64());
     if let Err(error) = &result {
         if error.status().is_server_error() {
             tracing::warn!(error = %error, "webhook not accepted");
@@ -129,12 +132,10 @@ async fn handle(
     let verified = verify(state, source, request, target, received_at).await?;
     // When each configured secret last verified a request: the console's rotation view (an old
     // secret that stopped matching can be removed).
-    metrics::gauge!(
-        "waybill_webhook_secret_last_matched_seconds",
-        "source" => source_id.to_owned(),
-        "secret" => secret_label(verified.matched_secret())
-    )
-    .set(received_at.timestamp() as f64);
+    source
+        .series
+        .secret_matched(source_id, verified.matched_secret())
+        .set(received_at.timestamp() as f64);
     let mapped = map(source_id, source, &verified, received_at)?;
     let events = mapped.events.len();
     let rejected = rejected_events(&mapped);
@@ -237,8 +238,7 @@ async fn publish(state: &AppState, envelope: WebhookV1) -> Result<(), ApiError> 
     let publish_started = Instant::now();
     let published =
         tokio::time::timeout(inner.publish_timeout, inner.publisher.publish(message)).await;
-    metrics::histogram!("waybill_publish_confirm_seconds")
-        .record(publish_started.elapsed().as_secs_f64());
+    series::publish_confirm_seconds().record(publish_started.elapsed().as_secs_f64());
     match published {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => {
@@ -338,16 +338,6 @@ fn incoming_traceparent(headers: &HeaderMap) -> Option<&str> {
         .get(trace::TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .filter(|value| trace::is_valid_traceparent(value))
-}
-
-/// The `secret` label: the 1-based position of the configured secret that matched, or `none`
-/// for a profile that verifies nothing.
-fn secret_label(matched: Option<usize>) -> &'static str {
-    const POSITIONS: [&str; 9] = ["1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match matched {
-        None => "none",
-        Some(index) => POSITIONS.get(index).copied().unwrap_or("10+"),
-    }
 }
 
 fn truncate(value: &str, max: usize) -> String {
