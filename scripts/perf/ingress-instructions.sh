@@ -39,8 +39,11 @@ scratch=$(mktemp -d)
 cleanup() {
   psql -q "$server/postgres" -c "drop database if exists waybill_icount with (force)" >/dev/null 2>&1 || true
   if command -v rabbitmqctl >/dev/null; then
-    rabbitmqctl -q list_queues name 2>/dev/null | grep '^perf-icount\.' | while read -r queue; do
-      rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+    # Listed first: rabbitmqctl reads standard input, which would swallow the rest of a piped list.
+    local queues
+    queues=$(rabbitmqctl -q list_queues name 2>/dev/null | grep '^perf-icount\.' || true)
+    for queue in $queues; do
+      rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
     done
   fi
   rm -rf "$scratch"
