@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Counts the instructions the ingress executes for one webhook, under valgrind's callgrind,
 # which counts instructions, not time: the same binary and requests give the same count
-# within about 1 %, whatever else the machine is doing. The ingress's rate moves by 10 % or
+# within about 1.5 %, whatever else the machine is doing. The ingress's rate moves by 10 % or
 # more from one run to the next on a shared 2-core machine, so a change of a few per cent to
 # the request path shows here and not in `waybill-bench bench` (docs/performance.md).
 #
@@ -75,7 +75,7 @@ instructions() {
   sed -n 's/^summary: //p' "$out"
 }
 
-echo "ingress from $bin_dir: idle, then $count requests (each run takes a minute or more)" >&2
+echo "ingress from $bin_dir: idle, then $count requests (each run takes about half a minute)" >&2
 idle=$(instructions 0)
 loaded=$(instructions "$count")
 echo "instructions a request: $(( (loaded - idle) / count )) ($count requests; idle run $idle, loaded run $loaded)"

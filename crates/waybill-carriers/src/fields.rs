@@ -113,10 +113,7 @@ impl Source {
                     _ => Some(Found::Json(value, concrete)),
                 }
             }
-            Source::Fixed(text) => Some(Found::Text(
-                text.clone(),
-                Concrete::Described("a fixed value".to_owned()),
-            )),
+            Source::Fixed(text) => Some(Found::Text(text.clone(), Concrete::Fixed)),
             Source::Join { paths, separator } => {
                 let mut parts = Vec::new();
                 let mut used = Vec::new();
@@ -136,10 +133,7 @@ impl Source {
                 let path = match used.len() {
                     0 => return None,
                     1 => used.remove(0),
-                    _ => {
-                        let used: Vec<String> = used.iter().map(ToString::to_string).collect();
-                        Concrete::Described(format!("join({})", used.join(", ")))
-                    }
+                    _ => Concrete::Join(used),
                 };
                 Some(Found::Text(parts.join(separator), path))
             }

@@ -43,15 +43,27 @@ pub(crate) enum Concrete<'v> {
         /// The RFC 6901 pointer from there.
         pointer: &'v str,
     },
-    /// Anything else, in words (`a fixed value`, `join($/a, $/b)`).
-    Described(String),
+    /// A field's fixed value.
+    Fixed,
+    /// The paths a join took its parts from (`join($/a, $/b)`).
+    Join(Vec<Concrete<'v>>),
 }
 
 impl fmt::Display for Concrete<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Concrete::Below { base, pointer } => write!(f, "{base}{pointer}"),
-            Concrete::Described(text) => f.write_str(text),
+            Concrete::Fixed => f.write_str("a fixed value"),
+            Concrete::Join(parts) => {
+                f.write_str("join(")?;
+                for (index, part) in parts.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{part}")?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }

@@ -22,10 +22,13 @@ use waybill_telemetry::trace;
 
 use crate::{ApiError, AppState, series};
 
+/// The outcome label of an accepted webhook, whose series each source keeps a handle to.
+const ACCEPTED: &str = "accepted";
+
 /// Outcome label for `waybill_webhooks_received_total`.
 fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
     match result {
-        Ok(_) => "accepted",
+        Ok(_) => ACCEPTED,
         Err(error) => error.code(),
     }
 }
@@ -34,7 +37,7 @@ fn outcome_of(result: &Result<Json<Accepted>, ApiError>) -> &'static str {
 /// when the source exists: request paths are not a closed set.
 pub(crate) fn count_received(state: &AppState, source_id: &str, outcome: &'static str) {
     let source = match state.inner.sources.get(source_id) {
-        Some(source) if outcome == "accepted" => {
+        Some(source) if outcome == ACCEPTED => {
             source.series.accepted(source_id).increment(1);
             return;
         }
