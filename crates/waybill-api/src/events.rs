@@ -115,6 +115,7 @@ pub struct ScanV1 {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_status: Option<String>,
     /// When it happened.
+    #[serde(with = "waybill_core::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     /// Where.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -102,6 +102,7 @@ pub struct WebhookV1 {
     /// The tenant owning the source.
     pub tenant: TenantId,
     /// When the ingress received it.
+    #[serde(with = "waybill_core::rfc3339")]
     pub received_at: DateTime<Utc>,
     /// Whether events for unregistered shipments are parked instead of creating shipments.
     pub require_registration: bool,
@@ -162,6 +163,7 @@ pub struct RegisterV1 {
     #[serde(default)]
     pub metadata: serde_json::Value,
     /// When the ingress received the registration.
+    #[serde(with = "waybill_core::rfc3339")]
     pub received_at: DateTime<Utc>,
     /// The W3C trace context of the request, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +192,7 @@ pub struct PollJobV1 {
     /// The tracking number.
     pub tracking_number: TrackingNumber,
     /// The scheduled time slot this job is for (the same slot is one job, however often sent).
+    #[serde(with = "waybill_core::rfc3339")]
     pub slot: DateTime<Utc>,
     /// How many times this slot was attempted before (0 on the first).
     pub attempt: u32,

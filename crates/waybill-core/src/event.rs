@@ -172,6 +172,7 @@ pub struct TrackingEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_status: Option<String>,
     /// When the scan happened, in UTC.
+    #[serde(with = "crate::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     /// How `occurred_at` was derived.
     pub time_provenance: TimeProvenance,

@@ -37,6 +37,7 @@ mod event;
 mod event_id;
 mod ids;
 pub mod merge;
+pub mod rfc3339;
 mod status;
 pub mod storable;
 

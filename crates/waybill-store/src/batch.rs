@@ -117,6 +117,10 @@ pub struct BatchReport {
     pub shipments_created: u64,
     /// The shipments whose current event changed, one outbox row each.
     pub changed_shipments: Vec<ChangedShipment>,
+    /// The bytes each outbox row's change is published as, by outbox row id, for the relay of
+    /// this process once the transaction commits ([`EncodedBodies`](crate::EncodedBodies)).
+    #[serde(skip)]
+    pub encoded_bodies: Vec<(i64, Vec<u8>)>,
 }
 
 impl BatchReport {

@@ -28,6 +28,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use waybill_core::{CarrierCode, EventId, Status, TenantId};
 
+use crate::EncodedBodies;
 use crate::decode::{count, parse_event_id, parse_status};
 use crate::error::StoreError;
 use crate::fetch::RunQuery;
@@ -90,7 +91,6 @@ impl OutboxEntry {
         // Postgres prints a `jsonb` object's keys shortest first, so `type` leads; the body is
         // then read straight into its struct, not first into serde's buffered form of the
         // whole tree that finding a tag anywhere needs (docs/performance.md).
-        const STATUS_CHANGED: &str = "shipment.status_changed";
         let leading = ["{\"type\": \"", "{\"type\":\""]
             .iter()
             .find_map(|prefix| payload.strip_prefix(prefix));
@@ -141,39 +141,52 @@ pub struct FanOutReport {
     pub traceparents: Vec<String>,
 }
 
-const OUTBOX_COLUMNS: &str =
-    "o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version, o.payload::text as payload,
-     o.created_at, o.traceparent";
+/// The `type` of every payload this version's merge writes.
+const STATUS_CHANGED: &str = "shipment.status_changed";
 
 /// The oldest `limit` outbox rows not yet published (those in `outbox_to_publish`), locked `for
 /// update skip locked` in the caller's transaction (ids another relay holds are skipped). Mark
 /// the ones confirmed by the broker with [`mark_published`] in the same transaction.
 ///
-/// The ids are taken first and their rows looked up by primary key after, so a claim reads
-/// what it takes whatever the planner believes of the two tables: as one join, Postgres could
-/// merge it with the outbox read from its oldest row, through the week of published changes
-/// before the first unpublished one (docs/performance.md). An id whose row is gone (its
-/// shipment forgotten, see migration 11) is taken out of the set here.
+/// The ids are taken first and their rows looked up by primary key after (two statements), so a
+/// claim reads what it takes whatever the planner believes of the two tables: as one join,
+/// Postgres could merge it with the outbox read from its oldest row, through the week of
+/// published changes before the first unpublished one (docs/performance.md). An id whose row is
+/// gone (its shipment forgotten, see migration 11) is taken out of the set here. A row whose
+/// body `bodies` kept (this process merged it) is published as kept, its payload not read.
 #[tracing::instrument(skip_all, fields(limit = limit))]
 pub async fn claim_unpublished(
     conn: &mut PgConnection,
     limit: u32,
+    bodies: &EncodedBodies,
 ) -> Result<Vec<OutboxEntry>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "with p as ({ids})
-         select p.outbox_id, {OUTBOX_COLUMNS}
-         from p left join outbox o on o.id = p.outbox_id
-         order by p.outbox_id",
-        ids = oldest_ids("outbox_to_publish")
-    ))
-    .bind(i64::from(limit))
+    let ids: Vec<i64> = sqlx::query_scalar(&oldest_ids("outbox_to_publish"))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The bodies this process's merges kept: their payloads are not printed or decoded.
+    let kept = bodies.take(&ids);
+    let known: Vec<bool> = kept.iter().map(Option::is_some).collect();
+    let rows = sqlx::query(
+        "select p.outbox_id, o.id, o.tenant, o.carrier, o.event_id, o.new_status, o.version,
+                case when p.known then null else o.payload::text end as payload,
+                o.created_at, o.traceparent
+         from unnest($1::int8[], $2::bool[]) with ordinality as p(outbox_id, known, position)
+         left join outbox o on o.id = p.outbox_id
+         order by p.position",
+    )
+    .bind(&ids)
+    .bind(&known)
     .fetch_all(&mut *conn)
     .await?;
     let mut entries = Vec::with_capacity(rows.len());
     let mut gone = Vec::new();
-    for row in &rows {
+    for (row, kept) in rows.iter().zip(kept) {
         match row.try_get::<Option<i64>, _>("id")? {
-            Some(_) => entries.push(outbox_entry(row)?),
+            Some(_) => entries.push(outbox_entry(row, kept)?),
             None => gone.push(row.try_get::<i64, _>("outbox_id")?),
         }
     }
@@ -244,7 +257,7 @@ pub async fn fan_out_pending(
     for row in &rows {
         claimed.push(row.try_get::<i64, _>("outbox_id")?);
         if row.try_get::<bool, _>("wanted")? {
-            wanted.push(outbox_entry(row)?);
+            wanted.push(outbox_entry(row, None)?);
         }
     }
     let outbox_ids: Vec<i64> = wanted.iter().map(|e| e.id).collect();
@@ -364,12 +377,17 @@ pub async fn relay_backlog(conn: &mut PgConnection) -> Result<(u64, u64), StoreE
     Ok((count(&row, "unpublished")?, count(&row, "not_fanned_out")?))
 }
 
-fn outbox_entry(row: &PgRow) -> Result<OutboxEntry, StoreError> {
+/// The entry of a claimed row; `kept`: its body as this process's merge encoded it, when kept
+/// (its payload was then not selected).
+fn outbox_entry(row: &PgRow, kept: Option<Vec<u8>>) -> Result<OutboxEntry, StoreError> {
     let tenant: String = row.try_get("tenant")?;
     let carrier: String = row.try_get("carrier")?;
     let event_id: String = row.try_get("event_id")?;
     let status: String = row.try_get("new_status")?;
-    let (event_type, body) = OutboxEntry::encode(row.try_get("payload")?);
+    let (event_type, body) = match kept {
+        Some(body) => (STATUS_CHANGED.to_owned(), body),
+        None => OutboxEntry::encode(row.try_get("payload")?),
+    };
     Ok(OutboxEntry {
         id: row.try_get("id")?,
         tenant: TenantId::parse(&tenant).map_err(|e| StoreError::corrupt("outbox.tenant", e))?,

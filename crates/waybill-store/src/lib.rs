@@ -13,6 +13,7 @@
 
 mod batch;
 pub mod bench;
+mod bodies;
 pub mod cohorts;
 pub mod console;
 mod decode;
@@ -35,6 +36,7 @@ pub mod testing;
 pub use batch::{
     BatchReport, ChangedShipment, InboundBatch, InboundItem, Registration, ShipmentKey,
 };
+pub use bodies::EncodedBodies;
 pub use error::StoreError;
 pub use keys::{KeySetSnapshot, NewApiKey, StoredApiKey};
 pub use merge_batch::apply_batch;

@@ -1,6 +1,7 @@
 //! The transactional outbox: the insert that writes a change's downstream event (the wire type
 //! `waybill_api::events::StatusChangedV1`) in the merge transaction.
 
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use waybill_api::events::{DownstreamEventRef, StatusChangedV1};
 use waybill_core::Status;
@@ -9,8 +10,16 @@ use waybill_core::Status;
 pub(crate) struct NewOutboxRow<'a> {
     pub shipment_id: i64,
     pub body: StatusChangedV1,
+    /// `body` as published ([`DownstreamEventRef`], compact JSON): written as the payload, and
+    /// handed to this process's relay so it need not decode the payload back.
+    pub encoded: Box<RawValue>,
     /// The `traceparent` of the message that brought the new current event, if it was traced.
     pub traceparent: Option<&'a str>,
+}
+
+/// `body` encoded as it is published and stored.
+pub(crate) fn encode(body: &StatusChangedV1) -> Result<Box<RawValue>, serde_json::Error> {
+    serde_json::value::to_raw_value(&DownstreamEventRef::StatusChanged(body))
 }
 
 /// The statement that inserts outbox rows from 14 parallel arrays bound from parameter
@@ -94,7 +103,7 @@ pub(crate) fn bind_rows<'q>(
         sub.push(body.scan.sub_status.as_deref());
         occurred.push(body.scan.occurred_at);
         versions.push(body.shipment_version);
-        payloads.push(Json(DownstreamEventRef::StatusChanged(body)));
+        payloads.push(Json(&*row.encoded));
         traceparents.push(row.traceparent);
     }
     query

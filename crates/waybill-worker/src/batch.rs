@@ -7,7 +7,9 @@ use waybill_bus::envelope::InboundEnvelope;
 use waybill_core::TrackingEvent;
 use waybill_core::storable;
 use waybill_store::rejected::NewRejectedEvent;
-use waybill_store::{BatchReport, InboundBatch, InboundItem, Registration, Store, StoreError};
+use waybill_store::{
+    BatchReport, EncodedBodies, InboundBatch, InboundItem, Registration, Store, StoreError,
+};
 
 /// What happened to a batch.
 #[derive(Debug)]
@@ -26,12 +28,14 @@ pub enum BatchOutcome {
 #[derive(Clone)]
 pub struct Batcher {
     store: Store,
+    bodies: EncodedBodies,
 }
 
 impl Batcher {
-    /// A batcher over `store`.
-    pub fn new(store: Store) -> Batcher {
-        Batcher { store }
+    /// A batcher over `store`, offering the published bytes of the changes it commits to
+    /// `bodies` (this process's relay takes them from there).
+    pub fn new(store: Store, bodies: EncodedBodies) -> Batcher {
+        Batcher { store, bodies }
     }
 
     /// Applies the envelopes (and keeps their rejected events) in one transaction.
@@ -58,12 +62,14 @@ impl Batcher {
         rejected: Arc<Vec<NewRejectedEvent>>,
     ) -> BatchOutcome {
         let store = self.store.clone();
+        let bodies = self.bodies.clone();
         let task = tokio::spawn(
             async move {
                 let mut tx = store.begin().await?;
-                let report = waybill_store::apply_batch(&mut tx, &batch).await?;
+                let mut report = waybill_store::apply_batch(&mut tx, &batch).await?;
                 let kept = waybill_store::rejected::insert(&mut tx, &rejected).await?;
                 tx.commit().await.map_err(StoreError::from)?;
+                bodies.offer(std::mem::take(&mut report.encoded_bodies));
                 Ok::<_, StoreError>((report, kept))
             }
             // The store's spans belong to the caller's (the batch's), not to a trace of their own.

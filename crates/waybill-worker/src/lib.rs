@@ -42,6 +42,8 @@ struct Inner {
     publisher: Publisher,
     consumers_up: std::sync::atomic::AtomicUsize,
     keys: KeyGate,
+    /// The published bytes of the changes this process merged, for its relay.
+    bodies: waybill_store::EncodedBodies,
 }
 
 impl FromRef<Worker> for KeyGate {
@@ -67,6 +69,12 @@ impl Worker {
         config.channels = 1;
         let keys = KeyGate::start(&settings, "waybill-worker-keys", &shutdown);
         let publisher = Publisher::start(config, shutdown).await?;
+        // Enough for a few relay rounds of this process's own changes; none without a relay.
+        let bodies = waybill_store::EncodedBodies::new(if settings.fanout.relay_enabled {
+            4 * settings.fanout.relay_batch.max(1) as usize
+        } else {
+            0
+        });
         Ok(Worker {
             inner: Arc::new(Inner {
                 settings,
@@ -75,6 +83,7 @@ impl Worker {
                 publisher,
                 consumers_up: std::sync::atomic::AtomicUsize::new(0),
                 keys,
+                bodies,
             }),
         })
     }
@@ -86,7 +95,7 @@ impl Worker {
 
     /// The batch applier, for driving the worker step by step in tests.
     pub fn batcher(&self) -> Batcher {
-        Batcher::new(self.inner.store.clone())
+        Batcher::new(self.inner.store.clone(), self.inner.bodies.clone())
     }
 
     /// Runs the consumers and the HTTP server on `listener` until `shutdown` is cancelled;

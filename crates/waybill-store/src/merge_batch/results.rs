@@ -42,13 +42,13 @@ pub(super) async fn write_results(
         .iter()
         .zip(details)
         .map(|(merge, details)| outbox_row(plan, &locked[merge.locked_index], merge, details))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let updates = shipment_updates(locked, merges, &changed, &outbox_rows);
     let written = sql::update_shipments(conn, &updates, &outbox_rows).await?;
     if outbox_rows.is_empty() {
         return Ok(());
     }
-    record_changes(plan, locked, &changed, &outbox_rows, written, report)
+    record_changes(plan, locked, &changed, outbox_rows, written, report)
 }
 
 /// A changed shipment's new current event and newest events.
@@ -90,7 +90,7 @@ fn outbox_row<'p>(
     row: &LockedShipment,
     merge: &ShipmentMerge<'_>,
     (current, recent): ChangeDetails,
-) -> NewOutboxRow<'p> {
+) -> Result<NewOutboxRow<'p>, StoreError> {
     let planned = &plan.shipments[row.plan_index];
     let key = &planned.key;
     // The change continues the trace of the message that brought its new current event.
@@ -99,28 +99,32 @@ fn outbox_row<'p>(
         .iter()
         .find(|e| e.event.id.as_str() == merge.current_id())
         .and_then(|e| e.traceparent);
-    NewOutboxRow {
+    let body = StatusChangedV1 {
+        version: StatusChangedV1::VERSION,
+        event_id: current.event_id,
+        shipment: ShipmentRefV1 {
+            tenant: key.tenant.clone(),
+            carrier: key.carrier.clone(),
+            tracking_number: key.tracking_number.clone(),
+            order_number: row
+                .order_number
+                .clone()
+                .or_else(|| merge.order_number.clone()),
+        },
+        previous_status: merge.previous.as_ref().map(|p| p.status),
+        new_status: current.status,
+        scan: current.scan,
+        shipment_version: merge.version,
+        recent_history: recent,
+    };
+    let encoded = crate::outbox::encode(&body)
+        .map_err(|error| StoreError::corrupt("outbox payload", error))?;
+    Ok(NewOutboxRow {
         shipment_id: row.id,
         traceparent,
-        body: StatusChangedV1 {
-            version: StatusChangedV1::VERSION,
-            event_id: current.event_id,
-            shipment: ShipmentRefV1 {
-                tenant: key.tenant.clone(),
-                carrier: key.carrier.clone(),
-                tracking_number: key.tracking_number.clone(),
-                order_number: row
-                    .order_number
-                    .clone()
-                    .or_else(|| merge.order_number.clone()),
-            },
-            previous_status: merge.previous.as_ref().map(|p| p.status),
-            new_status: current.status,
-            scan: current.scan,
-            shipment_version: merge.version,
-            recent_history: recent,
-        },
-    }
+        body,
+        encoded,
+    })
 }
 
 /// The row update of every merged shipment; a changed one's new current event is the one its
@@ -154,7 +158,7 @@ fn record_changes(
     plan: &Plan<'_>,
     locked: &[LockedShipment],
     changed: &[&ShipmentMerge<'_>],
-    outbox_rows: &[NewOutboxRow<'_>],
+    outbox_rows: Vec<NewOutboxRow<'_>>,
     written: Vec<(i64, i64)>,
     report: &mut BatchReport,
 ) -> Result<(), StoreError> {
@@ -177,6 +181,10 @@ fn record_changes(
             version: merge.version,
             outbox_id,
         });
+        let encoded: Box<str> = row.encoded.into();
+        report
+            .encoded_bodies
+            .push((outbox_id, encoded.into_boxed_bytes().into_vec()));
     }
     Ok(())
 }

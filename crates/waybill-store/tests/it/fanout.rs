@@ -157,7 +157,9 @@ async fn the_fan_out_follows_tenant_carrier_status_and_enabled_and_is_idempotent
     // The same change has the same id and bytes in every subscription, and they are the
     // relay's wire form of the outbox row.
     let mut tx = db.store().begin().await.unwrap();
-    let outbox = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let outbox = fanout::claim_unpublished(&mut tx, 10, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     let delivered_row = &deliveries(&db, delivered).await[0];
     let source = outbox
@@ -252,8 +254,12 @@ async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marke
     three_changes(&db).await;
     let mut first = db.store().begin().await.unwrap();
     let mut second = db.store().begin().await.unwrap();
-    let a = fanout::claim_unpublished(&mut first, 2).await.unwrap();
-    let b = fanout::claim_unpublished(&mut second, 2).await.unwrap();
+    let a = fanout::claim_unpublished(&mut first, 2, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
+    let b = fanout::claim_unpublished(&mut second, 2, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
     assert_eq!(a.len(), 2);
     assert_eq!(b.len(), 1, "rows another relay holds are skipped");
     assert!(a.iter().all(|x| b.iter().all(|y| x.id != y.id)));
@@ -270,7 +276,9 @@ async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marke
     assert_eq!(fanout::relay_backlog(&mut conn).await.unwrap().0, 2);
     drop(conn);
     let mut tx = db.store().begin().await.unwrap();
-    let again = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let again = fanout::claim_unpublished(&mut tx, 10, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
     let ids: Vec<i64> = again.iter().map(|e| e.id).collect();
     assert_eq!(ids, vec![a[1].id, b[0].id]);
     tx.rollback().await.unwrap();
@@ -280,7 +288,9 @@ async fn concurrent_relays_claim_disjoint_rows_and_only_confirmed_rows_are_marke
 /// The ids of what a relay would publish now, oldest first (claimed and released).
 async fn unpublished_ids(db: &TestDatabase) -> Vec<i64> {
     let mut tx = db.store().begin().await.unwrap();
-    let rows = fanout::claim_unpublished(&mut tx, 100).await.unwrap();
+    let rows = fanout::claim_unpublished(&mut tx, 100, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     rows.iter().map(|e| e.id).collect()
 }
@@ -464,7 +474,9 @@ async fn ids_whose_rows_are_gone_leave_both_sets_when_claimed() {
     assert_eq!(fanout::relay_backlog(&mut conn).await.unwrap(), (4, 4));
 
     let mut tx = db.store().begin().await.unwrap();
-    let claimed = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let claimed = fanout::claim_unpublished(&mut tx, 10, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(claimed.len(), 3);
     let report = fan_out(&db).await;
@@ -482,7 +494,9 @@ async fn ids_whose_rows_are_gone_leave_both_sets_when_claimed() {
 async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     let (db, [_]) = three_changes_fanned_out_to().await;
     let mut tx = db.store().begin().await.unwrap();
-    let rows = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let rows = fanout::claim_unpublished(&mut tx, 10, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
     let published: Vec<i64> = rows.iter().map(|e| e.id).collect();
     fanout::mark_published(&mut tx, &published).await.unwrap();
     tx.commit().await.unwrap();
@@ -565,7 +579,9 @@ async fn pruning_deletes_only_what_is_done_with_and_older_than_the_retention() {
     // The fourth change can still be published after the prune.
     drop(conn);
     let mut tx = db.store().begin().await.unwrap();
-    let pending = fanout::claim_unpublished(&mut tx, 10).await.unwrap();
+    let pending = fanout::claim_unpublished(&mut tx, 10, &waybill_store::EncodedBodies::new(0))
+        .await
+        .unwrap();
     assert_eq!(
         pending.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![outbox[3]]
@@ -891,4 +907,70 @@ async fn delivered_outcomes_are_written_together_and_a_stale_claim_is_left_alone
     );
     drop(conn);
     db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_relay_publishes_the_bodies_its_merges_kept_as_their_payloads_would_read() {
+    let db = database().await;
+    let report = merge(
+        db.store(),
+        vec![
+            event("1ZKEPT1", 0, Status::InTransit, "Auckland"),
+            event(
+                "1ZKEPT2",
+                60,
+                Status::Delivered,
+                "Wellington \"Depot\" Ōtaki\n",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(report.encoded_bodies.len(), 2);
+    let claim = |bodies: waybill_store::EncodedBodies| {
+        let db = &db;
+        async move {
+            let mut tx = db.store().begin().await.unwrap();
+            let entries = fanout::claim_unpublished(&mut tx, 10, &bodies)
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            entries
+        }
+    };
+
+    // Read back from the stored payloads, each change is the bytes the merge kept.
+    let stored = claim(waybill_store::EncodedBodies::new(0)).await;
+    assert_eq!(stored.len(), 2);
+    for (id, bytes) in &report.encoded_bodies {
+        let entry = stored.iter().find(|entry| entry.id == *id).unwrap();
+        assert_eq!(&entry.body, bytes, "outbox row {id}");
+        assert_eq!(entry.event_type, "shipment.status_changed");
+    }
+
+    // A kept body is published as kept (a marker here shows which path was taken), once; the
+    // other row is read from its payload; the ids not claimed stay kept.
+    let bodies = waybill_store::EncodedBodies::new(10);
+    let (kept_id, _) = report.encoded_bodies[0];
+    bodies.offer([(kept_id, b"kept".to_vec()), (i64::MAX, b"other".to_vec())]);
+    let entries = claim(bodies.clone()).await;
+    let kept = entries.iter().find(|entry| entry.id == kept_id).unwrap();
+    assert_eq!(kept.body, b"kept");
+    assert_eq!(kept.event_type, "shipment.status_changed");
+    let other = entries.iter().find(|entry| entry.id != kept_id).unwrap();
+    assert_eq!(
+        other.body,
+        stored.iter().find(|e| e.id == other.id).unwrap().body
+    );
+    assert_eq!(
+        bodies.len(),
+        1,
+        "taken by the claim; the unclaimed one stays"
+    );
+    // Taken once: the claim rolled back, so the next one reads the payload.
+    let again = claim(bodies).await;
+    let kept_again = again.iter().find(|entry| entry.id == kept_id).unwrap();
+    assert_eq!(
+        kept_again.body,
+        stored.iter().find(|e| e.id == kept_id).unwrap().body
+    );
 }

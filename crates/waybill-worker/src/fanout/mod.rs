@@ -54,6 +54,7 @@ pub(crate) fn spawn(worker: &Worker, tracker: &TaskTracker, shutdown: Cancellati
             &inner.topology,
             settings,
             Arc::clone(&wake),
+            inner.bodies.clone(),
         );
         let interval = Duration::from_millis(settings.relay_interval_ms);
         tracker.spawn(relay::run_publish(

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use waybill_bus::{OutboundMessage, Publisher, Topology};
 use waybill_config::FanoutSettings;
 use waybill_store::fanout::{self, FanOutReport, OutboxEntry, Pruned};
-use waybill_store::{Store, StoreError};
+use waybill_store::{EncodedBodies, Store, StoreError};
 use waybill_telemetry::trace;
 
 use crate::Worker;
@@ -60,6 +60,8 @@ pub struct Relay {
     first_attempt_delay: chrono::Duration,
     /// Woken after a fan-out created deliveries, so this process's dispatcher sends them at once.
     deliveries_created: Arc<Notify>,
+    /// The published bytes of the changes this process merged (see [`EncodedBodies`]).
+    bodies: EncodedBodies,
 }
 
 impl Relay {
@@ -71,6 +73,7 @@ impl Relay {
             &worker.inner.topology,
             &worker.inner.settings.fanout,
             Arc::new(Notify::new()),
+            worker.inner.bodies.clone(),
         )
     }
 
@@ -80,6 +83,7 @@ impl Relay {
         topology: &Topology,
         settings: &FanoutSettings,
         deliveries_created: Arc<Notify>,
+        bodies: EncodedBodies,
     ) -> Relay {
         let first_attempt_delay = settings.schedule().first().copied().unwrap_or_default();
         Relay {
@@ -91,6 +95,7 @@ impl Relay {
             first_attempt_delay: chrono::Duration::from_std(first_attempt_delay)
                 .unwrap_or_default(),
             deliveries_created,
+            bodies,
         }
     }
 
@@ -107,7 +112,7 @@ impl Relay {
         let work = async move {
             let (tx, rows) = trace::untraced(async {
                 let mut tx = relay.store.begin().await?;
-                let rows = fanout::claim_unpublished(&mut tx, relay.batch).await?;
+                let rows = fanout::claim_unpublished(&mut tx, relay.batch, &relay.bodies).await?;
                 Ok::<_, StoreError>((tx, rows))
             })
             .await?;
