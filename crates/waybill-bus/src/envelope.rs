@@ -345,12 +345,11 @@ fn encode_into(mut buffer: Vec<u8>, value: &impl Serialize) -> Vec<u8> {
     buffer
 }
 
-/// Reads the `type` first, so that an unknown kind or version is reported as such rather than
-/// as serde's "unknown variant".
-/// Reads an envelope: its `type`, then the body straight into the variant struct that
-/// `variant` picks for it (`None`: a type this build does not read). Decoding the enum itself
-/// would first copy the whole body into serde's buffered form to find the tag wherever it is,
-/// which was a third of the worker's decoding (docs/performance.md).
+/// Reads an envelope: its `type` first, so that an unknown kind or version is reported as such
+/// rather than as serde's "unknown variant", then the body straight into the variant struct
+/// that `variant` picks for it (`None`: a type this build does not read). Decoding the enum
+/// itself would first copy the whole body into serde's buffered form to find the tag wherever
+/// it is: two thirds of the instructions of the worker's decoding (docs/performance.md).
 fn decode<T>(
     body: &[u8],
     expected: &'static str,

@@ -16,9 +16,11 @@
 //! `outbox_to_fan_out`), filled by triggers in the merge's transaction and deleted from when
 //! done, so an outbox row is written once (migrations 11 and 12).
 //!
-//! The wire form of a change — its bytes and its id — is decided here, once, so that the topic
-//! message and every HTTP delivery of a change carry the same bytes and the same id
-//! ([`OutboxEntry::body`], [`OutboxEntry::message_id`]).
+//! The wire form of a change — its bytes and its id — is one deterministic encoding of its
+//! payload, so that the topic message and every HTTP delivery of a change carry the same bytes
+//! and the same id ([`OutboxEntry::body`], [`OutboxEntry::message_id`]): encoded here from the
+//! stored payload, or, for the relay of the process that merged it, kept from the merge's own
+//! encoding of the same value ([`EncodedBodies`](crate::EncodedBodies)).
 
 pub mod deliveries;
 pub mod subscriptions;
