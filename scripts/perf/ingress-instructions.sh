@@ -17,7 +17,8 @@
 #
 # Uses the server of DATABASE_URL (default: the local one) with a scratch database
 # `waybill_icount`, and the broker of AMQP_URL with the queue prefix `perf-icount.`; both are
-# removed at the end (the queues with rabbitmqctl, when it is installed).
+# removed at the end (the queues with rabbitmqctl, when it is installed). With PROFILE_OUT set,
+# the loaded run's callgrind profile is kept there, for `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin_dir="${1:-target/release}"
@@ -28,31 +29,10 @@ for tool in waybill waybill-bench; do
 done
 [ -x "$bin_dir/waybill-ingress" ] || { echo "no waybill-ingress in $bin_dir" >&2; exit 1; }
 
-server="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-server="${server%/*}"
-export WAYBILL_CONFIG="${WAYBILL_CONFIG:-deploy/waybill.example.toml}"
-export DATABASE_URL="$server/waybill_icount"
-export WAYBILL_BUS_PREFIX="perf-icount."
+# shellcheck source=scripts/perf/scratch.sh
+. scripts/perf/scratch.sh
 export WAYBILL_INGRESS_ADDR="127.0.0.1:18091"
-export RUST_LOG=warn
-scratch=$(mktemp -d)
-cleanup() {
-  psql -q "$server/postgres" -c "drop database if exists waybill_icount with (force)" >/dev/null 2>&1 || true
-  if command -v rabbitmqctl >/dev/null; then
-    # Listed first: rabbitmqctl reads standard input, which would swallow the rest of a piped list.
-    local queues
-    queues=$(rabbitmqctl -q list_queues name 2>/dev/null | grep '^perf-icount\.' || true)
-    for queue in $queues; do
-      rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
-    done
-  fi
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
-
-psql -q "$server/postgres" -c "create database waybill_icount" >/dev/null 2>&1 || true
-target/release/waybill migrate >&2
-target/release/waybill topology >&2
+scratch_begin waybill_icount perf-icount.
 
 # Instructions of one ingress run that serves `$1` requests.
 instructions() {
@@ -60,11 +40,7 @@ instructions() {
   valgrind --tool=callgrind --callgrind-out-file="$out" "$bin_dir/waybill-ingress" \
     >"$scratch/ingress.log" 2>&1 &
   local ingress=$!
-  for _ in $(seq 1 240); do
-    curl -sf "http://$WAYBILL_INGRESS_ADDR/healthz" >/dev/null 2>&1 && break
-    sleep 0.5
-  done
-  curl -sf "http://$WAYBILL_INGRESS_ADDR/healthz" >/dev/null || { cat "$scratch/ingress.log" >&2; exit 1; }
+  wait_healthy "$WAYBILL_INGRESS_ADDR" || { cat "$scratch/ingress.log" >&2; exit 1; }
   if [ "$1" -gt 0 ]; then
     target/release/waybill-bench loadgen --ingress "http://$WAYBILL_INGRESS_ADDR" \
       --sources starshipit --count "$1" --rate 300 --concurrency 16 \
@@ -78,4 +54,5 @@ instructions() {
 echo "ingress from $bin_dir: idle, then $count requests (each run takes about half a minute)" >&2
 idle=$(instructions 0)
 loaded=$(instructions "$count")
+if [ -n "${PROFILE_OUT:-}" ]; then cp "$scratch/callgrind.$count" "$PROFILE_OUT"; fi
 echo "instructions a request: $(( (loaded - idle) / count )) ($count requests; idle run $idle, loaded run $loaded)"

@@ -31,49 +31,22 @@ for tool in waybill waybill-bench waybill-ingress; do
 done
 [ -x "$bin_dir/waybill-worker" ] || { echo "no waybill-worker in $bin_dir" >&2; exit 1; }
 
-server="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-server="${server%/*}"
-database=waybill_wcount
-prefix="perf-wcount."
-export WAYBILL_CONFIG="${WAYBILL_CONFIG:-deploy/waybill.example.toml}"
-export DATABASE_URL="$server/$database"
-export WAYBILL_BUS_PREFIX="$prefix"
+# shellcheck source=scripts/perf/scratch.sh
+. scripts/perf/scratch.sh
 export WAYBILL_INGRESS_ADDR="127.0.0.1:18092"
 export WAYBILL_WORKER_ADDR="127.0.0.1:18093"
-export RUST_LOG=warn
-scratch=$(mktemp -d)
-cleanup() {
-  psql -q "$server/postgres" -c "drop database if exists $database with (force)" >/dev/null 2>&1 || true
-  # Listed first: rabbitmqctl reads standard input, which would swallow the rest of a piped list.
-  local queues
-  queues=$(rabbitmqctl -q list_queues name 2>/dev/null | grep "^${prefix//./\\.}" || true)
-  for queue in $queues; do
-    rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
-  done
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
+scratch_begin waybill_wcount perf-wcount.
+prefix="$scratch_prefix"
 
 sql() { psql -qAt "$DATABASE_URL" -c "$1"; }
 depth() { rabbitmqctl -q list_queues name messages </dev/null | awk -v q="${prefix}waybill.webhooks" '$1 == q { print $2 }'; }
 # Postgres' counters of the scratch database and the server's WAL: pages touched, rows
 # inserted, updated and deleted, WAL bytes.
 pg_counters() {
-  psql -qAt -F ' ' "$server/postgres" -c \
+  psql -qAt -F ' ' "$scratch_server/postgres" -c \
     "select d.blks_hit + d.blks_read, d.tup_inserted, d.tup_updated, d.tup_deleted, w.wal_bytes::bigint
-     from pg_stat_database d, pg_stat_wal w where d.datname = '$database'"
+     from pg_stat_database d, pg_stat_wal w where d.datname = '$scratch_database'"
 }
-wait_healthy() {
-  for _ in $(seq 1 240); do
-    curl -sf "http://$1/healthz" >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  return 1
-}
-
-psql -q "$server/postgres" -c "create database $database" >/dev/null 2>&1 || true
-target/release/waybill migrate >&2
-target/release/waybill topology >&2
 
 echo "backlog: $count webhooks through the ingress, no worker running" >&2
 target/release/waybill-ingress >"$scratch/ingress.log" 2>&1 &
@@ -127,6 +100,7 @@ events=$(sql 'select count(*) from tracking_events')
 per_event() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" -v n="$events" 'BEGIN { printf "%.2f", (a - b - (c - d)) / n }'; }
 echo "events merged: $events ($count webhooks; loaded run $loaded instructions in ${seconds}s, idle run $idle)"
 echo "worker instructions an event: $(( (loaded - idle) / events ))"
+echo "changes: $(sql 'select count(*) from outbox'), their payloads $(sql 'select avg(octet_length(payload::text))::int from outbox') bytes on average (as Postgres prints jsonb)"
 echo "postgres an event: $(per_event "$hits1" "$hits0" "$hits2" "$hits1") pages touched," \
   "$(per_event "$ins1" "$ins0" "$ins2" "$ins1") rows inserted," \
   "$(per_event "$upd1" "$upd0" "$upd2" "$upd1") updated," \
