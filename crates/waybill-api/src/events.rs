@@ -50,7 +50,7 @@ impl DownstreamEvent {
     /// The body's `"type"`, as serialised.
     pub fn type_name(&self) -> &'static str {
         match self {
-            DownstreamEvent::StatusChanged(_) => "shipment.status_changed",
+            DownstreamEvent::StatusChanged(_) => StatusChangedV1::TYPE,
         }
     }
 }
@@ -88,6 +88,9 @@ pub struct StatusChangedV1 {
 }
 
 impl StatusChangedV1 {
+    /// Its `"type"` (the tag `DownstreamEvent` writes; a unit test checks they agree).
+    pub const TYPE: &'static str = "shipment.status_changed";
+
     /// The schema version of this body.
     pub const VERSION: u32 = 1;
 }

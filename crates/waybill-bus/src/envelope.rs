@@ -379,16 +379,11 @@ fn decode<T>(
     }
 }
 
-/// The `type` of an envelope that is a JSON object. Read from the first bytes when it comes
-/// first with no escapes, as every envelope this crate writes has it (`{"type":"WebhookV1",`);
-/// else from a parse of the whole body that skips everything but the type.
+/// The `type` of an envelope that is a JSON object: read from the first bytes where every
+/// envelope this crate writes has it ([`waybill_core::tagged::leading_type`]), else from a parse
+/// of the whole body that skips everything but the type.
 fn message_type(body: &[u8]) -> Result<std::borrow::Cow<'_, str>, EnvelopeError> {
-    const LEADING: &[u8] = br#"{"type":""#;
-    if let Some(rest) = body.strip_prefix(LEADING)
-        && let Some(end) = rest.iter().position(|&b| b == b'"' || b == b'\\')
-        && rest[end] == b'"'
-        && let Ok(found) = std::str::from_utf8(&rest[..end])
-    {
+    if let Some(found) = waybill_core::tagged::leading_type(body) {
         return Ok(std::borrow::Cow::Borrowed(found));
     }
     #[derive(Deserialize)]
@@ -416,6 +411,21 @@ mod tests {
             panic!("the fixture is a webhook");
         };
         webhook.events[0].clone()
+    }
+
+    /// A registration of shipment QQQ001 with an order number and metadata.
+    fn registration() -> InboundEnvelope {
+        InboundEnvelope::RegisterV1(RegisterV1 {
+            id: EnvelopeId::random(),
+            tenant: TenantId::default_tenant(),
+            source: None,
+            carrier: CarrierCode::parse("starshipit").unwrap(),
+            tracking_number: TrackingNumber::parse("QQQ001").unwrap(),
+            order_number: Some("ORD-1".into()),
+            metadata: serde_json::json!({"priority": "high"}),
+            received_at: Utc.with_ymd_and_hms(2026, 11, 2, 8, 31, 0).unwrap(),
+            traceparent: None,
+        })
     }
 
     /// Shipment 42's poll job for one slot, traced.
@@ -502,17 +512,7 @@ mod tests {
 
     #[test]
     fn registration_and_poll_envelopes_round_trip_into_their_own_variant() {
-        let registration = InboundEnvelope::RegisterV1(RegisterV1 {
-            id: EnvelopeId::random(),
-            tenant: TenantId::default_tenant(),
-            source: None,
-            carrier: CarrierCode::parse("starshipit").unwrap(),
-            tracking_number: TrackingNumber::parse("QQQ001").unwrap(),
-            order_number: Some("ORD-1".into()),
-            metadata: serde_json::json!({"priority": "high"}),
-            received_at: Utc.with_ymd_and_hms(2026, 11, 2, 8, 31, 0).unwrap(),
-            traceparent: None,
-        });
+        let registration = registration();
         assert_eq!(
             InboundEnvelope::decode(&registration.encode()).unwrap(),
             registration
@@ -563,17 +563,7 @@ mod tests {
 
     #[test]
     fn the_type_is_found_wherever_it_is_and_however_it_is_written() {
-        let registration = InboundEnvelope::RegisterV1(RegisterV1 {
-            id: EnvelopeId::random(),
-            tenant: TenantId::default_tenant(),
-            source: None,
-            carrier: CarrierCode::parse("ups").unwrap(),
-            tracking_number: TrackingNumber::parse("1Z999").unwrap(),
-            order_number: None,
-            metadata: serde_json::json!({}),
-            received_at: Utc.with_ymd_and_hms(2026, 11, 2, 8, 31, 0).unwrap(),
-            traceparent: None,
-        });
+        let registration = registration();
         let encoded = registration.encode();
         assert!(
             encoded.starts_with(br#"{"type":"RegisterV1","#),

@@ -40,6 +40,7 @@ pub mod merge;
 pub mod rfc3339;
 mod status;
 pub mod storable;
+pub mod tagged;
 
 pub use event::{Origin, RawStatus, TimeProvenance, TrackingEvent, TrackingEventDraft};
 pub use event_id::EventId;

@@ -93,18 +93,13 @@ impl OutboxEntry {
         // Postgres prints a `jsonb` object's keys shortest first, so `type` leads; the body is
         // then read straight into its struct, not first into serde's buffered form of the
         // whole tree that finding a tag anywhere needs (docs/performance.md).
-        let leading = ["{\"type\": \"", "{\"type\":\""]
-            .iter()
-            .find_map(|prefix| payload.strip_prefix(prefix));
-        if let Some(rest) = leading
-            && rest.starts_with(STATUS_CHANGED)
-            && rest[STATUS_CHANGED.len()..].starts_with('"')
+        if waybill_core::tagged::leading_type(payload.as_bytes()) == Some(StatusChangedV1::TYPE)
             && let Ok(event) = serde_json::from_str::<StatusChangedV1>(payload)
         {
             let mut body = Vec::with_capacity(payload.len());
             if serde_json::to_writer(&mut body, &DownstreamEventRef::StatusChanged(&event)).is_ok()
             {
-                return (STATUS_CHANGED.to_owned(), body);
+                return (StatusChangedV1::TYPE.to_owned(), body);
             }
         }
         if let Ok(event) = serde_json::from_str::<DownstreamEvent>(payload)
@@ -142,9 +137,6 @@ pub struct FanOutReport {
     /// the fan-out's span can link to them.
     pub traceparents: Vec<String>,
 }
-
-/// The `type` of every payload this version's merge writes.
-const STATUS_CHANGED: &str = "shipment.status_changed";
 
 /// The oldest `limit` outbox rows not yet published (those in `outbox_to_publish`), locked `for
 /// update skip locked` in the caller's transaction (ids another relay holds are skipped). Mark
@@ -387,7 +379,8 @@ fn outbox_entry(row: &PgRow, kept: Option<Vec<u8>>) -> Result<OutboxEntry, Store
     let event_id: String = row.try_get("event_id")?;
     let status: String = row.try_get("new_status")?;
     let (event_type, body) = match kept {
-        Some(body) => (STATUS_CHANGED.to_owned(), body),
+        // The merge writes status changes only.
+        Some(body) => (StatusChangedV1::TYPE.to_owned(), body),
         None => OutboxEntry::encode(row.try_get("payload")?),
     };
     Ok(OutboxEntry {
